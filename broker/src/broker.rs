@@ -1,0 +1,698 @@
+//! The public handle on the log: open, manage streams, append, read, and the
+//! consumer-group and state calls the runtime needs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+
+use crate::batch;
+use crate::catalog::{Catalog, PartitionCursor, StoredStream, StreamEntry};
+use crate::committer::{self, Request};
+use crate::error::{Error, Result};
+use crate::record::{Event, Record};
+use crate::stream::{validate_name, PartitionInfo, StreamConfig, StreamInfo};
+use crate::tables::*;
+use crate::transaction::{Receipt, Transaction};
+use crate::Shared;
+
+/// Bounds on one read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// At most this many events.
+    pub max_events: usize,
+    /// At most about this many bytes of keys, values and headers (at least one
+    /// event is returned when one is there, whatever its size).
+    pub max_bytes: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            max_events: 1000,
+            max_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Events read from one partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadBatch {
+    /// The events, in offset order.
+    pub events: Vec<Event>,
+    /// Where the next read should start.
+    pub next_offset: u64,
+    /// The partition's end when the read was made.
+    pub high_watermark: u64,
+}
+
+/// A consumer group's position on one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupPosition {
+    /// The stream.
+    pub stream: String,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset the group will consume.
+    pub committed: u64,
+    /// Events appended past `committed`.
+    pub lag: u64,
+}
+
+/// A consumer group and where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: String,
+    /// Its current generation (0 before the first assignment).
+    pub generation: u64,
+    /// Its committed positions.
+    pub positions: Vec<GroupPosition>,
+}
+
+/// An embedded, durable, partitioned event log. Cheap to clone: clones share
+/// one database and one committer thread, which stops when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    committer: Arc<CommitterHandle>,
+}
+
+struct CommitterHandle {
+    sender: Mutex<Option<SyncSender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for CommitterHandle {
+    fn drop(&mut self) {
+        if let Ok(mut sender) = self.sender.lock() {
+            sender.take();
+        }
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens the log stored in the redb file at `path`, creating it if missing.
+    pub fn open(path: impl AsRef<Path>) -> Result<Broker> {
+        let path = path.as_ref().to_path_buf();
+        let open_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Open {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(Box::new(e)))?;
+        }
+        let db = Database::create(&path).map_err(|e| open_error(Box::new(e)))?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(STREAMS)?;
+            txn.open_table(PARTITIONS)?;
+            txn.open_table(BATCHES)?;
+            txn.open_table(TIME_INDEX)?;
+            txn.open_table(GROUP_OFFSETS)?;
+            txn.open_table(GROUP_GENERATIONS)?;
+            txn.open_table(STATE)?;
+            txn.open_table(META)?;
+        }
+        txn.commit()?;
+        let catalog = load_catalog(&db)?;
+        let path = path.clone();
+        let shared = Arc::new(Shared {
+            db,
+            path,
+            catalog: RwLock::new(catalog),
+            arrivals: Arrivals::default(),
+        });
+        let (sender, receiver) = mpsc::sync_channel(8192);
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("leat-committer".into())
+            .spawn(move || committer::run(thread_shared, receiver))
+            .map_err(|e| Error::Open {
+                path: shared.path.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(Broker {
+            shared,
+            committer: Arc::new(CommitterHandle {
+                sender: Mutex::new(Some(sender)),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    // ---- streams -------------------------------------------------------
+
+    /// Creates a stream. Fails if the name is invalid or taken.
+    pub fn create_stream(&self, name: &str, config: StreamConfig) -> Result<StreamInfo> {
+        validate_name(name)?;
+        config.validate()?;
+        let mut catalog = self.catalog_mut();
+        if catalog.streams.contains_key(name) {
+            return Err(Error::StreamExists(name.to_string()));
+        }
+        let txn = self.shared.db.begin_write()?;
+        let id = {
+            let mut meta = txn.open_table(META)?;
+            let id = meta.get("next_stream_id")?.map_or(0, |v| v.value());
+            let id = u32::try_from(id)
+                .map_err(|_| Error::InvalidConfig("too many streams created".into()))?;
+            meta.insert("next_stream_id", u64::from(id) + 1)?;
+            let entry = StoredStream {
+                id,
+                config: config.clone(),
+            };
+            txn.open_table(STREAMS)?
+                .insert(name, encode_stream(&entry).as_str())?;
+            let mut partitions = txn.open_table(PARTITIONS)?;
+            for p in 0..config.partitions {
+                partitions.insert((id, p), (0, 0))?;
+            }
+            id
+        };
+        txn.commit()?;
+        let entry = Arc::new(StreamEntry {
+            id,
+            name: name.to_string(),
+            partitions: (0..config.partitions)
+                .map(|_| Arc::new(PartitionCursor::new(0, 0, i64::MIN)))
+                .collect(),
+            config,
+            sticky: AtomicU32::new(0),
+        });
+        catalog.streams.insert(name.to_string(), entry);
+        drop(catalog);
+        self.describe_stream(name)
+    }
+
+    /// Raises a stream's partition count. Lowering it is refused.
+    pub fn set_partitions(&self, name: &str, partitions: u32) -> Result<StreamInfo> {
+        let mut catalog = self.catalog_mut();
+        let entry = catalog.get(name)?.clone();
+        let current = entry.partitions.len() as u32;
+        if partitions < current {
+            return Err(Error::PartitionsCannotShrink {
+                stream: name.to_string(),
+                current,
+                requested: partitions,
+            });
+        }
+        let config = StreamConfig {
+            partitions,
+            ..entry.config.clone()
+        };
+        config.validate()?;
+        let txn = self.shared.db.begin_write()?;
+        {
+            let stored = StoredStream {
+                id: entry.id,
+                config: config.clone(),
+            };
+            txn.open_table(STREAMS)?
+                .insert(name, encode_stream(&stored).as_str())?;
+            let mut table = txn.open_table(PARTITIONS)?;
+            for p in current..partitions {
+                table.insert((entry.id, p), (0, 0))?;
+            }
+        }
+        txn.commit()?;
+        let mut cursors = entry.partitions.clone();
+        cursors.extend((current..partitions).map(|_| Arc::new(PartitionCursor::new(0, 0, i64::MIN))));
+        catalog.streams.insert(
+            name.to_string(),
+            Arc::new(StreamEntry {
+                id: entry.id,
+                name: name.to_string(),
+                config,
+                partitions: cursors,
+                sticky: AtomicU32::new(entry.sticky.load(Ordering::Relaxed)),
+            }),
+        );
+        drop(catalog);
+        self.describe_stream(name)
+    }
+
+    /// Deletes a stream, its events and the group offsets on it.
+    pub fn delete_stream(&self, name: &str) -> Result<()> {
+        let mut catalog = self.catalog_mut();
+        let entry = catalog.get(name)?.clone();
+        let id = entry.id;
+        let txn = self.shared.db.begin_write()?;
+        {
+            txn.open_table(STREAMS)?.remove(name)?;
+            let count = entry.partitions.len() as u32;
+            let mut partitions = txn.open_table(PARTITIONS)?;
+            for p in 0..count {
+                partitions.remove((id, p))?;
+            }
+            txn.open_table(BATCHES)?
+                .retain_in((id, 0, 0)..=(id, u32::MAX, u64::MAX), |_, _| false)?;
+            txn.open_table(TIME_INDEX)?
+                .retain_in((id, 0, i64::MIN)..=(id, u32::MAX, i64::MAX), |_, _| false)?;
+            txn.open_table(GROUP_OFFSETS)?
+                .retain(|(_, stream, _), _| stream != id)?;
+        }
+        txn.commit()?;
+        catalog.streams.remove(name);
+        Ok(())
+    }
+
+    /// The names of all streams, sorted.
+    pub fn list_streams(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.catalog().streams.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// A stream's settings and the extent of each partition.
+    pub fn describe_stream(&self, name: &str) -> Result<StreamInfo> {
+        let entry = self.entry(name)?;
+        Ok(StreamInfo {
+            name: name.to_string(),
+            config: entry.config.clone(),
+            partitions: entry
+                .partitions
+                .iter()
+                .map(|c| PartitionInfo {
+                    log_start: c.log_start.load(Ordering::Acquire),
+                    next_offset: c.next(),
+                })
+                .collect(),
+        })
+    }
+
+    // ---- writes --------------------------------------------------------
+
+    /// Commits `txn` atomically and durably (for durable streams), together
+    /// with whatever other callers commit at the same moment. Returns once
+    /// the commit is on disk.
+    pub fn commit(&self, txn: Transaction) -> Result<Receipt> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let sender = self
+            .committer
+            .sender
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .clone()
+            .ok_or(Error::Closed)?;
+        sender
+            .send(Request { txn, reply })
+            .map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Appends `records` to `stream` in one atomic commit; returns each
+    /// record's partition and offset.
+    pub fn append(&self, stream: &str, records: impl IntoIterator<Item = Record>) -> Result<Receipt> {
+        let mut txn = Transaction::new();
+        for r in records {
+            txn.append(stream, r);
+        }
+        self.commit(txn)
+    }
+
+    // ---- reads ---------------------------------------------------------
+
+    /// Reads events of `stream`/`partition` from offset `from` on.
+    ///
+    /// `from` equal to the end gives an empty batch; below the log start or
+    /// past the end gives [`Error::OffsetOutOfRange`].
+    pub fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        from: u64,
+        limits: ReadLimits,
+    ) -> Result<ReadBatch> {
+        let entry = self.entry(stream)?;
+        entry.cursor(partition)?;
+        let txn = self.shared.db.begin_read()?;
+        read_in(&txn, &entry, partition, from, limits)
+    }
+
+    /// The first offset whose event has a timestamp at or after `timestamp`,
+    /// or the end of the partition when there is none.
+    pub fn offset_for_timestamp(&self, stream: &str, partition: u32, timestamp: i64) -> Result<u64> {
+        let entry = self.entry(stream)?;
+        entry.cursor(partition)?;
+        let txn = self.shared.db.begin_read()?;
+        let index = txn.open_table(TIME_INDEX)?;
+        let id = entry.id;
+        let (next_offset, log_start) = extent(&txn, id, partition)?;
+        let Some(hit) = index
+            .range((id, partition, timestamp)..=(id, partition, i64::MAX))?
+            .next()
+        else {
+            return Ok(next_offset);
+        };
+        let base = hit?.1.value().max(log_start);
+        // Every event before `base` is older than `timestamp`; scan from there.
+        let mut from = base;
+        loop {
+            let batch = read_in(&txn, &entry, partition, from, ReadLimits::default())?;
+            if let Some(e) = batch.events.iter().find(|e| e.timestamp >= timestamp) {
+                return Ok(e.offset);
+            }
+            if batch.events.is_empty() || batch.next_offset >= next_offset {
+                return Ok(next_offset);
+            }
+            from = batch.next_offset;
+        }
+    }
+
+    /// Blocks until `stream`/`partition` holds an offset at or past `offset`,
+    /// or `timeout` passes. Returns whether data is there. No busy polling:
+    /// the committer wakes waiters.
+    pub fn wait_for(&self, stream: &str, partition: u32, offset: u64, timeout: Duration) -> Result<bool> {
+        let cursor = self.entry(stream)?.cursor(partition)?.clone();
+        Ok(self
+            .shared
+            .arrivals
+            .wait_until(timeout, || cursor.next() > offset))
+    }
+
+    /// Blocks until any of `positions` (stream, partition, offset) has data
+    /// at or past its offset, or `timeout` passes. Returns whether one has.
+    pub fn wait_for_any(&self, positions: &[(String, u32, u64)], timeout: Duration) -> Result<bool> {
+        let cursors = positions
+            .iter()
+            .map(|(s, p, o)| Ok((self.entry(s)?.cursor(*p)?.clone(), *o)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self
+            .shared
+            .arrivals
+            .wait_until(timeout, || cursors.iter().any(|(c, o)| c.next() > *o)))
+    }
+
+    // ---- consumer groups -----------------------------------------------
+
+    /// The next offset `group` will consume on `stream`/`partition`, if it
+    /// ever committed one.
+    pub fn committed_offset(&self, group: &str, stream: &str, partition: u32) -> Result<Option<u64>> {
+        let entry = self.entry(stream)?;
+        entry.cursor(partition)?;
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(GROUP_OFFSETS)?;
+        Ok(table.get((group, entry.id, partition))?.map(|v| v.value()))
+    }
+
+    /// Commits `group`'s position on `stream`/`partition` on its own.
+    pub fn commit_offset(&self, group: &str, stream: &str, partition: u32, next_offset: u64) -> Result<()> {
+        let mut txn = Transaction::new();
+        txn.commit_offset(group, stream, partition, next_offset);
+        self.commit(txn).map(|_| ())
+    }
+
+    /// `group`'s current generation; 0 before the first bump.
+    pub fn generation(&self, group: &str) -> Result<u64> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(GROUP_GENERATIONS)?;
+        Ok(table.get(group)?.map_or(0, |v| v.value()))
+    }
+
+    /// Starts a new generation of `group` and returns it: from now on a
+    /// commit that requires an older generation is refused.
+    pub fn bump_generation(&self, group: &str) -> Result<u64> {
+        let txn = self.shared.db.begin_write()?;
+        let next = {
+            let mut table = txn.open_table(GROUP_GENERATIONS)?;
+            let next = table.get(group)?.map_or(0, |v| v.value()) + 1;
+            table.insert(group, next)?;
+            next
+        };
+        txn.commit()?;
+        Ok(next)
+    }
+
+    /// Every group with a generation or a committed offset, with its lag.
+    pub fn groups(&self) -> Result<Vec<GroupInfo>> {
+        let catalog = self.catalog();
+        let by_id: BTreeMap<u32, &Arc<StreamEntry>> =
+            catalog.streams.values().map(|e| (e.id, e)).collect();
+        let txn = self.shared.db.begin_read()?;
+        let mut groups: BTreeMap<String, GroupInfo> = BTreeMap::new();
+        for row in txn.open_table(GROUP_GENERATIONS)?.iter()? {
+            let (name, generation) = row?;
+            let name = name.value().to_string();
+            groups.insert(
+                name.clone(),
+                GroupInfo {
+                    name,
+                    generation: generation.value(),
+                    positions: Vec::new(),
+                },
+            );
+        }
+        for row in txn.open_table(GROUP_OFFSETS)?.iter()? {
+            let (key, committed) = row?;
+            let (group, id, partition) = key.value();
+            let Some(entry) = by_id.get(&id) else { continue };
+            let committed = committed.value();
+            let end = entry.cursor(partition).map_or(committed, |c| c.next());
+            groups
+                .entry(group.to_string())
+                .or_insert_with(|| GroupInfo {
+                    name: group.to_string(),
+                    generation: 0,
+                    positions: Vec::new(),
+                })
+                .positions
+                .push(GroupPosition {
+                    stream: entry.name.clone(),
+                    partition,
+                    committed,
+                    lag: end.saturating_sub(committed),
+                });
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    // ---- state -----------------------------------------------------------
+
+    /// The committed value of `key` under `scope`.
+    pub fn state_get(&self, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        Ok(table.get((scope, key))?.map(|v| v.value().to_vec()))
+    }
+
+    /// Committed entries under `scope` with `start <= key < end` (no end: to
+    /// the last key), in key order, at most `limit`.
+    pub fn state_range(
+        &self,
+        scope: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(STATE)?;
+        let mut out = Vec::new();
+        for row in table.range((scope, start)..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = row?;
+            let (s, k) = key.value();
+            if s != scope || end.is_some_and(|end| k >= end) {
+                break;
+            }
+            out.push((k.to_vec(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    // ---- internals ---------------------------------------------------------
+
+    fn entry(&self, name: &str) -> Result<Arc<StreamEntry>> {
+        self.catalog().get(name).cloned()
+    }
+
+    fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.shared
+            .catalog
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
+        self.shared
+            .catalog
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Wakes readers waiting for new events.
+#[derive(Default)]
+pub(crate) struct Arrivals {
+    commits: Mutex<u64>,
+    changed: std::sync::Condvar,
+}
+
+impl Arrivals {
+    pub(crate) fn notify(&self) {
+        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        *commits += 1;
+        self.changed.notify_all();
+    }
+
+    fn wait_until(&self, timeout: Duration, ready: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if ready() {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            commits = self
+                .changed
+                .wait_timeout(commits, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+fn encode_stream(stream: &StoredStream) -> String {
+    // Serializing plain data with derived impls cannot fail.
+    serde_json::to_string(stream).unwrap_or_default()
+}
+
+fn load_catalog(db: &Database) -> Result<Catalog> {
+    let txn = db.begin_read()?;
+    let streams = txn.open_table(STREAMS)?;
+    let index = txn.open_table(TIME_INDEX)?;
+    let mut catalog = Catalog::default();
+    for row in streams.iter()? {
+        let (name, json) = row?;
+        let name = name.value().to_string();
+        let stored: StoredStream =
+            serde_json::from_str(json.value()).map_err(|e| Error::Corrupt {
+                what: format!("stream record of `{name}`"),
+                detail: e.to_string(),
+            })?;
+        let mut partitions = Vec::new();
+        for p in 0..stored.config.partitions {
+            let (next, start) = extent(&txn, stored.id, p)?;
+            let max_ts = index
+                .range((stored.id, p, i64::MIN)..=(stored.id, p, i64::MAX))?
+                .next_back()
+                .transpose()?
+                .map_or(i64::MIN, |(k, _)| k.value().2);
+            partitions.push(Arc::new(PartitionCursor::new(next, start, max_ts)));
+        }
+        catalog.streams.insert(
+            name.clone(),
+            Arc::new(StreamEntry {
+                id: stored.id,
+                name,
+                config: stored.config,
+                partitions,
+                sticky: AtomicU32::new(0),
+            }),
+        );
+    }
+    Ok(catalog)
+}
+
+/// (next_offset, log_start) of a partition, as of `txn`.
+fn extent(txn: &ReadTransaction, id: u32, partition: u32) -> Result<(u64, u64)> {
+    let table = txn.open_table(PARTITIONS)?;
+    let value = table.get((id, partition))?.map(|v| v.value());
+    value.ok_or_else(|| Error::Corrupt {
+        what: format!("partition table of stream #{id}"),
+        detail: format!("partition {partition} has no extent"),
+    })
+}
+
+fn read_in(
+    txn: &ReadTransaction,
+    entry: &StreamEntry,
+    partition: u32,
+    from: u64,
+    limits: ReadLimits,
+) -> Result<ReadBatch> {
+    let id = entry.id;
+    let (next_offset, log_start) = extent(txn, id, partition)?;
+    if from < log_start || from > next_offset {
+        return Err(Error::OffsetOutOfRange {
+            stream: entry.name.clone(),
+            partition,
+            offset: from,
+            log_start,
+            next_offset,
+        });
+    }
+    let mut out = ReadBatch {
+        events: Vec::new(),
+        next_offset,
+        high_watermark: next_offset,
+    };
+    if from == next_offset || limits.max_events == 0 {
+        out.next_offset = from;
+        return Ok(out);
+    }
+    let batches = txn.open_table(BATCHES)?;
+    // The batch holding `from` is the last one starting at or before it.
+    let start = match batches.range((id, partition, 0)..=(id, partition, from))?.next_back() {
+        Some(row) => row?.0.value().2,
+        None => from,
+    };
+    let mut bytes = 0usize;
+    let mut full = false;
+    for row in batches.range((id, partition, start)..=(id, partition, u64::MAX))? {
+        let (key, value) = row?;
+        let base = key.value().2;
+        let raw = Bytes::copy_from_slice(value.value());
+        let what = || format!("{}/{partition} batch at offset {base}", entry.name);
+        batch::decode(&raw, partition, base, from, what, |event| {
+            let size = event.key.as_ref().map_or(0, Bytes::len)
+                + event.value.as_ref().map_or(0, Bytes::len);
+            if !out.events.is_empty()
+                && (out.events.len() >= limits.max_events || bytes + size > limits.max_bytes)
+            {
+                full = true;
+                return false;
+            }
+            bytes += size;
+            out.events.push(event);
+            true
+        })?;
+        if full || out.events.len() >= limits.max_events {
+            break;
+        }
+    }
+    if let Some(last) = out.events.last() {
+        if full || out.events.len() >= limits.max_events {
+            out.next_offset = last.offset + 1;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,84 @@
+//! The in-memory view of the streams: names, ids, settings, and each
+//! partition's next offset. The committer thread is its only writer of
+//! offsets; stream changes take the catalog's write lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::stream::StreamConfig;
+
+/// What `STREAMS` stores per stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredStream {
+    pub id: u32,
+    pub config: StreamConfig,
+}
+
+/// One partition's published extent. Invariant: `next_offset` only moves
+/// forward, and only after the commit that wrote those offsets is done.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionCursor {
+    pub next_offset: AtomicU64,
+    pub log_start: AtomicU64,
+    /// The largest timestamp appended so far (the time index's running max).
+    pub max_timestamp: AtomicI64,
+}
+
+impl PartitionCursor {
+    pub fn new(next_offset: u64, log_start: u64, max_timestamp: i64) -> Self {
+        PartitionCursor {
+            next_offset: AtomicU64::new(next_offset),
+            log_start: AtomicU64::new(log_start),
+            max_timestamp: AtomicI64::new(max_timestamp),
+        }
+    }
+
+    pub fn next(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+}
+
+/// A stream as the broker holds it in memory.
+#[derive(Debug)]
+pub(crate) struct StreamEntry {
+    pub id: u32,
+    pub name: String,
+    pub config: StreamConfig,
+    pub partitions: Vec<Arc<PartitionCursor>>,
+    /// Rotates the partition that unkeyed records stick to.
+    pub sticky: AtomicU32,
+}
+
+impl StreamEntry {
+    pub fn cursor(&self, partition: u32) -> Result<&Arc<PartitionCursor>> {
+        self.partitions
+            .get(partition as usize)
+            .ok_or_else(|| Error::PartitionOutOfRange {
+                stream: self.name.clone(),
+                partition,
+                partitions: self.partitions.len() as u32,
+            })
+    }
+
+    pub fn next_sticky(&self) -> u32 {
+        self.sticky.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// All streams by name.
+#[derive(Debug, Default)]
+pub(crate) struct Catalog {
+    pub streams: HashMap<String, Arc<StreamEntry>>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Result<&Arc<StreamEntry>> {
+        self.streams
+            .get(name)
+            .ok_or_else(|| Error::UnknownStream(name.to_string()))
+    }
+}

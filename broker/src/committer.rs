@@ -1,0 +1,319 @@
+//! Group commit: one thread owns redb's single write transaction for appends.
+//! Callers queue transactions; the thread takes every queued one, applies them
+//! in one redb transaction and one fsync, then answers each caller. A request
+//! that fails validation is answered with its error and leaves no trace; the
+//! others still commit.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Durability, ReadableTable, Table};
+
+use crate::batch::{self, EncodeEvent};
+use crate::catalog::{Catalog, StreamEntry};
+use crate::error::{Error, Result};
+use crate::partitioner::partition_for_key;
+use crate::tables::*;
+use crate::transaction::{Receipt, Transaction};
+use crate::Shared;
+
+/// The most transactions folded into one commit.
+const MAX_GROUP: usize = 4096;
+
+pub(crate) struct Request {
+    pub txn: Transaction,
+    pub reply: SyncSender<Result<Receipt>>,
+}
+
+/// Runs until every sender is dropped.
+pub(crate) fn run(shared: Arc<Shared>, requests: Receiver<Request>) {
+    let mut scratch = Scratch::default();
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        commit_group(&shared, group, &mut scratch);
+    }
+}
+
+/// Buffers reused across commits.
+#[derive(Default)]
+struct Scratch {
+    encoded: Vec<u8>,
+}
+
+/// A partition's offsets and running max timestamp while a group is applied.
+struct Pending {
+    entry: Arc<StreamEntry>,
+    partition: u32,
+    next_offset: u64,
+    max_timestamp: i64,
+}
+
+fn commit_group(shared: &Shared, group: Vec<Request>, scratch: &mut Scratch) {
+    let catalog = match shared.catalog.read() {
+        Ok(c) => c,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let mut pending: HashMap<(u32, u32), Pending> = HashMap::new();
+    let outcomes = match apply_group(shared, &catalog, &group, &mut pending, scratch) {
+        Ok(outcomes) => {
+            for p in pending.values() {
+                if let Ok(cursor) = p.entry.cursor(p.partition) {
+                    cursor.max_timestamp.store(p.max_timestamp, Ordering::Release);
+                    cursor.next_offset.store(p.next_offset, Ordering::Release);
+                }
+            }
+            shared.arrivals.notify();
+            outcomes
+        }
+        Err(e) => {
+            let message = e.to_string();
+            tracing::error!(error = %message, "group commit failed");
+            group
+                .iter()
+                .map(|_| Err(storage_failure(&message)))
+                .collect()
+        }
+    };
+    drop(catalog);
+    for (request, outcome) in group.into_iter().zip(outcomes) {
+        // A caller that gave up waiting is not an error.
+        let _ = request.reply.send(outcome);
+    }
+}
+
+fn storage_failure(message: &str) -> Error {
+    Error::Storage(redb::Error::Corrupted(format!(
+        "the commit failed and nothing of it was written: {message}"
+    )))
+}
+
+/// Applies every valid request of the group in one redb transaction. The
+/// outer error means the whole transaction failed; the inner ones are
+/// per-request refusals.
+fn apply_group(
+    shared: &Shared,
+    catalog: &Catalog,
+    group: &[Request],
+    pending: &mut HashMap<(u32, u32), Pending>,
+    scratch: &mut Scratch,
+) -> Result<Vec<Result<Receipt>>> {
+    let mut txn = shared.db.begin_write()?;
+    let durable = group.iter().any(|r| needs_fsync(catalog, &r.txn));
+    if !durable {
+        txn.set_durability(Durability::None)?;
+    }
+    let mut outcomes = Vec::with_capacity(group.len());
+    {
+        let mut tables = Tables {
+            batches: txn.open_table(BATCHES)?,
+            partitions: txn.open_table(PARTITIONS)?,
+            time_index: txn.open_table(TIME_INDEX)?,
+            offsets: txn.open_table(GROUP_OFFSETS)?,
+            generations: txn.open_table(GROUP_GENERATIONS)?,
+            state: txn.open_table(STATE)?,
+        };
+        for request in group {
+            let outcome = match plan(catalog, &request.txn, &tables) {
+                Ok(plan) => Ok(write(&request.txn, plan, &mut tables, pending, scratch)?),
+                Err(refusal) => Err(refusal),
+            };
+            outcomes.push(outcome);
+        }
+    }
+    txn.commit()?;
+    Ok(outcomes)
+}
+
+/// A commit waits for an fsync unless every stream it appends to is non-durable.
+fn needs_fsync(catalog: &Catalog, txn: &Transaction) -> bool {
+    if !txn.offsets.is_empty() || !txn.state.is_empty() || txn.appends.is_empty() {
+        return true;
+    }
+    txn.streams
+        .iter()
+        .any(|s| catalog.get(s).map_or(true, |e| e.config.durable))
+}
+
+struct Tables<'t> {
+    batches: Table<'t, (u32, u32, u64), &'static [u8]>,
+    partitions: Table<'t, (u32, u32), (u64, u64)>,
+    time_index: Table<'t, (u32, u32, i64), u64>,
+    offsets: Table<'t, (&'static str, u32, u32), u64>,
+    generations: Table<'t, &'static str, u64>,
+    state: Table<'t, (&'static str, &'static [u8]), &'static [u8]>,
+}
+
+/// A validated request: the stream entries it names and each record's partition.
+struct Plan {
+    streams: Vec<Arc<StreamEntry>>,
+    offset_streams: Vec<Arc<StreamEntry>>,
+    partitions: Vec<u32>,
+}
+
+/// Checks everything that can refuse a request, before anything is written,
+/// so that a refusal leaves the redb transaction untouched.
+fn plan(catalog: &Catalog, txn: &Transaction, tables: &Tables<'_>) -> Result<Plan> {
+    if let Some((group, generation)) = &txn.fence {
+        let current = tables
+            .generations
+            .get(group.as_str())?
+            .map_or(0, |g| g.value());
+        if current != *generation {
+            return Err(Error::FencedGeneration {
+                group: group.clone(),
+                attempted: *generation,
+                current,
+            });
+        }
+    }
+    let streams = txn
+        .streams
+        .iter()
+        .map(|s| catalog.get(s).cloned())
+        .collect::<Result<Vec<_>>>()?;
+    let mut sticky: Vec<Option<u32>> = vec![None; streams.len()];
+    let mut partitions = Vec::with_capacity(txn.appends.len());
+    for (index, record) in &txn.appends {
+        let entry = &streams[*index];
+        let count = entry.partitions.len() as u32;
+        let size = batch::encoded_event_len(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        if size > entry.config.max_event_bytes {
+            return Err(Error::EventTooLarge {
+                stream: entry.name.clone(),
+                size,
+                limit: entry.config.max_event_bytes,
+            });
+        }
+        if record.headers.len() > usize::from(u16::MAX)
+            || record.headers.iter().any(|h| h.key.len() > usize::from(u16::MAX))
+        {
+            return Err(Error::InvalidConfig(
+                "at most 65,535 headers per event, with names under 64 KiB".into(),
+            ));
+        }
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) => {
+                entry.cursor(p)?;
+                p
+            }
+            (None, Some(key)) => partition_for_key(key, count),
+            // Sticky: the unkeyed records of one transaction share a partition,
+            // and consecutive transactions rotate through the partitions.
+            (None, None) => *sticky[*index].get_or_insert_with(|| entry.next_sticky() % count),
+        };
+        partitions.push(partition);
+    }
+    let offset_streams = txn
+        .offsets
+        .iter()
+        .map(|o| {
+            let entry = catalog.get(&o.stream)?;
+            entry.cursor(o.partition)?;
+            Ok(entry.clone())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Plan {
+        streams,
+        offset_streams,
+        partitions,
+    })
+}
+
+/// Writes a planned request. An error here is a storage failure and fails the group.
+fn write(
+    txn: &Transaction,
+    plan: Plan,
+    tables: &mut Tables<'_>,
+    pending: &mut HashMap<(u32, u32), Pending>,
+    scratch: &mut Scratch,
+) -> Result<Receipt> {
+    let now = now_ms();
+    let mut placements = vec![(0u32, 0u64); txn.appends.len()];
+    // Group record indices by (stream, partition), keeping their order.
+    let mut by_partition: Vec<((usize, u32), Vec<usize>)> = Vec::new();
+    for (i, ((stream, _), partition)) in txn.appends.iter().zip(&plan.partitions).enumerate() {
+        let slot = (*stream, *partition);
+        match by_partition.iter_mut().find(|(k, _)| *k == slot) {
+            Some((_, v)) => v.push(i),
+            None => by_partition.push((slot, vec![i])),
+        }
+    }
+    for ((stream, partition), indices) in by_partition {
+        let entry = &plan.streams[stream];
+        let p = pending.entry((entry.id, partition)).or_insert_with(|| {
+            let cursor = &entry.partitions[partition as usize];
+            Pending {
+                entry: entry.clone(),
+                partition,
+                next_offset: cursor.next(),
+                max_timestamp: cursor.max_timestamp.load(Ordering::Acquire),
+            }
+        });
+        let base = p.next_offset;
+        let mut batch_max = i64::MIN;
+        let events = indices.iter().enumerate().map(|(delta, &i)| {
+            let record = &txn.appends[i].1;
+            let timestamp = record.timestamp.unwrap_or(now);
+            batch_max = batch_max.max(timestamp);
+            placements[i] = (partition, base + delta as u64);
+            EncodeEvent {
+                offset_delta: delta as u32,
+                timestamp,
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers: &record.headers,
+            }
+        });
+        batch::encode(&mut scratch.encoded, events);
+        tables
+            .batches
+            .insert((entry.id, partition, base), scratch.encoded.as_slice())?;
+        p.next_offset = base + indices.len() as u64;
+        let log_start = entry.partitions[partition as usize]
+            .log_start
+            .load(Ordering::Acquire);
+        tables
+            .partitions
+            .insert((entry.id, partition), (p.next_offset, log_start))?;
+        if batch_max > p.max_timestamp {
+            p.max_timestamp = batch_max;
+            tables
+                .time_index
+                .insert((entry.id, partition, batch_max), base)?;
+        }
+    }
+    for (o, entry) in txn.offsets.iter().zip(&plan.offset_streams) {
+        tables
+            .offsets
+            .insert((o.group.as_str(), entry.id, o.partition), o.next_offset)?;
+    }
+    for w in &txn.state {
+        match &w.value {
+            Some(v) => tables
+                .state
+                .insert((w.scope.as_str(), w.key.as_slice()), v.as_slice())?,
+            None => tables.state.remove((w.scope.as_str(), w.key.as_slice()))?,
+        };
+    }
+    Ok(Receipt { placements })
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,132 @@
+//! What one atomic commit carries: appends, consumer-group offsets, state
+//! writes and a generation check. The runtime's exactly-once loop is built on it.
+
+use crate::record::Record;
+
+/// A set of writes committed together, durably, or not at all.
+///
+/// Build one, then hand it to [`Broker::commit`](crate::Broker::commit):
+///
+/// ```
+/// # fn main() -> Result<(), leat_broker::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use leat_broker::{Broker, Record, StreamConfig, Transaction};
+/// let broker = Broker::open(dir.path().join("log.redb"))?;
+/// broker.create_stream("out", StreamConfig::with_partitions(2))?;
+/// let generation = broker.bump_generation("g")?;
+/// let mut txn = Transaction::new();
+/// txn.append("out", Record::keyed("k", "v"));
+/// txn.put_state("g/0", b"count".to_vec(), b"1".to_vec());
+/// txn.require_generation("g", generation);
+/// let receipt = broker.commit(txn)?;
+/// assert_eq!(receipt.placements.len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Transaction {
+    /// Distinct stream names appended to; `appends` index into it.
+    pub(crate) streams: Vec<String>,
+    pub(crate) appends: Vec<(usize, Record)>,
+    pub(crate) offsets: Vec<GroupOffset>,
+    pub(crate) state: Vec<StateWrite>,
+    pub(crate) fence: Option<(String, u64)>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct GroupOffset {
+    pub group: String,
+    pub stream: String,
+    pub partition: u32,
+    pub next_offset: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct StateWrite {
+    pub scope: String,
+    pub key: Vec<u8>,
+    /// `None` deletes the key.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Transaction {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Transaction::default()
+    }
+
+    /// Appends `record` to `stream`. Records of one transaction keep their
+    /// relative order within each partition.
+    pub fn append(&mut self, stream: &str, record: Record) -> &mut Self {
+        let index = match self.streams.iter().position(|s| s == stream) {
+            Some(i) => i,
+            None => {
+                self.streams.push(stream.to_string());
+                self.streams.len() - 1
+            }
+        };
+        self.appends.push((index, record));
+        self
+    }
+
+    /// Sets `group`'s committed position on `stream`/`partition`: the next
+    /// offset it will consume.
+    pub fn commit_offset(
+        &mut self,
+        group: &str,
+        stream: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> &mut Self {
+        self.offsets.push(GroupOffset {
+            group: group.to_string(),
+            stream: stream.to_string(),
+            partition,
+            next_offset,
+        });
+        self
+    }
+
+    /// Writes a state entry under `scope` (a processor's partition, say).
+    pub fn put_state(&mut self, scope: &str, key: Vec<u8>, value: Vec<u8>) -> &mut Self {
+        self.state.push(StateWrite {
+            scope: scope.to_string(),
+            key,
+            value: Some(value),
+        });
+        self
+    }
+
+    /// Deletes a state entry under `scope`.
+    pub fn delete_state(&mut self, scope: &str, key: Vec<u8>) -> &mut Self {
+        self.state.push(StateWrite {
+            scope: scope.to_string(),
+            key,
+            value: None,
+        });
+        self
+    }
+
+    /// Refuses the whole commit unless `group` is still at `generation`
+    /// (see [`Broker::bump_generation`](crate::Broker::bump_generation)).
+    pub fn require_generation(&mut self, group: &str, generation: u64) -> &mut Self {
+        self.fence = Some((group.to_string(), generation));
+        self
+    }
+
+    /// Whether nothing would be written.
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.offsets.is_empty() && self.state.is_empty()
+    }
+
+    /// How many records it appends.
+    pub fn append_count(&self) -> usize {
+        self.appends.len()
+    }
+}
+
+/// Where a committed transaction's records landed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// For each appended record, in the order they were added: its partition and offset.
+    pub placements: Vec<(u32, u64)>,
+}

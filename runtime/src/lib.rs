@@ -1,1 +1,32 @@
+//! Leat's host: runs processors compiled to WebAssembly components over the
+//! event log of [`leat_broker`], with exactly-once commits.
+//!
+//! A processor is a consumer group. Each of its instances owns a set of
+//! partition indices; for each, it reads a batch after the group's committed
+//! offsets, calls the guest once, and commits the guest's outputs, its state
+//! writes and the new input offsets in one broker transaction fenced by the
+//! group's generation. A crash at any point loses nothing and duplicates
+//! nothing.
+//!
+//! Guests are sandboxed: they import only the `leat:processor/host`
+//! interface (no files, network, clock or randomness), every call is bounded
+//! in time by epoch interruption, and their memory is capped.
+#![deny(missing_docs)]
 
+#[allow(missing_docs)]
+mod bindings;
+mod engine;
+mod error;
+mod guest;
+mod processor;
+mod spec;
+mod status;
+mod worker;
+
+pub use crate::engine::{Engine, EngineConfig, LoadedComponent};
+pub use crate::error::{Error, Result};
+pub use crate::processor::{assign, ProcessorHandle, Runtime};
+pub use crate::spec::{ErrorPolicy, ProcessorSpec};
+pub use crate::status::{InstanceStatus, ProcessorStatus, StoppedPartition};
+pub use crate::worker::RunMode;
+pub use leat_broker as broker;

@@ -1,0 +1,325 @@
+//! The `leat` subcommands, run against a local data directory.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use leat_broker::{Broker, Bytes, CleanupPolicy, Event, ReadLimits, Record, StreamConfig};
+use leat_runtime::{Engine, EngineConfig, ErrorPolicy, ProcessorSpec, RunMode, Runtime};
+
+/// The log file inside a data directory.
+fn open_broker(data_dir: &Path) -> Result<Broker> {
+    Broker::open(data_dir.join("log.redb"))
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StreamCommand {
+    /// Create a stream.
+    Create {
+        /// Its name: letters, digits, `.`, `_`, `-`.
+        name: String,
+        /// Number of partitions (can be raised later, never lowered).
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// `retain` (forever), `delete` (with --retention-ms / --retention-bytes) or `compact`.
+        #[arg(long, default_value = "retain")]
+        cleanup: String,
+        /// Age limit for `delete`, in milliseconds.
+        #[arg(long)]
+        retention_ms: Option<u64>,
+        /// Size limit per partition for `delete`, in bytes.
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        /// How long a tombstone stays readable in a `compact` stream, in milliseconds.
+        #[arg(long, default_value_t = 24 * 3600 * 1000)]
+        tombstone_grace_ms: u64,
+    },
+    /// List streams.
+    List,
+    /// Show a stream's settings and partitions.
+    Describe {
+        /// The stream.
+        name: String,
+    },
+    /// Delete a stream and its events.
+    Delete {
+        /// The stream.
+        name: String,
+    },
+}
+
+pub fn stream(data_dir: &Path, cmd: StreamCommand) -> Result<()> {
+    let broker = open_broker(data_dir)?;
+    match cmd {
+        StreamCommand::Create {
+            name,
+            partitions,
+            cleanup,
+            retention_ms,
+            retention_bytes,
+            tombstone_grace_ms,
+        } => {
+            let cleanup = match cleanup.as_str() {
+                "retain" => CleanupPolicy::Retain,
+                "delete" => CleanupPolicy::Delete {
+                    max_age_ms: retention_ms,
+                    max_bytes: retention_bytes,
+                },
+                "compact" => CleanupPolicy::Compact { tombstone_grace_ms },
+                other => bail!("unknown cleanup policy `{other}`: use retain, delete or compact"),
+            };
+            let config = StreamConfig {
+                partitions,
+                cleanup,
+                ..StreamConfig::default()
+            };
+            broker.create_stream(&name, config)?;
+            println!("created stream {name} with {partitions} partition(s)");
+        }
+        StreamCommand::List => {
+            for name in broker.list_streams() {
+                println!("{name}");
+            }
+        }
+        StreamCommand::Describe { name } => {
+            let info = broker.describe_stream(&name)?;
+            println!("stream {}", info.name);
+            println!("  cleanup: {:?}", info.config.cleanup);
+            println!("  max event bytes: {}", info.config.max_event_bytes);
+            for (p, extent) in info.partitions.iter().enumerate() {
+                println!(
+                    "  partition {p}: offsets {}..{}",
+                    extent.log_start, extent.next_offset
+                );
+            }
+        }
+        StreamCommand::Delete { name } => {
+            broker.delete_stream(&name)?;
+            println!("deleted stream {name}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    /// The stream to append to.
+    stream: String,
+    /// `text`: each line is a value; `kv`: `key<TAB>value`; `json`: `{"key":..,"value":..,"headers":{..}}`.
+    #[arg(long, default_value = "text")]
+    format: String,
+}
+
+pub fn produce(data_dir: &Path, args: ProduceArgs) -> Result<()> {
+    let broker = open_broker(data_dir)?;
+    broker.describe_stream(&args.stream)?;
+    let mut records = Vec::new();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading standard input")?;
+        if line.is_empty() {
+            continue;
+        }
+        let record = parse_line(&line, &args.format)
+            .with_context(|| format!("line {}: cannot parse as {}", n + 1, args.format))?;
+        records.push(record);
+    }
+    let count = records.len();
+    let receipt = broker.append(&args.stream, records)?;
+    println!(
+        "appended {count} event(s) to {} ({} partition(s) touched)",
+        args.stream,
+        {
+            let mut ps: Vec<u32> = receipt.placements.iter().map(|p| p.0).collect();
+            ps.sort();
+            ps.dedup();
+            ps.len()
+        }
+    );
+    Ok(())
+}
+
+fn parse_line(line: &str, format: &str) -> Result<Record> {
+    match format {
+        "text" => Ok(Record::value(line.to_string())),
+        "kv" => match line.split_once('\t') {
+            Some((k, v)) => Ok(Record::keyed(k.to_string(), v.to_string())),
+            None => bail!("expected `key<TAB>value`"),
+        },
+        "json" => {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let text = |field: &str| -> Result<Option<Bytes>> {
+                Ok(match v.get(field) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s)) => Some(Bytes::from(s.clone())),
+                    Some(other) => Some(Bytes::from(other.to_string())),
+                })
+            };
+            let mut record = Record {
+                key: text("key")?,
+                value: text("value")?,
+                ..Record::default()
+            };
+            if let Some(headers) = v.get("headers").and_then(|h| h.as_object()) {
+                for (k, hv) in headers {
+                    let value = hv.as_str().map_or_else(|| hv.to_string(), str::to_string);
+                    record = record.header(k.clone(), value);
+                }
+            }
+            Ok(record)
+        }
+        other => bail!("unknown format `{other}`: use text, kv or json"),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// The stream to read.
+    stream: String,
+    /// Where to start: `beginning`, `end`, an offset, or `@MILLIS` (a timestamp).
+    #[arg(long, default_value = "beginning")]
+    from: String,
+    /// Only this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Show headers too.
+    #[arg(long)]
+    headers: bool,
+}
+
+pub fn consume(data_dir: &Path, args: ConsumeArgs) -> Result<()> {
+    let broker = open_broker(data_dir)?;
+    let info = broker.describe_stream(&args.stream)?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) => vec![p],
+        None => (0..info.partitions.len() as u32).collect(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for p in partitions {
+        let extent = info
+            .partitions
+            .get(p as usize)
+            .with_context(|| format!("stream {} has no partition {p}", args.stream))?;
+        let mut from = match args.from.as_str() {
+            "beginning" => extent.log_start,
+            "end" => extent.next_offset,
+            s if s.starts_with('@') => {
+                let ts: i64 = s[1..].parse().context("--from @MILLIS needs a number")?;
+                broker.offset_for_timestamp(&args.stream, p, ts)?
+            }
+            s => s
+                .parse()
+                .context("--from takes beginning, end, an offset or @MILLIS")?,
+        };
+        loop {
+            let batch = broker.read(&args.stream, p, from, ReadLimits::default())?;
+            for event in &batch.events {
+                print_event(&mut out, event, args.headers)?;
+            }
+            if batch.events.is_empty() || batch.next_offset >= batch.high_watermark {
+                break;
+            }
+            from = batch.next_offset;
+        }
+    }
+    Ok(())
+}
+
+fn print_event(out: &mut impl Write, event: &Event, headers: bool) -> Result<()> {
+    let text = |b: &Option<Bytes>| match b {
+        Some(b) => String::from_utf8_lossy(b).into_owned(),
+        None => "<none>".into(),
+    };
+    write!(
+        out,
+        "{}:{}\t{}\t{}",
+        event.partition,
+        event.offset,
+        text(&event.key),
+        match &event.value {
+            Some(v) => String::from_utf8_lossy(v).into_owned(),
+            None => "<tombstone>".into(),
+        }
+    )?;
+    if headers {
+        for h in &event.headers {
+            write!(out, "\t{}={}", h.key, String::from_utf8_lossy(&h.value))?;
+        }
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ProcessArgs {
+    /// The processor component (`.wasm`).
+    component: PathBuf,
+    /// The processor's name (its consumer group).
+    #[arg(long)]
+    name: String,
+    /// An input stream (repeat for several).
+    #[arg(long = "input", required = true)]
+    inputs: Vec<String>,
+    /// An output stream (repeat for several).
+    #[arg(long = "output")]
+    outputs: Vec<String>,
+    /// Configuration `key=value` for the processor (repeatable).
+    #[arg(long = "config", value_parser = parse_pair)]
+    config: Vec<(String, String)>,
+    /// Number of instances sharing the partitions.
+    #[arg(long, default_value_t = 1)]
+    instances: u32,
+    /// `stop` the partition at a failing event, or `record` it on `<name>.errors`.
+    #[arg(long, default_value = "stop")]
+    on_error: ErrorPolicy,
+    /// Events per guest call.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Keep running and process new events as they arrive (Ctrl-C to stop).
+    #[arg(long)]
+    follow: bool,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not `key=value`"))
+}
+
+pub fn process(data_dir: &Path, args: ProcessArgs) -> Result<()> {
+    let broker = open_broker(data_dir)?;
+    let engine = Engine::new(EngineConfig::default()).context("starting the Wasm engine")?;
+    let component = engine.load_file(&args.component)?;
+    let runtime = Runtime::new(broker, engine);
+    let mut spec = ProcessorSpec::new(args.name, args.inputs, args.outputs);
+    spec.config = args.config;
+    spec.instances = args.instances;
+    spec.on_error = args.on_error;
+    spec.batch_size = args.batch_size;
+    let mode = if args.follow {
+        RunMode::Follow
+    } else {
+        RunMode::UntilCaughtUp
+    };
+    let handle = runtime.start(spec, component, mode)?;
+    let status = handle.wait()?;
+    println!(
+        "processor {}: {} event(s) in, {} event(s) out, {} batch(es) committed (generation {})",
+        status.name, status.events_in, status.events_out, status.batches, status.generation
+    );
+    for stopped in &status.stopped {
+        println!(
+            "stopped: {}/{} at offset {}: {}",
+            stopped.stream, stopped.partition, stopped.offset, stopped.error
+        );
+    }
+    if !status.stopped.is_empty() {
+        bail!(
+            "{} partition(s) stopped on a failing event",
+            status.stopped.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The Wasm engine: explicit wasmtime configuration, the epoch ticker that
+//! bounds every guest call in time, and the loading and checking of
+//! processor components.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use crate::bindings::{Processor, ProcessorPre};
+use crate::error::{Error, Result};
+use crate::guest::GuestState;
+
+/// How guests are sandboxed.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The longest one guest call (a batch, `init`) may run before it is interrupted.
+    pub call_timeout: Duration,
+    /// The largest linear memory a guest instance may grow to, in bytes.
+    pub memory_limit: usize,
+    /// How often the epoch advances: the granularity of `call_timeout`.
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            call_timeout: Duration::from_secs(5),
+            memory_limit: 64 << 20,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// `call_timeout` in epoch ticks, at least one.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        let tick = self.epoch_tick.as_nanos().max(1);
+        (self.call_timeout.as_nanos() / tick).max(1) as u64
+    }
+}
+
+/// A compiled, checked processor component, ready to instantiate many times.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    pub(crate) name: String,
+    pub(crate) pre: ProcessorPre<GuestState>,
+    /// Size of the component in bytes.
+    pub size: usize,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wasmtime engine shared by every processor of a host. Dropping it
+/// stops the epoch ticker.
+pub struct Engine {
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) config: EngineConfig,
+    linker: Linker<GuestState>,
+    ticker: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first 8 bytes of a component binary: `\0asm`, layer 1, version 0x0d.
+const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+/// The first 8 bytes of a core module.
+const MODULE_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+
+impl Engine {
+    /// Builds the engine: Cranelift, the component model, epoch
+    /// interruption, and nothing a guest could use to reach the outside.
+    pub fn new(config: EngineConfig) -> Result<Engine> {
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            // Guests are small; keep virtual memory per instance modest.
+            .memory_reservation(
+                u64::try_from(config.memory_limit)
+                    .unwrap_or(u64::MAX)
+                    .max(1 << 20),
+            )
+            .max_wasm_stack(1 << 20);
+        let engine = wasmtime::Engine::new(&wasm).map_err(Error::Engine)?;
+        let mut linker = Linker::new(&engine);
+        Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut GuestState| state)
+            .map_err(Error::Engine)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            let tick = config.epoch_tick;
+            std::thread::Builder::new()
+                .name("leat-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::Engine(wasmtime::Error::msg(e.to_string())))?
+        };
+        Ok(Engine {
+            engine,
+            config,
+            linker,
+            ticker: Some((stop, ticker)),
+        })
+    }
+
+    /// The sandbox settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Reads and loads a component file.
+    pub fn load_file(&self, path: &std::path::Path) -> Result<LoadedComponent> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load(&path.display().to_string(), &bytes)
+    }
+
+    /// Compiles `bytes` and checks that they are a component of the
+    /// `leat:processor` world. `name` labels errors.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedComponent> {
+        let invalid = |reason: String| Error::InvalidComponent {
+            name: name.to_string(),
+            reason,
+        };
+        match bytes.get(..8) {
+            Some(p) if p == COMPONENT_PREAMBLE => {}
+            Some(p) if p == MODULE_PREAMBLE => {
+                return Err(invalid(
+                    "this is a core Wasm module, not a component; build processors with \
+                     scripts/build-guests.sh (or `wasm-tools component new`)"
+                        .into(),
+                ))
+            }
+            Some(p) if p[..4] == COMPONENT_PREAMBLE[..4] => {
+                return Err(invalid("unsupported Wasm binary version".into()))
+            }
+            _ => {
+                return Err(invalid(
+                    "the file does not start with the Wasm magic bytes `\\0asm`".into(),
+                ))
+            }
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
+            name: name.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = ProcessorPre::new(instance_pre).map_err(wrong_world)?;
+        Ok(LoadedComponent {
+            name: name.to_string(),
+            pre,
+            size: bytes.len(),
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.ticker.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = thread.join();
+        }
+    }
+}

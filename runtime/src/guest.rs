@@ -1,0 +1,258 @@
+//! One sandboxed guest instance and the host side of its imports. Everything
+//! a batch emits or writes is buffered here and handed to the caller, which
+//! commits it or throws it away.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use leat_broker::Broker;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+
+use crate::bindings::{leat::processor, Event, Failure, Level, Output, Processor};
+use crate::engine::{Engine, LoadedComponent};
+
+/// The state writes of a batch: `None` deletes.
+pub(crate) type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// What the host keeps for one guest instance.
+pub(crate) struct GuestState {
+    processor: Arc<str>,
+    outputs: Arc<[String]>,
+    broker: Broker,
+    limits: StoreLimits,
+    /// The state scope of the batch being processed.
+    scope: String,
+    /// The timestamp `now` returns: the batch's last event.
+    now: i64,
+    emitted: Vec<Output>,
+    writes: StateWrites,
+    /// A state read that failed in the broker: the batch fails with it.
+    host_error: Option<String>,
+}
+
+impl processor::types::Host for GuestState {}
+
+impl processor::host::Host for GuestState {
+    fn log(&mut self, level: Level, message: String) {
+        let processor = &*self.processor;
+        match level {
+            Level::Trace => tracing::trace!(processor, "{message}"),
+            Level::Debug => tracing::debug!(processor, "{message}"),
+            Level::Info => tracing::info!(processor, "{message}"),
+            Level::Warn => tracing::warn!(processor, "{message}"),
+            Level::Error => tracing::error!(processor, "{message}"),
+        }
+    }
+
+    fn now(&mut self) -> i64 {
+        self.now
+    }
+
+    fn emit(&mut self, out: Output) -> Result<(), String> {
+        if !self.outputs.iter().any(|s| *s == out.stream) {
+            return Err(format!(
+                "stream `{}` is not an output of processor `{}` (declared outputs: {})",
+                out.stream,
+                self.processor,
+                self.outputs.join(", ")
+            ));
+        }
+        self.emitted.push(out);
+        Ok(())
+    }
+
+    fn state_get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
+        if let Some(written) = self.writes.get(&key) {
+            return written.clone();
+        }
+        match self.broker.state_get(&self.scope, &key) {
+            Ok(v) => v,
+            Err(e) => {
+                self.host_error
+                    .get_or_insert(format!("state read failed: {e}"));
+                None
+            }
+        }
+    }
+
+    fn state_put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+
+    fn state_delete(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    fn state_range(
+        &mut self,
+        start: Vec<u8>,
+        end: Option<Vec<u8>>,
+        limit: u32,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let limit = limit as usize;
+        let in_range = |k: &[u8]| k >= start.as_slice() && end.as_deref().is_none_or(|e| k < e);
+        let overlay: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
+            self.writes.iter().filter(|(k, _)| in_range(k)).collect();
+        // Each overlay entry hides at most one committed key: reading that
+        // many more committed keys is enough to fill `limit`.
+        let committed = match self.broker.state_range(
+            &self.scope,
+            &start,
+            end.as_deref(),
+            limit.saturating_add(overlay.len()),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                self.host_error
+                    .get_or_insert(format!("state range failed: {e}"));
+                return Vec::new();
+            }
+        };
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = committed.into_iter().collect();
+        for (k, v) in overlay {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        merged.into_iter().take(limit).collect()
+    }
+}
+
+/// Why a guest call did not succeed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The guest returned an error for the batch.
+    Failed(Failure),
+    /// The guest trapped, ran out of time or memory, or a host import failed.
+    /// The instance is unusable afterwards.
+    Trapped(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Failed(failure) => f.write_str(&failure.message),
+            CallError::Trapped(reason) => write!(f, "trap: {reason}"),
+        }
+    }
+}
+
+/// What a successful batch produced, not yet committed.
+pub(crate) struct BatchResult {
+    pub outputs: Vec<Output>,
+    pub writes: StateWrites,
+}
+
+/// A live guest instance: its store and its exports. Reused across batches
+/// until it traps.
+pub(crate) struct GuestInstance {
+    store: Store<GuestState>,
+    bindings: Processor,
+    deadline_ticks: u64,
+}
+
+impl GuestInstance {
+    /// Instantiates `component` and calls its `init` with `config`.
+    pub fn start(
+        engine: &Engine,
+        component: &LoadedComponent,
+        processor: &str,
+        outputs: &[String],
+        broker: Broker,
+        config: &[(String, String)],
+    ) -> Result<GuestInstance, String> {
+        let state = GuestState {
+            processor: processor.into(),
+            outputs: outputs.into(),
+            broker,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(engine.config.memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            scope: String::new(),
+            now: 0,
+            emitted: Vec::new(),
+            writes: StateWrites::new(),
+            host_error: None,
+        };
+        let mut store = Store::new(&engine.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        let deadline_ticks = engine.config.deadline_ticks();
+        store.set_epoch_deadline(deadline_ticks);
+        let bindings = component
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("instantiation failed: {e:#}"))?;
+        store.set_epoch_deadline(deadline_ticks);
+        bindings
+            .leat_processor_guest()
+            .call_init(&mut store, config)
+            .map_err(|e| format!("trap in init: {e:#}"))??;
+        Ok(GuestInstance {
+            store,
+            bindings,
+            deadline_ticks,
+        })
+    }
+
+    /// Runs one batch of the partition whose state lives under `scope`.
+    pub fn process(&mut self, scope: &str, events: &[Event]) -> Result<BatchResult, CallError> {
+        let data = self.store.data_mut();
+        data.scope.clear();
+        data.scope.push_str(scope);
+        data.now = events.last().map_or(0, |e| e.timestamp);
+        data.emitted.clear();
+        data.writes.clear();
+        data.host_error = None;
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let result = self
+            .bindings
+            .leat_processor_guest()
+            .call_process(&mut self.store, events);
+        let data = self.store.data_mut();
+        if let Some(error) = data.host_error.take() {
+            return Err(CallError::Trapped(error));
+        }
+        match result {
+            Ok(Ok(())) => Ok(BatchResult {
+                outputs: std::mem::take(&mut data.emitted),
+                writes: std::mem::take(&mut data.writes),
+            }),
+            Ok(Err(failure)) => Err(CallError::Failed(failure)),
+            Err(trap) => Err(CallError::Trapped(describe_trap(&trap))),
+        }
+    }
+
+    /// Tells the guest which partitions it now owns.
+    pub fn assigned(&mut self, partitions: &[u32]) -> Result<(), String> {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.bindings
+            .leat_processor_guest()
+            .call_on_assigned(&mut self.store, partitions)
+            .map_err(|e| describe_trap(&e))
+    }
+
+    /// Tells the guest which partitions it no longer owns.
+    pub fn revoked(&mut self, partitions: &[u32]) -> Result<(), String> {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.bindings
+            .leat_processor_guest()
+            .call_on_revoked(&mut self.store, partitions)
+            .map_err(|e| describe_trap(&e))
+    }
+}
+
+/// A trap in words an operator can act on.
+fn describe_trap(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            "the batch ran past the time limit and was interrupted".to_string()
+        }
+        Some(wasmtime::Trap::UnreachableCodeReached) => {
+            format!("the guest panicked or reached unreachable code (see its log): {error:#}")
+        }
+        _ => format!("{error:#}"),
+    }
+}

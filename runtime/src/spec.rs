@@ -1,0 +1,122 @@
+//! What a deployment of a processor says: its streams, configuration,
+//! instances and error policy.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// What happens to an event the processor keeps failing on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    /// Stop the partition at the failing offset; status shows the offset and
+    /// the error (the default: nothing is skipped silently).
+    #[default]
+    Stop,
+    /// Append the event and the error to the processor's error stream
+    /// (`<name>.errors`) and move on.
+    Record,
+}
+
+impl std::str::FromStr for ErrorPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stop" => Ok(ErrorPolicy::Stop),
+            "record" => Ok(ErrorPolicy::Record),
+            other => Err(format!(
+                "unknown error policy `{other}`: use `stop` or `record`"
+            )),
+        }
+    }
+}
+
+/// A processor deployment.
+#[derive(Clone, Debug)]
+pub struct ProcessorSpec {
+    /// The processor's name; also its consumer group.
+    pub name: String,
+    /// Streams it consumes.
+    pub inputs: Vec<String>,
+    /// Streams it may write; it must be their only writer.
+    pub outputs: Vec<String>,
+    /// Key-value configuration handed to the guest's `init`.
+    pub config: Vec<(String, String)>,
+    /// How many instances share the partitions.
+    pub instances: u32,
+    /// What to do with an event that keeps failing.
+    pub on_error: ErrorPolicy,
+    /// Most events in one guest call.
+    pub batch_size: usize,
+    /// How often a failing batch is retried before the failing event is isolated.
+    pub retries: u32,
+    /// The first retry's delay; it doubles each time.
+    pub retry_backoff: Duration,
+}
+
+impl ProcessorSpec {
+    /// A spec with one instance, the `stop` policy and batches of 1,000.
+    pub fn new(name: impl Into<String>, inputs: Vec<String>, outputs: Vec<String>) -> Self {
+        ProcessorSpec {
+            name: name.into(),
+            inputs,
+            outputs,
+            config: Vec::new(),
+            instances: 1,
+            on_error: ErrorPolicy::Stop,
+            batch_size: 1000,
+            retries: 2,
+            retry_backoff: Duration::from_millis(50),
+        }
+    }
+
+    /// The stream where the `record` policy puts failed events.
+    pub fn error_stream(&self) -> String {
+        format!("{}.errors", self.name)
+    }
+
+    /// The state scope of one partition index.
+    pub(crate) fn scope(&self, partition: u32) -> String {
+        format!("{}/{partition}", self.name)
+    }
+
+    /// The configuration the guest's `init` receives: the deployment's pairs
+    /// plus the reserved `leat.*` entries.
+    pub(crate) fn init_config(&self) -> Vec<(String, String)> {
+        let mut config = self.config.clone();
+        config.push(("leat.processor".into(), self.name.clone()));
+        config.push(("leat.inputs".into(), self.inputs.join(",")));
+        config.push(("leat.outputs".into(), self.outputs.join(",")));
+        config
+    }
+
+    /// Checks what can be checked without the log.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| {
+            Err(Error::InvalidSpec {
+                processor: self.name.clone(),
+                reason,
+            })
+        };
+        if let Err(e) = leat_broker::validate_name(&self.name) {
+            return invalid(e.to_string());
+        }
+        if self.inputs.is_empty() {
+            return invalid("it needs at least one input stream".into());
+        }
+        if let Some(s) = self.inputs.iter().find(|s| self.outputs.contains(s)) {
+            return invalid(format!("`{s}` is both an input and an output"));
+        }
+        if self.instances == 0 {
+            return invalid("it needs at least one instance".into());
+        }
+        if self.batch_size == 0 {
+            return invalid("the batch size must be at least 1".into());
+        }
+        if let Some((k, _)) = self.config.iter().find(|(k, _)| k.starts_with("leat.")) {
+            return invalid(format!(
+                "configuration key `{k}` is reserved (keys starting with `leat.`)"
+            ));
+        }
+        Ok(())
+    }
+}

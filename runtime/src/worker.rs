@@ -1,0 +1,433 @@
+//! The exactly-once loop of one processor instance.
+//!
+//! For each partition index it owns, an instance reads a batch after the
+//! group's committed offsets, calls the guest once, and commits the outputs,
+//! the state writes and the new offsets in one broker transaction that also
+//! checks the group generation. Invariant: `positions` only moves through a
+//! successful commit, so whatever fails or crashes before one is read and
+//! processed again, and nothing after one is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leat_broker::{Bytes, Event as LogEvent, Header, ReadLimits, Record, Transaction};
+
+use crate::bindings::{Event, Header as WitHeader, Output};
+use crate::error::{Error, Result};
+use crate::guest::{BatchResult, CallError, GuestInstance};
+use crate::processor::Shared;
+use crate::spec::ErrorPolicy;
+use crate::status::StoppedPartition;
+
+/// Whether a worker stops once it has caught up or waits for more events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Process what is there, then return.
+    UntilCaughtUp,
+    /// Keep processing until stopped.
+    Follow,
+}
+
+/// How a worker ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Caught up or asked to stop.
+    Done,
+    /// A newer generation took over its partitions.
+    Fenced,
+}
+
+/// An event read from the log, with the input it came from.
+struct Input {
+    stream: usize,
+    event: LogEvent,
+}
+
+pub(crate) struct Worker {
+    shared: Arc<Shared>,
+    partitions: Vec<u32>,
+    generation: u64,
+    guest: Option<GuestInstance>,
+    /// (input index, partition) -> next offset to read.
+    positions: BTreeMap<(usize, u32), u64>,
+    stopped: BTreeSet<u32>,
+}
+
+impl Worker {
+    pub fn new(
+        shared: Arc<Shared>,
+        partitions: Vec<u32>,
+        generation: u64,
+        guest: Option<GuestInstance>,
+    ) -> Worker {
+        Worker {
+            shared,
+            partitions,
+            generation,
+            guest,
+            positions: BTreeMap::new(),
+            stopped: BTreeSet::new(),
+        }
+    }
+
+    pub fn run(mut self, mode: RunMode) -> Result<Exit> {
+        self.load_positions()?;
+        let partitions = self.partitions.clone();
+        if let Some(guest) = self.guest.as_mut() {
+            let _ = guest.assigned(&partitions);
+        }
+        let exit = loop {
+            if self.shared.stop.load(Ordering::Acquire) {
+                break Exit::Done;
+            }
+            let mut progressed = false;
+            for p in self.partitions.clone() {
+                if self.stopped.contains(&p) {
+                    continue;
+                }
+                let batch = self.read_batch(p)?;
+                if batch.is_empty() {
+                    continue;
+                }
+                progressed = true;
+                if self.handle(p, &batch)? == Exit::Fenced {
+                    return Ok(Exit::Fenced);
+                }
+            }
+            if !progressed {
+                if mode == RunMode::UntilCaughtUp {
+                    break Exit::Done;
+                }
+                let waiting: Vec<(String, u32, u64)> = self
+                    .positions
+                    .iter()
+                    .filter(|((_, p), _)| !self.stopped.contains(p))
+                    .map(|(&(i, p), &o)| (self.shared.spec.inputs[i].clone(), p, o))
+                    .collect();
+                self.shared
+                    .broker
+                    .wait_for_any(&waiting, Duration::from_millis(100))?;
+            }
+        };
+        if let Some(guest) = self.guest.as_mut() {
+            let _ = guest.revoked(&self.partitions);
+        }
+        Ok(exit)
+    }
+
+    fn load_positions(&mut self) -> Result<()> {
+        let broker = &self.shared.broker;
+        let spec = &self.shared.spec;
+        for (i, stream) in spec.inputs.iter().enumerate() {
+            let info = broker.describe_stream(stream)?;
+            for &p in &self.partitions {
+                let Some(extent) = info.partitions.get(p as usize) else {
+                    continue;
+                };
+                let committed = broker.committed_offset(&spec.name, stream, p)?;
+                self.positions
+                    .insert((i, p), committed.unwrap_or(extent.log_start));
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `batch_size` events of partition index `p`, across the inputs.
+    fn read_batch(&mut self, p: u32) -> Result<Vec<Input>> {
+        let mut batch = Vec::new();
+        let budget = self.shared.spec.batch_size;
+        let keys: Vec<(usize, u32)> = self
+            .positions
+            .keys()
+            .filter(|(_, q)| *q == p)
+            .copied()
+            .collect();
+        for (i, q) in keys {
+            if batch.len() >= budget {
+                break;
+            }
+            let stream = &self.shared.spec.inputs[i];
+            let from = self.positions[&(i, q)];
+            let limits = ReadLimits {
+                max_events: budget - batch.len(),
+                ..ReadLimits::default()
+            };
+            let read = match self.shared.broker.read(stream, q, from, limits) {
+                Ok(read) => read,
+                Err(leat_broker::Error::OffsetOutOfRange { log_start, .. }) if from < log_start => {
+                    // Retention removed events this group had not read yet.
+                    tracing::warn!(processor = %self.shared.spec.name, stream, partition = q, from, log_start,
+                        "committed offset is below the log start: skipping to it");
+                    self.positions.insert((i, q), log_start);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            batch.extend(
+                read.events
+                    .into_iter()
+                    .map(|event| Input { stream: i, event }),
+            );
+        }
+        Ok(batch)
+    }
+
+    /// Processes `batch` of partition index `p` until it is committed or its
+    /// failing event has met the error policy.
+    fn handle(&mut self, p: u32, batch: &[Input]) -> Result<Exit> {
+        let events = self.to_wit(batch);
+        let mut attempt = 0;
+        let error = loop {
+            let outcome = match self.call(p, &events) {
+                Ok(result) => match self.commit(p, batch, result) {
+                    Ok(()) => return Ok(Exit::Done),
+                    Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
+                        return Ok(Exit::Fenced)
+                    }
+                    Err(Error::Broker(e)) if is_refusal(&e) => {
+                        CallError::Failed(crate::bindings::Failure {
+                            message: format!("the log refused the batch's outputs: {e}"),
+                            event_index: None,
+                        })
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(error) => error,
+            };
+            self.note_failure(&outcome);
+            if attempt >= self.shared.spec.retries {
+                break outcome;
+            }
+            std::thread::sleep(self.shared.spec.retry_backoff * 2u32.saturating_pow(attempt));
+            attempt += 1;
+        };
+        self.isolate(p, batch, error)
+    }
+
+    /// Narrows a failing batch down to the event that fails.
+    fn isolate(&mut self, p: u32, batch: &[Input], error: CallError) -> Result<Exit> {
+        if batch.len() == 1 {
+            return self.apply_policy(p, &batch[0], error);
+        }
+        let index = match &error {
+            CallError::Failed(f) => f
+                .event_index
+                .map(|i| i as usize)
+                .filter(|&i| i < batch.len()),
+            CallError::Trapped(_) => None,
+        };
+        let singles: &[Input] = match index {
+            // The guest named the event: commit what precedes it as one batch,
+            // then the event alone meets the policy.
+            Some(i) => {
+                if i > 0 && self.handle(p, &batch[..i])? == Exit::Fenced {
+                    return Ok(Exit::Fenced);
+                }
+                &batch[i..=i]
+            }
+            None => batch,
+        };
+        for input in singles {
+            if self.stopped.contains(&p) {
+                break;
+            }
+            if self.handle(p, std::slice::from_ref(input))? == Exit::Fenced {
+                return Ok(Exit::Fenced);
+            }
+        }
+        Ok(Exit::Done)
+    }
+
+    fn apply_policy(&mut self, p: u32, input: &Input, error: CallError) -> Result<Exit> {
+        let spec = &self.shared.spec;
+        let stream = &spec.inputs[input.stream];
+        let event = &input.event;
+        let reason = error.to_string();
+        match spec.on_error {
+            ErrorPolicy::Stop => {
+                tracing::error!(processor = %spec.name, stream, partition = p, offset = event.offset,
+                    error = %reason, "event keeps failing: partition stopped");
+                self.stopped.insert(p);
+                let mut status = self.shared.status();
+                status.stopped.push(StoppedPartition {
+                    stream: stream.clone(),
+                    partition: p,
+                    offset: event.offset,
+                    error: reason,
+                });
+                Ok(Exit::Done)
+            }
+            ErrorPolicy::Record => {
+                tracing::warn!(processor = %spec.name, stream, partition = p, offset = event.offset,
+                    error = %reason, "event keeps failing: recorded on the error stream");
+                let mut headers = event.headers.clone();
+                headers.push(Header::new("leat.error", reason));
+                headers.extend(provenance(&spec.name, stream, p, event.offset));
+                let record = Record {
+                    key: event.key.clone(),
+                    value: event.value.clone(),
+                    headers,
+                    timestamp: Some(event.timestamp),
+                    partition: None,
+                };
+                let mut txn = Transaction::new();
+                txn.append(&spec.error_stream(), record);
+                txn.commit_offset(&spec.name, stream, p, event.offset + 1);
+                txn.require_generation(&spec.name, self.generation);
+                match self.shared.broker.commit(txn) {
+                    Ok(_) => {}
+                    Err(leat_broker::Error::FencedGeneration { .. }) => return Ok(Exit::Fenced),
+                    Err(e) => return Err(e.into()),
+                }
+                self.positions.insert((input.stream, p), event.offset + 1);
+                self.shared.status().recorded_errors += 1;
+                Ok(Exit::Done)
+            }
+        }
+    }
+
+    /// Calls the guest, starting a fresh instance if the last one trapped.
+    fn call(&mut self, p: u32, events: &[Event]) -> Result<BatchResult, CallError> {
+        let scope = self.shared.spec.scope(p);
+        let guest = match self.guest_mut() {
+            Some(g) => g,
+            None => return Err(CallError::Trapped("the processor failed to restart".into())),
+        };
+        let result = guest.process(&scope, events);
+        if matches!(result, Err(CallError::Trapped(_))) {
+            // A trapped instance may be in any state: never reuse it.
+            self.guest = None;
+        }
+        result
+    }
+
+    fn guest_mut(&mut self) -> Option<&mut GuestInstance> {
+        if self.guest.is_none() {
+            match self.shared.start_guest() {
+                Ok(g) => {
+                    self.guest = Some(g);
+                    let partitions = self.partitions.clone();
+                    if let Some(g) = self.guest.as_mut() {
+                        let _ = g.assigned(&partitions);
+                    }
+                }
+                Err(e) => {
+                    self.shared.status().last_error = Some(e.clone());
+                    tracing::error!(processor = %self.shared.spec.name, error = %e, "cannot restart the processor");
+                }
+            }
+        }
+        self.guest.as_mut()
+    }
+
+    /// One broker transaction: outputs, state writes, offsets, generation check.
+    fn commit(&mut self, p: u32, batch: &[Input], result: BatchResult) -> Result<()> {
+        let spec = &self.shared.spec;
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let source_stream = &spec.inputs[last.stream];
+        let mut txn = Transaction::new();
+        let outputs = result.outputs.len() as u64;
+        for mut out in result.outputs {
+            let stream = std::mem::take(&mut out.stream);
+            txn.append(&stream, self.to_record(out, source_stream, p, &last.event));
+        }
+        let scope = spec.scope(p);
+        for (key, value) in result.writes {
+            match value {
+                Some(v) => txn.put_state(&scope, key, v),
+                None => txn.delete_state(&scope, key),
+            };
+        }
+        let mut advanced: BTreeMap<usize, u64> = BTreeMap::new();
+        for input in batch {
+            advanced.insert(input.stream, input.event.offset + 1);
+        }
+        for (&i, &next) in &advanced {
+            txn.commit_offset(&spec.name, &spec.inputs[i], p, next);
+        }
+        txn.require_generation(&spec.name, self.generation);
+        self.shared.broker.commit(txn)?;
+        for (i, next) in advanced {
+            self.positions.insert((i, p), next);
+        }
+        let mut status = self.shared.status();
+        status.events_in += batch.len() as u64;
+        status.events_out += outputs;
+        status.batches += 1;
+        Ok(())
+    }
+
+    fn to_record(&self, out: Output, stream: &str, p: u32, cause: &LogEvent) -> Record {
+        let mut headers: Vec<Header> = out
+            .headers
+            .into_iter()
+            .map(|h| Header::new(h.key, h.value))
+            .collect();
+        headers.extend(provenance(&self.shared.spec.name, stream, p, cause.offset));
+        Record {
+            key: out.key.map(Bytes::from),
+            value: out.value.map(Bytes::from),
+            headers,
+            timestamp: Some(cause.timestamp),
+            partition: None,
+        }
+    }
+
+    fn to_wit(&self, batch: &[Input]) -> Vec<Event> {
+        batch
+            .iter()
+            .map(|input| {
+                let e = &input.event;
+                Event {
+                    stream: self.shared.spec.inputs[input.stream].clone(),
+                    partition: e.partition,
+                    offset: e.offset,
+                    timestamp: e.timestamp,
+                    key: e.key.as_ref().map(|k| k.to_vec()),
+                    value: e.value.as_ref().map(|v| v.to_vec()),
+                    headers: e
+                        .headers
+                        .iter()
+                        .map(|h| WitHeader {
+                            key: h.key.clone(),
+                            value: h.value.to_vec(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn note_failure(&self, error: &CallError) {
+        tracing::warn!(processor = %self.shared.spec.name, error = %error, "batch failed: rolled back");
+        let mut status = self.shared.status();
+        status.failed_calls += 1;
+        status.last_error = Some(error.to_string());
+    }
+}
+
+/// Headers that say where an output came from.
+fn provenance(processor: &str, stream: &str, partition: u32, offset: u64) -> [Header; 4] {
+    [
+        Header::new("leat.processor", processor.to_string()),
+        Header::new("leat.source.stream", stream.to_string()),
+        Header::new("leat.source.partition", partition.to_string()),
+        Header::new("leat.source.offset", offset.to_string()),
+    ]
+}
+
+/// A broker error caused by what the batch wrote, not by the log itself.
+fn is_refusal(e: &leat_broker::Error) -> bool {
+    use leat_broker::Error as E;
+    matches!(
+        e,
+        E::UnknownStream(_)
+            | E::EventTooLarge { .. }
+            | E::PartitionOutOfRange { .. }
+            | E::InvalidConfig(_)
+    )
+}

@@ -328,12 +328,16 @@ impl Worker {
         let Some(last) = batch.last() else {
             return Ok(());
         };
-        let source_stream = &spec.inputs[last.stream];
         let mut txn = Transaction::new();
         let outputs = result.outputs.len() as u64;
         for mut out in result.outputs {
             let stream = std::mem::take(&mut out.stream);
-            txn.append(&stream, self.to_record(out, source_stream, p, &last.event));
+            let cause = out
+                .cause
+                .and_then(|i| batch.get(i as usize))
+                .unwrap_or(last);
+            let source = &spec.inputs[cause.stream];
+            txn.append(&stream, self.to_record(out, source, p, &cause.event));
         }
         let scope = spec.scope(p);
         for (key, value) in result.writes {

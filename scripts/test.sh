@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine of this kind: installs the
+# guest toolchain if missing, builds the guest examples, runs their native
+# tests, checks formatting and lints, then runs the host workspace's tests
+# (unit, property, crash and end-to-end tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+t0=$SECONDS
+step() { echo "== $* ($((SECONDS - t0))s)"; }
+
+step "guest toolchain"
+bash scripts/setup.sh
+step "guest components"
+bash scripts/build-guests.sh
+step "guest native tests"
+bash scripts/test-guests.sh
+step "format"
+cargo fmt --all -- --check
+step "lints"
+cargo clippy --workspace --all-targets -- -D warnings
+step "host tests"
+cargo test --workspace
+step "done"

@@ -144,6 +144,67 @@ pub(crate) struct BatchResult {
     pub writes: StateWrites,
 }
 
+/// A processor written as a native Rust function, run in place of a Wasm
+/// guest: for benchmarks and host-side tests. It sees the same events and
+/// emits the same outputs, but is not sandboxed and has no state imports.
+pub type NativeFn = Arc<dyn Fn(&[Event], &mut Vec<Output>) -> Result<(), Failure> + Send + Sync>;
+
+/// What a processor's instances run.
+#[derive(Clone)]
+pub enum ProcessorCode {
+    /// A checked Wasm component.
+    Wasm(LoadedComponent),
+    /// A native function (not sandboxed).
+    Native(NativeFn),
+}
+
+impl std::fmt::Debug for ProcessorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProcessorCode::Wasm(c) => f.debug_tuple("Wasm").field(c).finish(),
+            ProcessorCode::Native(_) => f.write_str("Native"),
+        }
+    }
+}
+
+/// A running instance of either kind.
+pub(crate) enum Instance {
+    Wasm(GuestInstance),
+    Native(NativeFn),
+}
+
+impl Instance {
+    pub fn process(&mut self, scope: &str, events: &[Event]) -> Result<BatchResult, CallError> {
+        match self {
+            Instance::Wasm(guest) => guest.process(scope, events),
+            Instance::Native(f) => {
+                let mut outputs = Vec::new();
+                f(events, &mut outputs).map_err(CallError::Failed)?;
+                Ok(BatchResult {
+                    outputs,
+                    writes: StateWrites::new(),
+                })
+            }
+        }
+    }
+
+    pub fn assigned(&mut self, partitions: &[u32]) {
+        if let Instance::Wasm(guest) = self {
+            if let Err(e) = guest.assigned(partitions) {
+                tracing::warn!(error = %e, "on-assigned failed");
+            }
+        }
+    }
+
+    pub fn revoked(&mut self, partitions: &[u32]) {
+        if let Instance::Wasm(guest) = self {
+            if let Err(e) = guest.revoked(partitions) {
+                tracing::warn!(error = %e, "on-revoked failed");
+            }
+        }
+    }
+}
+
 /// A live guest instance: its store and its exports. Reused across batches
 /// until it traps.
 pub(crate) struct GuestInstance {
@@ -254,5 +315,11 @@ fn describe_trap(error: &wasmtime::Error) -> String {
             format!("the guest panicked or reached unreachable code (see its log): {error:#}")
         }
         _ => format!("{error:#}"),
+    }
+}
+
+impl From<LoadedComponent> for ProcessorCode {
+    fn from(component: LoadedComponent) -> Self {
+        ProcessorCode::Wasm(component)
     }
 }

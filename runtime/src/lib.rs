@@ -15,6 +15,7 @@
 
 #[allow(missing_docs)]
 mod bindings;
+mod deployment;
 mod engine;
 mod error;
 mod guest;
@@ -23,8 +24,11 @@ mod spec;
 mod status;
 mod worker;
 
+pub use crate::bindings::{Event, Failure, Header, Output};
+pub use crate::deployment::{Deployment, ResetTo};
 pub use crate::engine::{Engine, EngineConfig, LoadedComponent};
 pub use crate::error::{Error, Result};
+pub use crate::guest::{NativeFn, ProcessorCode};
 pub use crate::processor::{assign, ProcessorHandle, Runtime};
 pub use crate::spec::{ErrorPolicy, ProcessorSpec};
 pub use crate::status::{InstanceStatus, ProcessorStatus, StoppedPartition};

@@ -1,15 +1,15 @@
 //! Running a processor: checking its deployment, claiming its outputs,
 //! assigning partitions to instances, and the instances' threads.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use leat_broker::{Broker, StreamConfig, Transaction};
 
-use crate::engine::{Engine, LoadedComponent};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::guest::GuestInstance;
+use crate::guest::{GuestInstance, Instance, ProcessorCode};
 use crate::spec::{ErrorPolicy, ProcessorSpec};
 use crate::status::{InstanceStatus, ProcessorStatus};
 use crate::worker::{Exit, RunMode, Worker};
@@ -17,7 +17,8 @@ use crate::worker::{Exit, RunMode, Worker};
 /// The state scope where the runtime records which processor writes which stream.
 const WRITERS_SCOPE: &str = "leat.writers";
 
-/// The host: an event log and a Wasm engine.
+/// The host: an event log and a Wasm engine. Cheap to clone.
+#[derive(Clone)]
 pub struct Runtime {
     broker: Broker,
     engine: Arc<Engine>,
@@ -36,7 +37,7 @@ pub(crate) struct Shared {
     pub spec: ProcessorSpec,
     pub broker: Broker,
     pub engine: Arc<Engine>,
-    pub component: LoadedComponent,
+    pub code: ProcessorCode,
     pub stop: AtomicBool,
     status: Mutex<ProcessorStatus>,
 }
@@ -46,16 +47,20 @@ impl Shared {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A fresh guest instance, initialized with the deployment's configuration.
-    pub fn start_guest(&self) -> Result<GuestInstance, String> {
-        GuestInstance::start(
-            &self.engine,
-            &self.component,
-            &self.spec.name,
-            &self.spec.outputs,
-            self.broker.clone(),
-            &self.spec.init_config(),
-        )
+    /// A fresh instance; a Wasm guest is initialized with the deployment's configuration.
+    pub fn start_guest(&self) -> Result<Instance, String> {
+        match &self.code {
+            ProcessorCode::Native(f) => Ok(Instance::Native(f.clone())),
+            ProcessorCode::Wasm(component) => GuestInstance::start(
+                &self.engine,
+                component,
+                &self.spec.name,
+                &self.spec.outputs,
+                self.broker.clone(),
+                &self.spec.init_config(),
+            )
+            .map(Instance::Wasm),
+        }
     }
 }
 
@@ -66,7 +71,7 @@ pub struct ProcessorHandle {
 }
 
 impl Runtime {
-    /// A runtime over `broker` with a new engine.
+    /// A runtime over `broker` with `engine`.
     pub fn new(broker: Broker, engine: Engine) -> Runtime {
         Runtime {
             broker,
@@ -85,12 +90,13 @@ impl Runtime {
     }
 
     /// Checks `spec` against the log, claims its output streams (single
-    /// writer), starts one guest to check that `init` accepts the
-    /// configuration, then starts the instances.
+    /// writer), starts one instance to check that `init` accepts the
+    /// configuration, opens a new group generation (fencing off any earlier
+    /// instances), then starts the instances.
     pub fn start(
         &self,
         spec: ProcessorSpec,
-        component: LoadedComponent,
+        code: impl Into<ProcessorCode>,
         mode: RunMode,
     ) -> Result<ProcessorHandle> {
         spec.validate()?;
@@ -114,7 +120,7 @@ impl Runtime {
             spec,
             broker: self.broker.clone(),
             engine: self.engine.clone(),
-            component,
+            code: code.into(),
             stop: AtomicBool::new(false),
             status: Mutex::new(ProcessorStatus::default()),
         });
@@ -122,7 +128,6 @@ impl Runtime {
             processor: shared.spec.name.clone(),
             reason,
         })?;
-        // A new generation fences off any earlier instances of this group.
         let generation = self.broker.bump_generation(&shared.spec.name)?;
         let assignment = assign(partitions, shared.spec.instances);
         {
@@ -163,11 +168,11 @@ impl Runtime {
         }
         let mut txn = Transaction::new();
         for stream in &claims {
-            match self.broker.state_get(WRITERS_SCOPE, stream.as_bytes())? {
-                Some(writer) if writer != spec.name.as_bytes() => {
+            match self.writer_of(stream)? {
+                Some(writer) if writer != spec.name => {
                     return Err(Error::SecondWriter {
                         stream: stream.clone(),
-                        writer: String::from_utf8_lossy(&writer).into_owned(),
+                        writer,
                     })
                 }
                 Some(_) => {}
@@ -178,6 +183,23 @@ impl Runtime {
                         spec.name.as_bytes().to_vec(),
                     );
                 }
+            }
+        }
+        if !txn.is_empty() {
+            self.broker.commit(txn)?;
+        }
+        Ok(())
+    }
+
+    /// Gives up `processor`'s claims on the streams it writes.
+    pub fn release_outputs(&self, processor: &str) -> Result<()> {
+        let claims = self
+            .broker
+            .state_range(WRITERS_SCOPE, b"", None, usize::MAX)?;
+        let mut txn = Transaction::new();
+        for (stream, writer) in claims {
+            if writer == processor.as_bytes() {
+                txn.delete_state(WRITERS_SCOPE, stream);
             }
         }
         if !txn.is_empty() {
@@ -211,9 +233,7 @@ impl ProcessorHandle {
 
     /// Asks the instances to stop after their current batch, and waits.
     pub fn stop(mut self) -> Result<ProcessorStatus> {
-        self.shared
-            .stop
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.stop.store(true, Ordering::Release);
         self.join()?;
         Ok(self.status())
     }
@@ -239,9 +259,7 @@ impl ProcessorHandle {
 
 impl Drop for ProcessorHandle {
     fn drop(&mut self) {
-        self.shared
-            .stop
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.stop.store(true, Ordering::Release);
         let _ = self.join();
     }
 }

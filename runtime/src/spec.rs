@@ -51,6 +51,8 @@ pub struct ProcessorSpec {
     pub retries: u32,
     /// The first retry's delay; it doubles each time.
     pub retry_backoff: Duration,
+    /// The deployed version, counted from 1; carried in provenance headers.
+    pub version: u32,
 }
 
 impl ProcessorSpec {
@@ -66,6 +68,7 @@ impl ProcessorSpec {
             batch_size: 1000,
             retries: 2,
             retry_backoff: Duration::from_millis(50),
+            version: 1,
         }
     }
 

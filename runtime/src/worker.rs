@@ -16,9 +16,9 @@ use leat_broker::{Bytes, Event as LogEvent, Header, ReadLimits, Record, Transact
 
 use crate::bindings::{Event, Header as WitHeader, Output};
 use crate::error::{Error, Result};
-use crate::guest::{BatchResult, CallError, GuestInstance};
+use crate::guest::{BatchResult, CallError, Instance};
 use crate::processor::Shared;
-use crate::spec::ErrorPolicy;
+use crate::spec::{ErrorPolicy, ProcessorSpec};
 use crate::status::StoppedPartition;
 
 /// Whether a worker stops once it has caught up or waits for more events.
@@ -49,7 +49,7 @@ pub(crate) struct Worker {
     shared: Arc<Shared>,
     partitions: Vec<u32>,
     generation: u64,
-    guest: Option<GuestInstance>,
+    guest: Option<Instance>,
     /// (input index, partition) -> next offset to read.
     positions: BTreeMap<(usize, u32), u64>,
     stopped: BTreeSet<u32>,
@@ -60,7 +60,7 @@ impl Worker {
         shared: Arc<Shared>,
         partitions: Vec<u32>,
         generation: u64,
-        guest: Option<GuestInstance>,
+        guest: Option<Instance>,
     ) -> Worker {
         Worker {
             shared,
@@ -76,7 +76,7 @@ impl Worker {
         self.load_positions()?;
         let partitions = self.partitions.clone();
         if let Some(guest) = self.guest.as_mut() {
-            let _ = guest.assigned(&partitions);
+            guest.assigned(&partitions);
         }
         let exit = loop {
             if self.shared.stop.load(Ordering::Acquire) {
@@ -112,7 +112,7 @@ impl Worker {
             }
         };
         if let Some(guest) = self.guest.as_mut() {
-            let _ = guest.revoked(&self.partitions);
+            guest.revoked(&self.partitions);
         }
         Ok(exit)
     }
@@ -264,7 +264,7 @@ impl Worker {
                     error = %reason, "event keeps failing: recorded on the error stream");
                 let mut headers = event.headers.clone();
                 headers.push(Header::new("leat.error", reason));
-                headers.extend(provenance(&spec.name, stream, p, event.offset));
+                headers.extend(provenance(spec, stream, p, event.offset));
                 let record = Record {
                     key: event.key.clone(),
                     value: event.value.clone(),
@@ -303,14 +303,14 @@ impl Worker {
         result
     }
 
-    fn guest_mut(&mut self) -> Option<&mut GuestInstance> {
+    fn guest_mut(&mut self) -> Option<&mut Instance> {
         if self.guest.is_none() {
             match self.shared.start_guest() {
                 Ok(g) => {
                     self.guest = Some(g);
                     let partitions = self.partitions.clone();
                     if let Some(g) = self.guest.as_mut() {
-                        let _ = g.assigned(&partitions);
+                        g.assigned(&partitions);
                     }
                 }
                 Err(e) => {
@@ -371,7 +371,7 @@ impl Worker {
             .into_iter()
             .map(|h| Header::new(h.key, h.value))
             .collect();
-        headers.extend(provenance(&self.shared.spec.name, stream, p, cause.offset));
+        headers.extend(provenance(&self.shared.spec, stream, p, cause.offset));
         Record {
             key: out.key.map(Bytes::from),
             value: out.value.map(Bytes::from),
@@ -414,13 +414,12 @@ impl Worker {
     }
 }
 
-/// Headers that say where an output came from.
-fn provenance(processor: &str, stream: &str, partition: u32, offset: u64) -> [Header; 4] {
+/// Headers that say where an output came from: `leat.processor` is
+/// `name@version`, `leat.source` is `stream/partition/offset` of the input event.
+fn provenance(spec: &ProcessorSpec, stream: &str, partition: u32, offset: u64) -> [Header; 2] {
     [
-        Header::new("leat.processor", processor.to_string()),
-        Header::new("leat.source.stream", stream.to_string()),
-        Header::new("leat.source.partition", partition.to_string()),
-        Header::new("leat.source.offset", offset.to_string()),
+        Header::new("leat.processor", format!("{}@{}", spec.name, spec.version)),
+        Header::new("leat.source", format!("{stream}/{partition}/{offset}")),
     ]
 }
 

@@ -323,3 +323,9 @@ impl From<LoadedComponent> for ProcessorCode {
         ProcessorCode::Wasm(component)
     }
 }
+
+impl From<NativeFn> for ProcessorCode {
+    fn from(f: NativeFn) -> Self {
+        ProcessorCode::Native(f)
+    }
+}

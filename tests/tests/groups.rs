@@ -1,0 +1,276 @@
+//! Consumer-group behaviour of the runtime, with a native processor in place
+//! of a Wasm guest (the group logic is the same): rebalancing while events
+//! flow, fencing of a stale generation, and the single-writer rule.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leat_broker::{Broker, ReadLimits, Record, StreamConfig};
+use leat_runtime::{
+    Engine, EngineConfig, Error, NativeFn, Output, ProcessorSpec, RunMode, Runtime,
+};
+
+fn runtime(dir: &std::path::Path) -> Runtime {
+    let broker = Broker::open(dir.join("log.redb")).unwrap();
+    Runtime::new(broker, Engine::new(EngineConfig::default()).unwrap())
+}
+
+/// Copies each event's key and value to `out`.
+fn copy_to(out: &'static str) -> NativeFn {
+    Arc::new(move |events, outputs| {
+        for e in events {
+            outputs.push(Output {
+                stream: out.to_string(),
+                key: e.key.clone(),
+                value: e.value.clone(),
+                headers: Vec::new(),
+                cause: None,
+            });
+        }
+        Ok(())
+    })
+}
+
+fn values(broker: &Broker, stream: &str) -> Vec<String> {
+    let info = broker.describe_stream(stream).unwrap();
+    let mut all = Vec::new();
+    for p in 0..info.partitions.len() as u32 {
+        let batch = broker
+            .read(
+                stream,
+                p,
+                0,
+                ReadLimits {
+                    max_events: usize::MAX,
+                    max_bytes: usize::MAX,
+                },
+            )
+            .unwrap();
+        all.extend(
+            batch
+                .events
+                .into_iter()
+                .map(|e| String::from_utf8(e.value.unwrap().to_vec()).unwrap()),
+        );
+    }
+    all.sort();
+    all
+}
+
+/// Waits until `group` has committed every event of `stream`.
+fn wait_caught_up(broker: &Broker, group: &str, stream: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = broker.describe_stream(stream).unwrap();
+        let done = info.partitions.iter().enumerate().all(|(p, extent)| {
+            broker
+                .committed_offset(group, stream, p as u32)
+                .unwrap()
+                .unwrap_or(0)
+                == extent.next_offset
+        });
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "group {group} did not catch up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn scaling_from_one_to_four_instances_and_back_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker
+        .create_stream("in", StreamConfig::with_partitions(4))
+        .unwrap();
+    broker
+        .create_stream("out", StreamConfig::with_partitions(4))
+        .unwrap();
+    let mut spec = ProcessorSpec::new("copy", vec!["in".into()], vec!["out".into()]);
+    spec.batch_size = 7;
+    let mut deployment = rt.deploy(spec, copy_to("out")).unwrap();
+
+    let producer = {
+        let broker = broker.clone();
+        std::thread::spawn(move || {
+            let mut expected = Vec::new();
+            for batch in 0..60 {
+                let records: Vec<Record> = (0..25)
+                    .map(|i| {
+                        let n = batch * 25 + i;
+                        expected.push(format!("v{n:05}"));
+                        Record::keyed(format!("k{}", n % 37), format!("v{n:05}"))
+                    })
+                    .collect();
+                broker.append("in", records).unwrap();
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            expected
+        })
+    };
+    for instances in [2, 4, 3, 1, 4, 1] {
+        std::thread::sleep(Duration::from_millis(40));
+        deployment.scale(instances).unwrap();
+        let status = deployment.status();
+        assert_eq!(status.instances.len(), instances as usize);
+        let owned: usize = status.instances.iter().map(|i| i.partitions.len()).sum();
+        assert_eq!(owned, 4, "every partition has exactly one owner");
+    }
+    let mut expected = producer.join().unwrap();
+    wait_caught_up(&broker, "copy", "in");
+    let status = deployment.undeploy().unwrap();
+    assert!(
+        status.generation >= 7,
+        "each change opened a generation: {status:?}"
+    );
+    expected.sort();
+    assert_eq!(values(&broker, "out"), expected);
+}
+
+#[test]
+fn a_stale_generation_is_fenced_off_and_nothing_is_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker
+        .create_stream("in", StreamConfig::with_partitions(2))
+        .unwrap();
+    broker
+        .create_stream("out", StreamConfig::with_partitions(2))
+        .unwrap();
+    let records: Vec<Record> = (0..500)
+        .map(|n| Record::keyed(format!("k{n}"), format!("v{n:04}")))
+        .collect();
+    broker.append("in", records).unwrap();
+    // A slow processor, so the first holder is mid-batch when a second one takes over.
+    let slow: NativeFn = {
+        let copy = copy_to("out");
+        Arc::new(move |events, outputs| {
+            std::thread::sleep(Duration::from_millis(2));
+            copy(events, outputs)
+        })
+    };
+    let mut spec = ProcessorSpec::new("copy", vec!["in".into()], vec!["out".into()]);
+    spec.batch_size = 10;
+    let first = rt
+        .start(spec.clone(), slow.clone(), RunMode::Follow)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    // A second holder of the same group: its generation fences the first.
+    let second = rt.start(spec, slow, RunMode::Follow).unwrap();
+    assert!(second.status().generation > first.status().generation);
+    wait_caught_up(&broker, "copy", "in");
+    drop(first);
+    drop(second);
+    let expected: Vec<String> = (0..500).map(|n| format!("v{n:04}")).collect();
+    assert_eq!(values(&broker, "out"), expected);
+    // And a transaction from an old generation is refused by the log itself.
+    let mut txn = leat_broker::Transaction::new();
+    txn.append("out", Record::value("late"))
+        .require_generation("copy", 1);
+    assert!(matches!(
+        broker.commit(txn),
+        Err(leat_broker::Error::FencedGeneration { attempted: 1, .. })
+    ));
+}
+
+#[test]
+fn a_second_writer_of_a_stream_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    for s in ["a", "b", "out"] {
+        broker.create_stream(s, StreamConfig::default()).unwrap();
+    }
+    let one = rt
+        .deploy(
+            ProcessorSpec::new("one", vec!["a".into()], vec!["out".into()]),
+            copy_to("out"),
+        )
+        .unwrap();
+    let err = rt
+        .deploy(
+            ProcessorSpec::new("two", vec!["b".into()], vec!["out".into()]),
+            copy_to("out"),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::SecondWriter { stream, writer } if stream == "out" && writer == "one"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("single writer"));
+    // Once the writer is undeployed, the stream is free.
+    one.undeploy().unwrap();
+    rt.deploy(
+        ProcessorSpec::new("two", vec!["b".into()], vec!["out".into()]),
+        copy_to("out"),
+    )
+    .unwrap()
+    .undeploy()
+    .unwrap();
+}
+
+#[test]
+fn error_policies_stop_at_or_record_the_failing_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    broker
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    let records: Vec<Record> = (0..20).map(|n| Record::value(format!("v{n:02}"))).collect();
+    broker.append("in", records).unwrap();
+    // Fails on the event whose value is v07, without saying which one it is.
+    let picky: NativeFn = Arc::new(|events, outputs| {
+        if events.iter().any(|e| e.value.as_deref() == Some(b"v07")) {
+            return Err(leat_runtime::Failure {
+                message: "cannot take v07".into(),
+                event_index: None,
+            });
+        }
+        copy_to("out")(events, outputs)
+    });
+    let mut spec = ProcessorSpec::new("picky", vec!["in".into()], vec!["out".into()]);
+    spec.retry_backoff = Duration::from_millis(1);
+    let status = rt
+        .start(spec.clone(), picky.clone(), RunMode::UntilCaughtUp)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(status.stopped.len(), 1, "{status:?}");
+    assert_eq!(status.stopped[0].offset, 7);
+    assert!(status.stopped[0].error.contains("cannot take v07"));
+    assert_eq!(
+        values(&broker, "out"),
+        (0..7).map(|n| format!("v{n:02}")).collect::<Vec<_>>()
+    );
+    assert_eq!(broker.committed_offset("picky", "in", 0).unwrap(), Some(7));
+
+    spec.on_error = leat_runtime::ErrorPolicy::Record;
+    let status = rt
+        .start(spec, picky, RunMode::UntilCaughtUp)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(status.stopped.is_empty());
+    assert_eq!(status.recorded_errors, 1);
+    let expected: Vec<String> = (0..20)
+        .filter(|n| *n != 7)
+        .map(|n| format!("v{n:02}"))
+        .collect();
+    assert_eq!(values(&broker, "out"), expected);
+    let errors = broker
+        .read("picky.errors", 0, 0, ReadLimits::default())
+        .unwrap()
+        .events;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].value.as_deref(), Some(&b"v07"[..]));
+    assert!(
+        String::from_utf8_lossy(errors[0].header("leat.error").unwrap())
+            .contains("cannot take v07")
+    );
+    assert_eq!(errors[0].header("leat.source").unwrap().as_ref(), b"in/0/7");
+}

@@ -1,0 +1,203 @@
+//! End-to-end exactly-once pipeline: 100-byte events through `uppercase`,
+//! batches of 1,000, committed durably, measured next to the same pipeline
+//! with a native Rust closure in place of the Wasm call.
+//!
+//! `cargo bench -p leat-runtime --bench pipeline` (after `scripts/build-guests.sh`).
+//! Environment: `LEAT_BENCH_EVENTS` (default 200,000), `LEAT_BENCH_RUNS` (default 5).
+//! Prints medians; the runs of the two pipelines alternate so that both see
+//! the same machine. Then measures end-to-end latency percentiles (append to
+//! committed output) with the Wasm processor following a steady producer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leat_broker::{Broker, ReadLimits, Record, StreamConfig};
+use leat_runtime::{
+    Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorSpec, RunMode, Runtime,
+};
+
+const PARTITIONS: u32 = 2;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn native_uppercase() -> NativeFn {
+    Arc::new(|events, outputs| {
+        for (i, e) in events.iter().enumerate() {
+            outputs.push(Output {
+                stream: "out".into(),
+                key: e.key.clone(),
+                value: e.value.as_ref().map(|v| v.to_ascii_uppercase()),
+                headers: Vec::new(),
+                cause: Some(i as u32),
+            });
+        }
+        Ok(())
+    })
+}
+
+fn fresh_runtime(dir: &Path) -> Runtime {
+    let _ = std::fs::remove_file(dir.join("log.redb"));
+    let broker = Broker::open(dir.join("log.redb")).expect("open");
+    for s in ["in", "out"] {
+        broker
+            .create_stream(s, StreamConfig::with_partitions(PARTITIONS))
+            .expect("stream");
+    }
+    Runtime::new(
+        broker,
+        Engine::new(EngineConfig::default()).expect("engine"),
+    )
+}
+
+fn spec() -> ProcessorSpec {
+    let mut spec = ProcessorSpec::new("upper", vec!["in".into()], vec!["out".into()]);
+    spec.batch_size = 1000;
+    spec.instances = PARTITIONS;
+    spec
+}
+
+/// `count` keyed 100-byte records (7-byte key + 93-byte value).
+fn records(first: usize, count: usize) -> impl Iterator<Item = Record> {
+    let value = "x".repeat(93);
+    (first..first + count).map(move |i| Record::keyed(format!("k{i:06}"), value.clone()))
+}
+
+/// Loads `events` events into `in`, then times one processor consuming all
+/// of them into `out`, in a fresh data dir.
+fn run_once(dir: &Path, events: usize, code: ProcessorCode) -> Duration {
+    let runtime = fresh_runtime(dir);
+    for chunk in (0..events).step_by(1000) {
+        runtime
+            .broker()
+            .append("in", records(chunk, 1000.min(events - chunk)))
+            .expect("append");
+    }
+    let start = Instant::now();
+    let status = runtime
+        .start(spec(), code, RunMode::UntilCaughtUp)
+        .expect("start")
+        .wait()
+        .expect("run");
+    let elapsed = start.elapsed();
+    assert_eq!(status.events_in as usize, events);
+    assert_eq!(status.events_out as usize, events);
+    elapsed
+}
+
+/// A producer appends batches of 1,000 every 5 ms while the Wasm processor
+/// follows; a reader records, per output event, the time from the input's
+/// append (its timestamp) to the moment the output was readable.
+fn latencies(dir: &Path, code: ProcessorCode, batches: usize) -> Vec<i64> {
+    let runtime = fresh_runtime(dir);
+    let deployment = runtime.deploy(spec(), code).expect("deploy");
+    let broker = runtime.broker().clone();
+    let producer = std::thread::spawn({
+        let broker = broker.clone();
+        move || {
+            for b in 0..batches {
+                broker
+                    .append("in", records(b * 1000, 1000))
+                    .expect("append");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let mut seen = 0;
+    let mut positions = vec![0u64; PARTITIONS as usize];
+    let mut samples = Vec::new();
+    while seen < batches * 1000 {
+        let waiting: Vec<(String, u32, u64)> = positions
+            .iter()
+            .enumerate()
+            .map(|(p, o)| ("out".to_string(), p as u32, *o))
+            .collect();
+        broker
+            .wait_for_any(&waiting, Duration::from_secs(5))
+            .expect("wait");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for (p, position) in positions.iter_mut().enumerate() {
+            let read = broker
+                .read(
+                    "out",
+                    p as u32,
+                    *position,
+                    ReadLimits {
+                        max_events: usize::MAX,
+                        max_bytes: usize::MAX,
+                    },
+                )
+                .expect("read");
+            seen += read.events.len();
+            samples.extend(read.events.iter().map(|e| now - e.timestamp));
+            *position = read.next_offset;
+        }
+    }
+    producer.join().expect("producer");
+    deployment.undeploy().expect("undeploy");
+    samples.sort();
+    samples
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo test --benches` runs this without --bench: do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let events = env_usize("LEAT_BENCH_EVENTS", 200_000);
+    let runs = env_usize("LEAT_BENCH_RUNS", 5);
+    let wasm_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/out/uppercase.wasm");
+    let engine = Engine::new(EngineConfig::default()).expect("engine");
+    let component = match engine.load_file(&wasm_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipping the pipeline benchmark: {e} (run scripts/build-guests.sh)");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wasm = Vec::new();
+    let mut native = Vec::new();
+    for _ in 0..runs {
+        wasm.push(run_once(
+            dir.path(),
+            events,
+            ProcessorCode::Wasm(component.clone()),
+        ));
+        native.push(run_once(
+            dir.path(),
+            events,
+            ProcessorCode::Native(native_uppercase()),
+        ));
+    }
+    let (w, n) = (median(wasm), median(native));
+    let rate = |d: Duration| events as f64 / d.as_secs_f64();
+    println!(
+        "pipeline: {events} events of 100 bytes, batches of 1000, {PARTITIONS} partitions and instances, durable commits, median of {runs}"
+    );
+    println!("  wasm uppercase   {:>10.0} events/s  ({w:?})", rate(w));
+    println!("  native closure   {:>10.0} events/s  ({n:?})", rate(n));
+    println!("  wasm / native    {:>10.2}", rate(w) / rate(n));
+    let l = latencies(dir.path(), ProcessorCode::Wasm(component), 200);
+    let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
+    println!(
+        "latency append -> committed output, wasm, 1000 events every 5 ms: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0)
+    );
+}

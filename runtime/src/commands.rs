@@ -290,7 +290,11 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 
 pub fn process(data_dir: &Path, args: ProcessArgs) -> Result<()> {
     let broker = open_broker(data_dir)?;
-    let engine = Engine::new(EngineConfig::default()).context("starting the Wasm engine")?;
+    let engine = Engine::new(EngineConfig {
+        cache_dir: Some(data_dir.join("compiled")),
+        ..EngineConfig::default()
+    })
+    .context("starting the Wasm engine")?;
     let component = engine.load_file(&args.component)?;
     let runtime = Runtime::new(broker, engine);
     let mut spec = ProcessorSpec::new(args.name, args.inputs, args.outputs);

@@ -2,6 +2,8 @@
 //! bounds every guest call in time, and the loading and checking of
 //! processor components.
 
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,6 +24,9 @@ pub struct EngineConfig {
     pub memory_limit: usize,
     /// How often the epoch advances: the granularity of `call_timeout`.
     pub epoch_tick: Duration,
+    /// Where compiled components are cached across restarts; `None` compiles
+    /// every time.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -30,6 +35,7 @@ impl Default for EngineConfig {
             call_timeout: Duration::from_secs(5),
             memory_limit: 64 << 20,
             epoch_tick: Duration::from_millis(10),
+            cache_dir: None,
         }
     }
 }
@@ -130,7 +136,7 @@ impl Engine {
     }
 
     /// Reads and loads a component file.
-    pub fn load_file(&self, path: &std::path::Path) -> Result<LoadedComponent> {
+    pub fn load_file(&self, path: &Path) -> Result<LoadedComponent> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.display().to_string(),
             source,
@@ -163,8 +169,7 @@ impl Engine {
                 ))
             }
         }
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        let component = self.compile(bytes).map_err(|e| invalid(format!("{e:#}")))?;
         let wrong_world = |e: wasmtime::Error| Error::WrongWorld {
             name: name.to_string(),
             reason: format!("{e:#}"),
@@ -180,6 +185,53 @@ impl Engine {
             size: bytes.len(),
         })
     }
+}
+
+impl Engine {
+    /// Compiles `bytes`, or loads the artifact cached for exactly these bytes.
+    fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.config.cache_dir else {
+            return Component::new(&self.engine, bytes);
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        let stem = dir.join(format!("{:016x}-{}", hasher.finish(), bytes.len()));
+        let (source, artifact) = (stem.with_extension("wasm"), stem.with_extension("cwasm"));
+        // The cached source is compared byte for byte, so a hash collision can
+        // never hand out another component's code.
+        if std::fs::read(&source).is_ok_and(|cached| cached == bytes) {
+            // SAFETY: the artifact was written by `serialize` below into the
+            // host's own cache directory, which guests cannot reach;
+            // wasmtime checks that it matches this engine's configuration.
+            match unsafe { Component::deserialize_file(&self.engine, &artifact) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(error = %e, "ignoring a stale compiled component"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        if let Err(e) = write_cache(dir, &source, bytes, &artifact, &component) {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot cache a compiled component");
+        }
+        Ok(component)
+    }
+}
+
+/// Writes the artifact, then the source it belongs to, each atomically.
+fn write_cache(
+    dir: &Path,
+    source: &Path,
+    bytes: &[u8],
+    artifact: &Path,
+    component: &Component,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let serialized = component.serialize().map_err(|e| e.to_string())?;
+    for (path, data) in [(artifact, serialized.as_slice()), (source, bytes)] {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok(())
 }
 
 impl Drop for Engine {

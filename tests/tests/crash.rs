@@ -24,7 +24,7 @@ fn setup(data: &Path) {
     let words = [
         "apple", "pear", "plum", "fig", "kiwi", "lime", "date", "yuzu",
     ];
-    let lines: String = (0..600)
+    let lines: String = (0..5000)
         .map(|i| {
             let line: Vec<&str> = (0..1 + i % 5)
                 .map(|j| words[(i * 7 + j * 3) % words.len()])
@@ -130,7 +130,7 @@ fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_ru
             .unwrap();
         if kills < 20 {
             // Somewhere between start-up and well into processing.
-            let delay = 20 + next_random(&mut seed) % 250;
+            let delay = 20 + next_random(&mut seed) % 200;
             std::thread::sleep(Duration::from_millis(delay));
             match child.try_wait().unwrap() {
                 Some(status) => {

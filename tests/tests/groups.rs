@@ -2,6 +2,7 @@
 //! of a Wasm guest (the group logic is the same): rebalancing while events
 //! flow, fencing of a stale generation, and the single-writer rule.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -273,4 +274,81 @@ fn error_policies_stop_at_or_record_the_failing_event() {
             .contains("cannot take v07")
     );
     assert_eq!(errors[0].header("leat.source").unwrap().as_ref(), b"in/0/7");
+}
+
+#[test]
+fn upgrade_switches_code_at_a_batch_boundary_and_reset_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker
+        .create_stream("in", StreamConfig::with_partitions(2))
+        .unwrap();
+    broker
+        .create_stream("out", StreamConfig::with_partitions(2))
+        .unwrap();
+    let first: Vec<Record> = (0..50)
+        .map(|n| Record::keyed(format!("k{n}"), format!("a{n:02}")))
+        .collect();
+    broker.append("in", first).unwrap();
+    let mut deployment = rt
+        .deploy(
+            ProcessorSpec::new("p", vec!["in".into()], vec!["out".into()]),
+            copy_to("out"),
+        )
+        .unwrap();
+    wait_caught_up(&broker, "p", "in");
+    let shout: NativeFn = Arc::new(|events, outputs| {
+        for e in events {
+            outputs.push(Output {
+                stream: "out".into(),
+                key: e.key.clone(),
+                value: e.value.as_ref().map(|v| v.to_ascii_uppercase()),
+                headers: Vec::new(),
+                cause: None,
+            });
+        }
+        Ok(())
+    });
+    deployment.upgrade(shout).unwrap();
+    assert_eq!(deployment.spec().version, 2);
+    let second: Vec<Record> = (50..80)
+        .map(|n| Record::keyed(format!("k{n}"), format!("a{n:02}")))
+        .collect();
+    broker.append("in", second).unwrap();
+    wait_caught_up(&broker, "p", "in");
+    // Offsets were kept: the first 50 were not processed again by the new version.
+    let mut expected: Vec<String> = (0..50).map(|n| format!("a{n:02}")).collect();
+    expected.extend((50..80).map(|n| format!("A{n:02}")));
+    expected.sort();
+    assert_eq!(values(&broker, "out"), expected);
+    let info = broker.describe_stream("out").unwrap();
+    let mut versions = BTreeMap::new();
+    for p in 0..info.partitions.len() as u32 {
+        for e in broker
+            .read("out", p, 0, ReadLimits::default())
+            .unwrap()
+            .events
+        {
+            let version = String::from_utf8(e.header("leat.processor").unwrap().to_vec()).unwrap();
+            *versions.entry(version).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        versions,
+        BTreeMap::from([("p@1".to_string(), 50), ("p@2".to_string(), 30)])
+    );
+
+    // A reset to the beginning replays everything through the current version.
+    deployment.reset(leat_runtime::ResetTo::Beginning).unwrap();
+    wait_caught_up(&broker, "p", "in");
+    let outputs = values(&broker, "out");
+    assert_eq!(outputs.len(), 160);
+    assert_eq!(outputs.iter().filter(|v| v.starts_with('A')).count(), 110);
+    // A reset to the end skips what is there.
+    deployment.reset(leat_runtime::ResetTo::End).unwrap();
+    broker.append("in", [Record::keyed("k", "late")]).unwrap();
+    wait_caught_up(&broker, "p", "in");
+    assert_eq!(values(&broker, "out").len(), 161);
+    deployment.undeploy().unwrap();
 }

@@ -49,7 +49,7 @@ impl processor::host::Host for GuestState {
     }
 
     fn emit(&mut self, out: Output) -> Result<(), String> {
-        if !self.outputs.iter().any(|s| *s == out.stream) {
+        if !self.outputs.contains(&out.stream) {
             return Err(format!(
                 "stream `{}` is not an output of processor `{}` (declared outputs: {})",
                 out.stream,

@@ -1,1 +1,102 @@
+//! Write [Leat](https://example.invalid/leat) processors in Rust.
+//!
+//! A processor is a type that implements [`Processor`], exported with
+//! [`export!`]. The SDK turns it into a WebAssembly component of the
+//! `leat:processor` world: no WIT glue to write.
+//!
+//! ```
+//! use leat_sdk::{Config, Context, Error, Event, Output, Processor};
+//!
+//! /// Emits every value uppercased to the first declared output.
+//! pub struct Shout;
+//!
+//! impl Processor for Shout {
+//!     fn init(_config: &Config) -> Result<Self, Error> {
+//!         Ok(Shout)
+//!     }
+//!
+//!     fn process(&mut self, ctx: &mut Context<'_>, event: &Event) -> Result<(), Error> {
+//!         let loud = event.value_str().unwrap_or_default().to_uppercase();
+//!         ctx.emit(Output::from_event(event).value(loud))
+//!     }
+//! }
+//!
+//! leat_sdk::export!(Shout);
+//!
+//! // The same processor, run natively over hand-built events.
+//! use leat_sdk::testing::TestHost;
+//!
+//! let mut host = TestHost::new().with_outputs(["loud"]);
+//! let mut shout: Shout = host.init(&[]).unwrap();
+//! let outputs = host
+//!     .run(&mut shout, &[Event::new("in").with_key("k").with_value("hi")])
+//!     .unwrap();
+//! assert_eq!(outputs[0].stream(), "loud");
+//! assert_eq!(outputs[0].value_str(), Some("HI"));
+//! ```
+//!
+//! # The batch is the unit of work
+//!
+//! The host calls the guest once per batch. Everything a batch emits or
+//! writes to its state is buffered by the host and committed atomically with
+//! the input offsets; a batch that fails is rolled back as a whole and
+//! retried, then the failing event is isolated. Keep what must survive in the
+//! state ([`Context::put`]), not in the processor's fields: fields are not
+//! rolled back, and a fresh instance starts from [`Processor::init`].
+//!
+//! # Testing
+//!
+//! [`Context`] talks to a [`Host`]. Inside a component that host is the
+//! runtime (through the WIT imports); in native tests it is
+//! [`testing::TestHost`], an in-memory host with state, captured outputs and
+//! logs, so `cargo test` runs processors without Wasm.
 
+#![deny(missing_docs)]
+
+/// The bindings `wit_bindgen` generates for the `processor` world. Used by
+/// [`export!`]; processors do not need them.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "processor",
+        path: "../wit",
+        pub_export_macro: true,
+        default_bindings_module: "leat_sdk::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+mod config;
+mod context;
+mod error;
+mod event;
+mod export;
+mod host;
+mod output;
+mod processor;
+pub mod testing;
+
+pub use config::Config;
+pub use context::Context;
+pub use error::{Error, Failure};
+pub use event::Event;
+pub use host::{Host, Level};
+pub use output::Output;
+pub use processor::Processor;
+
+/// What [`export!`] expands to. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::export::Slot;
+    pub use crate::host::WasmHost;
+
+    /// Calls the generated export macro with the SDK's bindings.
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __leat_export_guest {
+        ($guest:ident) => {
+            $crate::bindings::export!($guest with_types_in $crate::bindings);
+        };
+    }
+    pub use __leat_export_guest as export_guest;
+}

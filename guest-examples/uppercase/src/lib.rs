@@ -1,0 +1,86 @@
+//! `uppercase`: a stateless map. Each event's value is uppercased (Unicode
+//! `to_uppercase`) and emitted to the processor's first declared output with
+//! the same key and headers. A value that is not UTF-8 passes through
+//! unchanged, and so does a tombstone.
+
+use leat_sdk::{Config, Context, Error, Event, Output, Processor};
+
+/// The processor. It keeps nothing between events.
+pub struct Uppercase;
+
+impl Processor for Uppercase {
+    fn init(config: &Config) -> Result<Self, Error> {
+        if config.outputs().is_empty() {
+            return Err(Error::new("uppercase needs an output stream"));
+        }
+        Ok(Uppercase)
+    }
+
+    fn process(&mut self, ctx: &mut Context<'_>, event: &Event) -> Result<(), Error> {
+        let output = Output::from_event(event);
+        let output = match event.value_str() {
+            Some(text) => output.value(text.to_uppercase()),
+            None => output,
+        };
+        ctx.emit(output)
+    }
+}
+
+leat_sdk::export!(Uppercase);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leat_sdk::testing::TestHost;
+
+    fn setup() -> (TestHost, Uppercase) {
+        let host = TestHost::new().with_inputs(["in"]).with_outputs(["out"]);
+        let p = host.init(&[]).unwrap();
+        (host, p)
+    }
+
+    #[test]
+    fn values_are_uppercased_with_key_and_headers_kept() {
+        let (mut host, mut p) = setup();
+        let e = Event::new("in")
+            .with_key("k1")
+            .with_value("héllo wörld ß")
+            .with_header("trace", "t-1");
+        let out = host.run(&mut p, &[e]).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].stream(), "out");
+        assert_eq!(out[0].key_str(), Some("k1"));
+        assert_eq!(out[0].value_str(), Some("HÉLLO WÖRLD SS"));
+        assert_eq!(out[0].header_str("trace"), Some("t-1"));
+        assert_eq!(out[0].caused_by(), Some(0));
+    }
+
+    #[test]
+    fn non_utf8_values_and_tombstones_pass_through() {
+        let (mut host, mut p) = setup();
+        let binary = Event::new("in").with_key("b").with_value(vec![0xff, b'a']);
+        let tombstone = Event::new("in").with_key("t");
+        let unkeyed = Event::new("in").with_value("x");
+        let out = host.run(&mut p, &[binary, tombstone, unkeyed]).unwrap();
+        assert_eq!(out[0].value_bytes(), Some(&[0xff, b'a'][..]));
+        assert!(out[1].is_tombstone());
+        assert_eq!(out[1].key_str(), Some("t"));
+        assert_eq!((out[2].key_bytes(), out[2].value_str()), (None, Some("X")));
+    }
+
+    #[test]
+    fn upstream_provenance_headers_are_not_copied() {
+        let (mut host, mut p) = setup();
+        let e = Event::new("in")
+            .with_value("a")
+            .with_header("leat.processor", "upstream@1");
+        let out = host.run(&mut p, &[e]).unwrap();
+        assert_eq!(out[0].headers().len(), 0);
+    }
+
+    #[test]
+    fn init_refuses_a_deployment_without_outputs() {
+        let err = TestHost::new().init::<Uppercase>(&[]).err().unwrap();
+        assert_eq!(err.message(), "uppercase needs an output stream");
+    }
+}

@@ -1,0 +1,361 @@
+//! [`Context`]: what a processor can do while it processes a batch.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{Error, Event, Host, Level, Output};
+
+/// The event being processed: outputs name it as their cause, and
+/// [`Context::now`] is its timestamp.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    index: u32,
+    timestamp: i64,
+}
+
+/// What a processor can do during a batch: emit outputs, read and write the
+/// partition's state, log, and read the event time.
+///
+/// Everything it emits or writes is buffered by the host and committed with
+/// the batch's input offsets, or thrown away with the batch.
+pub struct Context<'h> {
+    host: &'h mut dyn Host,
+    current: Option<Current>,
+}
+
+impl<'h> Context<'h> {
+    /// A context backed by `host`: the runtime inside a component, a
+    /// [`TestHost`](crate::testing::TestHost) in tests.
+    pub fn new(host: &'h mut dyn Host) -> Context<'h> {
+        Context {
+            host,
+            current: None,
+        }
+    }
+
+    /// Marks `event`, at `index` in the batch, as the one being processed:
+    /// the outputs emitted next name it as their cause and [`Context::now`]
+    /// returns its timestamp. [`Processor::process_batch`](crate::Processor::process_batch)
+    /// does this for each event; call it when you override that method.
+    pub fn set_current(&mut self, index: u32, event: &Event) {
+        self.current = Some(Current {
+            index,
+            timestamp: event.timestamp(),
+        });
+    }
+
+    /// Forgets the event being processed: outputs emitted next are
+    /// attributed to the batch's last event, and [`Context::now`] asks the host.
+    pub fn clear_current(&mut self) {
+        self.current = None;
+    }
+
+    /// The index in the batch of the event being processed, if one is set.
+    pub fn current_index(&self) -> Option<u32> {
+        self.current.map(|c| c.index)
+    }
+
+    /// The processor's declared output streams, in declaration order.
+    pub fn outputs(&self) -> &[String] {
+        self.host.outputs()
+    }
+
+    /// The first declared output stream, or an error if there is none.
+    pub fn default_output(&self) -> Result<&str, Error> {
+        self.host
+            .outputs()
+            .first()
+            .map(String::as_str)
+            .ok_or_else(|| Error::new("the processor declares no output stream"))
+    }
+
+    /// Whether `stream` is one of the declared output streams.
+    pub fn is_output(&self, stream: &str) -> bool {
+        self.host.outputs().iter().any(|s| s == stream)
+    }
+
+    /// Emits `output`. An output without a stream goes to the first declared
+    /// output; one without a cause is attributed to the event being
+    /// processed. Fails when the stream is not a declared output.
+    pub fn emit(&mut self, mut output: Output) -> Result<(), Error> {
+        if !output.has_stream() {
+            let stream = self.default_output()?.to_owned();
+            output.set_stream(&stream);
+        }
+        if let Some(current) = self.current {
+            output.set_cause_if_unset(current.index);
+        }
+        self.host.emit(output)
+    }
+
+    /// Emits `value` under `key` to `stream`.
+    pub fn emit_to(
+        &mut self,
+        stream: impl Into<String>,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<(), Error> {
+        self.emit(Output::to(stream).key(key).value(value))
+    }
+
+    /// Emits `value` serialized as JSON under `key` to `stream`.
+    pub fn emit_json<T: Serialize + ?Sized>(
+        &mut self,
+        stream: impl Into<String>,
+        key: impl Into<Vec<u8>>,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.emit(Output::to(stream).key(key).json(value)?)
+    }
+
+    /// Emits a copy of `event` (key, value and headers, without the host's
+    /// provenance headers) to the first declared output.
+    pub fn forward(&mut self, event: &Event) -> Result<(), Error> {
+        self.emit(Output::from_event(event))
+    }
+
+    /// Reads a key of the partition's state (this batch's writes included).
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
+        self.host.state_get(key.as_ref())
+    }
+
+    /// Writes a key of the partition's state.
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.host.state_put(key.as_ref(), value.as_ref());
+    }
+
+    /// Deletes a key of the partition's state.
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) {
+        self.host.state_delete(key.as_ref());
+    }
+
+    /// Entries with `start <= key < end` (`None`: to the last key), in key
+    /// order, at most `limit`.
+    pub fn range(
+        &self,
+        start: impl AsRef<[u8]>,
+        end: Option<&[u8]>,
+        limit: u32,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.host.state_range(start.as_ref(), end, limit)
+    }
+
+    /// Entries whose key starts with `prefix`, in key order, at most `limit`.
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let prefix = prefix.as_ref();
+        let end = prefix_end(prefix);
+        self.host.state_range(prefix, end.as_deref(), limit)
+    }
+
+    /// Reads a key of the state as JSON: `Ok(None)` when it is not set, an
+    /// error when it does not hold JSON of type `T`.
+    pub fn get_json<T: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, Error> {
+        let key = key.as_ref();
+        match self.host.state_get(key) {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::new(format!(
+                    "state key {:?} does not hold the expected JSON: {e}",
+                    String::from_utf8_lossy(key)
+                ))
+            }),
+        }
+    }
+
+    /// Writes `value` serialized as JSON under `key` in the state.
+    pub fn put_json<T: Serialize + ?Sized>(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: &T,
+    ) -> Result<(), Error> {
+        let bytes = serde_json::to_vec(value)?;
+        self.host.state_put(key.as_ref(), &bytes);
+        Ok(())
+    }
+
+    /// Writes a line to the host's log, tagged with the processor.
+    pub fn log(&mut self, level: Level, message: impl AsRef<str>) {
+        self.host.log(level, message.as_ref());
+    }
+
+    /// Logs at [`Level::Trace`].
+    pub fn trace(&mut self, message: impl AsRef<str>) {
+        self.log(Level::Trace, message);
+    }
+
+    /// Logs at [`Level::Debug`].
+    pub fn debug(&mut self, message: impl AsRef<str>) {
+        self.log(Level::Debug, message);
+    }
+
+    /// Logs at [`Level::Info`].
+    pub fn info(&mut self, message: impl AsRef<str>) {
+        self.log(Level::Info, message);
+    }
+
+    /// Logs at [`Level::Warn`].
+    pub fn warn(&mut self, message: impl AsRef<str>) {
+        self.log(Level::Warn, message);
+    }
+
+    /// Logs at [`Level::Error`].
+    pub fn error(&mut self, message: impl AsRef<str>) {
+        self.log(Level::Error, message);
+    }
+
+    /// The event time, in ms since the epoch: the timestamp of the event
+    /// being processed, or the host's batch time when none is set. Time in a
+    /// processor is the time of its events, so a replay gives the same
+    /// results.
+    pub fn now(&self) -> i64 {
+        match self.current {
+            Some(c) => c.timestamp,
+            None => self.host.now(),
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`; `None`
+/// when there is none (empty prefix, or only `0xff` bytes).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestHost;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_that_can_be() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn emit_fills_in_the_default_stream_and_the_cause() {
+        let mut host = TestHost::new().with_outputs(["first", "second"]);
+        let mut ctx = host.context();
+        assert_eq!(ctx.outputs(), ["first", "second"]);
+        assert_eq!(ctx.default_output().unwrap(), "first");
+        assert!(ctx.is_output("second") && !ctx.is_output("third"));
+        ctx.emit(Output::new().value("a")).unwrap();
+        let e = Event::new("in").with_timestamp(77);
+        ctx.set_current(4, &e);
+        assert_eq!(ctx.current_index(), Some(4));
+        ctx.emit_to("second", "k", "b").unwrap();
+        ctx.emit(Output::to("second").value("c").cause(1)).unwrap();
+        ctx.clear_current();
+        ctx.emit_json("first", "k", &[1, 2]).unwrap();
+        let out = host.emitted();
+        assert_eq!(out.len(), 4);
+        assert_eq!((out[0].stream(), out[0].caused_by()), ("first", None));
+        assert_eq!((out[1].stream(), out[1].caused_by()), ("second", Some(4)));
+        assert_eq!(out[2].caused_by(), Some(1), "an explicit cause is kept");
+        assert_eq!(out[3].value_str(), Some("[1,2]"));
+        assert_eq!(out[3].caused_by(), None);
+    }
+
+    #[test]
+    fn emitting_to_an_undeclared_stream_fails() {
+        let mut host = TestHost::new().with_outputs(["out"]);
+        let mut ctx = host.context();
+        let err = ctx.emit_to("elsewhere", "k", "v").unwrap_err();
+        assert!(
+            err.message().contains("`elsewhere` is not an output"),
+            "{err}"
+        );
+        let mut none = TestHost::new();
+        let mut ctx = none.context();
+        let err = ctx.forward(&Event::new("in")).unwrap_err();
+        assert_eq!(err.message(), "the processor declares no output stream");
+        assert!(host.emitted().is_empty() && none.emitted().is_empty());
+    }
+
+    #[test]
+    fn forward_copies_the_event_to_the_default_output() {
+        let mut host = TestHost::new().with_outputs(["out"]);
+        let e = Event::new("in").with_key("k").with_header("h", "v");
+        host.context().forward(&e).unwrap();
+        let out = &host.emitted()[0];
+        assert_eq!(out.stream(), "out");
+        assert_eq!(out.key_str(), Some("k"));
+        assert!(out.is_tombstone());
+        assert_eq!(out.header_str("h"), Some("v"));
+    }
+
+    #[test]
+    fn state_reads_writes_ranges_and_json() {
+        let mut host = TestHost::new();
+        let mut ctx = host.context();
+        assert_eq!(ctx.get("a"), None);
+        ctx.put("a", "1");
+        ctx.put("ab", "2");
+        ctx.put("b", "3");
+        ctx.put([0xffu8], "4");
+        assert_eq!(ctx.get("a"), Some(b"1".to_vec()));
+        let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<u8>> {
+            entries.into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(
+            keys(ctx.range("a", Some(b"b"), 10)),
+            [b"a".to_vec(), b"ab".to_vec()]
+        );
+        assert_eq!(keys(ctx.range("a", None, 10)).len(), 4);
+        assert_eq!(
+            keys(ctx.range("", None, 2)),
+            [b"a".to_vec(), b"ab".to_vec()]
+        );
+        assert_eq!(
+            keys(ctx.scan_prefix("a", 10)),
+            [b"a".to_vec(), b"ab".to_vec()]
+        );
+        assert_eq!(keys(ctx.scan_prefix([0xffu8], 10)), [vec![0xffu8]]);
+        ctx.delete("a");
+        assert_eq!(ctx.get("a"), None);
+
+        ctx.put_json("n", &41u64).unwrap();
+        assert_eq!(ctx.get("n"), Some(b"41".to_vec()));
+        assert_eq!(ctx.get_json::<u64>("n").unwrap(), Some(41));
+        assert_eq!(ctx.get_json::<u64>("missing").unwrap(), None);
+        ctx.put("text", "not json");
+        let err = ctx.get_json::<u64>("text").unwrap_err();
+        assert!(err.message().contains("state key \"text\""), "{err}");
+    }
+
+    #[test]
+    fn logs_and_time() {
+        let mut host = TestHost::new();
+        host.set_now(1000);
+        let mut ctx = host.context();
+        assert_eq!(ctx.now(), 1000, "the host's time without a current event");
+        ctx.set_current(0, &Event::new("in").with_timestamp(5));
+        assert_eq!(ctx.now(), 5, "the current event's time");
+        ctx.trace("t");
+        ctx.debug("d");
+        ctx.info("i");
+        ctx.warn(String::from("w"));
+        ctx.error("e");
+        let levels: Vec<Level> = host.logs().iter().map(|(l, _)| *l).collect();
+        assert_eq!(
+            levels,
+            [
+                Level::Trace,
+                Level::Debug,
+                Level::Info,
+                Level::Warn,
+                Level::Error
+            ]
+        );
+        assert_eq!(host.logs()[3].1, "w");
+    }
+}

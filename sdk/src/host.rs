@@ -1,0 +1,148 @@
+//! [`Host`]: what a [`Context`](crate::Context) talks to. Inside a component
+//! it is the runtime, reached through the WIT imports ([`WasmHost`]); in
+//! native tests it is [`TestHost`](crate::testing::TestHost).
+
+use crate::bindings::leat::processor::{host as imports, types as wit};
+use crate::{Error, Output};
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Very detailed tracing.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that the processor could handle.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl Level {
+    fn to_wit(self) -> wit::Level {
+        match self {
+            Level::Trace => wit::Level::Trace,
+            Level::Debug => wit::Level::Debug,
+            Level::Info => wit::Level::Info,
+            Level::Warn => wit::Level::Warn,
+            Level::Error => wit::Level::Error,
+        }
+    }
+}
+
+/// The host side of a processor: logs, time, outputs and the partition's
+/// state. Processors use it through [`Context`](crate::Context).
+///
+/// Implement it only to replace [`TestHost`](crate::testing::TestHost) in
+/// tests; the semantics each method must follow are those of the WIT
+/// interface `leat:processor/host`.
+pub trait Host {
+    /// Writes a line to the host's log.
+    fn log(&mut self, level: Level, message: &str);
+
+    /// The timestamp (ms since the epoch) of the batch being processed.
+    fn now(&self) -> i64;
+
+    /// Buffers an output whose stream is set. Fails when the stream is not
+    /// one of the processor's declared outputs.
+    fn emit(&mut self, output: Output) -> Result<(), Error>;
+
+    /// Reads a key of the partition's state, seeing this batch's writes.
+    fn state_get(&self, key: &[u8]) -> Option<Vec<u8>>;
+
+    /// Writes a key of the partition's state.
+    fn state_put(&mut self, key: &[u8], value: &[u8]);
+
+    /// Deletes a key of the partition's state.
+    fn state_delete(&mut self, key: &[u8]);
+
+    /// Entries with `start <= key < end` (`None`: to the last key), in key
+    /// order, at most `limit`.
+    fn state_range(&self, start: &[u8], end: Option<&[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// The processor's declared output streams, in declaration order.
+    fn outputs(&self) -> &[String];
+}
+
+/// The runtime, through the component's imports. Only ever called from the
+/// component's exports: on other targets than wasm32 the imports are
+/// `unreachable!()`. Public only for [`export!`](crate::export).
+pub struct WasmHost {
+    outputs: Vec<String>,
+}
+
+impl WasmHost {
+    pub(crate) fn new(outputs: Vec<String>) -> WasmHost {
+        WasmHost { outputs }
+    }
+}
+
+impl Host for WasmHost {
+    fn log(&mut self, level: Level, message: &str) {
+        imports::log(level.to_wit(), message);
+    }
+
+    fn now(&self) -> i64 {
+        imports::now()
+    }
+
+    fn emit(&mut self, output: Output) -> Result<(), Error> {
+        imports::emit(output.as_wit()).map_err(Error::new)
+    }
+
+    fn state_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        imports::state_get(key)
+    }
+
+    fn state_put(&mut self, key: &[u8], value: &[u8]) {
+        imports::state_put(key, value);
+    }
+
+    fn state_delete(&mut self, key: &[u8]) {
+        imports::state_delete(key);
+    }
+
+    fn state_range(&self, start: &[u8], end: Option<&[u8]>, limit: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        imports::state_range(start, end, limit)
+    }
+
+    fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+}
+
+/// Sends a line to the host's log at error level: used by the panic hook.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn log_error(message: &str) {
+    imports::log(wit::Level::Error, message);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_map_one_to_one_and_are_ordered() {
+        let all = [
+            Level::Trace,
+            Level::Debug,
+            Level::Info,
+            Level::Warn,
+            Level::Error,
+        ];
+        let wit: Vec<wit::Level> = all.iter().map(|l| l.to_wit()).collect();
+        assert_eq!(
+            wit,
+            [
+                wit::Level::Trace,
+                wit::Level::Debug,
+                wit::Level::Info,
+                wit::Level::Warn,
+                wit::Level::Error
+            ]
+        );
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+    }
+}

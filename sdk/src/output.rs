@@ -1,0 +1,308 @@
+//! [`Output`]: an event the processor emits.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::bindings::leat::processor::types as wit;
+use crate::{Error, Event};
+
+/// The prefix of the header names the host reserves (provenance).
+const RESERVED_HEADER_PREFIX: &str = "leat.";
+
+/// An event to emit, built with chained calls and handed to
+/// [`Context::emit`](crate::Context::emit).
+///
+/// ```
+/// # use leat_sdk::Output;
+/// let out = Output::to("orders-by-customer")
+///     .key("c-7")
+///     .value(r#"{"total":12}"#)
+///     .header("kind", "order");
+/// assert_eq!(out.stream(), "orders-by-customer");
+/// assert_eq!(out.key_str(), Some("c-7"));
+/// ```
+///
+/// An output without a value is a tombstone: it deletes the entity named by
+/// its key. An output built with [`Output::new`] or [`Output::from_event`]
+/// goes to the processor's first declared output stream.
+///
+/// The host partitions outputs by key, stamps them with the timestamp of
+/// the input event that caused them and adds provenance headers (`leat.*`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Output(wit::Output);
+
+impl Output {
+    /// An output to `stream` (one of the processor's declared outputs), with
+    /// no key, no value and no headers.
+    pub fn to(stream: impl Into<String>) -> Output {
+        Output(wit::Output {
+            stream: stream.into(),
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            cause: None,
+        })
+    }
+
+    /// An output to the processor's first declared output stream, with no
+    /// key, no value and no headers.
+    pub fn new() -> Output {
+        Output::to(String::new())
+    }
+
+    /// An output to the processor's first declared output stream that
+    /// copies `event`'s key, value and headers. The host's provenance
+    /// headers (names starting with `leat.`) are not copied: the host adds
+    /// fresh ones naming this processor and `event`.
+    pub fn from_event(event: &Event) -> Output {
+        Output::new().with_event(event)
+    }
+
+    /// Copies `event`'s key, value and headers (but not the host's `leat.*`
+    /// provenance headers) into this output.
+    #[must_use]
+    pub fn with_event(mut self, event: &Event) -> Output {
+        self.0.key = event.key().map(<[u8]>::to_vec);
+        self.0.value = event.value().map(<[u8]>::to_vec);
+        self.0.headers.extend(
+            event
+                .wit_headers()
+                .iter()
+                .filter(|h| !h.key.starts_with(RESERVED_HEADER_PREFIX))
+                .cloned(),
+        );
+        self
+    }
+
+    /// Sets the key.
+    #[must_use]
+    pub fn key(mut self, key: impl Into<Vec<u8>>) -> Output {
+        self.0.key = Some(key.into());
+        self
+    }
+
+    /// Sets or clears the key.
+    #[must_use]
+    pub fn key_opt(mut self, key: Option<Vec<u8>>) -> Output {
+        self.0.key = key;
+        self
+    }
+
+    /// Sets the value.
+    #[must_use]
+    pub fn value(mut self, value: impl Into<Vec<u8>>) -> Output {
+        self.0.value = Some(value.into());
+        self
+    }
+
+    /// Sets the value, or clears it (`None`: a tombstone).
+    #[must_use]
+    pub fn value_opt(mut self, value: Option<Vec<u8>>) -> Output {
+        self.0.value = value;
+        self
+    }
+
+    /// Sets the value to `value` serialized as JSON.
+    pub fn json<T: Serialize + ?Sized>(self, value: &T) -> Result<Output, Error> {
+        let bytes = serde_json::to_vec(value)?;
+        Ok(self.value(bytes))
+    }
+
+    /// Makes the output a tombstone (no value): it deletes the entity named
+    /// by its key.
+    #[must_use]
+    pub fn tombstone(mut self) -> Output {
+        self.0.value = None;
+        self
+    }
+
+    /// Adds a header. Names starting with `leat.` are the host's.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Output {
+        self.0.headers.push(wit::Header {
+            key: name.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Names the input event this output derives from, by its index in the
+    /// batch. [`Context::emit`](crate::Context::emit) sets it to the event
+    /// being processed when it is not set.
+    #[must_use]
+    pub fn cause(mut self, index: u32) -> Output {
+        self.0.cause = Some(index);
+        self
+    }
+
+    /// The stream it goes to; empty for the processor's first declared output.
+    pub fn stream(&self) -> &str {
+        &self.0.stream
+    }
+
+    /// The key.
+    pub fn key_bytes(&self) -> Option<&[u8]> {
+        self.0.key.as_deref()
+    }
+
+    /// The key as UTF-8; `None` when there is no key or it is not UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key_bytes().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The value; `None` for a tombstone.
+    pub fn value_bytes(&self) -> Option<&[u8]> {
+        self.0.value.as_deref()
+    }
+
+    /// The value as UTF-8; `None` for a tombstone or a value that is not UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        self.value_bytes().and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The value parsed as JSON (an error for a tombstone or bad JSON).
+    pub fn read_json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        let value = self
+            .value_bytes()
+            .ok_or_else(|| Error::new("the output is a tombstone: it has no JSON value"))?;
+        Ok(serde_json::from_slice(value)?)
+    }
+
+    /// Whether it is a tombstone (it has no value).
+    pub fn is_tombstone(&self) -> bool {
+        self.0.value.is_none()
+    }
+
+    /// The value of the first header named `name`.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .headers
+            .iter()
+            .find(|h| h.key == name)
+            .map(|h| h.value.as_slice())
+    }
+
+    /// The value of the first header named `name`, when it is UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every header, in order: `(name, value)`.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
+        self.0
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_slice()))
+    }
+
+    /// The index in the batch of the input event it derives from, if set.
+    pub fn caused_by(&self) -> Option<u32> {
+        self.0.cause
+    }
+
+    pub(crate) fn has_stream(&self) -> bool {
+        !self.0.stream.is_empty()
+    }
+
+    pub(crate) fn set_stream(&mut self, stream: &str) {
+        stream.clone_into(&mut self.0.stream);
+    }
+
+    pub(crate) fn set_cause_if_unset(&mut self, index: u32) {
+        self.0.cause.get_or_insert(index);
+    }
+
+    pub(crate) fn as_wit(&self) -> &wit::Output {
+        &self.0
+    }
+}
+
+impl Default for Output {
+    /// [`Output::new`].
+    fn default() -> Output {
+        Output::new()
+    }
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builder_sets_every_field() {
+        let out = Output::to("s")
+            .key("k")
+            .value("v")
+            .header("h", "1")
+            .header("h", "2")
+            .cause(3);
+        assert_eq!(out.stream(), "s");
+        assert_eq!(out.key_bytes(), Some(&b"k"[..]));
+        assert_eq!(out.key_str(), Some("k"));
+        assert_eq!(out.value_str(), Some("v"));
+        assert_eq!(out.header_str("h"), Some("1"));
+        assert_eq!(out.headers().len(), 2);
+        assert_eq!(out.caused_by(), Some(3));
+        assert!(!out.is_tombstone());
+    }
+
+    #[test]
+    fn tombstones_and_optional_fields() {
+        let out = Output::to("s").key("k").value("v").tombstone();
+        assert!(out.is_tombstone());
+        assert_eq!(out.value_str(), None);
+        let out = Output::to("s").key_opt(None).value_opt(Some(b"x".to_vec()));
+        assert_eq!(
+            (out.key_bytes(), out.value_bytes()),
+            (None, Some(&b"x"[..]))
+        );
+        assert!(Output::to("s").read_json::<u32>().is_err());
+    }
+
+    #[test]
+    fn from_event_copies_all_but_provenance_headers() {
+        let e = Event::new("in")
+            .with_key("k")
+            .with_value("v")
+            .with_header("trace-id", "t1")
+            .with_header("leat.processor", "upstream@1")
+            .with_header("leat.source", "x/0/1");
+        let out = Output::from_event(&e);
+        assert_eq!(out.stream(), "", "the default output");
+        assert!(!out.has_stream());
+        assert_eq!((out.key_str(), out.value_str()), (Some("k"), Some("v")));
+        let names: Vec<&str> = out.headers().map(|(n, _)| n).collect();
+        assert_eq!(names, ["trace-id"]);
+
+        let tomb = Output::to("t").with_event(&Event::new("in").with_key("k"));
+        assert!(tomb.is_tombstone());
+        assert_eq!(tomb.stream(), "t");
+    }
+
+    #[test]
+    fn json_values_round_trip() {
+        let out = Output::new().json(&serde_json::json!({"n": 1})).unwrap();
+        assert_eq!(out.value_str(), Some(r#"{"n":1}"#));
+        let back: serde_json::Value = out.read_json().unwrap();
+        assert_eq!(back["n"], 1);
+    }
+
+    #[test]
+    fn cause_is_set_only_once() {
+        let mut out = Output::new();
+        out.set_cause_if_unset(2);
+        out.set_cause_if_unset(5);
+        assert_eq!(out.caused_by(), Some(2));
+        out.set_stream("x");
+        assert_eq!(out.as_wit().stream, "x");
+    }
+}

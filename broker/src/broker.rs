@@ -16,6 +16,7 @@ use crate::batch;
 use crate::catalog::{Catalog, PartitionCursor, StoredStream, StreamEntry};
 use crate::committer::{self, Request};
 use crate::error::{Error, Result};
+use crate::maintenance::{self, MaintenanceHandle, MaintenanceReport};
 use crate::record::{Event, Record};
 use crate::stream::{validate_name, PartitionInfo, StreamConfig, StreamInfo};
 use crate::tables::*;
@@ -83,6 +84,25 @@ pub struct GroupInfo {
 pub struct Broker {
     shared: Arc<Shared>,
     committer: Arc<CommitterHandle>,
+    /// Declared after `committer`: dropped, and so stopped, after it.
+    _maintenance: Arc<MaintenanceHandle>,
+}
+
+/// How a broker runs, beyond where its file is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerOptions {
+    /// How often a background thread applies retention and compaction;
+    /// `None` turns the thread off (then call [`Broker::run_maintenance`]).
+    pub maintenance_interval: Option<Duration>,
+}
+
+impl Default for BrokerOptions {
+    /// Maintenance every 30 seconds.
+    fn default() -> Self {
+        BrokerOptions {
+            maintenance_interval: Some(Duration::from_secs(30)),
+        }
+    }
 }
 
 struct CommitterHandle {
@@ -110,8 +130,17 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Opens the log stored in the redb file at `path`, creating it if missing.
+    /// Opens the log stored in the redb file at `path`, creating it if
+    /// missing, with the default [`BrokerOptions`].
+    ///
+    /// Only one broker may have a file open at a time; a second open fails
+    /// with [`Error::Open`].
     pub fn open(path: impl AsRef<Path>) -> Result<Broker> {
+        Broker::open_with(path, BrokerOptions::default())
+    }
+
+    /// Opens the log at `path` with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: BrokerOptions) -> Result<Broker> {
         let path = path.as_ref().to_path_buf();
         let open_error = |source: Box<dyn std::error::Error + Send + Sync>| Error::Open {
             path: path.clone(),
@@ -140,6 +169,7 @@ impl Broker {
             path,
             catalog: RwLock::new(catalog),
             arrivals: Arrivals::default(),
+            maintenance: Mutex::new(()),
         });
         let (sender, receiver) = mpsc::sync_channel(8192);
         let thread_shared = shared.clone();
@@ -150,12 +180,23 @@ impl Broker {
                 path: shared.path.clone(),
                 source: Box::new(e),
             })?;
+        let committer = Arc::new(CommitterHandle {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+        });
+        let maintenance = match options.maintenance_interval {
+            Some(interval) => {
+                MaintenanceHandle::start(shared.clone(), interval).map_err(|e| Error::Open {
+                    path: shared.path.clone(),
+                    source: Box::new(e),
+                })?
+            }
+            None => MaintenanceHandle::none(),
+        };
         Ok(Broker {
             shared,
-            committer: Arc::new(CommitterHandle {
-                sender: Mutex::new(Some(sender)),
-                thread: Mutex::new(Some(thread)),
-            }),
+            committer,
+            _maintenance: Arc::new(maintenance),
         })
     }
 
@@ -240,7 +281,8 @@ impl Broker {
         }
         txn.commit()?;
         let mut cursors = entry.partitions.clone();
-        cursors.extend((current..partitions).map(|_| Arc::new(PartitionCursor::new(0, 0, i64::MIN))));
+        cursors
+            .extend((current..partitions).map(|_| Arc::new(PartitionCursor::new(0, 0, i64::MIN))));
         catalog.streams.insert(
             name.to_string(),
             Arc::new(StreamEntry {
@@ -326,10 +368,19 @@ impl Broker {
 
     /// Appends `records` to `stream` in one atomic commit; returns each
     /// record's partition and offset.
-    pub fn append(&self, stream: &str, records: impl IntoIterator<Item = Record>) -> Result<Receipt> {
+    pub fn append(
+        &self,
+        stream: &str,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Receipt> {
+        // `Transaction::append` without its per-record stream lookup and
+        // with the vector sized once.
+        let mut records = records.into_iter().peekable();
         let mut txn = Transaction::new();
-        for r in records {
-            txn.append(stream, r);
+        if records.peek().is_some() {
+            txn.streams.push(stream.to_string());
+            txn.appends.reserve(records.size_hint().0);
+            txn.appends.extend(records.map(|r| (0, r)));
         }
         self.commit(txn)
     }
@@ -355,7 +406,12 @@ impl Broker {
 
     /// The first offset whose event has a timestamp at or after `timestamp`,
     /// or the end of the partition when there is none.
-    pub fn offset_for_timestamp(&self, stream: &str, partition: u32, timestamp: i64) -> Result<u64> {
+    pub fn offset_for_timestamp(
+        &self,
+        stream: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<u64> {
         let entry = self.entry(stream)?;
         entry.cursor(partition)?;
         let txn = self.shared.db.begin_read()?;
@@ -368,25 +424,45 @@ impl Broker {
         else {
             return Ok(next_offset);
         };
-        let base = hit?.1.value().max(log_start);
-        // Every event before `base` is older than `timestamp`; scan from there.
-        let mut from = base;
-        loop {
-            let batch = read_in(&txn, &entry, partition, from, ReadLimits::default())?;
-            if let Some(e) = batch.events.iter().find(|e| e.timestamp >= timestamp) {
-                return Ok(e.offset);
+        // Every event before `from` is older than `timestamp`; scan from there,
+        // skipping whole batches whose newest event is older still.
+        let from = hit?.1.value().max(log_start);
+        let batches = txn.open_table(BATCHES)?;
+        let start = match batches
+            .range((id, partition, 0)..=(id, partition, from))?
+            .next_back()
+        {
+            Some(row) => row?.0.value().2,
+            None => from,
+        };
+        for row in batches.range((id, partition, start)..(id, partition, next_offset))? {
+            let (key, value) = row?;
+            let base = key.value().2;
+            let what = || format!("{stream}/{partition} batch at offset {base}");
+            let (header, events) = batch::events(value.value(), base, what)?;
+            if header.max_timestamp < timestamp {
+                continue;
             }
-            if batch.events.is_empty() || batch.next_offset >= next_offset {
-                return Ok(next_offset);
+            for e in events {
+                let e = e.map_err(|d| batch::corrupt(what, d))?;
+                if e.offset >= from && e.timestamp >= timestamp {
+                    return Ok(e.offset);
+                }
             }
-            from = batch.next_offset;
         }
+        Ok(next_offset)
     }
 
     /// Blocks until `stream`/`partition` holds an offset at or past `offset`,
     /// or `timeout` passes. Returns whether data is there. No busy polling:
     /// the committer wakes waiters.
-    pub fn wait_for(&self, stream: &str, partition: u32, offset: u64, timeout: Duration) -> Result<bool> {
+    pub fn wait_for(
+        &self,
+        stream: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
         let cursor = self.entry(stream)?.cursor(partition)?.clone();
         Ok(self
             .shared
@@ -396,7 +472,11 @@ impl Broker {
 
     /// Blocks until any of `positions` (stream, partition, offset) has data
     /// at or past its offset, or `timeout` passes. Returns whether one has.
-    pub fn wait_for_any(&self, positions: &[(String, u32, u64)], timeout: Duration) -> Result<bool> {
+    pub fn wait_for_any(
+        &self,
+        positions: &[(String, u32, u64)],
+        timeout: Duration,
+    ) -> Result<bool> {
         let cursors = positions
             .iter()
             .map(|(s, p, o)| Ok((self.entry(s)?.cursor(*p)?.clone(), *o)))
@@ -407,11 +487,38 @@ impl Broker {
             .wait_until(timeout, || cursors.iter().any(|(c, o)| c.next() > *o)))
     }
 
+    // ---- retention and compaction ------------------------------------------
+
+    /// Runs one retention and compaction pass over every stream now, as the
+    /// background thread does: `delete` streams drop their expired batches
+    /// and advance their log start; `compact` streams are compacted when
+    /// enough was appended since their last pass or a tombstone's grace
+    /// period ended. Appends go on meanwhile (the work is done in small
+    /// transactions). A failing partition does not stop the others; the
+    /// first error is returned at the end.
+    pub fn run_maintenance(&self) -> Result<MaintenanceReport> {
+        maintenance::run_pass(&self.shared, false)
+    }
+
+    /// Compacts every partition of `stream` now, up to its current end: the
+    /// latest event of each key stays, with its offset; superseded events
+    /// go, and so do tombstones older than the stream's grace period (by
+    /// their timestamp). Refused with [`Error::InvalidConfig`] unless the
+    /// stream's policy is [`CleanupPolicy::Compact`](crate::CleanupPolicy::Compact).
+    pub fn compact_now(&self, stream: &str) -> Result<MaintenanceReport> {
+        maintenance::compact_stream(&self.shared, stream)
+    }
+
     // ---- consumer groups -----------------------------------------------
 
     /// The next offset `group` will consume on `stream`/`partition`, if it
     /// ever committed one.
-    pub fn committed_offset(&self, group: &str, stream: &str, partition: u32) -> Result<Option<u64>> {
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        stream: &str,
+        partition: u32,
+    ) -> Result<Option<u64>> {
         let entry = self.entry(stream)?;
         entry.cursor(partition)?;
         let txn = self.shared.db.begin_read()?;
@@ -420,7 +527,13 @@ impl Broker {
     }
 
     /// Commits `group`'s position on `stream`/`partition` on its own.
-    pub fn commit_offset(&self, group: &str, stream: &str, partition: u32, next_offset: u64) -> Result<()> {
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        stream: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> Result<()> {
         let mut txn = Transaction::new();
         txn.commit_offset(group, stream, partition, next_offset);
         self.commit(txn).map(|_| ())
@@ -469,7 +582,9 @@ impl Broker {
         for row in txn.open_table(GROUP_OFFSETS)?.iter()? {
             let (key, committed) = row?;
             let (group, id, partition) = key.value();
-            let Some(entry) = by_id.get(&id) else { continue };
+            let Some(entry) = by_id.get(&id) else {
+                continue;
+            };
             let committed = committed.value();
             let end = entry.cursor(partition).map_or(committed, |c| c.next());
             groups
@@ -632,6 +747,9 @@ fn extent(txn: &ReadTransaction, id: u32, partition: u32) -> Result<(u64, u64)> 
     })
 }
 
+/// Reads from a consistent snapshot. Batches may have gaps (compaction) and
+/// the batch holding `from` may start before it; events below `from` are
+/// skipped without being decoded.
 fn read_in(
     txn: &ReadTransaction,
     entry: &StreamEntry,
@@ -661,37 +779,44 @@ fn read_in(
     }
     let batches = txn.open_table(BATCHES)?;
     // The batch holding `from` is the last one starting at or before it.
-    let start = match batches.range((id, partition, 0)..=(id, partition, from))?.next_back() {
+    let start = match batches
+        .range((id, partition, 0)..=(id, partition, from))?
+        .next_back()
+    {
         Some(row) => row?.0.value().2,
         None => from,
     };
+    out.events.reserve(limits.max_events.min(1024));
     let mut bytes = 0usize;
-    let mut full = false;
-    for row in batches.range((id, partition, start)..=(id, partition, u64::MAX))? {
+    'batches: for row in batches.range((id, partition, start)..(id, partition, next_offset))? {
         let (key, value) = row?;
         let base = key.value().2;
-        let raw = Bytes::copy_from_slice(value.value());
         let what = || format!("{}/{partition} batch at offset {base}", entry.name);
-        batch::decode(&raw, partition, base, from, what, |event| {
-            let size = event.key.as_ref().map_or(0, Bytes::len)
-                + event.value.as_ref().map_or(0, Bytes::len);
-            if !out.events.is_empty()
-                && (out.events.len() >= limits.max_events || bytes + size > limits.max_bytes)
-            {
-                full = true;
-                return false;
+        let stored = value.value();
+        let header = batch::verify(stored, what)?;
+        if header.last_offset(base).is_some_and(|last| last < from) {
+            // Ends before `from` (a gap left by compaction): nothing to copy.
+            continue;
+        }
+        // Copied once per batch; the events share it.
+        let raw = Bytes::copy_from_slice(stored);
+        let events = batch::verified_events(&raw, base, &header);
+        for e in events {
+            let e = e.map_err(|d| batch::corrupt(what, d))?;
+            if e.offset < from {
+                continue;
+            }
+            let size = e.payload_len();
+            if !out.events.is_empty() && bytes + size > limits.max_bytes {
+                out.next_offset = e.offset;
+                break 'batches;
             }
             bytes += size;
-            out.events.push(event);
-            true
-        })?;
-        if full || out.events.len() >= limits.max_events {
-            break;
-        }
-    }
-    if let Some(last) = out.events.last() {
-        if full || out.events.len() >= limits.max_events {
-            out.next_offset = last.offset + 1;
+            out.events.push(batch::to_event(&raw, &e, partition, what)?);
+            if out.events.len() >= limits.max_events {
+                out.next_offset = e.offset + 1;
+                break 'batches;
+            }
         }
     }
     Ok(out)

@@ -26,6 +26,13 @@ pub(crate) struct PartitionCursor {
     pub log_start: AtomicU64,
     /// The largest timestamp appended so far (the time index's running max).
     pub max_timestamp: AtomicI64,
+    /// Maintenance hints, kept in memory only (a reopen compacts once more):
+    /// the end offset of the last compaction pass,
+    pub compacted_to: AtomicU64,
+    /// how many events that pass kept,
+    pub compacted_kept: AtomicU64,
+    /// and when the oldest tombstone it kept leaves its grace period (ms).
+    pub tombstone_deadline: AtomicI64,
 }
 
 impl PartitionCursor {
@@ -34,6 +41,9 @@ impl PartitionCursor {
             next_offset: AtomicU64::new(next_offset),
             log_start: AtomicU64::new(log_start),
             max_timestamp: AtomicI64::new(max_timestamp),
+            compacted_to: AtomicU64::new(0),
+            compacted_kept: AtomicU64::new(0),
+            tombstone_deadline: AtomicI64::new(i64::MAX),
         }
     }
 

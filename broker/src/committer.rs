@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Durability, ReadableTable, Table};
 
-use crate::batch::{self, EncodeEvent};
+use crate::batch::{self, EncodeEvent, EncodeHeaders};
 use crate::catalog::{Catalog, StreamEntry};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
@@ -49,11 +49,15 @@ struct Scratch {
     encoded: Vec<u8>,
 }
 
-/// A partition's offsets and running max timestamp while a group is applied.
+/// A partition's extent and running max timestamp while a group is applied.
 struct Pending {
     entry: Arc<StreamEntry>,
     partition: u32,
     next_offset: u64,
+    /// Read from `PARTITIONS` inside the write transaction, not from the
+    /// cursor: maintenance may have just raised it, and writing back a stale
+    /// value would lower it again.
+    log_start: u64,
     max_timestamp: i64,
 }
 
@@ -67,7 +71,9 @@ fn commit_group(shared: &Shared, group: Vec<Request>, scratch: &mut Scratch) {
         Ok(outcomes) => {
             for p in pending.values() {
                 if let Ok(cursor) = p.entry.cursor(p.partition) {
-                    cursor.max_timestamp.store(p.max_timestamp, Ordering::Release);
+                    cursor
+                        .max_timestamp
+                        .store(p.max_timestamp, Ordering::Release);
                     cursor.next_offset.store(p.next_offset, Ordering::Release);
                 }
             }
@@ -84,16 +90,16 @@ fn commit_group(shared: &Shared, group: Vec<Request>, scratch: &mut Scratch) {
         }
     };
     drop(catalog);
-    for (request, outcome) in group.into_iter().zip(outcomes) {
+    // Answer everyone first; freeing the transactions can wait.
+    for (request, outcome) in group.iter().zip(outcomes) {
         // A caller that gave up waiting is not an error.
         let _ = request.reply.send(outcome);
     }
+    drop(group);
 }
 
 fn storage_failure(message: &str) -> Error {
-    Error::Storage(redb::Error::Corrupted(format!(
-        "the commit failed and nothing of it was written: {message}"
-    )))
+    Error::CommitFailed(message.to_string())
 }
 
 /// Applies every valid request of the group in one redb transaction. The
@@ -198,7 +204,10 @@ fn plan(catalog: &Catalog, txn: &Transaction, tables: &Tables<'_>) -> Result<Pla
             });
         }
         if record.headers.len() > usize::from(u16::MAX)
-            || record.headers.iter().any(|h| h.key.len() > usize::from(u16::MAX))
+            || record
+                .headers
+                .iter()
+                .any(|h| h.key.len() > usize::from(u16::MAX))
         {
             return Err(Error::InvalidConfig(
                 "at most 65,535 headers per event, with names under 64 KiB".into(),
@@ -252,16 +261,27 @@ fn write(
         }
     }
     for ((stream, partition), indices) in by_partition {
-        let entry = &plan.streams[stream];
-        let p = pending.entry((entry.id, partition)).or_insert_with(|| {
-            let cursor = &entry.partitions[partition as usize];
-            Pending {
-                entry: entry.clone(),
-                partition,
-                next_offset: cursor.next(),
-                max_timestamp: cursor.max_timestamp.load(Ordering::Acquire),
+        let entry = plan
+            .streams
+            .get(stream)
+            .ok_or_else(|| storage_failure("a record names an unplanned stream"))?;
+        let cursor = entry.cursor(partition)?;
+        let p = match pending.entry((entry.id, partition)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let log_start = tables
+                    .partitions
+                    .get((entry.id, partition))?
+                    .map_or(0, |e| e.value().1);
+                v.insert(Pending {
+                    entry: entry.clone(),
+                    partition,
+                    next_offset: cursor.next(),
+                    log_start,
+                    max_timestamp: cursor.max_timestamp.load(Ordering::Acquire),
+                })
             }
-        });
+        };
         let base = p.next_offset;
         let mut batch_max = i64::MIN;
         let events = indices.iter().enumerate().map(|(delta, &i)| {
@@ -274,7 +294,7 @@ fn write(
                 timestamp,
                 key: record.key.as_deref(),
                 value: record.value.as_deref(),
-                headers: &record.headers,
+                headers: EncodeHeaders::Parsed(&record.headers),
             }
         });
         batch::encode(&mut scratch.encoded, events);
@@ -282,12 +302,9 @@ fn write(
             .batches
             .insert((entry.id, partition, base), scratch.encoded.as_slice())?;
         p.next_offset = base + indices.len() as u64;
-        let log_start = entry.partitions[partition as usize]
-            .log_start
-            .load(Ordering::Acquire);
         tables
             .partitions
-            .insert((entry.id, partition), (p.next_offset, log_start))?;
+            .insert((entry.id, partition), (p.next_offset, p.log_start))?;
         if batch_max > p.max_timestamp {
             p.max_timestamp = batch_max;
             tables

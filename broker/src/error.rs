@@ -94,6 +94,10 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// Storage failed while committing: nothing of the commit was written,
+    /// and the commits that shared its group failed with it.
+    #[error("the commit failed and nothing of it was written ({0}): retry, and check the disk if it keeps failing")]
+    CommitFailed(String),
     /// The broker is shutting down or its committer stopped.
     #[error("the broker is closed")]
     Closed,

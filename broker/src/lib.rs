@@ -1,15 +1,48 @@
 //! Leat's event log: an embedded, durable, partitioned log on [redb].
 //!
 //! Streams are split into partitions; each partition is an ordered log of
-//! immutable events with contiguous offsets assigned at append. Keyed events
-//! are placed by Kafka's default partitioner, so a key lands where a Kafka
-//! producer would put it. Appends are group-committed: concurrent callers
-//! share one redb transaction and one fsync, and each is answered once its
-//! events are durable.
+//! immutable events with offsets assigned at append. Keyed events are placed
+//! by Kafka's default partitioner, so a key lands where a Kafka producer
+//! would put it. Appends are group-committed: concurrent callers share one
+//! redb transaction and one fsync, and each is answered once its events are
+//! durable.
 //!
 //! A [`Transaction`] appends events, moves consumer-group offsets, writes
 //! state and checks a group generation in one atomic commit: the building
 //! block of the runtime's exactly-once processing.
+//!
+//! # Guarantees
+//!
+//! - **Atomic and durable.** A [`Broker::commit`] (or [`Broker::append`])
+//!   that returns `Ok` is on disk (for streams with `durable: true`, the
+//!   default) and survives a crash or a `SIGKILL`; one that returns an error
+//!   left nothing behind. No reader ever sees part of a commit.
+//! - **Refusals are isolated.** Commits coalesced into one group are checked
+//!   one by one before anything is written: a refused one (unknown stream,
+//!   partition out of range, event too large, fenced generation) fails alone.
+//!   Only a storage failure fails the whole group ([`Error::CommitFailed`]).
+//! - **Ordered, contiguous offsets.** Within a partition, offsets are
+//!   assigned at append in commit order, without gaps, and the records of one
+//!   commit keep their relative order. Reads return events in offset order.
+//!   Compaction later leaves gaps but never changes an offset or the order.
+//! - **Same key, same partition**, for a fixed partition count
+//!   ([`partition_for_key`]); an explicit partition is honoured; unkeyed
+//!   records of one commit share a partition, and commits rotate.
+//! - **Cleanup.** `retain` streams keep everything. `delete` streams lose
+//!   whole batches from the front (by age of their newest event, then by
+//!   size) and their log start moves forward. `compact` streams keep the
+//!   latest event of every key (and every unkeyed event), drop tombstones
+//!   older than their grace period, and keep offsets. Both run in a
+//!   background thread ([`BrokerOptions`]) in small transactions, or on demand
+//!   ([`Broker::run_maintenance`], [`Broker::compact_now`]).
+//! - **Checked storage.** Events are stored in batches, one redb value per
+//!   commit and partition, each with a CRC checked on every read: corrupt
+//!   data is reported as [`Error::Corrupt`], never returned as events.
+//! - **Typed errors, no panics.** Every failure a caller can cause is an
+//!   [`Error`] variant that says what to do; no input reaches a panic.
+//!
+//! Readers waiting at the end of a partition ([`Broker::wait_for`]) are woken
+//! by the committer, without polling.
 //!
 //! ```
 //! # fn main() -> Result<(), leat_broker::Error> {
@@ -30,6 +63,7 @@ mod broker;
 mod catalog;
 mod committer;
 mod error;
+mod maintenance;
 mod partitioner;
 mod record;
 mod stream;
@@ -39,13 +73,14 @@ mod transaction;
 use std::path::PathBuf;
 use std::sync::RwLock;
 
-pub use crate::broker::{Broker, GroupInfo, GroupPosition, ReadBatch, ReadLimits};
+pub use crate::broker::{Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadLimits};
 pub use crate::error::{Error, Result};
+pub use crate::maintenance::MaintenanceReport;
 pub use crate::partitioner::{murmur2, partition_for_key};
 pub use crate::record::{Event, Header, Record};
 pub use crate::stream::{
-    validate_name, CleanupPolicy, PartitionInfo, StreamConfig, StreamInfo,
-    DEFAULT_MAX_EVENT_BYTES, MAX_NAME_LEN,
+    validate_name, CleanupPolicy, PartitionInfo, StreamConfig, StreamInfo, DEFAULT_MAX_EVENT_BYTES,
+    MAX_NAME_LEN,
 };
 pub use crate::transaction::{Receipt, Transaction};
 pub use bytes::Bytes;
@@ -56,4 +91,6 @@ pub(crate) struct Shared {
     pub path: PathBuf,
     pub catalog: RwLock<catalog::Catalog>,
     pub arrivals: broker::Arrivals,
+    /// Held by a retention or compaction pass: one runs at a time.
+    pub maintenance: std::sync::Mutex<()>,
 }

@@ -17,8 +17,7 @@ pub(crate) const STREAMS: TableDefinition<&str, &str> = TableDefinition::new("st
 pub(crate) const PARTITIONS: TableDefinition<(u32, u32), (u64, u64)> =
     TableDefinition::new("partitions");
 /// (stream id, partition, base offset) -> encoded batch.
-pub(crate) const BATCHES: TableDefinition<(u32, u32, u64), &[u8]> =
-    TableDefinition::new("batches");
+pub(crate) const BATCHES: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("batches");
 /// (stream id, partition, running max timestamp) -> base offset.
 pub(crate) const TIME_INDEX: TableDefinition<(u32, u32, i64), u64> =
     TableDefinition::new("time_index");

@@ -1,0 +1,227 @@
+//! Durable append and read throughput, against the machine's physical limit.
+//!
+//! `cargo bench -p leat-broker --bench broker -- --warm-up-time 1 --measurement-time 3`
+//!
+//! - `append/N`: one caller appends N events of 100 bytes per durable commit.
+//! - `fsync_limit/N`: the same N × 100 bytes appended to a plain file, then
+//!   `fdatasync`: what the disk allows for one durable write of that size.
+//! - `read`: one thread reads 100,000 stored events, 1,000 per call.
+//!
+//! At the end a summary gives criterion's medians as events/s, MB/s (of event
+//! values) and the ratio of each append to its limit; then a paired run
+//! alternates append and limit, which keeps the ratio honest on a disk that
+//! other work shares.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use leat_broker::{Broker, BrokerOptions, Bytes, ReadLimits, Record, StreamConfig};
+
+const EVENT_BYTES: usize = 100;
+const BATCHES: [usize; 3] = [1, 100, 1000];
+const READ_EVENTS: usize = 100_000;
+
+fn open(dir: &tempfile::TempDir) -> Broker {
+    Broker::open_with(
+        dir.path().join("log.redb"),
+        BrokerOptions {
+            maintenance_interval: None,
+        },
+    )
+    .unwrap()
+}
+
+fn records(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record::value(Bytes::from(vec![(i % 251) as u8; EVENT_BYTES])).to_partition(0))
+        .collect()
+}
+
+fn append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append");
+    for n in BATCHES {
+        // A fresh log per size, in the same file system as the limit's file.
+        let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+        let broker = open(&dir);
+        broker.create_stream("s", StreamConfig::default()).unwrap();
+        let batch = records(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| broker.append("s", batch.clone()).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn fsync_limit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fsync_limit");
+    for n in BATCHES {
+        let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("limit.log"))
+            .unwrap();
+        let bytes = vec![7u8; n * EVENT_BYTES];
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| {
+                file.write_all(&bytes).unwrap();
+                file.sync_data().unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+fn read(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let broker = open(&dir);
+    broker.create_stream("s", StreamConfig::default()).unwrap();
+    let batch = records(1000);
+    for _ in 0..READ_EVENTS / 1000 {
+        broker.append("s", batch.clone()).unwrap();
+    }
+    let mut group = c.benchmark_group("read");
+    group.throughput(Throughput::Elements(READ_EVENTS as u64));
+    group.bench_function("100000", |b| {
+        b.iter(|| {
+            let mut from = 0;
+            let mut count = 0;
+            while count < READ_EVENTS {
+                let r = broker
+                    .read(
+                        "s",
+                        0,
+                        from,
+                        ReadLimits {
+                            max_events: 1000,
+                            max_bytes: 4 << 20,
+                        },
+                    )
+                    .unwrap();
+                count += r.events.len();
+                from = r.next_offset;
+            }
+            count
+        })
+    });
+    group.finish();
+}
+
+/// `<target dir>/bench-tmp`: on the disk the results are about (not a tmpfs).
+fn bench_dir() -> PathBuf {
+    let dir = target_dir().join("bench-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn target_dir() -> PathBuf {
+    // <target>/<profile>/deps/broker-<hash>
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).unwrap().to_path_buf()
+}
+
+/// The median time per iteration criterion measured, in seconds.
+fn median(group: &str, id: &str) -> Option<f64> {
+    let path = target_dir()
+        .join("criterion")
+        .join(group)
+        .join(id)
+        .join("new")
+        .join("estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(json["median"]["point_estimate"].as_f64()? / 1e9)
+}
+
+fn summary() {
+    println!("\nmedians ({EVENT_BYTES}-byte events):");
+    println!(
+        "{:<18} {:>14} {:>10} {:>14} {:>10} {:>8}",
+        "bench", "events/s", "MB/s", "limit ev/s", "limit MB/s", "ratio"
+    );
+    let mb = |events: f64| events * EVENT_BYTES as f64 / 1e6;
+    for n in BATCHES {
+        let id = n.to_string();
+        let (Some(t), Some(limit)) = (median("append", &id), median("fsync_limit", &id)) else {
+            continue;
+        };
+        let (ev, lim) = (n as f64 / t, n as f64 / limit);
+        println!(
+            "{:<18} {:>14.0} {:>10.2} {:>14.0} {:>10.2} {:>7.0}%",
+            format!("append/{n}"),
+            ev,
+            mb(ev),
+            lim,
+            mb(lim),
+            100.0 * limit / t
+        );
+    }
+    if let Some(t) = median("read", "100000") {
+        let ev = READ_EVENTS as f64 / t;
+        println!("{:<18} {:>14.0} {:>10.2}", "read", ev, mb(ev));
+    }
+}
+
+/// Append and limit measured alternately, so that a disk shared with other
+/// work slows both alike: the ratio of these medians is the robust figure.
+fn paired() {
+    println!("\npaired medians, append and limit alternating ({PAIRED_ROUNDS} rounds each):");
+    println!(
+        "{:<18} {:>14} {:>14} {:>8}",
+        "bench", "append ev/s", "limit ev/s", "ratio"
+    );
+    for n in BATCHES {
+        let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+        let broker = open(&dir);
+        broker.create_stream("s", StreamConfig::default()).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("limit.log"))
+            .unwrap();
+        let batch = records(n);
+        let bytes = vec![7u8; n * EVENT_BYTES];
+        let (mut append, mut limit) = (Vec::new(), Vec::new());
+        for _ in 0..PAIRED_ROUNDS {
+            let start = std::time::Instant::now();
+            broker.append("s", batch.clone()).unwrap();
+            append.push(start.elapsed().as_secs_f64());
+            let start = std::time::Instant::now();
+            file.write_all(&bytes).unwrap();
+            file.sync_data().unwrap();
+            limit.push(start.elapsed().as_secs_f64());
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (a, l) = (median(&mut append), median(&mut limit));
+        println!(
+            "{:<18} {:>14.0} {:>14.0} {:>7.0}%",
+            format!("append/{n}"),
+            n as f64 / a,
+            n as f64 / l,
+            100.0 * l / a
+        );
+    }
+}
+
+const PAIRED_ROUNDS: usize = 300;
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    append(&mut c);
+    fsync_limit(&mut c);
+    read(&mut c);
+    c.final_summary();
+    summary();
+    paired();
+    let _ = std::fs::remove_dir_all(bench_dir());
+}

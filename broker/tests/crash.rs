@@ -1,0 +1,157 @@
+//! Crash safety: a child process appends in a loop and is killed with SIGKILL
+//! at random moments; after each kill the log is reopened and checked:
+//! every acknowledged event is there at its offset, no transaction is visible
+//! in part, and offsets are contiguous.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{open, read_all};
+
+const KILLS: usize = 24;
+
+/// The example binary, built next to this test (cargo builds examples for
+/// `cargo test`; when only this test was built, build it now).
+fn appender() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // .../target/<profile>/deps/crash-<hash>
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join("crash_appender");
+    if !path.exists() {
+        let target_dir = profile_dir.parent().unwrap();
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "leat-broker", "--example", "crash_appender"]);
+        build.arg("--target-dir").arg(target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        assert!(
+            build.status().unwrap().success(),
+            "building the example failed"
+        );
+    }
+    path
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Runs the appender for a random while, kills it, and returns the
+/// acknowledged (partition, offset, payload) it printed in full.
+fn run_and_kill(bin: &Path, db: &Path, run: usize, delay: Duration) -> Vec<(u32, u64, String)> {
+    let mut child = Command::new(bin)
+        .arg(db)
+        .arg(run.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        stdout.read_to_string(&mut all).unwrap();
+        all
+    });
+    std::thread::sleep(delay);
+    // `kill` sends SIGKILL on Unix: no destructor, no flush, no clean close.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = reader.join().unwrap();
+    // A line cut by the kill is not an acknowledgement we saw.
+    let complete = out.rfind('\n').map_or("", |end| &out[..end]);
+    complete
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let p = parts.next().unwrap().parse().unwrap();
+            let o = parts.next().unwrap().parse().unwrap();
+            (p, o, parts.next().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_no_acknowledged_event() {
+    let bin = appender();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.redb");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    let mut acked: HashMap<(u32, u64), String> = HashMap::new();
+    let mut acked_this_many = Vec::new();
+    for run in 0..KILLS {
+        // Some kills land while the child opens the log, most while it appends.
+        let delay = Duration::from_millis(5 + rng.below(300));
+        let seen = run_and_kill(&bin, &db, run, delay);
+        acked_this_many.push(seen.len());
+        for (p, o, payload) in seen {
+            assert!(
+                acked.insert((p, o), payload).is_none(),
+                "offset acknowledged twice"
+            );
+        }
+
+        let broker = open(&db);
+        let Ok(info) = broker.describe_stream("crash") else {
+            // Killed before the stream was created: nothing can be acknowledged.
+            assert!(acked.is_empty());
+            continue;
+        };
+        let mut parts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut stored: HashMap<(u32, u64), String> = HashMap::new();
+        for p in 0..info.partitions.len() as u32 {
+            let events = read_all(&broker, "crash", p);
+            for (i, e) in events.iter().enumerate() {
+                assert_eq!(
+                    e.offset, i as u64,
+                    "offsets of partition {p} are not contiguous"
+                );
+                let payload = String::from_utf8(e.value.clone().unwrap().to_vec()).unwrap();
+                let (txn, count) = payload.rsplit_once('/').unwrap();
+                let (txn, _index) = txn.rsplit_once('-').unwrap();
+                let entry = parts
+                    .entry(txn.to_string())
+                    .or_insert((count.parse().unwrap(), 0));
+                entry.1 += 1;
+                stored.insert((p, e.offset), payload);
+            }
+        }
+        for (txn, (count, seen)) in &parts {
+            assert_eq!(count, seen, "transaction {txn} is visible in part");
+        }
+        for ((p, o), payload) in &acked {
+            assert_eq!(
+                stored.get(&(*p, *o)),
+                Some(payload),
+                "acknowledged event {p}/{o} lost after run {run}"
+            );
+        }
+    }
+    eprintln!(
+        "{KILLS} kills in {:?}; acknowledged per run: {acked_this_many:?}",
+        started.elapsed()
+    );
+    assert!(
+        acked.len() > 100,
+        "the child barely appended: {acked_this_many:?}"
+    );
+}

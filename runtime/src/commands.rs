@@ -61,15 +61,8 @@ pub fn stream(data_dir: &Path, cmd: StreamCommand) -> Result<()> {
             retention_bytes,
             tombstone_grace_ms,
         } => {
-            let cleanup = match cleanup.as_str() {
-                "retain" => CleanupPolicy::Retain,
-                "delete" => CleanupPolicy::Delete {
-                    max_age_ms: retention_ms,
-                    max_bytes: retention_bytes,
-                },
-                "compact" => CleanupPolicy::Compact { tombstone_grace_ms },
-                other => bail!("unknown cleanup policy `{other}`: use retain, delete or compact"),
-            };
+            let cleanup =
+                cleanup_policy(&cleanup, retention_ms, retention_bytes, tombstone_grace_ms)?;
             let config = StreamConfig {
                 partitions,
                 cleanup,
@@ -103,13 +96,31 @@ pub fn stream(data_dir: &Path, cmd: StreamCommand) -> Result<()> {
     Ok(())
 }
 
+/// The cleanup policy named on the command line.
+pub fn cleanup_policy(
+    name: &str,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    tombstone_grace_ms: u64,
+) -> Result<CleanupPolicy> {
+    Ok(match name {
+        "retain" => CleanupPolicy::Retain,
+        "delete" => CleanupPolicy::Delete {
+            max_age_ms: retention_ms,
+            max_bytes: retention_bytes,
+        },
+        "compact" => CleanupPolicy::Compact { tombstone_grace_ms },
+        other => bail!("unknown cleanup policy `{other}`: use retain, delete or compact"),
+    })
+}
+
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
     /// The stream to append to.
-    stream: String,
+    pub stream: String,
     /// `text`: each line is a value; `kv`: `key<TAB>value`; `json`: `{"key":..,"value":..,"headers":{..}}`.
     #[arg(long, default_value = "text")]
-    format: String,
+    pub format: String,
 }
 
 pub fn produce(data_dir: &Path, args: ProduceArgs) -> Result<()> {
@@ -140,7 +151,7 @@ pub fn produce(data_dir: &Path, args: ProduceArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_line(line: &str, format: &str) -> Result<Record> {
+pub fn parse_line(line: &str, format: &str) -> Result<Record> {
     match format {
         "text" => Ok(Record::value(line.to_string())),
         "kv" => match line.split_once('\t') {
@@ -176,16 +187,26 @@ fn parse_line(line: &str, format: &str) -> Result<Record> {
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
     /// The stream to read.
-    stream: String,
+    pub stream: String,
     /// Where to start: `beginning`, `end`, an offset, or `@MILLIS` (a timestamp).
     #[arg(long, default_value = "beginning")]
-    from: String,
+    pub from: String,
     /// Only this partition.
     #[arg(long)]
-    partition: Option<u32>,
+    pub partition: Option<u32>,
     /// Show headers too.
     #[arg(long)]
-    headers: bool,
+    pub headers: bool,
+    /// Read as this consumer group: start at its committed offsets (where it
+    /// has some; `--from` elsewhere) and commit what was printed.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Keep waiting for new events (Ctrl-C to stop).
+    #[arg(long)]
+    pub follow: bool,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
 }
 
 pub fn consume(data_dir: &Path, args: ConsumeArgs) -> Result<()> {
@@ -195,14 +216,19 @@ pub fn consume(data_dir: &Path, args: ConsumeArgs) -> Result<()> {
         Some(p) => vec![p],
         None => (0..info.partitions.len() as u32).collect(),
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for p in partitions {
+    let mut next = Vec::new();
+    for &p in &partitions {
         let extent = info
             .partitions
             .get(p as usize)
             .with_context(|| format!("stream {} has no partition {p}", args.stream))?;
-        let mut from = match args.from.as_str() {
+        if let Some(g) = &args.group {
+            if let Some(o) = broker.committed_offset(g, &args.stream, p)? {
+                next.push(o.clamp(extent.log_start, extent.next_offset));
+                continue;
+            }
+        }
+        next.push(match args.from.as_str() {
             "beginning" => extent.log_start,
             "end" => extent.next_offset,
             s if s.starts_with('@') => {
@@ -210,24 +236,58 @@ pub fn consume(data_dir: &Path, args: ConsumeArgs) -> Result<()> {
                 broker.offset_for_timestamp(&args.stream, p, ts)?
             }
             s => s
-                .parse()
-                .context("--from takes beginning, end, an offset or @MILLIS")?,
-        };
-        loop {
-            let batch = broker.read(&args.stream, p, from, ReadLimits::default())?;
-            for event in &batch.events {
-                print_event(&mut out, event, args.headers)?;
+                .parse::<u64>()
+                .context("--from takes beginning, end, an offset or @MILLIS")?
+                .clamp(extent.log_start, extent.next_offset),
+        });
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut printed = 0u64;
+    loop {
+        let mut got_any = false;
+        for (i, &p) in partitions.iter().enumerate() {
+            loop {
+                let batch = broker.read(&args.stream, p, next[i], ReadLimits::default())?;
+                for event in &batch.events {
+                    print_event(&mut out, event, args.headers)?;
+                    printed += 1;
+                    if args.limit.is_some_and(|l| printed >= l) {
+                        if let Some(g) = &args.group {
+                            broker.commit_offset(g, &args.stream, p, event.offset + 1)?;
+                        }
+                        return Ok(());
+                    }
+                }
+                if batch.events.is_empty() {
+                    break;
+                }
+                got_any = true;
+                next[i] = batch.next_offset;
+                if let Some(g) = &args.group {
+                    broker.commit_offset(g, &args.stream, p, next[i])?;
+                }
+                if batch.next_offset >= batch.high_watermark {
+                    break;
+                }
             }
-            if batch.events.is_empty() || batch.next_offset >= batch.high_watermark {
-                break;
-            }
-            from = batch.next_offset;
+        }
+        out.flush()?;
+        if !args.follow {
+            return Ok(());
+        }
+        if !got_any {
+            let positions: Vec<(String, u32, u64)> = partitions
+                .iter()
+                .zip(&next)
+                .map(|(p, o)| (args.stream.clone(), *p, *o))
+                .collect();
+            broker.wait_for_any(&positions, std::time::Duration::from_millis(500))?;
         }
     }
-    Ok(())
 }
 
-fn print_event(out: &mut impl Write, event: &Event, headers: bool) -> Result<()> {
+pub fn print_event(out: &mut impl Write, event: &Event, headers: bool) -> Result<()> {
     let text = |b: &Option<Bytes>| match b {
         Some(b) => String::from_utf8_lossy(b).into_owned(),
         None => "<none>".into(),
@@ -324,6 +384,98 @@ pub fn process(data_dir: &Path, args: ProcessArgs) -> Result<()> {
             "{} partition(s) stopped on a failing event",
             status.stopped.len()
         );
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The processor component (`.wasm`) to upload.
+    pub component: PathBuf,
+    /// The processor's name (its consumer group).
+    #[arg(long)]
+    pub name: String,
+    /// An input stream (repeat for several).
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<String>,
+    /// An output stream (repeat for several).
+    #[arg(long = "output")]
+    pub outputs: Vec<String>,
+    /// Configuration `key=value` for the processor (repeatable).
+    #[arg(long = "config", value_parser = parse_pair)]
+    pub config: Vec<(String, String)>,
+    /// Number of instances sharing the partitions.
+    #[arg(long, default_value_t = 1)]
+    pub instances: u32,
+    /// `stop` the partition at a failing event, or `record` it on `<name>.errors`.
+    #[arg(long, default_value = "stop", value_parser = ["stop", "record"])]
+    pub on_error: String,
+    /// Events per guest call.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProcessorCommand {
+    /// List the deployed processors.
+    List,
+    /// Show a processor's instances, partitions, offsets, lag and errors.
+    Status {
+        /// The processor.
+        name: String,
+    },
+    /// Change the number of instances.
+    Scale {
+        /// The processor.
+        name: String,
+        /// The new number of instances.
+        instances: u32,
+    },
+    /// Stop the instances after their current batch.
+    Pause {
+        /// The processor.
+        name: String,
+    },
+    /// Start a paused processor again.
+    Resume {
+        /// The processor.
+        name: String,
+    },
+    /// Move the processor's committed offsets, to replay or skip events.
+    Reset {
+        /// The processor.
+        name: String,
+        /// `beginning`, `end`, an offset, or `@MILLIS` (a timestamp).
+        #[arg(long)]
+        to: String,
+    },
+    /// Stop a processor for good (its offsets and state stay in the log).
+    Undeploy {
+        /// The processor.
+        name: String,
+    },
+}
+
+/// `leat status` without a server: the consumer groups of the data directory.
+pub fn status(data_dir: &Path) -> Result<()> {
+    let broker = open_broker(data_dir)?;
+    let streams = broker.list_streams();
+    let groups = broker.groups()?;
+    println!(
+        "data directory {}: {} stream(s), {} consumer group(s)",
+        data_dir.display(),
+        streams.len(),
+        groups.len()
+    );
+    for g in groups {
+        let lag: u64 = g.positions.iter().map(|p| p.lag).sum();
+        println!("group {} (generation {}), lag {lag}", g.name, g.generation);
+        for p in &g.positions {
+            println!(
+                "  {}/{}: committed {}, lag {}",
+                p.stream, p.partition, p.committed, p.lag
+            );
+        }
     }
     Ok(())
 }

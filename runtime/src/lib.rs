@@ -20,8 +20,10 @@ mod engine;
 mod error;
 mod guest;
 mod processor;
+pub mod server;
 mod spec;
 mod status;
+pub mod topology;
 mod worker;
 
 pub use crate::bindings::{Event, Failure, Header, Output};

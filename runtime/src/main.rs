@@ -1,19 +1,28 @@
 //! `leat`: the command-line host. A thin layer over `leat-runtime` and
 //! `leat-broker`: it parses arguments, calls the libraries and turns their
 //! errors into messages with context.
+//!
+//! Commands run on the local data directory (`--data-dir`), or, when a
+//! server address is given (`--server` or `LEAT_SERVER`), against a running
+//! `leat serve` through its HTTP API.
 
+mod client;
 mod commands;
+mod remote;
+mod serve;
+mod topology_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 /// Leat: event-driven microservices as WebAssembly processors over an embedded event log.
 #[derive(Parser, Debug)]
 #[command(name = "leat", version, about)]
 struct Cli {
-    /// The data directory holding the event log.
+    /// The data directory holding the event log (local mode and `leat serve`).
     #[arg(
         long,
         global = true,
@@ -21,12 +30,25 @@ struct Cli {
         default_value = "leat-data"
     )]
     data_dir: PathBuf,
+    /// A `leat serve` server (HOST:PORT) to run the command against instead of the data directory.
+    #[arg(long, global = true, env = "LEAT_SERVER")]
+    server: Option<String>,
+    /// The server's token, needed for every command that changes something
+    /// (for `leat serve`: the token to require).
+    #[arg(long, global = true, env = "LEAT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the host as a server with an HTTP API.
+    Serve {
+        /// The address to listen on (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+    },
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
     Stream(commands::StreamCommand),
@@ -34,26 +56,83 @@ enum Command {
     Produce(commands::ProduceArgs),
     /// Print a stream's events.
     Consume(commands::ConsumeArgs),
-    /// Run a processor component over its input streams.
+    /// Run a processor component over its input streams, in this process (local mode).
     Process(commands::ProcessArgs),
+    /// Upload a processor component to the server and deploy it.
+    Deploy(commands::DeployArgs),
+    /// List, inspect and change deployed processors (server).
+    #[command(subcommand)]
+    Processor(commands::ProcessorCommand),
+    /// Show each processor's instances, partitions, offsets, lag, rate and errors.
+    Status,
+    /// Apply or show a business topology (`topology.toml`).
+    #[command(subcommand)]
+    Topology(topology_cmd::TopologyCommand),
+    /// Run a whole topology in this process on the data directory's log.
+    Run(topology_cmd::RunArgs),
+}
+
+fn client(cli: &Cli) -> Result<Option<client::Client>> {
+    cli.server
+        .as_deref()
+        .map(|s| client::Client::new(s, cli.token.clone()))
+        .transpose()
+}
+
+fn need_server(remote: Option<client::Client>, what: &str) -> Result<client::Client> {
+    match remote {
+        Some(c) => Ok(c),
+        None => bail!(
+            "`leat {what}` talks to a server: start one with `leat serve` and pass its address \
+             with --server HOST:PORT or LEAT_SERVER (and its token with --token or LEAT_TOKEN)"
+        ),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let remote = client(&cli)?;
+    match cli.command {
+        Command::Serve { listen } => serve::serve(&cli.data_dir, &listen, cli.token),
+        Command::Stream(cmd) => match remote {
+            Some(c) => remote::stream(&c, cmd),
+            None => commands::stream(&cli.data_dir, cmd),
+        },
+        Command::Produce(args) => match remote {
+            Some(c) => remote::produce(&c, args),
+            None => commands::produce(&cli.data_dir, args),
+        },
+        Command::Consume(args) => match remote {
+            Some(c) => remote::consume(&c, args),
+            None => commands::consume(&cli.data_dir, args),
+        },
+        Command::Process(args) => commands::process(&cli.data_dir, args),
+        Command::Deploy(args) => remote::deploy(&need_server(remote, "deploy")?, args),
+        Command::Processor(cmd) => remote::processor(&need_server(remote, "processor")?, cmd),
+        Command::Topology(cmd) => topology_cmd::topology(remote.as_ref(), cmd),
+        Command::Run(args) => topology_cmd::run(&cli.data_dir, args),
+        Command::Status => match remote {
+            Some(c) => remote::status(&c),
+            None => commands::status(&cli.data_dir),
+        },
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let result = match cli.command {
-        Command::Stream(cmd) => commands::stream(&cli.data_dir, cmd),
-        Command::Produce(args) => commands::produce(&cli.data_dir, args),
-        Command::Consume(args) => commands::consume(&cli.data_dir, args),
-        Command::Process(args) => commands::process(&cli.data_dir, args),
-    };
-    match result {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -70,3 +70,181 @@ pub fn leat_ok(data_dir: &Path, args: &[&str], stdin: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A `leat serve` child process on a free loopback port, killed when dropped
+/// (even when the test fails).
+pub struct Server {
+    child: Option<std::process::Child>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its token.
+    pub token: String,
+}
+
+impl Server {
+    /// Starts `leat serve` on `data_dir` with `token`, on port 0 (any free
+    /// port), and waits until it listens.
+    pub fn start(data_dir: &Path, token: &str) -> Server {
+        use std::time::{Duration, Instant};
+        std::fs::create_dir_all(data_dir).expect("create the data dir");
+        let n = std::fs::read_dir(data_dir).map_or(0, |d| d.count());
+        let stdout_path = data_dir.join(format!("serve-{n}.out"));
+        let stderr_path = data_dir.join(format!("serve-{n}.err"));
+        let child = Command::new(leat_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--token", token])
+            .env("LEAT_DATA_DIR", data_dir)
+            .env_remove("LEAT_SERVER")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+            .spawn()
+            .expect("spawn leat serve");
+        let mut server = Server {
+            child: Some(child),
+            addr: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            token: token.to_string(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+            if let Some(rest) = out.split("listening on http://").nth(1) {
+                server.addr = rest.lines().next().unwrap_or("").trim().to_string();
+                return server;
+            }
+            let exited = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                panic!(
+                    "leat serve did not start ({exited:?}): {}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `leat` against this server with its token, feeding `stdin`.
+    pub fn leat(&self, args: &[&str], stdin: &str) -> Output {
+        self.leat_with_token(Some(&self.token), args, stdin)
+    }
+
+    /// Runs `leat` against this server with `token` (or none).
+    pub fn leat_with_token(&self, token: Option<&str>, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut command = Command::new(leat_bin());
+        command
+            .args(args)
+            .env("LEAT_SERVER", &self.addr)
+            .env("LEAT_DATA_DIR", self.data_dir.join("not-used-by-clients"))
+            .env_remove("LEAT_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(token) = token {
+            command.env("LEAT_TOKEN", token);
+        }
+        let mut child = command.spawn().expect("spawn leat");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait for leat")
+    }
+
+    /// Runs `leat` against this server and asserts success; returns its standard output.
+    pub fn leat_ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.leat(args, stdin);
+        assert!(
+            out.status.success(),
+            "leat {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, std::process::Child::id)
+    }
+
+    /// Sends SIGTERM and waits for the server to exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// What the server wrote on standard error so far (its logs).
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        if let Ok(dir) = std::fs::read_dir(&self.data_dir) {
+            let mut files: Vec<PathBuf> = dir
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "err"))
+                .collect();
+            files.sort();
+            for f in files {
+                all.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends one raw HTTP/1.1 request to `addr` and returns the status code and the body.
+pub fn http_request(addr: &str, request: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the server");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    // The server may answer and close before reading a large body.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

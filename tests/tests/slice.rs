@@ -63,13 +63,19 @@ fn uppercase_end_to_end_commits_offsets_and_resumes_without_reprocessing() {
             // The key is kept, so the output lands on the input's partition
             // (same key, same partition count, same partitioner).
             let key = e.key.clone().unwrap();
-            let source = e.header("leat.source.partition").unwrap();
+            let source = String::from_utf8(e.header("leat.source").unwrap().to_vec()).unwrap();
+            let mut parts = source.split('/');
+            assert_eq!(parts.next(), Some("in"), "{source}");
             assert_eq!(
-                source.as_ref(),
-                e.partition.to_string().as_bytes(),
-                "{key:?}"
+                parts.next(),
+                Some(e.partition.to_string().as_str()),
+                "{key:?}: {source}"
             );
-            assert_eq!(e.header("leat.processor").unwrap().as_ref(), b"up");
+            assert!(
+                parts.next().is_some_and(|o| o.parse::<u64>().is_ok()),
+                "{source}"
+            );
+            assert_eq!(e.header("leat.processor").unwrap().as_ref(), b"up@1");
         }
         // The group's offsets were committed with the outputs: each partition's end.
         let info = broker.describe_stream("in").unwrap();

@@ -1,0 +1,117 @@
+//! `leat serve`: opens the data directory, binds the address, sets up the
+//! token and the signals, and hands over to `leat_runtime::server`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use leat_broker::Broker;
+use leat_runtime::server::{self, ServerConfig};
+use leat_runtime::{Engine, EngineConfig, Runtime};
+
+/// The token: given, else kept in `DIR/server.token`, else generated (and
+/// printed once).
+fn token(data_dir: &Path, given: Option<String>) -> Result<String> {
+    if let Some(t) = given {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("the token must be non-empty printable ASCII without spaces");
+        }
+        return Ok(t);
+    }
+    let path = data_dir.join("server.token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            println!("leat: using the token kept in {}", path.display());
+            return Ok(t);
+        }
+    }
+    let t = server::generate_token().context("generating a token")?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        writeln!(f, "{t}")?;
+    }
+    println!(
+        "leat: generated token {t} (kept in {}; pass it with --token or LEAT_TOKEN)",
+        path.display()
+    );
+    Ok(t)
+}
+
+pub fn serve(data_dir: &Path, listen: &str, given_token: Option<String>) -> Result<()> {
+    let addr: SocketAddr = listen.parse().with_context(|| {
+        format!("`{listen}` is not an address: use IP:PORT, e.g. 127.0.0.1:7070")
+    })?;
+    let token = token(data_dir, given_token)?;
+    let broker = Broker::open(data_dir.join("log.redb")).with_context(|| {
+        format!(
+            "opening the data directory {} (is another leat using it?)",
+            data_dir.display()
+        )
+    })?;
+    let engine = Engine::new(EngineConfig {
+        cache_dir: Some(data_dir.join("compiled")),
+        ..EngineConfig::default()
+    })
+    .context("starting the Wasm engine")?;
+    let runtime = Runtime::new(broker, engine);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("leat-server")
+        .build()
+        .context("starting the async runtime")?;
+    let result = tokio.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        println!("leat: listening on http://{local}");
+        std::io::stdout().flush()?;
+        tracing::info!("serving {} on {local}", data_dir.display());
+        let config = ServerConfig {
+            data_dir: data_dir.to_path_buf(),
+            token,
+        };
+        server::serve(config, runtime, listener, shutdown_signal())
+            .await
+            .context("serving")?;
+        println!("leat: stopped");
+        anyhow::Ok(())
+    });
+    tokio.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

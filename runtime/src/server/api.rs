@@ -1,0 +1,392 @@
+//! The JSON bodies of the HTTP API, shared by the server and the `leat`
+//! client commands.
+//!
+//! Keys, values and header values travel as UTF-8 strings (bytes that are not
+//! UTF-8 are replaced); `null` stands for an absent key and, for a value, a
+//! tombstone.
+
+use std::collections::BTreeMap;
+
+use leat_broker::CleanupPolicy;
+use serde::{Deserialize, Serialize};
+
+/// The body of every error response.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong and what to do about it.
+    pub error: String,
+}
+
+/// `POST /v1/streams`: create a stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateStream {
+    /// The stream's name.
+    pub name: String,
+    /// Its partition count.
+    #[serde(default = "one")]
+    pub partitions: u32,
+    /// Its cleanup policy.
+    #[serde(default)]
+    pub cleanup: CleanupPolicy,
+    /// The largest event accepted, in bytes (the broker's default if absent).
+    #[serde(default)]
+    pub max_event_bytes: Option<usize>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A partition's extent.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionExtent {
+    /// The first offset still in the log.
+    pub log_start: u64,
+    /// The offset the next event will get.
+    pub next_offset: u64,
+}
+
+/// A stream as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StreamView {
+    /// The stream's name.
+    pub name: String,
+    /// Its cleanup policy.
+    pub cleanup: CleanupPolicy,
+    /// The largest event accepted, in bytes.
+    pub max_event_bytes: usize,
+    /// Each partition's extent.
+    pub partitions: Vec<PartitionExtent>,
+    /// The processor that writes it, if any.
+    pub writer: Option<String>,
+}
+
+/// One event to append.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Its key (`null`: unkeyed).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Its value (`null`: a tombstone).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Its headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// An explicit partition instead of the key's.
+    #[serde(default)]
+    pub partition: Option<u32>,
+    /// An explicit timestamp (ms since the epoch) instead of the append time.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+}
+
+/// `POST /v1/streams/NAME/events`: append events in one atomic commit.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Produce {
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+/// The answer to [`Produce`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Produced {
+    /// Each event's partition and offset, in order.
+    pub placements: Vec<(u32, u64)>,
+}
+
+/// One header of a read event.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeaderView {
+    /// Its name.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// One event read from a stream.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventView {
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// Its timestamp, ms since the epoch.
+    pub timestamp: i64,
+    /// Its key.
+    pub key: Option<String>,
+    /// Its value (`null`: a tombstone).
+    pub value: Option<String>,
+    /// Its headers, in order.
+    pub headers: Vec<HeaderView>,
+}
+
+/// The answer to `GET /v1/streams/NAME/events?partition=P&from=O&max=N&wait_ms=W`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadView {
+    /// The events, in offset order.
+    pub events: Vec<EventView>,
+    /// Where the next read should start.
+    pub next_offset: u64,
+    /// The partition's end when the read was made.
+    pub high_watermark: u64,
+}
+
+/// The answer to `GET /v1/streams/NAME/positions?from=..&group=..`: where
+/// to start reading each partition.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Positions {
+    /// The start offset of each partition, by index.
+    pub offsets: Vec<u64>,
+}
+
+/// `POST /v1/groups/GROUP/offsets`: commit a consumer group's position.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommitOffset {
+    /// The stream.
+    pub stream: String,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset the group will consume.
+    pub offset: u64,
+}
+
+/// The answer to `POST /v1/components` (the body is the component's bytes).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Uploaded {
+    /// The component's id: use it in [`Deploy::component`].
+    pub component: String,
+    /// Its size in bytes.
+    pub size: usize,
+}
+
+/// `POST /v1/processors`: deploy a processor, or update a deployed one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deploy {
+    /// The processor's name (its consumer group).
+    pub name: String,
+    /// The id of an uploaded component.
+    pub component: String,
+    /// Its input streams.
+    pub inputs: Vec<String>,
+    /// Its output streams.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Configuration for the guest's `init`.
+    #[serde(default)]
+    pub config: Vec<(String, String)>,
+    /// Instances sharing the partitions.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// `stop` or `record`.
+    #[serde(default = "stop")]
+    pub on_error: String,
+    /// Events per guest call.
+    #[serde(default = "batch")]
+    pub batch_size: usize,
+    /// The business topology it belongs to, if any.
+    #[serde(default)]
+    pub topology: Option<String>,
+}
+
+fn stop() -> String {
+    "stop".into()
+}
+
+fn batch() -> usize {
+    1000
+}
+
+/// What a deploy or a topology apply did to one item.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// It did not exist and was created.
+    Created,
+    /// It existed as asked: nothing changed.
+    Unchanged,
+    /// It existed and was changed.
+    Updated,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Created => "created",
+            Action::Unchanged => "unchanged",
+            Action::Updated => "updated",
+        })
+    }
+}
+
+/// The answer to a deploy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deployed {
+    /// The processor.
+    pub name: String,
+    /// What happened.
+    pub action: Action,
+    /// Its deployed version.
+    pub version: u32,
+}
+
+/// `POST /v1/processors/NAME/scale`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Scale {
+    /// The new number of instances.
+    pub instances: u32,
+}
+
+/// `POST /v1/processors/NAME/reset`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reset {
+    /// `beginning`, `end`, an offset, or `@MILLIS`.
+    pub to: String,
+}
+
+/// One instance of a processor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// Its index.
+    pub id: u32,
+    /// The partition indices it owns (empty: idle).
+    pub partitions: Vec<u32>,
+}
+
+/// A processor's committed position on one input partition.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PositionView {
+    /// The input stream.
+    pub stream: String,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset it will process.
+    pub committed: u64,
+    /// Events not yet processed.
+    pub lag: u64,
+}
+
+/// A partition stopped by the `stop` policy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoppedView {
+    /// The input stream.
+    pub stream: String,
+    /// The partition.
+    pub partition: u32,
+    /// The failing event's offset.
+    pub offset: u64,
+    /// Why.
+    pub error: String,
+}
+
+/// A deployed processor and how it is doing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessorView {
+    /// Its name.
+    pub name: String,
+    /// `running`, `paused` or `failed`.
+    pub state: String,
+    /// Its deployed version.
+    pub version: u32,
+    /// The component id.
+    pub component: String,
+    /// The business topology it belongs to.
+    pub topology: Option<String>,
+    /// Its inputs.
+    pub inputs: Vec<String>,
+    /// Its outputs.
+    pub outputs: Vec<String>,
+    /// Its configuration.
+    pub config: Vec<(String, String)>,
+    /// `stop` or `record`.
+    pub on_error: String,
+    /// The consumer-group generation.
+    pub generation: u64,
+    /// Its instances and their partitions.
+    pub instances: Vec<InstanceView>,
+    /// Committed positions on its inputs, with lag.
+    pub positions: Vec<PositionView>,
+    /// Total lag.
+    pub lag: u64,
+    /// Input events processed since the server started.
+    pub events_in: u64,
+    /// Output events written since the server started.
+    pub events_out: u64,
+    /// Batches committed since the server started.
+    pub batches: u64,
+    /// Failed guest calls (traps, timeouts, errors) since the server started.
+    pub failed_calls: u64,
+    /// Input events per second over the last few seconds.
+    pub events_per_sec: f64,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Partitions stopped on a failing event.
+    pub stopped: Vec<StoppedView>,
+}
+
+/// The answer to `GET /v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusView {
+    /// The server's version.
+    pub version: String,
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+    /// Every stream.
+    pub streams: Vec<StreamView>,
+    /// Every deployed processor.
+    pub processors: Vec<ProcessorView>,
+}
+
+/// A generic acknowledgement.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Done {
+    /// What was done.
+    pub message: String,
+}
+
+/// `POST /v1/topologies`: create or update a business topology's streams and
+/// processors (components uploaded first). Idempotent: applying the same
+/// topology again changes nothing. Processors of the topology that are no
+/// longer in it are undeployed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyTopology {
+    /// The topology's name.
+    pub name: String,
+    /// The file it was read from, for messages.
+    pub file: String,
+    /// Its TOML source, kept for `leat topology show`.
+    pub source: String,
+    /// Its streams.
+    pub streams: Vec<CreateStream>,
+    /// Its processors (their `topology` is set to `name`).
+    pub processors: Vec<Deploy>,
+}
+
+/// What an apply did to one stream or processor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppliedItem {
+    /// `stream` or `processor`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// `created`, `unchanged`, `updated` or `removed`.
+    pub action: String,
+}
+
+/// The answer to [`ApplyTopology`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Applied {
+    /// One entry per stream and processor.
+    pub items: Vec<AppliedItem>,
+}
+
+/// A stored topology: `GET /v1/topologies/NAME`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredTopology {
+    /// Its name.
+    pub name: String,
+    /// The file it was applied from.
+    pub file: String,
+    /// Its TOML source.
+    pub source: String,
+}

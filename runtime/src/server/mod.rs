@@ -1,0 +1,184 @@
+//! `leat serve`: the long-running host with its HTTP/1.1 JSON API.
+//!
+//! Every call that changes something needs the server's token
+//! (`Authorization: Bearer TOKEN`); reads do not. Deployed processors are
+//! kept in the data directory (`processors/NAME/spec.json`, with their
+//! components in `components/ID.wasm`) and restarted when the server starts.
+//! On shutdown every deployment is paused, which commits its in-flight
+//! batches, so a restart resumes exactly where it stopped.
+//!
+//! Routes (bodies are JSON, see [`api`]):
+//!
+//! | method and path | what |
+//! | --- | --- |
+//! | `GET /v1/health` | `{"status":"ok"}` |
+//! | `GET /v1/status` | streams and processors with offsets, lag, rates |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /v1/streams`, `POST /v1/streams` | list, create |
+//! | `GET /v1/streams/NAME`, `DELETE /v1/streams/NAME` | describe, delete |
+//! | `POST /v1/streams/NAME/events` | append ([`api::Produce`]) |
+//! | `GET /v1/streams/NAME/events?partition=P&from=O&max=N&wait_ms=W` | read one partition |
+//! | `GET /v1/streams/NAME/positions?from=F&group=G` | start offsets per partition |
+//! | `POST /v1/groups/GROUP/offsets` | commit a consumer group's offset |
+//! | `POST /v1/components` | upload a component (binary body) |
+//! | `GET /v1/processors`, `POST /v1/processors` | list, deploy ([`api::Deploy`]) |
+//! | `GET /v1/processors/NAME`, `DELETE /v1/processors/NAME` | status, undeploy |
+//! | `POST /v1/processors/NAME/{scale,pause,resume,reset}` | change a deployment |
+//! | `GET /v1/topologies`, `POST /v1/topologies` | list, apply ([`api::ApplyTopology`]) |
+//! | `GET /v1/topologies/NAME` | a topology's source |
+
+pub mod api;
+mod host;
+mod http;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::Runtime;
+use host::Host;
+
+/// The largest request body accepted: 64 MiB.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// How `leat serve` runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The data directory (the log, components, processors).
+    pub data_dir: PathBuf,
+    /// The token every changing call must carry.
+    pub token: String,
+}
+
+/// An API failure: an HTTP status and a message that says what to do.
+#[derive(Clone, Debug)]
+pub(crate) struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(409, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, message)
+    }
+}
+
+impl From<leat_broker::Error> for ApiError {
+    fn from(e: leat_broker::Error) -> Self {
+        ApiError::new(ApiError::from_broker_status(&e), e.to_string())
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        use crate::Error as E;
+        let status = match &e {
+            E::Broker(b) => return ApiError::new(ApiError::from_broker_status(b), e.to_string()),
+            E::InvalidComponent { .. } | E::WrongWorld { .. } | E::Init { .. } => 400,
+            E::InvalidSpec { .. } => 400,
+            E::SecondWriter { .. } => 409,
+            _ => 500,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl ApiError {
+    fn from_broker_status(e: &leat_broker::Error) -> u16 {
+        use leat_broker::Error as E;
+        match e {
+            E::UnknownStream(_) => 404,
+            E::StreamExists(_) | E::FencedGeneration { .. } => 409,
+            E::InvalidName { .. }
+            | E::InvalidConfig(_)
+            | E::PartitionOutOfRange { .. }
+            | E::PartitionsCannotShrink { .. }
+            | E::EventTooLarge { .. }
+            | E::OffsetOutOfRange { .. } => 400,
+            _ => 500,
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then pauses
+/// every deployment (committing in-flight batches) and returns.
+///
+/// Restores the processors kept in the data directory before it accepts
+/// connections. Blocking work runs on tokio's blocking pool, so this must
+/// run inside a multi-threaded tokio runtime.
+pub async fn serve(
+    config: ServerConfig,
+    runtime: Runtime,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let host = tokio::task::spawn_blocking(move || Host::open(&data_dir, runtime))
+        .await
+        .map_err(std::io::Error::other)?;
+    let host = Arc::new(host);
+    let state = Arc::new(http::State {
+        host: host.clone(),
+        token: config.token,
+    });
+    let sampler = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let host = host.clone();
+                let _ = tokio::task::spawn_blocking(move || host.sample()).await;
+            }
+        })
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!("connection from {peer}");
+                    tokio::spawn(http::serve_connection(state.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    sampler.abort();
+    drop(listener);
+    tracing::info!("shutting down: stopping processors at a batch boundary");
+    tokio::task::spawn_blocking(move || host.shutdown())
+        .await
+        .map_err(std::io::Error::other)?;
+    Ok(())
+}
+
+/// A fresh random token: 32 hex digits from the OS's random source.
+pub fn generate_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,282 @@
+//! `leat topology apply|show` and `leat run`: business topologies from a
+//! `topology.toml`, on a server or in this process.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use leat_broker::{Broker, StreamConfig};
+use leat_runtime::server::api;
+use leat_runtime::topology::Topology;
+use leat_runtime::{Engine, EngineConfig, ErrorPolicy, ProcessorSpec, RunMode, Runtime};
+
+use crate::client::Client;
+
+#[derive(Subcommand, Debug)]
+pub enum TopologyCommand {
+    /// Create or update a topology's streams and processors on the server
+    /// (idempotent: applying it again changes nothing).
+    Apply {
+        /// The topology file.
+        file: std::path::PathBuf,
+    },
+    /// Print a topology's graph of streams and processors, as text and as Mermaid.
+    Show {
+        /// A topology applied on the server, or a topology file.
+        name: String,
+        /// `text`, `mermaid` or `both`.
+        #[arg(long, default_value = "both", value_parser = ["text", "mermaid", "both"])]
+        format: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The topology file.
+    pub file: std::path::PathBuf,
+    /// Process what is there (until every processor has caught up) and exit,
+    /// instead of running until Ctrl-C or SIGTERM.
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn print_graph(t: &Topology, format: &str) {
+    if format != "mermaid" {
+        print!("{}", t.to_text());
+    }
+    if format == "both" {
+        println!();
+    }
+    if format != "text" {
+        println!("```mermaid");
+        print!("{}", t.to_mermaid());
+        println!("```");
+    }
+}
+
+pub fn topology(client: Option<&Client>, cmd: TopologyCommand) -> Result<()> {
+    match cmd {
+        TopologyCommand::Apply { file } => {
+            let Some(client) = client else {
+                bail!(
+                    "`leat topology apply` deploys on a server: start one with `leat serve` and pass \
+                     --server HOST:PORT (or LEAT_SERVER); to run a topology in this process use `leat run {}`",
+                    file.display()
+                );
+            };
+            apply(client, &file)
+        }
+        TopologyCommand::Show { name, format } => {
+            let path = Path::new(&name);
+            let topology = if path.is_file() {
+                Topology::load(path)?
+            } else {
+                let Some(client) = client else {
+                    bail!(
+                        "`{name}` is not a file, and no server is given (--server or LEAT_SERVER) to look it up"
+                    );
+                };
+                let stored: api::StoredTopology = client.get(&format!("/v1/topologies/{name}"))?;
+                let topology = Topology::parse(&stored.source, &stored.file, Path::new("."))?;
+                let processors: Vec<api::ProcessorView> = client.get("/v1/processors")?;
+                print_graph(&topology, &format);
+                println!();
+                for p in processors
+                    .iter()
+                    .filter(|p| p.topology.as_deref() == Some(name.as_str()))
+                {
+                    println!(
+                        "processor {}: {}, version {}, {} instance(s), lag {}, {} in / {} out",
+                        p.name,
+                        p.state,
+                        p.version,
+                        p.instances.len(),
+                        p.lag,
+                        p.events_in,
+                        p.events_out
+                    );
+                }
+                return Ok(());
+            };
+            print_graph(&topology, &format);
+            Ok(())
+        }
+    }
+}
+
+fn apply(client: &Client, file: &Path) -> Result<()> {
+    let topology = Topology::load(file)?;
+    let streams: Vec<api::StreamView> = client.get("/v1/streams")?;
+    topology.check_writers(|s| {
+        streams
+            .iter()
+            .find(|v| v.name == s)
+            .and_then(|v| v.writer.clone())
+    })?;
+    let mut processors = Vec::new();
+    for p in &topology.processors {
+        let bytes = std::fs::read(&p.component).with_context(|| {
+            format!(
+                "{}:{}: reading the component {} of processor {}",
+                topology.file,
+                p.line,
+                p.component.display(),
+                p.name
+            )
+        })?;
+        let uploaded: api::Uploaded =
+            client.upload("/v1/components", &bytes).with_context(|| {
+                format!(
+                    "{}:{}: uploading {} for processor {}",
+                    topology.file,
+                    p.line,
+                    p.component.display(),
+                    p.name
+                )
+            })?;
+        processors.push(api::Deploy {
+            name: p.name.clone(),
+            component: uploaded.component,
+            inputs: p.inputs.clone(),
+            outputs: p.outputs.clone(),
+            config: p.config.clone(),
+            instances: p.instances,
+            on_error: p.on_error.clone(),
+            batch_size: p.batch_size,
+            topology: Some(topology.name.clone()),
+        });
+    }
+    let request = api::ApplyTopology {
+        name: topology.name.clone(),
+        file: topology.file.clone(),
+        source: topology.source.clone(),
+        streams: topology
+            .streams
+            .iter()
+            .map(|s| api::CreateStream {
+                name: s.name.clone(),
+                partitions: s.partitions,
+                cleanup: s.cleanup.clone(),
+                max_event_bytes: s.max_event_bytes,
+            })
+            .collect(),
+        processors,
+    };
+    let applied: api::Applied = client.send("POST", "/v1/topologies", &request)?;
+    let changed = applied
+        .items
+        .iter()
+        .filter(|i| i.action != "unchanged")
+        .count();
+    for i in &applied.items {
+        println!("{} {}: {}", i.kind, i.name, i.action);
+    }
+    println!("topology {}: {changed} change(s)", topology.name);
+    Ok(())
+}
+
+/// `leat run`: the whole topology in this process, on the data directory's log.
+pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
+    let topology = Topology::load(&args.file)?;
+    let broker = Broker::open(data_dir.join("log.redb"))
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    let engine = Engine::new(EngineConfig {
+        cache_dir: Some(data_dir.join("compiled")),
+        ..EngineConfig::default()
+    })
+    .context("starting the Wasm engine")?;
+    let existing: BTreeSet<String> = broker.list_streams().into_iter().collect();
+    for s in &topology.streams {
+        if existing.contains(&s.name) {
+            let info = broker.describe_stream(&s.name)?;
+            if (info.partitions.len() as u32) < s.partitions {
+                broker.set_partitions(&s.name, s.partitions)?;
+            }
+        } else {
+            let mut config = StreamConfig {
+                partitions: s.partitions,
+                cleanup: s.cleanup.clone(),
+                ..StreamConfig::default()
+            };
+            if let Some(m) = s.max_event_bytes {
+                config.max_event_bytes = m;
+            }
+            broker.create_stream(&s.name, config)?;
+            println!("created stream {}", s.name);
+        }
+    }
+    let runtime = Runtime::new(broker, engine);
+    let topology_writers = |s: &str| runtime.writer_of(s).ok().flatten();
+    topology.check_writers(topology_writers)?;
+    let mut prepared = Vec::new();
+    for p in &topology.processors {
+        let component = runtime
+            .engine()
+            .load_file(&p.component)
+            .with_context(|| format!("{}:{}: processor {}", topology.file, p.line, p.name))?;
+        let mut spec = ProcessorSpec::new(p.name.clone(), p.inputs.clone(), p.outputs.clone());
+        spec.config = p.config.clone();
+        spec.instances = p.instances;
+        spec.on_error = p
+            .on_error
+            .parse::<ErrorPolicy>()
+            .map_err(anyhow::Error::msg)?;
+        spec.batch_size = p.batch_size;
+        prepared.push((spec, component));
+    }
+    if args.once {
+        // Run each processor until it has caught up, in file order, until a
+        // whole pass processes nothing (so chains of processors settle).
+        loop {
+            let mut progress = 0;
+            for (spec, component) in &prepared {
+                let status = runtime
+                    .start(spec.clone(), component.clone(), RunMode::UntilCaughtUp)?
+                    .wait()?;
+                if status.events_in > 0 {
+                    println!(
+                        "processor {}: {} event(s) in, {} event(s) out",
+                        status.name, status.events_in, status.events_out
+                    );
+                }
+                progress += status.events_in;
+            }
+            if progress == 0 {
+                break;
+            }
+        }
+        println!("topology {}: caught up", topology.name);
+        return Ok(());
+    }
+    let mut deployments = Vec::new();
+    for (spec, component) in prepared {
+        let name = spec.name.clone();
+        deployments.push(
+            runtime
+                .deploy(spec, component)
+                .with_context(|| format!("starting processor {name}"))?,
+        );
+    }
+    println!(
+        "running topology {} ({} processor(s)); Ctrl-C to stop",
+        topology.name,
+        deployments.len()
+    );
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal handler")?;
+    signals.block_on(crate::serve::shutdown_signal());
+    for mut d in deployments {
+        d.pause()?;
+        let s = d.status();
+        println!(
+            "processor {}: {} event(s) in, {} event(s) out",
+            s.name, s.events_in, s.events_out
+        );
+    }
+    signals.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}

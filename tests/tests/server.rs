@@ -1,0 +1,350 @@
+//! End-to-end tests of `leat serve` and the client commands: each test
+//! starts a server on a free loopback port and drives it with the CLI.
+
+use std::time::{Duration, Instant};
+
+use leat_tests::{guest, http_request, Server};
+
+const TOKEN: &str = "test-token-1234";
+
+/// The values of `leat consume` lines (`partition:offset\tkey\tvalue`).
+fn values(consumed: &str) -> Vec<String> {
+    let mut v: Vec<String> = consumed
+        .lines()
+        .filter_map(|l| l.splitn(3, '\t').nth(2))
+        .map(|v| v.split('\t').next().unwrap_or("").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Consumes `stream` until it holds `n` events, or panics after a while.
+fn wait_for_events(server: &Server, stream: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = server.leat_ok(&["consume", stream], "");
+        let count = out.lines().count();
+        if count >= n {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream} holds {count} of {n} events\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn streams_produce_consume_groups_and_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), TOKEN);
+
+    let created = server.leat_ok(&["stream", "create", "orders", "--partitions", "3"], "");
+    assert!(
+        created.contains("created stream orders with 3 partition(s)"),
+        "{created}"
+    );
+    assert_eq!(server.leat_ok(&["stream", "list"], ""), "orders\n");
+    let input: String = (0..20).map(|i| format!("k{i}\tvalue {i}\n")).collect();
+    let produced = server.leat_ok(&["produce", "orders", "--format", "kv"], &input);
+    assert!(
+        produced.contains("appended 20 event(s) to orders"),
+        "{produced}"
+    );
+    let json = "{\"key\":\"j\",\"value\":\"from json\",\"headers\":{\"h\":\"x\"}}\n";
+    server.leat_ok(&["produce", "orders", "--format", "json"], json);
+
+    let all = server.leat_ok(&["consume", "orders", "--headers"], "");
+    assert_eq!(all.lines().count(), 21, "{all}");
+    assert!(all.contains("\tj\tfrom json\th=x"), "{all}");
+    for line in all.lines() {
+        let (position, rest) = line.split_once('\t').unwrap();
+        assert!(position.contains(':'), "{line}");
+        assert!(rest.contains("value") || rest.contains("json"), "{line}");
+    }
+    let describe = server.leat_ok(&["stream", "describe", "orders"], "");
+    assert!(describe.contains("partition 2: offsets 0.."), "{describe}");
+
+    // --from end gives nothing; --from an offset and --partition narrow it.
+    assert_eq!(
+        server.leat_ok(&["consume", "orders", "--from", "end"], ""),
+        ""
+    );
+    let p0 = server.leat_ok(
+        &["consume", "orders", "--partition", "0", "--from", "1"],
+        "",
+    );
+    assert!(p0.lines().all(|l| l.starts_with("0:")), "{p0}");
+    assert!(!p0.contains("0:0\t"), "{p0}");
+    // A timestamp in the future: nothing; in the past: everything.
+    let future = format!("@{}", i64::MAX / 2);
+    assert_eq!(
+        server.leat_ok(&["consume", "orders", "--from", &future], ""),
+        ""
+    );
+    assert_eq!(
+        server
+            .leat_ok(&["consume", "orders", "--from", "@0"], "")
+            .lines()
+            .count(),
+        21
+    );
+    // --limit stops early.
+    assert_eq!(
+        server
+            .leat_ok(&["consume", "orders", "--limit", "5"], "")
+            .lines()
+            .count(),
+        5
+    );
+
+    // A group resumes where it left off.
+    let first = server.leat_ok(&["consume", "orders", "--group", "audit"], "");
+    assert_eq!(first.lines().count(), 21);
+    assert_eq!(
+        server.leat_ok(&["consume", "orders", "--group", "audit"], ""),
+        ""
+    );
+    server.leat_ok(&["produce", "orders"], "one more\n");
+    let more = server.leat_ok(&["consume", "orders", "--group", "audit"], "");
+    assert_eq!(values(&more), vec!["one more".to_string()]);
+
+    // Wrong or missing token: refused, and nothing created.
+    for token in [Some("wrong"), None] {
+        let out = server.leat_with_token(token, &["stream", "create", "sneaky"], "");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("401") && err.contains("token"), "{err}");
+    }
+    assert_eq!(server.leat_ok(&["stream", "list"], ""), "orders\n");
+    let (status, body) = http_request(
+        &server.addr,
+        b"DELETE /v1/streams/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+
+    // Bad input gets clear errors and the server stays up.
+    let out = server.leat(&["consume", "missing"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown stream `missing`"));
+    let out = server.leat(&["produce", "orders", "--format", "kv"], "no tab here\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+    let out = server.leat(&["stream", "create", "orders"], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let bad_json = b"POST /v1/streams HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-token-1234\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{bad!";
+    let (status, body) = http_request(&server.addr, bad_json);
+    assert_eq!(status, 400, "{body}");
+    let huge = format!(
+        "POST /v1/streams/orders/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        100 << 20
+    );
+    let (status, _) = http_request(&server.addr, huge.as_bytes());
+    assert_eq!(status, 413);
+    let (status, _) = http_request(&server.addr, b"garbage\r\n\r\n");
+    assert_ne!(status, 200);
+    let (status, body) = http_request(
+        &server.addr,
+        b"GET /v1/processors/ghost HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 404, "{body}");
+    let (status, metrics) = http_request(
+        &server.addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("leat_http_unauthorized_total 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("leat_stream_end_offset{stream=\"orders\",partition=\"0\"}"));
+
+    server.leat_ok(&["stream", "delete", "orders"], "");
+    assert_eq!(server.leat_ok(&["stream", "list"], ""), "");
+    assert!(server.terminate(), "the server exits cleanly on SIGTERM");
+}
+
+#[test]
+fn a_server_that_is_not_running_gets_a_clear_message() {
+    // Bind then drop a listener: nothing listens on that port now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = std::process::Command::new(leat_tests::leat_bin())
+        .args(["stream", "list", "--server", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach the leat server") && err.contains("leat serve"),
+        "{err}"
+    );
+    // Server-only commands say so without a server.
+    let dir = tempfile::tempdir().unwrap();
+    let out = leat_tests::leat(dir.path(), &["processor", "list"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server"));
+}
+
+#[test]
+fn deploy_uppercase_then_scale_reset_and_undeploy() {
+    let component = guest("uppercase");
+    let component = component.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), TOKEN);
+    server.leat_ok(&["stream", "create", "in", "--partitions", "4"], "");
+    server.leat_ok(&["stream", "create", "out", "--partitions", "4"], "");
+
+    let deploy = [
+        "deploy", component, "--name", "up", "--input", "in", "--output", "out",
+    ];
+    let out = server.leat_ok(&deploy, "");
+    assert!(out.contains("processor up: created (version 1)"), "{out}");
+    // Deploying the same thing again changes nothing.
+    let out = server.leat_ok(&deploy, "");
+    assert!(out.contains("processor up: unchanged"), "{out}");
+    // A second writer of `out` is refused.
+    let second = [
+        "deploy", component, "--name", "up2", "--input", "in", "--output", "out",
+    ];
+    let refused = server.leat(&second, "");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("already written by processor `up`"), "{err}");
+    // Not a component: refused with a clear message.
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"not wasm at all").unwrap();
+    let refused = server.leat(
+        &[
+            "deploy",
+            bogus.to_str().unwrap(),
+            "--name",
+            "bad",
+            "--input",
+            "in",
+        ],
+        "",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a valid WebAssembly component"));
+
+    let input: String = (0..40).map(|i| format!("key-{i}\tevent {i}\n")).collect();
+    server.leat_ok(&["produce", "in", "--format", "kv"], &input);
+    let outputs = wait_for_events(&server, "out", 40);
+    let expected: Vec<String> = {
+        let mut e: Vec<String> = (0..40).map(|i| format!("EVENT {i}")).collect();
+        e.sort();
+        e
+    };
+    assert_eq!(values(&outputs), expected);
+
+    // Scale: 3 instances share the 4 partitions.
+    server.leat_ok(&["processor", "scale", "up", "3"], "");
+    let status = server.leat_ok(&["processor", "status", "up"], "");
+    assert!(status.contains("instance 2: partitions"), "{status}");
+    assert!(!status.contains("instance 3"), "{status}");
+    let list = server.leat_ok(&["processor", "list"], "");
+    assert!(list.contains("up\trunning\tv1\t3 instance(s)"), "{list}");
+    server.leat_ok(
+        &["produce", "in", "--format", "kv"],
+        "late\tafter scaling\n",
+    );
+    wait_for_events(&server, "out", 41);
+
+    // Pause: new events wait; resume: they are processed.
+    server.leat_ok(&["processor", "pause", "up"], "");
+    assert!(server
+        .leat_ok(&["processor", "list"], "")
+        .contains("paused"));
+    server.leat_ok(&["produce", "in", "--format", "kv"], "p\twhile paused\n");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.leat_ok(&["consume", "out"], "").lines().count(), 41);
+    server.leat_ok(&["processor", "resume", "up"], "");
+    wait_for_events(&server, "out", 42);
+
+    // Reset to the beginning replays every input event once more.
+    server.leat_ok(&["processor", "reset", "up", "--to", "beginning"], "");
+    let replayed = wait_for_events(&server, "out", 84);
+    assert_eq!(replayed.lines().count(), 84);
+    let status = server.leat_ok(&["status"], "");
+    assert!(status.contains("processor up (running"), "{status}");
+    assert!(status.contains("lag 0"), "{status}");
+    let (_, metrics) = http_request(
+        &server.addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("leat_processor_events_in_total{processor=\"up\"} 84"),
+        "{metrics}"
+    );
+
+    // Undeploy: gone, and `out` can get another writer.
+    let out = server.leat_ok(&["processor", "undeploy", "up"], "");
+    assert!(out.contains("undeployed"), "{out}");
+    assert!(server
+        .leat_ok(&["processor", "list"], "")
+        .contains("no processors"));
+    let out = server.leat(&["processor", "status", "up"], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown processor `up`"));
+    server.leat_ok(&second, "");
+    assert!(server.terminate());
+}
+
+#[test]
+fn sigterm_during_processing_then_restart_loses_and_duplicates_nothing() {
+    let component = guest("uppercase");
+    let component = component.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let total = 3000;
+    {
+        let server = Server::start(&data, TOKEN);
+        server.leat_ok(&["stream", "create", "in", "--partitions", "3"], "");
+        server.leat_ok(&["stream", "create", "out", "--partitions", "3"], "");
+        let deploy = [
+            "deploy",
+            component,
+            "--name",
+            "up",
+            "--input",
+            "in",
+            "--output",
+            "out",
+            "--instances",
+            "2",
+            "--batch-size",
+            "50",
+        ];
+        server.leat_ok(&deploy, "");
+        for chunk in 0..3 {
+            let input: String = (0..total / 3)
+                .map(|i| format!("k{}\tevent {}\n", chunk * 1000 + i, chunk * 1000 + i))
+                .collect();
+            server.leat_ok(&["produce", "in", "--format", "kv"], &input);
+        }
+        // Stop it while it is (very likely) in the middle of the work.
+        assert!(server.terminate(), "the server exits cleanly on SIGTERM");
+    }
+    let server = Server::start(&data, TOKEN);
+    assert!(server
+        .leat_ok(&["processor", "list"], "")
+        .contains("up\trunning"));
+    let outputs = wait_for_events(&server, "out", total);
+    let got = values(&outputs);
+    let mut expected: Vec<String> = (0..total).map(|i| format!("EVENT {i}")).collect();
+    expected.sort();
+    assert_eq!(got.len(), total, "no duplicates");
+    assert_eq!(got, expected, "nothing lost");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        server.leat_ok(&["consume", "out"], "").lines().count(),
+        total
+    );
+    assert!(server.terminate());
+}

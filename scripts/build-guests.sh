@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Builds every processor of guest-examples/ into a WebAssembly component,
-# guest-examples/out/<name>.wasm, in one cargo invocation (release profile,
-# one shared target dir: guest-examples/target).
+# Builds processors into WebAssembly components (release profile).
+#
+#   build-guests.sh                 every processor of guest-examples/, in one
+#                                   cargo invocation, into guest-examples/out/<name>.wasm
+#                                   (target dir: guest-examples/target)
+#   build-guests.sh --crate DIR     the processor crate in DIR (what `leat build`
+#                                   runs: the binary embeds this script), into
+#                                   DIR/out/<name>.wasm (target dir: DIR/target)
+#
+# LEAT_GUEST_TARGET_DIR sets the cargo target dir: share one between crates,
+# std for wasm32 is then built only once.
 #
 # Toolchain (as scripts/setup.sh installs it; LEAT_GUEST_TOOLCHAIN=rustup|debian
 # forces one):
@@ -12,17 +20,35 @@
 #    component by wasm-component-ld driving wasm-ld-NN.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-ws=$root/guest-examples
+me=$(basename "$0" .sh)
 target=wasm32-unknown-unknown
-export CARGO_TARGET_DIR=$ws/target
-out=$ws/out
 t0=$SECONDS
 
 die() {
-  echo "build-guests: error: $*" >&2
+  echo "$me: error: $*" >&2
   exit 1
 }
+
+crate=
+case "${1:-}" in
+  "") ;;
+  --crate)
+    [ $# -eq 2 ] || die "usage: $me [--crate DIR]"
+    crate=$(cd "$2" 2>/dev/null && pwd) || die "$2 is not a directory"
+    [ -f "$crate/Cargo.toml" ] || die "$crate has no Cargo.toml: is it a processor crate (see \`leat new\`)?"
+    ;;
+  *) die "usage: $me [--crate DIR]" ;;
+esac
+
+if [ -n "$crate" ]; then
+  root=$crate
+  ws=$crate
+else
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  ws=$root/guest-examples
+fi
+out=$ws/out
+export CARGO_TARGET_DIR=${LEAT_GUEST_TARGET_DIR:-$ws/target}
 
 # Flags from the environment would change std's fingerprint (a full rebuild)
 # or the components: the build sets its own.
@@ -66,30 +92,37 @@ case "$choice" in
   *) die "LEAT_GUEST_TOOLCHAIN must be auto, rustup or debian (not '$choice')" ;;
 esac
 
-# The workspace members, from `members = [...]` in guest-examples/Cargo.toml.
-members=$(awk '/^members *=/ { on = 1 } on { print } on && /\]/ { exit }' "$ws/Cargo.toml" |
-  grep -o '"[^"]*"' | tr -d '"')
-[ -n "$members" ] || die "no members in $ws/Cargo.toml"
+if [ -n "$crate" ]; then
+  # One package: the crate itself.
+  members=.
+  which=()
+else
+  # The workspace members, from `members = [...]` in guest-examples/Cargo.toml.
+  members=$(awk '/^members *=/ { on = 1 } on { print } on && /\]/ { exit }' "$ws/Cargo.toml" |
+    grep -o '"[^"]*"' | tr -d '"')
+  [ -n "$members" ] || die "no members in $ws/Cargo.toml"
+  which=(--workspace)
+fi
 
-echo "build-guests: $choice toolchain, target dir ${CARGO_TARGET_DIR#"$root"/}"
+echo "$me: $choice toolchain, target dir ${CARGO_TARGET_DIR#"$root"/}"
 if [ "$choice" = debian ]; then
   llvm=$(/usr/bin/rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
   RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=$debian_linker \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C link-arg=--wasm-ld-path=/usr/bin/wasm-ld-$llvm" \
-    /usr/bin/cargo build --manifest-path "$ws/Cargo.toml" --workspace --release \
+    /usr/bin/cargo build --manifest-path "$ws/Cargo.toml" "${which[@]}" --release \
     --target $target -Zbuild-std=std,panic_abort
 else
   unset RUSTC RUSTDOC
-  cargo build --manifest-path "$ws/Cargo.toml" --workspace --release --target $target
+  cargo build --manifest-path "$ws/Cargo.toml" "${which[@]}" --release --target $target
 fi
 
 mkdir -p "$out"
 for member in $members; do
-  name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$ws/$member/Cargo.toml" | head -1)
+  name=$(sed -n '/^\[package\]/,/^\[/ s/^name *= *"\(.*\)"/\1/p' "$ws/$member/Cargo.toml" | head -1)
   [ -n "$name" ] || die "no package name in $ws/$member/Cargo.toml"
   built=$CARGO_TARGET_DIR/$target/release/${name//-/_}.wasm
-  [ -f "$built" ] || die "$built was not built (is $member a cdylib?)"
+  [ -f "$built" ] || die "$built was not built (is $ws/$member a cdylib? its Cargo.toml needs crate-type = [\"cdylib\"] under [lib])"
   dest=$out/$name.wasm
   tmp=$dest.tmp
   if [ "$choice" = debian ]; then
@@ -110,4 +143,4 @@ for member in $members; do
   fi
   echo "component: ${dest#"$root"/} ($(stat -c %s "$dest") bytes)"
 done
-echo "build-guests: ok ($((SECONDS - t0))s)"
+echo "$me: ok ($((SECONDS - t0))s)"

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # The demo: installs what is missing, builds the host and the guest examples,
-# then runs the `uppercase` processor over a few events and shows its outputs.
+# then
+#  1. runs the `uppercase` processor over a few events in this process and
+#     shows its outputs;
+#  2. starts `leat serve`, applies the business topology examples/orders.toml
+#     (router, filter and materialize) from the file, sends it order events,
+#     and shows what each processor wrote, the processors' status and metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,7 +13,15 @@ bash scripts/build-guests.sh
 cargo build -p leat-runtime --bin leat
 leat=target/debug/leat
 data=$(mktemp -d)
-trap 'rm -rf "$data"' EXIT
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$data"
+}
+trap cleanup EXIT
 export LEAT_DATA_DIR="$data"
 
 echo
@@ -38,3 +51,68 @@ printf 'dave\tand one more\n' | $leat produce greetings --format kv
 $leat process guest-examples/out/uppercase.wasm --name uppercase \
   --input greetings --output greetings-upper
 $leat consume greetings-upper
+
+echo
+echo "== a business topology on a server: examples/orders.toml"
+$leat serve --data-dir "$data/server" --listen 127.0.0.1:0 --token demo-token \
+  >"$data/serve.out" 2>"$data/serve.err" &
+server_pid=$!
+addr=
+for _ in $(seq 1 300); do
+  addr=$(sed -n 's|.*listening on http://||p' "$data/serve.out")
+  [ -n "$addr" ] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$data/serve.err" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$addr" ] || { echo "demo: leat serve did not start" >&2; exit 1; }
+echo "leat serve listening on $addr"
+export LEAT_SERVER=$addr LEAT_TOKEN=demo-token
+$leat topology apply examples/orders.toml
+echo "== apply it again: nothing changes"
+$leat topology apply examples/orders.toml
+$leat topology show orders --format text
+
+echo
+echo "== produce order events (JSON lines: key, value)"
+orders='{"key":"o-1","value":{"type":"created","customer":{"name":"Ada","country":"FR"},"total":30}}
+{"key":"o-2","value":{"type":"created","customer":{"name":"Bob","country":"DE"},"total":12}}
+{"key":"o-3","value":{"type":"created","customer":{"name":"Chloé","country":"FR"},"total":99}}
+{"key":"o-1","value":{"type":"paid","amount":30}}
+{"key":"o-1","value":{"type":"paid","amount":30}}
+{"key":"o-3","value":{"type":"paid","amount":99}}
+{"key":"o-1","value":{"type":"shipped","carrier":"La Poste"}}
+{"key":"o-4","value":{"type":"refunded","amount":5}}'
+echo "$orders"
+echo "$orders" | $leat produce orders --format json
+
+# Wait until every processor has caught up (at most 60 s).
+count() { $leat consume "$1" | wc -l; }
+for _ in $(seq 1 600); do
+  if [ "$(count orders-fr)" -ge 2 ] && [ "$(count paid-orders)" -ge 2 ] &&
+    [ "$(count order-shipped)" -ge 1 ] && [ "$(count router.errors)" -ge 1 ]; then
+    break
+  fi
+  sleep 0.1
+done
+echo "== order-created (router)"
+$leat consume order-created
+echo "== orders-fr (french-orders: the new orders from France)"
+$leat consume orders-fr
+echo "== paid-orders (paid-table: one entry per order, the repeated payment changed nothing)"
+$leat consume paid-orders
+echo "== order-shipped (router)"
+$leat consume order-shipped
+echo "== router.errors (on_error = record: the event and why it failed)"
+$leat consume router.errors --headers
+echo
+echo "== processors"
+$leat processor list
+$leat processor status router
+if command -v curl >/dev/null 2>&1; then
+  echo "== some of /metrics"
+  curl -s "http://$addr/metrics" | grep -E '^leat_processor_(events_in_total|traps_total|batch_latency_seconds_count)'
+fi
+kill -TERM "$server_pid"
+wait "$server_pid"
+server_pid=
+echo "== leat serve stopped (SIGTERM: in-flight batches committed)"

@@ -8,6 +8,8 @@ use clap::{Args, Subcommand};
 use leat_broker::{Broker, Bytes, CleanupPolicy, Event, ReadLimits, Record, StreamConfig};
 use leat_runtime::{Engine, EngineConfig, ErrorPolicy, ProcessorSpec, RunMode, Runtime};
 
+use crate::progress::Progress;
+
 /// The log file inside a data directory.
 fn open_broker(data_dir: &Path) -> Result<Broker> {
     Broker::open(data_dir.join("log.redb"))
@@ -241,6 +243,19 @@ pub fn consume(data_dir: &Path, args: ConsumeArgs) -> Result<()> {
                 .clamp(extent.log_start, extent.next_offset),
         });
     }
+    let mut progress = if args.follow {
+        Progress::beside_output("consuming", 0)
+    } else {
+        let total: u64 = partitions
+            .iter()
+            .zip(&next)
+            .map(|(&p, &from)| info.partitions[p as usize].next_offset.saturating_sub(from))
+            .sum();
+        Progress::beside_output(
+            format!("consuming {}", args.stream),
+            args.limit.map_or(total, |l| l.min(total)),
+        )
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut printed = 0u64;
@@ -249,6 +264,7 @@ pub fn consume(data_dir: &Path, args: ConsumeArgs) -> Result<()> {
         for (i, &p) in partitions.iter().enumerate() {
             loop {
                 let batch = broker.read(&args.stream, p, next[i], ReadLimits::default())?;
+                progress.inc(batch.events.len() as u64);
                 for event in &batch.events {
                     print_event(&mut out, event, args.headers)?;
                     printed += 1;
@@ -367,8 +383,9 @@ pub fn process(data_dir: &Path, args: ProcessArgs) -> Result<()> {
     } else {
         RunMode::UntilCaughtUp
     };
+    let todo = lag(runtime.broker(), &spec).unwrap_or(0);
     let handle = runtime.start(spec, component, mode)?;
-    let status = handle.wait()?;
+    let status = wait_with_progress(handle, mode, todo)?;
     println!(
         "processor {}: {} event(s) in, {} event(s) out, {} batch(es) committed (generation {})",
         status.name, status.events_in, status.events_out, status.batches, status.generation
@@ -386,6 +403,39 @@ pub fn process(data_dir: &Path, args: ProcessArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Input events `spec` has not processed yet: its lag over its inputs.
+pub fn lag(broker: &Broker, spec: &ProcessorSpec) -> Result<u64> {
+    let mut lag = 0u64;
+    for stream in &spec.inputs {
+        let info = broker.describe_stream(stream)?;
+        for (p, extent) in info.partitions.iter().enumerate() {
+            let committed = broker
+                .committed_offset(&spec.name, stream, p as u32)?
+                .unwrap_or(extent.log_start)
+                .max(extent.log_start);
+            lag += extent.next_offset.saturating_sub(committed);
+        }
+    }
+    Ok(lag)
+}
+
+/// Waits for a processor started with `mode`; when it runs until caught up,
+/// shows its progress through `lag`, the input events it had to process.
+pub fn wait_with_progress(
+    handle: leat_runtime::ProcessorHandle,
+    mode: RunMode,
+    lag: u64,
+) -> Result<leat_runtime::ProcessorStatus> {
+    if mode == RunMode::UntilCaughtUp {
+        let mut progress = Progress::new(format!("processing {}", handle.status().name), lag);
+        while !handle.is_finished() {
+            progress.set(handle.status().events_in);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    Ok(handle.wait()?)
 }
 
 #[derive(Args, Debug)]

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use leat_broker::Broker;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::Store;
 
 use crate::bindings::{leat::processor, Event, Failure, Level, Output, Processor};
 use crate::engine::{Engine, LoadedComponent};
@@ -19,7 +20,7 @@ pub(crate) struct GuestState {
     processor: Arc<str>,
     outputs: Arc<[String]>,
     broker: Broker,
-    limits: StoreLimits,
+    limits: MemoryCap,
     /// The state scope of the batch being processed.
     scope: String,
     /// The timestamp `now` returns: the batch's last event.
@@ -28,12 +29,67 @@ pub(crate) struct GuestState {
     writes: StateWrites,
     /// A state read that failed in the broker: the batch fails with it.
     host_error: Option<String>,
+    /// The first emit to an undeclared stream in this call: the batch fails
+    /// with it even if the guest ignores the error `emit` returned.
+    violation: Option<Failure>,
+    /// The last line the guest logged at error level in this call (the
+    /// SDK's panic hook logs the panic message there before the trap).
+    last_error_log: Option<String>,
+}
+
+/// The memory cap of one guest instance: refuses (and traps) a memory
+/// growth past `limit`, and remembers it so that the trap can be explained.
+struct MemoryCap {
+    limit: usize,
+    /// The size the guest asked for when it hit the cap, in this call.
+    exceeded: Option<usize>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = Some(desired);
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit exceeded: the guest asked for {desired} bytes, the limit is {} bytes",
+                self.limit
+            )));
+        }
+        // Past the memory's own declared maximum, `memory.grow` just fails.
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+impl GuestState {
+    /// Forgets what the previous call noted, before a new one.
+    fn forget_call_notes(&mut self) {
+        self.host_error = None;
+        self.violation = None;
+        self.last_error_log = None;
+        self.limits.exceeded = None;
+    }
 }
 
 impl processor::types::Host for GuestState {}
 
 impl processor::host::Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
+        if matches!(level, Level::Error) {
+            self.last_error_log = Some(message.clone());
+        }
         let processor = &*self.processor;
         match level {
             Level::Trace => tracing::trace!(processor, "{message}"),
@@ -50,12 +106,17 @@ impl processor::host::Host for GuestState {
 
     fn emit(&mut self, out: Output) -> Result<(), String> {
         if !self.outputs.contains(&out.stream) {
-            return Err(format!(
+            let message = format!(
                 "stream `{}` is not an output of processor `{}` (declared outputs: {})",
                 out.stream,
                 self.processor,
                 self.outputs.join(", ")
-            ));
+            );
+            self.violation.get_or_insert(Failure {
+                message: message.clone(),
+                event_index: out.cause,
+            });
+            return Err(message);
         }
         self.emitted.push(out);
         Ok(())
@@ -211,6 +272,8 @@ pub(crate) struct GuestInstance {
     store: Store<GuestState>,
     bindings: Processor,
     deadline_ticks: u64,
+    /// The time limit of one call, for error messages.
+    call_timeout: Duration,
 }
 
 impl GuestInstance {
@@ -227,34 +290,40 @@ impl GuestInstance {
             processor: processor.into(),
             outputs: outputs.into(),
             broker,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(engine.config.memory_limit)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MemoryCap {
+                limit: engine.config.memory_limit,
+                exceeded: None,
+            },
             scope: String::new(),
             now: 0,
             emitted: Vec::new(),
             writes: StateWrites::new(),
             host_error: None,
+            violation: None,
+            last_error_log: None,
         };
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         let deadline_ticks = engine.config.deadline_ticks();
+        let call_timeout = engine.config.call_timeout;
         store.set_epoch_deadline(deadline_ticks);
-        let bindings = component
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| format!("instantiation failed: {e:#}"))?;
+        let bindings = component.pre.instantiate(&mut store).map_err(|e| {
+            format!(
+                "instantiation failed: {}",
+                explain(&mut store, &e, call_timeout)
+            )
+        })?;
         store.set_epoch_deadline(deadline_ticks);
         bindings
             .leat_processor_guest()
             .call_init(&mut store, config)
-            .map_err(|e| format!("trap in init: {e:#}"))??;
+            .map_err(|e| format!("trap in init: {}", explain(&mut store, &e, call_timeout)))??;
         Ok(GuestInstance {
             store,
             bindings,
             deadline_ticks,
+            call_timeout,
         })
     }
 
@@ -266,7 +335,7 @@ impl GuestInstance {
         data.now = events.last().map_or(0, |e| e.timestamp);
         data.emitted.clear();
         data.writes.clear();
-        data.host_error = None;
+        data.forget_call_notes();
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = self
             .bindings
@@ -276,45 +345,76 @@ impl GuestInstance {
         if let Some(error) = data.host_error.take() {
             return Err(CallError::Trapped(error));
         }
+        let violation = data.violation.take();
         match result {
-            Ok(Ok(())) => Ok(BatchResult {
-                outputs: std::mem::take(&mut data.emitted),
-                writes: std::mem::take(&mut data.writes),
-            }),
+            Ok(Ok(())) => match violation {
+                // The guest went on as if the host had accepted the output.
+                Some(failure) => Err(CallError::Failed(failure)),
+                None => Ok(BatchResult {
+                    outputs: std::mem::take(&mut data.emitted),
+                    writes: std::mem::take(&mut data.writes),
+                }),
+            },
             Ok(Err(failure)) => Err(CallError::Failed(failure)),
-            Err(trap) => Err(CallError::Trapped(describe_trap(&trap))),
+            Err(trap) => Err(CallError::Trapped(explain(
+                &mut self.store,
+                &trap,
+                self.call_timeout,
+            ))),
         }
     }
 
     /// Tells the guest which partitions it now owns.
     pub fn assigned(&mut self, partitions: &[u32]) -> Result<(), String> {
+        self.store.data_mut().forget_call_notes();
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.bindings
             .leat_processor_guest()
             .call_on_assigned(&mut self.store, partitions)
-            .map_err(|e| describe_trap(&e))
+            .map_err(|e| explain(&mut self.store, &e, self.call_timeout))
     }
 
     /// Tells the guest which partitions it no longer owns.
     pub fn revoked(&mut self, partitions: &[u32]) -> Result<(), String> {
+        self.store.data_mut().forget_call_notes();
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.bindings
             .leat_processor_guest()
             .call_on_revoked(&mut self.store, partitions)
-            .map_err(|e| describe_trap(&e))
+            .map_err(|e| explain(&mut self.store, &e, self.call_timeout))
     }
 }
 
-/// A trap in words an operator can act on.
-fn describe_trap(error: &wasmtime::Error) -> String {
+/// A failed guest call in words an operator can act on: the time limit,
+/// the memory limit, or the panic message the guest logged before trapping.
+/// Takes (and so clears) what the store noted during the call.
+fn explain(store: &mut Store<GuestState>, error: &wasmtime::Error, timeout: Duration) -> String {
+    let data = store.data_mut();
+    let last_error_log = data.last_error_log.take();
+    if let Some(desired) = data.limits.exceeded.take() {
+        return format!(
+            "the guest exceeded its memory limit of {} bytes (it tried to grow its memory to {desired} bytes) and was stopped",
+            data.limits.limit
+        );
+    }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => {
-            "the batch ran past the time limit and was interrupted".to_string()
+            format!("the call ran past its time limit of {timeout:?} (deadline exceeded) and was interrupted")
         }
-        Some(wasmtime::Trap::UnreachableCodeReached) => {
-            format!("the guest panicked or reached unreachable code (see its log): {error:#}")
-        }
-        _ => format!("{error:#}"),
+        Some(wasmtime::Trap::UnreachableCodeReached) => match last_error_log {
+            // The line the SDK's panic hook logs.
+            Some(line) if line.starts_with("processor panicked") => {
+                format!("the guest panicked: {line}")
+            }
+            Some(line) => {
+                format!("the guest reached unreachable code (it last logged: {line}): {error:#}")
+            }
+            None => format!("the guest panicked or reached unreachable code: {error:#}"),
+        },
+        _ => match last_error_log {
+            Some(line) => format!("{error:#} (the guest last logged: {line})"),
+            None => format!("{error:#}"),
+        },
     }
 }
 

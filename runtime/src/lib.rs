@@ -33,6 +33,8 @@ pub use crate::error::{Error, Result};
 pub use crate::guest::{NativeFn, ProcessorCode};
 pub use crate::processor::{assign, ProcessorHandle, Runtime};
 pub use crate::spec::{ErrorPolicy, ProcessorSpec};
-pub use crate::status::{InstanceStatus, ProcessorStatus, StoppedPartition};
+pub use crate::status::{
+    InstanceStatus, LatencyHistogram, ProcessorStatus, StoppedPartition, LATENCY_BUCKETS,
+};
 pub use crate::worker::RunMode;
 pub use leat_broker as broker;

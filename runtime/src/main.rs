@@ -8,6 +8,8 @@
 
 mod client;
 mod commands;
+mod new_cmd;
+mod progress;
 mod remote;
 mod serve;
 mod topology_cmd;
@@ -30,7 +32,8 @@ struct Cli {
         default_value = "leat-data"
     )]
     data_dir: PathBuf,
-    /// A `leat serve` server (HOST:PORT) to run the command against instead of the data directory.
+    /// A `leat serve` server (HOST:PORT) to run the command against instead
+    /// of the data directory (empty: none).
     #[arg(long, global = true, env = "LEAT_SERVER")]
     server: Option<String>,
     /// The server's token, needed for every command that changes something
@@ -70,11 +73,17 @@ enum Command {
     Topology(topology_cmd::TopologyCommand),
     /// Run a whole topology in this process on the data directory's log.
     Run(topology_cmd::RunArgs),
+    /// Write a new processor crate (Rust, leat-sdk) that builds as is.
+    New(new_cmd::NewArgs),
+    /// Build a processor crate into a WebAssembly component (DIR/out/NAME.wasm).
+    Build(new_cmd::BuildArgs),
 }
 
 fn client(cli: &Cli) -> Result<Option<client::Client>> {
+    // An empty address (`LEAT_SERVER=`) means no server: local mode.
     cli.server
         .as_deref()
+        .filter(|s| !s.trim().is_empty())
         .map(|s| client::Client::new(s, cli.token.clone()))
         .transpose()
 }
@@ -110,6 +119,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Processor(cmd) => remote::processor(&need_server(remote, "processor")?, cmd),
         Command::Topology(cmd) => topology_cmd::topology(remote.as_ref(), cmd),
         Command::Run(args) => topology_cmd::run(&cli.data_dir, args),
+        Command::New(args) => new_cmd::new(args),
+        Command::Build(args) => new_cmd::build(args),
         Command::Status => match remote {
             Some(c) => remote::status(&c),
             None => commands::status(&cli.data_dir),

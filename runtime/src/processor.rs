@@ -223,6 +223,12 @@ impl ProcessorHandle {
         self.shared.status().clone()
     }
 
+    /// Whether every instance has ended (with [`RunMode::UntilCaughtUp`]:
+    /// caught up), so that [`ProcessorHandle::wait`] returns at once.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
     /// Waits for the instances to end (with [`RunMode::UntilCaughtUp`], once
     /// they have caught up) and returns the final status. An instance that
     /// was fenced off by a newer generation ends without error.

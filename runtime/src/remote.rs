@@ -13,6 +13,7 @@ use crate::client::Client;
 use crate::commands::{
     self, ConsumeArgs, DeployArgs, ProcessorCommand, ProduceArgs, StreamCommand,
 };
+use crate::progress::Progress;
 
 /// Percent-encodes a query value.
 fn enc(s: &str) -> String {
@@ -195,6 +196,29 @@ pub fn consume(client: &Client, args: ConsumeArgs) -> Result<()> {
         .map(|p| positions.offsets[*p as usize])
         .collect();
     let mut caught_up = vec![false; partitions.len()];
+    let mut progress = if args.follow {
+        Progress::beside_output("consuming", 0)
+    } else {
+        // How far the stream reaches now (best effort: only for the bar).
+        let total = client
+            .get::<api::StreamView>(&format!("/v1/streams/{stream}"))
+            .map(|view| {
+                partitions
+                    .iter()
+                    .zip(&next)
+                    .map(|(p, from)| {
+                        view.partitions
+                            .get(*p as usize)
+                            .map_or(0, |e| e.next_offset.saturating_sub(*from))
+                    })
+                    .sum::<u64>()
+            })
+            .unwrap_or(0);
+        Progress::beside_output(
+            format!("consuming {}", args.stream),
+            args.limit.map_or(total, |l| l.min(total)),
+        )
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut printed = 0u64;
@@ -215,6 +239,7 @@ pub fn consume(client: &Client, args: ConsumeArgs) -> Result<()> {
                 next[i]
             ))?;
             let n = read.events.len();
+            progress.inc(n as u64);
             for e in read.events {
                 commands::print_event(&mut out, &to_event(e), args.headers)?;
                 printed += 1;
@@ -377,9 +402,16 @@ fn print_processor(p: &api::ProcessorView) {
         );
     }
     println!(
-        "  events in {}, out {}, batches {}, failed calls {}, {:.1} events/s, lag {}",
-        p.events_in, p.events_out, p.batches, p.failed_calls, p.events_per_sec, p.lag
+        "  events in {}, out {}, batches {}, failed calls {}, traps {}, {:.1} events/s, lag {}",
+        p.events_in, p.events_out, p.batches, p.failed_calls, p.traps, p.events_per_sec, p.lag
     );
+    if let Some(mean) = p.batch_latency.mean_ms() {
+        let p99 = p
+            .batch_latency
+            .quantile_ms(0.99)
+            .map_or_else(|| "over 10 s".to_string(), |ms| format!("<= {ms} ms"));
+        println!("  batch latency: mean {mean:.2} ms, p99 {p99}");
+    }
     if let Some(e) = &p.last_error {
         println!("  last error: {e}");
     }

@@ -1,5 +1,66 @@
 //! What a running processor reports about itself.
 
+use std::time::Duration;
+
+/// The upper bounds of the batch latency histogram's buckets, in seconds
+/// (a last, unbounded bucket follows).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How long committed batches took, from the guest call to the commit, as a
+/// histogram over [`LATENCY_BUCKETS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Batches per bucket (not cumulative); the last one is unbounded.
+    pub counts: [u64; LATENCY_BUCKETS.len() + 1],
+    /// The sum of the latencies, in microseconds.
+    pub sum_micros: u64,
+    /// Batches recorded.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Records one batch.
+    pub fn record(&mut self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum_micros = self
+            .sum_micros
+            .saturating_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+        self.count += 1;
+    }
+
+    /// Adds `other`'s batches to these.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.sum_micros = self.sum_micros.saturating_add(other.sum_micros);
+        self.count += other.count;
+    }
+
+    /// `(upper bound in seconds, batches at or under it)` per bucket,
+    /// cumulative as Prometheus wants them; the last bound is infinite.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts.iter())
+            .map(|(le, n)| {
+                total += n;
+                (le, total)
+            })
+            .collect()
+    }
+}
+
 /// A partition stopped by the `stop` error policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoppedPartition {
@@ -39,6 +100,10 @@ pub struct ProcessorStatus {
     pub batches: u64,
     /// Guest calls that failed (each retry counts).
     pub failed_calls: u64,
+    /// Guest calls that trapped (a panic, a timeout, memory exhausted...).
+    pub traps: u64,
+    /// How long committed batches took.
+    pub batch_latency: LatencyHistogram,
     /// Events recorded on the error stream by the `record` policy.
     pub recorded_errors: u64,
     /// The most recent failure.

@@ -13,6 +13,7 @@ use leat_runtime::topology::Topology;
 use leat_runtime::{Engine, EngineConfig, ErrorPolicy, ProcessorSpec, RunMode, Runtime};
 
 use crate::client::Client;
+use crate::progress::Progress;
 
 #[derive(Subcommand, Debug)]
 pub enum TopologyCommand {
@@ -116,7 +117,12 @@ fn apply(client: &Client, file: &Path) -> Result<()> {
             .and_then(|v| v.writer.clone())
     })?;
     let mut processors = Vec::new();
+    let mut progress = Progress::new(
+        format!("applying {}", topology.name),
+        topology.processors.len() as u64 + 1,
+    );
     for p in &topology.processors {
+        progress.inc(1);
         let bytes = std::fs::read(&p.component).with_context(|| {
             format!(
                 "{}:{}: reading the component {} of processor {}",
@@ -165,6 +171,7 @@ fn apply(client: &Client, file: &Path) -> Result<()> {
         processors,
     };
     let applied: api::Applied = client.send("POST", "/v1/topologies", &request)?;
+    progress.clear();
     let changed = applied
         .items
         .iter()
@@ -232,9 +239,11 @@ pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
         loop {
             let mut progress = 0;
             for (spec, component) in &prepared {
-                let status = runtime
-                    .start(spec.clone(), component.clone(), RunMode::UntilCaughtUp)?
-                    .wait()?;
+                let todo = crate::commands::lag(runtime.broker(), spec).unwrap_or(0);
+                let handle =
+                    runtime.start(spec.clone(), component.clone(), RunMode::UntilCaughtUp)?;
+                let status =
+                    crate::commands::wait_with_progress(handle, RunMode::UntilCaughtUp, todo)?;
                 if status.events_in > 0 {
                     println!(
                         "processor {}: {} event(s) in, {} event(s) out",

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use leat_broker::{Bytes, Event as LogEvent, Header, ReadLimits, Record, Transaction};
 
@@ -180,9 +180,13 @@ impl Worker {
         let events = self.to_wit(batch);
         let mut attempt = 0;
         let error = loop {
+            let started = Instant::now();
             let outcome = match self.call(p, &events) {
                 Ok(result) => match self.commit(p, batch, result) {
-                    Ok(()) => return Ok(Exit::Done),
+                    Ok(()) => {
+                        self.shared.status().batch_latency.record(started.elapsed());
+                        return Ok(Exit::Done);
+                    }
                     Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
                         return Ok(Exit::Fenced)
                     }
@@ -297,6 +301,7 @@ impl Worker {
         };
         let result = guest.process(&scope, events);
         if matches!(result, Err(CallError::Trapped(_))) {
+            self.shared.status().traps += 1;
             // A trapped instance may be in any state: never reuse it.
             self.guest = None;
         }

@@ -248,3 +248,23 @@ pub fn http_request(addr: &str, request: &[u8]) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// The value of one sample of a Prometheus text exposition: `series` is the
+/// metric name with its labels, exactly as the server writes them (e.g.
+/// `leat_processor_lag{processor="up"}`).
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// `GET /metrics` of the server at `addr`.
+pub fn fetch_metrics(addr: &str) -> String {
+    let (status, body) = http_request(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}

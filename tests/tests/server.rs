@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use leat_tests::{guest, http_request, Server};
+use leat_tests::{guest, http_request, metric, Server};
 
 const TOKEN: &str = "test-token-1234";
 
@@ -283,6 +283,28 @@ fn deploy_uppercase_then_scale_reset_and_undeploy() {
         metrics.contains("leat_processor_events_in_total{processor=\"up\"} 84"),
         "{metrics}"
     );
+    // Events out, commits, lag, traps and the batch latency histogram.
+    let m = |series: &str| {
+        metric(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    assert_eq!(m("leat_processor_events_out_total{processor=\"up\"}"), 84.0);
+    let commits = m("leat_processor_commits_total{processor=\"up\"}");
+    assert!(commits >= 4.0, "{metrics}");
+    assert_eq!(m("leat_processor_lag{processor=\"up\"}"), 0.0);
+    assert_eq!(m("leat_processor_traps_total{processor=\"up\"}"), 0.0);
+    assert!(metrics.contains("# TYPE leat_processor_batch_latency_seconds histogram"));
+    assert_eq!(
+        m("leat_processor_batch_latency_seconds_count{processor=\"up\"}"),
+        commits
+    );
+    assert_eq!(
+        m("leat_processor_batch_latency_seconds_bucket{processor=\"up\",le=\"+Inf\"}"),
+        commits
+    );
+    let fast = m("leat_processor_batch_latency_seconds_bucket{processor=\"up\",le=\"0.0005\"}");
+    assert!(fast <= commits, "{metrics}");
+    assert!(m("leat_processor_batch_latency_seconds_sum{processor=\"up\"}") > 0.0);
+    assert!(status.contains("batch latency: mean"), "{status}");
 
     // Undeploy: gone, and `out` can get another writer.
     let out = server.leat_ok(&["processor", "undeploy", "up"], "");

@@ -279,6 +279,39 @@ pub struct StoppedView {
     pub error: String,
 }
 
+/// How long committed batches took (guest call to commit).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LatencyView {
+    /// `(upper bound in seconds, batches at or under it)`, cumulative; the
+    /// last bound is `null` (infinite).
+    pub buckets: Vec<(Option<f64>, u64)>,
+    /// The sum of the latencies, in seconds.
+    pub sum_seconds: f64,
+    /// Batches recorded.
+    pub count: u64,
+}
+
+impl LatencyView {
+    /// The mean latency in milliseconds, if any batch was recorded.
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_seconds * 1000.0 / self.count as f64)
+    }
+
+    /// An upper bound of the `q` quantile (0..=1), in milliseconds: the
+    /// bound of the first bucket that holds it (`None`: no batch, or past
+    /// the last bound).
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = (q * self.count as f64).ceil().max(1.0) as u64;
+        self.buckets
+            .iter()
+            .find(|(_, n)| *n >= rank)
+            .and_then(|(le, _)| le.map(|s| s * 1000.0))
+    }
+}
+
 /// A deployed processor and how it is doing.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProcessorView {
@@ -316,6 +349,12 @@ pub struct ProcessorView {
     pub batches: u64,
     /// Failed guest calls (traps, timeouts, errors) since the server started.
     pub failed_calls: u64,
+    /// Guest calls that trapped (panics, timeouts, memory) since the server started.
+    #[serde(default)]
+    pub traps: u64,
+    /// Batch latency since the server started.
+    #[serde(default)]
+    pub batch_latency: LatencyView,
     /// Input events per second over the last few seconds.
     pub events_per_sec: f64,
     /// The last error.

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::api::{self, Action};
 use super::ApiError;
 use crate::{
-    Deployment, ErrorPolicy, LoadedComponent, ProcessorSpec, ProcessorStatus, ResetTo, Runtime,
+    Deployment, ErrorPolicy, LatencyHistogram, LoadedComponent, ProcessorSpec, ProcessorStatus,
+    ResetTo, Runtime,
 };
 
 /// How a processor is kept on disk: `DIR/processors/NAME/spec.json`.
@@ -26,12 +27,14 @@ struct Stored {
 }
 
 /// Counters carried over the restarts of a deployment's instances.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Counters {
     events_in: u64,
     events_out: u64,
     batches: u64,
     failed_calls: u64,
+    traps: u64,
+    latency: LatencyHistogram,
 }
 
 impl Counters {
@@ -40,6 +43,8 @@ impl Counters {
         self.events_out += s.events_out;
         self.batches += s.batches;
         self.failed_calls += s.failed_calls;
+        self.traps += s.traps;
+        self.latency.merge(&s.batch_latency);
     }
 }
 
@@ -68,7 +73,7 @@ impl Managed {
     }
 
     fn totals(&self) -> Counters {
-        let mut c = self.base;
+        let mut c = self.base.clone();
         c.add(&self.status());
         c
     }
@@ -494,6 +499,17 @@ impl Host {
             events_out: totals.events_out,
             batches: totals.batches,
             failed_calls: totals.failed_calls,
+            traps: totals.traps,
+            batch_latency: api::LatencyView {
+                buckets: totals
+                    .latency
+                    .cumulative()
+                    .into_iter()
+                    .map(|(le, n)| (le.is_finite().then_some(le), n))
+                    .collect(),
+                sum_seconds: totals.latency.sum_micros as f64 / 1e6,
+                count: totals.latency.count,
+            },
             events_per_sec: if m.running() { m.sample.2 } else { 0.0 },
             last_error: m.error.clone().or(status.last_error.clone()),
             stopped: status
@@ -1037,6 +1053,43 @@ impl Host {
             "counter",
             "Guest calls that trapped, timed out or failed.",
             per(&|p| p.failed_calls.to_string()),
+        );
+        family(
+            "leat_processor_traps_total",
+            "counter",
+            "Guest calls that trapped: a panic, a timeout, memory exhausted.",
+            per(&|p| p.traps.to_string()),
+        );
+        family(
+            "leat_processor_batch_latency_seconds",
+            "histogram",
+            "Time from a batch's guest call to its commit, for committed batches.",
+            processors
+                .iter()
+                .flat_map(|p| {
+                    let l = &p.batch_latency;
+                    let name = &p.name;
+                    l.buckets
+                        .iter()
+                        .map(move |(le, n)| {
+                            let le = le.map_or_else(|| "+Inf".to_string(), |s| s.to_string());
+                            (
+                                format!("_bucket{{processor=\"{name}\",le=\"{le}\"}}"),
+                                n.to_string(),
+                            )
+                        })
+                        .chain([
+                            (
+                                format!("_sum{{processor=\"{name}\"}}"),
+                                format!("{:.6}", l.sum_seconds),
+                            ),
+                            (
+                                format!("_count{{processor=\"{name}\"}}"),
+                                l.count.to_string(),
+                            ),
+                        ])
+                })
+                .collect(),
         );
         family(
             "leat_processor_lag",

@@ -1,0 +1,423 @@
+//! Hostile guests: the `hostile` component (guest-examples/hostile) spins
+//! forever, allocates without bound, panics, or emits to a stream it did not
+//! declare, on the events whose value is `POISON`. Each runs in a runtime
+//! next to a well-behaved `uppercase` deployment, under both error policies,
+//! and must be contained: the host survives, the failing batch leaves no
+//! trace (no output, no state write, no offset), the failing event is
+//! reported with its cause (stopped partition, or the `<name>.errors`
+//! stream), the other partition and the other events flow, and `uppercase`
+//! produces all its outputs meanwhile. A component of another world is
+//! refused at load time.
+
+use std::time::{Duration, Instant};
+
+use leat_broker::{Broker, Event, ReadLimits, Record, StreamConfig};
+use leat_runtime::{
+    Deployment, Engine, EngineConfig, Error, ErrorPolicy, ProcessorSpec, ProcessorStatus, Runtime,
+};
+use leat_tests::guest;
+
+/// The per-call time limit the tests run guests with.
+const CALL_TIMEOUT: Duration = Duration::from_millis(200);
+/// The memory cap the tests run guests with.
+const MEMORY_LIMIT: usize = 8 << 20;
+
+fn runtime(dir: &std::path::Path) -> Runtime {
+    let broker = Broker::open(dir.join("log.redb")).unwrap();
+    let engine = Engine::new(EngineConfig {
+        call_timeout: CALL_TIMEOUT,
+        memory_limit: MEMORY_LIMIT,
+        epoch_tick: Duration::from_millis(5),
+        cache_dir: None,
+    })
+    .unwrap();
+    Runtime::new(broker, engine)
+}
+
+fn read_all(broker: &Broker, stream: &str, partition: u32) -> Vec<Event> {
+    broker
+        .read(
+            stream,
+            partition,
+            0,
+            ReadLimits {
+                max_events: usize::MAX,
+                max_bytes: usize::MAX,
+            },
+        )
+        .unwrap()
+        .events
+}
+
+fn text(bytes: Option<&leat_broker::Bytes>) -> String {
+    String::from_utf8(bytes.expect("a value").to_vec()).unwrap()
+}
+
+/// The values of `stream`'s partition `partition`, in offset order.
+fn values(broker: &Broker, stream: &str, partition: u32) -> Vec<String> {
+    read_all(broker, stream, partition)
+        .iter()
+        .map(|e| text(e.value.as_ref()))
+        .collect()
+}
+
+/// Every output of `stream` as (input partition, input offset, value), from
+/// its `leat.source` provenance header, sorted. The host partitions
+/// outputs by their own key, so the input partition is only known from there.
+fn outputs_by_source(broker: &Broker, stream: &str) -> Vec<(u32, u64, String)> {
+    let mut all: Vec<(u32, u64, String)> = (0..2)
+        .flat_map(|p| read_all(broker, stream, p))
+        .map(|e| {
+            let source = text(e.header("leat.source"));
+            let mut parts = source.rsplitn(3, '/');
+            let offset = parts.next().unwrap().parse().unwrap();
+            let partition = parts.next().unwrap().parse().unwrap();
+            (partition, offset, text(e.value.as_ref()))
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+fn expect(outputs: &[(u32, u64, &str)]) -> Vec<(u32, u64, String)> {
+    outputs
+        .iter()
+        .map(|&(p, o, v)| (p, o, v.to_string()))
+        .collect()
+}
+
+/// Polls `done` until it holds, failing the test after a minute.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A hostile deployment's input: partition 0 holds `a b POISON c`,
+/// partition 1 holds `d e f`.
+fn feed_hostile_input(broker: &Broker, stream: &str) {
+    broker
+        .create_stream(stream, StreamConfig::with_partitions(2))
+        .unwrap();
+    let p0 = ["a", "b", "POISON", "c"].map(|v| Record::value(v).to_partition(0));
+    let p1 = ["d", "e", "f"].map(|v| Record::value(v).to_partition(1));
+    broker.append(stream, p0).unwrap();
+    broker.append(stream, p1).unwrap();
+}
+
+fn hostile_spec(name: &str, policy: ErrorPolicy, mode: &str) -> ProcessorSpec {
+    let mut spec = ProcessorSpec::new(
+        name,
+        vec![format!("{name}-in")],
+        vec![format!("{name}-out")],
+    );
+    spec.config = vec![
+        ("mode".into(), mode.into()),
+        ("value".into(), "POISON".into()),
+    ];
+    spec.on_error = policy;
+    spec.retries = 1;
+    spec.retry_backoff = Duration::from_millis(5);
+    spec
+}
+
+/// The well-behaved neighbour: `uppercase` from `good-in` to `good-out`.
+fn deploy_uppercase(rt: &Runtime) -> Deployment {
+    let broker = rt.broker();
+    broker
+        .create_stream("good-in", StreamConfig::with_partitions(2))
+        .unwrap();
+    broker
+        .create_stream("good-out", StreamConfig::with_partitions(2))
+        .unwrap();
+    let code = rt.engine().load_file(&guest("uppercase")).unwrap();
+    let spec = ProcessorSpec::new("upper", vec!["good-in".into()], vec!["good-out".into()]);
+    rt.deploy(spec, code).unwrap()
+}
+
+/// Appends good events in small batches while `busy` says the hostile
+/// deployments are still failing, then a last batch; returns every value
+/// appended.
+fn produce_good_while(broker: &Broker, mut busy: impl FnMut() -> bool) -> Vec<String> {
+    let mut produced = Vec::new();
+    let mut round = 0;
+    loop {
+        let still_busy = busy();
+        let records: Vec<Record> = (0..10)
+            .map(|i| {
+                let v = format!("good {round:03}-{i}");
+                produced.push(v.clone());
+                Record::keyed(format!("k{i}"), v)
+            })
+            .collect();
+        broker.append("good-in", records).unwrap();
+        round += 1;
+        if !still_busy {
+            return produced;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `upper` to have uppercased every one of `produced`, exactly once.
+fn assert_uppercase_kept_up(broker: &Broker, produced: &[String]) {
+    let mut expected: Vec<String> = produced.iter().map(|v| v.to_uppercase()).collect();
+    expected.sort();
+    let outputs = || {
+        let mut all: Vec<String> = (0..2).flat_map(|p| values(broker, "good-out", p)).collect();
+        all.sort();
+        all
+    };
+    wait_until("uppercase to process every good event", || {
+        outputs().len() >= expected.len()
+    });
+    assert_eq!(outputs(), expected);
+}
+
+/// The state the hostile guest wrote for partition `p`: its `seen/` keys.
+fn seen(broker: &Broker, name: &str, p: u32) -> Vec<String> {
+    broker
+        .state_range(&format!("{name}/{p}"), b"seen/", Some(b"seen0"), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k).unwrap())
+        .collect()
+}
+
+fn committed(broker: &Broker, name: &str, p: u32) -> Option<u64> {
+    broker
+        .committed_offset(name, &format!("{name}-in"), p)
+        .unwrap()
+}
+
+/// Runs a `mode` hostile guest under both policies next to `uppercase`, and
+/// checks containment. Each of `causes` must appear in the reported error.
+fn hostile_guest_is_contained(mode: &str, causes: &[&str]) {
+    let names_cause = |error: &str| causes.iter().all(|c| error.contains(c));
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    let upper = deploy_uppercase(&rt);
+    let code = rt.engine().load_file(&guest("hostile")).unwrap();
+    for name in ["stopping", "recording"] {
+        feed_hostile_input(&broker, &format!("{name}-in"));
+        broker
+            .create_stream(&format!("{name}-out"), StreamConfig::with_partitions(2))
+            .unwrap();
+    }
+    let stopping = rt
+        .deploy(
+            hostile_spec("stopping", ErrorPolicy::Stop, mode),
+            code.clone(),
+        )
+        .unwrap();
+    let recording = rt
+        .deploy(hostile_spec("recording", ErrorPolicy::Record, mode), code)
+        .unwrap();
+
+    // Good events keep coming while the hostile guests fail.
+    let produced = produce_good_while(&broker, || {
+        stopping.status().stopped.is_empty() || committed(&broker, "recording", 0) != Some(4)
+    });
+    wait_until("the recording deployment to finish partition 1", || {
+        committed(&broker, "recording", 1) == Some(3)
+    });
+    wait_until("the stopping deployment to finish partition 1", || {
+        committed(&broker, "stopping", 1) == Some(3)
+    });
+    assert_uppercase_kept_up(&broker, &produced);
+
+    // `stop`: partition 0 stops at POISON (offset 2) with the cause; what
+    // precedes it is committed, nothing of the failing batches is.
+    let status: ProcessorStatus = stopping.status();
+    assert_eq!(status.stopped.len(), 1, "{status:?}");
+    let stopped = &status.stopped[0];
+    assert_eq!(
+        (stopped.stream.as_str(), stopped.partition, stopped.offset),
+        ("stopping-in", 0, 2),
+        "{status:?}"
+    );
+    assert!(
+        names_cause(&stopped.error),
+        "the error does not name the cause {causes:?}: {}",
+        stopped.error
+    );
+    assert!(status.failed_calls >= 2, "{status:?}");
+    assert!(
+        status.last_error.as_deref().is_some_and(names_cause),
+        "{status:?}"
+    );
+    let stopping_outputs = expect(&[
+        (0, 0, "A"),
+        (0, 1, "B"),
+        (1, 0, "D"),
+        (1, 1, "E"),
+        (1, 2, "F"),
+    ]);
+    assert_eq!(outputs_by_source(&broker, "stopping-out"), stopping_outputs);
+    assert_eq!(committed(&broker, "stopping", 0), Some(2));
+    assert_eq!(seen(&broker, "stopping", 0), ["seen/a", "seen/b"]);
+    assert_eq!(seen(&broker, "stopping", 1), ["seen/d", "seen/e", "seen/f"]);
+    assert_eq!(status.events_in, 5, "{status:?}");
+    assert_eq!(status.events_out, 5, "{status:?}");
+    // It stays stopped: more events on partition 0 are not processed.
+    broker
+        .append("stopping-in", [Record::value("late").to_partition(0)])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(committed(&broker, "stopping", 0), Some(2));
+    assert_eq!(outputs_by_source(&broker, "stopping-out"), stopping_outputs);
+
+    // `record`: POISON lands on `recording.errors` with the cause, the
+    // others flow, and POISON's own output and state write are gone.
+    let status = recording.status();
+    assert!(status.stopped.is_empty(), "{status:?}");
+    assert_eq!(status.recorded_errors, 1, "{status:?}");
+    assert_eq!(
+        outputs_by_source(&broker, "recording-out"),
+        expect(&[
+            (0, 0, "A"),
+            (0, 1, "B"),
+            (0, 3, "C"),
+            (1, 0, "D"),
+            (1, 1, "E"),
+            (1, 2, "F"),
+        ])
+    );
+    assert_eq!(
+        seen(&broker, "recording", 0),
+        ["seen/a", "seen/b", "seen/c"]
+    );
+    assert_eq!(committed(&broker, "recording", 0), Some(4));
+    let errors = read_all(&broker, "recording.errors", 0);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(text(errors[0].value.as_ref()), "POISON");
+    let error = text(errors[0].header("leat.error"));
+    assert!(names_cause(&error), "leat.error `{error}` lacks {causes:?}");
+    assert_eq!(text(errors[0].header("leat.source")), "recording-in/0/2");
+
+    // The host is fine: everything stops cleanly and `uppercase` still works.
+    stopping.undeploy().unwrap();
+    recording.undeploy().unwrap();
+    broker.append("good-in", [Record::value("after")]).unwrap();
+    let mut produced = produced;
+    produced.push("after".into());
+    assert_uppercase_kept_up(&broker, &produced);
+    let status = upper.undeploy().unwrap();
+    assert!(
+        status.stopped.is_empty() && status.failed_calls == 0,
+        "{status:?}"
+    );
+}
+
+#[test]
+fn an_infinite_loop_is_interrupted_at_the_time_limit() {
+    hostile_guest_is_contained("loop", &["time limit of 200ms (deadline exceeded)"]);
+}
+
+#[test]
+fn unbounded_allocation_is_stopped_at_the_memory_limit() {
+    hostile_guest_is_contained(
+        "memory",
+        &[&format!(
+            "exceeded its memory limit of {MEMORY_LIMIT} bytes"
+        )],
+    );
+}
+
+#[test]
+fn a_panic_is_reported_with_its_message() {
+    hostile_guest_is_contained(
+        "trap-on",
+        &[
+            "the guest panicked: processor panicked at hostile/src/lib.rs",
+            "hostile guest poisoned by value \"POISON\"",
+        ],
+    );
+}
+
+#[test]
+fn an_output_to_an_undeclared_stream_fails_the_batch_even_if_ignored() {
+    hostile_guest_is_contained(
+        "undeclared",
+        &["stream `not-declared` is not an output of processor"],
+    );
+}
+
+#[test]
+fn a_guest_that_never_finishes_init_is_refused_at_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    let upper = deploy_uppercase(&rt);
+    feed_hostile_input(&broker, "stuck-in");
+    broker
+        .create_stream("stuck-out", StreamConfig::default())
+        .unwrap();
+    let code = rt.engine().load_file(&guest("hostile")).unwrap();
+    let started = Instant::now();
+    let err = rt
+        .deploy(
+            hostile_spec("stuck", ErrorPolicy::Stop, "init-loop"),
+            code.clone(),
+        )
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(matches!(err, Error::Init { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("processor `stuck` failed to start")
+            && message.contains("time limit of 200ms"),
+        "{message}"
+    );
+    // A configuration the guest refuses is refused with the guest's words.
+    let err = rt
+        .deploy(hostile_spec("stuck", ErrorPolicy::Stop, "dance"), code)
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown mode `dance`"), "{err}");
+    assert_eq!(committed(&broker, "stuck", 0), None);
+    assert!(values(&broker, "stuck-out", 0).is_empty());
+    let produced = produce_good_while(&broker, || false);
+    assert_uppercase_kept_up(&broker, &produced);
+    drop(upper);
+}
+
+#[test]
+fn a_component_of_another_world_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let err = rt
+        .engine()
+        .load_file(&guest("wrong-world"))
+        .expect_err("a component of another world was accepted");
+    assert!(matches!(err, Error::WrongWorld { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("not a Leat processor")
+            && message.contains("leat:processor/processor@0.1.0")
+            && message.contains("leat:processor/guest@0.1.0"),
+        "{message}"
+    );
+    // The same bytes under another name: the error names what was loaded.
+    let bytes = std::fs::read(guest("wrong-world")).unwrap();
+    let err = rt.engine().load("upload #7", &bytes).unwrap_err();
+    assert!(err.to_string().starts_with("upload #7: "), "{err}");
+    // The engine is unharmed: a real processor still loads and runs.
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    broker
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    broker.append("in", [Record::value("still here")]).unwrap();
+    let code = rt.engine().load_file(&guest("uppercase")).unwrap();
+    let spec = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
+    let status = rt
+        .start(spec, code, leat_runtime::RunMode::UntilCaughtUp)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(status.events_out, 1);
+    assert_eq!(values(&broker, "out", 0), ["STILL HERE"]);
+}

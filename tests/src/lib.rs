@@ -12,15 +12,39 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `leat` binary cargo built next to this test binary.
+/// The `leat` binary, next to this test binary. `cargo test` builds a
+/// package's binaries only for that package's own tests, so the first call
+/// builds `leat` with the same cargo and profile when it is missing.
 pub fn leat_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     // Test binaries live in target/<profile>/deps; bins in target/<profile>.
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join(format!("leat{}", std::env::consts::EXE_SUFFIX));
+    let built = BUILT.get_or_init(|| {
+        if bin.exists() {
+            return Ok(());
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(repo_root())
+            .args(["build", "-p", "leat-runtime", "--bin", "leat"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        match build.status() {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(format!("`cargo build --bin leat` failed: {status}")),
+            Err(e) => Err(format!("could not run cargo to build `leat`: {e}")),
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
     assert!(
         bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so that cargo builds it",
+        "{} is missing after building it",
         bin.display()
     );
     bin

@@ -41,7 +41,7 @@ fn native_uppercase() -> NativeFn {
     })
 }
 
-fn fresh_runtime(dir: &Path) -> Runtime {
+fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
     let _ = std::fs::remove_file(dir.join("log.redb"));
     let broker = Broker::open(dir.join("log.redb")).expect("open");
     for s in ["in", "out"] {
@@ -49,10 +49,7 @@ fn fresh_runtime(dir: &Path) -> Runtime {
             .create_stream(s, StreamConfig::with_partitions(PARTITIONS))
             .expect("stream");
     }
-    Runtime::new(
-        broker,
-        Engine::new(EngineConfig::default()).expect("engine"),
-    )
+    Runtime::new(broker, engine.clone())
 }
 
 fn spec() -> ProcessorSpec {
@@ -70,8 +67,8 @@ fn records(first: usize, count: usize) -> impl Iterator<Item = Record> {
 
 /// Loads `events` events into `in`, then times one processor consuming all
 /// of them into `out`, in a fresh data dir.
-fn run_once(dir: &Path, events: usize, code: ProcessorCode) -> Duration {
-    let runtime = fresh_runtime(dir);
+fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode) -> Duration {
+    let runtime = fresh_runtime(dir, engine);
     for chunk in (0..events).step_by(1000) {
         runtime
             .broker()
@@ -93,8 +90,8 @@ fn run_once(dir: &Path, events: usize, code: ProcessorCode) -> Duration {
 /// A producer appends batches of 1,000 every 5 ms while the Wasm processor
 /// follows; a reader records, per output event, the time from the input's
 /// append (its timestamp) to the moment the output was readable.
-fn latencies(dir: &Path, code: ProcessorCode, batches: usize) -> Vec<i64> {
-    let runtime = fresh_runtime(dir);
+fn latencies(dir: &Path, engine: &Arc<Engine>, code: ProcessorCode, batches: usize) -> Vec<i64> {
+    let runtime = fresh_runtime(dir, engine);
     let deployment = runtime.deploy(spec(), code).expect("deploy");
     let broker = runtime.broker().clone();
     let producer = std::thread::spawn({
@@ -160,7 +157,7 @@ fn main() {
     let runs = env_usize("LEAT_BENCH_RUNS", 5);
     let wasm_path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/out/uppercase.wasm");
-    let engine = Engine::new(EngineConfig::default()).expect("engine");
+    let engine = Arc::new(Engine::new(EngineConfig::default()).expect("engine"));
     let component = match engine.load_file(&wasm_path) {
         Ok(c) => c,
         Err(e) => {
@@ -174,11 +171,13 @@ fn main() {
     for _ in 0..runs {
         wasm.push(run_once(
             dir.path(),
+            &engine,
             events,
             ProcessorCode::Wasm(component.clone()),
         ));
         native.push(run_once(
             dir.path(),
+            &engine,
             events,
             ProcessorCode::Native(native_uppercase()),
         ));
@@ -191,7 +190,7 @@ fn main() {
     println!("  wasm uppercase   {:>10.0} events/s  ({w:?})", rate(w));
     println!("  native closure   {:>10.0} events/s  ({n:?})", rate(n));
     println!("  wasm / native    {:>10.2}", rate(w) / rate(n));
-    let l = latencies(dir.path(), ProcessorCode::Wasm(component), 200);
+    let l = latencies(dir.path(), &engine, ProcessorCode::Wasm(component), 200);
     let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
     println!(
         "latency append -> committed output, wasm, 1000 events every 5 ms: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",

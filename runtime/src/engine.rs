@@ -89,6 +89,11 @@ const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0
 const MODULE_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 
 impl Engine {
+    /// Whether `component` was compiled by this engine (only then can it run here).
+    pub fn loaded(&self, component: &LoadedComponent) -> bool {
+        wasmtime::Engine::same(component.pre.instance_pre().engine(), &self.engine)
+    }
+
     /// Builds the engine: Cranelift, the component model, epoch
     /// interruption, and nothing a guest could use to reach the outside.
     pub fn new(config: EngineConfig) -> Result<Engine> {

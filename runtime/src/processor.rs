@@ -71,11 +71,12 @@ pub struct ProcessorHandle {
 }
 
 impl Runtime {
-    /// A runtime over `broker` with `engine`.
-    pub fn new(broker: Broker, engine: Engine) -> Runtime {
+    /// A runtime over `broker` with `engine`. Several runtimes may share one
+    /// engine (an `Arc<Engine>`), and with it the components it loaded.
+    pub fn new(broker: Broker, engine: impl Into<Arc<Engine>>) -> Runtime {
         Runtime {
             broker,
-            engine: Arc::new(engine),
+            engine: engine.into(),
         }
     }
 
@@ -100,6 +101,19 @@ impl Runtime {
         mode: RunMode,
     ) -> Result<ProcessorHandle> {
         spec.validate()?;
+        let code = code.into();
+        if let ProcessorCode::Wasm(component) = &code {
+            if !self.engine.loaded(component) {
+                return Err(Error::Init {
+                    processor: spec.name.clone(),
+                    reason: format!(
+                        "component `{}` was loaded by another engine than this runtime's: \
+                         load it with `runtime.engine()`",
+                        component.name
+                    ),
+                });
+            }
+        }
         let mut partitions = 0;
         for input in &spec.inputs {
             partitions =
@@ -120,7 +134,7 @@ impl Runtime {
             spec,
             broker: self.broker.clone(),
             engine: self.engine.clone(),
-            code: code.into(),
+            code,
             stop: AtomicBool::new(false),
             status: Mutex::new(ProcessorStatus::default()),
         });

@@ -421,3 +421,32 @@ fn a_component_of_another_world_is_refused_at_load() {
     assert_eq!(status.events_out, 1);
     assert_eq!(values(&broker, "out", 0), ["STILL HERE"]);
 }
+
+#[test]
+fn a_component_compiled_by_another_engine_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    rt.broker()
+        .create_stream("in", StreamConfig::default())
+        .unwrap();
+    rt.broker()
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    let other = Engine::new(EngineConfig::default()).unwrap();
+    let foreign = other.load_file(&guest("uppercase")).unwrap();
+    assert!(!rt.engine().loaded(&foreign));
+    let spec = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
+    let err = rt
+        .start(spec.clone(), foreign, leat_runtime::RunMode::UntilCaughtUp)
+        .err()
+        .expect("a component of another engine was started");
+    assert!(matches!(err, Error::Init { .. }), "{err:?}");
+    assert!(err.to_string().contains("another engine"), "{err}");
+    // Nothing was claimed: the same processor starts with its own engine's component.
+    let own = rt.engine().load_file(&guest("uppercase")).unwrap();
+    assert!(rt.engine().loaded(&own));
+    rt.start(spec, own, leat_runtime::RunMode::UntilCaughtUp)
+        .unwrap()
+        .wait()
+        .unwrap();
+}

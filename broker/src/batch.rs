@@ -146,6 +146,14 @@ pub(crate) fn peek_count(raw: &[u8]) -> u32 {
     }
 }
 
+/// The last offset delta a batch claims, unchecked: for recovery only.
+pub(crate) fn peek_last_offset_delta(raw: &[u8]) -> u32 {
+    match raw.get(9..13) {
+        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+        _ => 0,
+    }
+}
+
 /// A [`Error::Corrupt`] for the thing `what` names.
 pub(crate) fn corrupt(what: impl Fn() -> String, detail: &str) -> Error {
     Error::Corrupt {

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +12,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 
 use crate::batch;
 use crate::catalog::{Catalog, PartitionCursor, StoredStream, StreamEntry};
-use crate::committer::{self, Request};
+use crate::committer::Committer;
 use crate::error::{Error, Result};
 use crate::maintenance::{self, MaintenanceHandle, MaintenanceReport};
 use crate::record::{Event, Record};
@@ -78,13 +76,12 @@ pub struct GroupInfo {
 }
 
 /// An embedded, durable, partitioned event log. Cheap to clone: clones share
-/// one database and one committer thread, which stops when the last clone is
-/// dropped.
+/// one database and one queue of commits (see [`Broker::commit`]).
 #[derive(Clone)]
 pub struct Broker {
     shared: Arc<Shared>,
-    committer: Arc<CommitterHandle>,
-    /// Declared after `committer`: dropped, and so stopped, after it.
+    committer: Arc<Committer>,
+    /// Stops the maintenance thread when the last clone is dropped.
     _maintenance: Arc<MaintenanceHandle>,
 }
 
@@ -101,22 +98,6 @@ impl Default for BrokerOptions {
     fn default() -> Self {
         BrokerOptions {
             maintenance_interval: Some(Duration::from_secs(30)),
-        }
-    }
-}
-
-struct CommitterHandle {
-    sender: Mutex<Option<SyncSender<Request>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for CommitterHandle {
-    fn drop(&mut self) {
-        if let Ok(mut sender) = self.sender.lock() {
-            sender.take();
-        }
-        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            let _ = thread.join();
         }
     }
 }
@@ -159,7 +140,11 @@ impl Broker {
             txn.open_table(GROUP_OFFSETS)?;
             txn.open_table(GROUP_GENERATIONS)?;
             txn.open_table(STATE)?;
-            txn.open_table(META)?;
+            let mut meta = txn.open_table(META)?;
+            if meta.get("format")?.is_none() {
+                upgrade_time_index(&txn)?;
+                meta.insert("format", FORMAT)?;
+            }
         }
         txn.commit()?;
         let catalog = load_catalog(&db)?;
@@ -171,19 +156,7 @@ impl Broker {
             arrivals: Arrivals::default(),
             maintenance: Mutex::new(()),
         });
-        let (sender, receiver) = mpsc::sync_channel(8192);
-        let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("leat-committer".into())
-            .spawn(move || committer::run(thread_shared, receiver))
-            .map_err(|e| Error::Open {
-                path: shared.path.clone(),
-                source: Box::new(e),
-            })?;
-        let committer = Arc::new(CommitterHandle {
-            sender: Mutex::new(Some(sender)),
-            thread: Mutex::new(Some(thread)),
-        });
+        let committer = Arc::new(Committer::default());
         let maintenance = match options.maintenance_interval {
             Some(interval) => {
                 MaintenanceHandle::start(shared.clone(), interval).map_err(|e| Error::Open {
@@ -239,7 +212,7 @@ impl Broker {
             id,
             name: name.to_string(),
             partitions: (0..config.partitions)
-                .map(|_| Arc::new(PartitionCursor::new(0, 0, i64::MIN)))
+                .map(|_| Arc::new(PartitionCursor::new(0, 0, i64::MIN, 0)))
                 .collect(),
             config,
             sticky: AtomicU32::new(0),
@@ -281,8 +254,9 @@ impl Broker {
         }
         txn.commit()?;
         let mut cursors = entry.partitions.clone();
-        cursors
-            .extend((current..partitions).map(|_| Arc::new(PartitionCursor::new(0, 0, i64::MIN))));
+        cursors.extend(
+            (current..partitions).map(|_| Arc::new(PartitionCursor::new(0, 0, i64::MIN, 0))),
+        );
         catalog.streams.insert(
             name.to_string(),
             Arc::new(StreamEntry {
@@ -352,18 +326,7 @@ impl Broker {
     /// with whatever other callers commit at the same moment. Returns once
     /// the commit is on disk.
     pub fn commit(&self, txn: Transaction) -> Result<Receipt> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        let sender = self
-            .committer
-            .sender
-            .lock()
-            .map_err(|_| Error::Closed)?
-            .clone()
-            .ok_or(Error::Closed)?;
-        sender
-            .send(Request { txn, reply })
-            .map_err(|_| Error::Closed)?;
-        answer.recv().map_err(|_| Error::Closed)?
+        self.committer.commit(&self.shared, txn)
     }
 
     /// Appends `records` to `stream` in one atomic commit; returns each
@@ -399,9 +362,8 @@ impl Broker {
         limits: ReadLimits,
     ) -> Result<ReadBatch> {
         let entry = self.entry(stream)?;
-        entry.cursor(partition)?;
-        let txn = self.shared.db.begin_read()?;
-        read_in(&txn, &entry, partition, from, limits)
+        let (txn, next_offset) = self.snapshot(&entry, partition)?;
+        read_in(&txn, &entry, partition, next_offset, from, limits)
     }
 
     /// The first offset whose event has a timestamp at or after `timestamp`,
@@ -413,20 +375,20 @@ impl Broker {
         timestamp: i64,
     ) -> Result<u64> {
         let entry = self.entry(stream)?;
-        entry.cursor(partition)?;
-        let txn = self.shared.db.begin_read()?;
+        let (txn, next_offset) = self.snapshot(&entry, partition)?;
         let index = txn.open_table(TIME_INDEX)?;
         let id = entry.id;
-        let (next_offset, log_start) = extent(&txn, id, partition)?;
-        let Some(hit) = index
-            .range((id, partition, timestamp)..=(id, partition, i64::MAX))?
-            .next()
-        else {
-            return Ok(next_offset);
+        let log_start = log_start(&txn, id, partition)?;
+        // The last entry below `timestamp` says that every event before its
+        // offset is older; the scan from there is short, since the committer
+        // writes an entry every few batches.
+        let from = match index
+            .range((id, partition, i64::MIN)..(id, partition, timestamp))?
+            .next_back()
+        {
+            Some(hit) => hit?.1.value().max(log_start),
+            None => log_start,
         };
-        // Every event before `from` is older than `timestamp`; scan from there,
-        // skipping whole batches whose newest event is older still.
-        let from = hit?.1.value().max(log_start);
         let batches = txn.open_table(BATCHES)?;
         let start = match batches
             .range((id, partition, 0)..=(id, partition, from))?
@@ -642,6 +604,15 @@ impl Broker {
 
     // ---- internals ---------------------------------------------------------
 
+    /// A read snapshot of the log and the partition's end to read up to.
+    /// The end is the cursor's, taken before the snapshot begins: the
+    /// committer publishes it only after its commit, so the snapshot holds
+    /// every offset below it.
+    fn snapshot(&self, entry: &StreamEntry, partition: u32) -> Result<(ReadTransaction, u64)> {
+        let next_offset = entry.cursor(partition)?.next();
+        Ok((self.shared.db.begin_read()?, next_offset))
+    }
+
     fn entry(&self, name: &str) -> Result<Arc<StreamEntry>> {
         self.catalog().get(name).cloned()
     }
@@ -703,7 +674,11 @@ fn encode_stream(stream: &StoredStream) -> String {
 fn load_catalog(db: &Database) -> Result<Catalog> {
     let txn = db.begin_read()?;
     let streams = txn.open_table(STREAMS)?;
-    let index = txn.open_table(TIME_INDEX)?;
+    let tables = RecoveryTables {
+        partitions: txn.open_table(PARTITIONS)?,
+        batches: txn.open_table(BATCHES)?,
+        index: txn.open_table(TIME_INDEX)?,
+    };
     let mut catalog = Catalog::default();
     for row in streams.iter()? {
         let (name, json) = row?;
@@ -713,16 +688,9 @@ fn load_catalog(db: &Database) -> Result<Catalog> {
                 what: format!("stream record of `{name}`"),
                 detail: e.to_string(),
             })?;
-        let mut partitions = Vec::new();
-        for p in 0..stored.config.partitions {
-            let (next, start) = extent(&txn, stored.id, p)?;
-            let max_ts = index
-                .range((stored.id, p, i64::MIN)..=(stored.id, p, i64::MAX))?
-                .next_back()
-                .transpose()?
-                .map_or(i64::MIN, |(k, _)| k.value().2);
-            partitions.push(Arc::new(PartitionCursor::new(next, start, max_ts)));
-        }
+        let partitions = (0..stored.config.partitions)
+            .map(|p| recover_cursor(&tables, &name, stored.id, p).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
         catalog.streams.insert(
             name.clone(),
             Arc::new(StreamEntry {
@@ -737,28 +705,136 @@ fn load_catalog(db: &Database) -> Result<Catalog> {
     Ok(catalog)
 }
 
-/// (next_offset, log_start) of a partition, as of `txn`.
-fn extent(txn: &ReadTransaction, id: u32, partition: u32) -> Result<(u64, u64)> {
+struct RecoveryTables {
+    partitions: redb::ReadOnlyTable<(u32, u32), (u64, u64)>,
+    batches: redb::ReadOnlyTable<(u32, u32, u64), &'static [u8]>,
+    index: redb::ReadOnlyTable<(u32, u32, i64), u64>,
+}
+
+/// A partition's cursor, rebuilt from what is stored: the next offset is the
+/// end of the last batch (or the floor in `PARTITIONS`, or the log start,
+/// when larger); the running max timestamp and the batches since the last
+/// time-index entry come from the few batches past that entry.
+fn recover_cursor(
+    tables: &RecoveryTables,
+    stream: &str,
+    id: u32,
+    partition: u32,
+) -> Result<PartitionCursor> {
+    let (floor, log_start) = tables
+        .partitions
+        .get((id, partition))?
+        .map(|v| v.value())
+        .ok_or_else(|| Error::Corrupt {
+            what: format!("partition table of stream `{stream}`"),
+            detail: format!("partition {partition} has no extent"),
+        })?;
+    let what = |base: u64| format!("{stream}/{partition} batch at offset {base}");
+    let all = (id, partition, 0)..=(id, partition, u64::MAX);
+    let mut next_offset = floor.max(log_start);
+    if let Some(row) = tables.batches.range(all.clone())?.next_back() {
+        let (key, value) = row?;
+        let base = key.value().2;
+        let last_delta = match batch::verify(value.value(), || what(base)) {
+            Ok(header) => header.last_offset_delta,
+            Err(e) => {
+                // Reads of this batch report the corruption; its unchecked
+                // header is the best guess at where the partition ends.
+                tracing::error!(error = %e, "last batch of a partition fails its check");
+                batch::peek_last_offset_delta(value.value())
+            }
+        };
+        next_offset = next_offset.max(base.saturating_add(u64::from(last_delta) + 1));
+    }
+    let last_entry = tables
+        .index
+        .range((id, partition, i64::MIN)..=(id, partition, i64::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, v)| (k.value().2, v.value()));
+    let (mut max_timestamp, indexed_to) = last_entry.unwrap_or((i64::MIN, 0));
+    let scan_from = match tables
+        .batches
+        .range((id, partition, 0)..=(id, partition, indexed_to))?
+        .next_back()
+    {
+        Some(row) => row?.0.value().2,
+        None => indexed_to,
+    };
+    let mut unindexed = 0u32;
+    for row in tables
+        .batches
+        .range((id, partition, scan_from)..=(id, partition, u64::MAX))?
+    {
+        let (key, value) = row?;
+        let base = key.value().2;
+        unindexed = unindexed.saturating_add(1);
+        max_timestamp = match batch::verify(value.value(), || what(base)) {
+            Ok(header) => max_timestamp.max(header.max_timestamp),
+            // Unknown: a bound that no later index entry can be wrong under.
+            Err(_) => i64::MAX,
+        };
+    }
+    Ok(PartitionCursor::new(
+        next_offset,
+        log_start,
+        max_timestamp,
+        unindexed,
+    ))
+}
+
+/// Opening a log written before the time index was sparse (format 1): its
+/// index is dense, so the last entry of a partition is the running max of
+/// the whole partition; recording it at the partition's end (from the
+/// `PARTITIONS` row format 1 kept exact) bounds the scan `recover_cursor`
+/// makes at every later open.
+fn upgrade_time_index(txn: &redb::WriteTransaction) -> Result<()> {
+    let ends = txn
+        .open_table(PARTITIONS)?
+        .iter()?
+        .map(|row| {
+            let (key, value) = row?;
+            Ok((key.value(), value.value().0))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut index = txn.open_table(TIME_INDEX)?;
+    for ((id, partition), next_offset) in ends {
+        let last = index
+            .range((id, partition, i64::MIN)..=(id, partition, i64::MAX))?
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k.value().2);
+        if let Some(max_timestamp) = last {
+            index.insert((id, partition, max_timestamp), next_offset)?;
+        }
+    }
+    Ok(())
+}
+
+/// The log start of a partition, as of `txn`.
+fn log_start(txn: &ReadTransaction, id: u32, partition: u32) -> Result<u64> {
     let table = txn.open_table(PARTITIONS)?;
-    let value = table.get((id, partition))?.map(|v| v.value());
+    let value = table.get((id, partition))?.map(|v| v.value().1);
     value.ok_or_else(|| Error::Corrupt {
         what: format!("partition table of stream #{id}"),
         detail: format!("partition {partition} has no extent"),
     })
 }
 
-/// Reads from a consistent snapshot. Batches may have gaps (compaction) and
+/// Reads from a consistent snapshot, up to `next_offset` (which the snapshot
+/// holds: see [`Broker::snapshot`]). Batches may have gaps (compaction) and
 /// the batch holding `from` may start before it; events below `from` are
 /// skipped without being decoded.
 fn read_in(
     txn: &ReadTransaction,
     entry: &StreamEntry,
     partition: u32,
+    next_offset: u64,
     from: u64,
     limits: ReadLimits,
 ) -> Result<ReadBatch> {
     let id = entry.id;
-    let (next_offset, log_start) = extent(txn, id, partition)?;
+    let log_start = log_start(txn, id, partition)?;
     if from < log_start || from > next_offset {
         return Err(Error::OffsetOutOfRange {
             stream: entry.name.clone(),

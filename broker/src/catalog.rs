@@ -1,5 +1,5 @@
 //! The in-memory view of the streams: names, ids, settings, and each
-//! partition's next offset. The committer thread is its only writer of
+//! partition's next offset. The caller leading a group commit is its only writer of
 //! offsets; stream changes take the catalog's write lock.
 
 use std::collections::HashMap;
@@ -24,8 +24,11 @@ pub(crate) struct StoredStream {
 pub(crate) struct PartitionCursor {
     pub next_offset: AtomicU64,
     pub log_start: AtomicU64,
-    /// The largest timestamp appended so far (the time index's running max).
+    /// The largest timestamp appended so far (the time index's running max;
+    /// after a reopen it may be larger, never smaller).
     pub max_timestamp: AtomicI64,
+    /// Batches appended since the partition's last time-index entry.
+    pub unindexed: AtomicU32,
     /// Maintenance hints, kept in memory only (a reopen compacts once more):
     /// the end offset of the last compaction pass,
     pub compacted_to: AtomicU64,
@@ -36,11 +39,12 @@ pub(crate) struct PartitionCursor {
 }
 
 impl PartitionCursor {
-    pub fn new(next_offset: u64, log_start: u64, max_timestamp: i64) -> Self {
+    pub fn new(next_offset: u64, log_start: u64, max_timestamp: i64, unindexed: u32) -> Self {
         PartitionCursor {
             next_offset: AtomicU64::new(next_offset),
             log_start: AtomicU64::new(log_start),
             max_timestamp: AtomicI64::new(max_timestamp),
+            unindexed: AtomicU32::new(unindexed),
             compacted_to: AtomicU64::new(0),
             compacted_kept: AtomicU64::new(0),
             tombstone_deadline: AtomicI64::new(i64::MAX),

@@ -1,13 +1,17 @@
-//! Group commit: one thread owns redb's single write transaction for appends.
-//! Callers queue transactions; the thread takes every queued one, applies them
-//! in one redb transaction and one fsync, then answers each caller. A request
+//! Group commit without a committer thread: callers queue their
+//! transactions, and the one that finds no commit in progress leads: it takes
+//! every queued transaction, applies them in one redb transaction and one
+//! fsync, and answers each caller. If more arrived meanwhile it hands the
+//! lead to the first of their callers, so no caller commits more than one
+//! group besides waiting for its own. A lone caller thus commits on its own
+//! thread, with no wake-up of another thread on the way in or out. A request
 //! that fails validation is answered with its error and leaves no trace; the
 //! others still commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{Durability, ReadableTable, Table};
@@ -23,23 +27,105 @@ use crate::Shared;
 /// The most transactions folded into one commit.
 const MAX_GROUP: usize = 4096;
 
-pub(crate) struct Request {
-    pub txn: Transaction,
-    pub reply: SyncSender<Result<Receipt>>,
+struct Request {
+    txn: Transaction,
+    reply: SyncSender<Reply>,
 }
 
-/// Runs until every sender is dropped.
-pub(crate) fn run(shared: Arc<Shared>, requests: Receiver<Request>) {
-    let mut scratch = Scratch::default();
-    while let Ok(first) = requests.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match requests.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
+enum Reply {
+    /// The request was committed or refused.
+    Done(Result<Receipt>),
+    /// The request is still queued, and its caller now leads.
+    Lead,
+}
+
+/// The queue of transactions waiting for the next group commit.
+#[derive(Default)]
+pub(crate) struct Committer {
+    queue: Mutex<Queue>,
+    /// The leader's buffers, reused across commits.
+    scratch: Mutex<Scratch>,
+}
+
+#[derive(Default)]
+struct Queue {
+    requests: Vec<Request>,
+    /// A caller is committing a group; the queued requests wait for it.
+    leading: bool,
+}
+
+impl Committer {
+    /// Commits `txn` with whatever else is queued, and returns once it is
+    /// durable (or refused).
+    pub(crate) fn commit(&self, shared: &Shared, txn: Transaction) -> Result<Receipt> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let mut lead = {
+            let mut queue = self.lock_queue();
+            queue.requests.push(Request { txn, reply });
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        loop {
+            if lead {
+                self.lead(shared);
+            }
+            // After leading, our answer is already there, unless more than
+            // `MAX_GROUP` requests were queued ahead of ours.
+            match answer.recv() {
+                Ok(Reply::Done(outcome)) => return outcome,
+                Ok(Reply::Lead) => lead = true,
+                // Only a leader that panicked drops a reply unsent.
+                Err(_) => {
+                    return Err(Error::CommitFailed(
+                        "the caller committing this group panicked".into(),
+                    ))
+                }
             }
         }
-        commit_group(&shared, group, &mut scratch);
+    }
+
+    /// Commits the queued requests (at most `MAX_GROUP`) as one group, then
+    /// hands the lead on.
+    fn lead(&self, shared: &Shared) {
+        let _hand_on = Lead { committer: self };
+        let group: Vec<Request> = {
+            let mut queue = self.lock_queue();
+            let take = queue.requests.len().min(MAX_GROUP);
+            queue.requests.drain(..take).collect()
+        };
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        commit_group(shared, group, &mut scratch);
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Held while a caller leads; dropping it (also when unwinding from a panic)
+/// hands the lead to the first queued caller, or ends it.
+struct Lead<'a> {
+    committer: &'a Committer,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.committer.lock_queue();
+        loop {
+            let Some(first) = queue.requests.first() else {
+                queue.leading = false;
+                return;
+            };
+            match first.reply.try_send(Reply::Lead) {
+                // Never full: a queued request has had no answer, and only
+                // one caller leads at a time.
+                Ok(()) | Err(mpsc::TrySendError::Full(_)) => return,
+                // Its caller is gone (it cannot be: callers wait for their
+                // answer); drop the request and try the next.
+                Err(mpsc::TrySendError::Disconnected(_)) => {
+                    queue.requests.remove(0);
+                }
+            }
+        }
     }
 }
 
@@ -49,16 +135,14 @@ struct Scratch {
     encoded: Vec<u8>,
 }
 
-/// A partition's extent and running max timestamp while a group is applied.
+/// A partition's extent, running max timestamp and time-index spacing while
+/// a group is applied; published to its cursor once the commit is done.
 struct Pending {
     entry: Arc<StreamEntry>,
     partition: u32,
     next_offset: u64,
-    /// Read from `PARTITIONS` inside the write transaction, not from the
-    /// cursor: maintenance may have just raised it, and writing back a stale
-    /// value would lower it again.
-    log_start: u64,
     max_timestamp: i64,
+    unindexed: u32,
 }
 
 fn commit_group(shared: &Shared, group: Vec<Request>, scratch: &mut Scratch) {
@@ -74,6 +158,7 @@ fn commit_group(shared: &Shared, group: Vec<Request>, scratch: &mut Scratch) {
                     cursor
                         .max_timestamp
                         .store(p.max_timestamp, Ordering::Release);
+                    cursor.unindexed.store(p.unindexed, Ordering::Release);
                     cursor.next_offset.store(p.next_offset, Ordering::Release);
                 }
             }
@@ -93,7 +178,7 @@ fn commit_group(shared: &Shared, group: Vec<Request>, scratch: &mut Scratch) {
     // Answer everyone first; freeing the transactions can wait.
     for (request, outcome) in group.iter().zip(outcomes) {
         // A caller that gave up waiting is not an error.
-        let _ = request.reply.send(outcome);
+        let _ = request.reply.send(Reply::Done(outcome));
     }
     drop(group);
 }
@@ -121,7 +206,6 @@ fn apply_group(
     {
         let mut tables = Tables {
             batches: txn.open_table(BATCHES)?,
-            partitions: txn.open_table(PARTITIONS)?,
             time_index: txn.open_table(TIME_INDEX)?,
             offsets: txn.open_table(GROUP_OFFSETS)?,
             generations: txn.open_table(GROUP_GENERATIONS)?,
@@ -151,7 +235,6 @@ fn needs_fsync(catalog: &Catalog, txn: &Transaction) -> bool {
 
 struct Tables<'t> {
     batches: Table<'t, (u32, u32, u64), &'static [u8]>,
-    partitions: Table<'t, (u32, u32), (u64, u64)>,
     time_index: Table<'t, (u32, u32, i64), u64>,
     offsets: Table<'t, (&'static str, u32, u32), u64>,
     generations: Table<'t, &'static str, u64>,
@@ -268,19 +351,13 @@ fn write(
         let cursor = entry.cursor(partition)?;
         let p = match pending.entry((entry.id, partition)) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let log_start = tables
-                    .partitions
-                    .get((entry.id, partition))?
-                    .map_or(0, |e| e.value().1);
-                v.insert(Pending {
-                    entry: entry.clone(),
-                    partition,
-                    next_offset: cursor.next(),
-                    log_start,
-                    max_timestamp: cursor.max_timestamp.load(Ordering::Acquire),
-                })
-            }
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(Pending {
+                entry: entry.clone(),
+                partition,
+                next_offset: cursor.next(),
+                max_timestamp: cursor.max_timestamp.load(Ordering::Acquire),
+                unindexed: cursor.unindexed.load(Ordering::Acquire),
+            }),
         };
         let base = p.next_offset;
         let mut batch_max = i64::MIN;
@@ -298,19 +375,22 @@ fn write(
             }
         });
         batch::encode(&mut scratch.encoded, events);
+        // The sparse time index: every `TIME_INDEX_EVERY` batches, "no event
+        // before `base` is newer than the running max so far". Nothing else
+        // but the batch is written per commit: the next offset is the end of
+        // the last batch (see `load_catalog`).
+        if p.unindexed >= TIME_INDEX_EVERY {
+            tables
+                .time_index
+                .insert((entry.id, partition, p.max_timestamp), base)?;
+            p.unindexed = 0;
+        }
         tables
             .batches
             .insert((entry.id, partition, base), scratch.encoded.as_slice())?;
         p.next_offset = base + indices.len() as u64;
-        tables
-            .partitions
-            .insert((entry.id, partition), (p.next_offset, p.log_start))?;
-        if batch_max > p.max_timestamp {
-            p.max_timestamp = batch_max;
-            tables
-                .time_index
-                .insert((entry.id, partition, batch_max), base)?;
-        }
+        p.max_timestamp = p.max_timestamp.max(batch_max);
+        p.unindexed += 1;
     }
     for (o, entry) in txn.offsets.iter().zip(&plan.offset_streams) {
         tables

@@ -85,7 +85,7 @@ pub use crate::stream::{
 pub use crate::transaction::{Receipt, Transaction};
 pub use bytes::Bytes;
 
-/// What the broker handles and the committer thread share.
+/// What the broker handles, the committing callers and the maintenance thread share.
 pub(crate) struct Shared {
     pub db: redb::Database,
     pub path: PathBuf,

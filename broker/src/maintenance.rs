@@ -155,13 +155,25 @@ fn due(cursor: &PartitionCursor, now: i64) -> bool {
         || now >= cursor.tombstone_deadline.load(Ordering::Acquire)
 }
 
-/// (next_offset, log_start) of a partition, `None` once its stream is deleted.
-fn extent(txn: &ReadTransaction, id: u32, partition: u32) -> Result<Option<(u64, u64)>> {
-    let table = txn.open_table(PARTITIONS)?;
-    let value = table.get((id, partition))?.map(|v| v.value());
-    Ok(value)
+/// A read snapshot with the partition's end and log start in it, `None` once
+/// the stream is deleted. The end is the cursor's, taken before the snapshot
+/// begins, so the snapshot holds every offset below it (appends do not write
+/// `PARTITIONS`).
+fn snapshot(
+    shared: &Shared,
+    entry: &StreamEntry,
+    partition: u32,
+) -> Result<Option<(ReadTransaction, u64, u64)>> {
+    let end = entry.cursor(partition)?.next();
+    let txn = shared.db.begin_read()?;
+    let log_start = txn
+        .open_table(PARTITIONS)?
+        .get((entry.id, partition))?
+        .map(|v| v.value().1);
+    Ok(log_start.map(|log_start| (txn, end, log_start)))
 }
 
+/// (next_offset floor, log_start) of a partition, `None` once its stream is deleted.
 fn extent_in(txn: &WriteTransaction, id: u32, partition: u32) -> Result<Option<(u64, u64)>> {
     let table = txn.open_table(PARTITIONS)?;
     let value = table.get((id, partition))?.map(|v| v.value());
@@ -192,8 +204,7 @@ fn retain(
 ) -> Result<()> {
     let id = entry.id;
     let cut = {
-        let txn = shared.db.begin_read()?;
-        let Some((next, log_start)) = extent(&txn, id, partition)? else {
+        let Some((txn, next, log_start)) = snapshot(shared, entry, partition)? else {
             return Ok(());
         };
         let batches = txn.open_table(BATCHES)?;
@@ -236,12 +247,14 @@ fn retain(
     loop {
         let txn = shared.db.begin_write()?;
         let done = {
-            let Some((next, log_start)) = extent_in(&txn, id, partition)? else {
+            let Some((floor, log_start)) = extent_in(&txn, id, partition)? else {
                 return Ok(());
             };
             if first && cut > log_start {
+                // The next offset is at least `cut` (the floor rule), even
+                // when no batch is left.
                 txn.open_table(PARTITIONS)?
-                    .insert((id, partition), (next, cut))?;
+                    .insert((id, partition), (floor, cut))?;
                 prune_time_index(&txn, id, partition, cut)?;
             }
             let mut batches = txn.open_table(BATCHES)?;
@@ -312,8 +325,7 @@ fn compact(
     // Plan: the latest offset of every key below `end`, and the runs of
     // batches each write transaction will handle.
     let (end, latest, runs) = {
-        let txn = shared.db.begin_read()?;
-        let Some((end, _)) = extent(&txn, id, partition)? else {
+        let Some((txn, end, _)) = snapshot(shared, entry, partition)? else {
             return Ok(());
         };
         let batches = txn.open_table(BATCHES)?;
@@ -366,9 +378,9 @@ fn compact(
         // The last step below makes these durable with one fsync.
         txn.set_durability(Durability::None)?;
         let changed = {
-            if extent_in(&txn, id, partition)?.is_none() {
+            let Some((floor, log_start)) = extent_in(&txn, id, partition)? else {
                 return Ok(());
-            }
+            };
             let mut batches = txn.open_table(BATCHES)?;
             let mut raws = Vec::with_capacity(run.len());
             for base in run {
@@ -409,6 +421,12 @@ fn compact(
                     report.batches_rewritten += 1;
                 }
                 report.events_compacted += dropped;
+                // Dropping the last events below `end` must not lower the
+                // partition's next offset, which appends do not store.
+                if floor < end {
+                    txn.open_table(PARTITIONS)?
+                        .insert((id, partition), (end, log_start))?;
+                }
             }
             dropped > 0
         };

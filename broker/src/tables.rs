@@ -3,22 +3,31 @@
 //! Invariants:
 //! - `BATCHES` holds, per (stream id, partition), non-overlapping batches keyed
 //!   by base offset; offsets in a partition are strictly increasing.
-//! - `PARTITIONS` holds (next_offset, log_start) per partition: every stored
-//!   offset is in `log_start..next_offset`.
-//! - `TIME_INDEX` maps the running maximum timestamp of a partition to the base
-//!   offset of the batch that first reached it; an entry is only added when the
-//!   maximum grows, so every event before that batch is older.
+//! - `PARTITIONS` holds (next_offset floor, log_start) per partition. Appends
+//!   do not write it: a partition's next offset is the largest of the floor,
+//!   the log start and the end of its last batch. Only maintenance raises the
+//!   floor (compaction, which may drop the last events of a partition) and
+//!   the log start (retention). Every stored offset is in
+//!   `log_start..next_offset`.
+//! - `TIME_INDEX` is sparse: an entry (stream id, partition, ts) -> base
+//!   offset says that no event below that offset has a timestamp above `ts`.
+//!   Keys and bases both grow along a partition. The committer adds one every
+//!   [`TIME_INDEX_EVERY`] batches of a partition (`ts` being the running
+//!   maximum so far, or the same key moved forward when the maximum has not
+//!   grown), so a lookup scans at most that many batches past its entry.
+//!   Entries of the older, dense index (the running maximum reached by a
+//!   batch -> that batch) say the same and stay valid.
 
 use redb::TableDefinition;
 
 /// stream name -> JSON of the stream's record (id and config).
 pub(crate) const STREAMS: TableDefinition<&str, &str> = TableDefinition::new("streams");
-/// (stream id, partition) -> (next_offset, log_start).
+/// (stream id, partition) -> (next_offset floor, log_start).
 pub(crate) const PARTITIONS: TableDefinition<(u32, u32), (u64, u64)> =
     TableDefinition::new("partitions");
 /// (stream id, partition, base offset) -> encoded batch.
 pub(crate) const BATCHES: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("batches");
-/// (stream id, partition, running max timestamp) -> base offset.
+/// (stream id, partition, max timestamp below base) -> base offset.
 pub(crate) const TIME_INDEX: TableDefinition<(u32, u32, i64), u64> =
     TableDefinition::new("time_index");
 /// (group, stream id, partition) -> next offset to consume.
@@ -29,5 +38,12 @@ pub(crate) const GROUP_GENERATIONS: TableDefinition<&str, u64> =
     TableDefinition::new("group_generations");
 /// (scope, key) -> value: processors' materialized state.
 pub(crate) const STATE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("state");
-/// Counters: `next_stream_id`.
+/// Counters: `next_stream_id`; `format` (2 once the time index is sparse and
+/// appends stopped writing `PARTITIONS`).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The committer writes a time-index entry every this many batches of a partition.
+pub(crate) const TIME_INDEX_EVERY: u32 = 32;
+
+/// `META["format"]` of a log whose appends write only their batches.
+pub(crate) const FORMAT: u64 = 2;

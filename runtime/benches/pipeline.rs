@@ -3,7 +3,8 @@
 //! with a native Rust closure in place of the Wasm call.
 //!
 //! `cargo bench -p leat-runtime --bench pipeline` (after `scripts/build-guests.sh`).
-//! Environment: `LEAT_BENCH_EVENTS` (default 200,000), `LEAT_BENCH_RUNS` (default 5).
+//! Environment: `LEAT_BENCH_EVENTS` (default 200,000), `LEAT_BENCH_RUNS` (default 5),
+//! `LEAT_BENCH_PARTITIONS` (default 2).
 //! Prints medians; the runs of the two pipelines alternate so that both see
 //! the same machine. Then measures end-to-end latency percentiles (append to
 //! committed output) with the Wasm processor following a steady producer.
@@ -17,7 +18,11 @@ use leat_runtime::{
     Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorSpec, RunMode, Runtime,
 };
 
-const PARTITIONS: u32 = 2;
+/// Partitions of `in` and `out`, and instances of the processor
+/// (`LEAT_BENCH_PARTITIONS`, default 2: one per core of the reference machine).
+fn partitions() -> u32 {
+    env_usize("LEAT_BENCH_PARTITIONS", 2).clamp(1, 64) as u32
+}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -46,7 +51,7 @@ fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
     let broker = Broker::open(dir.join("log.redb")).expect("open");
     for s in ["in", "out"] {
         broker
-            .create_stream(s, StreamConfig::with_partitions(PARTITIONS))
+            .create_stream(s, StreamConfig::with_partitions(partitions()))
             .expect("stream");
     }
     Runtime::new(broker, engine.clone())
@@ -55,7 +60,7 @@ fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
 fn spec() -> ProcessorSpec {
     let mut spec = ProcessorSpec::new("upper", vec!["in".into()], vec!["out".into()]);
     spec.batch_size = 1000;
-    spec.instances = PARTITIONS;
+    spec.instances = partitions();
     spec
 }
 
@@ -106,7 +111,7 @@ fn latencies(dir: &Path, engine: &Arc<Engine>, code: ProcessorCode, batches: usi
         }
     });
     let mut seen = 0;
-    let mut positions = vec![0u64; PARTITIONS as usize];
+    let mut positions = vec![0u64; partitions() as usize];
     let mut samples = Vec::new();
     while seen < batches * 1000 {
         let waiting: Vec<(String, u32, u64)> = positions
@@ -185,7 +190,8 @@ fn main() {
     let (w, n) = (median(wasm), median(native));
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     println!(
-        "pipeline: {events} events of 100 bytes, batches of 1000, {PARTITIONS} partitions and instances, durable commits, median of {runs}"
+        "pipeline: {events} events of 100 bytes, batches of 1000, {} partitions and instances, durable commits, median of {runs}",
+        partitions()
     );
     println!("  wasm uppercase   {:>10.0} events/s  ({w:?})", rate(w));
     println!("  native closure   {:>10.0} events/s  ({n:?})", rate(n));

@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p leat-runtime --bench pipeline` (after `scripts/build-guests.sh`).
 //! Environment: `LEAT_BENCH_EVENTS` (default 200,000), `LEAT_BENCH_RUNS` (default 5),
-//! `LEAT_BENCH_PARTITIONS` (default 2).
+//! `LEAT_BENCH_PARTITIONS` (default 2), `LEAT_BENCH_DURABLE` (default 1).
 //! Prints medians; the runs of the two pipelines alternate so that both see
 //! the same machine. Then measures end-to-end latency percentiles (append to
 //! committed output) with the Wasm processor following a steady producer.
@@ -46,13 +46,21 @@ fn native_uppercase() -> NativeFn {
     })
 }
 
+/// Whether commits wait for fsync (`LEAT_BENCH_DURABLE=0` turns it off, to
+/// see the CPU cost of the pipeline without the disk).
+fn durable() -> bool {
+    std::env::var("LEAT_BENCH_DURABLE").map_or(true, |v| v != "0")
+}
+
 fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
     let _ = std::fs::remove_file(dir.join("log.redb"));
     let broker = Broker::open(dir.join("log.redb")).expect("open");
     for s in ["in", "out"] {
-        broker
-            .create_stream(s, StreamConfig::with_partitions(partitions()))
-            .expect("stream");
+        let config = StreamConfig {
+            durable: durable(),
+            ..StreamConfig::with_partitions(partitions())
+        };
+        broker.create_stream(s, config).expect("stream");
     }
     Runtime::new(broker, engine.clone())
 }
@@ -190,8 +198,9 @@ fn main() {
     let (w, n) = (median(wasm), median(native));
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     println!(
-        "pipeline: {events} events of 100 bytes, batches of 1000, {} partitions and instances, durable commits, median of {runs}",
-        partitions()
+        "pipeline: {events} events of 100 bytes, batches of 1000, {} partitions and instances, {} commits, median of {runs}",
+        partitions(),
+        if durable() { "durable" } else { "non-durable" }
     );
     println!("  wasm uppercase   {:>10.0} events/s  ({w:?})", rate(w));
     println!("  native closure   {:>10.0} events/s  ({n:?})", rate(n));

@@ -353,6 +353,10 @@ pub struct ProcessArgs {
     /// Events per guest call.
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
+    /// Most events per commit: a backlog is committed every so many events
+    /// rather than after each batch (at or below --batch-size: every batch).
+    #[arg(long, default_value_t = 10_000)]
+    commit_events: usize,
     /// Keep running and process new events as they arrive (Ctrl-C to stop).
     #[arg(long)]
     follow: bool,
@@ -378,6 +382,7 @@ pub fn process(data_dir: &Path, args: ProcessArgs) -> Result<()> {
     spec.instances = args.instances;
     spec.on_error = args.on_error;
     spec.batch_size = args.batch_size;
+    spec.max_commit_events = args.commit_events;
     let mode = if args.follow {
         RunMode::Follow
     } else {

@@ -27,6 +27,9 @@ pub(crate) struct GuestState {
     now: i64,
     emitted: Vec<Output>,
     writes: StateWrites,
+    /// The writes of earlier batches of the same partition that will commit
+    /// together with this one: seen by reads, under this batch's writes.
+    pending: StateWrites,
     /// A state read that failed in the broker: the batch fails with it.
     host_error: Option<String>,
     /// The first emit to an undeclared stream in this call: the batch fails
@@ -123,7 +126,7 @@ impl processor::host::Host for GuestState {
     }
 
     fn state_get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
-        if let Some(written) = self.writes.get(&key) {
+        if let Some(written) = self.writes.get(&key).or_else(|| self.pending.get(&key)) {
             return written.clone();
         }
         match self.broker.state_get(&self.scope, &key) {
@@ -152,8 +155,13 @@ impl processor::host::Host for GuestState {
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
         let limit = limit as usize;
         let in_range = |k: &[u8]| k >= start.as_slice() && end.as_deref().is_none_or(|e| k < e);
-        let overlay: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
-            self.writes.iter().filter(|(k, _)| in_range(k)).collect();
+        // Earlier batches' writes first, so that this batch's win.
+        let overlay: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self
+            .pending
+            .iter()
+            .chain(self.writes.iter())
+            .filter(|(k, _)| in_range(k))
+            .collect();
         // Each overlay entry hides at most one committed key: reading that
         // many more committed keys is enough to fill `limit`.
         let committed = match self.broker.state_range(
@@ -235,9 +243,16 @@ pub(crate) enum Instance {
 }
 
 impl Instance {
-    pub fn process(&mut self, scope: &str, events: &[Event]) -> Result<BatchResult, CallError> {
+    /// Runs one batch; `pending` holds the uncommitted writes of the batches
+    /// before it that will commit with it.
+    pub fn process(
+        &mut self,
+        scope: &str,
+        events: &[Event],
+        pending: &mut StateWrites,
+    ) -> Result<BatchResult, CallError> {
         match self {
-            Instance::Wasm(guest) => guest.process(scope, events),
+            Instance::Wasm(guest) => guest.process(scope, events, pending),
             Instance::Native(f) => {
                 let mut outputs = Vec::new();
                 f(events, &mut outputs).map_err(CallError::Failed)?;
@@ -298,6 +313,7 @@ impl GuestInstance {
             now: 0,
             emitted: Vec::new(),
             writes: StateWrites::new(),
+            pending: StateWrites::new(),
             host_error: None,
             violation: None,
             last_error_log: None,
@@ -327,9 +343,16 @@ impl GuestInstance {
         })
     }
 
-    /// Runs one batch of the partition whose state lives under `scope`.
-    pub fn process(&mut self, scope: &str, events: &[Event]) -> Result<BatchResult, CallError> {
+    /// Runs one batch of the partition whose state lives under `scope`, over
+    /// the uncommitted writes in `pending` (lent to the call, then given back).
+    pub fn process(
+        &mut self,
+        scope: &str,
+        events: &[Event],
+        pending: &mut StateWrites,
+    ) -> Result<BatchResult, CallError> {
         let data = self.store.data_mut();
+        std::mem::swap(&mut data.pending, pending);
         data.scope.clear();
         data.scope.push_str(scope);
         data.now = events.last().map_or(0, |e| e.timestamp);
@@ -342,6 +365,7 @@ impl GuestInstance {
             .leat_processor_guest()
             .call_process(&mut self.store, events);
         let data = self.store.data_mut();
+        std::mem::swap(&mut data.pending, pending);
         if let Some(error) = data.host_error.take() {
             return Err(CallError::Trapped(error));
         }

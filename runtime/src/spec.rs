@@ -47,6 +47,12 @@ pub struct ProcessorSpec {
     pub on_error: ErrorPolicy,
     /// Most events in one guest call.
     pub batch_size: usize,
+    /// Most events in one commit. While a partition has more events waiting,
+    /// the batches after the first are processed before committing, and all
+    /// commit together (one durable commit for many guest calls); a
+    /// caught-up partition commits each batch at once. At or below
+    /// `batch_size`, every batch commits on its own.
+    pub max_commit_events: usize,
     /// How often a failing batch is retried before the failing event is isolated.
     pub retries: u32,
     /// The first retry's delay; it doubles each time.
@@ -66,6 +72,7 @@ impl ProcessorSpec {
             instances: 1,
             on_error: ErrorPolicy::Stop,
             batch_size: 1000,
+            max_commit_events: 10_000,
             retries: 2,
             retry_backoff: Duration::from_millis(50),
             version: 1,

@@ -16,7 +16,7 @@ use leat_broker::{Bytes, Event as LogEvent, Header, ReadLimits, Record, Transact
 
 use crate::bindings::{Event, Header as WitHeader, Output};
 use crate::error::{Error, Result};
-use crate::guest::{BatchResult, CallError, Instance};
+use crate::guest::{BatchResult, CallError, Instance, StateWrites};
 use crate::processor::Shared;
 use crate::spec::{ErrorPolicy, ProcessorSpec};
 use crate::status::StoppedPartition;
@@ -43,6 +43,19 @@ pub(crate) enum Exit {
 struct Input {
     stream: usize,
     event: LogEvent,
+}
+
+/// Processed batches of one partition, waiting for their commit.
+#[derive(Default)]
+struct Staged {
+    txn: Transaction,
+    writes: StateWrites,
+    /// Input index -> the offset after the last staged event.
+    advanced: BTreeMap<usize, u64>,
+    events_in: u64,
+    events_out: u64,
+    /// When each staged batch's guest call started.
+    started: Vec<Instant>,
 }
 
 pub(crate) struct Worker {
@@ -92,7 +105,7 @@ impl Worker {
                     continue;
                 }
                 progressed = true;
-                if self.handle(p, &batch)? == Exit::Fenced {
+                if self.handle_backlog(p, batch)? == Exit::Fenced {
                     return Ok(Exit::Fenced);
                 }
             }
@@ -174,19 +187,92 @@ impl Worker {
         Ok(batch)
     }
 
-    /// Processes `batch` of partition index `p` until it is committed or its
-    /// failing event has met the error policy.
+    /// Processes `first` and, while partition index `p` has more events
+    /// waiting, the batches after it, and commits them together, up to
+    /// `max_commit_events`: a backlog pays one durable commit for many guest
+    /// calls, and a caught-up partition commits each batch at once. Whatever
+    /// fails falls back to one batch per commit.
+    fn handle_backlog(&mut self, p: u32, first: Vec<Input>) -> Result<Exit> {
+        let limit = self.shared.spec.max_commit_events;
+        if first.len() >= limit {
+            return self.handle(p, &first);
+        }
+        let committed = self.positions.clone();
+        let mut staged = Staged::default();
+        let mut batches: Vec<Vec<Input>> = Vec::new();
+        let mut failing = None;
+        let mut batch = first;
+        loop {
+            let events = self.to_wit(&batch);
+            let started = Instant::now();
+            match self.call(p, &events, &mut staged.writes) {
+                Ok(result) => {
+                    self.stage(p, &mut staged, &batch, result, started);
+                    // Read on after it; `committed` is where a failure returns to.
+                    for input in &batch {
+                        self.positions
+                            .insert((input.stream, p), input.event.offset + 1);
+                    }
+                    batches.push(batch);
+                }
+                Err(_) => {
+                    // Retried, isolated and reported by `handle`, once
+                    // the batches before it are committed.
+                    failing = Some(batch);
+                    break;
+                }
+            }
+            if staged.events_in as usize >= limit || self.shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+            batch = self.read_batch(p)?;
+            if batch.is_empty() {
+                break;
+            }
+        }
+        if !batches.is_empty() {
+            match self.commit_staged(p, staged) {
+                Ok(()) => {}
+                Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
+                    return Ok(Exit::Fenced)
+                }
+                Err(Error::Broker(e)) if is_refusal(&e) => {
+                    // A batch wrote what the log refuses: one commit per
+                    // batch, so that the error policy meets its event.
+                    self.positions = committed;
+                    batches.extend(failing);
+                    for batch in &batches {
+                        if self.stopped.contains(&p) {
+                            break;
+                        }
+                        if self.handle(p, batch)? == Exit::Fenced {
+                            return Ok(Exit::Fenced);
+                        }
+                    }
+                    return Ok(Exit::Done);
+                }
+                Err(e) => {
+                    self.positions = committed;
+                    return Err(e);
+                }
+            }
+        }
+        match failing {
+            Some(batch) => self.handle(p, &batch),
+            None => Ok(Exit::Done),
+        }
+    }
+
+    /// Processes `batch` of partition index `p` on its own until it is
+    /// committed or its failing event has met the error policy.
     fn handle(&mut self, p: u32, batch: &[Input]) -> Result<Exit> {
         let events = self.to_wit(batch);
         let mut attempt = 0;
         let error = loop {
             let started = Instant::now();
-            let outcome = match self.call(p, &events) {
-                Ok(result) => match self.commit(p, batch, result) {
-                    Ok(()) => {
-                        self.shared.status().batch_latency.record(started.elapsed());
-                        return Ok(Exit::Done);
-                    }
+            let outcome = match self.call(p, &events, &mut StateWrites::new()) {
+                Ok(result) => match self.commit_one(p, batch, result, started) {
+                    Ok(()) => return Ok(Exit::Done),
                     Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
                         return Ok(Exit::Fenced)
                     }
@@ -292,14 +378,20 @@ impl Worker {
         }
     }
 
-    /// Calls the guest, starting a fresh instance if the last one trapped.
-    fn call(&mut self, p: u32, events: &[Event]) -> Result<BatchResult, CallError> {
+    /// Calls the guest over the uncommitted writes in `pending`, starting a
+    /// fresh instance if the last one trapped.
+    fn call(
+        &mut self,
+        p: u32,
+        events: &[Event],
+        pending: &mut StateWrites,
+    ) -> Result<BatchResult, CallError> {
         let scope = self.shared.spec.scope(p);
         let guest = match self.guest_mut() {
             Some(g) => g,
             None => return Err(CallError::Trapped("the processor failed to restart".into())),
         };
-        let result = guest.process(&scope, events);
+        let result = guest.process(&scope, events, pending);
         if matches!(result, Err(CallError::Trapped(_))) {
             self.shared.status().traps += 1;
             // A trapped instance may be in any state: never reuse it.
@@ -327,14 +419,33 @@ impl Worker {
         self.guest.as_mut()
     }
 
-    /// One broker transaction: outputs, state writes, offsets, generation check.
-    fn commit(&mut self, p: u32, batch: &[Input], result: BatchResult) -> Result<()> {
-        let spec = &self.shared.spec;
+    /// Commits one batch on its own.
+    fn commit_one(
+        &mut self,
+        p: u32,
+        batch: &[Input],
+        result: BatchResult,
+        started: Instant,
+    ) -> Result<()> {
+        let mut staged = Staged::default();
+        self.stage(p, &mut staged, batch, result, started);
+        self.commit_staged(p, staged)
+    }
+
+    /// Adds a processed batch's outputs, state writes and offsets to `staged`.
+    fn stage(
+        &self,
+        p: u32,
+        staged: &mut Staged,
+        batch: &[Input],
+        result: BatchResult,
+        started: Instant,
+    ) {
         let Some(last) = batch.last() else {
-            return Ok(());
+            return;
         };
-        let mut txn = Transaction::new();
-        let outputs = result.outputs.len() as u64;
+        let spec = &self.shared.spec;
+        staged.events_out += result.outputs.len() as u64;
         for mut out in result.outputs {
             let stream = std::mem::take(&mut out.stream);
             let cause = out
@@ -342,18 +453,37 @@ impl Worker {
                 .and_then(|i| batch.get(i as usize))
                 .unwrap_or(last);
             let source = &spec.inputs[cause.stream];
-            txn.append(&stream, self.to_record(out, source, p, &cause.event));
+            staged
+                .txn
+                .append(&stream, self.to_record(out, source, p, &cause.event));
         }
+        // Later writes replace earlier ones.
+        staged.writes.extend(result.writes);
+        for input in batch {
+            staged.advanced.insert(input.stream, input.event.offset + 1);
+        }
+        staged.events_in += batch.len() as u64;
+        staged.started.push(started);
+    }
+
+    /// One broker transaction: the staged outputs, state writes and offsets,
+    /// and the generation check.
+    fn commit_staged(&mut self, p: u32, staged: Staged) -> Result<()> {
+        let spec = &self.shared.spec;
+        let Staged {
+            mut txn,
+            writes,
+            advanced,
+            events_in,
+            events_out,
+            started,
+        } = staged;
         let scope = spec.scope(p);
-        for (key, value) in result.writes {
+        for (key, value) in writes {
             match value {
                 Some(v) => txn.put_state(&scope, key, v),
                 None => txn.delete_state(&scope, key),
             };
-        }
-        let mut advanced: BTreeMap<usize, u64> = BTreeMap::new();
-        for input in batch {
-            advanced.insert(input.stream, input.event.offset + 1);
         }
         for (&i, &next) in &advanced {
             txn.commit_offset(&spec.name, &spec.inputs[i], p, next);
@@ -364,9 +494,12 @@ impl Worker {
             self.positions.insert((i, p), next);
         }
         let mut status = self.shared.status();
-        status.events_in += batch.len() as u64;
-        status.events_out += outputs;
-        status.batches += 1;
+        status.events_in += events_in;
+        status.events_out += events_out;
+        status.batches += started.len() as u64;
+        for started in started {
+            status.batch_latency.record(started.elapsed());
+        }
         Ok(())
     }
 

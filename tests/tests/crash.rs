@@ -47,6 +47,10 @@ fn process_args(component: &str) -> Vec<String> {
         "counts",
         "--batch-size",
         "4",
+        // Three guest calls per commit: kills land between the calls of a
+        // commit as well as between commits.
+        "--commit-events",
+        "12",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -352,3 +352,77 @@ fn upgrade_switches_code_at_a_batch_boundary_and_reset_replays() {
     assert_eq!(values(&broker, "out").len(), 161);
     deployment.undeploy().unwrap();
 }
+
+/// A backlog is committed several batches at a time; when the log refuses
+/// one of them (an output over the size limit), the batches are committed
+/// one by one again, so that the error policy meets exactly that event.
+#[test]
+fn a_refused_output_in_a_multi_batch_commit_is_isolated_and_nothing_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    broker
+        .create_stream(
+            "out",
+            StreamConfig {
+                max_event_bytes: 200,
+                ..StreamConfig::default()
+            },
+        )
+        .unwrap();
+    let records: Vec<Record> = (0..20)
+        .map(|i| {
+            Record::value(if i == 13 {
+                "huge".to_string()
+            } else {
+                format!("v{i}")
+            })
+        })
+        .collect();
+    broker.append("in", records).unwrap();
+    // "huge" becomes 300 bytes: over the output stream's limit, which the
+    // other outputs, provenance headers included, stay under.
+    let inflate: NativeFn = Arc::new(|events, outputs| {
+        for (i, e) in events.iter().enumerate() {
+            let value = match e.value.as_deref() {
+                Some(b"huge") => vec![b'h'; 300],
+                other => other.unwrap_or_default().to_vec(),
+            };
+            outputs.push(Output {
+                stream: "out".into(),
+                key: None,
+                value: Some(value),
+                headers: Vec::new(),
+                cause: Some(i as u32),
+            });
+        }
+        Ok(())
+    });
+    let mut spec = ProcessorSpec::new("inflate", vec!["in".into()], vec!["out".into()]);
+    spec.batch_size = 3;
+    spec.max_commit_events = 12;
+    spec.retries = 0;
+    spec.retry_backoff = Duration::from_millis(1);
+    spec.on_error = leat_runtime::ErrorPolicy::Record;
+    let status = rt
+        .start(spec, inflate, RunMode::UntilCaughtUp)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (0..20)
+            .filter(|&i| i != 13)
+            .map(|i| format!("v{i}"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(values(&broker, "out"), expected);
+    assert_eq!(values(&broker, "inflate.errors"), ["huge"]);
+    assert_eq!(status.recorded_errors, 1, "{status:?}");
+    assert_eq!(
+        broker.committed_offset("inflate", "in", 0).unwrap(),
+        Some(20)
+    );
+}

@@ -57,23 +57,30 @@ fn process_args(component: &str) -> Vec<String> {
     .collect()
 }
 
-/// Per key, the values emitted for it, in order; and every state entry.
+/// Per (key, input partition), the values emitted for it, in order; and
+/// every state entry. Outputs caused by different input partitions may
+/// interleave differently from run to run (a restart resumes each partition
+/// at its own committed offset); within one input partition their order is
+/// fixed, and exactly-once means it is the same as in a clean run.
 type Snapshot = (
-    BTreeMap<Vec<u8>, Vec<Vec<u8>>>,
+    BTreeMap<(Vec<u8>, String), Vec<Vec<u8>>>,
     Vec<(String, Vec<u8>, Vec<u8>)>,
 );
 
 fn snapshot(data: &Path) -> Snapshot {
     let broker = Broker::open(data.join("log.redb")).unwrap();
-    let mut per_key: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut per_key: BTreeMap<(Vec<u8>, String), Vec<Vec<u8>>> = BTreeMap::new();
     for p in 0..PARTITIONS {
         let all = ReadLimits {
             max_events: usize::MAX,
             max_bytes: usize::MAX,
         };
         for e in broker.read("counts", p, 0, all).unwrap().events {
+            // `leat.source` is `stream/partition/offset` of the cause.
+            let source = String::from_utf8(e.header("leat.source").unwrap().to_vec()).unwrap();
+            let input_partition = source.rsplit_once('/').unwrap().0.to_string();
             per_key
-                .entry(e.key.unwrap().to_vec())
+                .entry((e.key.clone().unwrap().to_vec(), input_partition))
                 .or_default()
                 .push(e.value.map(|v| v.to_vec()).unwrap_or_default());
         }

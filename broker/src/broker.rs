@@ -390,13 +390,7 @@ impl Broker {
             None => log_start,
         };
         let batches = txn.open_table(BATCHES)?;
-        let start = match batches
-            .range((id, partition, 0)..=(id, partition, from))?
-            .next_back()
-        {
-            Some(row) => row?.0.value().2,
-            None => from,
-        };
+        let start = batch_start(&batches, id, partition, from)?;
         for row in batches.range((id, partition, start)..(id, partition, next_offset))? {
             let (key, value) = row?;
             let base = key.value().2;
@@ -821,6 +815,25 @@ fn log_start(txn: &ReadTransaction, id: u32, partition: u32) -> Result<u64> {
     })
 }
 
+/// Where the batch holding `offset` starts: the batch is the last one
+/// starting at or before it (`offset` itself when there is none).
+fn batch_start(
+    batches: &redb::ReadOnlyTable<(u32, u32, u64), &[u8]>,
+    id: u32,
+    partition: u32,
+    offset: u64,
+) -> Result<u64> {
+    Ok(
+        match batches
+            .range((id, partition, 0)..=(id, partition, offset))?
+            .next_back()
+        {
+            Some(row) => row?.0.value().2,
+            None => offset,
+        },
+    )
+}
+
 /// Reads from a consistent snapshot, up to `next_offset` (which the snapshot
 /// holds: see [`Broker::snapshot`]). Batches may have gaps (compaction) and
 /// the batch holding `from` may start before it; events below `from` are
@@ -854,14 +867,7 @@ fn read_in(
         return Ok(out);
     }
     let batches = txn.open_table(BATCHES)?;
-    // The batch holding `from` is the last one starting at or before it.
-    let start = match batches
-        .range((id, partition, 0)..=(id, partition, from))?
-        .next_back()
-    {
-        Some(row) => row?.0.value().2,
-        None => from,
-    };
+    let start = batch_start(&batches, id, partition, from)?;
     out.events.reserve(limits.max_events.min(1024));
     let mut bytes = 0usize;
     'batches: for row in batches.range((id, partition, start)..(id, partition, next_offset))? {

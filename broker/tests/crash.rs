@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{open, read_all};
+use common::{open, read_all, Rng};
 
 const KILLS: usize = 24;
 
@@ -36,17 +36,6 @@ fn appender() -> PathBuf {
         );
     }
     path
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// Runs the appender for a random while, kills it, and returns the

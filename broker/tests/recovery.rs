@@ -8,19 +8,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{broker, open, read_all};
+use common::{broker, open, read_all, Rng};
 use leat_broker::{Broker, CleanupPolicy, Record, StreamConfig};
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Appends `batches` batches of 1 to 5 events with timestamps that mostly
 /// grow but often step back, and long runs that do not grow at all; returns

@@ -211,6 +211,20 @@ pub struct ConsumeArgs {
     pub limit: Option<u64>,
 }
 
+/// The progress bar of `consume`: towards the `total()` events between the
+/// starting offsets and the end of the stream as it is now (or `--limit`),
+/// and without an end with `--follow`.
+pub(crate) fn consume_progress(args: &ConsumeArgs, total: impl FnOnce() -> u64) -> Progress {
+    if args.follow {
+        return Progress::beside_output("consuming", 0);
+    }
+    let total = total();
+    Progress::beside_output(
+        format!("consuming {}", args.stream),
+        args.limit.map_or(total, |l| l.min(total)),
+    )
+}
+
 pub fn consume(data_dir: &Path, args: ConsumeArgs) -> Result<()> {
     let broker = open_broker(data_dir)?;
     let info = broker.describe_stream(&args.stream)?;
@@ -243,19 +257,13 @@ pub fn consume(data_dir: &Path, args: ConsumeArgs) -> Result<()> {
                 .clamp(extent.log_start, extent.next_offset),
         });
     }
-    let mut progress = if args.follow {
-        Progress::beside_output("consuming", 0)
-    } else {
-        let total: u64 = partitions
+    let mut progress = consume_progress(&args, || {
+        partitions
             .iter()
             .zip(&next)
             .map(|(&p, &from)| info.partitions[p as usize].next_offset.saturating_sub(from))
-            .sum();
-        Progress::beside_output(
-            format!("consuming {}", args.stream),
-            args.limit.map_or(total, |l| l.min(total)),
-        )
-    };
+            .sum()
+    });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut printed = 0u64;

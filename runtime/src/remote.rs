@@ -13,7 +13,6 @@ use crate::client::Client;
 use crate::commands::{
     self, ConsumeArgs, DeployArgs, ProcessorCommand, ProduceArgs, StreamCommand,
 };
-use crate::progress::Progress;
 
 /// Percent-encodes a query value.
 fn enc(s: &str) -> String {
@@ -196,11 +195,9 @@ pub fn consume(client: &Client, args: ConsumeArgs) -> Result<()> {
         .map(|p| positions.offsets[*p as usize])
         .collect();
     let mut caught_up = vec![false; partitions.len()];
-    let mut progress = if args.follow {
-        Progress::beside_output("consuming", 0)
-    } else {
-        // How far the stream reaches now (best effort: only for the bar).
-        let total = client
+    // How far the stream reaches now (best effort: only for the bar).
+    let mut progress = commands::consume_progress(&args, || {
+        client
             .get::<api::StreamView>(&format!("/v1/streams/{stream}"))
             .map(|view| {
                 partitions
@@ -213,12 +210,8 @@ pub fn consume(client: &Client, args: ConsumeArgs) -> Result<()> {
                     })
                     .sum::<u64>()
             })
-            .unwrap_or(0);
-        Progress::beside_output(
-            format!("consuming {}", args.stream),
-            args.limit.map_or(total, |l| l.min(total)),
-        )
-    };
+            .unwrap_or(0)
+    });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut printed = 0u64;

@@ -65,10 +65,15 @@ pub fn guest(name: &str) -> PathBuf {
 
 /// Runs `leat` with `args` on `data_dir`, feeding `stdin`.
 pub fn leat(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut command = Command::new(leat_bin());
+    command.args(args).env("LEAT_DATA_DIR", data_dir);
+    run_with_stdin(&mut command, stdin)
+}
+
+/// Runs `command` to the end, feeding it `stdin` and capturing its output.
+fn run_with_stdin(command: &mut Command, stdin: &str) -> Output {
     use std::io::Write;
-    let mut child = Command::new(leat_bin())
-        .args(args)
-        .env("LEAT_DATA_DIR", data_dir)
+    let mut child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -85,7 +90,11 @@ pub fn leat(data_dir: &Path, args: &[&str], stdin: &str) -> Output {
 
 /// Runs `leat` and asserts success; returns its standard output.
 pub fn leat_ok(data_dir: &Path, args: &[&str], stdin: &str) -> String {
-    let out = leat(data_dir, args, stdin);
+    succeeded(args, leat(data_dir, args, stdin))
+}
+
+/// Asserts that `leat args` succeeded; returns its standard output.
+fn succeeded(args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "leat {args:?} failed: {}\n{}",
@@ -160,39 +169,21 @@ impl Server {
 
     /// Runs `leat` against this server with `token` (or none).
     pub fn leat_with_token(&self, token: Option<&str>, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
         let mut command = Command::new(leat_bin());
         command
             .args(args)
             .env("LEAT_SERVER", &self.addr)
             .env("LEAT_DATA_DIR", self.data_dir.join("not-used-by-clients"))
-            .env_remove("LEAT_TOKEN")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+            .env_remove("LEAT_TOKEN");
         if let Some(token) = token {
             command.env("LEAT_TOKEN", token);
         }
-        let mut child = command.spawn().expect("spawn leat");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write stdin");
-        child.wait_with_output().expect("wait for leat")
+        run_with_stdin(&mut command, stdin)
     }
 
     /// Runs `leat` against this server and asserts success; returns its standard output.
     pub fn leat_ok(&self, args: &[&str], stdin: &str) -> String {
-        let out = self.leat(args, stdin);
-        assert!(
-            out.status.success(),
-            "leat {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, self.leat(args, stdin))
     }
 
     /// The server's process id.

@@ -49,3 +49,16 @@ pub fn read_all(broker: &Broker, stream: &str, partition: u32) -> Vec<Event> {
         out.extend(batch.events);
     }
 }
+
+/// A small deterministic xorshift generator, so that a failure replays.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}

@@ -5,7 +5,9 @@
 //! transactions of 1 to 20 records to stream `crash` (created if missing, 3
 //! partitions); after each commit is acknowledged, every record of it is
 //! printed as one line `partition offset payload`, where the payload is
-//! `run-thread-txn-index/count`.
+//! `run-thread-txn-index/count`. Each transaction also sets state
+//! `crash`/`last-<thread>` to `run-thread-txn`, and puts (even `txn`) or
+//! deletes (odd) `crash`/`even-<thread>`.
 
 use std::io::Write;
 
@@ -21,6 +23,8 @@ fn main() -> Result<(), Error> {
         &path,
         BrokerOptions {
             maintenance_interval: None,
+            // Small, so that the kills land around checkpoints too.
+            checkpoint_bytes: 64 << 10,
         },
     )?;
     match broker.create_stream("crash", StreamConfig::with_partitions(3)) {
@@ -67,6 +71,17 @@ fn append_forever(broker: &Broker, run: &str, thread: u32) -> Result<(), Error> 
         }
         if next() % 3 == 0 {
             txn.commit_offset("crash-group", "crash", 0, txn_no);
+        }
+        txn.put_state(
+            "crash",
+            format!("last-{thread}").into_bytes(),
+            format!("{run}-{thread}-{txn_no}").into_bytes(),
+        );
+        let even = format!("even-{thread}").into_bytes();
+        if txn_no.is_multiple_of(2) {
+            txn.put_state("crash", even, b"yes".to_vec());
+        } else {
+            txn.delete_state("crash", even);
         }
         let receipt = broker.commit(txn)?;
         let mut out = String::new();

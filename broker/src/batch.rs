@@ -62,6 +62,16 @@ const EVENT_FIXED_LEN: usize = 4 + 8 + 4 + 4 + 2;
 /// keys and values under 2 GiB, deltas strictly increasing.
 pub(crate) fn encode<'a>(out: &mut Vec<u8>, events: impl IntoIterator<Item = EncodeEvent<'a>>) {
     out.clear();
+    encode_after(out, events);
+}
+
+/// Encodes `events` at the end of `out`, as [`encode`] does, and returns where
+/// the batch lies in `out`.
+pub(crate) fn encode_after<'a>(
+    out: &mut Vec<u8>,
+    events: impl IntoIterator<Item = EncodeEvent<'a>>,
+) -> std::ops::Range<usize> {
+    let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
     let mut count: u32 = 0;
     let mut last_delta: u32 = 0;
@@ -90,12 +100,14 @@ pub(crate) fn encode<'a>(out: &mut Vec<u8>, events: impl IntoIterator<Item = Enc
             }
         }
     }
-    out[0] = MAGIC;
-    out[5..9].copy_from_slice(&count.to_le_bytes());
-    out[9..13].copy_from_slice(&last_delta.to_le_bytes());
-    out[13..21].copy_from_slice(&max_ts.to_le_bytes());
-    let crc = crc32fast::hash(&out[5..]);
-    out[1..5].copy_from_slice(&crc.to_le_bytes());
+    let batch = &mut out[start..];
+    batch[0] = MAGIC;
+    batch[5..9].copy_from_slice(&count.to_le_bytes());
+    batch[9..13].copy_from_slice(&last_delta.to_le_bytes());
+    batch[13..21].copy_from_slice(&max_ts.to_le_bytes());
+    let crc = crc32fast::hash(&batch[5..]);
+    batch[1..5].copy_from_slice(&crc.to_le_bytes());
+    start..out.len()
 }
 
 fn put_optional(out: &mut Vec<u8>, bytes: Option<&[u8]>) {

@@ -7,6 +7,10 @@
 //! thread, with no wake-up of another thread on the way in or out. A request
 //! that fails validation is answered with its error and leaves no trace; the
 //! others still commit.
+//!
+//! A group is made durable by one record in the [`Journal`] before its
+//! non-durable redb commit, or, every `checkpoint_bytes` of journal, by a
+//! durable redb commit (see `journal`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -19,6 +23,7 @@ use redb::{Durability, ReadableTable, Table};
 use crate::batch::{self, EncodeEvent, EncodeHeaders};
 use crate::catalog::{Catalog, StreamEntry};
 use crate::error::{Error, Result};
+use crate::journal::Journal;
 use crate::partitioner::partition_for_key;
 use crate::tables::*;
 use crate::transaction::{Receipt, Transaction};
@@ -40,11 +45,10 @@ enum Reply {
 }
 
 /// The queue of transactions waiting for the next group commit.
-#[derive(Default)]
 pub(crate) struct Committer {
     queue: Mutex<Queue>,
-    /// The leader's buffers, reused across commits.
-    scratch: Mutex<Scratch>,
+    /// The leader's journal, with the record it builds.
+    journal: Mutex<Journal>,
 }
 
 #[derive(Default)]
@@ -55,6 +59,14 @@ struct Queue {
 }
 
 impl Committer {
+    /// A committer writing through `journal`.
+    pub(crate) fn new(journal: Journal) -> Committer {
+        Committer {
+            queue: Mutex::default(),
+            journal: Mutex::new(journal),
+        }
+    }
+
     /// Commits `txn` with whatever else is queued, and returns once it is
     /// durable (or refused).
     pub(crate) fn commit(&self, shared: &Shared, txn: Transaction) -> Result<Receipt> {
@@ -92,8 +104,8 @@ impl Committer {
             let take = queue.requests.len().min(MAX_GROUP);
             queue.requests.drain(..take).collect()
         };
-        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        commit_group(shared, group, &mut scratch);
+        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        commit_group(shared, group, &mut journal);
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
@@ -129,12 +141,6 @@ impl Drop for Lead<'_> {
     }
 }
 
-/// Buffers reused across commits.
-#[derive(Default)]
-struct Scratch {
-    encoded: Vec<u8>,
-}
-
 /// A partition's extent, running max timestamp and time-index spacing while
 /// a group is applied; published to its cursor once the commit is done.
 struct Pending {
@@ -145,13 +151,13 @@ struct Pending {
     unindexed: u32,
 }
 
-fn commit_group(shared: &Shared, group: Vec<Request>, scratch: &mut Scratch) {
+fn commit_group(shared: &Shared, group: Vec<Request>, journal: &mut Journal) {
     let catalog = match shared.catalog.read() {
         Ok(c) => c,
         Err(poisoned) => poisoned.into_inner(),
     };
     let mut pending: HashMap<(u32, u32), Pending> = HashMap::new();
-    let outcomes = match apply_group(shared, &catalog, &group, &mut pending, scratch) {
+    let outcomes = match apply_group(shared, &catalog, &group, &mut pending, journal) {
         Ok(outcomes) => {
             for p in pending.values() {
                 if let Ok(cursor) = p.entry.cursor(p.partition) {
@@ -170,7 +176,15 @@ fn commit_group(shared: &Shared, group: Vec<Request>, scratch: &mut Scratch) {
             tracing::error!(error = %message, "group commit failed");
             group
                 .iter()
-                .map(|_| Err(storage_failure(&message)))
+                .map(|_| {
+                    Err(match &e {
+                        Error::Journal { path, detail } => Error::Journal {
+                            path: path.clone(),
+                            detail: detail.clone(),
+                        },
+                        _ => storage_failure(&message),
+                    })
+                })
                 .collect()
         }
     };
@@ -187,23 +201,22 @@ fn storage_failure(message: &str) -> Error {
     Error::CommitFailed(message.to_string())
 }
 
-/// Applies every valid request of the group in one redb transaction. The
-/// outer error means the whole transaction failed; the inner ones are
-/// per-request refusals.
+/// Applies every valid request of the group in one redb transaction, made
+/// durable by a journal record or, at a checkpoint, by redb itself. The
+/// outer error means the whole group failed; the inner ones are per-request
+/// refusals.
 fn apply_group(
     shared: &Shared,
     catalog: &Catalog,
     group: &[Request],
     pending: &mut HashMap<(u32, u32), Pending>,
-    scratch: &mut Scratch,
+    journal: &mut Journal,
 ) -> Result<Vec<Result<Receipt>>> {
+    journal.begin()?;
     let mut txn = shared.db.begin_write()?;
-    let durable = group.iter().any(|r| needs_fsync(catalog, &r.txn));
-    if !durable {
-        txn.set_durability(Durability::None)?;
-    }
+    let sync = group.iter().any(|r| needs_fsync(catalog, &r.txn));
     let mut outcomes = Vec::with_capacity(group.len());
-    {
+    let checkpoint = {
         let mut tables = Tables {
             batches: txn.open_table(BATCHES)?,
             time_index: txn.open_table(TIME_INDEX)?,
@@ -213,13 +226,39 @@ fn apply_group(
         };
         for request in group {
             let outcome = match plan(catalog, &request.txn, &tables) {
-                Ok(plan) => Ok(write(&request.txn, plan, &mut tables, pending, scratch)?),
+                Ok(plan) => Ok(write(&request.txn, plan, &mut tables, pending, journal)?),
                 Err(refusal) => Err(refusal),
             };
             outcomes.push(outcome);
         }
+        // A group that need not be durable is journaled unsynced, whatever
+        // the journal's size: committed durably to redb alone it would be
+        // missing from a replay of the durable groups after it.
+        let checkpoint = sync && journal.wants_checkpoint();
+        if journal.has_writes() && !checkpoint {
+            txn.open_table(META)?
+                .insert(JOURNAL_KEY, journal.next_seq())?;
+        }
+        checkpoint
+    };
+    if !journal.has_writes() {
+        // Every request was refused or empty.
+        txn.abort()?;
+    } else if checkpoint {
+        // Durable in redb with every commit before it: the journal's
+        // records are no longer needed.
+        txn.commit()?;
+        journal.restart();
+    } else {
+        // On error the transaction is dropped, which aborts it.
+        journal.write(sync)?;
+        txn.set_durability(Durability::None)?;
+        if let Err(e) = txn.commit() {
+            journal.retract();
+            return Err(e.into());
+        }
+        journal.confirm();
     }
-    txn.commit()?;
     Ok(outcomes)
 }
 
@@ -330,7 +369,7 @@ fn write(
     plan: Plan,
     tables: &mut Tables<'_>,
     pending: &mut HashMap<(u32, u32), Pending>,
-    scratch: &mut Scratch,
+    journal: &mut Journal,
 ) -> Result<Receipt> {
     let now = now_ms();
     let mut placements = vec![(0u32, 0u64); txn.appends.len()];
@@ -374,30 +413,33 @@ fn write(
                 headers: EncodeHeaders::Parsed(&record.headers),
             }
         });
-        batch::encode(&mut scratch.encoded, events);
         // The sparse time index: every `TIME_INDEX_EVERY` batches, "no event
         // before `base` is newer than the running max so far". Nothing else
         // but the batch is written per commit: the next offset is the end of
         // the last batch (see `load_catalog`).
         if p.unindexed >= TIME_INDEX_EVERY {
+            journal.time_index(entry.id, partition, p.max_timestamp, base);
             tables
                 .time_index
                 .insert((entry.id, partition, p.max_timestamp), base)?;
             p.unindexed = 0;
         }
+        let encoded = journal.batch(entry.id, partition, base, events);
         tables
             .batches
-            .insert((entry.id, partition, base), scratch.encoded.as_slice())?;
+            .insert((entry.id, partition, base), encoded)?;
         p.next_offset = base + indices.len() as u64;
         p.max_timestamp = p.max_timestamp.max(batch_max);
         p.unindexed += 1;
     }
     for (o, entry) in txn.offsets.iter().zip(&plan.offset_streams) {
+        journal.group_offset(&o.group, entry.id, o.partition, o.next_offset);
         tables
             .offsets
             .insert((o.group.as_str(), entry.id, o.partition), o.next_offset)?;
     }
     for w in &txn.state {
+        journal.state(&w.scope, &w.key, w.value.as_deref());
         match &w.value {
             Some(v) => tables
                 .state

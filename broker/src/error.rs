@@ -98,6 +98,15 @@ pub enum Error {
     /// and the commits that shared its group failed with it.
     #[error("the commit failed and nothing of it was written ({0}): retry, and check the disk if it keeps failing")]
     CommitFailed(String),
+    /// The write-ahead journal beside the database file failed: the commit
+    /// was not made.
+    #[error("the journal {path} failed: {detail}; check the disk, then retry or reopen the log")]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// The broker is shutting down or its committer stopped.
     #[error("the broker is closed")]
     Closed,

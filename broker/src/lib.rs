@@ -41,6 +41,17 @@
 //! - **Typed errors, no panics.** Every failure a caller can cause is an
 //!   [`Error`] variant that says what to do; no input reaches a panic.
 //!
+//! # Durability
+//!
+//! A group commit is made durable by one record appended to a write-ahead
+//! journal beside the database (`<file>-journal`) and one `fdatasync`; redb
+//! then commits it without a flush. Every
+//! [`checkpoint_bytes`](BrokerOptions::checkpoint_bytes) of journal, one
+//! group is committed to redb durably instead, which makes everything before
+//! it durable there, and the journal starts over. Opening the log replays
+//! the journal's records that redb does not hold; a record torn by a crash
+//! was never acknowledged and is dropped. Keep the two files together.
+//!
 //! Readers waiting at the end of a partition ([`Broker::wait_for`]) are woken
 //! by the committer, without polling.
 //!
@@ -63,6 +74,7 @@ mod broker;
 mod catalog;
 mod committer;
 mod error;
+mod journal;
 mod maintenance;
 mod partitioner;
 mod record;

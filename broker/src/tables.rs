@@ -39,8 +39,11 @@ pub(crate) const GROUP_GENERATIONS: TableDefinition<&str, u64> =
 /// (scope, key) -> value: processors' materialized state.
 pub(crate) const STATE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("state");
 /// Counters: `next_stream_id`; `format` (2 once the time index is sparse and
-/// appends stopped writing `PARTITIONS`).
+/// appends stopped writing `PARTITIONS`); [`JOURNAL_KEY`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// `META[JOURNAL_KEY]`: the last journal record the database holds (see `journal`).
+pub(crate) const JOURNAL_KEY: &str = "journal";
 
 /// The committer writes a time-index entry every this many batches of a partition.
 pub(crate) const TIME_INDEX_EVERY: u32 = 32;

@@ -1,7 +1,9 @@
 //! Crash safety: a child process appends in a loop and is killed with SIGKILL
 //! at random moments; after each kill the log is reopened and checked:
 //! every acknowledged event is there at its offset, no transaction is visible
-//! in part, and offsets are contiguous.
+//! in part, offsets are contiguous, and the state written with the events is
+//! that of the last transaction in the log. The child's commits go through
+//! the journal and its small checkpoints, so the kills land in both.
 
 mod common;
 
@@ -72,6 +74,53 @@ fn run_and_kill(bin: &Path, db: &Path, run: usize, delay: Duration) -> Vec<(u32,
         .collect()
 }
 
+/// The state each child thread wrote along with its events names the last
+/// of its transactions in the log (`parts` holds `run-thread-txn` names).
+fn check_state(broker: &leat_broker::Broker, parts: &BTreeMap<String, (u64, u64)>) {
+    for thread in 0..2 {
+        let last = broker
+            .state_get("crash", format!("last-{thread}").as_bytes())
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap());
+        let even = broker
+            .state_get("crash", format!("even-{thread}").as_bytes())
+            .unwrap();
+        let Some(last) = last else {
+            assert!(even.is_none());
+            continue;
+        };
+        let (run_and_thread, txn) = last.rsplit_once('-').unwrap();
+        let txn: u64 = txn.parse().unwrap();
+        assert!(
+            parts.contains_key(&last),
+            "state names transaction {last}, which is not in the log"
+        );
+        // Runs are numbered in order and each thread's transactions too.
+        let key = |name: &str| -> (u64, u64) {
+            let mut fields = name.split('-');
+            let run = fields.next().unwrap().parse().unwrap();
+            let _thread = fields.next();
+            (run, fields.next().unwrap().parse().unwrap())
+        };
+        let newest = parts
+            .keys()
+            .filter(|name| name.split('-').nth(1) == Some(&thread.to_string()))
+            .map(|name| key(name))
+            .max()
+            .unwrap();
+        assert_eq!(
+            newest,
+            key(&last),
+            "state of thread {thread} ({run_and_thread}-{txn}) is not its last transaction"
+        );
+        assert_eq!(
+            even.is_some(),
+            txn.is_multiple_of(2),
+            "state `even-{thread}` disagrees with transaction {last}"
+        );
+    }
+}
+
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     let bin = appender();
@@ -127,6 +176,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         for (txn, (count, seen)) in &parts {
             assert_eq!(count, seen, "transaction {txn} is visible in part");
         }
+        check_state(&broker, &parts);
         for ((p, o), payload) in &acked {
             assert_eq!(
                 stored.get(&(*p, *o)),

@@ -18,6 +18,7 @@ pub fn open(path: &PathBuf) -> Broker {
         path,
         BrokerOptions {
             maintenance_interval: None,
+            ..BrokerOptions::default()
         },
     )
     .unwrap()

@@ -1,0 +1,227 @@
+//! The write-ahead journal: what a crash leaves on disk is the redb file as
+//! of its last durable commit plus the journal, and reopening that must give
+//! back every acknowledged commit. A copy of both files taken while the
+//! broker runs is exactly that state (the redb pages of non-durable commits
+//! live only in the process's memory).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::read_all;
+use leat_broker::{Broker, BrokerOptions, Record, StreamConfig, Transaction};
+
+fn open_with_checkpoint(path: &Path, checkpoint_bytes: u64) -> Broker {
+    Broker::open_with(
+        path,
+        BrokerOptions {
+            maintenance_interval: None,
+            checkpoint_bytes,
+        },
+    )
+    .unwrap()
+}
+
+/// Copies the database and, when `with_journal`, its journal into `into`, as
+/// a crash at this moment would leave them; returns the copied database.
+fn crash_copy(db: &Path, into: &Path, with_journal: bool) -> PathBuf {
+    std::fs::create_dir_all(into).unwrap();
+    let copy = into.join("log.redb");
+    std::fs::copy(db, &copy).unwrap();
+    if with_journal {
+        std::fs::copy(
+            db.with_file_name("log.redb-journal"),
+            into.join("log.redb-journal"),
+        )
+        .unwrap();
+    }
+    copy
+}
+
+fn values(broker: &Broker, stream: &str, partition: u32) -> Vec<String> {
+    read_all(broker, stream, partition)
+        .iter()
+        .map(|e| String::from_utf8(e.value.clone().unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_crash_keeps_journaled_events_offsets_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live").join("log.redb");
+    let broker = open_with_checkpoint(&db, 1 << 30);
+    broker
+        .create_stream("s", StreamConfig::with_partitions(2))
+        .unwrap();
+    for i in 0..10 {
+        let mut txn = Transaction::new();
+        txn.append("s", Record::value(format!("a{i}")).to_partition(0));
+        txn.append("s", Record::value(format!("b{i}")).to_partition(1));
+        txn.commit_offset("g", "s", 0, i + 1);
+        txn.put_state("scope", format!("k{i}").into_bytes(), b"v".to_vec());
+        if i > 0 {
+            txn.delete_state("scope", format!("k{}", i - 1).into_bytes());
+        }
+        broker.commit(txn).unwrap();
+    }
+
+    let without = Broker::open(crash_copy(&db, &dir.path().join("bare"), false)).unwrap();
+    assert!(
+        read_all(&without, "s", 0).is_empty(),
+        "redb alone already held the commits: the journal was not needed"
+    );
+
+    let copy = Broker::open(crash_copy(&db, &dir.path().join("crash"), true)).unwrap();
+    for (partition, prefix) in [(0, "a"), (1, "b")] {
+        let expected: Vec<String> = (0..10).map(|i| format!("{prefix}{i}")).collect();
+        assert_eq!(values(&copy, "s", partition), expected);
+        assert_eq!(
+            copy.describe_stream("s").unwrap().partitions[partition as usize].next_offset,
+            10
+        );
+    }
+    assert_eq!(copy.committed_offset("g", "s", 0).unwrap(), Some(10));
+    assert_eq!(
+        copy.state_range("scope", b"", None, 100).unwrap(),
+        vec![(b"k9".to_vec(), b"v".to_vec())]
+    );
+    // The copy goes on from where the journal ended.
+    let receipt = copy
+        .append("s", [Record::value("a10").to_partition(0)])
+        .unwrap();
+    assert_eq!(receipt.placements, vec![(0, 10)]);
+}
+
+#[test]
+fn checkpoints_make_redb_durable_and_the_journal_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live").join("log.redb");
+    // Each record is about 120 bytes: a checkpoint every few dozen commits,
+    // so the journal is overwritten from its start many times.
+    let broker = open_with_checkpoint(&db, 4 << 10);
+    broker
+        .create_stream("s", StreamConfig::with_partitions(1))
+        .unwrap();
+    let mut expected = Vec::new();
+    for round in 0..6 {
+        for i in 0..97 {
+            let value = format!("r{round}-{i}");
+            broker
+                .append("s", [Record::value(value.clone()).to_partition(0)])
+                .unwrap();
+            expected.push(value);
+        }
+        let copy = Broker::open(crash_copy(
+            &db,
+            &dir.path().join(format!("crash-{round}")),
+            true,
+        ))
+        .unwrap();
+        assert_eq!(values(&copy, "s", 0), expected, "after round {round}");
+    }
+    let journal = std::fs::metadata(db.with_file_name("log.redb-journal")).unwrap();
+    assert!(
+        journal.len() < 8 << 10,
+        "the journal grew to {} bytes past its checkpoints",
+        journal.len()
+    );
+    // Without the journal, redb holds everything up to the last checkpoint.
+    let bare = Broker::open(crash_copy(&db, &dir.path().join("bare"), false)).unwrap();
+    let durable = values(&bare, "s", 0);
+    assert!(
+        durable.len() > expected.len() - 60,
+        "{} of {}",
+        durable.len(),
+        expected.len()
+    );
+    assert_eq!(durable[..], expected[..durable.len()]);
+}
+
+#[test]
+fn a_torn_journal_record_is_dropped_and_nothing_after_it_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live").join("log.redb");
+    let broker = open_with_checkpoint(&db, 1 << 30);
+    broker
+        .create_stream("s", StreamConfig::with_partitions(1))
+        .unwrap();
+    for i in 0..5 {
+        broker
+            .append("s", [Record::value(format!("e{i}")).to_partition(0)])
+            .unwrap();
+    }
+    let journal = db.with_file_name("log.redb-journal");
+    let len = std::fs::metadata(&journal).unwrap().len() as usize;
+    // A 16-byte file header, then five records of the same size.
+    let record = (len - 16) / 5;
+    // Flip a byte inside the third record: it and the two after it are lost,
+    // as a crash in the middle of writing the third would lose them.
+    let copy = crash_copy(&db, &dir.path().join("torn"), true);
+    let copied_journal = copy.with_file_name("log.redb-journal");
+    let mut bytes = std::fs::read(&copied_journal).unwrap();
+    bytes[16 + 2 * record + record / 2] ^= 0xff;
+    std::fs::write(&copied_journal, bytes).unwrap();
+    let torn = Broker::open(&copy).unwrap();
+    assert_eq!(values(&torn, "s", 0), vec!["e0", "e1"]);
+    // Cut in the middle of the last record instead.
+    let copy = crash_copy(&db, &dir.path().join("cut"), true);
+    let copied_journal = copy.with_file_name("log.redb-journal");
+    let bytes = std::fs::read(&copied_journal).unwrap();
+    std::fs::write(&copied_journal, &bytes[..len - 3]).unwrap();
+    let cut = Broker::open(&copy).unwrap();
+    assert_eq!(values(&cut, "s", 0), vec!["e0", "e1", "e2", "e3"]);
+    assert_eq!(
+        cut.append("s", [Record::value("next").to_partition(0)])
+            .unwrap()
+            .placements,
+        vec![(0, 4)]
+    );
+}
+
+#[test]
+fn a_clean_reopen_replays_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.redb");
+    for run in 0..3 {
+        let broker = open_with_checkpoint(&db, 1 << 30);
+        if run == 0 {
+            broker
+                .create_stream("s", StreamConfig::with_partitions(1))
+                .unwrap();
+        }
+        for i in 0..4 {
+            broker
+                .append("s", [Record::value(format!("{run}-{i}")).to_partition(0)])
+                .unwrap();
+        }
+    }
+    let broker = open_with_checkpoint(&db, 1 << 30);
+    let expected: Vec<String> = (0..3)
+        .flat_map(|run| (0..4).map(move |i| format!("{run}-{i}")))
+        .collect();
+    assert_eq!(values(&broker, "s", 0), expected);
+}
+
+#[test]
+fn the_journal_of_a_deleted_database_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.redb");
+    {
+        let old = open_with_checkpoint(&db, 1 << 30);
+        old.create_stream("s", StreamConfig::with_partitions(1))
+            .unwrap();
+        old.append("s", [Record::value("old").to_partition(0)])
+            .unwrap();
+    }
+    // Starting over by deleting the database leaves its journal behind.
+    std::fs::remove_file(&db).unwrap();
+    let new = open_with_checkpoint(&db, 1 << 30);
+    assert!(new.list_streams().is_empty());
+    new.create_stream("s", StreamConfig::with_partitions(1))
+        .unwrap();
+    new.append("s", [Record::value("new").to_partition(0)])
+        .unwrap();
+    drop(new);
+    let reopened = open_with_checkpoint(&db, 1 << 30);
+    assert_eq!(values(&reopened, "s", 0), vec!["new"]);
+}

@@ -238,7 +238,7 @@ fn paired() {
     }
 }
 
-/// Enough for a batch of 1,000 to cross the default checkpoint (16 MiB)
+/// Enough for a batch of 1,000 to cross the default checkpoint (4 MiB)
 /// several times.
 const PAIRED_ROUNDS: usize = 600;
 

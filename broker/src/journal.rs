@@ -9,7 +9,9 @@
 //! commits to redb without a flush. Once the journal holds
 //! `checkpoint_bytes`, the next group is committed to redb durably instead,
 //! which makes every earlier commit durable there too, and the journal
-//! starts over from its beginning.
+//! starts over from its beginning. So is a group of `DIRECT_BYTES` or more:
+//! redb's pages per commit cost little beside it, and the journal would
+//! only write it twice.
 //!
 //! Invariants:
 //! - `META["journal"]` is the sequence number of the last record whose
@@ -54,6 +56,8 @@ const RECORD_HEADER_LEN: usize = 4 + 8 + 4;
 const MAGIC: &[u8; 8] = b"LEATJNL1";
 /// Magic + database id: where the first record starts.
 const FILE_HEADER_LEN: u64 = 8 + 8;
+/// A group commit of this many bytes or more goes straight to redb.
+const DIRECT_BYTES: u64 = 512 << 10;
 /// `META[ID_KEY]`: the database's identity, written in its journal's header.
 const ID_KEY: &str = "journal_id";
 
@@ -206,9 +210,12 @@ impl Journal {
     }
 
     /// Whether the group should be committed to redb durably (a checkpoint)
-    /// rather than journaled.
+    /// rather than journaled: when the journal is full, or when the group is
+    /// so large that redb's own pages per commit cost little beside it,
+    /// where journaling it would only write it twice.
     pub(crate) fn wants_checkpoint(&self) -> bool {
-        self.end + self.record.len() as u64 > self.checkpoint_bytes
+        let len = self.record.len() as u64;
+        len >= DIRECT_BYTES || self.end + len > self.checkpoint_bytes
     }
 
     /// The sequence number the group's record gets.

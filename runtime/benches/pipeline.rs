@@ -53,7 +53,9 @@ fn durable() -> bool {
 }
 
 fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
-    let _ = std::fs::remove_file(dir.join("log.redb"));
+    for file in ["log.redb", "log.redb-journal"] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
     let broker = Broker::open(dir.join("log.redb")).expect("open");
     for s in ["in", "out"] {
         let config = StreamConfig {

@@ -189,8 +189,15 @@ fn written() -> u64 {
 fn paired() {
     println!("\npaired medians, append and limit alternating ({PAIRED_ROUNDS} rounds each):");
     println!(
-        "{:<18} {:>14} {:>14} {:>8} {:>13} {:>12} {:>12}",
-        "bench", "append ev/s", "limit ev/s", "ratio", "total ratio", "append KiB", "limit KiB"
+        "{:<18} {:>14} {:>14} {:>8} {:>13} {:>12} {:>12} {:>16}",
+        "bench",
+        "append ev/s",
+        "limit ev/s",
+        "ratio",
+        "total ratio",
+        "append KiB",
+        "limit KiB",
+        "slowest append"
     );
     for n in BATCHES {
         let dir = tempfile::tempdir_in(bench_dir()).unwrap();
@@ -224,16 +231,18 @@ fn paired() {
         };
         let total_ratio = limit.iter().sum::<f64>() / append.iter().sum::<f64>();
         let (a, l) = (median(&mut append), median(&mut limit));
+        let slowest = append.last().copied().unwrap_or_default();
         let kib = |b: u64| b as f64 / 1024.0 / PAIRED_ROUNDS as f64;
         println!(
-            "{:<18} {:>14.0} {:>14.0} {:>7.0}% {:>12.0}% {:>12.1} {:>12.1}",
+            "{:<18} {:>14.0} {:>14.0} {:>7.0}% {:>12.0}% {:>12.1} {:>12.1} {:>13.1} ms",
             format!("append/{n}"),
             n as f64 / a,
             n as f64 / l,
             100.0 * l / a,
             100.0 * total_ratio,
             kib(append_io),
-            kib(limit_io)
+            kib(limit_io),
+            slowest * 1e3
         );
     }
 }

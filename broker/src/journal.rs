@@ -116,7 +116,7 @@ impl Journal {
 
         let txn = db.begin_write()?;
         let mut replayed = 0u64;
-        let (id, last) = {
+        let (id, last, ours) = {
             let mut meta = txn.open_table(META)?;
             let applied = meta.get(JOURNAL_KEY)?.map_or(0, |v| v.value());
             let stored_id = meta.get(ID_KEY)?.map(|v| v.value());
@@ -168,13 +168,16 @@ impl Journal {
                 replayed += 1;
             }
             meta.insert(JOURNAL_KEY, last)?;
-            (id, last)
+            (id, last, ours)
         };
         txn.commit()?;
-        if !ours_header(&bytes, id) {
+        if !ours {
+            // Emptied first: records of another database must not follow
+            // this one's header.
             let mut header = MAGIC.to_vec();
             header.extend_from_slice(&id.to_le_bytes());
-            file.seek(SeekFrom::Start(0))
+            file.set_len(0)
+                .and_then(|()| file.seek(SeekFrom::Start(0)))
                 .and_then(|_| file.write_all(&header))
                 .and_then(|()| file.sync_data())
                 .map_err(open_error)?;

@@ -210,8 +210,10 @@ fn the_journal_of_a_deleted_database_is_ignored() {
         let old = open_with_checkpoint(&db, 1 << 30);
         old.create_stream("s", StreamConfig::with_partitions(1))
             .unwrap();
-        old.append("s", [Record::value("old").to_partition(0)])
-            .unwrap();
+        for i in 0..5 {
+            old.append("s", [Record::value(format!("old{i}")).to_partition(0)])
+                .unwrap();
+        }
     }
     // Starting over by deleting the database leaves its journal behind.
     std::fs::remove_file(&db).unwrap();
@@ -219,9 +221,15 @@ fn the_journal_of_a_deleted_database_is_ignored() {
     assert!(new.list_streams().is_empty());
     new.create_stream("s", StreamConfig::with_partitions(1))
         .unwrap();
-    new.append("s", [Record::value("new").to_partition(0)])
-        .unwrap();
+    // The same sizes as the old records: only their database's identity
+    // tells the new records 1 and 2 from the old 3 to 5 after them.
+    for i in 0..2 {
+        new.append("s", [Record::value(format!("new{i}")).to_partition(0)])
+            .unwrap();
+    }
+    // A crash now leaves the database as created, and the journal.
+    let copy = crash_copy(&db, &dir.path().join("crash"), true);
     drop(new);
-    let reopened = open_with_checkpoint(&db, 1 << 30);
-    assert_eq!(values(&reopened, "s", 0), vec!["new"]);
+    let reopened = open_with_checkpoint(&copy, 1 << 30);
+    assert_eq!(values(&reopened, "s", 0), vec!["new0", "new1"]);
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use leat_broker::{Broker, Bytes, CleanupPolicy, Event, ReadLimits, Record, StreamConfig};
-use leat_runtime::{Engine, EngineConfig, ErrorPolicy, ProcessorSpec, RunMode, Runtime};
+use leat_runtime::{
+    Engine, EngineConfig, ErrorPolicy, ProcessorSpec, RunMode, Runtime, DEFAULT_COMMIT_EVENTS,
+};
 
 use crate::progress::Progress;
 
@@ -363,7 +365,7 @@ pub struct ProcessArgs {
     batch_size: usize,
     /// Most events per commit: a backlog is committed every so many events
     /// rather than after each batch (at or below --batch-size: every batch).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = DEFAULT_COMMIT_EVENTS)]
     commit_events: usize,
     /// Keep running and process new events as they arrive (Ctrl-C to stop).
     #[arg(long)]
@@ -476,6 +478,10 @@ pub struct DeployArgs {
     /// Events per guest call.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
+    /// Most events per commit: a backlog is committed every so many events
+    /// rather than after each batch (at or below --batch-size: every batch).
+    #[arg(long, default_value_t = DEFAULT_COMMIT_EVENTS)]
+    pub commit_events: usize,
 }
 
 #[derive(Subcommand, Debug)]

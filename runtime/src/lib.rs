@@ -32,7 +32,7 @@ pub use crate::engine::{Engine, EngineConfig, LoadedComponent};
 pub use crate::error::{Error, Result};
 pub use crate::guest::{NativeFn, ProcessorCode};
 pub use crate::processor::{assign, ProcessorHandle, Runtime};
-pub use crate::spec::{ErrorPolicy, ProcessorSpec};
+pub use crate::spec::{ErrorPolicy, ProcessorSpec, DEFAULT_COMMIT_EVENTS};
 pub use crate::status::{
     InstanceStatus, LatencyHistogram, ProcessorStatus, StoppedPartition, LATENCY_BUCKETS,
 };

@@ -288,6 +288,7 @@ pub fn deploy(client: &Client, args: DeployArgs) -> Result<()> {
             instances: args.instances,
             on_error: args.on_error,
             batch_size: args.batch_size,
+            commit_events: args.commit_events,
             topology: None,
         },
     )?;
@@ -375,6 +376,10 @@ fn print_processor(p: &api::ProcessorView) {
         println!("  config: {}", config.join(", "));
     }
     println!("  on error: {}", p.on_error);
+    println!(
+        "  batches: {} events per guest call, up to {} events per commit",
+        p.batch_size, p.commit_events
+    );
     for i in &p.instances {
         let parts: Vec<String> = i.partitions.iter().map(u32::to_string).collect();
         println!(

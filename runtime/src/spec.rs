@@ -61,6 +61,9 @@ pub struct ProcessorSpec {
     pub version: u32,
 }
 
+/// The default of [`ProcessorSpec::max_commit_events`].
+pub const DEFAULT_COMMIT_EVENTS: usize = 10_000;
+
 impl ProcessorSpec {
     /// A spec with one instance, the `stop` policy and batches of 1,000.
     pub fn new(name: impl Into<String>, inputs: Vec<String>, outputs: Vec<String>) -> Self {
@@ -72,7 +75,7 @@ impl ProcessorSpec {
             instances: 1,
             on_error: ErrorPolicy::Stop,
             batch_size: 1000,
-            max_commit_events: 10_000,
+            max_commit_events: DEFAULT_COMMIT_EVENTS,
             retries: 2,
             retry_backoff: Duration::from_millis(50),
             version: 1,

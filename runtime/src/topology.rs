@@ -32,6 +32,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use leat_broker::CleanupPolicy;
+
+use crate::spec::DEFAULT_COMMIT_EVENTS;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -91,6 +93,8 @@ struct RawProcessor {
     on_error: Option<Spanned<String>>,
     #[serde(default)]
     batch_size: Option<usize>,
+    #[serde(default)]
+    commit_events: Option<usize>,
 }
 
 fn one() -> u32 {
@@ -131,6 +135,8 @@ pub struct TopologyProcessor {
     pub on_error: String,
     /// Events per guest call.
     pub batch_size: usize,
+    /// Most events per commit of a backlog.
+    pub commit_events: usize,
     /// Where it is declared.
     pub line: usize,
 }
@@ -304,6 +310,7 @@ impl Topology {
                     instances: p.instances,
                     on_error,
                     batch_size: p.batch_size.unwrap_or(1000),
+                    commit_events: p.commit_events.unwrap_or(DEFAULT_COMMIT_EVENTS),
                     line,
                 },
                 p,
@@ -477,6 +484,19 @@ config = { mode = "loud", n = 3 }
             .to_text()
             .contains("processor up x2: orders -> orders-upper"));
         assert!(t.to_mermaid().contains("p_up --> s_orders_upper"));
+        assert_eq!(
+            (t.processors[0].batch_size, t.processors[0].commit_events),
+            (1000, DEFAULT_COMMIT_EVENTS)
+        );
+        let tuned = GOOD.replace(
+            "instances = 2",
+            "instances = 2\nbatch_size = 50\ncommit_events = 200",
+        );
+        let t = Topology::parse(&tuned, "t.toml", Path::new("/x")).unwrap();
+        assert_eq!(
+            (t.processors[0].batch_size, t.processors[0].commit_events),
+            (50, 200)
+        );
     }
 
     #[test]

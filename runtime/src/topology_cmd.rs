@@ -151,6 +151,7 @@ fn apply(client: &Client, file: &Path) -> Result<()> {
             instances: p.instances,
             on_error: p.on_error.clone(),
             batch_size: p.batch_size,
+            commit_events: p.commit_events,
             topology: Some(topology.name.clone()),
         });
     }
@@ -231,6 +232,7 @@ pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
             .parse::<ErrorPolicy>()
             .map_err(anyhow::Error::msg)?;
         spec.batch_size = p.batch_size;
+        spec.max_commit_events = p.commit_events;
         prepared.push((spec, component));
     }
     if args.once {

@@ -342,6 +342,8 @@ fn sigterm_during_processing_then_restart_loses_and_duplicates_nothing() {
             "2",
             "--batch-size",
             "50",
+            "--commit-events",
+            "200",
         ];
         server.leat_ok(&deploy, "");
         for chunk in 0..3 {
@@ -357,6 +359,11 @@ fn sigterm_during_processing_then_restart_loses_and_duplicates_nothing() {
     assert!(server
         .leat_ok(&["processor", "list"], "")
         .contains("up\trunning"));
+    let status = server.leat_ok(&["processor", "status", "up"], "");
+    assert!(
+        status.contains("batches: 50 events per guest call, up to 200 events per commit"),
+        "the deployment's settings survive the restart: {status}"
+    );
     let outputs = wait_for_events(&server, "out", total);
     let got = values(&outputs);
     let mut expected: Vec<String> = (0..total).map(|i| format!("EVENT {i}")).collect();

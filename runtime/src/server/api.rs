@@ -184,6 +184,9 @@ pub struct Deploy {
     /// Events per guest call.
     #[serde(default = "batch")]
     pub batch_size: usize,
+    /// Most events per commit of a backlog (see `ProcessorSpec::max_commit_events`).
+    #[serde(default = "commit_events")]
+    pub commit_events: usize,
     /// The business topology it belongs to, if any.
     #[serde(default)]
     pub topology: Option<String>,
@@ -195,6 +198,10 @@ fn stop() -> String {
 
 fn batch() -> usize {
     1000
+}
+
+fn commit_events() -> usize {
+    crate::spec::DEFAULT_COMMIT_EVENTS
 }
 
 /// What a deploy or a topology apply did to one item.
@@ -333,6 +340,12 @@ pub struct ProcessorView {
     pub config: Vec<(String, String)>,
     /// `stop` or `record`.
     pub on_error: String,
+    /// Events per guest call.
+    #[serde(default)]
+    pub batch_size: usize,
+    /// Most events per commit of a backlog.
+    #[serde(default)]
+    pub commit_events: usize,
     /// The consumer-group generation.
     pub generation: u64,
     /// Its instances and their partitions.

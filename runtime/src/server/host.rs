@@ -254,6 +254,7 @@ impl Host {
             .parse::<ErrorPolicy>()
             .map_err(ApiError::bad_request)?;
         spec.batch_size = d.batch_size;
+        spec.max_commit_events = d.commit_events;
         spec.version = stored.version;
         Ok(spec)
     }
@@ -484,6 +485,8 @@ impl Host {
             outputs: d.outputs.clone(),
             config: d.config.clone(),
             on_error: d.on_error.clone(),
+            batch_size: d.batch_size,
+            commit_events: d.commit_events,
             generation: status.generation,
             instances: status
                 .instances

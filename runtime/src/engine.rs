@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
 
 use crate::bindings::{Processor, ProcessorPre};
 use crate::error::{Error, Result};
@@ -53,6 +53,8 @@ impl EngineConfig {
 pub struct LoadedComponent {
     pub(crate) name: String,
     pub(crate) pre: ProcessorPre<GuestState>,
+    /// The guest's `process` export.
+    pub(crate) process: ComponentExportIndex,
     /// Size of the component in bytes.
     pub size: usize,
 }
@@ -84,6 +86,9 @@ impl std::fmt::Debug for Engine {
 }
 
 /// The first 8 bytes of a component binary: `\0asm`, layer 1, version 0x0d.
+/// The name of the interface a processor exports (the package's version included).
+const GUEST_INTERFACE: &str = "leat:processor/guest@0.1.0";
+
 const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 /// The first 8 bytes of a core module.
 const MODULE_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
@@ -183,10 +188,20 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
+        let process = component
+            .get_export_index(None, GUEST_INTERFACE)
+            .and_then(|guest| component.get_export_index(Some(&guest), "process"));
         let pre = ProcessorPre::new(instance_pre).map_err(wrong_world)?;
+        // `ProcessorPre::new` has checked that the export exists.
+        let process = process.ok_or_else(|| {
+            wrong_world(wasmtime::Error::msg(format!(
+                "no `process` function in export `{GUEST_INTERFACE}`"
+            )))
+        })?;
         Ok(LoadedComponent {
             name: name.to_string(),
             pre,
+            process,
             size: bytes.len(),
         })
     }

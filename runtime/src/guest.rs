@@ -247,6 +247,11 @@ impl processor::host::Host for GuestState {
         }
     }
 
+    fn emit_batch(&mut self, outs: Vec<Output>) -> Result<(), String> {
+        self.emitted.reserve(outs.len());
+        outs.into_iter().try_for_each(|out| self.emit(out))
+    }
+
     fn state_get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
         if let Some(written) = self.writes.get(&key).or_else(|| self.pending.get(&key)) {
             return written.clone();

@@ -218,6 +218,23 @@ impl Output {
     pub(crate) fn as_wit(&self) -> &wit::Output {
         &self.0
     }
+
+    pub(crate) fn into_wit(self) -> wit::Output {
+        self.0
+    }
+
+    /// Bytes of its key, value and headers.
+    pub(crate) fn size(&self) -> usize {
+        let headers: usize = self
+            .0
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.len())
+            .sum();
+        self.0.key.as_ref().map_or(0, Vec::len)
+            + self.0.value.as_ref().map_or(0, Vec::len)
+            + headers
+    }
 }
 
 impl Default for Output {

@@ -20,6 +20,10 @@ use leat_runtime::{
     Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorSpec, RunMode, Runtime,
 };
 
+/// The `leat` binary's allocator, so that the bench measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Partitions of `in` and `out`, and instances of the processor
 /// (`LEAT_BENCH_PARTITIONS`, default 2: one per core of the reference machine).
 fn partitions() -> u32 {

@@ -79,8 +79,7 @@ impl<'h> Context<'h> {
     /// processed. Fails when the stream is not a declared output.
     pub fn emit(&mut self, mut output: Output) -> Result<(), Error> {
         if !output.has_stream() {
-            let stream = self.default_output()?.to_owned();
-            output.set_stream(&stream);
+            output.set_stream(self.default_output()?);
         }
         if let Some(current) = self.current {
             output.set_cause_if_unset(current.index);

@@ -106,12 +106,13 @@ impl Engine {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
-            // Guests are small; keep virtual memory per instance modest.
-            .memory_reservation(
-                u64::try_from(config.memory_limit)
-                    .unwrap_or(u64::MAX)
-                    .max(1 << 20),
-            )
+            // Reserve the whole 32-bit address space of a guest memory (only
+            // address space: `memory_limit` caps what it may use, through
+            // `MemoryCap`). With it and the guard pages, cranelift drops the
+            // bounds check of every load and store; with a smaller
+            // reservation each one checks explicitly (the pipeline bench:
+            // about 4% more CPU per event on the Wasm side).
+            .memory_reservation(1 << 32)
             .max_wasm_stack(1 << 20);
         let engine = wasmtime::Engine::new(&wasm).map_err(Error::Engine)?;
         let mut linker = Linker::new(&engine);

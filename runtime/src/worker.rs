@@ -576,3 +576,22 @@ fn is_refusal(e: &leat_broker::Error) -> bool {
             | E::InvalidConfig(_)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provenance_headers_name_the_processor_and_the_source() {
+        let mut spec = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
+        spec.version = 3;
+        let mut provenance = Provenance::new(&spec);
+        for (partition, offset) in [(0, 0), (7, 10), (u32::MAX, u64::MAX)] {
+            let [processor, source] = provenance.headers("in", partition, offset);
+            assert_eq!(processor.key, "leat.processor");
+            assert_eq!(processor.value, "up@3");
+            assert_eq!(source.key, "leat.source");
+            assert_eq!(source.value, format!("in/{partition}/{offset}").as_bytes());
+        }
+    }
+}

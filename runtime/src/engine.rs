@@ -85,10 +85,10 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The first 8 bytes of a component binary: `\0asm`, layer 1, version 0x0d.
 /// The name of the interface a processor exports (the package's version included).
 const GUEST_INTERFACE: &str = "leat:processor/guest@0.1.1";
 
+/// The first 8 bytes of a component binary: `\0asm`, layer 1, version 0x0d.
 const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 /// The first 8 bytes of a core module.
 const MODULE_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];

@@ -57,9 +57,10 @@ impl Emitted {
 /// Where `out` may go: the index of its stream in `outputs`, or the failure
 /// of the batch that emitted it.
 fn declared(processor: &str, outputs: &[String], out: &Output) -> Result<usize, Failure> {
-    outputs
-        .iter()
-        .position(|s| *s == out.stream)
+    // An empty stream names the first declared output, if there is one.
+    let first = (out.stream.is_empty() && !outputs.is_empty()).then_some(0);
+    first
+        .or_else(|| outputs.iter().position(|s| *s == out.stream))
         .ok_or_else(|| Failure {
             message: format!(
                 "stream `{}` is not an output of processor `{processor}` (declared outputs: {})",
@@ -613,5 +614,35 @@ impl From<LoadedComponent> for ProcessorCode {
 impl From<NativeFn> for ProcessorCode {
     fn from(f: NativeFn) -> Self {
         ProcessorCode::Native(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(stream: &str) -> Output {
+        Output {
+            stream: stream.into(),
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            cause: Some(4),
+        }
+    }
+
+    #[test]
+    fn an_output_goes_to_a_declared_stream_and_an_empty_one_to_the_first() {
+        let outputs = ["a".to_string(), "b".to_string()];
+        assert_eq!(declared("p", &outputs, &output("b")).ok(), Some(1));
+        assert_eq!(declared("p", &outputs, &output("")).ok(), Some(0));
+        let failure = declared("p", &outputs, &output("c")).unwrap_err();
+        assert_eq!(failure.event_index, Some(4), "it blames the cause");
+        assert_eq!(
+            failure.message,
+            "stream `c` is not an output of processor `p` (declared outputs: a, b)"
+        );
+        // No declared output: nothing for an empty stream to name.
+        assert!(declared("p", &[], &output("")).is_err());
     }
 }

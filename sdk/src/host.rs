@@ -45,8 +45,9 @@ pub trait Host {
     /// The timestamp (ms since the epoch) of the batch being processed.
     fn now(&self) -> i64;
 
-    /// Buffers an output whose stream is set. Fails when the stream is not
-    /// one of the processor's declared outputs.
+    /// Buffers an output. One without a stream goes to the first declared
+    /// output (there is one: [`Context::emit`](crate::Context::emit) checks).
+    /// Fails when the stream is not one of the processor's declared outputs.
     fn emit(&mut self, output: Output) -> Result<(), Error>;
 
     /// Hands over what [`Host::emit`] kept back, for a host that sends
@@ -117,7 +118,9 @@ impl Host for WasmHost {
     }
 
     fn emit(&mut self, output: Output) -> Result<(), Error> {
-        if !self.outputs.iter().any(|s| s == output.stream()) {
+        // An empty stream is the first declared output, which the runtime
+        // resolves: no copy of its name per output.
+        if output.has_stream() && !self.outputs.iter().any(|s| s == output.stream()) {
             self.flush()?;
             return imports::emit(output.as_wit()).map_err(Error::new);
         }

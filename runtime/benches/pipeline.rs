@@ -6,7 +6,9 @@
 //! Environment: `LEAT_BENCH_EVENTS` (default 200,000), `LEAT_BENCH_RUNS` (default 5),
 //! `LEAT_BENCH_PARTITIONS` (default 2), `LEAT_BENCH_DURABLE` (default 1).
 //! Prints medians; the runs of the two pipelines alternate so that both see
-//! the same machine. Then measures end-to-end latency percentiles (append to
+//! the same machine. Beside events/s it prints the CPU time the process
+//! spent per event (all threads, from `/proc/self/stat` where there is one):
+//! on a machine shared with other work it moves much less than the rate. Then measures end-to-end latency percentiles (append to
 //! committed output) with the Wasm processor following a steady producer.
 
 use std::path::Path;
@@ -17,6 +19,10 @@ use leat_broker::{Broker, ReadLimits, Record, StreamConfig};
 use leat_runtime::{
     Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorSpec, RunMode, Runtime,
 };
+
+/// The `leat` binary's allocator, so that the bench measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Partitions of `in` and `out`, and instances of the processor
 /// (`LEAT_BENCH_PARTITIONS`, default 2: one per core of the reference machine).
@@ -80,9 +86,28 @@ fn records(first: usize, count: usize) -> impl Iterator<Item = Record> {
     (first..first + count).map(move |i| Record::keyed(format!("k{i:06}"), value.clone()))
 }
 
+/// CPU time (user and system, all threads) used by this process so far, on
+/// Linux; resolution 10 ms (`/proc` counts in units of 1/100 s).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on:
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// One measured run: wall time, and CPU time where it is known.
+struct Run {
+    wall: Duration,
+    cpu: Option<Duration>,
+}
+
 /// Loads `events` events into `in`, then times one processor consuming all
 /// of them into `out`, in a fresh data dir.
-fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode) -> Duration {
+fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode) -> Run {
     let runtime = fresh_runtime(dir, engine);
     for chunk in (0..events).step_by(1000) {
         runtime
@@ -90,16 +115,20 @@ fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode
             .append("in", records(chunk, 1000.min(events - chunk)))
             .expect("append");
     }
+    let cpu_before = process_cpu();
     let start = Instant::now();
     let status = runtime
         .start(spec(), code, RunMode::UntilCaughtUp)
         .expect("start")
         .wait()
         .expect("run");
-    let elapsed = start.elapsed();
+    let wall = start.elapsed();
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     assert_eq!(status.events_in as usize, events);
     assert_eq!(status.events_out as usize, events);
-    elapsed
+    Run { wall, cpu }
 }
 
 /// A producer appends batches of 1,000 every 5 ms while the Wasm processor
@@ -163,6 +192,15 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The median wall time of `runs`, and their median CPU time if every run has one.
+fn medians(runs: Vec<Run>) -> (Duration, Option<Duration>) {
+    let cpu: Option<Vec<Duration>> = runs.iter().map(|r| r.cpu).collect();
+    (
+        median(runs.iter().map(|r| r.wall).collect()),
+        cpu.map(median),
+    )
+}
+
 fn main() {
     // `cargo test --benches` runs this without --bench: do nothing then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -197,15 +235,31 @@ fn main() {
             ProcessorCode::Native(native_uppercase()),
         ));
     }
-    let (w, n) = (median(wasm), median(native));
+    let ((w, w_cpu), (n, n_cpu)) = (medians(wasm), medians(native));
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
+    let per_event = |cpu: Option<Duration>| {
+        cpu.map_or(String::new(), |c| {
+            format!(
+                ", CPU {:.2} us/event",
+                c.as_secs_f64() * 1e6 / events as f64
+            )
+        })
+    };
     println!(
         "pipeline: {events} events of 100 bytes, batches of 1000, {} partitions and instances, {} commits, median of {runs}",
         partitions(),
         if durable() { "durable" } else { "non-durable" }
     );
-    println!("  wasm uppercase   {:>10.0} events/s  ({w:?})", rate(w));
-    println!("  native closure   {:>10.0} events/s  ({n:?})", rate(n));
+    println!(
+        "  wasm uppercase   {:>10.0} events/s  ({w:?}{})",
+        rate(w),
+        per_event(w_cpu)
+    );
+    println!(
+        "  native closure   {:>10.0} events/s  ({n:?}{})",
+        rate(n),
+        per_event(n_cpu)
+    );
     println!("  wasm / native    {:>10.2}", rate(w) / rate(n));
     let l = latencies(dir.path(), &engine, ProcessorCode::Wasm(component), 200);
     let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];

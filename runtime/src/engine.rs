@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
 
 use crate::bindings::{Processor, ProcessorPre};
 use crate::error::{Error, Result};
@@ -53,6 +53,8 @@ impl EngineConfig {
 pub struct LoadedComponent {
     pub(crate) name: String,
     pub(crate) pre: ProcessorPre<GuestState>,
+    /// The guest's `process` export.
+    pub(crate) process: ComponentExportIndex,
     /// Size of the component in bytes.
     pub size: usize,
 }
@@ -83,6 +85,9 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The name of the interface a processor exports (the package's version included).
+const GUEST_INTERFACE: &str = "leat:processor/guest@0.1.1";
+
 /// The first 8 bytes of a component binary: `\0asm`, layer 1, version 0x0d.
 const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
 /// The first 8 bytes of a core module.
@@ -101,12 +106,13 @@ impl Engine {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
-            // Guests are small; keep virtual memory per instance modest.
-            .memory_reservation(
-                u64::try_from(config.memory_limit)
-                    .unwrap_or(u64::MAX)
-                    .max(1 << 20),
-            )
+            // Reserve the whole 32-bit address space of a guest memory (only
+            // address space: `memory_limit` caps what it may use, through
+            // `MemoryCap`). With it and the guard pages, cranelift drops the
+            // bounds check of every load and store; with a smaller
+            // reservation each one checks explicitly (the pipeline bench:
+            // about 4% more CPU per event on the Wasm side).
+            .memory_reservation(1 << 32)
             .max_wasm_stack(1 << 20);
         let engine = wasmtime::Engine::new(&wasm).map_err(Error::Engine)?;
         let mut linker = Linker::new(&engine);
@@ -183,10 +189,20 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
+        let process = component
+            .get_export_index(None, GUEST_INTERFACE)
+            .and_then(|guest| component.get_export_index(Some(&guest), "process"));
         let pre = ProcessorPre::new(instance_pre).map_err(wrong_world)?;
+        // `ProcessorPre::new` has checked that the export exists.
+        let process = process.ok_or_else(|| {
+            wrong_world(wasmtime::Error::msg(format!(
+                "no `process` function in export `{GUEST_INTERFACE}`"
+            )))
+        })?;
         Ok(LoadedComponent {
             name: name.to_string(),
             pre,
+            process,
             size: bytes.len(),
         })
     }

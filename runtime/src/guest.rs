@@ -6,14 +6,141 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leat_broker::Broker;
+use leat_broker::{Broker, Bytes, Event as LogEvent, Header};
+use wasmtime::component::{ComponentType, Func, Lower};
 use wasmtime::Store;
 
-use crate::bindings::{leat::processor, Event, Failure, Level, Output, Processor};
+use crate::bindings::{
+    leat::processor, Event, Failure, Header as WitHeader, Level, Output, Processor,
+};
 use crate::engine::{Engine, LoadedComponent};
 
 /// The state writes of a batch: `None` deletes.
 pub(crate) type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// An event read from the log, with the index of the input it came from.
+pub(crate) struct Input {
+    /// Index in the processor's declared inputs.
+    pub stream: usize,
+    pub event: LogEvent,
+}
+
+/// An output of a batch, already checked against the declared outputs and
+/// in the broker's types, so that it becomes a record without copies.
+pub(crate) struct Emitted {
+    /// Index in the processor's declared outputs.
+    pub stream: usize,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// The index in the batch of the event it derives from, as the guest gave it.
+    pub cause: Option<u32>,
+}
+
+impl Emitted {
+    /// `out`, which goes to declared output `stream`.
+    fn from_wit(stream: usize, out: Output) -> Emitted {
+        Emitted {
+            stream,
+            key: out.key.map(Bytes::from),
+            value: out.value.map(Bytes::from),
+            headers: out
+                .headers
+                .into_iter()
+                .map(|h| Header::new(h.key, h.value))
+                .collect(),
+            cause: out.cause,
+        }
+    }
+}
+
+/// Where `out` may go: the index of its stream in `outputs`, or the failure
+/// of the batch that emitted it.
+fn declared(processor: &str, outputs: &[String], out: &Output) -> Result<usize, Failure> {
+    // An empty stream names the first declared output, if there is one.
+    let first = (out.stream.is_empty() && !outputs.is_empty()).then_some(0);
+    first
+        .or_else(|| outputs.iter().position(|s| *s == out.stream))
+        .ok_or_else(|| Failure {
+            message: format!(
+                "stream `{}` is not an output of processor `{processor}` (declared outputs: {})",
+                out.stream,
+                outputs.join(", ")
+            ),
+            event_index: out.cause,
+        })
+}
+
+/// A log event lowered straight into the guest's `event` record: its
+/// strings and bytes are borrowed from the stored batch, so the host copies
+/// them once, into the guest's memory. Field names and order are those of
+/// the WIT record (checked when the export is typed).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct EventRef<'a> {
+    stream: &'a str,
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Vec<HeaderRef<'a>>,
+}
+
+/// A header lowered in place, as [`EventRef`].
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct HeaderRef<'a> {
+    key: &'a str,
+    value: &'a [u8],
+}
+
+impl<'a> EventRef<'a> {
+    fn new(stream: &'a str, e: &'a LogEvent) -> EventRef<'a> {
+        EventRef {
+            stream,
+            partition: e.partition,
+            offset: e.offset,
+            timestamp: e.timestamp,
+            key: e.key.as_deref(),
+            value: e.value.as_deref(),
+            headers: e
+                .headers
+                .iter()
+                .map(|h| HeaderRef {
+                    key: &h.key,
+                    value: &h.value,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `batch` as owned WIT events, for a native processor.
+fn to_wit(inputs: &[String], batch: &[Input]) -> Vec<Event> {
+    batch
+        .iter()
+        .map(|input| {
+            let e = &input.event;
+            Event {
+                stream: inputs[input.stream].clone(),
+                partition: e.partition,
+                offset: e.offset,
+                timestamp: e.timestamp,
+                key: e.key.as_ref().map(|k| k.to_vec()),
+                value: e.value.as_ref().map(|v| v.to_vec()),
+                headers: e
+                    .headers
+                    .iter()
+                    .map(|h| WitHeader {
+                        key: h.key.clone(),
+                        value: h.value.to_vec(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
 
 /// What the host keeps for one guest instance.
 pub(crate) struct GuestState {
@@ -25,7 +152,7 @@ pub(crate) struct GuestState {
     scope: String,
     /// The timestamp `now` returns: the batch's last event.
     now: i64,
-    emitted: Vec<Output>,
+    emitted: Vec<Emitted>,
     writes: StateWrites,
     /// The writes of earlier batches of the same partition that will commit
     /// together with this one: seen by reads, under this batch's writes.
@@ -108,21 +235,22 @@ impl processor::host::Host for GuestState {
     }
 
     fn emit(&mut self, out: Output) -> Result<(), String> {
-        if !self.outputs.contains(&out.stream) {
-            let message = format!(
-                "stream `{}` is not an output of processor `{}` (declared outputs: {})",
-                out.stream,
-                self.processor,
-                self.outputs.join(", ")
-            );
-            self.violation.get_or_insert(Failure {
-                message: message.clone(),
-                event_index: out.cause,
-            });
-            return Err(message);
+        match declared(&self.processor, &self.outputs, &out) {
+            Ok(stream) => {
+                self.emitted.push(Emitted::from_wit(stream, out));
+                Ok(())
+            }
+            Err(failure) => {
+                let message = failure.message.clone();
+                self.violation.get_or_insert(failure);
+                Err(message)
+            }
         }
-        self.emitted.push(out);
-        Ok(())
+    }
+
+    fn emit_batch(&mut self, outs: Vec<Output>) -> Result<(), String> {
+        self.emitted.reserve(outs.len());
+        outs.into_iter().try_for_each(|out| self.emit(out))
     }
 
     fn state_get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
@@ -209,7 +337,7 @@ impl std::fmt::Display for CallError {
 
 /// What a successful batch produced, not yet committed.
 pub(crate) struct BatchResult {
-    pub outputs: Vec<Output>,
+    pub outputs: Vec<Emitted>,
     pub writes: StateWrites,
 }
 
@@ -243,19 +371,29 @@ pub(crate) enum Instance {
 }
 
 impl Instance {
-    /// Runs one batch; `pending` holds the uncommitted writes of the batches
-    /// before it that will commit with it.
+    /// Runs one batch (read from `inputs`, by index) of processor
+    /// `processor`, whose declared outputs are `outputs`; `pending` holds the
+    /// uncommitted writes of the batches before it that will commit with it.
     pub fn process(
         &mut self,
         scope: &str,
-        events: &[Event],
+        (processor, inputs, outputs): (&str, &[String], &[String]),
+        batch: &[Input],
         pending: &mut StateWrites,
     ) -> Result<BatchResult, CallError> {
         match self {
-            Instance::Wasm(guest) => guest.process(scope, events, pending),
+            Instance::Wasm(guest) => guest.process(scope, inputs, batch, pending),
             Instance::Native(f) => {
-                let mut outputs = Vec::new();
-                f(events, &mut outputs).map_err(CallError::Failed)?;
+                let mut emitted = Vec::new();
+                f(&to_wit(inputs, batch), &mut emitted).map_err(CallError::Failed)?;
+                let outputs = emitted
+                    .into_iter()
+                    .map(|out| {
+                        let stream = declared(processor, outputs, &out)?;
+                        Ok(Emitted::from_wit(stream, out))
+                    })
+                    .collect::<Result<_, Failure>>()
+                    .map_err(CallError::Failed)?;
                 Ok(BatchResult {
                     outputs,
                     writes: StateWrites::new(),
@@ -286,6 +424,9 @@ impl Instance {
 pub(crate) struct GuestInstance {
     store: Store<GuestState>,
     bindings: Processor,
+    /// The `process` export, called with events borrowed from the log
+    /// ([`EventRef`]) rather than through `bindings`' owned records.
+    process: Func,
     deadline_ticks: u64,
     /// The time limit of one call, for error messages.
     call_timeout: Duration,
@@ -324,7 +465,20 @@ impl GuestInstance {
         let deadline_ticks = engine.config.deadline_ticks();
         let call_timeout = engine.config.call_timeout;
         store.set_epoch_deadline(deadline_ticks);
-        let bindings = component.pre.instantiate(&mut store).map_err(|e| {
+        let instantiated = component
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .and_then(|instance| {
+                let bindings = Processor::new(&mut store, &instance)?;
+                let process = instance
+                    .get_func(&mut store, component.process)
+                    .ok_or_else(|| wasmtime::Error::msg("the component exports no `process`"))?;
+                // Checks once that `EventRef` matches the component's `event`.
+                process.typed::<(&[EventRef<'_>],), (Result<(), Failure>,)>(&store)?;
+                Ok((bindings, process))
+            });
+        let (bindings, process) = instantiated.map_err(|e| {
             format!(
                 "instantiation failed: {}",
                 explain(&mut store, &e, call_timeout)
@@ -338,6 +492,7 @@ impl GuestInstance {
         Ok(GuestInstance {
             store,
             bindings,
+            process,
             deadline_ticks,
             call_timeout,
         })
@@ -348,22 +503,30 @@ impl GuestInstance {
     pub fn process(
         &mut self,
         scope: &str,
-        events: &[Event],
+        inputs: &[String],
+        batch: &[Input],
         pending: &mut StateWrites,
     ) -> Result<BatchResult, CallError> {
         let data = self.store.data_mut();
         std::mem::swap(&mut data.pending, pending);
         data.scope.clear();
         data.scope.push_str(scope);
-        data.now = events.last().map_or(0, |e| e.timestamp);
+        data.now = batch.last().map_or(0, |i| i.event.timestamp);
         data.emitted.clear();
         data.writes.clear();
         data.forget_call_notes();
         self.store.set_epoch_deadline(self.deadline_ticks);
+        let events: Vec<EventRef<'_>> = batch
+            .iter()
+            .map(|i| EventRef::new(&inputs[i.stream], &i.event))
+            .collect();
+        // Typed per call: the borrowed event type cannot be stored, and the
+        // check is one walk over the `event` record's type.
         let result = self
-            .bindings
-            .leat_processor_guest()
-            .call_process(&mut self.store, events);
+            .process
+            .typed::<(&[EventRef<'_>],), (Result<(), Failure>,)>(&self.store)
+            .and_then(|f| f.call(&mut self.store, (&events,)))
+            .map(|(r,)| r);
         let data = self.store.data_mut();
         std::mem::swap(&mut data.pending, pending);
         if let Some(error) = data.host_error.take() {
@@ -451,5 +614,35 @@ impl From<LoadedComponent> for ProcessorCode {
 impl From<NativeFn> for ProcessorCode {
     fn from(f: NativeFn) -> Self {
         ProcessorCode::Native(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(stream: &str) -> Output {
+        Output {
+            stream: stream.into(),
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            cause: Some(4),
+        }
+    }
+
+    #[test]
+    fn an_output_goes_to_a_declared_stream_and_an_empty_one_to_the_first() {
+        let outputs = ["a".to_string(), "b".to_string()];
+        assert_eq!(declared("p", &outputs, &output("b")).ok(), Some(1));
+        assert_eq!(declared("p", &outputs, &output("")).ok(), Some(0));
+        let failure = declared("p", &outputs, &output("c")).unwrap_err();
+        assert_eq!(failure.event_index, Some(4), "it blames the cause");
+        assert_eq!(
+            failure.message,
+            "stream `c` is not an output of processor `p` (declared outputs: a, b)"
+        );
+        // No declared output: nothing for an empty stream to name.
+        assert!(declared("p", &[], &output("")).is_err());
     }
 }

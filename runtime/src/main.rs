@@ -20,6 +20,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the exactly-once pipeline allocates
+/// and frees several small buffers per event on several threads, and glibc's
+/// allocator took about a fifth of its CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Leat: event-driven microservices as WebAssembly processors over an embedded event log.
 #[derive(Parser, Debug)]
 #[command(name = "leat", version, about)]

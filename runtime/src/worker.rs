@@ -12,11 +12,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use leat_broker::{Bytes, Event as LogEvent, Header, ReadLimits, Record, Transaction};
 
-use crate::bindings::{Event, Header as WitHeader, Output};
 use crate::error::{Error, Result};
-use crate::guest::{BatchResult, CallError, Instance, StateWrites};
+use crate::guest::{BatchResult, CallError, Emitted, Input, Instance, StateWrites};
 use crate::processor::Shared;
 use crate::spec::{ErrorPolicy, ProcessorSpec};
 use crate::status::StoppedPartition;
@@ -37,12 +37,6 @@ pub(crate) enum Exit {
     Done,
     /// A newer generation took over its partitions.
     Fenced,
-}
-
-/// An event read from the log, with the input it came from.
-struct Input {
-    stream: usize,
-    event: LogEvent,
 }
 
 /// Processed batches of one partition, waiting for their commit.
@@ -66,6 +60,7 @@ pub(crate) struct Worker {
     /// (input index, partition) -> next offset to read.
     positions: BTreeMap<(usize, u32), u64>,
     stopped: BTreeSet<u32>,
+    provenance: Provenance,
 }
 
 impl Worker {
@@ -76,6 +71,7 @@ impl Worker {
         guest: Option<Instance>,
     ) -> Worker {
         Worker {
+            provenance: Provenance::new(&shared.spec),
             shared,
             partitions,
             generation,
@@ -203,9 +199,8 @@ impl Worker {
         let mut failing = None;
         let mut batch = first;
         loop {
-            let events = self.to_wit(&batch);
             let started = Instant::now();
-            match self.call(p, &events, &mut staged.writes) {
+            match self.call(p, &batch, &mut staged.writes) {
                 Ok(result) => {
                     self.stage(p, &mut staged, &batch, result, started);
                     // Read on after it; `committed` is where a failure returns to.
@@ -266,11 +261,10 @@ impl Worker {
     /// Processes `batch` of partition index `p` on its own until it is
     /// committed or its failing event has met the error policy.
     fn handle(&mut self, p: u32, batch: &[Input]) -> Result<Exit> {
-        let events = self.to_wit(batch);
         let mut attempt = 0;
         let error = loop {
             let started = Instant::now();
-            let outcome = match self.call(p, &events, &mut StateWrites::new()) {
+            let outcome = match self.call(p, batch, &mut StateWrites::new()) {
                 Ok(result) => match self.commit_one(p, batch, result, started) {
                     Ok(()) => return Ok(Exit::Done),
                     Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
@@ -331,7 +325,8 @@ impl Worker {
     }
 
     fn apply_policy(&mut self, p: u32, input: &Input, error: CallError) -> Result<Exit> {
-        let spec = &self.shared.spec;
+        let shared = self.shared.clone();
+        let spec = &shared.spec;
         let stream = &spec.inputs[input.stream];
         let event = &input.event;
         let reason = error.to_string();
@@ -354,7 +349,7 @@ impl Worker {
                     error = %reason, "event keeps failing: recorded on the error stream");
                 let mut headers = event.headers.clone();
                 headers.push(Header::new("leat.error", reason));
-                headers.extend(provenance(spec, stream, p, event.offset));
+                headers.extend(self.provenance.headers(stream, p, event.offset));
                 let record = Record {
                     key: event.key.clone(),
                     value: event.value.clone(),
@@ -383,15 +378,18 @@ impl Worker {
     fn call(
         &mut self,
         p: u32,
-        events: &[Event],
+        batch: &[Input],
         pending: &mut StateWrites,
     ) -> Result<BatchResult, CallError> {
-        let scope = self.shared.spec.scope(p);
+        let shared = self.shared.clone();
+        let spec = &shared.spec;
+        let scope = spec.scope(p);
         let guest = match self.guest_mut() {
             Some(g) => g,
             None => return Err(CallError::Trapped("the processor failed to restart".into())),
         };
-        let result = guest.process(&scope, events, pending);
+        let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
+        let result = guest.process(&scope, streams, batch, pending);
         if matches!(result, Err(CallError::Trapped(_))) {
             self.shared.status().traps += 1;
             // A trapped instance may be in any state: never reuse it.
@@ -434,7 +432,7 @@ impl Worker {
 
     /// Adds a processed batch's outputs, state writes and offsets to `staged`.
     fn stage(
-        &self,
+        &mut self,
         p: u32,
         staged: &mut Staged,
         batch: &[Input],
@@ -446,16 +444,15 @@ impl Worker {
         };
         let spec = &self.shared.spec;
         staged.events_out += result.outputs.len() as u64;
-        for mut out in result.outputs {
-            let stream = std::mem::take(&mut out.stream);
+        for out in result.outputs {
             let cause = out
                 .cause
                 .and_then(|i| batch.get(i as usize))
                 .unwrap_or(last);
+            let stream = &spec.outputs[out.stream];
             let source = &spec.inputs[cause.stream];
-            staged
-                .txn
-                .append(&stream, self.to_record(out, source, p, &cause.event));
+            let record = to_record(&mut self.provenance, out, source, p, &cause.event);
+            staged.txn.append(stream, record);
         }
         // Later writes replace earlier ones.
         staged.writes.extend(result.writes);
@@ -503,47 +500,6 @@ impl Worker {
         Ok(())
     }
 
-    fn to_record(&self, out: Output, stream: &str, p: u32, cause: &LogEvent) -> Record {
-        let mut headers: Vec<Header> = out
-            .headers
-            .into_iter()
-            .map(|h| Header::new(h.key, h.value))
-            .collect();
-        headers.extend(provenance(&self.shared.spec, stream, p, cause.offset));
-        Record {
-            key: out.key.map(Bytes::from),
-            value: out.value.map(Bytes::from),
-            headers,
-            timestamp: Some(cause.timestamp),
-            partition: None,
-        }
-    }
-
-    fn to_wit(&self, batch: &[Input]) -> Vec<Event> {
-        batch
-            .iter()
-            .map(|input| {
-                let e = &input.event;
-                Event {
-                    stream: self.shared.spec.inputs[input.stream].clone(),
-                    partition: e.partition,
-                    offset: e.offset,
-                    timestamp: e.timestamp,
-                    key: e.key.as_ref().map(|k| k.to_vec()),
-                    value: e.value.as_ref().map(|v| v.to_vec()),
-                    headers: e
-                        .headers
-                        .iter()
-                        .map(|h| WitHeader {
-                            key: h.key.clone(),
-                            value: h.value.to_vec(),
-                        })
-                        .collect(),
-                }
-            })
-            .collect()
-    }
-
     fn note_failure(&self, error: &CallError) {
         tracing::warn!(processor = %self.shared.spec.name, error = %error, "batch failed: rolled back");
         let mut status = self.shared.status();
@@ -552,13 +508,61 @@ impl Worker {
     }
 }
 
-/// Headers that say where an output came from: `leat.processor` is
-/// `name@version`, `leat.source` is `stream/partition/offset` of the input event.
-fn provenance(spec: &ProcessorSpec, stream: &str, partition: u32, offset: u64) -> [Header; 2] {
-    [
-        Header::new("leat.processor", format!("{}@{}", spec.name, spec.version)),
-        Header::new("leat.source", format!("{stream}/{partition}/{offset}")),
-    ]
+/// `out` as a record: its headers, then the provenance of `cause`, read
+/// from partition `p` of input `stream`; it takes `cause`'s timestamp.
+fn to_record(
+    provenance: &mut Provenance,
+    out: Emitted,
+    stream: &str,
+    p: u32,
+    cause: &LogEvent,
+) -> Record {
+    let mut headers = out.headers;
+    headers.reserve_exact(2);
+    headers.extend(provenance.headers(stream, p, cause.offset));
+    Record {
+        key: out.key,
+        value: out.value,
+        headers,
+        timestamp: Some(cause.timestamp),
+        partition: None,
+    }
+}
+
+/// Makes the headers that say where an output came from: `leat.processor`
+/// is `name@version`, `leat.source` is `stream/partition/offset` of the
+/// input event. Every output of a worker shares one `leat.processor` value,
+/// and the `leat.source` values are carved out of a shared buffer, so an
+/// output costs no allocation for them.
+struct Provenance {
+    processor: Bytes,
+    sources: BytesMut,
+}
+
+impl Provenance {
+    /// Room for this many source values per buffer, each well under 64 bytes.
+    const BUFFER: usize = 64 * 64;
+
+    fn new(spec: &ProcessorSpec) -> Provenance {
+        Provenance {
+            processor: Bytes::from(format!("{}@{}", spec.name, spec.version)),
+            sources: BytesMut::new(),
+        }
+    }
+
+    fn headers(&mut self, stream: &str, partition: u32, offset: u64) -> [Header; 2] {
+        use std::fmt::Write;
+        if self.sources.capacity() - self.sources.len() < 64 {
+            self.sources.reserve(Self::BUFFER);
+        }
+        // Writing to a `BytesMut` cannot fail: it grows as needed.
+        let _ = write!(self.sources, "{stream}/{partition}/{offset}");
+        let source = self.sources.split().freeze();
+        [
+            Header::new("leat.processor", self.processor.clone()),
+            Header::new("leat.source", source),
+        ]
+    }
 }
 
 /// A broker error caused by what the batch wrote, not by the log itself.
@@ -571,4 +575,23 @@ fn is_refusal(e: &leat_broker::Error) -> bool {
             | E::PartitionOutOfRange { .. }
             | E::InvalidConfig(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provenance_headers_name_the_processor_and_the_source() {
+        let mut spec = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
+        spec.version = 3;
+        let mut provenance = Provenance::new(&spec);
+        for (partition, offset) in [(0, 0), (7, 10), (u32::MAX, u64::MAX)] {
+            let [processor, source] = provenance.headers("in", partition, offset);
+            assert_eq!(processor.key, "leat.processor");
+            assert_eq!(processor.value, "up@3");
+            assert_eq!(source.key, "leat.source");
+            assert_eq!(source.value, format!("in/{partition}/{offset}").as_bytes());
+        }
+    }
 }

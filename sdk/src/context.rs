@@ -79,8 +79,9 @@ impl<'h> Context<'h> {
     /// processed. Fails when the stream is not a declared output.
     pub fn emit(&mut self, mut output: Output) -> Result<(), Error> {
         if !output.has_stream() {
-            let stream = self.default_output()?.to_owned();
-            output.set_stream(&stream);
+            // The host resolves an empty stream to the first declared
+            // output: checked here so that the error names the cause.
+            self.default_output()?;
         }
         if let Some(current) = self.current {
             output.set_cause_if_unset(current.index);

@@ -65,8 +65,12 @@ impl<P: Processor, H: Host> Slot<P, H> {
         };
         let events: Vec<Event> = events.into_iter().map(Event::from_wit).collect();
         let mut ctx = Context::new(host);
-        processor
-            .process_batch(&mut ctx, &events)
+        let processed = processor.process_batch(&mut ctx, &events);
+        // Even after a failure: the host throws the batch's outputs away, and
+        // nothing kept back may leak into the next batch.
+        let flushed = host.flush();
+        processed
+            .and(flushed.map_err(Failure::from))
             .map_err(Failure::into_wit)
     }
 
@@ -180,7 +184,7 @@ macro_rules! export {
             }
 
             // Only a Wasm component exports the symbols: natively, a cdylib
-            // exporting names such as `leat:processor/guest@0.1.0#init` does
+            // exporting names such as `leat:processor/guest@0.1.1#init` does
             // not even link (GNU ld rejects them in its version script).
             #[cfg(target_arch = "wasm32")]
             $crate::__private::export_guest!(__LeatGuest);
@@ -291,6 +295,72 @@ mod tests {
             .unwrap_err();
         assert_eq!(failure.event_index, Some(1));
         assert_eq!(failure.message, "no text");
+    }
+
+    /// A [`TestHost`] that keeps outputs back until `flush`, as `WasmHost` does.
+    struct KeepsBack {
+        inner: TestHost,
+        kept: Vec<crate::Output>,
+        flushes: usize,
+    }
+
+    impl Host for KeepsBack {
+        fn log(&mut self, level: crate::Level, message: &str) {
+            self.inner.log(level, message);
+        }
+        fn now(&self) -> i64 {
+            self.inner.now()
+        }
+        fn emit(&mut self, output: crate::Output) -> Result<(), Error> {
+            self.kept.push(output);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), Error> {
+            self.flushes += 1;
+            self.kept.drain(..).try_for_each(|o| self.inner.emit(o))
+        }
+        fn state_get(&self, key: &[u8]) -> Option<Vec<u8>> {
+            self.inner.state_get(key)
+        }
+        fn state_put(&mut self, key: &[u8], value: &[u8]) {
+            self.inner.state_put(key, value);
+        }
+        fn state_delete(&mut self, key: &[u8]) {
+            self.inner.state_delete(key);
+        }
+        fn state_range(
+            &self,
+            start: &[u8],
+            end: Option<&[u8]>,
+            limit: u32,
+        ) -> Vec<(Vec<u8>, Vec<u8>)> {
+            self.inner.state_range(start, end, limit)
+        }
+        fn outputs(&self) -> &[String] {
+            self.inner.outputs()
+        }
+    }
+
+    #[test]
+    fn what_the_host_kept_back_is_flushed_at_the_end_of_every_batch() {
+        let s: Slot<Upper, KeepsBack> = Slot::with_host(|config| KeepsBack {
+            inner: TestHost::new().with_outputs(config.outputs().iter().cloned()),
+            kept: Vec::new(),
+            flushes: 0,
+        });
+        s.init(config(&[])).unwrap();
+        s.process(vec![wit_event("a"), wit_event("b")]).unwrap();
+        let seen = |s: &Slot<Upper, KeepsBack>| {
+            s.with_host_of(|h| (h.flushes, h.kept.len(), h.inner.emitted().len()))
+                .unwrap()
+        };
+        assert_eq!(seen(&s), (1, 0, 2));
+        // A failed batch is flushed too (the host throws it away), so that
+        // nothing it kept back is handed over with the next batch.
+        let mut tombstone = wit_event("");
+        tombstone.value = None;
+        assert!(s.process(vec![wit_event("c"), tombstone]).is_err());
+        assert_eq!(seen(&s), (2, 0, 3));
     }
 
     #[test]

@@ -45,9 +45,18 @@ pub trait Host {
     /// The timestamp (ms since the epoch) of the batch being processed.
     fn now(&self) -> i64;
 
-    /// Buffers an output whose stream is set. Fails when the stream is not
-    /// one of the processor's declared outputs.
+    /// Buffers an output. One without a stream goes to the first declared
+    /// output (there is one: [`Context::emit`](crate::Context::emit) checks).
+    /// Fails when the stream is not one of the processor's declared outputs.
     fn emit(&mut self, output: Output) -> Result<(), Error>;
+
+    /// Hands over what [`Host::emit`] kept back, for a host that sends
+    /// outputs in groups. Called when a batch's processing ends; outputs
+    /// must reach the host in the order they were emitted. The default keeps
+    /// nothing back and does nothing.
+    fn flush(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
 
     /// Reads a key of the partition's state, seeing this batch's writes.
     fn state_get(&self, key: &[u8]) -> Option<Vec<u8>>;
@@ -69,13 +78,33 @@ pub trait Host {
 /// The runtime, through the component's imports. Only ever called from the
 /// component's exports: on other targets than wasm32 the imports are
 /// `unreachable!()`. Public only for [`export!`](crate::export).
+///
+/// Outputs to declared streams are kept back and handed over with one
+/// `emit-batch` call per [`WasmHost::FLUSH_OUTPUTS`] outputs or
+/// [`WasmHost::FLUSH_BYTES`] bytes, and at the end of the batch: a host
+/// call per output costs more than the output. An output to an undeclared
+/// stream goes through `emit` at once, after those before it, so the
+/// host's error and its blame of the batch are as without buffering.
 pub struct WasmHost {
     outputs: Vec<String>,
+    buffered: Vec<wit::Output>,
+    /// Bytes of keys, values and headers in `buffered`.
+    buffered_bytes: usize,
 }
 
 impl WasmHost {
+    /// Outputs kept back before they are handed over.
+    pub const FLUSH_OUTPUTS: usize = 1024;
+    /// Bytes kept back before they are handed over: buffered outputs live in
+    /// the guest's memory, whose size the host caps.
+    pub const FLUSH_BYTES: usize = 1 << 20;
+
     pub(crate) fn new(outputs: Vec<String>) -> WasmHost {
-        WasmHost { outputs }
+        WasmHost {
+            outputs,
+            buffered: Vec::new(),
+            buffered_bytes: 0,
+        }
     }
 }
 
@@ -89,7 +118,28 @@ impl Host for WasmHost {
     }
 
     fn emit(&mut self, output: Output) -> Result<(), Error> {
-        imports::emit(output.as_wit()).map_err(Error::new)
+        // An empty stream is the first declared output, which the runtime
+        // resolves: no copy of its name per output.
+        if output.has_stream() && !self.outputs.iter().any(|s| s == output.stream()) {
+            self.flush()?;
+            return imports::emit(output.as_wit()).map_err(Error::new);
+        }
+        self.buffered_bytes += output.size();
+        self.buffered.push(output.into_wit());
+        if self.buffered.len() >= Self::FLUSH_OUTPUTS || self.buffered_bytes >= Self::FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        let result = imports::emit_batch(&self.buffered).map_err(Error::new);
+        self.buffered.clear();
+        self.buffered_bytes = 0;
+        result
     }
 
     fn state_get(&self, key: &[u8]) -> Option<Vec<u8>> {

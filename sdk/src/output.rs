@@ -60,12 +60,26 @@ impl Output {
         Output::new().with_event(event)
     }
 
+    /// An output to the processor's first declared output stream with
+    /// `event`'s key and headers (but not the host's `leat.*` provenance
+    /// headers) and `value`: what a map emits, without first copying the
+    /// value it replaces as `Output::from_event(event).value(value)` does.
+    pub fn from_event_with_value(event: &Event, value: impl Into<Vec<u8>>) -> Output {
+        let mut out = Output::new().with_key_and_headers_of(event);
+        out.0.value = Some(value.into());
+        out
+    }
+
     /// Copies `event`'s key, value and headers (but not the host's `leat.*`
     /// provenance headers) into this output.
     #[must_use]
     pub fn with_event(mut self, event: &Event) -> Output {
-        self.0.key = event.key().map(<[u8]>::to_vec);
         self.0.value = event.value().map(<[u8]>::to_vec);
+        self.with_key_and_headers_of(event)
+    }
+
+    fn with_key_and_headers_of(mut self, event: &Event) -> Output {
+        self.0.key = event.key().map(<[u8]>::to_vec);
         self.0.headers.extend(
             event
                 .wit_headers()
@@ -218,6 +232,23 @@ impl Output {
     pub(crate) fn as_wit(&self) -> &wit::Output {
         &self.0
     }
+
+    pub(crate) fn into_wit(self) -> wit::Output {
+        self.0
+    }
+
+    /// Bytes of its key, value and headers.
+    pub(crate) fn size(&self) -> usize {
+        let headers: usize = self
+            .0
+            .headers
+            .iter()
+            .map(|h| h.key.len() + h.value.len())
+            .sum();
+        self.0.key.as_ref().map_or(0, Vec::len)
+            + self.0.value.as_ref().map_or(0, Vec::len)
+            + headers
+    }
 }
 
 impl Default for Output {
@@ -282,6 +313,11 @@ mod tests {
         assert_eq!((out.key_str(), out.value_str()), (Some("k"), Some("v")));
         let names: Vec<&str> = out.headers().map(|(n, _)| n).collect();
         assert_eq!(names, ["trace-id"]);
+
+        let mapped = Output::from_event_with_value(&e, "w");
+        assert_eq!((mapped.stream(), mapped.key_str()), ("", Some("k")));
+        assert_eq!(mapped.value_str(), Some("w"));
+        assert_eq!(mapped.headers().len(), 1);
 
         let tomb = Output::to("t").with_event(&Event::new("in").with_key("k"));
         assert!(tomb.is_tombstone());

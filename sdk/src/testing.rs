@@ -194,7 +194,14 @@ impl Host for TestHost {
         self.now
     }
 
-    fn emit(&mut self, output: Output) -> Result<(), Error> {
+    fn emit(&mut self, mut output: Output) -> Result<(), Error> {
+        if !output.has_stream() {
+            let first = self
+                .outputs
+                .first()
+                .ok_or_else(|| Error::new("the processor declares no output stream"))?;
+            output.set_stream(first);
+        }
         if !self.outputs.iter().any(|s| s == output.stream()) {
             return Err(Error::new(format!(
                 "stream `{}` is not an output of processor `{}` (declared outputs: {})",

@@ -126,6 +126,49 @@ fn some(s: &str) -> Option<String> {
     Some(s.to_string())
 }
 
+/// A component built against WIT 0.1.0 (no `emit-batch`: one `emit` per
+/// output), kept as a fixture (`guest-examples/uppercase` built by
+/// `scripts/build-guests.sh` at commit 527eda2): the host of 0.1.1 links it
+/// by semver and commits what it emits as before.
+#[test]
+fn a_component_built_against_wit_0_1_0_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    create(&broker, "in", 2);
+    create(&broker, "out", 2);
+    let records = vec![
+        Record::keyed("k1", "abc").header("trace", "t-1"),
+        Record::tombstone("k2"),
+        Record::keyed("k3", "straße"),
+    ];
+    broker.append("in", records).unwrap();
+    let fixture = leat_tests::repo_root().join("tests/fixtures/uppercase-wit-0.1.0.wasm");
+    let code = rt.engine().load_file(&fixture).unwrap();
+    let status = rt
+        .start(
+            spec("old", "in", &["out"], &[]),
+            code,
+            RunMode::UntilCaughtUp,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!((status.events_in, status.events_out), (3, 3), "{status:?}");
+    let out = read_all(&broker, "out");
+    let by_key = per_key(&out);
+    assert_eq!(by_key["k1"], [some("ABC")]);
+    assert_eq!(by_key["k2"], [None]);
+    assert_eq!(by_key["k3"], [some("STRASSE")]);
+    for e in &out {
+        assert_eq!(text(e.header("leat.processor")), some("old@1"));
+        assert!(e.header("leat.source").is_some());
+    }
+    let traced = out.iter().find(|e| e.header("trace").is_some()).unwrap();
+    assert_eq!(text(traced.header("trace")), some("t-1"));
+    assert_committed_to_end(&broker, "old", "in");
+}
+
 #[test]
 fn uppercase_maps_values_keeping_keys_headers_and_partitions() {
     let dir = tempfile::tempdir().unwrap();

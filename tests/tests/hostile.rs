@@ -396,8 +396,8 @@ fn a_component_of_another_world_is_refused_at_load() {
     let message = err.to_string();
     assert!(
         message.contains("not a Leat processor")
-            && message.contains("leat:processor/processor@0.1.0")
-            && message.contains("leat:processor/guest@0.1.0"),
+            && message.contains("leat:processor/processor@0.1.1")
+            && message.contains("leat:processor/guest@0.1.1"),
         "{message}"
     );
     // The same bytes under another name: the error names what was loaded.

@@ -17,10 +17,9 @@ impl Processor for Uppercase {
     }
 
     fn process(&mut self, ctx: &mut Context<'_>, event: &Event) -> Result<(), Error> {
-        let output = Output::from_event(event);
         let output = match event.value_str() {
-            Some(text) => output.value(text.to_uppercase()),
-            None => output,
+            Some(text) => Output::from_event_with_value(event, text.to_uppercase()),
+            None => Output::from_event(event),
         };
         ctx.emit(output)
     }

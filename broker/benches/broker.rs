@@ -247,7 +247,7 @@ fn paired() {
     }
 }
 
-/// Enough for a batch of 1,000 to cross the default checkpoint (4 MiB)
+/// Enough for batches of 100 and 1,000 to cross the default checkpoint (1 MiB)
 /// several times.
 const PAIRED_ROUNDS: usize = 600;
 

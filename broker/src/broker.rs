@@ -100,11 +100,11 @@ pub struct BrokerOptions {
 }
 
 impl Default for BrokerOptions {
-    /// Maintenance every 30 seconds; a checkpoint every 4 MiB of journal.
+    /// Maintenance every 30 seconds; a checkpoint every 1 MiB of journal.
     fn default() -> Self {
         BrokerOptions {
             maintenance_interval: Some(Duration::from_secs(30)),
-            checkpoint_bytes: 4 << 20,
+            checkpoint_bytes: 1 << 20,
         }
     }
 }

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::read_all;
-use leat_broker::{Broker, BrokerOptions, Record, StreamConfig, Transaction};
+use leat_broker::{Broker, BrokerOptions, Receipt, Record, StreamConfig, Transaction};
 
 fn open_with_checkpoint(path: &Path, checkpoint_bytes: u64) -> Broker {
     Broker::open_with(
@@ -38,6 +38,25 @@ fn crash_copy(db: &Path, into: &Path, with_journal: bool) -> PathBuf {
     copy
 }
 
+/// A broker at `<tmp>/live/log.redb` (crash copies go beside `live/`), with
+/// a stream `s` of `partitions` partitions.
+fn live_broker(partitions: u32, checkpoint_bytes: u64) -> (tempfile::TempDir, PathBuf, Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live").join("log.redb");
+    let broker = open_with_checkpoint(&db, checkpoint_bytes);
+    broker
+        .create_stream("s", StreamConfig::with_partitions(partitions))
+        .unwrap();
+    (dir, db, broker)
+}
+
+/// Appends `value` alone, in its own commit, to partition 0 of `s`.
+fn append_value(broker: &Broker, value: &str) -> Receipt {
+    broker
+        .append("s", [Record::value(value.to_string()).to_partition(0)])
+        .unwrap()
+}
+
 fn values(broker: &Broker, stream: &str, partition: u32) -> Vec<String> {
     read_all(broker, stream, partition)
         .iter()
@@ -47,12 +66,7 @@ fn values(broker: &Broker, stream: &str, partition: u32) -> Vec<String> {
 
 #[test]
 fn a_crash_keeps_journaled_events_offsets_and_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live").join("log.redb");
-    let broker = open_with_checkpoint(&db, 1 << 30);
-    broker
-        .create_stream("s", StreamConfig::with_partitions(2))
-        .unwrap();
+    let (dir, db, broker) = live_broker(2, 1 << 30);
     for i in 0..10 {
         let mut txn = Transaction::new();
         txn.append("s", Record::value(format!("a{i}")).to_partition(0));
@@ -86,29 +100,20 @@ fn a_crash_keeps_journaled_events_offsets_and_state() {
         vec![(b"k9".to_vec(), b"v".to_vec())]
     );
     // The copy goes on from where the journal ended.
-    let receipt = copy
-        .append("s", [Record::value("a10").to_partition(0)])
-        .unwrap();
+    let receipt = append_value(&copy, "a10");
     assert_eq!(receipt.placements, vec![(0, 10)]);
 }
 
 #[test]
 fn checkpoints_make_redb_durable_and_the_journal_starts_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live").join("log.redb");
     // Each record is about 120 bytes: a checkpoint every few dozen commits,
     // so the journal is overwritten from its start many times.
-    let broker = open_with_checkpoint(&db, 4 << 10);
-    broker
-        .create_stream("s", StreamConfig::with_partitions(1))
-        .unwrap();
+    let (dir, db, broker) = live_broker(1, 4 << 10);
     let mut expected = Vec::new();
     for round in 0..6 {
         for i in 0..97 {
             let value = format!("r{round}-{i}");
-            broker
-                .append("s", [Record::value(value.clone()).to_partition(0)])
-                .unwrap();
+            append_value(&broker, &value);
             expected.push(value);
         }
         let copy = Broker::open(crash_copy(
@@ -139,16 +144,9 @@ fn checkpoints_make_redb_durable_and_the_journal_starts_over() {
 
 #[test]
 fn a_torn_journal_record_is_dropped_and_nothing_after_it_applies() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("live").join("log.redb");
-    let broker = open_with_checkpoint(&db, 1 << 30);
-    broker
-        .create_stream("s", StreamConfig::with_partitions(1))
-        .unwrap();
+    let (dir, db, broker) = live_broker(1, 1 << 30);
     for i in 0..5 {
-        broker
-            .append("s", [Record::value(format!("e{i}")).to_partition(0)])
-            .unwrap();
+        append_value(&broker, &format!("e{i}"));
     }
     let journal = db.with_file_name("log.redb-journal");
     let len = std::fs::metadata(&journal).unwrap().len() as usize;
@@ -170,12 +168,7 @@ fn a_torn_journal_record_is_dropped_and_nothing_after_it_applies() {
     std::fs::write(&copied_journal, &bytes[..len - 3]).unwrap();
     let cut = Broker::open(&copy).unwrap();
     assert_eq!(values(&cut, "s", 0), vec!["e0", "e1", "e2", "e3"]);
-    assert_eq!(
-        cut.append("s", [Record::value("next").to_partition(0)])
-            .unwrap()
-            .placements,
-        vec![(0, 4)]
-    );
+    assert_eq!(append_value(&cut, "next").placements, vec![(0, 4)]);
 }
 
 #[test]
@@ -190,9 +183,7 @@ fn a_clean_reopen_replays_nothing_twice() {
                 .unwrap();
         }
         for i in 0..4 {
-            broker
-                .append("s", [Record::value(format!("{run}-{i}")).to_partition(0)])
-                .unwrap();
+            append_value(&broker, &format!("{run}-{i}"));
         }
     }
     let broker = open_with_checkpoint(&db, 1 << 30);
@@ -211,8 +202,7 @@ fn the_journal_of_a_deleted_database_is_ignored() {
         old.create_stream("s", StreamConfig::with_partitions(1))
             .unwrap();
         for i in 0..5 {
-            old.append("s", [Record::value(format!("old{i}")).to_partition(0)])
-                .unwrap();
+            append_value(&old, &format!("old{i}"));
         }
     }
     // Starting over by deleting the database leaves its journal behind.
@@ -224,8 +214,7 @@ fn the_journal_of_a_deleted_database_is_ignored() {
     // The same sizes as the old records: only their database's identity
     // tells the new records 1 and 2 from the old 3 to 5 after them.
     for i in 0..2 {
-        new.append("s", [Record::value(format!("new{i}")).to_partition(0)])
-            .unwrap();
+        append_value(&new, &format!("new{i}"));
     }
     // A crash now leaves the database as created, and the journal.
     let copy = crash_copy(&db, &dir.path().join("crash"), true);

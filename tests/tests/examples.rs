@@ -31,7 +31,12 @@ fn create(broker: &Broker, stream: &str, partitions: u32) {
 
 /// Runs the example `example` with `spec` until it has processed everything.
 fn run(rt: &Runtime, example: &str, spec: ProcessorSpec) -> ProcessorStatus {
-    let code = rt.engine().load_file(&guest(example)).unwrap();
+    run_component(rt, &guest(example), spec)
+}
+
+/// Runs the component at `path` with `spec` until it has processed everything.
+fn run_component(rt: &Runtime, path: &std::path::Path, spec: ProcessorSpec) -> ProcessorStatus {
+    let code = rt.engine().load_file(path).unwrap();
     rt.start(spec, code, RunMode::UntilCaughtUp)
         .unwrap()
         .wait()
@@ -144,16 +149,7 @@ fn a_component_built_against_wit_0_1_0_still_runs() {
     ];
     broker.append("in", records).unwrap();
     let fixture = leat_tests::repo_root().join("tests/fixtures/uppercase-wit-0.1.0.wasm");
-    let code = rt.engine().load_file(&fixture).unwrap();
-    let status = rt
-        .start(
-            spec("old", "in", &["out"], &[]),
-            code,
-            RunMode::UntilCaughtUp,
-        )
-        .unwrap()
-        .wait()
-        .unwrap();
+    let status = run_component(&rt, &fixture, spec("old", "in", &["out"], &[]));
     assert_eq!((status.events_in, status.events_out), (3, 3), "{status:?}");
     let out = read_all(&broker, "out");
     let by_key = per_key(&out);

@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p leat-runtime --bench pipeline` (after `scripts/build-guests.sh`).
 //! Environment: `LEAT_BENCH_EVENTS` (default 200,000), `LEAT_BENCH_RUNS` (default 5),
-//! `LEAT_BENCH_PARTITIONS` (default 2), `LEAT_BENCH_DURABLE` (default 1).
+//! `LEAT_BENCH_PARTITIONS` (default 2), `LEAT_BENCH_DURABLE` (default 1),
+//! `LEAT_BENCH_ONLY` (`wasm` or `native`: that pipeline alone, no latency run).
 //! Prints medians; the runs of the two pipelines alternate so that both see
 //! the same machine. Beside events/s it prints the CPU time the process
 //! spent per event (all threads, from `/proc/self/stat` where there is one):
@@ -219,23 +220,21 @@ fn main() {
         }
     };
     let dir = tempfile::tempdir().expect("tempdir");
+    // `LEAT_BENCH_ONLY=wasm` or `native` runs one pipeline, for a profiler.
+    let only = std::env::var("LEAT_BENCH_ONLY").unwrap_or_default();
+    let (run_wasm, run_native) = (only != "native", only != "wasm");
     let mut wasm = Vec::new();
     let mut native = Vec::new();
     for _ in 0..runs {
-        wasm.push(run_once(
-            dir.path(),
-            &engine,
-            events,
-            ProcessorCode::Wasm(component.clone()),
-        ));
-        native.push(run_once(
-            dir.path(),
-            &engine,
-            events,
-            ProcessorCode::Native(native_uppercase()),
-        ));
+        if run_wasm {
+            let code = ProcessorCode::Wasm(component.clone());
+            wasm.push(run_once(dir.path(), &engine, events, code));
+        }
+        if run_native {
+            let code = ProcessorCode::Native(native_uppercase());
+            native.push(run_once(dir.path(), &engine, events, code));
+        }
     }
-    let ((w, w_cpu), (n, n_cpu)) = (medians(wasm), medians(native));
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
     let per_event = |cpu: Option<Duration>| {
         cpu.map_or(String::new(), |c| {
@@ -250,17 +249,23 @@ fn main() {
         partitions(),
         if durable() { "durable" } else { "non-durable" }
     );
-    println!(
-        "  wasm uppercase   {:>10.0} events/s  ({w:?}{})",
-        rate(w),
-        per_event(w_cpu)
-    );
-    println!(
-        "  native closure   {:>10.0} events/s  ({n:?}{})",
-        rate(n),
-        per_event(n_cpu)
-    );
-    println!("  wasm / native    {:>10.2}", rate(w) / rate(n));
+    let mut rates = Vec::new();
+    for (label, runs) in [("wasm uppercase", wasm), ("native closure", native)] {
+        if runs.is_empty() {
+            continue;
+        }
+        let (wall, cpu) = medians(runs);
+        println!(
+            "  {label}   {:>10.0} events/s  ({wall:?}{})",
+            rate(wall),
+            per_event(cpu)
+        );
+        rates.push(rate(wall));
+    }
+    let [w, n] = rates[..] else {
+        return;
+    };
+    println!("  wasm / native    {:>10.2}", w / n);
     let l = latencies(dir.path(), &engine, ProcessorCode::Wasm(component), 200);
     let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
     println!(

@@ -5,14 +5,16 @@
 //! `cargo bench -p leat-runtime --bench pipeline` (after `scripts/build-guests.sh`).
 //! Environment: `LEAT_BENCH_EVENTS` (default 200,000), `LEAT_BENCH_RUNS` (default 5),
 //! `LEAT_BENCH_PARTITIONS` (default 2), `LEAT_BENCH_DURABLE` (default 1),
-//! `LEAT_BENCH_ONLY` (`wasm` or `native`: that pipeline alone, no latency run).
+//! `LEAT_BENCH_ONLY` (`wasm` or `native`: that pipeline alone, no latency run),
+//! `LEAT_BENCH_COMPONENT` (another component than `uppercase`, e.g. one built
+//! against an earlier WIT version from `tests/fixtures/`).
 //! Prints medians; the runs of the two pipelines alternate so that both see
 //! the same machine. Beside events/s it prints the CPU time the process
 //! spent per event (all threads, from `/proc/self/stat` where there is one):
 //! on a machine shared with other work it moves much less than the rate. Then measures end-to-end latency percentiles (append to
 //! committed output) with the Wasm processor following a steady producer.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -209,8 +211,10 @@ fn main() {
     }
     let events = env_usize("LEAT_BENCH_EVENTS", 200_000);
     let runs = env_usize("LEAT_BENCH_RUNS", 5);
-    let wasm_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/out/uppercase.wasm");
+    let wasm_path = std::env::var_os("LEAT_BENCH_COMPONENT").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/out/uppercase.wasm"),
+        PathBuf::from,
+    );
     let engine = Arc::new(Engine::new(EngineConfig::default()).expect("engine"));
     let component = match engine.load_file(&wasm_path) {
         Ok(c) => c,

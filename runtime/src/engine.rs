@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
 
-use crate::bindings::{Processor, ProcessorPre};
+use crate::bindings::{Runnable, RunnablePre};
 use crate::error::{Error, Result};
 use crate::guest::GuestState;
 
@@ -52,9 +52,12 @@ impl EngineConfig {
 #[derive(Clone)]
 pub struct LoadedComponent {
     pub(crate) name: String,
-    pub(crate) pre: ProcessorPre<GuestState>,
+    pub(crate) pre: RunnablePre<GuestState>,
     /// The guest's `process` export.
     pub(crate) process: ComponentExportIndex,
+    /// Its `process-encoded` export, which components built against WIT
+    /// 0.1.2 or later have; the host calls it in place of `process`.
+    pub(crate) process_encoded: Option<ComponentExportIndex>,
     /// Size of the component in bytes.
     pub size: usize,
 }
@@ -85,8 +88,12 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The name of the interface a processor exports (the package's version included).
-const GUEST_INTERFACE: &str = "leat:processor/guest@0.1.1";
+/// The name of the interface a processor exports (the package's version
+/// included; a component of an earlier 0.1 version matches it by semver).
+const GUEST_INTERFACE: &str = "leat:processor/guest@0.1.2";
+/// The interface with `process-encoded`, which only components built
+/// against 0.1.2 or later export.
+const ENCODED_GUEST_INTERFACE: &str = "leat:processor/encoded-guest@0.1.2";
 
 /// The first 8 bytes of a component binary: `\0asm`, layer 1, version 0x0d.
 const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
@@ -116,7 +123,7 @@ impl Engine {
             .max_wasm_stack(1 << 20);
         let engine = wasmtime::Engine::new(&wasm).map_err(Error::Engine)?;
         let mut linker = Linker::new(&engine);
-        Processor::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut GuestState| state)
+        Runnable::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut GuestState| state)
             .map_err(Error::Engine)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -192,8 +199,11 @@ impl Engine {
         let process = component
             .get_export_index(None, GUEST_INTERFACE)
             .and_then(|guest| component.get_export_index(Some(&guest), "process"));
-        let pre = ProcessorPre::new(instance_pre).map_err(wrong_world)?;
-        // `ProcessorPre::new` has checked that the export exists.
+        let process_encoded = component
+            .get_export_index(None, ENCODED_GUEST_INTERFACE)
+            .and_then(|guest| component.get_export_index(Some(&guest), "process-encoded"));
+        let pre = RunnablePre::new(instance_pre).map_err(wrong_world)?;
+        // `RunnablePre::new` has checked that the export exists.
         let process = process.ok_or_else(|| {
             wrong_world(wasmtime::Error::msg(format!(
                 "no `process` function in export `{GUEST_INTERFACE}`"
@@ -203,6 +213,7 @@ impl Engine {
             name: name.to_string(),
             pre,
             process,
+            process_encoded,
             size: bytes.len(),
         })
     }

@@ -11,8 +11,9 @@ use wasmtime::component::{ComponentType, Func, Lower};
 use wasmtime::Store;
 
 use crate::bindings::{
-    leat::processor, Event, Failure, Header as WitHeader, Level, Output, Processor,
+    leat::processor, Event, Failure, Header as WitHeader, Level, Output, Runnable,
 };
+use crate::encoded;
 use crate::engine::{Engine, LoadedComponent};
 
 /// The state writes of a batch: `None` deletes.
@@ -27,6 +28,7 @@ pub(crate) struct Input {
 
 /// An output of a batch, already checked against the declared outputs and
 /// in the broker's types, so that it becomes a record without copies.
+#[derive(Debug)]
 pub(crate) struct Emitted {
     /// Index in the processor's declared outputs.
     pub stream: usize,
@@ -57,17 +59,26 @@ impl Emitted {
 /// Where `out` may go: the index of its stream in `outputs`, or the failure
 /// of the batch that emitted it.
 fn declared(processor: &str, outputs: &[String], out: &Output) -> Result<usize, Failure> {
-    // An empty stream names the first declared output, if there is one.
-    let first = (out.stream.is_empty() && !outputs.is_empty()).then_some(0);
+    declared_index(processor, outputs, &out.stream, out.cause)
+}
+
+/// The index in `outputs` of an output's `stream` (empty: the first
+/// declared output), or the failure of the batch, blaming `cause`.
+pub(crate) fn declared_index(
+    processor: &str,
+    outputs: &[String],
+    stream: &str,
+    cause: Option<u32>,
+) -> Result<usize, Failure> {
+    let first = (stream.is_empty() && !outputs.is_empty()).then_some(0);
     first
-        .or_else(|| outputs.iter().position(|s| *s == out.stream))
+        .or_else(|| outputs.iter().position(|s| s == stream))
         .ok_or_else(|| Failure {
             message: format!(
-                "stream `{}` is not an output of processor `{processor}` (declared outputs: {})",
-                out.stream,
+                "stream `{stream}` is not an output of processor `{processor}` (declared outputs: {})",
                 outputs.join(", ")
             ),
-            event_index: out.cause,
+            event_index: cause,
         })
 }
 
@@ -253,6 +264,21 @@ impl processor::host::Host for GuestState {
         outs.into_iter().try_for_each(|out| self.emit(out))
     }
 
+    fn emit_encoded(&mut self, outputs: Vec<u8>) -> Result<(), String> {
+        match encoded::decode_outputs(&self.processor, &self.outputs, Bytes::from(outputs)) {
+            Ok(decoded) => {
+                self.emitted.extend(decoded);
+                Ok(())
+            }
+            Err(refused) => {
+                self.emitted.extend(refused.outputs);
+                let message = refused.failure.message.clone();
+                self.violation.get_or_insert(refused.failure);
+                Err(message)
+            }
+        }
+    }
+
     fn state_get(&mut self, key: Vec<u8>) -> Option<Vec<u8>> {
         if let Some(written) = self.writes.get(&key).or_else(|| self.pending.get(&key)) {
             return written.clone();
@@ -423,13 +449,22 @@ impl Instance {
 /// until it traps.
 pub(crate) struct GuestInstance {
     store: Store<GuestState>,
-    bindings: Processor,
-    /// The `process` export, called with events borrowed from the log
-    /// ([`EventRef`]) rather than through `bindings`' owned records.
-    process: Func,
+    bindings: Runnable,
+    /// How a batch reaches the guest.
+    process: Process,
     deadline_ticks: u64,
     /// The time limit of one call, for error messages.
     call_timeout: Duration,
+}
+
+/// The guest export a batch goes to.
+enum Process {
+    /// `process-encoded` (WIT 0.1.2 and later), with the buffer each batch
+    /// is encoded into, kept to be reused.
+    Encoded { func: Func, buf: Vec<u8> },
+    /// `process` (components of 0.1.0 and 0.1.1), called with events
+    /// borrowed from the log ([`EventRef`]).
+    Records(Func),
 }
 
 impl GuestInstance {
@@ -470,12 +505,29 @@ impl GuestInstance {
             .instance_pre()
             .instantiate(&mut store)
             .and_then(|instance| {
-                let bindings = Processor::new(&mut store, &instance)?;
-                let process = instance
-                    .get_func(&mut store, component.process)
-                    .ok_or_else(|| wasmtime::Error::msg("the component exports no `process`"))?;
-                // Checks once that `EventRef` matches the component's `event`.
-                process.typed::<(&[EventRef<'_>],), (Result<(), Failure>,)>(&store)?;
+                let bindings = Runnable::new(&mut store, &instance)?;
+                let encoded = component
+                    .process_encoded
+                    .and_then(|index| instance.get_func(&mut store, index));
+                let process = match encoded {
+                    Some(func) => {
+                        func.typed::<(&[u8],), (Result<(), Failure>,)>(&store)?;
+                        Process::Encoded {
+                            func,
+                            buf: Vec::new(),
+                        }
+                    }
+                    None => {
+                        let f = instance
+                            .get_func(&mut store, component.process)
+                            .ok_or_else(|| {
+                                wasmtime::Error::msg("the component exports no `process`")
+                            })?;
+                        // Checks once that `EventRef` matches the component's `event`.
+                        f.typed::<(&[EventRef<'_>],), (Result<(), Failure>,)>(&store)?;
+                        Process::Records(f)
+                    }
+                };
                 Ok((bindings, process))
             });
         let (bindings, process) = instantiated.map_err(|e| {
@@ -516,17 +568,26 @@ impl GuestInstance {
         data.writes.clear();
         data.forget_call_notes();
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let events: Vec<EventRef<'_>> = batch
-            .iter()
-            .map(|i| EventRef::new(&inputs[i.stream], &i.event))
-            .collect();
-        // Typed per call: the borrowed event type cannot be stored, and the
-        // check is one walk over the `event` record's type.
-        let result = self
-            .process
-            .typed::<(&[EventRef<'_>],), (Result<(), Failure>,)>(&self.store)
-            .and_then(|f| f.call(&mut self.store, (&events,)))
-            .map(|(r,)| r);
+        let result = match &mut self.process {
+            Process::Encoded { func, buf } => {
+                encoded::encode_batch(inputs, batch, buf);
+                // Typed per call, as below: a borrowed parameter type.
+                func.typed::<(&[u8],), (Result<(), Failure>,)>(&self.store)
+                    .and_then(|f| f.call(&mut self.store, (buf.as_slice(),)))
+                    .map(|(r,)| r)
+            }
+            Process::Records(func) => {
+                let events: Vec<EventRef<'_>> = batch
+                    .iter()
+                    .map(|i| EventRef::new(&inputs[i.stream], &i.event))
+                    .collect();
+                // Typed per call: the borrowed event type cannot be stored,
+                // and the check is one walk over the `event` record's type.
+                func.typed::<(&[EventRef<'_>],), (Result<(), Failure>,)>(&self.store)
+                    .and_then(|f| f.call(&mut self.store, (&events,)))
+                    .map(|(r,)| r)
+            }
+        };
         let data = self.store.data_mut();
         std::mem::swap(&mut data.pending, pending);
         if let Some(error) = data.host_error.take() {

@@ -16,6 +16,7 @@
 #[allow(missing_docs)]
 mod bindings;
 mod deployment;
+mod encoded;
 mod engine;
 mod error;
 mod guest;

@@ -1,6 +1,7 @@
 //! [`Event`]: one event read from an input stream.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
@@ -24,92 +25,168 @@ use crate::Error;
 /// assert_eq!(e.key_str(), Some("o-1"));
 /// assert_eq!(e.header_str("source"), Some("web"));
 /// ```
-#[derive(Clone, PartialEq, Eq)]
-#[repr(transparent)]
-pub struct Event(wit::Event);
+#[derive(Clone)]
+pub struct Event {
+    stream: Arc<str>,
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+    /// Holds the key, the value and the headers, which `Span`s address: for
+    /// the events of an encoded batch, the whole batch buffer, which they
+    /// share, so that decoding a batch copies nothing.
+    data: Arc<Vec<u8>>,
+    key: Option<Span>,
+    value: Option<Span>,
+    /// Name and value of each header; every name is UTF-8.
+    headers: Vec<(Span, Span)>,
+}
+
+/// A range of `Event::data`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// `start..end`; the caller has checked it lies in the buffer, which is
+    /// a guest's and so under 4 GiB.
+    pub(crate) fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    pub(crate) fn of(self, data: &[u8]) -> &[u8] {
+        &data[self.start as usize..self.end as usize]
+    }
+}
+
+/// Where an event read from a batch buffer is, and what addresses it.
+pub(crate) struct EventParts {
+    pub stream: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Span>,
+    pub value: Option<Span>,
+    pub headers: Vec<(Span, Span)>,
+}
 
 impl Event {
     /// An event of `stream` at partition 0, offset 0, timestamp 0, with no
     /// key, no value (a tombstone) and no headers: a starting point for tests.
     pub fn new(stream: impl Into<String>) -> Event {
-        Event(wit::Event {
-            stream: stream.into(),
+        Event {
+            stream: Arc::from(stream.into()),
             partition: 0,
             offset: 0,
             timestamp: 0,
+            data: Arc::default(),
             key: None,
             value: None,
             headers: Vec::new(),
-        })
+        }
+    }
+
+    /// An event whose key, value and headers lie in `data`, where the
+    /// spans of `parts` were checked to be (header names: UTF-8 too).
+    pub(crate) fn in_buffer(data: Arc<Vec<u8>>, parts: EventParts) -> Event {
+        Event {
+            stream: parts.stream,
+            partition: parts.partition,
+            offset: parts.offset,
+            timestamp: parts.timestamp,
+            data,
+            key: parts.key,
+            value: parts.value,
+            headers: parts.headers,
+        }
     }
 
     pub(crate) fn from_wit(event: wit::Event) -> Event {
-        Event(event)
+        let mut e = Event::new(event.stream)
+            .with_timestamp(event.timestamp)
+            .with_position(event.partition, event.offset);
+        e.key = event.key.map(|k| e.append(&k));
+        e.value = event.value.map(|v| e.append(&v));
+        for h in event.headers {
+            e = e.with_header(h.key, h.value);
+        }
+        e
+    }
+
+    /// Copies `bytes` to the end of `data` and returns where they are.
+    fn append(&mut self, bytes: &[u8]) -> Span {
+        let data = Arc::make_mut(&mut self.data);
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        Span::new(start, data.len())
     }
 
     /// Sets the key.
     #[must_use]
     pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Event {
-        self.0.key = Some(key.into());
+        self.key = Some(self.append(&key.into()));
         self
     }
 
     /// Sets the value.
     #[must_use]
     pub fn with_value(mut self, value: impl Into<Vec<u8>>) -> Event {
-        self.0.value = Some(value.into());
+        self.value = Some(self.append(&value.into()));
         self
     }
 
     /// Adds a header.
     #[must_use]
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Event {
-        self.0.headers.push(wit::Header {
-            key: name.into(),
-            value: value.into(),
-        });
+        let name = self.append(name.into().as_bytes());
+        let value = self.append(&value.into());
+        self.headers.push((name, value));
         self
     }
 
     /// Sets the timestamp (milliseconds since the Unix epoch).
     #[must_use]
     pub fn with_timestamp(mut self, timestamp: i64) -> Event {
-        self.0.timestamp = timestamp;
+        self.timestamp = timestamp;
         self
     }
 
     /// Sets the partition and the offset.
     #[must_use]
     pub fn with_position(mut self, partition: u32, offset: u64) -> Event {
-        self.0.partition = partition;
-        self.0.offset = offset;
+        self.partition = partition;
+        self.offset = offset;
         self
     }
 
     /// The input stream it was read from.
     pub fn stream(&self) -> &str {
-        &self.0.stream
+        &self.stream
     }
 
     /// The partition of that stream.
     pub fn partition(&self) -> u32 {
-        self.0.partition
+        self.partition
     }
 
     /// Its offset in the partition.
     pub fn offset(&self) -> u64 {
-        self.0.offset
+        self.offset
     }
 
     /// Milliseconds since the Unix epoch, given by the producer or set at
     /// append.
     pub fn timestamp(&self) -> i64 {
-        self.0.timestamp
+        self.timestamp
     }
 
     /// The key; `None` for an unkeyed event.
     pub fn key(&self) -> Option<&[u8]> {
-        self.0.key.as_deref()
+        self.key.map(|k| k.of(&self.data))
     }
 
     /// The key as UTF-8; `None` when there is no key or it is not UTF-8.
@@ -119,7 +196,7 @@ impl Event {
 
     /// The value; `None` for a tombstone.
     pub fn value(&self) -> Option<&[u8]> {
-        self.0.value.as_deref()
+        self.value.map(|v| v.of(&self.data))
     }
 
     /// The value as UTF-8; `None` for a tombstone or a value that is not UTF-8.
@@ -129,16 +206,12 @@ impl Event {
 
     /// Whether the event is a tombstone (it has no value).
     pub fn is_tombstone(&self) -> bool {
-        self.0.value.is_none()
+        self.value.is_none()
     }
 
     /// The value of the first header named `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.0
-            .headers
-            .iter()
-            .find(|h| h.key == name)
-            .map(|h| h.value.as_slice())
+        self.headers().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
     /// The value of the first header named `name`, when it is UTF-8.
@@ -148,10 +221,11 @@ impl Event {
 
     /// Every header, in order: `(name, value)`.
     pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
-        self.0
-            .headers
-            .iter()
-            .map(|h| (h.key.as_str(), h.value.as_slice()))
+        self.headers.iter().map(|(name, value)| {
+            // Names were UTF-8 when they were set or decoded.
+            let name = std::str::from_utf8(name.of(&self.data)).unwrap_or_default();
+            (name, value.of(&self.data))
+        })
     }
 
     /// The value parsed as JSON.
@@ -167,26 +241,43 @@ impl Event {
         serde_json::from_slice(value)
             .map_err(|e| Error::new(format!("event {self} does not hold the expected JSON: {e}")))
     }
+}
 
-    pub(crate) fn wit_headers(&self) -> &[wit::Header] {
-        &self.0.headers
+impl PartialEq for Event {
+    /// Equal when every field is, wherever the bytes are stored.
+    fn eq(&self, other: &Event) -> bool {
+        (self.stream(), self.partition, self.offset, self.timestamp)
+            == (
+                other.stream(),
+                other.partition,
+                other.offset,
+                other.timestamp,
+            )
+            && (self.key(), self.value()) == (other.key(), other.value())
+            && self.headers().eq(other.headers())
     }
 }
+
+impl Eq for Event {}
 
 impl fmt::Display for Event {
     /// `stream/partition@offset`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}@{}",
-            self.0.stream, self.0.partition, self.0.offset
-        )
+        write!(f, "{}/{}@{}", self.stream, self.partition, self.offset)
     }
 }
 
 impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+        f.debug_struct("Event")
+            .field("stream", &self.stream())
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("timestamp", &self.timestamp)
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .field("headers", &self.headers().collect::<Vec<_>>())
+            .finish()
     }
 }
 

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 
 use crate::bindings::leat::processor::types as wit;
+use crate::encoded;
 use crate::host::WasmHost;
 use crate::{Config, Context, Event, Failure, Host, Processor};
 
@@ -56,6 +57,20 @@ impl<P: Processor, H: Host> Slot<P, H> {
 
     /// The `process` export. Before a successful `init` it fails the batch.
     pub fn process(&self, events: Vec<wit::Event>) -> Result<(), wit::Failure> {
+        let events: Vec<Event> = events.into_iter().map(Event::from_wit).collect();
+        self.process_events(&events)
+    }
+
+    /// The `process-encoded` export: [`Slot::process`] for a batch in the
+    /// WIT's encoded layout. A batch it cannot decode fails.
+    pub fn process_encoded(&self, batch: Vec<u8>) -> Result<(), wit::Failure> {
+        let events = encoded::decode_batch(batch).map_err(|e| Failure::new(e).into_wit())?;
+        self.process_events(&events)
+    }
+
+    /// Runs the processor over `events` and hands over the outputs kept
+    /// back. Before a successful `init` it fails the batch.
+    fn process_events(&self, events: &[Event]) -> Result<(), wit::Failure> {
         let mut slot = self
             .instance
             .try_borrow_mut()
@@ -63,9 +78,8 @@ impl<P: Processor, H: Host> Slot<P, H> {
         let Some(Instance { processor, host }) = slot.as_mut() else {
             return Err(Failure::new("process called before a successful init").into_wit());
         };
-        let events: Vec<Event> = events.into_iter().map(Event::from_wit).collect();
         let mut ctx = Context::new(host);
-        let processed = processor.process_batch(&mut ctx, &events);
+        let processed = processor.process_batch(&mut ctx, events);
         // Even after a failure: the host throws the batch's outputs away, and
         // nothing kept back may leak into the next batch.
         let flushed = host.flush();
@@ -183,8 +197,17 @@ macro_rules! export {
                 }
             }
 
+            impl $crate::bindings::exports::leat::processor::encoded_guest::Guest for __LeatGuest {
+                fn process_encoded(
+                    batch: ::std::vec::Vec<u8>,
+                ) -> ::core::result::Result<(), $crate::bindings::leat::processor::types::Failure>
+                {
+                    __LEAT_SLOT.with(|slot| slot.process_encoded(batch))
+                }
+            }
+
             // Only a Wasm component exports the symbols: natively, a cdylib
-            // exporting names such as `leat:processor/guest@0.1.1#init` does
+            // exporting names such as `leat:processor/guest@0.1.2#init` does
             // not even link (GNU ld rejects them in its version script).
             #[cfg(target_arch = "wasm32")]
             $crate::__private::export_guest!(__LeatGuest);
@@ -247,6 +270,50 @@ mod tests {
         let mut c = vec![("leat.outputs".to_string(), "out".to_string())];
         c.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         c
+    }
+
+    #[test]
+    fn an_encoded_batch_runs_as_the_same_list_of_events_does() {
+        let events = [
+            Event::new("in").with_value("a").with_key("k"),
+            Event::new("in").with_value("b").with_position(1, 9),
+        ];
+        let s = slot();
+        s.init(config(&[])).unwrap();
+        s.process_encoded(crate::encoded::batch_for_tests(&events))
+            .unwrap();
+        let emitted = |s: &Slot<Upper, TestHost>| {
+            s.with_host_of(|h| {
+                h.emitted()
+                    .iter()
+                    .map(|o| {
+                        (
+                            o.key_str().map(String::from),
+                            o.value_str().map(String::from),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            emitted(&s),
+            [
+                (Some("k".into()), Some("A".into())),
+                (None, Some("B".into()))
+            ]
+        );
+        let failure = s.process_encoded(vec![1, 0, 0]).unwrap_err();
+        assert!(
+            failure.message.contains("malformed encoded batch"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(
+            emitted(&s).len(),
+            2,
+            "a batch it cannot decode emits nothing"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! native tests it is [`TestHost`](crate::testing::TestHost).
 
 use crate::bindings::leat::processor::{host as imports, types as wit};
-use crate::{Error, Output};
+use crate::{encoded, Error, Output};
 
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -79,17 +79,19 @@ pub trait Host {
 /// component's exports: on other targets than wasm32 the imports are
 /// `unreachable!()`. Public only for [`export!`](crate::export).
 ///
-/// Outputs to declared streams are kept back and handed over with one
-/// `emit-batch` call per [`WasmHost::FLUSH_OUTPUTS`] outputs or
+/// Outputs to declared streams are written into one buffer (the outputs
+/// layout of the WIT's `encoded-guest`) and handed over with one
+/// `emit-encoded` call per [`WasmHost::FLUSH_OUTPUTS`] outputs or
 /// [`WasmHost::FLUSH_BYTES`] bytes, and at the end of the batch: a host
 /// call per output costs more than the output. An output to an undeclared
 /// stream goes through `emit` at once, after those before it, so the
 /// host's error and its blame of the batch are as without buffering.
 pub struct WasmHost {
     outputs: Vec<String>,
-    buffered: Vec<wit::Output>,
-    /// Bytes of keys, values and headers in `buffered`.
-    buffered_bytes: usize,
+    /// The outputs kept back, encoded.
+    encoded: Vec<u8>,
+    /// How many outputs `encoded` holds.
+    buffered: usize,
 }
 
 impl WasmHost {
@@ -102,8 +104,8 @@ impl WasmHost {
     pub(crate) fn new(outputs: Vec<String>) -> WasmHost {
         WasmHost {
             outputs,
-            buffered: Vec::new(),
-            buffered_bytes: 0,
+            encoded: Vec::new(),
+            buffered: 0,
         }
     }
 }
@@ -124,21 +126,21 @@ impl Host for WasmHost {
             self.flush()?;
             return imports::emit(output.as_wit()).map_err(Error::new);
         }
-        self.buffered_bytes += output.size();
-        self.buffered.push(output.into_wit());
-        if self.buffered.len() >= Self::FLUSH_OUTPUTS || self.buffered_bytes >= Self::FLUSH_BYTES {
+        encoded::encode_output(output.as_wit(), &mut self.encoded);
+        self.buffered += 1;
+        if self.buffered >= Self::FLUSH_OUTPUTS || self.encoded.len() >= Self::FLUSH_BYTES {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        if self.buffered.is_empty() {
+        if self.buffered == 0 {
             return Ok(());
         }
-        let result = imports::emit_batch(&self.buffered).map_err(Error::new);
-        self.buffered.clear();
-        self.buffered_bytes = 0;
+        let result = imports::emit_encoded(&self.encoded).map_err(Error::new);
+        self.encoded.clear();
+        self.buffered = 0;
         result
     }
 

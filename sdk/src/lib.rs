@@ -68,6 +68,7 @@ pub mod bindings {
 
 mod config;
 mod context;
+mod encoded;
 mod error;
 mod event;
 mod export;

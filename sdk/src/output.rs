@@ -82,10 +82,12 @@ impl Output {
         self.0.key = event.key().map(<[u8]>::to_vec);
         self.0.headers.extend(
             event
-                .wit_headers()
-                .iter()
-                .filter(|h| !h.key.starts_with(RESERVED_HEADER_PREFIX))
-                .cloned(),
+                .headers()
+                .filter(|(name, _)| !name.starts_with(RESERVED_HEADER_PREFIX))
+                .map(|(name, value)| wit::Header {
+                    key: name.to_owned(),
+                    value: value.to_vec(),
+                }),
         );
         self
     }
@@ -231,23 +233,6 @@ impl Output {
 
     pub(crate) fn as_wit(&self) -> &wit::Output {
         &self.0
-    }
-
-    pub(crate) fn into_wit(self) -> wit::Output {
-        self.0
-    }
-
-    /// Bytes of its key, value and headers.
-    pub(crate) fn size(&self) -> usize {
-        let headers: usize = self
-            .0
-            .headers
-            .iter()
-            .map(|h| h.key.len() + h.value.len())
-            .sum();
-        self.0.key.as_ref().map_or(0, Vec::len)
-            + self.0.value.as_ref().map_or(0, Vec::len)
-            + headers
     }
 }
 

@@ -131,38 +131,47 @@ fn some(s: &str) -> Option<String> {
     Some(s.to_string())
 }
 
-/// A component built against WIT 0.1.0 (no `emit-batch`: one `emit` per
-/// output), kept as a fixture (`guest-examples/uppercase` built by
-/// `scripts/build-guests.sh` at commit 527eda2): the host of 0.1.1 links it
-/// by semver and commits what it emits as before.
+/// Components built against earlier WIT versions, kept as fixtures
+/// (`guest-examples/uppercase` built by `scripts/build-guests.sh`): 0.1.0
+/// (one `emit` per output) at commit 527eda2, and 0.1.1 (`emit-batch`, no
+/// `process-encoded`) at commit 1dcc5a7. The host of 0.1.2 links them by
+/// semver, calls their `process` with a list of events, and commits what
+/// they emit as before.
 #[test]
-fn a_component_built_against_wit_0_1_0_still_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let broker = rt.broker().clone();
-    create(&broker, "in", 2);
-    create(&broker, "out", 2);
-    let records = vec![
-        Record::keyed("k1", "abc").header("trace", "t-1"),
-        Record::tombstone("k2"),
-        Record::keyed("k3", "straße"),
-    ];
-    broker.append("in", records).unwrap();
-    let fixture = leat_tests::repo_root().join("tests/fixtures/uppercase-wit-0.1.0.wasm");
-    let status = run_component(&rt, &fixture, spec("old", "in", &["out"], &[]));
-    assert_eq!((status.events_in, status.events_out), (3, 3), "{status:?}");
-    let out = read_all(&broker, "out");
-    let by_key = per_key(&out);
-    assert_eq!(by_key["k1"], [some("ABC")]);
-    assert_eq!(by_key["k2"], [None]);
-    assert_eq!(by_key["k3"], [some("STRASSE")]);
-    for e in &out {
-        assert_eq!(text(e.header("leat.processor")), some("old@1"));
-        assert!(e.header("leat.source").is_some());
+fn components_built_against_earlier_wit_versions_still_run() {
+    for version in ["0.1.0", "0.1.1"] {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let broker = rt.broker().clone();
+        create(&broker, "in", 2);
+        create(&broker, "out", 2);
+        let records = vec![
+            Record::keyed("k1", "abc").header("trace", "t-1"),
+            Record::tombstone("k2"),
+            Record::keyed("k3", "straße"),
+        ];
+        broker.append("in", records).unwrap();
+        let fixture =
+            leat_tests::repo_root().join(format!("tests/fixtures/uppercase-wit-{version}.wasm"));
+        let status = run_component(&rt, &fixture, spec("old", "in", &["out"], &[]));
+        assert_eq!(
+            (status.events_in, status.events_out),
+            (3, 3),
+            "{version}: {status:?}"
+        );
+        let out = read_all(&broker, "out");
+        let by_key = per_key(&out);
+        assert_eq!(by_key["k1"], [some("ABC")], "{version}");
+        assert_eq!(by_key["k2"], [None], "{version}");
+        assert_eq!(by_key["k3"], [some("STRASSE")], "{version}");
+        for e in &out {
+            assert_eq!(text(e.header("leat.processor")), some("old@1"));
+            assert!(e.header("leat.source").is_some());
+        }
+        let traced = out.iter().find(|e| e.header("trace").is_some()).unwrap();
+        assert_eq!(text(traced.header("trace")), some("t-1"), "{version}");
+        assert_committed_to_end(&broker, "old", "in");
     }
-    let traced = out.iter().find(|e| e.header("trace").is_some()).unwrap();
-    assert_eq!(text(traced.header("trace")), some("t-1"));
-    assert_committed_to_end(&broker, "old", "in");
 }
 
 #[test]

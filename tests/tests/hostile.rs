@@ -347,6 +347,14 @@ fn an_output_to_an_undeclared_stream_fails_the_batch_even_if_ignored() {
 }
 
 #[test]
+fn malformed_encoded_outputs_fail_the_batch_even_if_ignored() {
+    hostile_guest_is_contained(
+        "garbled",
+        &["malformed encoded outputs (an output's stream at byte 4 of 5)"],
+    );
+}
+
+#[test]
 fn a_guest_that_never_finishes_init_is_refused_at_deploy() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
@@ -396,8 +404,8 @@ fn a_component_of_another_world_is_refused_at_load() {
     let message = err.to_string();
     assert!(
         message.contains("not a Leat processor")
-            && message.contains("leat:processor/processor@0.1.1")
-            && message.contains("leat:processor/guest@0.1.1"),
+            && message.contains("leat:processor/processor@0.1.2")
+            && message.contains("leat:processor/guest@0.1.2"),
         "{message}"
     );
     // The same bytes under another name: the error names what was loaded.

@@ -13,6 +13,9 @@
 //! - `undeclared`: emits to stream `stream` (default `not-declared`), which is
 //!   not among its outputs, straight through the host import, and ignores the
 //!   error the host returns;
+//! - `garbled`: hands the host outputs that do not follow the WIT's encoded
+//!   layout, straight through the `emit-encoded` import, and ignores the
+//!   error the host returns;
 //! - `init-loop`: spins forever in `init`, so the deployment never starts;
 //! - `none`: never misbehaves.
 //!
@@ -37,6 +40,8 @@ pub enum Mode {
     TrapOn,
     /// Emits to a stream that is not a declared output.
     Undeclared,
+    /// Hands over malformed encoded outputs.
+    Garbled,
 }
 
 /// The processor: its misbehaviour and its targets.
@@ -77,7 +82,7 @@ fn hoard() -> Result<(), Error> {
 
 fn unknown_mode(mode: &str) -> Error {
     Error::new(format!(
-        "unknown mode `{mode}`: use none, loop, memory, trap-on, undeclared or init-loop"
+        "unknown mode `{mode}`: use none, loop, memory, trap-on, undeclared, garbled or init-loop"
     ))
 }
 
@@ -92,6 +97,7 @@ impl Processor for Hostile {
             "memory" => Mode::Memory,
             "trap-on" => Mode::TrapOn,
             "undeclared" => Mode::Undeclared,
+            "garbled" => Mode::Garbled,
             "init-loop" => spin(),
             other => return Err(unknown_mode(other)),
         };
@@ -130,6 +136,10 @@ impl Processor for Hostile {
                 emit_undeclared(&self.stream, ctx.current_index(), event);
                 Ok(())
             }
+            Mode::Garbled => {
+                emit_garbled();
+                Ok(())
+            }
         }
     }
 }
@@ -152,6 +162,16 @@ fn emit_undeclared(stream: &str, cause: Option<u32>, event: &Event) {
 /// Natively (tests) there is no host import to call.
 #[cfg(not(target_arch = "wasm32"))]
 fn emit_undeclared(_stream: &str, _cause: Option<u32>, _event: &Event) {}
+
+/// Hands the host an output whose stream name claims more bytes than
+/// follow, through the raw import, and ignores the host's answer.
+#[cfg(target_arch = "wasm32")]
+fn emit_garbled() {
+    let _ignored = leat_sdk::bindings::leat::processor::host::emit_encoded(&[200, 0, 0, 0, b'o']);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn emit_garbled() {}
 
 leat_sdk::export!(Hostile);
 

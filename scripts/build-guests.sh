@@ -18,6 +18,10 @@
 #  - Debian's rustc-web/cargo-web: std rebuilt for wasm32 with -Zbuild-std (once:
 #    the flags below never change, so cargo reuses it), linked straight into a
 #    component by wasm-component-ld driving wasm-ld-NN.
+#
+# Both build with Wasm SIMD (simd128), which wasmtime runs on every x86-64 and
+# aarch64 host: byte loops (text case mapping, copies, scans) then take 16
+# bytes at a time (the pipeline bench: 9% fewer instructions per event).
 set -euo pipefail
 
 me=$(basename "$0" .sh)
@@ -104,17 +108,18 @@ else
   which=(--workspace)
 fi
 
+simd="-C target-feature=+simd128"
 echo "$me: $choice toolchain, target dir ${CARGO_TARGET_DIR#"$root"/}"
 if [ "$choice" = debian ]; then
   llvm=$(/usr/bin/rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
   RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=$debian_linker \
-    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C link-arg=--wasm-ld-path=/usr/bin/wasm-ld-$llvm" \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$simd -C link-arg=--wasm-ld-path=/usr/bin/wasm-ld-$llvm" \
     /usr/bin/cargo build --manifest-path "$ws/Cargo.toml" "${which[@]}" --release \
     --target $target -Zbuild-std=std,panic_abort
 else
   unset RUSTC RUSTDOC
-  cargo build --manifest-path "$ws/Cargo.toml" "${which[@]}" --release --target $target
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$simd" cargo build --manifest-path "$ws/Cargo.toml" "${which[@]}" --release --target $target
 fi
 
 mkdir -p "$out"

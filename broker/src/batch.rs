@@ -360,7 +360,7 @@ pub(crate) fn to_event(
         cur = rest;
         let name = std::str::from_utf8(name).map_err(|_| bad())?;
         headers.push(Header {
-            key: name.to_string(),
+            key: name.to_string().into(),
             value: share(value),
         });
     }

@@ -1,19 +1,23 @@
 //! Events as producers hand them in and as readers get them back.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 /// A named header carried by an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
-    /// The header's name.
-    pub key: String,
+    /// The header's name: borrowed when it is a constant, such as the
+    /// provenance headers every processor output carries, so that those
+    /// cost no allocation.
+    pub key: Cow<'static, str>,
     /// Opaque bytes.
     pub value: Bytes,
 }
 
 impl Header {
     /// A header from a name and a value.
-    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(key: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
         Header {
             key: key.into(),
             value: value.into(),
@@ -76,7 +80,7 @@ impl Record {
     }
 
     /// Adds a header.
-    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn header(mut self, key: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
         self.headers.push(Header::new(key, value));
         self
     }

@@ -54,6 +54,13 @@ impl Transaction {
         Transaction::default()
     }
 
+    /// Makes room for `appends` more records, so that building a large
+    /// transaction does not grow (and copy) its list of records step by step.
+    pub fn reserve(&mut self, appends: usize) -> &mut Self {
+        self.appends.reserve(appends);
+        self
+    }
+
     /// Appends `record` to `stream`. Records of one transaction keep their
     /// relative order within each partition.
     pub fn append(&mut self, stream: &str, record: Record) -> &mut Self {

@@ -40,13 +40,19 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// What `guest-examples/uppercase` does, natively: a UTF-8 value is
+/// uppercased (Unicode `to_uppercase`), anything else passes through.
 fn native_uppercase() -> NativeFn {
     Arc::new(|events, outputs| {
         for (i, e) in events.iter().enumerate() {
+            let value = e.value.as_ref().map(|v| match std::str::from_utf8(v) {
+                Ok(text) => text.to_uppercase().into_bytes(),
+                Err(_) => v.clone(),
+            });
             outputs.push(Output {
                 stream: "out".into(),
                 key: e.key.clone(),
-                value: e.value.as_ref().map(|v| v.to_ascii_uppercase()),
+                value,
                 headers: Vec::new(),
                 cause: Some(i as u32),
             });

@@ -160,7 +160,7 @@ impl<'a> Reader<'a> {
         outputs: &[String],
         owner: &Bytes,
     ) -> Result<Emitted, Failure> {
-        let stream = self.text("an output's stream")?.to_owned();
+        let stream = self.text("an output's stream")?;
         let key = self.maybe_bytes(owner, "an output's key")?;
         let value = self.maybe_bytes(owner, "an output's value")?;
         let count = self.u32("an output's header count")?;
@@ -178,7 +178,7 @@ impl<'a> Reader<'a> {
             NONE => None,
             index => Some(index),
         };
-        let stream = declared_index(processor, outputs, &stream, cause)?;
+        let stream = declared_index(processor, outputs, stream, cause)?;
         Ok(Emitted {
             stream,
             key,

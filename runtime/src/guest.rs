@@ -144,7 +144,7 @@ fn to_wit(inputs: &[String], batch: &[Input]) -> Vec<Event> {
                     .headers
                     .iter()
                     .map(|h| WitHeader {
-                        key: h.key.clone(),
+                        key: h.key.to_string(),
                         value: h.value.to_vec(),
                     })
                     .collect(),

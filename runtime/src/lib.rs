@@ -21,6 +21,7 @@ mod engine;
 mod error;
 mod guest;
 mod processor;
+mod provenance;
 pub mod server;
 mod spec;
 mod status;

@@ -140,7 +140,12 @@ pub fn produce(client: &Client, args: ProduceArgs) -> Result<()> {
             headers: record
                 .headers
                 .into_iter()
-                .map(|h| (h.key, String::from_utf8_lossy(&h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.key.into_owned(),
+                        String::from_utf8_lossy(&h.value).into_owned(),
+                    )
+                })
                 .collect(),
             partition: record.partition,
             timestamp: record.timestamp,

@@ -12,13 +12,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use leat_broker::{Bytes, Event as LogEvent, Header, ReadLimits, Record, Transaction};
+use leat_broker::{Event as LogEvent, Header, ReadLimits, Record, Transaction};
 
 use crate::error::{Error, Result};
 use crate::guest::{BatchResult, CallError, Emitted, Input, Instance, StateWrites};
 use crate::processor::Shared;
-use crate::spec::{ErrorPolicy, ProcessorSpec};
+use crate::provenance::Provenance;
+use crate::spec::ErrorPolicy;
 use crate::status::StoppedPartition;
 
 /// Whether a worker stops once it has caught up or waits for more events.
@@ -444,6 +444,13 @@ impl Worker {
         };
         let spec = &self.shared.spec;
         staged.events_out += result.outputs.len() as u64;
+        if staged.txn.append_count() == 0 {
+            // Room for a whole commit of batches like this one, at once.
+            let batches = (spec.max_commit_events / batch.len()).max(1);
+            staged
+                .txn
+                .reserve(result.outputs.len().saturating_mul(batches));
+        }
         for out in result.outputs {
             let cause = out
                 .cause
@@ -529,42 +536,6 @@ fn to_record(
     }
 }
 
-/// Makes the headers that say where an output came from: `leat.processor`
-/// is `name@version`, `leat.source` is `stream/partition/offset` of the
-/// input event. Every output of a worker shares one `leat.processor` value,
-/// and the `leat.source` values are carved out of a shared buffer, so an
-/// output costs no allocation for them.
-struct Provenance {
-    processor: Bytes,
-    sources: BytesMut,
-}
-
-impl Provenance {
-    /// Room for this many source values per buffer, each well under 64 bytes.
-    const BUFFER: usize = 64 * 64;
-
-    fn new(spec: &ProcessorSpec) -> Provenance {
-        Provenance {
-            processor: Bytes::from(format!("{}@{}", spec.name, spec.version)),
-            sources: BytesMut::new(),
-        }
-    }
-
-    fn headers(&mut self, stream: &str, partition: u32, offset: u64) -> [Header; 2] {
-        use std::fmt::Write;
-        if self.sources.capacity() - self.sources.len() < 64 {
-            self.sources.reserve(Self::BUFFER);
-        }
-        // Writing to a `BytesMut` cannot fail: it grows as needed.
-        let _ = write!(self.sources, "{stream}/{partition}/{offset}");
-        let source = self.sources.split().freeze();
-        [
-            Header::new("leat.processor", self.processor.clone()),
-            Header::new("leat.source", source),
-        ]
-    }
-}
-
 /// A broker error caused by what the batch wrote, not by the log itself.
 fn is_refusal(e: &leat_broker::Error) -> bool {
     use leat_broker::Error as E;
@@ -575,23 +546,4 @@ fn is_refusal(e: &leat_broker::Error) -> bool {
             | E::PartitionOutOfRange { .. }
             | E::InvalidConfig(_)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn provenance_headers_name_the_processor_and_the_source() {
-        let mut spec = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
-        spec.version = 3;
-        let mut provenance = Provenance::new(&spec);
-        for (partition, offset) in [(0, 0), (7, 10), (u32::MAX, u64::MAX)] {
-            let [processor, source] = provenance.headers("in", partition, offset);
-            assert_eq!(processor.key, "leat.processor");
-            assert_eq!(processor.value, "up@3");
-            assert_eq!(source.key, "leat.source");
-            assert_eq!(source.value, format!("in/{partition}/{offset}").as_bytes());
-        }
-    }
 }

@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use crate::bindings::leat::processor::types as wit;
 use crate::event::{EventParts, Span};
-use crate::Event;
+use crate::{Event, Output};
 
 /// The length that stands for "none" in a `maybe-bytes` field, and for no
 /// cause in an output.
@@ -47,7 +46,7 @@ pub(crate) fn decode_batch(batch: Vec<u8>) -> Result<Vec<Event>, String> {
             let value = r.span("a header value")?;
             headers.push((name, value));
         }
-        events.push(EventParts {
+        let parts = EventParts {
             stream,
             partition,
             offset,
@@ -55,28 +54,26 @@ pub(crate) fn decode_batch(batch: Vec<u8>) -> Result<Vec<Event>, String> {
             key,
             value,
             headers,
-        });
+        };
+        events.push(Event::in_buffer(data.clone(), parts));
     }
     if r.at != data.len() {
         return Err(r.malformed("bytes after the last event"));
     }
-    Ok(events
-        .into_iter()
-        .map(|parts| Event::in_buffer(data.clone(), parts))
-        .collect())
+    Ok(events)
 }
 
 /// Appends `out` to `buf` in the outputs layout.
-pub(crate) fn encode_output(out: &wit::Output, buf: &mut Vec<u8>) {
-    put_bytes(buf, out.stream.as_bytes());
-    put_maybe_bytes(buf, out.key.as_deref());
-    put_maybe_bytes(buf, out.value.as_deref());
-    put_u32(buf, len32(out.headers.len()));
-    for h in &out.headers {
-        put_bytes(buf, h.key.as_bytes());
-        put_bytes(buf, &h.value);
+pub(crate) fn encode_output(out: &Output, buf: &mut Vec<u8>) {
+    put_bytes(buf, out.stream().as_bytes());
+    put_maybe_bytes(buf, out.key_bytes());
+    put_maybe_bytes(buf, out.value_bytes());
+    put_u32(buf, len32(out.headers().len()));
+    for (name, value) in out.headers() {
+        put_bytes(buf, name.as_bytes());
+        put_bytes(buf, value);
     }
-    put_u32(buf, out.cause.unwrap_or(NONE));
+    put_u32(buf, out.caused_by().unwrap_or(NONE));
 }
 
 /// A length as a `u32` field: what a guest holds is under 4 GiB.
@@ -274,16 +271,7 @@ mod tests {
 
     #[test]
     fn an_output_encodes_in_the_layout() {
-        let out = wit::Output {
-            stream: "s".into(),
-            key: None,
-            value: Some(b"v".to_vec()),
-            headers: vec![wit::Header {
-                key: "h".into(),
-                value: b"x".to_vec(),
-            }],
-            cause: Some(2),
-        };
+        let out = Output::to("s").value("v").header("h", "x").cause(2);
         let mut buf = vec![7];
         encode_output(&out, &mut buf);
         let expected: &[u8] = &[
@@ -296,7 +284,13 @@ mod tests {
         ];
         assert_eq!(buf, expected);
         let mut none = Vec::new();
-        encode_output(&wit::Output { cause: None, ..out }, &mut none);
+        encode_output(&Output::new(), &mut none);
         assert_eq!(none[none.len() - 4..], [0xff; 4]);
+        // A key shared with the event it comes from encodes as its bytes.
+        let event = Event::new("in").with_value("v").with_key("kk");
+        let (mut shared, mut copied) = (Vec::new(), Vec::new());
+        encode_output(&Output::from_event_with_value(&event, "w"), &mut shared);
+        encode_output(&Output::new().key("kk").value("w"), &mut copied);
+        assert_eq!(shared, copied);
     }
 }

@@ -63,6 +63,19 @@ impl Span {
     }
 }
 
+/// Bytes of an event's buffer, shared rather than copied.
+#[derive(Clone)]
+pub(crate) struct SharedBytes {
+    data: Arc<Vec<u8>>,
+    span: Span,
+}
+
+impl SharedBytes {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.span.of(&self.data)
+    }
+}
+
 /// Where an event read from a batch buffer is, and what addresses it.
 pub(crate) struct EventParts {
     pub stream: Arc<str>,
@@ -192,6 +205,14 @@ impl Event {
     /// The key as UTF-8; `None` when there is no key or it is not UTF-8.
     pub fn key_str(&self) -> Option<&str> {
         self.key().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The key, sharing this event's buffer.
+    pub(crate) fn shared_key(&self) -> Option<SharedBytes> {
+        self.key.map(|span| SharedBytes {
+            data: self.data.clone(),
+            span,
+        })
     }
 
     /// The value; `None` for a tombstone.

@@ -124,9 +124,9 @@ impl Host for WasmHost {
         // resolves: no copy of its name per output.
         if output.has_stream() && !self.outputs.iter().any(|s| s == output.stream()) {
             self.flush()?;
-            return imports::emit(output.as_wit()).map_err(Error::new);
+            return imports::emit(&output.to_wit()).map_err(Error::new);
         }
-        encoded::encode_output(output.as_wit(), &mut self.encoded);
+        encoded::encode_output(&output, &mut self.encoded);
         self.buffered += 1;
         if self.buffered >= Self::FLUSH_OUTPUTS || self.encoded.len() >= Self::FLUSH_BYTES {
             self.flush()?;

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::bindings::leat::processor::types as wit;
+use crate::event::SharedBytes;
 use crate::{Error, Event};
 
 /// The prefix of the header names the host reserves (provenance).
@@ -30,20 +31,23 @@ const RESERVED_HEADER_PREFIX: &str = "leat.";
 ///
 /// The host partitions outputs by key, stamps them with the timestamp of
 /// the input event that caused them and adds provenance headers (`leat.*`).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Output(wit::Output);
+#[derive(Clone)]
+pub struct Output(wit::Output, Option<SharedBytes>);
 
 impl Output {
     /// An output to `stream` (one of the processor's declared outputs), with
     /// no key, no value and no headers.
     pub fn to(stream: impl Into<String>) -> Output {
-        Output(wit::Output {
-            stream: stream.into(),
-            key: None,
-            value: None,
-            headers: Vec::new(),
-            cause: None,
-        })
+        Output(
+            wit::Output {
+                stream: stream.into(),
+                key: None,
+                value: None,
+                headers: Vec::new(),
+                cause: None,
+            },
+            None,
+        )
     }
 
     /// An output to the processor's first declared output stream, with no
@@ -79,7 +83,9 @@ impl Output {
     }
 
     fn with_key_and_headers_of(mut self, event: &Event) -> Output {
-        self.0.key = event.key().map(<[u8]>::to_vec);
+        // The event's key stays where it is until the output is handed over.
+        self.0.key = None;
+        self.1 = event.shared_key();
         self.0.headers.extend(
             event
                 .headers()
@@ -96,6 +102,7 @@ impl Output {
     #[must_use]
     pub fn key(mut self, key: impl Into<Vec<u8>>) -> Output {
         self.0.key = Some(key.into());
+        self.1 = None;
         self
     }
 
@@ -103,6 +110,7 @@ impl Output {
     #[must_use]
     pub fn key_opt(mut self, key: Option<Vec<u8>>) -> Output {
         self.0.key = key;
+        self.1 = None;
         self
     }
 
@@ -160,7 +168,10 @@ impl Output {
 
     /// The key.
     pub fn key_bytes(&self) -> Option<&[u8]> {
-        self.0.key.as_deref()
+        match &self.1 {
+            Some(shared) => Some(shared.bytes()),
+            None => self.0.key.as_deref(),
+        }
     }
 
     /// The key as UTF-8; `None` when there is no key or it is not UTF-8.
@@ -231,10 +242,34 @@ impl Output {
         self.0.cause.get_or_insert(index);
     }
 
-    pub(crate) fn as_wit(&self) -> &wit::Output {
-        &self.0
+    /// The output as the WIT record, its key copied if it is shared.
+    pub(crate) fn to_wit(&self) -> wit::Output {
+        let mut out = self.0.clone();
+        if let Some(shared) = &self.1 {
+            out.key = Some(shared.bytes().to_vec());
+        }
+        out
     }
 }
+
+impl PartialEq for Output {
+    /// Equal when every field is, wherever the key is stored.
+    fn eq(&self, other: &Output) -> bool {
+        (
+            self.stream(),
+            self.key_bytes(),
+            self.value_bytes(),
+            self.caused_by(),
+        ) == (
+            other.stream(),
+            other.key_bytes(),
+            other.value_bytes(),
+            other.caused_by(),
+        ) && self.0.headers == other.0.headers
+    }
+}
+
+impl Eq for Output {}
 
 impl Default for Output {
     /// [`Output::new`].
@@ -324,6 +359,6 @@ mod tests {
         out.set_cause_if_unset(5);
         assert_eq!(out.caused_by(), Some(2));
         out.set_stream("x");
-        assert_eq!(out.as_wit().stream, "x");
+        assert_eq!(out.to_wit().stream, "x");
     }
 }

@@ -941,7 +941,7 @@ impl Host {
                         .headers
                         .iter()
                         .map(|h| api::HeaderView {
-                            key: h.key.clone(),
+                            key: h.key.to_string(),
                             value: String::from_utf8_lossy(&h.value).into_owned(),
                         })
                         .collect(),

@@ -6,7 +6,8 @@
 //! Environment: `LEAT_BENCH_EVENTS` (default 200,000), `LEAT_BENCH_RUNS` (default 5),
 //! `LEAT_BENCH_PARTITIONS` (default 2), `LEAT_BENCH_DURABLE` (default 1),
 //! `LEAT_BENCH_ONLY` (`wasm` or `native`: that pipeline alone, no latency run),
-//! `LEAT_BENCH_COMPONENT` (another component than `uppercase`, e.g. one built
+//! `LEAT_BENCH_COMMIT_EVENTS` (events per commit of a backlog, default the
+//! runtime's), `LEAT_BENCH_COMPONENT` (another component than `uppercase`, e.g. one built
 //! against an earlier WIT version from `tests/fixtures/`).
 //! Prints medians; the runs of the two pipelines alternate so that both see
 //! the same machine. Beside events/s it prints the CPU time the process
@@ -86,6 +87,7 @@ fn spec() -> ProcessorSpec {
     let mut spec = ProcessorSpec::new("upper", vec!["in".into()], vec!["out".into()]);
     spec.batch_size = 1000;
     spec.instances = partitions();
+    spec.max_commit_events = env_usize("LEAT_BENCH_COMMIT_EVENTS", spec.max_commit_events);
     spec
 }
 

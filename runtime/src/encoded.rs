@@ -5,13 +5,10 @@
 //! module are their only readers and writers.
 
 use leat_broker::{Bytes, Header};
+use leat_layout::{len32, put_bytes, put_maybe_bytes, put_u32, put_u64, Malformed, Reader, NONE};
 
 use crate::bindings::Failure;
 use crate::guest::{declared_index, Emitted, Input};
-
-/// The length that stands for "none" in a `maybe-bytes` field, and for no
-/// cause in an output.
-const NONE: u32 = u32::MAX;
 
 /// Writes `batch` into `buf` (cleared first) in the batch layout. The
 /// stream names are `inputs`, which `Input::stream` indexes.
@@ -26,8 +23,8 @@ pub(crate) fn encode_batch(inputs: &[String], batch: &[Input], buf: &mut Vec<u8>
         let e = &input.event;
         put_u32(buf, len32(input.stream));
         put_u32(buf, e.partition);
-        buf.extend_from_slice(&e.offset.to_le_bytes());
-        buf.extend_from_slice(&e.timestamp.to_le_bytes());
+        put_u64(buf, e.offset);
+        put_u64(buf, e.timestamp as u64);
         put_maybe_bytes(buf, e.key.as_deref());
         put_maybe_bytes(buf, e.value.as_deref());
         put_u32(buf, len32(e.headers.len()));
@@ -54,10 +51,10 @@ pub(crate) fn decode_outputs(
     outputs: &[String],
     buf: Bytes,
 ) -> Result<Vec<Emitted>, Refused> {
-    let mut reader = Reader { buf: &buf, at: 0 };
+    let mut reader = Reader::new(&buf);
     let mut decoded = Vec::new();
-    while !reader.done() {
-        match reader.output(processor, outputs, &buf) {
+    while !reader.is_done() {
+        match output(&mut reader, processor, outputs, &buf) {
             Ok(out) => decoded.push(out),
             Err(failure) => {
                 return Err(Refused {
@@ -70,123 +67,47 @@ pub(crate) fn decode_outputs(
     Ok(decoded)
 }
 
-/// A length or index as a `u32` field. Batches and outputs are far below
-/// 4 GiB (the guest's whole memory), so this never saturates in practice;
-/// if it did, the guest would see a malformed batch, not a wrong one.
-fn len32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(NONE)
-}
-
-fn put_u32(buf: &mut Vec<u8>, n: u32) {
-    buf.extend_from_slice(&n.to_le_bytes());
-}
-
-fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
-    put_u32(buf, len32(bytes.len()));
-    buf.extend_from_slice(bytes);
-}
-
-fn put_maybe_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        Some(b) => put_bytes(buf, b),
-        None => put_u32(buf, NONE),
+/// The failure of a batch whose guest handed over malformed outputs.
+fn malformed(error: Malformed) -> Failure {
+    Failure {
+        message: format!(
+            "the guest handed over malformed encoded outputs ({error}): \
+             build it with the leat-sdk of its WIT version"
+        ),
+        event_index: None,
     }
 }
 
-/// Reads the outputs layout; every error names the byte where it stopped.
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn done(&self) -> bool {
-        self.at >= self.buf.len()
+/// The next output of `reader`, whose buffer `owner` holds.
+fn output(
+    reader: &mut Reader<'_>,
+    processor: &str,
+    outputs: &[String],
+    owner: &Bytes,
+) -> Result<Emitted, Failure> {
+    let stream = reader.text("an output's stream").map_err(malformed)?;
+    let key = reader.maybe_bytes("an output's key").map_err(malformed)?;
+    let value = reader.maybe_bytes("an output's value").map_err(malformed)?;
+    let count = reader.u32("an output's header count").map_err(malformed)?;
+    // A header takes at least 8 bytes.
+    let mut headers = Vec::with_capacity(reader.room(count, 8));
+    for _ in 0..count {
+        let name = reader.text("a header name").map_err(malformed)?;
+        let value = reader.bytes("a header value").map_err(malformed)?;
+        headers.push(Header::new(name.to_owned(), owner.slice(value)));
     }
-
-    fn malformed(&self, what: &str) -> Failure {
-        Failure {
-            message: format!(
-                "the guest handed over malformed encoded outputs ({what} at byte {} of {}): \
-                 build it with the leat-sdk of its WIT version",
-                self.at,
-                self.buf.len()
-            ),
-            event_index: None,
-        }
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32, Failure> {
-        let bytes = self
-            .buf
-            .get(self.at..self.at + 4)
-            .ok_or_else(|| self.malformed(what))?;
-        self.at += 4;
-        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-    }
-
-    /// The range of `len` bytes from here.
-    fn span(&mut self, len: u32, what: &str) -> Result<std::ops::Range<usize>, Failure> {
-        let end = self
-            .at
-            .checked_add(len as usize)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| self.malformed(what))?;
-        let span = self.at..end;
-        self.at = end;
-        Ok(span)
-    }
-
-    fn text(&mut self, what: &str) -> Result<&'a str, Failure> {
-        let len = self.u32(what)?;
-        let span = self.span(len, what)?;
-        let buf = self.buf;
-        std::str::from_utf8(&buf[span.clone()]).map_err(|_| {
-            self.at = span.start;
-            self.malformed(&format!("{what} that is not UTF-8"))
-        })
-    }
-
-    fn maybe_bytes(&mut self, owner: &Bytes, what: &str) -> Result<Option<Bytes>, Failure> {
-        match self.u32(what)? {
-            NONE => Ok(None),
-            len => Ok(Some(owner.slice(self.span(len, what)?))),
-        }
-    }
-
-    fn output(
-        &mut self,
-        processor: &str,
-        outputs: &[String],
-        owner: &Bytes,
-    ) -> Result<Emitted, Failure> {
-        let stream = self.text("an output's stream")?;
-        let key = self.maybe_bytes(owner, "an output's key")?;
-        let value = self.maybe_bytes(owner, "an output's value")?;
-        let count = self.u32("an output's header count")?;
-        // Each header takes at least 8 bytes: a corrupt count cannot make
-        // this reserve more than the buffer could hold.
-        let room = (self.buf.len() - self.at) / 8;
-        let mut headers = Vec::with_capacity((count as usize).min(room));
-        for _ in 0..count {
-            let name = self.text("a header name")?.to_owned();
-            let len = self.u32("a header value")?;
-            let value = owner.slice(self.span(len, "a header value")?);
-            headers.push(Header::new(name, value));
-        }
-        let cause = match self.u32("an output's cause")? {
-            NONE => None,
-            index => Some(index),
-        };
-        let stream = declared_index(processor, outputs, stream, cause)?;
-        Ok(Emitted {
-            stream,
-            key,
-            value,
-            headers,
-            cause,
-        })
-    }
+    let cause = match reader.u32("an output's cause").map_err(malformed)? {
+        NONE => None,
+        index => Some(index),
+    };
+    let stream = declared_index(processor, outputs, stream, cause)?;
+    Ok(Emitted {
+        stream,
+        key: key.map(|k| owner.slice(k)),
+        value: value.map(|v| owner.slice(v)),
+        headers,
+        cause,
+    })
 }
 
 #[cfg(test)]

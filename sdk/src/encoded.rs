@@ -3,26 +3,32 @@
 //! buffer for `host.emit-encoded`. The layouts are documented in
 //! `wit/processor.wit`.
 
+use std::ops::Range;
 use std::sync::Arc;
+
+use leat_layout::{len32, put_bytes, put_maybe_bytes, put_u32, Malformed, Reader, NONE};
 
 use crate::event::{EventParts, Span};
 use crate::{Event, Output};
-
-/// The length that stands for "none" in a `maybe-bytes` field, and for no
-/// cause in an output.
-const NONE: u32 = u32::MAX;
 
 /// The events of `batch` (the batch layout). They share the buffer: their
 /// keys, values and headers are read where they are.
 pub(crate) fn decode_batch(batch: Vec<u8>) -> Result<Vec<Event>, String> {
     let data = Arc::new(batch);
-    let mut r = Reader { buf: &data, at: 0 };
+    let mut r = Reader::new(&data);
+    decode_events(&mut r, &data).map_err(|error| {
+        format!(
+            "the host handed over a malformed encoded batch ({error}): \
+             the host and this processor disagree on the WIT version"
+        )
+    })
+}
+
+fn decode_events(r: &mut Reader<'_>, data: &Arc<Vec<u8>>) -> Result<Vec<Event>, Malformed> {
     let stream_count = r.u32("the stream count")?;
     let mut streams: Vec<Arc<str>> = Vec::with_capacity(r.room(stream_count, 4));
     for _ in 0..stream_count {
-        let name = r.span("a stream name")?;
-        let name = r.text(name, "a stream name")?;
-        streams.push(Arc::from(name));
+        streams.push(Arc::from(r.text("a stream name")?));
     }
     let event_count = r.u32("the event count")?;
     // An event takes at least 36 bytes.
@@ -36,14 +42,13 @@ pub(crate) fn decode_batch(batch: Vec<u8>) -> Result<Vec<Event>, String> {
         let partition = r.u32("an event's partition")?;
         let offset = r.u64("an event's offset")?;
         let timestamp = r.u64("an event's timestamp")? as i64;
-        let key = r.maybe_span("an event's key")?;
-        let value = r.maybe_span("an event's value")?;
+        let key = r.maybe_bytes("an event's key")?.map(span);
+        let value = r.maybe_bytes("an event's value")?.map(span);
         let header_count = r.u32("an event's header count")?;
         let mut headers = Vec::with_capacity(r.room(header_count, 8));
         for _ in 0..header_count {
-            let name = r.span("a header name")?;
-            r.text(name, "a header name")?;
-            let value = r.span("a header value")?;
+            let name = span(r.text_range("a header name")?);
+            let value = span(r.bytes("a header value")?);
             headers.push((name, value));
         }
         let parts = EventParts {
@@ -57,10 +62,14 @@ pub(crate) fn decode_batch(batch: Vec<u8>) -> Result<Vec<Event>, String> {
         };
         events.push(Event::in_buffer(data.clone(), parts));
     }
-    if r.at != data.len() {
+    if !r.is_done() {
         return Err(r.malformed("bytes after the last event"));
     }
     Ok(events)
+}
+
+fn span(range: Range<usize>) -> Span {
+    Span::new(range.start, range.end)
 }
 
 /// Appends `out` to `buf` in the outputs layout.
@@ -74,99 +83,6 @@ pub(crate) fn encode_output(out: &Output, buf: &mut Vec<u8>) {
         put_bytes(buf, value);
     }
     put_u32(buf, out.caused_by().unwrap_or(NONE));
-}
-
-/// A length as a `u32` field: what a guest holds is under 4 GiB.
-fn len32(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(NONE)
-}
-
-fn put_u32(buf: &mut Vec<u8>, n: u32) {
-    buf.extend_from_slice(&n.to_le_bytes());
-}
-
-fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
-    put_u32(buf, len32(bytes.len()));
-    buf.extend_from_slice(bytes);
-}
-
-fn put_maybe_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
-    match bytes {
-        Some(b) => put_bytes(buf, b),
-        None => put_u32(buf, NONE),
-    }
-}
-
-/// Reads the batch layout; every error names the byte where it stopped.
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn malformed(&self, what: &str) -> String {
-        format!(
-            "the host handed over a malformed encoded batch ({what} at byte {} of {}): \
-             the host and this processor disagree on the WIT version",
-            self.at,
-            self.buf.len()
-        )
-    }
-
-    /// How many items of at least `min_size` bytes the rest could hold, at
-    /// most `count`: a corrupt count cannot reserve more than that.
-    fn room(&self, count: u32, min_size: usize) -> usize {
-        (count as usize).min((self.buf.len() - self.at) / min_size)
-    }
-
-    fn take<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
-        let bytes = self
-            .buf
-            .get(self.at..self.at + N)
-            .and_then(|b| <[u8; N]>::try_from(b).ok())
-            .ok_or_else(|| self.malformed(what))?;
-        self.at += N;
-        Ok(bytes)
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32, String> {
-        self.take::<4>(what).map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self, what: &str) -> Result<u64, String> {
-        self.take::<8>(what).map(u64::from_le_bytes)
-    }
-
-    /// A `bytes` field: where its bytes are.
-    fn span(&mut self, what: &str) -> Result<Span, String> {
-        let len = self.u32(what)?;
-        self.bytes(len, what)
-    }
-
-    /// A `maybe-bytes` field.
-    fn maybe_span(&mut self, what: &str) -> Result<Option<Span>, String> {
-        match self.u32(what)? {
-            NONE => Ok(None),
-            len => self.bytes(len, what).map(Some),
-        }
-    }
-
-    fn bytes(&mut self, len: u32, what: &str) -> Result<Span, String> {
-        let end = self
-            .at
-            .checked_add(len as usize)
-            .filter(|&end| end <= self.buf.len())
-            .ok_or_else(|| self.malformed(what))?;
-        let span = Span::new(self.at, end);
-        self.at = end;
-        Ok(span)
-    }
-
-    /// The text at `span`, checked to be UTF-8.
-    fn text(&self, span: Span, what: &str) -> Result<&str, String> {
-        std::str::from_utf8(span.of(self.buf))
-            .map_err(|_| self.malformed(&format!("{what} that is not UTF-8")))
-    }
 }
 
 /// `events` in the batch layout, each with its own stream name.

@@ -29,6 +29,17 @@ fn create(broker: &Broker, stream: &str, partitions: u32) {
         .unwrap();
 }
 
+/// A runtime in a fresh directory (dropped with the first value) whose log
+/// has streams `in` and `out` of `partitions` partitions each.
+fn in_and_out(partitions: u32) -> (tempfile::TempDir, Runtime, Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    create(&broker, "in", partitions);
+    create(&broker, "out", partitions);
+    (dir, rt, broker)
+}
+
 /// Runs the example `example` with `spec` until it has processed everything.
 fn run(rt: &Runtime, example: &str, spec: ProcessorSpec) -> ProcessorStatus {
     run_component(rt, &guest(example), spec)
@@ -140,11 +151,7 @@ fn some(s: &str) -> Option<String> {
 #[test]
 fn components_built_against_earlier_wit_versions_still_run() {
     for version in ["0.1.0", "0.1.1"] {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = runtime(dir.path());
-        let broker = rt.broker().clone();
-        create(&broker, "in", 2);
-        create(&broker, "out", 2);
+        let (_dir, rt, broker) = in_and_out(2);
         let records = vec![
             Record::keyed("k1", "abc").header("trace", "t-1"),
             Record::tombstone("k2"),
@@ -176,11 +183,7 @@ fn components_built_against_earlier_wit_versions_still_run() {
 
 #[test]
 fn uppercase_maps_values_keeping_keys_headers_and_partitions() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let broker = rt.broker().clone();
-    create(&broker, "in", 3);
-    create(&broker, "out", 3);
+    let (_dir, rt, broker) = in_and_out(3);
     let records = vec![
         Record::keyed("k1", "héllo wörld").header("trace", "t-1"),
         Record::keyed("k2", "straße"),

@@ -7,7 +7,9 @@
 //! printed as one line `partition offset payload`, where the payload is
 //! `run-thread-txn-index/count`. Each transaction also sets state
 //! `crash`/`last-<thread>` to `run-thread-txn`, and puts (even `txn`) or
-//! deletes (odd) `crash`/`even-<thread>`.
+//! deletes (odd) `crash`/`even-<thread>`. Thread 1 commits with
+//! `commit_pipelined` and prints once `sync` returns, so that the kills also
+//! land while the flusher makes its groups durable.
 
 use std::io::Write;
 
@@ -83,7 +85,13 @@ fn append_forever(broker: &Broker, run: &str, thread: u32) -> Result<(), Error> 
         } else {
             txn.delete_state("crash", even);
         }
-        let receipt = broker.commit(txn)?;
+        let receipt = if thread == 1 {
+            let receipt = broker.commit_pipelined(txn)?;
+            broker.sync()?;
+            receipt
+        } else {
+            broker.commit(txn)?
+        };
         let mut out = String::new();
         for ((partition, offset), payload) in receipt.placements.iter().zip(&payloads) {
             out.push_str(&format!("{partition} {offset} {payload}\n"));

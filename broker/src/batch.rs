@@ -1,6 +1,6 @@
-//! The on-disk record batch: the events of one partition appended by one
-//! commit (or repacked by compaction), stored as one redb value and checked by
-//! a CRC on every read.
+//! The on-disk record batch: events of one partition appended by one commit
+//! (all of them, or a run of them when the commit is large), or repacked by
+//! compaction, stored as one redb value and checked by a CRC on every read.
 //!
 //! Layout (little endian):
 //! ```text

@@ -14,6 +14,7 @@ use crate::batch;
 use crate::catalog::{Catalog, PartitionCursor, StoredStream, StreamEntry};
 use crate::committer::Committer;
 use crate::error::{Error, Result};
+use crate::flusher::FlusherHandle;
 use crate::journal::Journal;
 use crate::maintenance::{self, MaintenanceHandle, MaintenanceReport};
 use crate::record::{Event, Record};
@@ -82,6 +83,9 @@ pub struct GroupInfo {
 pub struct Broker {
     shared: Arc<Shared>,
     committer: Arc<Committer>,
+    /// Flushes what is left and stops the flusher when the last clone is
+    /// dropped.
+    _flusher: Arc<FlusherHandle>,
     /// Stops the maintenance thread when the last clone is dropped.
     _maintenance: Arc<MaintenanceHandle>,
 }
@@ -165,6 +169,11 @@ impl Broker {
             maintenance: Mutex::new(()),
         });
         let committer = Arc::new(Committer::new(journal));
+        let flusher =
+            FlusherHandle::start(shared.clone(), committer.clone()).map_err(|e| Error::Open {
+                path: shared.path.clone(),
+                source: Box::new(e),
+            })?;
         let maintenance = match options.maintenance_interval {
             Some(interval) => {
                 MaintenanceHandle::start(shared.clone(), interval).map_err(|e| Error::Open {
@@ -177,6 +186,7 @@ impl Broker {
         Ok(Broker {
             shared,
             committer,
+            _flusher: Arc::new(flusher),
             _maintenance: Arc::new(maintenance),
         })
     }
@@ -334,7 +344,34 @@ impl Broker {
     /// with whatever other callers commit at the same moment. Returns once
     /// the commit is on disk.
     pub fn commit(&self, txn: Transaction) -> Result<Receipt> {
-        self.committer.commit(&self.shared, txn)
+        self.committer.commit(&self.shared, txn, false)
+    }
+
+    /// Commits `txn` as [`commit`](Broker::commit) does, but when its group
+    /// would wait for a durable database commit (a large group, or a full
+    /// journal) it returns once the group is applied, and a background
+    /// thread makes it durable while the caller goes on: for a caller with
+    /// more work to do, such as a processor with a backlog.
+    ///
+    /// Until it is durable, a pipelined commit's events are not readable
+    /// ([`read`](Broker::read) and [`wait_for`](Broker::wait_for) stop
+    /// before them) and callers of [`commit`](Broker::commit) are answered
+    /// only once it is durable, since commits become durable in order. Its
+    /// offsets and state are already seen by later transactions and by
+    /// [`committed_offset`](Broker::committed_offset) and
+    /// [`state_get`](Broker::state_get), as read-your-writes for the caller;
+    /// a crash before it is durable takes it back with every commit after
+    /// it. [`sync`](Broker::sync) waits until it is durable. If making it
+    /// durable fails, every later commit and `sync` fail with
+    /// [`Error::Journal`] until the log is reopened.
+    pub fn commit_pipelined(&self, txn: Transaction) -> Result<Receipt> {
+        self.committer.commit(&self.shared, txn, true)
+    }
+
+    /// Waits until every commit made so far, pipelined ones included, is
+    /// durable and readable.
+    pub fn sync(&self) -> Result<()> {
+        self.committer.progress.sync()
     }
 
     /// Appends `records` to `stream` in one atomic commit; returns each

@@ -18,11 +18,14 @@ pub(crate) struct StoredStream {
     pub config: StreamConfig,
 }
 
-/// One partition's published extent. Invariant: `next_offset` only moves
-/// forward, and only after the commit that wrote those offsets is done.
+/// One partition's extent. Invariants: `next_offset` only moves forward,
+/// and only once the commit that wrote those offsets is durable; readers
+/// read up to it. `applied_offset` is the end of the last commit applied to
+/// redb (at or past `next_offset`), where the next append goes.
 #[derive(Debug, Default)]
 pub(crate) struct PartitionCursor {
     pub next_offset: AtomicU64,
+    pub applied_offset: AtomicU64,
     pub log_start: AtomicU64,
     /// The largest timestamp appended so far (the time index's running max;
     /// after a reopen it may be larger, never smaller).
@@ -42,6 +45,7 @@ impl PartitionCursor {
     pub fn new(next_offset: u64, log_start: u64, max_timestamp: i64, unindexed: u32) -> Self {
         PartitionCursor {
             next_offset: AtomicU64::new(next_offset),
+            applied_offset: AtomicU64::new(next_offset),
             log_start: AtomicU64::new(log_start),
             max_timestamp: AtomicI64::new(max_timestamp),
             unindexed: AtomicU32::new(unindexed),
@@ -51,8 +55,19 @@ impl PartitionCursor {
         }
     }
 
+    /// The end readers read up to.
     pub fn next(&self) -> u64 {
         self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Where the next append goes. Only the committer reads it.
+    pub fn applied(&self) -> u64 {
+        self.applied_offset.load(Ordering::Acquire)
+    }
+
+    /// Shows readers everything up to `end`, once it is durable.
+    pub fn publish(&self, end: u64) {
+        self.next_offset.fetch_max(end, Ordering::AcqRel);
     }
 }
 

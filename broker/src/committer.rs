@@ -11,6 +11,16 @@
 //! A group is made durable by one record in the [`Journal`] before its
 //! non-durable redb commit, or, every `checkpoint_bytes` of journal, by a
 //! durable redb commit (see `journal`).
+//!
+//! A pipelined request (see [`Broker::commit_pipelined`]) lets a group that
+//! would be a durable redb commit be applied without durability instead: its
+//! caller is answered at once and goes on working while the flusher thread
+//! makes it durable (see `flusher`). Until then every group is applied that
+//! way, so that groups become durable in commit order, and the partition
+//! ends readers see, like the answers to requests that wait for durability,
+//! move only once the flush is done.
+//!
+//! [`Broker::commit_pipelined`]: crate::Broker::commit_pipelined
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -21,9 +31,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Durability, ReadableTable, Table};
 
 use crate::batch::{self, EncodeEvent, EncodeHeaders};
-use crate::catalog::{Catalog, StreamEntry};
+use crate::catalog::{Catalog, PartitionCursor, StreamEntry};
 use crate::error::{Error, Result};
-use crate::journal::Journal;
+use crate::flusher::Progress;
+use crate::journal::{Failure, Journal};
 use crate::partitioner::partition_for_key;
 use crate::tables::*;
 use crate::transaction::{Receipt, Transaction};
@@ -35,6 +46,8 @@ const MAX_GROUP: usize = 4096;
 struct Request {
     txn: Transaction,
     reply: SyncSender<Reply>,
+    /// The caller takes an answer before durability (see the module docs).
+    pipelined: bool,
 }
 
 enum Reply {
@@ -47,8 +60,30 @@ enum Reply {
 /// The queue of transactions waiting for the next group commit.
 pub(crate) struct Committer {
     queue: Mutex<Queue>,
-    /// The leader's journal, with the record it builds.
-    journal: Mutex<Journal>,
+    /// Held by the leader while it commits a group, and by the flusher.
+    writer: Mutex<Writer>,
+    /// How many groups were applied without durability, and how many of
+    /// them are durable.
+    pub(crate) progress: Progress,
+}
+
+/// What the leader and the flusher take turns on.
+struct Writer {
+    /// The journal, with the record the leader builds.
+    journal: Journal,
+    /// Groups applied without durability since the last flush.
+    undurable: Undurable,
+}
+
+/// Groups applied to redb without durability, waiting for the flusher.
+/// Invariant: while `pending`, every group is applied that way.
+#[derive(Default)]
+struct Undurable {
+    pending: bool,
+    /// Partition ends to show readers once durable, in commit order.
+    ends: Vec<(Arc<PartitionCursor>, u64)>,
+    /// Requests answered once durable.
+    answers: Vec<(SyncSender<Reply>, Receipt)>,
 }
 
 #[derive(Default)]
@@ -63,17 +98,30 @@ impl Committer {
     pub(crate) fn new(journal: Journal) -> Committer {
         Committer {
             queue: Mutex::default(),
-            journal: Mutex::new(journal),
+            writer: Mutex::new(Writer {
+                journal,
+                undurable: Undurable::default(),
+            }),
+            progress: Progress::default(),
         }
     }
 
     /// Commits `txn` with whatever else is queued, and returns once it is
-    /// durable (or refused).
-    pub(crate) fn commit(&self, shared: &Shared, txn: Transaction) -> Result<Receipt> {
+    /// durable (or refused); when `pipelined`, possibly once it is applied.
+    pub(crate) fn commit(
+        &self,
+        shared: &Shared,
+        txn: Transaction,
+        pipelined: bool,
+    ) -> Result<Receipt> {
         let (reply, answer) = mpsc::sync_channel(1);
         let mut lead = {
             let mut queue = self.lock_queue();
-            queue.requests.push(Request { txn, reply });
+            queue.requests.push(Request {
+                txn,
+                reply,
+                pipelined,
+            });
             !std::mem::replace(&mut queue.leading, true)
         };
         loop {
@@ -104,8 +152,62 @@ impl Committer {
             let take = queue.requests.len().min(MAX_GROUP);
             queue.requests.drain(..take).collect()
         };
-        let mut journal = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        commit_group(shared, group, &mut journal);
+        let mut writer = self.lock_writer();
+        commit_group(shared, group, &mut writer, &self.progress);
+    }
+
+    /// Makes every group applied without durability durable with one
+    /// durable redb commit, then shows their ends to readers and answers the
+    /// requests that waited. Called by the flusher.
+    pub(crate) fn flush(&self, shared: &Shared) {
+        let mut writer = self.lock_writer();
+        // No group is applied while the writer is held: `applied` is what
+        // this flush covers.
+        let covered = self.progress.applied();
+        let undurable = std::mem::take(&mut writer.undurable);
+        let flushed = if undurable.pending {
+            let flush = || -> Result<()> { Ok(shared.db.begin_write()?.commit()?) };
+            flush().map_err(|e| e.to_string())
+        } else {
+            Ok(())
+        };
+        let failure = match flushed {
+            Ok(()) => {
+                // Durable in redb with every commit before it.
+                writer.journal.restart();
+                None
+            }
+            Err(detail) => Some(writer.journal.fail(format!(
+                "making pipelined commits durable failed ({detail}); reopen the log to recover"
+            ))),
+        };
+        drop(writer);
+        match &failure {
+            None => {
+                for (cursor, end) in &undurable.ends {
+                    cursor.publish(*end);
+                }
+                shared.arrivals.notify();
+                for (reply, receipt) in undurable.answers {
+                    let _ = reply.send(Reply::Done(Ok(receipt)));
+                }
+            }
+            Some(failure) => {
+                for (reply, _) in undurable.answers {
+                    let _ = reply.send(Reply::Done(Err(failure.error())));
+                }
+            }
+        }
+        self.progress.durable_up_to(covered, failure);
+    }
+
+    /// Refuses every later group (see [`Journal::fail`]).
+    pub(crate) fn fail(&self, detail: String) -> Failure {
+        self.lock_writer().journal.fail(detail)
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
@@ -151,25 +253,54 @@ struct Pending {
     unindexed: u32,
 }
 
-fn commit_group(shared: &Shared, group: Vec<Request>, journal: &mut Journal) {
+fn commit_group(shared: &Shared, group: Vec<Request>, writer: &mut Writer, progress: &Progress) {
     let catalog = match shared.catalog.read() {
         Ok(c) => c,
         Err(poisoned) => poisoned.into_inner(),
     };
     let mut pending: HashMap<(u32, u32), Pending> = HashMap::new();
-    let outcomes = match apply_group(shared, &catalog, &group, &mut pending, journal) {
-        Ok(outcomes) => {
+    let applied = apply_group(shared, &catalog, &group, &mut pending, writer);
+    let answers: Vec<Option<Result<Receipt>>> = match applied {
+        Ok((outcomes, mode)) => {
+            let later = mode == Mode::Flusher;
             for p in pending.values() {
                 if let Ok(cursor) = p.entry.cursor(p.partition) {
                     cursor
                         .max_timestamp
                         .store(p.max_timestamp, Ordering::Release);
                     cursor.unindexed.store(p.unindexed, Ordering::Release);
-                    cursor.next_offset.store(p.next_offset, Ordering::Release);
+                    cursor
+                        .applied_offset
+                        .store(p.next_offset, Ordering::Release);
+                    if later {
+                        writer.undurable.ends.push((cursor.clone(), p.next_offset));
+                    } else {
+                        cursor.publish(p.next_offset);
+                    }
                 }
             }
-            shared.arrivals.notify();
-            outcomes
+            if later {
+                writer.undurable.pending = true;
+                progress.applied_one();
+                // Who waits for durability is answered by the flusher.
+                let undurable = &mut writer.undurable;
+                group
+                    .iter()
+                    .zip(outcomes)
+                    .map(|(request, outcome)| match outcome {
+                        Ok(receipt)
+                            if !request.pipelined && needs_fsync(&catalog, &request.txn) =>
+                        {
+                            undurable.answers.push((request.reply.clone(), receipt));
+                            None
+                        }
+                        outcome => Some(outcome),
+                    })
+                    .collect()
+            } else {
+                shared.arrivals.notify();
+                outcomes.into_iter().map(Some).collect()
+            }
         }
         Err(e) => {
             let message = e.to_string();
@@ -177,22 +308,29 @@ fn commit_group(shared: &Shared, group: Vec<Request>, journal: &mut Journal) {
             group
                 .iter()
                 .map(|_| {
-                    Err(match &e {
+                    Some(Err(match &e {
                         Error::Journal { path, detail } => Error::Journal {
                             path: path.clone(),
                             detail: detail.clone(),
                         },
                         _ => storage_failure(&message),
-                    })
+                    }))
                 })
                 .collect()
         }
     };
     drop(catalog);
-    // Answer everyone first; freeing the transactions can wait.
+    answer(group, answers);
+}
+
+/// Answers every request with its outcome (`None`: answered later), then
+/// frees the transactions.
+fn answer(group: Vec<Request>, outcomes: Vec<Option<Result<Receipt>>>) {
     for (request, outcome) in group.iter().zip(outcomes) {
         // A caller that gave up waiting is not an error.
-        let _ = request.reply.send(Reply::Done(outcome));
+        if let Some(outcome) = outcome {
+            let _ = request.reply.send(Reply::Done(outcome));
+        }
     }
     drop(group);
 }
@@ -202,21 +340,22 @@ fn storage_failure(message: &str) -> Error {
 }
 
 /// Applies every valid request of the group in one redb transaction, made
-/// durable by a journal record or, at a checkpoint, by redb itself. The
-/// outer error means the whole group failed; the inner ones are per-request
-/// refusals.
+/// durable by a journal record, by redb itself (a checkpoint), or later by
+/// the flusher. The outer error means the whole group failed; the inner
+/// ones are per-request refusals.
 fn apply_group(
     shared: &Shared,
     catalog: &Catalog,
     group: &[Request],
     pending: &mut HashMap<(u32, u32), Pending>,
-    journal: &mut Journal,
-) -> Result<Vec<Result<Receipt>>> {
+    writer: &mut Writer,
+) -> Result<(Vec<Result<Receipt>>, Mode)> {
+    let journal = &mut writer.journal;
     journal.begin()?;
     let mut txn = shared.db.begin_write()?;
     let sync = group.iter().any(|r| needs_fsync(catalog, &r.txn));
     let mut outcomes = Vec::with_capacity(group.len());
-    let checkpoint = {
+    let mode = {
         let mut tables = Tables {
             batches: txn.open_table(BATCHES)?,
             time_index: txn.open_table(TIME_INDEX)?,
@@ -234,32 +373,66 @@ fn apply_group(
         // A group that need not be durable is journaled unsynced, whatever
         // the journal's size: committed durably to redb alone it would be
         // missing from a replay of the durable groups after it.
-        let checkpoint = sync && journal.wants_checkpoint();
-        if journal.has_writes() && !checkpoint {
+        let mode = if !journal.has_writes() {
+            // Every request was refused or empty.
+            Mode::Nothing
+        } else if writer.undurable.pending {
+            // Groups become durable in commit order.
+            Mode::Flusher
+        } else if sync && journal.wants_checkpoint() {
+            if group.iter().any(|r| r.pipelined) {
+                Mode::Flusher
+            } else {
+                Mode::Checkpoint
+            }
+        } else {
+            Mode::Journal
+        };
+        if mode == Mode::Journal {
             txn.open_table(META)?
                 .insert(JOURNAL_KEY, journal.next_seq())?;
         }
-        checkpoint
+        mode
     };
-    if !journal.has_writes() {
-        // Every request was refused or empty.
-        txn.abort()?;
-    } else if checkpoint {
-        // Durable in redb with every commit before it: the journal's
-        // records are no longer needed.
-        txn.commit()?;
-        journal.restart();
-    } else {
-        // On error the transaction is dropped, which aborts it.
-        journal.write(sync)?;
-        txn.set_durability(Durability::None)?;
-        if let Err(e) = txn.commit() {
-            journal.retract();
-            return Err(e.into());
+    match mode {
+        Mode::Nothing => txn.abort()?,
+        Mode::Checkpoint => {
+            // Durable in redb with every commit before it: the journal's
+            // records are no longer needed.
+            txn.commit()?;
+            journal.restart();
         }
-        journal.confirm();
+        Mode::Journal => {
+            // On error the transaction is dropped, which aborts it.
+            journal.write(sync)?;
+            txn.set_durability(Durability::None)?;
+            if let Err(e) = txn.commit() {
+                journal.retract();
+                return Err(e.into());
+            }
+            journal.confirm();
+        }
+        Mode::Flusher => {
+            // Nothing to journal: the flusher's durable redb commit makes
+            // it durable with the journal's records before it.
+            txn.set_durability(Durability::None)?;
+            txn.commit()?;
+        }
     }
-    Ok(outcomes)
+    Ok((outcomes, mode))
+}
+
+/// How `apply_group` commits a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Nothing to write.
+    Nothing,
+    /// A durable redb commit.
+    Checkpoint,
+    /// A journal record, then a redb commit without durability.
+    Journal,
+    /// A redb commit without durability, made durable by the flusher.
+    Flusher,
 }
 
 /// A commit waits for an fsync unless every stream it appends to is non-durable.
@@ -280,11 +453,13 @@ struct Tables<'t> {
     state: Table<'t, (&'static str, &'static [u8]), &'static [u8]>,
 }
 
-/// A validated request: the stream entries it names and each record's partition.
+/// A validated request: the stream entries it names, and each record's
+/// partition and encoded size.
 struct Plan {
     streams: Vec<Arc<StreamEntry>>,
     offset_streams: Vec<Arc<StreamEntry>>,
     partitions: Vec<u32>,
+    sizes: Vec<usize>,
 }
 
 /// Checks everything that can refuse a request, before anything is written,
@@ -310,6 +485,7 @@ fn plan(catalog: &Catalog, txn: &Transaction, tables: &Tables<'_>) -> Result<Pla
         .collect::<Result<Vec<_>>>()?;
     let mut sticky: Vec<Option<u32>> = vec![None; streams.len()];
     let mut partitions = Vec::with_capacity(txn.appends.len());
+    let mut sizes = Vec::with_capacity(txn.appends.len());
     for (index, record) in &txn.appends {
         let entry = &streams[*index];
         let count = entry.partitions.len() as u32;
@@ -346,6 +522,7 @@ fn plan(catalog: &Catalog, txn: &Transaction, tables: &Tables<'_>) -> Result<Pla
             (None, None) => *sticky[*index].get_or_insert_with(|| entry.next_sticky() % count),
         };
         partitions.push(partition);
+        sizes.push(size);
     }
     let offset_streams = txn
         .offsets
@@ -360,6 +537,7 @@ fn plan(catalog: &Catalog, txn: &Transaction, tables: &Tables<'_>) -> Result<Pla
         streams,
         offset_streams,
         partitions,
+        sizes,
     })
 }
 
@@ -393,44 +571,46 @@ fn write(
             std::collections::hash_map::Entry::Vacant(v) => v.insert(Pending {
                 entry: entry.clone(),
                 partition,
-                next_offset: cursor.next(),
+                next_offset: cursor.applied(),
                 max_timestamp: cursor.max_timestamp.load(Ordering::Acquire),
                 unindexed: cursor.unindexed.load(Ordering::Acquire),
             }),
         };
-        let base = p.next_offset;
-        let mut batch_max = i64::MIN;
-        let events = indices.iter().enumerate().map(|(delta, &i)| {
-            let record = &txn.appends[i].1;
-            let timestamp = record.timestamp.unwrap_or(now);
-            batch_max = batch_max.max(timestamp);
-            placements[i] = (partition, base + delta as u64);
-            EncodeEvent {
-                offset_delta: delta as u32,
-                timestamp,
-                key: record.key.as_deref(),
-                value: record.value.as_deref(),
-                headers: EncodeHeaders::Parsed(&record.headers),
+        for chunk in batches(&plan.sizes, &indices) {
+            let base = p.next_offset;
+            let mut batch_max = i64::MIN;
+            let events = chunk.iter().enumerate().map(|(delta, &i)| {
+                let record = &txn.appends[i].1;
+                let timestamp = record.timestamp.unwrap_or(now);
+                batch_max = batch_max.max(timestamp);
+                placements[i] = (partition, base + delta as u64);
+                EncodeEvent {
+                    offset_delta: delta as u32,
+                    timestamp,
+                    key: record.key.as_deref(),
+                    value: record.value.as_deref(),
+                    headers: EncodeHeaders::Parsed(&record.headers),
+                }
+            });
+            // The sparse time index: every `TIME_INDEX_EVERY` batches, "no
+            // event before `base` is newer than the running max so far".
+            // Nothing else but the batch is written per commit: the next
+            // offset is the end of the last batch (see `load_catalog`).
+            if p.unindexed >= TIME_INDEX_EVERY {
+                journal.time_index(entry.id, partition, p.max_timestamp, base);
+                tables
+                    .time_index
+                    .insert((entry.id, partition, p.max_timestamp), base)?;
+                p.unindexed = 0;
             }
-        });
-        // The sparse time index: every `TIME_INDEX_EVERY` batches, "no event
-        // before `base` is newer than the running max so far". Nothing else
-        // but the batch is written per commit: the next offset is the end of
-        // the last batch (see `load_catalog`).
-        if p.unindexed >= TIME_INDEX_EVERY {
-            journal.time_index(entry.id, partition, p.max_timestamp, base);
+            let encoded = journal.batch(entry.id, partition, base, events);
             tables
-                .time_index
-                .insert((entry.id, partition, p.max_timestamp), base)?;
-            p.unindexed = 0;
+                .batches
+                .insert((entry.id, partition, base), encoded)?;
+            p.next_offset = base + chunk.len() as u64;
+            p.max_timestamp = p.max_timestamp.max(batch_max);
+            p.unindexed += 1;
         }
-        let encoded = journal.batch(entry.id, partition, base, events);
-        tables
-            .batches
-            .insert((entry.id, partition, base), encoded)?;
-        p.next_offset = base + indices.len() as u64;
-        p.max_timestamp = p.max_timestamp.max(batch_max);
-        p.unindexed += 1;
     }
     for (o, entry) in txn.offsets.iter().zip(&plan.offset_streams) {
         journal.group_offset(&o.group, entry.id, o.partition, o.next_offset);
@@ -450,9 +630,71 @@ fn write(
     Ok(Receipt { placements })
 }
 
+/// A stored batch stays under this many bytes unless one event is larger:
+/// redb keeps a large value in a page of its own whose size is a power of
+/// two, so a batch just under 256 KiB (less room for redb's leaf header and
+/// key) fills its page, where one of 1.1 MiB would leave almost half of a
+/// 2 MiB page unused, to be written and synced all the same.
+const MAX_BATCH_BYTES: usize = (256 << 10) - 1024;
+
+/// `indices` (records of one partition, in order, whose encoded sizes are
+/// in `sizes`) cut into the batches they are stored as: each under
+/// `MAX_BATCH_BYTES`, or one event alone.
+fn batches<'a>(sizes: &'a [usize], indices: &'a [usize]) -> impl Iterator<Item = &'a [usize]> {
+    let mut rest = indices;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = batch::HEADER_LEN;
+        let fit = rest
+            .iter()
+            .position(|&i| {
+                bytes += sizes[i];
+                bytes > MAX_BATCH_BYTES
+            })
+            .unwrap_or(rest.len())
+            .max(1);
+        let (chunk, after) = rest.split_at(fit);
+        rest = after;
+        Some(chunk)
+    })
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(sizes: &[usize]) -> Vec<Vec<usize>> {
+        let indices: Vec<usize> = (0..sizes.len()).collect();
+        batches(sizes, &indices).map(<[usize]>::to_vec).collect()
+    }
+
+    #[test]
+    fn batches_stay_under_the_limit_and_keep_every_record_in_order() {
+        let room = MAX_BATCH_BYTES - batch::HEADER_LEN;
+        assert_eq!(cut(&[10, 20, 30]), vec![vec![0, 1, 2]]);
+        assert_eq!(cut(&[room, 1]), vec![vec![0], vec![1]]);
+        assert_eq!(cut(&[room - 1, 1, 1]), vec![vec![0, 1], vec![2]]);
+        // An event larger than the limit goes alone.
+        assert_eq!(cut(&[5, room * 3, 5]), vec![vec![0], vec![1], vec![2]]);
+        assert!(cut(&[]).is_empty());
+        let many = vec![100; 10_000];
+        let cuts = cut(&many);
+        assert!(cuts
+            .iter()
+            .all(|c| batch::HEADER_LEN + 100 * c.len() <= MAX_BATCH_BYTES));
+        assert_eq!(cuts.concat(), (0..10_000).collect::<Vec<_>>());
+        // Full batches, except the last.
+        assert!(cuts[..cuts.len() - 1]
+            .iter()
+            .all(|c| batch::HEADER_LEN + 100 * (c.len() + 1) > MAX_BATCH_BYTES));
+    }
 }

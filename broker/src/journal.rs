@@ -321,11 +321,9 @@ impl Journal {
             .and_then(|_| self.file.write_all(&[0; RECORD_HEADER_LEN]))
             .and_then(|()| self.file.sync_data());
         if let Err(e) = erased {
-            let detail = format!(
+            self.fail(format!(
                 "a record whose commit failed could not be erased ({e}); reopen the log to recover"
-            );
-            tracing::error!(journal = %self.path.display(), "{detail}");
-            self.failed = Some(detail);
+            ));
         }
     }
 
@@ -334,10 +332,40 @@ impl Journal {
         self.end = FILE_HEADER_LEN;
     }
 
+    /// Refuses every later group until the log is reopened (which replays
+    /// the journal and starts from what is durable): the journal and the
+    /// database may disagree.
+    pub(crate) fn fail(&mut self, detail: String) -> Failure {
+        tracing::error!(journal = %self.path.display(), "{detail}");
+        self.failed = Some(detail.clone());
+        Failure {
+            path: self.path.clone(),
+            detail,
+        }
+    }
+
     fn error(&self, detail: String) -> Error {
         Error::Journal {
             path: self.path.clone(),
             detail,
+        }
+    }
+}
+
+/// Why the journal refuses every group; each refused caller gets its own
+/// [`Error::Journal`].
+#[derive(Clone, Debug)]
+pub(crate) struct Failure {
+    path: PathBuf,
+    detail: String,
+}
+
+impl Failure {
+    /// The error a refused caller gets.
+    pub(crate) fn error(&self) -> Error {
+        Error::Journal {
+            path: self.path.clone(),
+            detail: self.detail.clone(),
         }
     }
 }

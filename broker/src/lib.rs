@@ -36,7 +36,8 @@
 //!   background thread ([`BrokerOptions`]) in small transactions, or on demand
 //!   ([`Broker::run_maintenance`], [`Broker::compact_now`]).
 //! - **Checked storage.** Events are stored in batches, one redb value per
-//!   commit and partition, each with a CRC checked on every read: corrupt
+//!   commit and partition (a large commit's events in several, of at most
+//!   about 256 KiB each), each with a CRC checked on every read: corrupt
 //!   data is reported as [`Error::Corrupt`], never returned as events.
 //! - **Typed errors, no panics.** Every failure a caller can cause is an
 //!   [`Error`] variant that says what to do; no input reaches a panic.
@@ -51,6 +52,14 @@
 //! it durable there, and the journal starts over. Opening the log replays
 //! the journal's records that redb does not hold; a record torn by a crash
 //! was never acknowledged and is dropped. Keep the two files together.
+//!
+//! A caller with more work to do can commit with
+//! [`Broker::commit_pipelined`]: a group that would wait for a durable redb
+//! commit (a large one, or the one at a checkpoint) is then applied at once
+//! and made durable by a background thread while the caller goes on. Its
+//! events become readable, and the commits after it are acknowledged, only
+//! once it is durable, so no reader sees what a crash could take back;
+//! [`Broker::sync`] waits for it.
 //!
 //! Readers waiting at the end of a partition ([`Broker::wait_for`]) are woken
 //! by the committer, without polling.
@@ -74,6 +83,7 @@ mod broker;
 mod catalog;
 mod committer;
 mod error;
+mod flusher;
 mod journal;
 mod maintenance;
 mod partitioner;

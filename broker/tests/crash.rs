@@ -3,7 +3,9 @@
 //! every acknowledged event is there at its offset, no transaction is visible
 //! in part, offsets are contiguous, and the state written with the events is
 //! that of the last transaction in the log. The child's commits go through
-//! the journal and its small checkpoints, so the kills land in both.
+//! the journal and its small checkpoints, and one of its two threads
+//! pipelines its commits (the flusher makes them durable), so the kills land
+//! in all three.
 
 mod common;
 

@@ -222,3 +222,84 @@ fn the_journal_of_a_deleted_database_is_ignored() {
     let reopened = open_with_checkpoint(&copy, 1 << 30);
     assert_eq!(values(&reopened, "s", 0), vec!["new0", "new1"]);
 }
+
+/// A transaction large enough that its group would be a durable redb
+/// commit, which a pipelined commit leaves to the flusher: `count` records
+/// of 1 KiB to partition 0 of `s`, the group's offset and a state key.
+fn large(tag: &str, count: usize, offset: u64) -> Transaction {
+    let mut txn = Transaction::new();
+    for i in 0..count {
+        let value = format!("{tag}{i:04}{}", "x".repeat(1019 - tag.len()));
+        txn.append("s", Record::value(value).to_partition(0));
+    }
+    txn.commit_offset("g", "s", 0, offset);
+    txn.put_state("scope", b"last".to_vec(), tag.as_bytes().to_vec());
+    txn
+}
+
+#[test]
+fn pipelined_commits_become_durable_and_readable_in_commit_order() {
+    let (dir, db, broker) = live_broker(2, 64 << 10);
+    let first = broker.commit_pipelined(large("a", 600, 1)).unwrap();
+    assert_eq!(first.placements.first(), Some(&(0, 0)));
+    assert_eq!(first.placements.last(), Some(&(0, 599)));
+    // Read-your-writes for the pipelining caller, durable or not yet.
+    assert_eq!(broker.committed_offset("g", "s", 0).unwrap(), Some(1));
+    assert_eq!(
+        broker.state_get("scope", b"last").unwrap().as_deref(),
+        Some(&b"a"[..])
+    );
+
+    // A commit after it, to the other partition, is answered once both are
+    // durable: the pipelined events are readable by then.
+    let small = broker
+        .append("s", [Record::value("b0").to_partition(1)])
+        .unwrap();
+    assert_eq!(small.placements, vec![(1, 0)]);
+    assert_eq!(read_all(&broker, "s", 0).len(), 600);
+    let crashed = Broker::open(crash_copy(&db, &dir.path().join("crash1"), true)).unwrap();
+    assert_eq!(read_all(&crashed, "s", 0).len(), 600);
+    assert_eq!(values(&crashed, "s", 1), vec!["b0".to_string()]);
+    drop(crashed);
+
+    // Pipelined commits in a row take their offsets one after the other,
+    // and `sync` returns once all are durable.
+    let second = broker.commit_pipelined(large("c", 600, 2)).unwrap();
+    let third = broker.commit_pipelined(large("d", 600, 3)).unwrap();
+    assert_eq!(second.placements.first(), Some(&(0, 600)));
+    assert_eq!(third.placements.first(), Some(&(0, 1200)));
+    broker.sync().unwrap();
+    assert_eq!(
+        broker.describe_stream("s").unwrap().partitions[0].next_offset,
+        1800
+    );
+    let crashed = Broker::open(crash_copy(&db, &dir.path().join("crash2"), true)).unwrap();
+    let events = read_all(&crashed, "s", 0);
+    assert_eq!(events.len(), 1800);
+    for (i, event) in events.iter().enumerate() {
+        let tag = ["a", "c", "d"][i / 600];
+        let value = event.value.as_deref().unwrap();
+        assert!(
+            value.starts_with(format!("{tag}{:04}", i % 600).as_bytes()),
+            "offset {i}"
+        );
+        assert_eq!(event.offset, i as u64);
+    }
+    assert_eq!(crashed.committed_offset("g", "s", 0).unwrap(), Some(3));
+    assert_eq!(
+        crashed.state_get("scope", b"last").unwrap().as_deref(),
+        Some(&b"d"[..])
+    );
+    // The copy goes on after the last pipelined commit.
+    assert_eq!(append_value(&crashed, "e").placements, vec![(0, 1800)]);
+}
+
+#[test]
+fn a_small_pipelined_commit_is_journaled_and_readable_at_once() {
+    let (_dir, _db, broker) = live_broker(1, 1 << 30);
+    let mut txn = Transaction::new();
+    txn.append("s", Record::value("v").to_partition(0));
+    broker.commit_pipelined(txn).unwrap();
+    // No flush to wait for: the journal made it durable before it returned.
+    assert_eq!(values(&broker, "s", 0), vec!["v".to_string()]);
+}

@@ -82,6 +82,14 @@ impl Worker {
     }
 
     pub fn run(mut self, mode: RunMode) -> Result<Exit> {
+        let exit = self.process(mode)?;
+        // Commits are pipelined (see `commit_staged`): the worker is done
+        // once they are durable and their outputs readable.
+        self.shared.broker.sync()?;
+        Ok(exit)
+    }
+
+    fn process(&mut self, mode: RunMode) -> Result<Exit> {
         self.load_positions()?;
         let partitions = self.partitions.clone();
         if let Some(guest) = self.guest.as_mut() {
@@ -493,7 +501,10 @@ impl Worker {
             txn.commit_offset(&spec.name, &spec.inputs[i], p, next);
         }
         txn.require_generation(&spec.name, self.generation);
-        self.shared.broker.commit(txn)?;
+        // A large commit is made durable while the next batches are
+        // processed; they read its state and offsets, and a crash takes
+        // them back together (see `Broker::commit_pipelined`).
+        self.shared.broker.commit_pipelined(txn)?;
         for (i, next) in advanced {
             self.positions.insert((i, p), next);
         }

@@ -1,4 +1,4 @@
-//! Exactly-once under crashes: `leat process` runs `word-count` over a fixed
+//! Exactly-once under crashes: `leat process` runs a processor over a fixed
 //! input and is killed with SIGKILL at random moments, again and again; once
 //! a run finishes, the outputs and the state must equal those of a run that
 //! was never interrupted: no duplicate and no missing output.
@@ -13,44 +13,40 @@ use leat_tests::{guest, leat_bin, leat_ok};
 
 const PARTITIONS: u32 = 3;
 
-fn setup(data: &Path) {
-    let p = PARTITIONS.to_string();
-    leat_ok(data, &["stream", "create", "text", "--partitions", &p], "");
-    leat_ok(
-        data,
-        &["stream", "create", "counts", "--partitions", &p],
-        "",
-    );
-    let words = [
-        "apple", "pear", "plum", "fig", "kiwi", "lime", "date", "yuzu",
-    ];
-    let lines: String = (0..5000)
-        .map(|i| {
-            let line: Vec<&str> = (0..1 + i % 5)
-                .map(|j| words[(i * 7 + j * 3) % words.len()])
-                .collect();
-            format!("line-{i}\t{}\n", line.join(" "))
-        })
-        .collect();
-    leat_ok(data, &["produce", "text", "--format", "kv"], &lines);
+/// One processor run over one input, killed until it finishes.
+struct Case {
+    component: &'static str,
+    /// The input, as `leat produce --format kv` takes it.
+    lines: String,
+    /// `--batch-size` and `--commit-events`.
+    batch_size: usize,
+    commit_events: usize,
+    /// Kills happen this many milliseconds after start-up, plus up to 200.
+    min_delay_ms: u64,
 }
 
-fn process_args(component: &str) -> Vec<String> {
+fn setup(data: &Path, case: &Case) {
+    let p = PARTITIONS.to_string();
+    leat_ok(data, &["stream", "create", "in", "--partitions", &p], "");
+    leat_ok(data, &["stream", "create", "out", "--partitions", &p], "");
+    leat_ok(data, &["produce", "in", "--format", "kv"], &case.lines);
+}
+
+fn process_args(component: &Path, case: &Case) -> Vec<String> {
+    let (batch, commit) = (case.batch_size.to_string(), case.commit_events.to_string());
     [
         "process",
-        component,
+        component.to_str().unwrap(),
         "--name",
-        "wc",
+        "p",
         "--input",
-        "text",
+        "in",
         "--output",
-        "counts",
+        "out",
         "--batch-size",
-        "4",
-        // Three guest calls per commit: kills land between the calls of a
-        // commit as well as between commits.
+        &batch,
         "--commit-events",
-        "12",
+        &commit,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -75,7 +71,7 @@ fn snapshot(data: &Path) -> Snapshot {
             max_events: usize::MAX,
             max_bytes: usize::MAX,
         };
-        for e in broker.read("counts", p, 0, all).unwrap().events {
+        for e in broker.read("out", p, 0, all).unwrap().events {
             // `leat.source` is `stream/partition/offset` of the cause.
             let source = String::from_utf8(e.header("leat.source").unwrap().to_vec()).unwrap();
             let input_partition = source.rsplit_once('/').unwrap().0.to_string();
@@ -87,7 +83,7 @@ fn snapshot(data: &Path) -> Snapshot {
     }
     let mut state = Vec::new();
     for p in 0..PARTITIONS {
-        let scope = format!("wc/{p}");
+        let scope = format!("p/{p}");
         for (k, v) in broker.state_range(&scope, b"", None, usize::MAX).unwrap() {
             state.push((scope.clone(), k, v));
         }
@@ -103,26 +99,21 @@ fn next_random(seed: &mut u64) -> u64 {
     *seed
 }
 
-#[test]
-fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_run() {
-    let component = guest("word-count");
-    let component = component.to_str().unwrap();
+/// Runs `case` once cleanly and once killed 20 times before it may finish;
+/// returns the snapshots of both.
+fn clean_and_killed(case: &Case) -> (Snapshot, Snapshot) {
+    let component = guest(case.component);
+    let args = process_args(&component, case);
 
     let clean = tempfile::tempdir().unwrap();
-    setup(clean.path());
-    leat_ok(
-        clean.path(),
-        &process_args(component)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        "",
-    );
+    setup(clean.path(), case);
+    let arg_strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    leat_ok(clean.path(), &arg_strs, "");
     let expected = snapshot(clean.path());
-    assert!(!expected.0.is_empty() && !expected.1.is_empty());
+    assert!(!expected.0.is_empty());
 
     let crashed = tempfile::tempdir().unwrap();
-    setup(crashed.path());
+    setup(crashed.path(), case);
     let mut seed = 0x5eed_1ea7_u64;
     let mut kills = 0;
     let mut finished = false;
@@ -133,7 +124,7 @@ fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_ru
             "took too long"
         );
         let mut child = Command::new(leat_bin())
-            .args(process_args(component))
+            .args(&args)
             .env("LEAT_DATA_DIR", crashed.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -141,7 +132,7 @@ fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_ru
             .unwrap();
         if kills < 20 {
             // Somewhere between start-up and well into processing.
-            let delay = 20 + next_random(&mut seed) % 200;
+            let delay = case.min_delay_ms + next_random(&mut seed) % 200;
             std::thread::sleep(Duration::from_millis(delay));
             match child.try_wait().unwrap() {
                 Some(status) => {
@@ -164,5 +155,55 @@ fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_ru
         kills >= 20,
         "only {kills} kills happened before the run finished: make the input larger"
     );
-    assert_eq!(snapshot(crashed.path()), expected);
+    (expected, snapshot(crashed.path()))
+}
+
+#[test]
+fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_run() {
+    let words = [
+        "apple", "pear", "plum", "fig", "kiwi", "lime", "date", "yuzu",
+    ];
+    let lines: String = (0..5000)
+        .map(|i| {
+            let line: Vec<&str> = (0..1 + i % 5)
+                .map(|j| words[(i * 7 + j * 3) % words.len()])
+                .collect();
+            format!("line-{i}\t{}\n", line.join(" "))
+        })
+        .collect();
+    let (expected, crashed) = clean_and_killed(&Case {
+        component: "word-count",
+        lines,
+        // Three guest calls per commit: kills land between the calls of a
+        // commit as well as between commits.
+        batch_size: 4,
+        commit_events: 12,
+        min_delay_ms: 20,
+    });
+    assert!(!expected.1.is_empty());
+    assert_eq!(crashed, expected);
+}
+
+/// Commits of about 1.2 MB: each is pipelined (the flusher makes it durable
+/// while the next one is processed), so the kills land between a commit
+/// being applied and being durable too.
+#[test]
+fn large_pipelined_commits_killed_twenty_times_give_the_same_outputs_as_a_clean_run() {
+    let filler = "x".repeat(1000);
+    let lines: String = (0..40_000)
+        .map(|i| format!("key-{i}\t{i}-{filler}\n"))
+        .collect();
+    let (expected, crashed) = clean_and_killed(&Case {
+        component: "uppercase",
+        lines,
+        batch_size: 200,
+        commit_events: 1000,
+        min_delay_ms: 60,
+    });
+    assert_eq!(
+        expected.0.values().map(Vec::len).sum::<usize>(),
+        40_000,
+        "the clean run lost outputs"
+    );
+    assert_eq!(crashed, expected);
 }

@@ -705,8 +705,17 @@ mod tests {
         }
     }
 
+    /// An event for `encode_v1`: offset delta, timestamp, key, value, headers.
+    type V1Event<'a> = (
+        u32,
+        i64,
+        Option<&'a [u8]>,
+        Option<&'a [u8]>,
+        &'a [(&'a str, &'a [u8])],
+    );
+
     /// `events` in layout 1, as batches were written before layout 2.
-    fn encode_v1(events: &[(u32, i64, Option<&[u8]>, Option<&[u8]>, &[(&str, &[u8])])]) -> Vec<u8> {
+    fn encode_v1(events: &[V1Event<'_>]) -> Vec<u8> {
         let mut out = vec![0u8; HEADER_LEN_V1];
         let mut max_ts = i64::MIN;
         for &(delta, ts, key, value, headers) in events {

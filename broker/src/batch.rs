@@ -390,7 +390,23 @@ fn split_header_v2(mut cur: &[u8]) -> Option<(Cow<'static, str>, &[u8], &[u8])> 
 }
 
 /// Reads a varint from the front of `cur`; `None` if it is cut or over 64 bits.
+#[inline]
 fn read_varint(cur: &mut &[u8]) -> Option<u64> {
+    // Most lengths and deltas take one or two bytes.
+    match **cur {
+        [b0, ref rest @ ..] if b0 < 0x80 => {
+            *cur = rest;
+            Some(u64::from(b0))
+        }
+        [b0, b1, ref rest @ ..] if b1 < 0x80 => {
+            *cur = rest;
+            Some(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
+        }
+        _ => read_long_varint(cur),
+    }
+}
+
+fn read_long_varint(cur: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for (i, &byte) in cur.iter().enumerate().take(10) {
         v |= u64::from(byte & 0x7f) << (7 * i);
@@ -471,6 +487,7 @@ impl<'a> Events<'a> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
 
+    #[inline]
     fn varint(&mut self) -> Option<u64> {
         read_varint(&mut self.cur)
     }
@@ -567,16 +584,14 @@ pub(crate) fn to_event(
             raw.slice_ref(s)
         }
     };
-    let headers = e
-        .header_slices()
-        .map(|h| match h {
-            Some((key, value)) => Ok(Header {
-                key,
-                value: share(value),
-            }),
-            None => Err(corrupt(&what, "malformed header")),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut headers = Vec::with_capacity(usize::from(e.header_count));
+    for header in e.header_slices() {
+        let (key, value) = header.ok_or_else(|| corrupt(&what, "malformed header"))?;
+        headers.push(Header {
+            key,
+            value: share(value),
+        });
+    }
     Ok(Event {
         partition,
         offset: e.offset,

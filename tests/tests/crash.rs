@@ -163,7 +163,7 @@ fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_ru
     let words = [
         "apple", "pear", "plum", "fig", "kiwi", "lime", "date", "yuzu",
     ];
-    let lines: String = (0..5000)
+    let lines: String = (0..20_000)
         .map(|i| {
             let line: Vec<&str> = (0..1 + i % 5)
                 .map(|j| words[(i * 7 + j * 3) % words.len()])
@@ -184,13 +184,13 @@ fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_ru
     assert_eq!(crashed, expected);
 }
 
-/// Commits of about 1.2 MB: each is pipelined (the flusher makes it durable
+/// Commits of about 1.2 MB (80,000 events of 1 KB): each is pipelined (the flusher makes it durable
 /// while the next one is processed), so the kills land between a commit
 /// being applied and being durable too.
 #[test]
 fn large_pipelined_commits_killed_twenty_times_give_the_same_outputs_as_a_clean_run() {
     let filler = "x".repeat(1000);
-    let lines: String = (0..40_000)
+    let lines: String = (0..80_000)
         .map(|i| format!("key-{i}\t{i}-{filler}\n"))
         .collect();
     let (expected, crashed) = clean_and_killed(&Case {
@@ -202,7 +202,7 @@ fn large_pipelined_commits_killed_twenty_times_give_the_same_outputs_as_a_clean_
     });
     assert_eq!(
         expected.0.values().map(Vec::len).sum::<usize>(),
-        40_000,
+        80_000,
         "the clean run lost outputs"
     );
     assert_eq!(crashed, expected);

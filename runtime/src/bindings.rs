@@ -5,6 +5,9 @@
 wasmtime::component::bindgen!({
     world: "runnable",
     path: "../wit",
+    // Every import may trap: a guest that spends its budget (see
+    // `GuestLimits`) is stopped at once instead of looping on refusals.
+    imports: { default: trappable },
 });
 
 pub use leat::processor::types::{Event, Failure, Header, Level, Output};

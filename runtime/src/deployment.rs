@@ -91,6 +91,9 @@ impl Deployment {
                 reason: "it needs at least one instance (pause it instead)".into(),
             });
         }
+        let mut scaled = self.spec.clone();
+        scaled.instances = instances;
+        scaled.validate()?;
         self.change(|d| {
             d.spec.instances = instances;
             Ok(())
@@ -98,9 +101,13 @@ impl Deployment {
     }
 
     /// Switches to a new version of the code at a batch boundary, keeping
-    /// offsets and state.
+    /// offsets and state. The new code is started and its `init` called
+    /// first, while the old one runs: if it refuses, nothing changes.
     pub fn upgrade(&mut self, code: impl Into<ProcessorCode>) -> Result<()> {
         let code = code.into();
+        let mut next = self.spec.clone();
+        next.version += 1;
+        self.runtime.check_init(&next, &code)?;
         self.change(move |d| {
             d.code = code;
             d.spec.version += 1;
@@ -160,13 +167,26 @@ impl Deployment {
         Ok(self.last_status.clone())
     }
 
-    /// Stops, applies `change`, and starts again if it was running.
+    /// Stops, applies `change`, and starts again if it was running. If the
+    /// change or the start fails, the spec and code from before are restored
+    /// (and restarted if they were running).
     fn change(&mut self, change: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
         let was_running = self.running.is_some();
+        let (spec, code) = (self.spec.clone(), self.code.clone());
         self.pause()?;
-        change(self)?;
-        if was_running {
-            self.resume()?;
+        let changed = change(self).and_then(|()| {
+            if was_running {
+                self.resume()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = changed {
+            self.spec = spec;
+            self.code = code;
+            if was_running {
+                self.resume()?;
+            }
+            return Err(e);
         }
         Ok(())
     }

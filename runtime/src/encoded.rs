@@ -44,16 +44,18 @@ pub(crate) struct Refused {
 }
 
 /// Decodes the outputs in `buf` (the outputs layout) of processor
-/// `processor`, whose declared outputs are `outputs`. Keys and values are
-/// slices of `buf`: no copy.
+/// `processor`, whose declared outputs are `outputs`, at most `max` of them
+/// (the caller's budget: past it the call traps, so the rest is never
+/// decoded). Keys and values are slices of `buf`: no copy.
 pub(crate) fn decode_outputs(
     processor: &str,
     outputs: &[String],
     buf: Bytes,
+    max: usize,
 ) -> Result<Vec<Emitted>, Refused> {
     let mut reader = Reader::new(&buf);
     let mut decoded = Vec::new();
-    while !reader.is_done() {
+    while !reader.is_done() && decoded.len() <= max {
         match output(&mut reader, processor, outputs, &buf) {
             Ok(out) => decoded.push(out),
             Err(failure) => {
@@ -151,7 +153,7 @@ mod tests {
         );
         encode_output(&mut buf, "", None, None, &[], None);
         encode_output(&mut buf, "a", Some(b""), Some(b""), &[], Some(0));
-        let decoded = decode_outputs("p", &outputs(), Bytes::from(buf)).unwrap();
+        let decoded = decode_outputs("p", &outputs(), Bytes::from(buf), usize::MAX).unwrap();
         assert_eq!(decoded.len(), 3);
         let first = &decoded[0];
         assert_eq!(first.stream, 1);
@@ -179,7 +181,7 @@ mod tests {
         encode_output(&mut buf, "a", None, Some(b"1"), &[], Some(0));
         encode_output(&mut buf, "c", None, Some(b"2"), &[], Some(5));
         encode_output(&mut buf, "a", None, Some(b"3"), &[], Some(6));
-        let refused = decode_outputs("p", &outputs(), Bytes::from(buf)).unwrap_err();
+        let refused = decode_outputs("p", &outputs(), Bytes::from(buf), usize::MAX).unwrap_err();
         assert_eq!(refused.outputs.len(), 1);
         assert_eq!(refused.failure.event_index, Some(5), "it blames the cause");
         assert!(refused.failure.message.contains("stream `c`"));
@@ -197,8 +199,13 @@ mod tests {
             Some(1),
         );
         for end in 1..buf.len() {
-            let refused = decode_outputs("p", &outputs(), Bytes::copy_from_slice(&buf[..end]))
-                .expect_err("a cut output is malformed");
+            let refused = decode_outputs(
+                "p",
+                &outputs(),
+                Bytes::copy_from_slice(&buf[..end]),
+                usize::MAX,
+            )
+            .expect_err("a cut output is malformed");
             assert!(refused.failure.message.contains("malformed"), "{end}");
             assert!(refused.outputs.is_empty());
         }
@@ -218,8 +225,8 @@ mod tests {
             ],
         ];
         for case in cases {
-            let refused =
-                decode_outputs("p", &outputs(), Bytes::copy_from_slice(case)).unwrap_err();
+            let refused = decode_outputs("p", &outputs(), Bytes::copy_from_slice(case), usize::MAX)
+                .unwrap_err();
             assert!(refused.failure.message.contains("malformed"), "{case:?}");
         }
     }

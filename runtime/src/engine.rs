@@ -2,7 +2,6 @@
 //! bounds every guest call in time, and the loading and checking of
 //! processor components.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,6 +26,62 @@ pub struct EngineConfig {
     /// Where compiled components are cached across restarts; `None` compiles
     /// every time.
     pub cache_dir: Option<PathBuf>,
+    /// What one guest call may hand the host.
+    pub limits: GuestLimits,
+}
+
+/// What a guest may make the host hold or do, beyond its own linear memory.
+/// A call past a budget traps: the batch fails with the budget's name, and
+/// the error policy meets its event as for any other failure. Each default
+/// is far above what the guest examples use (word-count emits about ten
+/// outputs per line, a batch is 1,000 events).
+#[derive(Clone, Debug)]
+pub struct GuestLimits {
+    /// Outputs one call may emit.
+    pub call_outputs: usize,
+    /// Bytes one call may hand over: output keys, values and headers (a
+    /// whole `emit-encoded` buffer counts, since its outputs keep it
+    /// alive), state keys and values written, and state read by ranges.
+    pub call_bytes: usize,
+    /// Staged bytes past which a backlog commits before its next batch
+    /// (no failure: it bounds what several batches hold together).
+    pub commit_bytes: usize,
+    /// Entries one `state-range` may return.
+    pub range_entries: usize,
+    /// The longest guest log line kept; longer ones are cut.
+    pub log_line_bytes: usize,
+    /// Log lines an instance may write at once, then `log_lines_per_sec`.
+    pub log_burst: u32,
+    /// Log lines per second an instance may write after its burst; the rest
+    /// are counted and reported in one line.
+    pub log_lines_per_sec: u32,
+    /// Core instances, memories and tables one component may create, all
+    /// together; memories share `EngineConfig::memory_limit`.
+    pub instances: usize,
+    /// See `instances`.
+    pub memories: usize,
+    /// See `instances`.
+    pub tables: usize,
+    /// Elements one table may grow to.
+    pub table_elements: usize,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits {
+            call_outputs: 200_000,
+            call_bytes: 64 << 20,
+            commit_bytes: 128 << 20,
+            range_entries: 100_000,
+            log_line_bytes: 4096,
+            log_burst: 100,
+            log_lines_per_sec: 20,
+            instances: 32,
+            memories: 8,
+            tables: 32,
+            table_elements: 1 << 20,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -36,6 +91,7 @@ impl Default for EngineConfig {
             memory_limit: 64 << 20,
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
+            limits: GuestLimits::default(),
         }
     }
 }
@@ -225,44 +281,51 @@ impl Engine {
         let Some(dir) = &self.config.cache_dir else {
             return Component::new(&self.engine, bytes);
         };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        let stem = dir.join(format!("{:016x}-{}", hasher.finish(), bytes.len()));
-        let (source, artifact) = (stem.with_extension("wasm"), stem.with_extension("cwasm"));
-        // The cached source is compared byte for byte, so a hash collision can
-        // never hand out another component's code.
+        let stem = dir.join(crate::files::content_hash(bytes));
+        let (source, artifact, sum) = (
+            stem.with_extension("wasm"),
+            stem.with_extension("cwasm"),
+            stem.with_extension("cwasm.b3"),
+        );
+        // The source is compared byte for byte and the artifact checked
+        // against the BLAKE3 recorded when it was written, so neither a hash
+        // collision nor a damaged file is ever deserialized.
         if std::fs::read(&source).is_ok_and(|cached| cached == bytes) {
-            // SAFETY: the artifact was written by `serialize` below into the
-            // host's own cache directory, which guests cannot reach;
-            // wasmtime checks that it matches this engine's configuration.
-            match unsafe { Component::deserialize_file(&self.engine, &artifact) } {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(error = %e, "ignoring a stale compiled component"),
+            if let Some(serialized) = std::fs::read(&artifact).ok().filter(|a| {
+                std::fs::read_to_string(&sum).is_ok_and(|s| s == crate::files::content_hash(a))
+            }) {
+                // SAFETY: the artifact is byte for byte the one `serialize`
+                // wrote below (its BLAKE3 matches) into the host's own cache
+                // directory, which guests cannot reach; wasmtime checks that it
+                // matches this engine's configuration.
+                match unsafe { Component::deserialize(&self.engine, &serialized) } {
+                    Ok(component) => return Ok(component),
+                    Err(e) => tracing::warn!(error = %e, "ignoring a stale compiled component"),
+                }
             }
         }
         let component = Component::new(&self.engine, bytes)?;
-        if let Err(e) = write_cache(dir, &source, bytes, &artifact, &component) {
+        if let Err(e) = write_cache(&source, bytes, &artifact, &sum, &component) {
             tracing::warn!(error = %e, dir = %dir.display(), "cannot cache a compiled component");
         }
         Ok(component)
     }
 }
 
-/// Writes the artifact, then the source it belongs to, each atomically.
+/// Writes the artifact, its hash, then the source it belongs to, each
+/// atomically: a source in the cache means its artifact is complete.
 fn write_cache(
-    dir: &Path,
     source: &Path,
     bytes: &[u8],
     artifact: &Path,
+    sum: &Path,
     component: &Component,
 ) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    std::fs::create_dir_all(dir)?;
     let serialized = component.serialize().map_err(|e| e.to_string())?;
-    for (path, data) in [(artifact, serialized.as_slice()), (source, bytes)] {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, data)?;
-        std::fs::rename(&tmp, path)?;
-    }
+    let hash = crate::files::content_hash(&serialized);
+    crate::files::write_atomic(artifact, &serialized)?;
+    crate::files::write_atomic(sum, hash.as_bytes())?;
+    crate::files::write_atomic(source, bytes)?;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ mod deployment;
 mod encoded;
 mod engine;
 mod error;
+mod files;
 mod guest;
 mod processor;
 mod provenance;
@@ -30,11 +31,14 @@ mod worker;
 
 pub use crate::bindings::{Event, Failure, Header, Output};
 pub use crate::deployment::{Deployment, ResetTo};
-pub use crate::engine::{Engine, EngineConfig, LoadedComponent};
+pub use crate::engine::{Engine, EngineConfig, GuestLimits, LoadedComponent};
 pub use crate::error::{Error, Result};
 pub use crate::guest::{NativeFn, ProcessorCode};
 pub use crate::processor::{assign, ProcessorHandle, Runtime};
-pub use crate::spec::{ErrorPolicy, ProcessorSpec, DEFAULT_COMMIT_EVENTS};
+pub use crate::spec::{
+    ErrorPolicy, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE, MAX_COMMIT_EVENTS,
+    MAX_INSTANCES,
+};
 pub use crate::status::{
     InstanceStatus, LatencyHistogram, ProcessorStatus, StoppedPartition, LATENCY_BUCKETS,
 };

@@ -17,6 +17,8 @@ mod topology_cmd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
@@ -57,6 +59,12 @@ enum Command {
         /// The address to listen on (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: String,
+        /// The longest one guest call (a batch, `init`) may run, in milliseconds.
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+        guest_timeout_ms: u64,
+        /// The most memory one guest instance may use, in MiB.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        guest_memory_mib: u64,
     },
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
@@ -107,7 +115,17 @@ fn need_server(remote: Option<client::Client>, what: &str) -> Result<client::Cli
 fn run(cli: Cli) -> Result<()> {
     let remote = client(&cli)?;
     match cli.command {
-        Command::Serve { listen } => serve::serve(&cli.data_dir, &listen, cli.token),
+        Command::Serve {
+            listen,
+            guest_timeout_ms,
+            guest_memory_mib,
+        } => {
+            let sandbox = serve::Sandbox {
+                call_timeout: Duration::from_millis(guest_timeout_ms),
+                memory_limit: (guest_memory_mib as usize) << 20,
+            };
+            serve::serve(&cli.data_dir, &listen, cli.token, sandbox)
+        }
         Command::Stream(cmd) => match remote {
             Some(c) => remote::stream(&c, cmd),
             None => commands::stream(&cli.data_dir, cmd),
@@ -151,9 +169,21 @@ fn main() -> ExitCode {
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`leat consume s | head -1`): like any Unix
+        // filter, stop quietly.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` comes from writing to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

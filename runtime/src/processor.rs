@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use leat_broker::{Broker, StreamConfig, Transaction};
 
@@ -17,11 +18,19 @@ use crate::worker::{Exit, RunMode, Worker};
 /// The state scope where the runtime records which processor writes which stream.
 const WRITERS_SCOPE: &str = "leat.writers";
 
+/// The first delay before a failed instance is restarted; it doubles up to
+/// `MAX_RESTART_BACKOFF`, and starts over after an instance ran a minute.
+const RESTART_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
+
 /// The host: an event log and a Wasm engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
     broker: Broker,
     engine: Arc<Engine>,
+    /// Held from checking a processor's output claims to committing them, so
+    /// that two deployments cannot both claim a stream.
+    claims: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -38,13 +47,32 @@ pub(crate) struct Shared {
     pub broker: Broker,
     pub engine: Arc<Engine>,
     pub code: ProcessorCode,
+    /// Set to stop the processor: its instances end after their batch.
     pub stop: AtomicBool,
+    /// Set while the coordinator reassigns partitions: the instances of the
+    /// current assignment end after their batch, and new ones start.
+    pub rebalance: AtomicBool,
     status: Mutex<ProcessorStatus>,
 }
 
 impl Shared {
     pub fn status(&self) -> MutexGuard<'_, ProcessorStatus> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the instances must end after their current batch.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire) || self.rebalance.load(Ordering::Acquire)
+    }
+
+    /// The partition count of the processor's widest input.
+    fn input_partitions(&self) -> Result<u32> {
+        let mut partitions = 0;
+        for input in &self.spec.inputs {
+            partitions =
+                partitions.max(self.broker.describe_stream(input)?.partitions.len() as u32);
+        }
+        Ok(partitions)
     }
 
     /// A fresh instance; a Wasm guest is initialized with the deployment's configuration.
@@ -77,6 +105,7 @@ impl Runtime {
         Runtime {
             broker,
             engine: engine.into(),
+            claims: Arc::new(Mutex::new(())),
         }
     }
 
@@ -90,10 +119,11 @@ impl Runtime {
         &self.engine
     }
 
-    /// Checks `spec` against the log, claims its output streams (single
-    /// writer), starts one instance to check that `init` accepts the
-    /// configuration, opens a new group generation (fencing off any earlier
-    /// instances), then starts the instances.
+    /// Checks `spec` against the log, starts one instance to check that
+    /// `init` accepts the configuration, claims its output streams (single
+    /// writer), opens a new group generation (fencing off any earlier
+    /// instances), then starts the instances. A deployment that fails claims
+    /// nothing.
     pub fn start(
         &self,
         spec: ProcessorSpec,
@@ -114,11 +144,6 @@ impl Runtime {
                 });
             }
         }
-        let mut partitions = 0;
-        for input in &spec.inputs {
-            partitions =
-                partitions.max(self.broker.describe_stream(input)?.partitions.len() as u32);
-        }
         for output in &spec.outputs {
             self.broker.describe_stream(output)?;
         }
@@ -129,65 +154,81 @@ impl Runtime {
                     .create_stream(&errors, StreamConfig::default())?;
             }
         }
-        self.claim_outputs(&spec)?;
         let shared = Arc::new(Shared {
             spec,
             broker: self.broker.clone(),
             engine: self.engine.clone(),
             code,
             stop: AtomicBool::new(false),
+            rebalance: AtomicBool::new(false),
             status: Mutex::new(ProcessorStatus::default()),
         });
+        let partitions = shared.input_partitions()?;
         let first = shared.start_guest().map_err(|reason| Error::Init {
             processor: shared.spec.name.clone(),
             reason,
         })?;
-        let generation = self.broker.bump_generation(&shared.spec.name)?;
-        let assignment = assign(partitions, shared.spec.instances);
-        {
-            let mut status = shared.status();
-            status.name = shared.spec.name.clone();
-            status.generation = generation;
-            status.instances = assignment
-                .iter()
-                .enumerate()
-                .map(|(id, partitions)| InstanceStatus {
-                    id: id as u32,
-                    partitions: partitions.clone(),
-                })
-                .collect();
-        }
-        let mut first = Some(first);
-        let mut threads = Vec::new();
-        for (id, owned) in assignment.into_iter().enumerate() {
-            if owned.is_empty() {
-                continue; // Instances beyond the partition count stay idle.
+        let claimed = self.claim_outputs(&shared.spec)?;
+        let generation = match self.broker.bump_generation(&shared.spec.name) {
+            Ok(g) => g,
+            Err(e) => {
+                self.release(&claimed)?;
+                return Err(e.into());
             }
-            let worker = Worker::new(shared.clone(), owned, generation, first.take());
-            let thread = std::thread::Builder::new()
-                .name(format!("{}-{id}", shared.spec.name))
-                .spawn(move || worker.run(mode))
-                .map_err(|e| Error::Engine(wasmtime::Error::msg(e.to_string())))?;
-            threads.push(thread);
-        }
+        };
+        shared.status().name = shared.spec.name.clone();
+        let workers = spawn_workers(&shared, generation, partitions, mode, Some(first))?;
+        let threads = match mode {
+            RunMode::UntilCaughtUp => workers,
+            RunMode::Follow => {
+                let shared = shared.clone();
+                let coordinator = std::thread::Builder::new()
+                    .name(format!("{}-coordinator", shared.spec.name))
+                    .spawn(move || coordinate(&shared, workers, partitions))
+                    .map_err(|e| Error::Engine(wasmtime::Error::msg(e.to_string())))?;
+                vec![coordinator]
+            }
+        };
         Ok(ProcessorHandle { shared, threads })
     }
 
+    /// Starts one instance of `code` with `spec`'s configuration, calls its
+    /// `init`, and drops it: whether a deployment of it would start.
+    pub fn check_init(&self, spec: &ProcessorSpec, code: &ProcessorCode) -> Result<()> {
+        spec.validate()?;
+        let shared = Shared {
+            spec: spec.clone(),
+            broker: self.broker.clone(),
+            engine: self.engine.clone(),
+            code: code.clone(),
+            stop: AtomicBool::new(false),
+            rebalance: AtomicBool::new(false),
+            status: Mutex::new(ProcessorStatus::default()),
+        };
+        shared
+            .start_guest()
+            .map(drop)
+            .map_err(|reason| Error::Init {
+                processor: spec.name.clone(),
+                reason,
+            })
+    }
+
     /// Records `spec.name` as the writer of each output, refusing a stream
-    /// that another processor already writes.
-    fn claim_outputs(&self, spec: &ProcessorSpec) -> Result<()> {
+    /// that another processor already writes; returns the streams it newly
+    /// claimed.
+    fn claim_outputs(&self, spec: &ProcessorSpec) -> Result<Vec<String>> {
         let mut claims = spec.outputs.clone();
         if spec.on_error == ErrorPolicy::Record {
             claims.push(spec.error_stream());
         }
+        let _held = self.claims.lock().unwrap_or_else(|p| p.into_inner());
         let mut txn = Transaction::new();
-        for stream in &claims {
-            match self.writer_of(stream)? {
+        let mut claimed = Vec::new();
+        for stream in claims {
+            match self.writer_of(&stream)? {
                 Some(writer) if writer != spec.name => {
-                    return Err(Error::SecondWriter {
-                        stream: stream.clone(),
-                        writer,
-                    })
+                    return Err(Error::SecondWriter { stream, writer })
                 }
                 Some(_) => {}
                 None => {
@@ -196,8 +237,21 @@ impl Runtime {
                         stream.as_bytes().to_vec(),
                         spec.name.as_bytes().to_vec(),
                     );
+                    claimed.push(stream);
                 }
             }
+        }
+        if !txn.is_empty() {
+            self.broker.commit(txn)?;
+        }
+        Ok(claimed)
+    }
+
+    /// Gives up the claims on `streams`.
+    fn release(&self, streams: &[String]) -> Result<()> {
+        let mut txn = Transaction::new();
+        for stream in streams {
+            txn.delete_state(WRITERS_SCOPE, stream.as_bytes().to_vec());
         }
         if !txn.is_empty() {
             self.broker.commit(txn)?;
@@ -259,21 +313,111 @@ impl ProcessorHandle {
     }
 
     fn join(&mut self) -> Result<()> {
-        let mut first_error = None;
-        for thread in self.threads.drain(..) {
-            match thread.join() {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_error.get_or_insert(Error::Engine(wasmtime::Error::msg(
-                        "a processor instance thread panicked",
-                    )));
-                }
+        join_all(self.threads.drain(..))
+    }
+}
+
+/// Waits for every thread; the first error, if any.
+fn join_all(threads: impl IntoIterator<Item = JoinHandle<Result<Exit>>>) -> Result<()> {
+    let mut first_error = None;
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert(Error::Engine(wasmtime::Error::msg(
+                    "a processor instance thread panicked",
+                )));
             }
         }
-        first_error.map_or(Ok(()), Err)
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Spreads `partitions` over the instances of generation `generation`,
+/// records the assignment in the status, and starts a thread per instance
+/// that owns a partition (`first` is the instance already started, if any).
+fn spawn_workers(
+    shared: &Arc<Shared>,
+    generation: u64,
+    partitions: u32,
+    mode: RunMode,
+    mut first: Option<Instance>,
+) -> Result<Vec<JoinHandle<Result<Exit>>>> {
+    let assignment = assign(partitions, shared.spec.instances);
+    {
+        let mut status = shared.status();
+        status.generation = generation;
+        status.instances = assignment
+            .iter()
+            .enumerate()
+            .map(|(id, partitions)| InstanceStatus {
+                id: id as u32,
+                partitions: partitions.clone(),
+            })
+            .collect();
+    }
+    let mut threads = Vec::new();
+    for (id, owned) in assignment.into_iter().enumerate() {
+        if owned.is_empty() {
+            continue; // Instances beyond the partition count stay idle.
+        }
+        let worker = Worker::new(shared.clone(), owned, generation, first.take());
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-{id}", shared.spec.name))
+            .spawn(move || supervise(worker, mode))
+            .map_err(|e| Error::Engine(wasmtime::Error::msg(e.to_string())))?;
+        threads.push(thread);
+    }
+    Ok(threads)
+}
+
+/// How often a following processor looks for inputs with more partitions.
+const REPARTITION_CHECK: Duration = Duration::from_secs(1);
+
+/// Watches a following processor's inputs: when one has gained partitions,
+/// stops the instances at a batch boundary, opens a new generation and
+/// spreads the partitions again. Ends, with the instances' first error,
+/// once they have all ended (stopped, or fenced by another holder).
+fn coordinate(
+    shared: &Arc<Shared>,
+    mut workers: Vec<JoinHandle<Result<Exit>>>,
+    mut partitions: u32,
+) -> Result<Exit> {
+    loop {
+        let next_check = Instant::now() + REPARTITION_CHECK;
+        while Instant::now() < next_check {
+            if shared.stop.load(Ordering::Acquire) || workers.iter().all(JoinHandle::is_finished) {
+                join_all(workers)?;
+                return Ok(Exit::Done);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let now = match shared.input_partitions() {
+            Ok(n) => n,
+            Err(e) => {
+                // An input being deleted under a deployment: keep what runs.
+                tracing::warn!(processor = %shared.spec.name, error = %e, "cannot check the inputs' partitions");
+                continue;
+            }
+        };
+        if now <= partitions {
+            continue;
+        }
+        tracing::info!(processor = %shared.spec.name, from = partitions, to = now,
+            "inputs gained partitions: reassigning them");
+        shared.rebalance.store(true, Ordering::Release);
+        let ended = join_all(workers.drain(..));
+        shared.rebalance.store(false, Ordering::Release);
+        ended?;
+        if shared.stop.load(Ordering::Acquire) {
+            return Ok(Exit::Done);
+        }
+        let generation = shared.broker.bump_generation(&shared.spec.name)?;
+        partitions = now;
+        workers = spawn_workers(shared, generation, partitions, RunMode::Follow, None)?;
     }
 }
 
@@ -281,6 +425,47 @@ impl Drop for ProcessorHandle {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         let _ = self.join();
+    }
+}
+
+/// Runs `worker` on this thread. In [`RunMode::Follow`] a worker that fails
+/// (no instance can be started, the log refuses a read...) is reported in
+/// the status (`failing`, `last_error`) and started again, at its committed
+/// offsets, after a backoff; a worker that runs until caught up returns its
+/// error to the caller instead.
+fn supervise(mut worker: Worker, mode: RunMode) -> Result<Exit> {
+    let shared = worker.shared();
+    let mut backoff = RESTART_BACKOFF;
+    loop {
+        let started = Instant::now();
+        let partitions = worker.partitions().to_vec();
+        let generation = worker.generation();
+        let error = match worker.run(mode) {
+            Ok(exit) => return Ok(exit),
+            Err(e) if mode == RunMode::UntilCaughtUp => return Err(e),
+            Err(e) => e,
+        };
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = RESTART_BACKOFF;
+        }
+        let reason = error.to_string();
+        tracing::error!(processor = %shared.spec.name, error = %reason, ?backoff,
+            "a processor instance failed: restarting it");
+        {
+            let mut status = shared.status();
+            status.last_error = Some(reason.clone());
+            status.failing = Some(reason);
+            status.restarts += 1;
+        }
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if shared.stopping() {
+                return Ok(Exit::Done);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+        worker = Worker::new(shared.clone(), partitions, generation, None);
     }
 }
 

@@ -238,19 +238,22 @@ pub fn consume(client: &Client, args: ConsumeArgs) -> Result<()> {
             ))?;
             let n = read.events.len();
             progress.inc(n as u64);
+            // Where this partition goes on: past the last event printed, or
+            // past the read when every event of it was printed.
+            let mut resume = read.next_offset;
             for e in read.events {
+                let offset = e.offset;
                 commands::print_event(&mut out, &to_event(e), args.headers)?;
                 printed += 1;
                 if args.limit.is_some_and(|l| printed >= l) {
-                    out.flush()?;
-                    next[i] = read.next_offset.min(next[i] + n as u64);
+                    resume = offset + 1;
                     break;
                 }
             }
             out.flush()?;
             if n > 0 {
                 got_any = true;
-                next[i] = read.next_offset;
+                next[i] = resume;
                 if let Some(g) = &args.group {
                     let _: api::Done = client.send(
                         "POST",

@@ -48,7 +48,20 @@ fn token(data_dir: &Path, given: Option<String>) -> Result<String> {
     Ok(t)
 }
 
-pub fn serve(data_dir: &Path, listen: &str, given_token: Option<String>) -> Result<()> {
+/// The sandbox settings `leat serve` takes from its flags.
+pub struct Sandbox {
+    /// See [`EngineConfig::call_timeout`].
+    pub call_timeout: Duration,
+    /// See [`EngineConfig::memory_limit`].
+    pub memory_limit: usize,
+}
+
+pub fn serve(
+    data_dir: &Path,
+    listen: &str,
+    given_token: Option<String>,
+    sandbox: Sandbox,
+) -> Result<()> {
     let addr: SocketAddr = listen.parse().with_context(|| {
         format!("`{listen}` is not an address: use IP:PORT, e.g. 127.0.0.1:7070")
     })?;
@@ -61,6 +74,8 @@ pub fn serve(data_dir: &Path, listen: &str, given_token: Option<String>) -> Resu
     })?;
     let engine = Engine::new(EngineConfig {
         cache_dir: Some(data_dir.join("compiled")),
+        call_timeout: sandbox.call_timeout,
+        memory_limit: sandbox.memory_limit,
         ..EngineConfig::default()
     })
     .context("starting the Wasm engine")?;

@@ -63,6 +63,13 @@ pub struct ProcessorSpec {
 
 /// The default of [`ProcessorSpec::max_commit_events`].
 pub const DEFAULT_COMMIT_EVENTS: usize = 10_000;
+/// The most instances a processor may run: each is a thread and a guest
+/// instance, and more instances than partitions stay idle.
+pub const MAX_INSTANCES: u32 = 1024;
+/// The most events in one guest call.
+pub const MAX_BATCH_SIZE: usize = 100_000;
+/// The most events in one commit.
+pub const MAX_COMMIT_EVENTS: usize = 1_000_000;
 
 impl ProcessorSpec {
     /// A spec with one instance, the `stop` policy and batches of 1,000.
@@ -119,11 +126,23 @@ impl ProcessorSpec {
         if let Some(s) = self.inputs.iter().find(|s| self.outputs.contains(s)) {
             return invalid(format!("`{s}` is both an input and an output"));
         }
-        if self.instances == 0 {
-            return invalid("it needs at least one instance".into());
+        if self.instances == 0 || self.instances > MAX_INSTANCES {
+            return invalid(format!(
+                "it needs 1 to {MAX_INSTANCES} instances (not {})",
+                self.instances
+            ));
         }
-        if self.batch_size == 0 {
-            return invalid("the batch size must be at least 1".into());
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
+            return invalid(format!(
+                "the batch size must be 1 to {MAX_BATCH_SIZE} events (not {})",
+                self.batch_size
+            ));
+        }
+        if self.max_commit_events > MAX_COMMIT_EVENTS {
+            return invalid(format!(
+                "a commit holds at most {MAX_COMMIT_EVENTS} events (not {})",
+                self.max_commit_events
+            ));
         }
         if let Some((k, _)) = self.config.iter().find(|(k, _)| k.starts_with("leat.")) {
             return invalid(format!(

@@ -108,6 +108,11 @@ pub struct ProcessorStatus {
     pub recorded_errors: u64,
     /// The most recent failure.
     pub last_error: Option<String>,
+    /// Why an instance stopped working and is being restarted (with
+    /// backoff), until it commits again: the processor is failing.
+    pub failing: Option<String>,
+    /// How many times an instance was restarted after it failed.
+    pub restarts: u64,
     /// Partitions stopped by the `stop` policy.
     pub stopped: Vec<StoppedPartition>,
 }

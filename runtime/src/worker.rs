@@ -8,7 +8,6 @@
 //! processed again, and nothing after one is.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +47,8 @@ struct Staged {
     advanced: BTreeMap<usize, u64>,
     events_in: u64,
     events_out: u64,
+    /// The bytes of the staged outputs and state writes (see `GuestLimits::commit_bytes`).
+    bytes: usize,
     /// When each staged batch's guest call started.
     started: Vec<Instant>,
 }
@@ -81,7 +82,19 @@ impl Worker {
         }
     }
 
-    pub fn run(mut self, mode: RunMode) -> Result<Exit> {
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    pub fn partitions(&self) -> &[u32] {
+        &self.partitions
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn run(&mut self, mode: RunMode) -> Result<Exit> {
         let exit = self.process(mode)?;
         // Commits are pipelined (see `commit_staged`): the worker is done
         // once they are durable and their outputs readable.
@@ -91,12 +104,9 @@ impl Worker {
 
     fn process(&mut self, mode: RunMode) -> Result<Exit> {
         self.load_positions()?;
-        let partitions = self.partitions.clone();
-        if let Some(guest) = self.guest.as_mut() {
-            guest.assigned(&partitions);
-        }
+        self.assign_guest()?;
         let exit = loop {
-            if self.shared.stop.load(Ordering::Acquire) {
+            if self.stopping() {
                 break Exit::Done;
             }
             let mut progressed = false;
@@ -180,8 +190,33 @@ impl Worker {
                     self.positions.insert((i, q), log_start);
                     continue;
                 }
+                Err(leat_broker::Error::OffsetOutOfRange {
+                    log_start,
+                    next_offset,
+                    ..
+                }) => {
+                    // Past the end: the stream was deleted and created anew
+                    // since the group committed there. Its events are new to
+                    // the group, so start from the first (as Kafka Streams'
+                    // `auto.offset.reset = earliest`), and say so.
+                    let warning = format!(
+                        "the committed offset {from} of {stream}/{q} is past its end \
+                         {next_offset}: restarting from its first offset, {log_start}"
+                    );
+                    tracing::warn!(processor = %self.shared.spec.name, "{warning}");
+                    self.shared.status().last_error = Some(warning);
+                    self.positions.insert((i, q), log_start);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
+            if read.events.is_empty() && read.next_offset > from {
+                // Compaction removed every event from `from` to the end:
+                // commit the end, or the lag never clears and the worker
+                // finds "more" to read forever.
+                self.skip_gap(i, q, read.next_offset)?;
+                continue;
+            }
             batch.extend(
                 read.events
                     .into_iter()
@@ -189,6 +224,18 @@ impl Worker {
             );
         }
         Ok(batch)
+    }
+
+    /// Commits `next` as the group's offset of input `i` on partition `q`,
+    /// past events compaction removed, without a guest call.
+    fn skip_gap(&mut self, i: usize, q: u32, next: u64) -> Result<()> {
+        let spec = &self.shared.spec;
+        let mut txn = Transaction::new();
+        txn.commit_offset(&spec.name, &spec.inputs[i], q, next);
+        txn.require_generation(&spec.name, self.generation);
+        self.shared.broker.commit(txn)?;
+        self.positions.insert((i, q), next);
+        Ok(())
     }
 
     /// Processes `first` and, while partition index `p` has more events
@@ -206,9 +253,10 @@ impl Worker {
         let mut batches: Vec<Vec<Input>> = Vec::new();
         let mut failing = None;
         let mut batch = first;
+        let commit_bytes = self.shared.engine.config().limits.commit_bytes;
         loop {
             let started = Instant::now();
-            match self.call(p, &batch, &mut staged.writes) {
+            match self.call(p, &batch, &mut staged.writes)? {
                 Ok(result) => {
                     self.stage(p, &mut staged, &batch, result, started);
                     // Read on after it; `committed` is where a failure returns to.
@@ -225,7 +273,8 @@ impl Worker {
                     break;
                 }
             }
-            if staged.events_in as usize >= limit || self.shared.stop.load(Ordering::Acquire) {
+            if staged.events_in as usize >= limit || staged.bytes >= commit_bytes || self.stopping()
+            {
                 break;
             }
             batch = self.read_batch(p)?;
@@ -245,7 +294,7 @@ impl Worker {
                     self.positions = committed;
                     batches.extend(failing);
                     for batch in &batches {
-                        if self.stopped.contains(&p) {
+                        if self.stopped.contains(&p) || self.stopping() {
                             break;
                         }
                         if self.handle(p, batch)? == Exit::Fenced {
@@ -268,11 +317,16 @@ impl Worker {
 
     /// Processes `batch` of partition index `p` on its own until it is
     /// committed or its failing event has met the error policy.
+    /// Returns at once, leaving the batch uncommitted, once the processor
+    /// is asked to stop: a stop waits for one guest call at most.
     fn handle(&mut self, p: u32, batch: &[Input]) -> Result<Exit> {
         let mut attempt = 0;
         let error = loop {
+            if self.stopping() {
+                return Ok(Exit::Done);
+            }
             let started = Instant::now();
-            let outcome = match self.call(p, batch, &mut StateWrites::new()) {
+            let outcome = match self.call(p, batch, &mut StateWrites::new())? {
                 Ok(result) => match self.commit_one(p, batch, result, started) {
                     Ok(()) => return Ok(Exit::Done),
                     Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
@@ -292,7 +346,7 @@ impl Worker {
             if attempt >= self.shared.spec.retries {
                 break outcome;
             }
-            std::thread::sleep(self.shared.spec.retry_backoff * 2u32.saturating_pow(attempt));
+            self.pause(self.shared.spec.retry_backoff * 2u32.saturating_pow(attempt));
             attempt += 1;
         };
         self.isolate(p, batch, error)
@@ -322,7 +376,7 @@ impl Worker {
             None => batch,
         };
         for input in singles {
-            if self.stopped.contains(&p) {
+            if self.stopped.contains(&p) || self.stopping() {
                 break;
             }
             if self.handle(p, std::slice::from_ref(input))? == Exit::Fenced {
@@ -340,23 +394,14 @@ impl Worker {
         let reason = error.to_string();
         match spec.on_error {
             ErrorPolicy::Stop => {
-                tracing::error!(processor = %spec.name, stream, partition = p, offset = event.offset,
-                    error = %reason, "event keeps failing: partition stopped");
-                self.stopped.insert(p);
-                let mut status = self.shared.status();
-                status.stopped.push(StoppedPartition {
-                    stream: stream.clone(),
-                    partition: p,
-                    offset: event.offset,
-                    error: reason,
-                });
+                self.stop_partition(p, stream, event.offset, reason);
                 Ok(Exit::Done)
             }
             ErrorPolicy::Record => {
                 tracing::warn!(processor = %spec.name, stream, partition = p, offset = event.offset,
                     error = %reason, "event keeps failing: recorded on the error stream");
                 let mut headers = event.headers.clone();
-                headers.push(Header::new("leat.error", reason));
+                headers.push(Header::new("leat.error", reason.clone()));
                 headers.extend(self.provenance.headers(stream, p, event.offset));
                 let record = Record {
                     key: event.key.clone(),
@@ -372,6 +417,14 @@ impl Worker {
                 match self.shared.broker.commit(txn) {
                     Ok(_) => {}
                     Err(leat_broker::Error::FencedGeneration { .. }) => return Ok(Exit::Fenced),
+                    Err(e) if is_refusal(&e) => {
+                        // The error stream is gone or refuses the record (too
+                        // large): nothing may be skipped silently, so stop.
+                        let reason =
+                            format!("{reason}; and its error record could not be written: {e}");
+                        self.stop_partition(p, stream, event.offset, reason);
+                        return Ok(Exit::Done);
+                    }
                     Err(e) => return Err(e.into()),
                 }
                 self.positions.insert((input.stream, p), event.offset + 1);
@@ -381,20 +434,42 @@ impl Worker {
         }
     }
 
+    fn stop_partition(&mut self, p: u32, stream: &str, offset: u64, error: String) {
+        tracing::error!(processor = %self.shared.spec.name, stream, partition = p, offset,
+            error = %error, "event keeps failing: partition stopped");
+        self.stopped.insert(p);
+        let mut status = self.shared.status();
+        status.last_error = Some(error.clone());
+        status.stopped.push(StoppedPartition {
+            stream: stream.to_string(),
+            partition: p,
+            offset,
+            error,
+        });
+    }
+
     /// Calls the guest over the uncommitted writes in `pending`, starting a
-    /// fresh instance if the last one trapped.
+    /// fresh instance if the last one trapped. The outer error is the
+    /// worker's: no instance could be started (its `init` or `on-assigned`
+    /// fails), which is no event's fault, so no error policy applies.
     fn call(
         &mut self,
         p: u32,
         batch: &[Input],
         pending: &mut StateWrites,
-    ) -> Result<BatchResult, CallError> {
+    ) -> Result<Result<BatchResult, CallError>> {
         let shared = self.shared.clone();
         let spec = &shared.spec;
         let scope = spec.scope(p);
-        let guest = match self.guest_mut() {
-            Some(g) => g,
-            None => return Err(CallError::Trapped("the processor failed to restart".into())),
+        if self.guest.is_none() {
+            self.guest = Some(self.shared.start_guest().map_err(|reason| Error::Init {
+                processor: spec.name.clone(),
+                reason,
+            })?);
+            self.assign_guest()?;
+        }
+        let Some(guest) = self.guest.as_mut() else {
+            unreachable!("started just above");
         };
         let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
         let result = guest.process(&scope, streams, batch, pending);
@@ -403,26 +478,40 @@ impl Worker {
             // A trapped instance may be in any state: never reuse it.
             self.guest = None;
         }
-        result
+        Ok(result)
     }
 
-    fn guest_mut(&mut self) -> Option<&mut Instance> {
-        if self.guest.is_none() {
-            match self.shared.start_guest() {
-                Ok(g) => {
-                    self.guest = Some(g);
-                    let partitions = self.partitions.clone();
-                    if let Some(g) = self.guest.as_mut() {
-                        g.assigned(&partitions);
-                    }
-                }
-                Err(e) => {
-                    self.shared.status().last_error = Some(e.clone());
-                    tracing::error!(processor = %self.shared.spec.name, error = %e, "cannot restart the processor");
-                }
-            }
+    /// Tells the instance, if there is one, which partitions it owns; one
+    /// that traps there is dropped and the worker fails.
+    fn assign_guest(&mut self) -> Result<()> {
+        let Some(guest) = self.guest.as_mut() else {
+            return Ok(());
+        };
+        if let Err(reason) = guest.assigned(&self.partitions) {
+            self.guest = None;
+            self.shared.status().traps += 1;
+            return Err(Error::Init {
+                processor: self.shared.spec.name.clone(),
+                reason,
+            });
         }
-        self.guest.as_mut()
+        Ok(())
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared.stopping()
+    }
+
+    /// Sleeps `delay`, or less if the processor is asked to stop.
+    fn pause(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(10)));
+        }
     }
 
     /// Commits one batch on its own.
@@ -453,12 +542,34 @@ impl Worker {
         let spec = &self.shared.spec;
         staged.events_out += result.outputs.len() as u64;
         if staged.txn.append_count() == 0 {
-            // Room for a whole commit of batches like this one, at once.
+            // Room for a whole commit of batches like this one, at once, up
+            // to a bound: a guest decides how many outputs a batch has.
             let batches = (spec.max_commit_events / batch.len()).max(1);
-            staged
-                .txn
-                .reserve(result.outputs.len().saturating_mul(batches));
+            staged.txn.reserve(
+                result
+                    .outputs
+                    .len()
+                    .saturating_mul(batches)
+                    .min(MAX_RESERVED_RECORDS),
+            );
         }
+        staged.bytes += result
+            .outputs
+            .iter()
+            .map(|o| {
+                o.key.as_ref().map_or(0, |k| k.len())
+                    + o.value.as_ref().map_or(0, |v| v.len())
+                    + o.headers
+                        .iter()
+                        .map(|h| h.key.len() + h.value.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>();
+        staged.bytes += result
+            .writes
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum::<usize>();
         for out in result.outputs {
             let cause = out
                 .cause
@@ -488,6 +599,7 @@ impl Worker {
             advanced,
             events_in,
             events_out,
+            bytes: _,
             started,
         } = staged;
         let scope = spec.scope(p);
@@ -509,6 +621,8 @@ impl Worker {
             self.positions.insert((i, p), next);
         }
         let mut status = self.shared.status();
+        // Committing again: whatever made the worker fail has passed.
+        status.failing = None;
         status.events_in += events_in;
         status.events_out += events_out;
         status.batches += started.len() as u64;
@@ -525,6 +639,10 @@ impl Worker {
         status.last_error = Some(error.to_string());
     }
 }
+
+/// The most records a commit reserves room for at once (a few MiB): past
+/// it, the transaction grows as outputs come.
+const MAX_RESERVED_RECORDS: usize = 1 << 16;
 
 /// `out` as a record: its headers, then the provenance of `cause`, read
 /// from partition `p` of input `stream`; it takes `cause`'s timestamp.

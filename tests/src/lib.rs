@@ -104,6 +104,20 @@ fn succeeded(args: &[&str], out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `leat` against the server at `addr` with `token` (or none).
+pub fn leat_remote(addr: &str, token: Option<&str>, args: &[&str], stdin: &str) -> Output {
+    let mut command = Command::new(leat_bin());
+    command
+        .args(args)
+        .env("LEAT_SERVER", addr)
+        .env("LEAT_DATA_DIR", "/nonexistent/not-used-by-clients")
+        .env_remove("LEAT_TOKEN");
+    if let Some(token) = token {
+        command.env("LEAT_TOKEN", token);
+    }
+    run_with_stdin(&mut command, stdin)
+}
+
 /// A `leat serve` child process on a free loopback port, killed when dropped
 /// (even when the test fails).
 pub struct Server {
@@ -120,6 +134,11 @@ impl Server {
     /// Starts `leat serve` on `data_dir` with `token`, on port 0 (any free
     /// port), and waits until it listens.
     pub fn start(data_dir: &Path, token: &str) -> Server {
+        Server::start_with(data_dir, token, &[])
+    }
+
+    /// [`Server::start`] with more `leat serve` arguments.
+    pub fn start_with(data_dir: &Path, token: &str, args: &[&str]) -> Server {
         use std::time::{Duration, Instant};
         std::fs::create_dir_all(data_dir).expect("create the data dir");
         let n = std::fs::read_dir(data_dir).map_or(0, |d| d.count());
@@ -127,6 +146,7 @@ impl Server {
         let stderr_path = data_dir.join(format!("serve-{n}.err"));
         let child = Command::new(leat_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--token", token])
+            .args(args)
             .env("LEAT_DATA_DIR", data_dir)
             .env_remove("LEAT_SERVER")
             .env("RUST_LOG", "info")
@@ -169,21 +189,33 @@ impl Server {
 
     /// Runs `leat` against this server with `token` (or none).
     pub fn leat_with_token(&self, token: Option<&str>, args: &[&str], stdin: &str) -> Output {
-        let mut command = Command::new(leat_bin());
-        command
-            .args(args)
-            .env("LEAT_SERVER", &self.addr)
-            .env("LEAT_DATA_DIR", self.data_dir.join("not-used-by-clients"))
-            .env_remove("LEAT_TOKEN");
-        if let Some(token) = token {
-            command.env("LEAT_TOKEN", token);
-        }
-        run_with_stdin(&mut command, stdin)
+        leat_remote(&self.addr, token, args, stdin)
     }
 
     /// Runs `leat` against this server and asserts success; returns its standard output.
     pub fn leat_ok(&self, args: &[&str], stdin: &str) -> String {
         succeeded(args, self.leat(args, stdin))
+    }
+
+    /// `GET path` with the token; the status code and the body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.addr, self.token
+        );
+        http_request(&self.addr, request.as_bytes())
+    }
+
+    /// The server's resident memory (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
     }
 
     /// The server's process id.

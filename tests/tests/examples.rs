@@ -18,6 +18,7 @@ fn runtime(dir: &std::path::Path) -> Runtime {
         memory_limit: 16 << 20,
         epoch_tick: Duration::from_millis(10),
         cache_dir: None,
+        ..EngineConfig::default()
     })
     .unwrap();
     Runtime::new(broker, engine)

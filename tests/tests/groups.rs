@@ -426,3 +426,46 @@ fn a_refused_output_in_a_multi_batch_commit_is_isolated_and_nothing_duplicated()
         Some(20)
     );
 }
+
+/// Raising an input's partition count while a processor runs: it notices,
+/// reassigns the partitions under a new generation at a batch boundary, and
+/// processes the new partitions too, losing and duplicating nothing.
+#[test]
+fn partitions_added_to_a_running_processors_input_are_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker
+        .create_stream("in", StreamConfig::with_partitions(1))
+        .unwrap();
+    broker
+        .create_stream("out", StreamConfig::with_partitions(1))
+        .unwrap();
+    let mut spec = ProcessorSpec::new("copy", vec!["in".into()], vec!["out".into()]);
+    spec.instances = 2;
+    let deployment = rt.deploy(spec, copy_to("out")).unwrap();
+    let before: Vec<Record> = (0..50).map(|n| Record::value(format!("a{n:03}"))).collect();
+    broker.append("in", before).unwrap();
+    wait_caught_up(&broker, "copy", "in");
+    let generation = deployment.status().generation;
+
+    broker.set_partitions("in", 3).unwrap();
+    let after: Vec<Record> = (0..60)
+        .map(|n| Record::value(format!("b{n:03}")).to_partition(n % 3))
+        .collect();
+    broker.append("in", after).unwrap();
+    wait_caught_up(&broker, "copy", "in");
+    let status = deployment.status();
+    assert!(status.generation > generation, "{status:?}");
+    let owned: Vec<Vec<u32>> = status
+        .instances
+        .iter()
+        .map(|i| i.partitions.clone())
+        .collect();
+    assert_eq!(owned, [vec![0, 2], vec![1]]);
+    let mut expected: Vec<String> = (0..50).map(|n| format!("a{n:03}")).collect();
+    expected.extend((0..60).map(|n| format!("b{n:03}")));
+    expected.sort();
+    assert_eq!(values(&broker, "out"), expected);
+    deployment.undeploy().unwrap();
+}

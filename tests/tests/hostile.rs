@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use leat_broker::{Broker, Event, ReadLimits, Record, StreamConfig};
 use leat_runtime::{
-    Deployment, Engine, EngineConfig, Error, ErrorPolicy, ProcessorSpec, ProcessorStatus, Runtime,
+    Deployment, Engine, EngineConfig, Error, ErrorPolicy, GuestLimits, ProcessorSpec,
+    ProcessorStatus, Runtime,
 };
 use leat_tests::guest;
 
@@ -21,14 +22,30 @@ use leat_tests::guest;
 const CALL_TIMEOUT: Duration = Duration::from_millis(200);
 /// The memory cap the tests run guests with.
 const MEMORY_LIMIT: usize = 8 << 20;
+/// The per-call budgets the tests run guests with: small, so that a hostile
+/// guest reaches them fast.
+const CALL_OUTPUTS: usize = 20_000;
+const CALL_BYTES: usize = 4 << 20;
 
 fn runtime(dir: &std::path::Path) -> Runtime {
+    runtime_with(
+        dir,
+        GuestLimits {
+            call_outputs: CALL_OUTPUTS,
+            call_bytes: CALL_BYTES,
+            ..GuestLimits::default()
+        },
+    )
+}
+
+fn runtime_with(dir: &std::path::Path, limits: GuestLimits) -> Runtime {
     let broker = Broker::open(dir.join("log.redb")).unwrap();
     let engine = Engine::new(EngineConfig {
         call_timeout: CALL_TIMEOUT,
         memory_limit: MEMORY_LIMIT,
         epoch_tick: Duration::from_millis(5),
         cache_dir: None,
+        limits,
     })
     .unwrap();
     Runtime::new(broker, engine)
@@ -195,6 +212,11 @@ fn committed(broker: &Broker, name: &str, p: u32) -> Option<u64> {
 /// Runs a `mode` hostile guest under both policies next to `uppercase`, and
 /// checks containment. Each of `causes` must appear in the reported error.
 fn hostile_guest_is_contained(mode: &str, causes: &[&str]) {
+    hostile_guest_is_contained_with(mode, &[], causes)
+}
+
+/// [`hostile_guest_is_contained`] with more configuration for the guest.
+fn hostile_guest_is_contained_with(mode: &str, config: &[(&str, &str)], causes: &[&str]) {
     let names_cause = |error: &str| causes.iter().all(|c| error.contains(c));
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
@@ -207,14 +229,22 @@ fn hostile_guest_is_contained(mode: &str, causes: &[&str]) {
             .create_stream(&format!("{name}-out"), StreamConfig::with_partitions(2))
             .unwrap();
     }
+    let with_config = |mut spec: ProcessorSpec| {
+        spec.config
+            .extend(config.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        spec
+    };
     let stopping = rt
         .deploy(
-            hostile_spec("stopping", ErrorPolicy::Stop, mode),
+            with_config(hostile_spec("stopping", ErrorPolicy::Stop, mode)),
             code.clone(),
         )
         .unwrap();
     let recording = rt
-        .deploy(hostile_spec("recording", ErrorPolicy::Record, mode), code)
+        .deploy(
+            with_config(hostile_spec("recording", ErrorPolicy::Record, mode)),
+            code,
+        )
         .unwrap();
 
     // Good events keep coming while the hostile guests fail.
@@ -352,6 +382,402 @@ fn malformed_encoded_outputs_fail_the_batch_even_if_ignored() {
         "garbled",
         &["malformed encoded outputs (an output's stream at byte 4 of 5)"],
     );
+}
+
+#[test]
+fn too_many_outputs_in_one_call_fail_the_batch_at_the_output_limit() {
+    let count = (CALL_OUTPUTS + 1000).to_string();
+    hostile_guest_is_contained_with(
+        "flood",
+        &[("count", &count)],
+        &[&format!("more than {CALL_OUTPUTS} outputs in one call")],
+    );
+}
+
+#[test]
+fn one_big_output_emitted_in_a_loop_fails_at_the_byte_limit() {
+    hostile_guest_is_contained_with(
+        "emit-loop",
+        &[("mib", "2")],
+        &[&format!(
+            "more than {CALL_BYTES} bytes of outputs and state in one call"
+        )],
+    );
+}
+
+#[test]
+fn a_state_bomb_fails_at_the_byte_limit() {
+    hostile_guest_is_contained(
+        "state-bomb",
+        &[&format!(
+            "more than {CALL_BYTES} bytes of outputs and state in one call"
+        )],
+    );
+}
+
+#[test]
+fn a_stack_overflow_is_contained() {
+    // The guest's Rust stack lives in its linear memory: overflowing it is
+    // an access out of that memory's bounds, which traps.
+    hostile_guest_is_contained("stack", &["out of bounds memory access"]);
+}
+
+#[test]
+fn a_log_flood_is_cut_at_the_time_limit() {
+    hostile_guest_is_contained("log-flood", &["time limit of 200ms"]);
+}
+
+/// A caught-up partition gets batches of one event; a guest emitting 10^5
+/// outputs for it once made the host reserve room for 10^9 records (the
+/// outputs times the commit's 10,000 events), and the allocation aborted the
+/// whole process.
+#[test]
+fn many_outputs_of_a_one_event_batch_are_committed_without_a_huge_reservation() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime_with(dir.path(), GuestLimits::default());
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    broker
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    broker.append("in", [Record::value("x")]).unwrap();
+    let mut spec = ProcessorSpec::new("flood", vec!["in".into()], vec!["out".into()]);
+    spec.config = vec![
+        ("mode".into(), "flood".into()),
+        ("count".into(), "100000".into()),
+    ];
+    spec.batch_size = 1;
+    let code = rt.engine().load_file(&guest("hostile")).unwrap();
+    let status = rt
+        .start(spec, code, leat_runtime::RunMode::UntilCaughtUp)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(status.events_in, 1, "{status:?}");
+    // The event's uppercased copy, then its 100,000 outputs.
+    assert_eq!(status.events_out, 100_001, "{status:?}");
+    assert_eq!(
+        broker.describe_stream("out").unwrap().partitions[0].next_offset,
+        100_001
+    );
+}
+
+/// A guest that fails in `on-assigned` fails its instance, not the events:
+/// with `record`, once every event was sent to the error stream.
+#[test]
+fn a_guest_failing_in_on_assigned_fails_the_processor_not_its_events() {
+    for (mode, cause) in [
+        ("assign-trap", "hostile guest refuses its partitions"),
+        ("assign-loop", "time limit of 200ms"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let broker = rt.broker().clone();
+        feed_hostile_input(&broker, "assign-in");
+        broker
+            .create_stream("assign-out", StreamConfig::with_partitions(2))
+            .unwrap();
+        let code = rt.engine().load_file(&guest("hostile")).unwrap();
+        let d = rt
+            .deploy(hostile_spec("assign", ErrorPolicy::Record, mode), code)
+            .unwrap();
+        wait_until("the instance to be restarted twice", || {
+            d.status().restarts >= 2
+        });
+        let status = d.status();
+        let failing = status.failing.clone().unwrap_or_default();
+        assert!(
+            failing.contains("trap in on-assigned") && failing.contains(cause),
+            "{mode}: {status:?}"
+        );
+        assert_eq!(status.recorded_errors, 0, "{mode}: {status:?}");
+        assert!(read_all(&broker, "assign.errors", 0).is_empty(), "{mode}");
+        assert_eq!(committed(&broker, "assign", 0), None, "{mode}");
+        assert_eq!(committed(&broker, "assign", 1), None, "{mode}");
+        let started = Instant::now();
+        d.undeploy().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode}: stop took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// With `record`, a guest that loops on every event used to hold a stop for
+/// hours: every event was retried and isolated one by one, each up to the
+/// time limit, before the stop flag was looked at again.
+#[test]
+fn a_looping_guest_with_the_record_policy_stops_within_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker
+        .create_stream("spin-in", StreamConfig::default())
+        .unwrap();
+    broker
+        .create_stream("spin-out", StreamConfig::default())
+        .unwrap();
+    let records: Vec<Record> = (0..40).map(|i| Record::value(format!("e{i}"))).collect();
+    broker.append("spin-in", records).unwrap();
+    let mut spec = hostile_spec("spin", ErrorPolicy::Record, "loop");
+    spec.config.retain(|(k, _)| k != "value"); // every event loops
+    spec.retries = 2;
+    let code = rt.engine().load_file(&guest("hostile")).unwrap();
+    let mut d = rt.deploy(spec, code).unwrap();
+    wait_until("a first failed call", || d.status().failed_calls >= 1);
+    // 40 events, 3 attempts each, 200 ms each: 24 s before the fix.
+    let started = Instant::now();
+    d.pause().unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "pausing took {took:?}");
+    // Nothing was skipped by the stop: what is not recorded is still to do.
+    let recorded = d.status().recorded_errors;
+    assert_eq!(committed(&broker, "spin", 0).unwrap_or(0), recorded);
+}
+
+/// `record` falls back to `stop` when the error record cannot be written
+/// (here: its stream was deleted); the worker used to die silently.
+#[test]
+fn an_error_record_that_cannot_be_written_stops_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker
+        .create_stream("lost-in", StreamConfig::with_partitions(2))
+        .unwrap();
+    broker
+        .create_stream("lost-out", StreamConfig::with_partitions(2))
+        .unwrap();
+    let code = rt.engine().load_file(&guest("hostile")).unwrap();
+    let d = rt
+        .deploy(hostile_spec("lost", ErrorPolicy::Record, "trap-on"), code)
+        .unwrap();
+    broker.delete_stream("lost.errors").unwrap();
+    let p0 = ["a", "POISON", "b"].map(|v| Record::value(v).to_partition(0));
+    broker.append("lost-in", p0).unwrap();
+    wait_until("partition 0 to stop", || !d.status().stopped.is_empty());
+    let status = d.status();
+    let stopped = &status.stopped[0];
+    assert_eq!((stopped.partition, stopped.offset), (0, 1), "{status:?}");
+    assert!(
+        stopped.error.contains("hostile guest poisoned")
+            && stopped
+                .error
+                .contains("its error record could not be written"),
+        "{status:?}"
+    );
+    assert_eq!(committed(&broker, "lost", 0), Some(1));
+    // The other partition still flows.
+    broker
+        .append("lost-in", [Record::value("c").to_partition(1)])
+        .unwrap();
+    wait_until("partition 1 to be processed", || {
+        committed(&broker, "lost", 1) == Some(1)
+    });
+}
+
+/// A committed offset past the end of a stream (the stream was deleted and
+/// created again) used to kill the worker silently; now it restarts from the
+/// stream's first event and says so.
+#[test]
+fn a_group_offset_past_the_end_restarts_from_the_first_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    broker
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    broker
+        .append("in", ["a", "b", "c"].map(Record::value))
+        .unwrap();
+    let mut txn = leat_broker::Transaction::new();
+    txn.commit_offset("up", "in", 0, 10);
+    broker.commit(txn).unwrap();
+    let code = rt.engine().load_file(&guest("uppercase")).unwrap();
+    let spec = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
+    let d = rt.deploy(spec, code).unwrap();
+    wait_until("the three events", || values(&broker, "out", 0).len() == 3);
+    assert_eq!(values(&broker, "out", 0), ["A", "B", "C"]);
+    let status = d.status();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("offset 10 of in/0 is past its end 3")),
+        "{status:?}"
+    );
+}
+
+/// When compaction removed every event a group had left to read (here:
+/// tombstones past their grace), reads came back empty while the lag stayed,
+/// and the worker spun a core forever. It now commits past the gap.
+#[test]
+fn a_tail_removed_by_compaction_is_committed_past() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    let compacted = StreamConfig {
+        cleanup: leat_broker::CleanupPolicy::Compact {
+            tombstone_grace_ms: 0,
+        },
+        ..StreamConfig::default()
+    };
+    broker.create_stream("table", compacted).unwrap();
+    broker
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    broker.append("table", [Record::keyed("a", "1")]).unwrap();
+    // The group has processed offset 0; then `b` comes and goes.
+    let mut txn = leat_broker::Transaction::new();
+    txn.commit_offset("up", "table", 0, 1);
+    broker.commit(txn).unwrap();
+    broker
+        .append(
+            "table",
+            // Old timestamps: the tombstone is past its grace at once.
+            [
+                Record::keyed("b", "2").at(1_000),
+                Record::tombstone("b").at(1_000),
+            ],
+        )
+        .unwrap();
+    broker.compact_now("table").unwrap();
+    let extent = broker.describe_stream("table").unwrap().partitions[0];
+    assert_eq!(extent.next_offset, 3);
+    let read = broker.read("table", 0, 1, ReadLimits::default()).unwrap();
+    assert!(read.events.is_empty(), "compaction kept {:?}", read.events);
+    let code = rt.engine().load_file(&guest("uppercase")).unwrap();
+    let spec = ProcessorSpec::new("up", vec!["table".into()], vec!["out".into()]);
+    let _d = rt.deploy(spec, code).unwrap();
+    wait_until("the group to commit past the gap", || {
+        broker.committed_offset("up", "table", 0).unwrap() == Some(3)
+    });
+    assert!(values(&broker, "out", 0).is_empty());
+}
+
+#[test]
+fn deploy_numbers_out_of_range_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    broker
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    let code = rt.engine().load_file(&guest("uppercase")).unwrap();
+    let base = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
+    type Change = fn(&mut ProcessorSpec);
+    let cases: [(&str, Change); 3] = [
+        ("instances", |s| s.instances = u32::MAX),
+        ("batch size", |s| s.batch_size = usize::MAX),
+        ("commit", |s| s.max_commit_events = usize::MAX),
+    ];
+    for (what, change) in cases {
+        let mut spec = base.clone();
+        change(&mut spec);
+        let err = rt.deploy(spec, code.clone()).unwrap_err();
+        assert!(matches!(err, Error::InvalidSpec { .. }), "{what}: {err:?}");
+        assert!(err.to_string().contains(what), "{what}: {err}");
+    }
+    // A running deployment refuses to scale out of range, and keeps running.
+    let mut d = rt.deploy(base, code).unwrap();
+    assert!(d.scale(u32::MAX).is_err());
+    assert!(d.is_running());
+}
+
+/// A deployment whose `init` refuses its configuration used to leave its
+/// output claims behind (a ghost writer): now it claims nothing.
+#[test]
+fn a_deployment_that_fails_to_start_claims_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    feed_hostile_input(&broker, "ghost-in");
+    broker
+        .create_stream("ghost-out", StreamConfig::default())
+        .unwrap();
+    let code = rt.engine().load_file(&guest("hostile")).unwrap();
+    rt.deploy(hostile_spec("ghost", ErrorPolicy::Record, "dance"), code)
+        .unwrap_err();
+    assert_eq!(rt.writer_of("ghost-out").unwrap(), None);
+    assert_eq!(rt.writer_of("ghost.errors").unwrap(), None);
+    // So another processor may write it.
+    let upper = rt.engine().load_file(&guest("uppercase")).unwrap();
+    let spec = ProcessorSpec::new("other", vec!["ghost-in".into()], vec!["ghost-out".into()]);
+    rt.deploy(spec, upper).unwrap();
+    assert_eq!(rt.writer_of("ghost-out").unwrap().as_deref(), Some("other"));
+}
+
+/// Two deployments racing for one output: exactly one gets it.
+#[test]
+fn concurrent_deployments_never_both_claim_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    let code = rt.engine().load_file(&guest("uppercase")).unwrap();
+    for round in 0..10 {
+        let out = format!("out-{round}");
+        broker.create_stream(&out, StreamConfig::default()).unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<Option<Deployment>> = std::thread::scope(|s| {
+            let handles: Vec<_> = ["a", "b"]
+                .map(|who| {
+                    let (rt, code, out, barrier) = (&rt, code.clone(), &out, &barrier);
+                    s.spawn(move || {
+                        let spec = ProcessorSpec::new(
+                            format!("{who}-{round}"),
+                            vec!["in".into()],
+                            vec![out.clone()],
+                        );
+                        barrier.wait();
+                        rt.deploy(spec, code).ok()
+                    })
+                })
+                .into_iter()
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners = results.iter().flatten().count();
+        assert_eq!(
+            winners, 1,
+            "round {round}: {winners} deployments write {out}"
+        );
+    }
+}
+
+/// An upgrade to code whose `init` refuses the configuration, or a scale
+/// the spec refuses, leaves the old deployment running as it was.
+#[test]
+fn a_failed_upgrade_keeps_the_old_code_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    broker
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    let upper = rt.engine().load_file(&guest("uppercase")).unwrap();
+    let spec = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
+    let mut d = rt.deploy(spec, upper).unwrap();
+    let generation = d.status().generation;
+    // `hostile` needs a `mode` that this configuration does not give.
+    let hostile = rt.engine().load_file(&guest("hostile")).unwrap();
+    let err = d.upgrade(hostile).unwrap_err();
+    assert!(
+        err.to_string().contains("missing configuration `mode`"),
+        "{err}"
+    );
+    assert!(d.is_running());
+    assert_eq!(d.spec().version, 1);
+    // The old code was never paused: same generation, and it still works.
+    assert_eq!(d.status().generation, generation);
+    broker.append("in", [Record::value("still")]).unwrap();
+    wait_until("the old code to process", || {
+        values(&broker, "out", 0) == ["STILL"]
+    });
 }
 
 #[test]

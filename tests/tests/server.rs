@@ -164,6 +164,19 @@ fn streams_produce_consume_groups_and_tokens() {
 
     server.leat_ok(&["stream", "delete", "orders"], "");
     assert_eq!(server.leat_ok(&["stream", "list"], ""), "");
+
+    // `--limit` commits what it printed, not the end of the read: ten events
+    // one at a time, each exactly once (the second consume printed nothing).
+    let ten: String = (0..10).map(|i| format!("e{i}\n")).collect();
+    server.leat_ok(&["stream", "create", "ten"], "");
+    server.leat_ok(&["produce", "ten"], &ten);
+    let one_by_one: Vec<String> = (0..11)
+        .map(|_| server.leat_ok(&["consume", "ten", "--group", "g", "--limit", "1"], ""))
+        .collect();
+    let printed: Vec<String> = one_by_one.iter().flat_map(|out| values(out)).collect();
+    let expected: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    assert_eq!(printed, expected);
+    assert_eq!(one_by_one[10], "", "the eleventh consume found more");
     assert!(server.terminate(), "the server exits cleanly on SIGTERM");
 }
 

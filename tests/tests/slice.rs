@@ -169,3 +169,33 @@ fn a_file_that_is_not_a_component_is_refused_with_a_clear_error() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent.wasm"));
 }
+
+/// `leat consume s | head -1`: once the reader is gone, `leat` stops
+/// quietly with success, like any Unix filter.
+#[test]
+fn consume_into_a_closed_pipe_exits_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    leat_ok(data, &["stream", "create", "many"], "");
+    let lines: String = (0..20_000).map(|i| format!("event number {i}\n")).collect();
+    leat_ok(data, &["produce", "many"], &lines);
+    let mut child = Command::new(leat_tests::leat_bin())
+        .args(["consume", "many"])
+        .env("LEAT_DATA_DIR", data)
+        .env_remove("LEAT_SERVER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first, "0:0\t<none>\tevent number 0\n");
+    drop(stdout); // what `head -1` does after its line
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -17,6 +17,14 @@
 //!   layout, straight through the `emit-encoded` import, and ignores the
 //!   error the host returns;
 //! - `init-loop`: spins forever in `init`, so the deployment never starts;
+//! - `assign-loop`: spins forever in `on-assigned`;
+//! - `assign-trap`: panics in `on-assigned`;
+//! - `flood`: emits `count` (default 1,000,000) small outputs;
+//! - `emit-loop`: emits one output of `mib` MiB (default 60) through the raw
+//!   `emit-encoded` import, again and again, ignoring the host's answers;
+//! - `state-bomb`: writes 1 MiB state values under new keys without end;
+//! - `log-flood`: logs lines of 64 KiB without end;
+//! - `stack`: recurses until its stack overflows;
 //! - `none`: never misbehaves.
 //!
 //! The targets are the events whose value equals configuration `value`, or
@@ -42,6 +50,20 @@ pub enum Mode {
     Undeclared,
     /// Hands over malformed encoded outputs.
     Garbled,
+    /// Spins in `on-assigned`.
+    AssignLoop,
+    /// Panics in `on-assigned`.
+    AssignTrap,
+    /// Emits `count` outputs.
+    Flood,
+    /// Emits one big output in a loop.
+    EmitLoop,
+    /// Writes state without end.
+    StateBomb,
+    /// Logs without end.
+    LogFlood,
+    /// Overflows its stack.
+    Stack,
 }
 
 /// The processor: its misbehaviour and its targets.
@@ -49,6 +71,8 @@ pub struct Hostile {
     mode: Mode,
     value: Option<String>,
     stream: String,
+    count: u64,
+    mib: usize,
 }
 
 impl Hostile {
@@ -82,8 +106,33 @@ fn hoard() -> Result<(), Error> {
 
 fn unknown_mode(mode: &str) -> Error {
     Error::new(format!(
-        "unknown mode `{mode}`: use none, loop, memory, trap-on, undeclared, garbled or init-loop"
+        "unknown mode `{mode}`: use none, loop, memory, trap-on, undeclared, garbled, init-loop, \
+         assign-loop, assign-trap, flood, emit-loop, state-bomb, log-flood or stack"
     ))
+}
+
+/// Recurses without end; `black_box` keeps it from becoming a loop.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 64]);
+    black_box(recurse(black_box(depth + 1))).wrapping_add(frame[7])
+}
+
+/// Writes 1 MiB values under new keys until the host stops it.
+fn state_bomb(ctx: &mut Context<'_>) -> Result<(), Error> {
+    let value = vec![0x5au8; 1 << 20];
+    for i in 0u64.. {
+        ctx.put(format!("bomb/{i}"), &value);
+    }
+    Err(Error::new("unreachable: keys are not infinite"))
+}
+
+/// Logs 64 KiB lines until the host stops it.
+fn log_flood(ctx: &mut Context<'_>) -> Result<(), Error> {
+    let line = "x".repeat(64 << 10);
+    loop {
+        ctx.warn(black_box(&line));
+    }
 }
 
 impl Processor for Hostile {
@@ -98,17 +147,40 @@ impl Processor for Hostile {
             "trap-on" => Mode::TrapOn,
             "undeclared" => Mode::Undeclared,
             "garbled" => Mode::Garbled,
+            "assign-loop" => Mode::AssignLoop,
+            "assign-trap" => Mode::AssignTrap,
+            "flood" => Mode::Flood,
+            "emit-loop" => Mode::EmitLoop,
+            "state-bomb" => Mode::StateBomb,
+            "log-flood" => Mode::LogFlood,
+            "stack" => Mode::Stack,
             "init-loop" => spin(),
             other => return Err(unknown_mode(other)),
         };
         if mode == Mode::TrapOn && config.get("value").is_none() {
             return Err(Error::new("mode `trap-on` needs a `value`"));
         }
+        let number = |key: &str, default: u64| -> Result<u64, Error> {
+            config.get(key).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| Error::new(format!("`{key}` must be a whole number, not `{v}`")))
+            })
+        };
         Ok(Hostile {
             mode,
             value: config.get("value").map(String::from),
             stream: config.get_or("stream", "not-declared").to_owned(),
+            count: number("count", 1_000_000)?,
+            mib: number("mib", 60)? as usize,
         })
+    }
+
+    fn on_assigned(&mut self, _partitions: &[u32]) {
+        match self.mode {
+            Mode::AssignLoop => spin(),
+            Mode::AssignTrap => panic!("hostile guest refuses its partitions"),
+            _ => {}
+        }
     }
 
     fn process(&mut self, ctx: &mut Context<'_>, event: &Event) -> Result<(), Error> {
@@ -138,6 +210,23 @@ impl Processor for Hostile {
             }
             Mode::Garbled => {
                 emit_garbled();
+                Ok(())
+            }
+            Mode::AssignLoop | Mode::AssignTrap => Ok(()),
+            Mode::Flood => {
+                for i in 0..self.count {
+                    ctx.emit(Output::new().value(i.to_string()))?;
+                }
+                Ok(())
+            }
+            Mode::EmitLoop => {
+                emit_big_in_a_loop(self.mib << 20);
+                Ok(())
+            }
+            Mode::StateBomb => state_bomb(ctx),
+            Mode::LogFlood => log_flood(ctx),
+            Mode::Stack => {
+                black_box(recurse(0));
                 Ok(())
             }
         }
@@ -172,6 +261,26 @@ fn emit_garbled() {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn emit_garbled() {}
+
+/// Builds one encoded output (empty stream: the first declared output, no
+/// key, a value of `size` bytes, no headers, no cause) and hands the same
+/// buffer to the host again and again, ignoring its answers.
+#[cfg(target_arch = "wasm32")]
+fn emit_big_in_a_loop(size: usize) {
+    let mut buf = Vec::with_capacity(size + 32);
+    buf.extend_from_slice(&0u32.to_le_bytes()); // stream: empty
+    buf.extend_from_slice(&u32::MAX.to_le_bytes()); // key: none
+    buf.extend_from_slice(&(size as u32).to_le_bytes()); // value length
+    buf.resize(buf.len() + size, b'v');
+    buf.extend_from_slice(&0u32.to_le_bytes()); // no headers
+    buf.extend_from_slice(&u32::MAX.to_le_bytes()); // no cause
+    loop {
+        let _ignored = leat_sdk::bindings::leat::processor::host::emit_encoded(black_box(&buf));
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn emit_big_in_a_loop(_size: usize) {}
 
 leat_sdk::export!(Hostile);
 

@@ -324,7 +324,8 @@ impl LatencyView {
 pub struct ProcessorView {
     /// Its name.
     pub name: String,
-    /// `running`, `paused` or `failed`.
+    /// `running`, `paused` or `failed` (it could not start, or an instance
+    /// keeps failing and is being restarted: see `last_error`).
     pub state: String,
     /// Its deployed version.
     pub version: u32,
@@ -374,6 +375,9 @@ pub struct ProcessorView {
     pub last_error: Option<String>,
     /// Partitions stopped on a failing event.
     pub stopped: Vec<StoppedView>,
+    /// Restarts of instances that failed, since the server started.
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 /// The answer to `GET /v1/status`.

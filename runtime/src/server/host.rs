@@ -113,34 +113,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A component's id: FNV-1a 64 of its bytes and its size.
+/// A component's id: the BLAKE3 of its bytes. (Ids of components uploaded
+/// before, FNV-1a 64 and the size, still name their stored files.)
 fn component_id(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}-{}", bytes.len())
+    crate::files::content_hash(bytes)
 }
 
 fn valid_component_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
+use crate::files::write_atomic;
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> ApiError {
     ApiError::internal(format!("{what} {}: {e}", path.display()))
@@ -379,17 +362,38 @@ impl Host {
         same_but_code_and_scale.component = old.component.clone();
         same_but_code_and_scale.instances = old.instances;
         let was_running = m.running() || m.deployment.is_none() && !m.stored.paused;
+        let in_place = same_but_code_and_scale == old && m.deployment.is_some();
+        if in_place && deploy.component != old.component {
+            // The new code must start before the old one stops.
+            let next = Stored {
+                deploy: deploy.clone(),
+                version: m.stored.version + 1,
+                paused: false,
+            };
+            self.runtime
+                .check_init(&Self::spec_of(&next)?, &component.clone().into())?;
+        }
         m.stop_counting()?;
-        if same_but_code_and_scale == old && m.deployment.is_some() {
+        if in_place {
             let d = m
                 .deployment
                 .as_mut()
                 .ok_or_else(|| ApiError::internal("lost deployment"))?;
-            if deploy.instances != old.instances {
-                d.scale(deploy.instances)?;
-            }
-            if deploy.component != old.component {
-                d.upgrade(component.clone())?;
+            let changed = (|| {
+                if deploy.instances != old.instances {
+                    d.scale(deploy.instances)?;
+                }
+                if deploy.component != old.component {
+                    d.upgrade(component.clone())?;
+                }
+                Ok::<(), crate::Error>(())
+            })();
+            if let Err(e) = changed {
+                // What ran before keeps running.
+                if was_running {
+                    d.resume()?;
+                }
+                return Err(e.into());
             }
             let version = d.spec().version;
             m.stored.version = version;
@@ -468,10 +472,10 @@ impl Host {
                 lag: p.lag,
             })
             .collect();
-        let state = if m.running() {
-            "running"
-        } else if m.error.is_some() {
+        let state = if m.error.is_some() || m.running() && status.failing.is_some() {
             "failed"
+        } else if m.running() {
+            "running"
         } else {
             "paused"
         };
@@ -515,6 +519,7 @@ impl Host {
             },
             events_per_sec: if m.running() { m.sample.2 } else { 0.0 },
             last_error: m.error.clone().or(status.last_error.clone()),
+            restarts: status.restarts,
             stopped: status
                 .stopped
                 .iter()

@@ -206,6 +206,12 @@ impl Committer {
         self.lock_writer().journal.fail(detail)
     }
 
+    /// Makes the journal's next write or sync fail.
+    #[cfg(test)]
+    pub(crate) fn inject_fault(&self, fault: crate::journal::Fault) {
+        self.lock_writer().journal.fault = Some(fault);
+    }
+
     fn lock_writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -303,6 +309,10 @@ fn commit_group(shared: &Shared, group: Vec<Request>, writer: &mut Writer, progr
             }
         }
         Err(e) => {
+            if let Some(failure) = writer.journal.failure() {
+                // `sync` is refused too from now on.
+                progress.fail(failure);
+            }
             let message = e.to_string();
             tracing::error!(error = %message, "group commit failed");
             group

@@ -58,6 +58,14 @@ impl Progress {
         self.changed.notify_all();
     }
 
+    /// The journal failed: nothing more becomes durable, and every later
+    /// `sync` fails (the first failure is kept).
+    pub(crate) fn fail(&self, failure: Failure) {
+        let mut state = self.lock();
+        state.failed.get_or_insert(failure);
+        self.changed.notify_all();
+    }
+
     /// Waits until every group applied before the call is durable; fails
     /// if a flush failed.
     pub(crate) fn sync(&self) -> Result<()> {

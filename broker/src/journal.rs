@@ -27,6 +27,10 @@
 //!   (its CRC fails) or out of sequence ends the journal.
 //! - A record is on disk before the redb commit that shows its writes to
 //!   readers, so no reader sees what a crash could take back.
+//! - After a failed write or sync the file ends where the failed record
+//!   starts (or the failure says that its commit is in doubt), and the
+//!   journal refuses everything until the log is reopened (see
+//!   [`Journal::write`]).
 //!
 //! Layout (little endian):
 //! ```text
@@ -85,6 +89,20 @@ pub(crate) struct Journal {
     /// failed: the journal and the database may disagree, so nothing more
     /// is committed until the log is reopened (which replays the journal).
     failed: Option<String>,
+    /// The next write or sync fails (tests only).
+    #[cfg(test)]
+    pub(crate) fault: Option<Fault>,
+}
+
+/// An I/O error for a test to inject in the journal's next record.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The write stops half-way through the record, as on a full disk.
+    Write,
+    /// The record is written but `fdatasync` fails, as on an I/O error: its
+    /// bytes are in the page cache, and may or may not reach the disk.
+    Sync,
 }
 
 /// The journal of the database at `db_path`: the same name with `-journal`.
@@ -193,6 +211,8 @@ impl Journal {
             checkpoint_bytes,
             record: Vec::new(),
             failed: None,
+            #[cfg(test)]
+            fault: None,
         })
     }
 
@@ -298,12 +318,62 @@ impl Journal {
         self.record[0..4].copy_from_slice(&len.to_le_bytes());
         self.record[4..12].copy_from_slice(&seq);
         self.record[12..16].copy_from_slice(&crc.finalize().to_le_bytes());
-        let written = self
-            .file
-            .seek(SeekFrom::Start(self.end))
-            .and_then(|_| self.file.write_all(&self.record))
-            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
-        written.map_err(|e| self.error(format!("writing a record failed: {e}")))
+        let Err(e) = self.put_record(sync) else {
+            return Ok(());
+        };
+        // A failed write or sync leaves the record's bytes in doubt: in the
+        // page cache, on disk, or neither; and a failed writeback may have
+        // dropped a page of earlier unsynced records too, which the next
+        // sync would not report again. So, as PostgreSQL does after a failed
+        // fsync: (1) the record is cut off (the file truncated where it
+        // starts, and synced), so that no reopen replays a commit reported
+        // failed: refusing alone would not do, since a reopen without a
+        // crash reads the record back from the page cache; (2) the journal
+        // refuses every later commit and sync, so that nothing is
+        // acknowledged after a hole that replay would stop at. Reopening
+        // replays what the file holds and starts over from a durable redb
+        // commit.
+        let detail = match self.erase() {
+            Ok(()) => format!(
+                "writing a record failed ({e}); its commit was not made, and no commit is \
+                 until the log is reopened"
+            ),
+            Err(erase) => format!(
+                "writing a record failed ({e}) and cutting it off failed too ({erase}): its \
+                 commit may yet apply when the log is reopened; no commit is until then"
+            ),
+        };
+        Err(self.fail(detail).error())
+    }
+
+    /// Cuts the journal off at the end of the last confirmed record, for
+    /// good: nothing after it can be replayed.
+    fn erase(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.end)?;
+        // `sync_all`: the new length must be durable, not only the data.
+        self.file.sync_all()
+    }
+
+    /// Writes the record at the end, and syncs when `sync`.
+    fn put_record(&mut self, sync: bool) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.end))?;
+        #[cfg(test)]
+        if self.fault == Some(Fault::Write) {
+            self.fault = None;
+            let half = self.record.len() / 2;
+            self.file.write_all(&self.record[..half])?;
+            return Err(std::io::Error::other("injected write fault"));
+        }
+        self.file.write_all(&self.record)?;
+        if sync {
+            #[cfg(test)]
+            if self.fault == Some(Fault::Sync) {
+                self.fault = None;
+                return Err(std::io::Error::other("injected sync fault"));
+            }
+            self.file.sync_data()?;
+        }
+        Ok(())
     }
 
     /// The record written by [`Journal::write`] is committed in redb too.
@@ -315,12 +385,7 @@ impl Journal {
     /// The redb commit of the record written by [`Journal::write`] failed:
     /// erase the record so that no reopen replays it.
     pub(crate) fn retract(&mut self) {
-        let erased = self
-            .file
-            .seek(SeekFrom::Start(self.end))
-            .and_then(|_| self.file.write_all(&[0; RECORD_HEADER_LEN]))
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = erased {
+        if let Err(e) = self.erase() {
             self.fail(format!(
                 "a record whose commit failed could not be erased ({e}); reopen the log to recover"
             ));
@@ -342,6 +407,14 @@ impl Journal {
             path: self.path.clone(),
             detail,
         }
+    }
+
+    /// Why the journal refuses every group, if it does.
+    pub(crate) fn failure(&self) -> Option<Failure> {
+        self.failed.as_ref().map(|detail| Failure {
+            path: self.path.clone(),
+            detail: detail.clone(),
+        })
     }
 
     fn error(&self, detail: String) -> Error {
@@ -538,6 +611,103 @@ mod tests {
         assert_eq!(records(&record(1, b"abc")[..18]).count(), 0);
         // Zeroes (an erased record, a hole) end it too.
         assert_eq!(records(&[0u8; 64]).count(), 0);
+    }
+
+    /// A broker at `<dir>/log.redb` with a stream `s` of one partition.
+    fn broker_in(dir: &Path) -> crate::Broker {
+        let broker = crate::Broker::open_with(
+            dir.join("log.redb"),
+            crate::BrokerOptions {
+                maintenance_interval: None,
+                checkpoint_bytes: 1 << 30,
+            },
+        )
+        .unwrap();
+        match broker.create_stream("s", crate::StreamConfig::with_partitions(1)) {
+            Ok(_) | Err(Error::StreamExists(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        broker
+    }
+
+    fn append(broker: &crate::Broker, value: &str) -> Result<crate::Receipt> {
+        broker.append(
+            "s",
+            [crate::Record::value(value.to_string()).to_partition(0)],
+        )
+    }
+
+    fn values(broker: &crate::Broker) -> Vec<String> {
+        let limits = crate::ReadLimits {
+            max_events: 1000,
+            max_bytes: 1 << 20,
+        };
+        let batch = broker.read("s", 0, 0, limits).unwrap();
+        batch
+            .events
+            .iter()
+            .map(|e| String::from_utf8(e.value.clone().unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_journal_write_or_sync_refuses_every_later_commit_and_sync() {
+        for fault in [Fault::Write, Fault::Sync] {
+            let dir = tempfile::tempdir().unwrap();
+            let broker = broker_in(dir.path());
+            append(&broker, "e0").unwrap();
+            broker.inject_journal_fault(fault);
+            let failed = append(&broker, "e1");
+            assert!(
+                matches!(failed, Err(Error::Journal { .. })),
+                "{fault:?}: {failed:?}"
+            );
+            // The disk may work again; the journal may have lost a page.
+            let later = append(&broker, "e2");
+            assert!(
+                matches!(later, Err(Error::Journal { .. })),
+                "{fault:?}: a commit after the failure: {later:?}"
+            );
+            let mut txn = crate::Transaction::new();
+            txn.append("s", crate::Record::value("e3").to_partition(0));
+            let pipelined = broker.commit_pipelined(txn);
+            assert!(
+                matches!(pipelined, Err(Error::Journal { .. })),
+                "{fault:?}: a pipelined commit after the failure: {pipelined:?}"
+            );
+            let synced = broker.sync();
+            assert!(
+                matches!(synced, Err(Error::Journal { .. })),
+                "{fault:?}: sync after the failure: {synced:?}"
+            );
+            assert_eq!(values(&broker), ["e0"], "{fault:?}");
+            drop(broker);
+            // Reopening recovers.
+            let broker = broker_in(dir.path());
+            assert_eq!(values(&broker), ["e0"], "{fault:?}");
+            assert_eq!(append(&broker, "e4").unwrap().placements, [(0, 1)]);
+            broker.sync().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_commit_whose_journal_sync_failed_is_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_in(dir.path());
+        append(&broker, "e0").unwrap();
+        broker.inject_journal_fault(Fault::Sync);
+        assert!(matches!(append(&broker, "e1"), Err(Error::Journal { .. })));
+        // A crash now (a copy of both files), and a plain reopen.
+        let crash = dir.path().join("crash");
+        std::fs::create_dir(&crash).unwrap();
+        for name in ["log.redb", "log.redb-journal"] {
+            std::fs::copy(dir.path().join(name), crash.join(name)).unwrap();
+        }
+        drop(broker);
+        for at in [&crash, dir.path()] {
+            let broker = broker_in(at);
+            assert_eq!(values(&broker), ["e0"], "reopened at {}", at.display());
+        }
     }
 
     #[test]

@@ -166,17 +166,25 @@ impl Committer {
         let covered = self.progress.applied();
         let undurable = std::mem::take(&mut writer.undurable);
         let flushed = if undurable.pending {
-            let flush = || -> Result<()> { Ok(shared.db.begin_write()?.commit()?) };
-            flush().map_err(|e| e.to_string())
+            let flush = |journal: &Journal| -> Result<()> {
+                let txn = shared.db.begin_write()?;
+                journal.next_cycle(&txn)?;
+                Ok(txn.commit()?)
+            };
+            flush(&writer.journal)
+                .map(|()| true)
+                .map_err(|e| e.to_string())
         } else {
-            Ok(())
+            Ok(false)
         };
         let failure = match flushed {
-            Ok(()) => {
+            Ok(true) => {
                 // Durable in redb with every commit before it.
                 writer.journal.restart();
                 None
             }
+            // No durable commit: the journal's records are still needed.
+            Ok(false) => None,
             Err(detail) => Some(writer.journal.fail(format!(
                 "making pipelined commits durable failed ({detail}); reopen the log to recover"
             ))),
@@ -409,7 +417,16 @@ fn apply_group(
         Mode::Checkpoint => {
             // Durable in redb with every commit before it: the journal's
             // records are no longer needed.
-            txn.commit()?;
+            journal.next_cycle(&txn)?;
+            if let Err(e) = txn.commit() {
+                // Whether it is durable is in doubt, and with it the cycle
+                // the next record must have: refuse everything until the
+                // log is reopened, as after a failed flush.
+                let failure = journal.fail(format!(
+                    "the durable commit of a checkpoint failed ({e}); reopen the log to recover"
+                ));
+                return Err(failure.error());
+            }
             journal.restart();
         }
         Mode::Journal => {

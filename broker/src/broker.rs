@@ -191,10 +191,10 @@ impl Broker {
         })
     }
 
-    /// Makes the journal's next write or sync fail.
+    /// Makes the journal's next operations of these kinds fail, in order.
     #[cfg(test)]
-    pub(crate) fn inject_journal_fault(&self, fault: crate::journal::Fault) {
-        self.committer.inject_fault(fault);
+    pub(crate) fn inject_journal_faults(&self, faults: &[crate::journal::Fault]) {
+        self.committer.inject_faults(faults);
     }
 
     /// The database file.

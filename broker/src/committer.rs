@@ -214,10 +214,10 @@ impl Committer {
         self.lock_writer().journal.fail(detail)
     }
 
-    /// Makes the journal's next write or sync fail.
+    /// Makes the journal's next operations of these kinds fail, in order.
     #[cfg(test)]
-    pub(crate) fn inject_fault(&self, fault: crate::journal::Fault) {
-        self.lock_writer().journal.fault = Some(fault);
+    pub(crate) fn inject_faults(&self, faults: &[crate::journal::Fault]) {
+        self.lock_writer().journal.faults = faults.to_vec();
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, Writer> {

@@ -114,9 +114,10 @@ pub(crate) struct Journal {
     /// failed: the journal and the database may disagree, so nothing more
     /// is committed until the log is reopened (which replays the journal).
     failed: Option<String>,
-    /// The next write or sync fails (tests only).
+    /// Injected I/O errors, each failing the next operation of its kind
+    /// when it is first in line (tests only).
     #[cfg(test)]
-    pub(crate) fault: Option<Fault>,
+    pub(crate) faults: Vec<Fault>,
 }
 
 /// An I/O error for a test to inject in the journal's next record.
@@ -128,6 +129,8 @@ pub(crate) enum Fault {
     /// The record is written but `fdatasync` fails, as on an I/O error: its
     /// bytes are in the page cache, and may or may not reach the disk.
     Sync,
+    /// Cutting the journal off after a failure fails too.
+    Cut,
 }
 
 /// The journal of the database at `db_path`: the same name with `-journal`.
@@ -250,7 +253,7 @@ impl Journal {
             record: Vec::new(),
             failed: None,
             #[cfg(test)]
-            fault: None,
+            faults: Vec::new(),
         })
     }
 
@@ -376,12 +379,12 @@ impl Journal {
         // commit.
         let detail = match self.erase() {
             Ok(()) => format!(
-                "writing a record failed ({e}); its commit was not made, and no commit is \
-                 until the log is reopened"
+                "writing a record failed ({e}); its commit was not made, and no commit \
+                 is taken until the log is reopened"
             ),
             Err(erase) => format!(
                 "writing a record failed ({e}) and cutting it off failed too ({erase}): its \
-                 commit may yet apply when the log is reopened; no commit is until then"
+                 commit may yet apply when the log is reopened, and no commit is taken until then"
             ),
         };
         Err(self.fail(detail).error())
@@ -390,6 +393,10 @@ impl Journal {
     /// Cuts the journal off at the end of the last confirmed record, for
     /// good: nothing after it can be replayed.
     fn erase(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.injected(Fault::Cut) {
+            return Err(std::io::Error::other("injected cut fault"));
+        }
         self.file.set_len(self.end)?;
         // `sync_all`: the new length must be durable, not only the data.
         self.file.sync_all()
@@ -399,8 +406,7 @@ impl Journal {
     fn put_record(&mut self, sync: bool) -> std::io::Result<()> {
         self.file.seek(SeekFrom::Start(self.end))?;
         #[cfg(test)]
-        if self.fault == Some(Fault::Write) {
-            self.fault = None;
+        if self.injected(Fault::Write) {
             let half = self.record.len() / 2;
             self.file.write_all(&self.record[..half])?;
             return Err(std::io::Error::other("injected write fault"));
@@ -408,13 +414,22 @@ impl Journal {
         self.file.write_all(&self.record)?;
         if sync {
             #[cfg(test)]
-            if self.fault == Some(Fault::Sync) {
-                self.fault = None;
+            if self.injected(Fault::Sync) {
                 return Err(std::io::Error::other("injected sync fault"));
             }
             self.file.sync_data()?;
         }
         Ok(())
+    }
+
+    /// Whether the next fault in line is `at`; takes it if so.
+    #[cfg(test)]
+    fn injected(&mut self, at: Fault) -> bool {
+        let first = self.faults.first() == Some(&at);
+        if first {
+            self.faults.remove(0);
+        }
+        first
     }
 
     /// The record written by [`Journal::write`] is committed in redb too.
@@ -813,7 +828,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let broker = broker_in(dir.path());
             append(&broker, "e0").unwrap();
-            broker.inject_journal_fault(fault);
+            broker.inject_journal_faults(&[fault]);
             let failed = append(&broker, "e1");
             assert!(
                 matches!(failed, Err(Error::Journal { .. })),
@@ -852,7 +867,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = broker_in(dir.path());
         append(&broker, "e0").unwrap();
-        broker.inject_journal_fault(Fault::Sync);
+        broker.inject_journal_faults(&[Fault::Sync]);
         assert!(matches!(append(&broker, "e1"), Err(Error::Journal { .. })));
         // A crash now (a copy of both files), and a plain reopen.
         let crash = dir.path().join("crash");
@@ -865,6 +880,23 @@ mod tests {
             let broker = broker_in(at);
             assert_eq!(values(&broker), ["e0"], "reopened at {}", at.display());
         }
+    }
+
+    #[test]
+    fn a_failure_that_cannot_be_cut_off_says_its_commit_is_in_doubt() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_in(dir.path());
+        append(&broker, "e0").unwrap();
+        broker.inject_journal_faults(&[Fault::Sync, Fault::Cut]);
+        let Err(Error::Journal { detail, .. }) = append(&broker, "e1") else {
+            panic!("the commit did not fail with the journal");
+        };
+        assert!(detail.contains("may yet apply"), "{detail}");
+        assert!(matches!(append(&broker, "e2"), Err(Error::Journal { .. })));
+        assert!(matches!(broker.sync(), Err(Error::Journal { .. })));
+        drop(broker);
+        // In doubt indeed: the record stayed in the file, and is replayed.
+        assert_eq!(values(&broker_in(dir.path())), ["e0", "e1"]);
     }
 
     #[test]

@@ -110,9 +110,11 @@ pub(crate) struct Journal {
     checkpoint_bytes: u64,
     /// The record being built: room for its header, then its ops.
     record: Vec<u8>,
-    /// Set when a record could not be taken back after its redb commit
-    /// failed: the journal and the database may disagree, so nothing more
-    /// is committed until the log is reopened (which replays the journal).
+    /// Set when a write or sync of the journal failed, when a record could
+    /// not be taken back after its redb commit failed, or when a durable
+    /// redb commit (a checkpoint, a flush) failed: the journal, the disk and
+    /// the database may disagree, so nothing more is committed until the
+    /// log is reopened (which replays the journal).
     failed: Option<String>,
     /// Injected I/O errors, each failing the next operation of its kind
     /// when it is first in line (tests only).

@@ -183,7 +183,10 @@ impl Committer {
                 writer.journal.restart();
                 None
             }
-            // No durable commit: the journal's records are still needed.
+            // Nothing was pending (not reached: the flusher runs once a
+            // group was applied without durability, and that sets
+            // `pending`). No durable commit was made, so the journal's
+            // records are still needed: it does not start over.
             Ok(false) => None,
             Err(detail) => Some(writer.journal.fail(format!(
                 "making pipelined commits durable failed ({detail}); reopen the log to recover"

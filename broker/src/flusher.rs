@@ -67,7 +67,7 @@ impl Progress {
     }
 
     /// Waits until every group applied before the call is durable; fails
-    /// if a flush failed.
+    /// if a flush or the journal failed.
     pub(crate) fn sync(&self) -> Result<()> {
         let mut state = self.lock();
         let target = state.applied;

@@ -191,6 +191,12 @@ impl Broker {
         })
     }
 
+    /// Makes the journal's next operations of these kinds fail, in order.
+    #[cfg(test)]
+    pub(crate) fn inject_journal_faults(&self, faults: &[crate::journal::Fault]) {
+        self.committer.inject_faults(faults);
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.path
@@ -342,7 +348,9 @@ impl Broker {
 
     /// Commits `txn` atomically and durably (for durable streams), together
     /// with whatever other callers commit at the same moment. Returns once
-    /// the commit is on disk.
+    /// the commit is on disk. If writing or syncing the journal fails, this
+    /// and every later commit and [`sync`](Broker::sync) fail with
+    /// [`Error::Journal`] until the log is reopened.
     pub fn commit(&self, txn: Transaction) -> Result<Receipt> {
         self.committer.commit(&self.shared, txn, false)
     }

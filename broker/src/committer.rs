@@ -166,17 +166,28 @@ impl Committer {
         let covered = self.progress.applied();
         let undurable = std::mem::take(&mut writer.undurable);
         let flushed = if undurable.pending {
-            let flush = || -> Result<()> { Ok(shared.db.begin_write()?.commit()?) };
-            flush().map_err(|e| e.to_string())
+            let flush = |journal: &Journal| -> Result<()> {
+                let txn = shared.db.begin_write()?;
+                journal.next_cycle(&txn)?;
+                Ok(txn.commit()?)
+            };
+            flush(&writer.journal)
+                .map(|()| true)
+                .map_err(|e| e.to_string())
         } else {
-            Ok(())
+            Ok(false)
         };
         let failure = match flushed {
-            Ok(()) => {
+            Ok(true) => {
                 // Durable in redb with every commit before it.
                 writer.journal.restart();
                 None
             }
+            // Nothing was pending (not reached: the flusher runs once a
+            // group was applied without durability, and that sets
+            // `pending`). No durable commit was made, so the journal's
+            // records are still needed: it does not start over.
+            Ok(false) => None,
             Err(detail) => Some(writer.journal.fail(format!(
                 "making pipelined commits durable failed ({detail}); reopen the log to recover"
             ))),
@@ -204,6 +215,12 @@ impl Committer {
     /// Refuses every later group (see [`Journal::fail`]).
     pub(crate) fn fail(&self, detail: String) -> Failure {
         self.lock_writer().journal.fail(detail)
+    }
+
+    /// Makes the journal's next operations of these kinds fail, in order.
+    #[cfg(test)]
+    pub(crate) fn inject_faults(&self, faults: &[crate::journal::Fault]) {
+        self.lock_writer().journal.faults = faults.to_vec();
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, Writer> {
@@ -303,6 +320,10 @@ fn commit_group(shared: &Shared, group: Vec<Request>, writer: &mut Writer, progr
             }
         }
         Err(e) => {
+            if let Some(failure) = writer.journal.failure() {
+                // `sync` is refused too from now on.
+                progress.fail(failure);
+            }
             let message = e.to_string();
             tracing::error!(error = %message, "group commit failed");
             group
@@ -399,7 +420,16 @@ fn apply_group(
         Mode::Checkpoint => {
             // Durable in redb with every commit before it: the journal's
             // records are no longer needed.
-            txn.commit()?;
+            journal.next_cycle(&txn)?;
+            if let Err(e) = txn.commit() {
+                // Whether it is durable is in doubt, and with it the cycle
+                // the next record must have: refuse everything until the
+                // log is reopened, as after a failed flush.
+                let failure = journal.fail(format!(
+                    "the durable commit of a checkpoint failed ({e}); reopen the log to recover"
+                ));
+                return Err(failure.error());
+            }
             journal.restart();
         }
         Mode::Journal => {

@@ -58,8 +58,16 @@ impl Progress {
         self.changed.notify_all();
     }
 
+    /// The journal failed: nothing more becomes durable, and every later
+    /// `sync` fails (the first failure is kept).
+    pub(crate) fn fail(&self, failure: Failure) {
+        let mut state = self.lock();
+        state.failed.get_or_insert(failure);
+        self.changed.notify_all();
+    }
+
     /// Waits until every group applied before the call is durable; fails
-    /// if a flush failed.
+    /// if a flush or the journal failed.
     pub(crate) fn sync(&self) -> Result<()> {
         let mut state = self.lock();
         let target = state.applied;

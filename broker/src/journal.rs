@@ -23,15 +23,32 @@
 //!   (one left behind when its database file was deleted) is ignored.
 //! - Records lie back to back after that header, with consecutive sequence
 //!   numbers. After a checkpoint, new records overwrite old ones from the
-//!   start; old records have lower numbers, so the first record that is torn
-//!   (its CRC fails) or out of sequence ends the journal.
+//!   start, so the first record that is torn (its CRC fails), out of
+//!   sequence or of another cycle ends the journal.
+//! - Each run of records from the start (a cycle) has its number,
+//!   `META["journal_cycle"]`, in each record's header and CRC. The durable
+//!   redb commit that makes the journal start over (a checkpoint, a flush,
+//!   an open) raises it, so no record of an earlier cycle is replayed. The
+//!   sequence numbers alone do not tell: after an open that lost unsynced
+//!   records (their pages did not reach the disk, those after them did), the
+//!   numbers start again below those of the records left after the hole, and
+//!   a new record ending where one of those begins would make it look next.
+//!   The counter lives in redb, not in the file, so that it changes
+//!   atomically with the commit that makes the earlier cycle's records
+//!   unneeded; it is in the header, not only mixed into the CRC, so that an
+//!   old record is refused for certain rather than with odds of 2^-32.
 //! - A record is on disk before the redb commit that shows its writes to
 //!   readers, so no reader sees what a crash could take back.
+//! - After a failed write or sync the file ends where the failed record
+//!   starts (or the failure says that its commit is in doubt), and the
+//!   journal refuses everything until the log is reopened (see
+//!   [`Journal::write`]).
 //!
-//! Layout (little endian):
+//! Layout 2 (little endian):
 //! ```text
-//! file: "LEATJNL1" | database id u64 | record*
-//! record: len u32 (of the payload) | seq u64 | crc32 u32 (of seq and payload) | payload
+//! file: "LEATJNL2" | database id u64 | record*
+//! record: len u32 (of the payload) | cycle u64 | seq u64
+//!         | crc32 u32 (of cycle, seq and payload) | payload
 //! payload: op*
 //! op: 1 batch        | stream u32 | partition u32 | base u64 | len u32 | encoded batch
 //!     2 time index   | stream u32 | partition u32 | max_timestamp i64 | base u64
@@ -39,27 +56,37 @@
 //!     4 state put    | len u32 | scope | len u32 | key | len u32 | value
 //!     5 state delete | len u32 | scope | len u32 | key
 //! ```
+//! Layout 1 (`"LEATJNL1"`) had no cycle: `record: len u32 | seq u64 | crc32
+//! u32 (of seq and payload) | payload`. An open still replays such a journal
+//! (a journal left by a crash of the version before must not be lost), with
+//! layout 1's weaker end, once: the open's durable commit then holds every
+//! record, and the file is rewritten in layout 2 before any new record.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, Table};
+use redb::{Database, ReadableTable, Table, WriteTransaction};
 
 use crate::batch::{self, EncodeEvent};
 use crate::error::{Error, Result};
 use crate::tables::*;
 
-/// len + seq + crc.
-const RECORD_HEADER_LEN: usize = 4 + 8 + 4;
+/// len + cycle + seq + crc.
+const RECORD_HEADER_LEN: usize = 4 + 8 + 8 + 4;
 
-const MAGIC: &[u8; 8] = b"LEATJNL1";
+const MAGIC: &[u8; 8] = b"LEATJNL2";
+/// The magic of layout 1, replayed on open (see the module docs).
+const MAGIC_1: &[u8; 8] = b"LEATJNL1";
 /// Magic + database id: where the first record starts.
 const FILE_HEADER_LEN: u64 = 8 + 8;
 /// A group commit of this many bytes or more goes straight to redb.
 const DIRECT_BYTES: u64 = 512 << 10;
 /// `META[ID_KEY]`: the database's identity, written in its journal's header.
 const ID_KEY: &str = "journal_id";
+/// `META[CYCLE_KEY]`: the cycle of the records written since the journal
+/// last started over (absent: 0).
+const CYCLE_KEY: &str = "journal_cycle";
 
 const OP_BATCH: u8 = 1;
 const OP_TIME_INDEX: u8 = 2;
@@ -77,14 +104,35 @@ pub(crate) struct Journal {
     end: u64,
     /// The sequence number of the next record.
     next_seq: u64,
+    /// The cycle of the records written since the journal last started over.
+    cycle: u64,
     /// Past this many bytes, the next group is a checkpoint.
     checkpoint_bytes: u64,
     /// The record being built: room for its header, then its ops.
     record: Vec<u8>,
-    /// Set when a record could not be taken back after its redb commit
-    /// failed: the journal and the database may disagree, so nothing more
-    /// is committed until the log is reopened (which replays the journal).
+    /// Set when a write or sync of the journal failed, when a record could
+    /// not be taken back after its redb commit failed, or when a durable
+    /// redb commit (a checkpoint, a flush) failed: the journal, the disk and
+    /// the database may disagree, so nothing more is committed until the
+    /// log is reopened (which replays the journal).
     failed: Option<String>,
+    /// Injected I/O errors, each failing the next operation of its kind
+    /// when it is first in line (tests only).
+    #[cfg(test)]
+    pub(crate) faults: Vec<Fault>,
+}
+
+/// An I/O error for a test to inject in the journal's next record.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The write stops half-way through the record, as on a full disk.
+    Write,
+    /// The record is written but `fdatasync` fails, as on an I/O error: its
+    /// bytes are in the page cache, and may or may not reach the disk.
+    Sync,
+    /// Cutting the journal off after a failure fails too.
+    Cut,
 }
 
 /// The journal of the database at `db_path`: the same name with `-journal`.
@@ -116,9 +164,10 @@ impl Journal {
 
         let txn = db.begin_write()?;
         let mut replayed = 0u64;
-        let (id, last, ours) = {
+        let (id, last, layout, cycle) = {
             let mut meta = txn.open_table(META)?;
             let applied = meta.get(JOURNAL_KEY)?.map_or(0, |v| v.value());
+            let cycle = meta.get(CYCLE_KEY)?.map_or(0, |v| v.value());
             let stored_id = meta.get(ID_KEY)?.map(|v| v.value());
             let id = match stored_id {
                 Some(id) => id,
@@ -128,18 +177,15 @@ impl Journal {
                     id
                 }
             };
-            let ours = ours_header(&bytes, id);
-            if !ours && !bytes.is_empty() {
+            let layout = file_layout(&bytes, id, cycle);
+            if layout.is_none() && !bytes.is_empty() {
                 tracing::warn!(
                     journal = %path.display(),
                     "the journal belongs to another database (or is not a journal): ignored"
                 );
             }
-            let records_bytes = if ours {
-                &bytes[FILE_HEADER_LEN as usize..]
-            } else {
-                &[][..]
-            };
+            // `file_layout` checked that the header is there.
+            let records_bytes = bytes.get(FILE_HEADER_LEN as usize..).unwrap_or_default();
             let mut tables = ReplayTables {
                 batches: txn.open_table(BATCHES)?,
                 time_index: txn.open_table(TIME_INDEX)?,
@@ -147,11 +193,12 @@ impl Journal {
                 state: txn.open_table(STATE)?,
             };
             let mut last = applied;
-            for (seq, payload) in records(records_bytes) {
+            let found = layout.map(|layout| records(records_bytes, layout));
+            for (seq, payload) in found.into_iter().flatten() {
                 if seq <= applied {
                     continue;
                 }
-                if seq != last + 1 {
+                if last.checked_add(1) != Some(seq) {
                     return Err(Error::Corrupt {
                         what: format!("journal {}", path.display()),
                         detail: format!(
@@ -168,31 +215,47 @@ impl Journal {
                 replayed += 1;
             }
             meta.insert(JOURNAL_KEY, last)?;
-            (id, last, ours)
+            // The journal starts over: a new cycle (wrapping after 2^64
+            // cycles, which never comes).
+            let next = cycle.wrapping_add(1);
+            meta.insert(CYCLE_KEY, next)?;
+            (id, last, layout, next)
         };
         txn.commit()?;
-        if !ours {
-            // Emptied first: records of another database must not follow
-            // this one's header.
+        if !matches!(layout, Some(Layout::Two { .. })) {
+            // Emptied first: records of another database, or of layout 1,
+            // must not follow this one's header. After the commit above,
+            // which holds every record a layout-1 journal had.
             let mut header = MAGIC.to_vec();
             header.extend_from_slice(&id.to_le_bytes());
             file.set_len(0)
                 .and_then(|()| file.seek(SeekFrom::Start(0)))
                 .and_then(|_| file.write_all(&header))
-                .and_then(|()| file.sync_data())
+                .and_then(|()| file.sync_all())
                 .map_err(open_error)?;
         }
+        // The journal's name in the directory must be durable before any
+        // record in it is acknowledged (the database file's too, created just
+        // before).
+        sync_dir(&path).map_err(open_error)?;
         if replayed > 0 {
             tracing::info!(records = replayed, up_to = last, "replayed the journal");
         }
+        let next_seq = last.checked_add(1).ok_or_else(|| Error::Corrupt {
+            what: format!("journal {}", path.display()),
+            detail: "the database holds the last possible record number".into(),
+        })?;
         Ok(Journal {
             file,
             path,
             end: FILE_HEADER_LEN,
-            next_seq: last + 1,
+            next_seq,
+            cycle,
             checkpoint_bytes,
             record: Vec::new(),
             failed: None,
+            #[cfg(test)]
+            faults: Vec::new(),
         })
     }
 
@@ -291,19 +354,84 @@ impl Journal {
         let len = self.record.len() - RECORD_HEADER_LEN;
         let len = u32::try_from(len)
             .map_err(|_| self.error("a group commit's writes exceed 4 GiB".into()))?;
+        let cycle = self.cycle.to_le_bytes();
         let seq = self.next_seq.to_le_bytes();
         let mut crc = crc32fast::Hasher::new();
+        crc.update(&cycle);
         crc.update(&seq);
         crc.update(&self.record[RECORD_HEADER_LEN..]);
         self.record[0..4].copy_from_slice(&len.to_le_bytes());
-        self.record[4..12].copy_from_slice(&seq);
-        self.record[12..16].copy_from_slice(&crc.finalize().to_le_bytes());
-        let written = self
-            .file
-            .seek(SeekFrom::Start(self.end))
-            .and_then(|_| self.file.write_all(&self.record))
-            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
-        written.map_err(|e| self.error(format!("writing a record failed: {e}")))
+        self.record[4..12].copy_from_slice(&cycle);
+        self.record[12..20].copy_from_slice(&seq);
+        self.record[20..24].copy_from_slice(&crc.finalize().to_le_bytes());
+        let Err(e) = self.put_record(sync) else {
+            return Ok(());
+        };
+        // A failed write or sync leaves the record's bytes in doubt: in the
+        // page cache, on disk, or neither; and a failed writeback may have
+        // dropped a page of earlier unsynced records too, which the next
+        // sync would not report again. So, as PostgreSQL does after a failed
+        // fsync: (1) the record is cut off (the file truncated where it
+        // starts, and synced), so that no reopen replays a commit reported
+        // failed: refusing alone would not do, since a reopen without a
+        // crash reads the record back from the page cache; (2) the journal
+        // refuses every later commit and sync, so that nothing is
+        // acknowledged after a hole that replay would stop at. Reopening
+        // replays what the file holds and starts over from a durable redb
+        // commit.
+        let detail = match self.erase() {
+            Ok(()) => format!(
+                "writing a record failed ({e}); its commit was not made, and no commit \
+                 is taken until the log is reopened"
+            ),
+            Err(erase) => format!(
+                "writing a record failed ({e}) and cutting it off failed too ({erase}): its \
+                 commit may yet apply when the log is reopened, and no commit is taken until then"
+            ),
+        };
+        Err(self.fail(detail).error())
+    }
+
+    /// Cuts the journal off at the end of the last confirmed record, for
+    /// good: nothing after it can be replayed.
+    fn erase(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.injected(Fault::Cut) {
+            return Err(std::io::Error::other("injected cut fault"));
+        }
+        self.file.set_len(self.end)?;
+        // `sync_all`: the new length must be durable, not only the data.
+        self.file.sync_all()
+    }
+
+    /// Writes the record at the end, and syncs when `sync`.
+    fn put_record(&mut self, sync: bool) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.end))?;
+        #[cfg(test)]
+        if self.injected(Fault::Write) {
+            let half = self.record.len() / 2;
+            self.file.write_all(&self.record[..half])?;
+            return Err(std::io::Error::other("injected write fault"));
+        }
+        self.file.write_all(&self.record)?;
+        if sync {
+            #[cfg(test)]
+            if self.injected(Fault::Sync) {
+                return Err(std::io::Error::other("injected sync fault"));
+            }
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the next fault in line is `at`; takes it if so.
+    #[cfg(test)]
+    fn injected(&mut self, at: Fault) -> bool {
+        let first = self.faults.first() == Some(&at);
+        if first {
+            self.faults.remove(0);
+        }
+        first
     }
 
     /// The record written by [`Journal::write`] is committed in redb too.
@@ -315,21 +443,27 @@ impl Journal {
     /// The redb commit of the record written by [`Journal::write`] failed:
     /// erase the record so that no reopen replays it.
     pub(crate) fn retract(&mut self) {
-        let erased = self
-            .file
-            .seek(SeekFrom::Start(self.end))
-            .and_then(|_| self.file.write_all(&[0; RECORD_HEADER_LEN]))
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = erased {
+        if let Err(e) = self.erase() {
             self.fail(format!(
                 "a record whose commit failed could not be erased ({e}); reopen the log to recover"
             ));
         }
     }
 
-    /// A durable redb commit now holds every record: start over.
+    /// Writes the next cycle's number into `txn`, the durable redb commit
+    /// after which the journal starts over ([`Journal::restart`]): once it
+    /// is durable, no record of this cycle is replayed.
+    pub(crate) fn next_cycle(&self, txn: &WriteTransaction) -> Result<()> {
+        txn.open_table(META)?
+            .insert(CYCLE_KEY, self.cycle.wrapping_add(1))?;
+        Ok(())
+    }
+
+    /// A durable redb commit, which [`Journal::next_cycle`] wrote into, now
+    /// holds every record: start over.
     pub(crate) fn restart(&mut self) {
         self.end = FILE_HEADER_LEN;
+        self.cycle = self.cycle.wrapping_add(1);
     }
 
     /// Refuses every later group until the log is reopened (which replays
@@ -342,6 +476,14 @@ impl Journal {
             path: self.path.clone(),
             detail,
         }
+    }
+
+    /// Why the journal refuses every group, if it does.
+    pub(crate) fn failure(&self) -> Option<Failure> {
+        self.failed.as_ref().map(|detail| Failure {
+            path: self.path.clone(),
+            detail: detail.clone(),
+        })
     }
 
     fn error(&self, detail: String) -> Error {
@@ -370,11 +512,27 @@ impl Failure {
     }
 }
 
-/// Whether `bytes` start with the header of the journal of database `id`.
-fn ours_header(bytes: &[u8], id: u64) -> bool {
-    bytes.len() as u64 >= FILE_HEADER_LEN
-        && bytes[..8] == MAGIC[..]
-        && bytes[8..16] == id.to_le_bytes()
+/// How to read the records of a journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// Layout 1: no cycle.
+    One,
+    /// Layout 2: only records of `cycle` count.
+    Two { cycle: u64 },
+}
+
+/// The layout of `bytes` if they start with the header of the journal of
+/// database `id`, whose current cycle is `cycle`.
+fn file_layout(bytes: &[u8], id: u64, cycle: u64) -> Option<Layout> {
+    let (magic, rest) = bytes.split_first_chunk::<8>()?;
+    if rest.get(..8)? != id.to_le_bytes() {
+        return None;
+    }
+    match magic {
+        MAGIC => Some(Layout::Two { cycle }),
+        MAGIC_1 => Some(Layout::One),
+        _ => None,
+    }
 }
 
 /// An identity for a new database: the clock and the process, which no
@@ -386,33 +544,80 @@ fn new_id() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 48) | 1
 }
 
+/// Makes the entries of the directory holding `path` durable: a file created
+/// (or renamed) there is only sure to be found after a crash once its
+/// directory is synced.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    // Elsewhere a directory cannot be opened as a file to sync it.
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(bytes);
 }
 
 /// The valid records at the start of `bytes`, in order: each `(seq,
-/// payload)`, up to the first torn one or the first out of sequence.
-fn records(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+/// payload)`, up to the first torn one, the first out of sequence or (layout
+/// 2) the first of another cycle.
+fn records(bytes: &[u8], layout: Layout) -> impl Iterator<Item = (u64, &[u8])> {
     let mut rest = bytes;
     let mut previous: Option<u64> = None;
     std::iter::from_fn(move || {
-        let (header, body) = rest.split_first_chunk::<RECORD_HEADER_LEN>()?;
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let seq_bytes = &header[4..12];
-        let seq = u64::from_le_bytes(seq_bytes.try_into().ok()?);
-        let crc = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+        let (len, rest_after_len) = take_u32(rest)?;
+        let (cycle, after_cycle) = match layout {
+            Layout::One => (None, rest_after_len),
+            Layout::Two { .. } => {
+                let (cycle, after) = take_u64(rest_after_len)?;
+                (Some(cycle), after)
+            }
+        };
+        let (seq, after_seq) = take_u64(after_cycle)?;
+        let (crc, body) = take_u32(after_seq)?;
+        let len = len as usize;
         let payload = body.get(..len)?;
         let mut hasher = crc32fast::Hasher::new();
-        hasher.update(seq_bytes);
+        if let Some(cycle) = cycle {
+            hasher.update(&cycle.to_le_bytes());
+        }
+        hasher.update(&seq.to_le_bytes());
         hasher.update(payload);
-        if len == 0 || hasher.finalize() != crc || previous.is_some_and(|p| seq != p + 1) {
+        let current = match layout {
+            Layout::One => true,
+            Layout::Two { cycle: expected } => cycle == Some(expected),
+        };
+        if len == 0
+            || !current
+            || hasher.finalize() != crc
+            || previous.is_some_and(|p| p.checked_add(1) != Some(seq))
+        {
             return None;
         }
         previous = Some(seq);
-        rest = &body[len..];
+        rest = body.get(len..)?;
         Some((seq, payload))
     })
+}
+
+fn take_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<4>()?;
+    Some((u32::from_le_bytes(*head), rest))
+}
+
+fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<8>()?;
+    Some((u64::from_le_bytes(*head), rest))
 }
 
 struct ReplayTables<'t> {
@@ -506,10 +711,15 @@ impl<'a> Reader<'a, '_> {
 mod tests {
     use super::*;
 
-    fn record(seq: u64, payload: &[u8]) -> Vec<u8> {
+    /// A record in `layout` (its cycle for layout 2).
+    fn record(layout: Layout, seq: u64, payload: &[u8]) -> Vec<u8> {
         let mut out = (payload.len() as u32).to_le_bytes().to_vec();
-        out.extend_from_slice(&seq.to_le_bytes());
         let mut crc = crc32fast::Hasher::new();
+        if let Layout::Two { cycle } = layout {
+            out.extend_from_slice(&cycle.to_le_bytes());
+            crc.update(&cycle.to_le_bytes());
+        }
+        out.extend_from_slice(&seq.to_le_bytes());
         crc.update(&seq.to_le_bytes());
         crc.update(payload);
         out.extend_from_slice(&crc.finalize().to_le_bytes());
@@ -519,25 +729,221 @@ mod tests {
 
     #[test]
     fn records_end_at_a_torn_or_stale_record() {
-        let mut bytes = record(7, b"a");
-        bytes.extend(record(8, b"bb"));
-        // A stale record of an earlier cycle, then a valid-looking one.
-        bytes.extend(record(3, b"c"));
-        bytes.extend(record(9, b"d"));
-        let seen: Vec<_> = records(&bytes).collect();
-        assert_eq!(seen, vec![(7, &b"a"[..]), (8, &b"bb"[..])]);
+        for layout in [Layout::One, Layout::Two { cycle: 5 }] {
+            let record = |seq, payload| record(layout, seq, payload);
+            let mut bytes = record(7, b"a");
+            bytes.extend(record(8, b"bb"));
+            // A stale record of an earlier cycle, then a valid-looking one.
+            bytes.extend(record(3, b"c"));
+            bytes.extend(record(9, b"d"));
+            let seen: Vec<_> = records(&bytes, layout).collect();
+            assert_eq!(seen, vec![(7, &b"a"[..]), (8, &b"bb"[..])]);
 
-        let mut torn = record(7, b"a");
-        let mut second = record(8, b"bb");
-        let last = second.len() - 1;
-        second[last] ^= 1;
-        torn.extend(second);
-        assert_eq!(records(&torn).count(), 1);
-        // Cut inside the header or the payload.
-        assert_eq!(records(&record(1, b"abc")[..10]).count(), 0);
-        assert_eq!(records(&record(1, b"abc")[..18]).count(), 0);
-        // Zeroes (an erased record, a hole) end it too.
-        assert_eq!(records(&[0u8; 64]).count(), 0);
+            let mut torn = record(7, b"a");
+            let mut second = record(8, b"bb");
+            let last = second.len() - 1;
+            second[last] ^= 1;
+            torn.extend(second);
+            assert_eq!(records(&torn, layout).count(), 1);
+            // Cut inside the header or the payload.
+            let header = record(1, b"").len();
+            assert_eq!(records(&record(1, b"abc")[..10], layout).count(), 0);
+            assert_eq!(records(&record(1, b"abc")[..header + 2], layout).count(), 0);
+            assert_eq!(records(&record(1, b"abc"), layout).count(), 1);
+            // Zeroes (an erased record, a hole) end it too.
+            assert_eq!(records(&[0u8; 64], layout).count(), 0);
+            // The last possible number ends it without overflowing.
+            let mut last = record(u64::MAX, b"a");
+            last.extend(record(0, b"b"));
+            assert_eq!(records(&last, layout).count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_record_of_an_earlier_cycle_is_not_next_even_in_sequence() {
+        // Cycle 1 holds records 3 to 5 (an open kept up to 2, say, and a
+        // crash lost record 3's page but not 4's and 5's); cycle 2, after
+        // the next open, writes record 3 again, as long as the old 3, and
+        // then its record 4 is torn: the old 4 lines up as the next.
+        let old = Layout::Two { cycle: 1 };
+        let new = Layout::Two { cycle: 2 };
+        let mut bytes = record(new, 3, b"new 3");
+        let start = bytes.len();
+        bytes.extend(record(old, 3, b"old 3"));
+        assert_eq!(bytes.len(), 2 * start, "the records are of one length");
+        bytes.drain(start..);
+        bytes.extend(record(old, 4, b"old 4"));
+        bytes.extend(record(old, 5, b"old 5"));
+        assert_eq!(
+            records(&bytes, new).collect::<Vec<_>>(),
+            vec![(3, &b"new 3"[..])]
+        );
+        // Read as cycle 1 (before the open's commit), cycle 2's record ends
+        // it at once.
+        assert_eq!(records(&bytes, old).count(), 0);
+        // Layout 1 could not tell (its weaker end, kept for one replay).
+        let mut one = record(Layout::One, 3, b"new 3");
+        one.extend(record(Layout::One, 4, b"old 4"));
+        assert_eq!(records(&one, Layout::One).count(), 2);
+    }
+
+    /// A broker at `<dir>/log.redb` with a stream `s` of one partition.
+    fn broker_in(dir: &Path) -> crate::Broker {
+        let broker = crate::Broker::open_with(
+            dir.join("log.redb"),
+            crate::BrokerOptions {
+                maintenance_interval: None,
+                checkpoint_bytes: 1 << 30,
+            },
+        )
+        .unwrap();
+        match broker.create_stream("s", crate::StreamConfig::with_partitions(1)) {
+            Ok(_) | Err(Error::StreamExists(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        broker
+    }
+
+    fn append(broker: &crate::Broker, value: &str) -> Result<crate::Receipt> {
+        broker.append(
+            "s",
+            [crate::Record::value(value.to_string()).to_partition(0)],
+        )
+    }
+
+    fn values(broker: &crate::Broker) -> Vec<String> {
+        let limits = crate::ReadLimits {
+            max_events: 1000,
+            max_bytes: 1 << 20,
+        };
+        let batch = broker.read("s", 0, 0, limits).unwrap();
+        batch
+            .events
+            .iter()
+            .map(|e| String::from_utf8(e.value.clone().unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_journal_write_or_sync_refuses_every_later_commit_and_sync() {
+        for fault in [Fault::Write, Fault::Sync] {
+            let dir = tempfile::tempdir().unwrap();
+            let broker = broker_in(dir.path());
+            append(&broker, "e0").unwrap();
+            broker.inject_journal_faults(&[fault]);
+            let failed = append(&broker, "e1");
+            assert!(
+                matches!(failed, Err(Error::Journal { .. })),
+                "{fault:?}: {failed:?}"
+            );
+            // The disk may work again; the journal may have lost a page.
+            let later = append(&broker, "e2");
+            assert!(
+                matches!(later, Err(Error::Journal { .. })),
+                "{fault:?}: a commit after the failure: {later:?}"
+            );
+            let mut txn = crate::Transaction::new();
+            txn.append("s", crate::Record::value("e3").to_partition(0));
+            let pipelined = broker.commit_pipelined(txn);
+            assert!(
+                matches!(pipelined, Err(Error::Journal { .. })),
+                "{fault:?}: a pipelined commit after the failure: {pipelined:?}"
+            );
+            let synced = broker.sync();
+            assert!(
+                matches!(synced, Err(Error::Journal { .. })),
+                "{fault:?}: sync after the failure: {synced:?}"
+            );
+            assert_eq!(values(&broker), ["e0"], "{fault:?}");
+            drop(broker);
+            // Reopening recovers.
+            let broker = broker_in(dir.path());
+            assert_eq!(values(&broker), ["e0"], "{fault:?}");
+            assert_eq!(append(&broker, "e4").unwrap().placements, [(0, 1)]);
+            broker.sync().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_commit_whose_journal_sync_failed_is_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_in(dir.path());
+        append(&broker, "e0").unwrap();
+        broker.inject_journal_faults(&[Fault::Sync]);
+        assert!(matches!(append(&broker, "e1"), Err(Error::Journal { .. })));
+        // A crash now (a copy of both files), and a plain reopen.
+        let crash = dir.path().join("crash");
+        std::fs::create_dir(&crash).unwrap();
+        for name in ["log.redb", "log.redb-journal"] {
+            std::fs::copy(dir.path().join(name), crash.join(name)).unwrap();
+        }
+        drop(broker);
+        for at in [&crash, dir.path()] {
+            let broker = broker_in(at);
+            assert_eq!(values(&broker), ["e0"], "reopened at {}", at.display());
+        }
+    }
+
+    #[test]
+    fn a_failure_that_cannot_be_cut_off_says_its_commit_is_in_doubt() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_in(dir.path());
+        append(&broker, "e0").unwrap();
+        broker.inject_journal_faults(&[Fault::Sync, Fault::Cut]);
+        let Err(Error::Journal { detail, .. }) = append(&broker, "e1") else {
+            panic!("the commit did not fail with the journal");
+        };
+        assert!(detail.contains("may yet apply"), "{detail}");
+        assert!(matches!(append(&broker, "e2"), Err(Error::Journal { .. })));
+        assert!(matches!(broker.sync(), Err(Error::Journal { .. })));
+        drop(broker);
+        // In doubt indeed: the record stayed in the file, and is replayed.
+        assert_eq!(values(&broker_in(dir.path())), ["e0", "e1"]);
+    }
+
+    #[test]
+    fn a_journal_of_layout_1_is_replayed_then_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_in(dir.path());
+        append(&broker, "e0").unwrap();
+        append(&broker, "e1").unwrap();
+        // A crash of the version before: the same records, in layout 1.
+        let crash = dir.path().join("crash");
+        std::fs::create_dir(&crash).unwrap();
+        std::fs::copy(dir.path().join("log.redb"), crash.join("log.redb")).unwrap();
+        drop(broker);
+        let two = std::fs::read(dir.path().join("log.redb-journal")).unwrap();
+        assert_eq!(&two[..8], MAGIC);
+        let header = FILE_HEADER_LEN as usize;
+        let cycle = u64::from_le_bytes(two[header + 4..header + 12].try_into().unwrap());
+        let mut one = MAGIC_1.to_vec();
+        one.extend_from_slice(&two[8..header]);
+        let found: Vec<_> = records(&two[header..], Layout::Two { cycle }).collect();
+        assert_eq!(found.len(), 2);
+        for (seq, payload) in found {
+            one.extend(record(Layout::One, seq, payload));
+        }
+        let journal = crash.join("log.redb-journal");
+        std::fs::write(&journal, &one).unwrap();
+
+        let bare = dir.path().join("bare");
+        std::fs::create_dir(&bare).unwrap();
+        std::fs::copy(crash.join("log.redb"), bare.join("log.redb")).unwrap();
+        assert!(
+            values(&broker_in(&bare)).is_empty(),
+            "the database alone held the commits: the journal was not needed"
+        );
+
+        let reopened = broker_in(&crash);
+        assert_eq!(values(&reopened), ["e0", "e1"]);
+        assert_eq!(&std::fs::read(&journal).unwrap()[..8], MAGIC);
+        assert_eq!(append(&reopened, "e2").unwrap().placements, [(0, 2)]);
+        let again = dir.path().join("again");
+        std::fs::create_dir(&again).unwrap();
+        for name in ["log.redb", "log.redb-journal"] {
+            std::fs::copy(crash.join(name), again.join(name)).unwrap();
+        }
+        assert_eq!(values(&broker_in(&again)), ["e0", "e1", "e2"]);
     }
 
     #[test]

@@ -51,7 +51,11 @@
 //! group is committed to redb durably instead, which makes everything before
 //! it durable there, and the journal starts over. Opening the log replays
 //! the journal's records that redb does not hold; a record torn by a crash
-//! was never acknowledged and is dropped. Keep the two files together.
+//! was never acknowledged and is dropped. Keep the two files together. A
+//! failed journal write or sync fails that commit and, like a failed flush,
+//! every later commit and [`Broker::sync`] with [`Error::Journal`] until
+//! the log is reopened: after such an error the disk may have dropped what
+//! it was given, so nothing more is acknowledged on top of it.
 //!
 //! A caller with more work to do can commit with
 //! [`Broker::commit_pipelined`]: a group that would wait for a durable redb

@@ -303,3 +303,84 @@ fn a_small_pipelined_commit_is_journaled_and_readable_at_once() {
     // No flush to wait for: the journal made it durable before it returned.
     assert_eq!(values(&broker, "s", 0), vec!["v".to_string()]);
 }
+
+/// How many bytes the record of one commit of `value` (alone, to partition
+/// 0 of a non-durable stream `s`) takes in the journal: what a fresh
+/// journal grows by.
+fn record_len(dir: &Path, value: &str) -> u64 {
+    let db = dir.join("log.redb");
+    let broker = open_with_checkpoint(&db, 1 << 30);
+    broker
+        .create_stream(
+            "s",
+            StreamConfig {
+                durable: false,
+                ..StreamConfig::with_partitions(1)
+            },
+        )
+        .unwrap();
+    let journal = db.with_file_name("log.redb-journal");
+    let before = std::fs::metadata(&journal).unwrap().len();
+    append_value(&broker, value);
+    std::fs::metadata(&journal).unwrap().len() - before
+}
+
+#[test]
+fn a_stale_record_of_an_earlier_cycle_is_not_replayed() {
+    // A non-durable stream: its records are written without a sync, and a
+    // crash keeps any of them, in any order (the page cache writes them
+    // back as it likes).
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live").join("log.redb");
+    let broker = open_with_checkpoint(&db, 1 << 30);
+    broker
+        .create_stream(
+            "s",
+            StreamConfig {
+                durable: false,
+                ..StreamConfig::with_partitions(1)
+            },
+        )
+        .unwrap();
+    let journal = db.with_file_name("log.redb-journal");
+    let mut ends = vec![std::fs::metadata(&journal).unwrap().len()];
+    let old: Vec<String> = (0..5)
+        .map(|i| format!("e{i}-{}", "o".repeat(200)))
+        .collect();
+    for value in &old {
+        append_value(&broker, value);
+        ends.push(std::fs::metadata(&journal).unwrap().len());
+    }
+    let record = ends[1] - ends[0];
+    assert!(ends.windows(2).all(|w| w[1] - w[0] == record), "{ends:?}");
+
+    // A crash that keeps e3 and e4 but not e2: the journal ends at e1.
+    let first = crash_copy(&db, &dir.path().join("first"), true);
+    let first_journal = first.with_file_name("log.redb-journal");
+    let mut bytes = std::fs::read(&first_journal).unwrap();
+    bytes[ends[2] as usize..ends[3] as usize].fill(0);
+    std::fs::write(&first_journal, bytes).unwrap();
+    let reopened = open_with_checkpoint(&first, 1 << 30);
+    assert_eq!(values(&reopened, "s", 0), old[..2]);
+
+    // The journal starts over, and the next record, as long as e0 to e2,
+    // ends where the stale e3 begins: e3's sequence number is the next one.
+    // Record lengths grow with the value's length one for one (all its
+    // varints stay two bytes long).
+    let new = format!("x-{}", "n".repeat(2 * record as usize + 201));
+    assert_eq!(
+        record_len(&dir.path().join("probe"), &new),
+        3 * record,
+        "the new record does not end where e3 begins"
+    );
+    assert_eq!(append_value(&reopened, &new).placements, vec![(0, 2)]);
+
+    // A crash now: e3 and e4 are of an earlier cycle and must not come back.
+    let second = crash_copy(&first, &dir.path().join("second"), true);
+    let crashed = open_with_checkpoint(&second, 1 << 30);
+    let tags: Vec<String> = values(&crashed, "s", 0)
+        .iter()
+        .map(|v| v[..2].to_string())
+        .collect();
+    assert_eq!(tags, ["e0", "e1", "x-"]);
+}

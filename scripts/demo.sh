@@ -110,7 +110,7 @@ $leat processor list
 $leat processor status router
 if command -v curl >/dev/null 2>&1; then
   echo "== some of /metrics"
-  curl -s "http://$addr/metrics" | grep -E '^leat_processor_(events_in_total|traps_total|batch_latency_seconds_count)'
+  curl -s -H "Authorization: Bearer $LEAT_TOKEN" "http://$addr/metrics" | grep -E '^leat_processor_(events_in_total|traps_total|batch_latency_seconds_count)'
 fi
 kill -TERM "$server_pid"
 wait "$server_pid"

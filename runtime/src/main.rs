@@ -65,6 +65,18 @@ enum Command {
         /// The most memory one guest instance may use, in MiB.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
         guest_memory_mib: u64,
+        /// Answer reads (GET: events, streams, processors, metrics) without
+        /// the token. By default every call but `/v1/health` needs it.
+        #[arg(long)]
+        open_reads: bool,
+        /// A host name the server answers to (repeatable), besides its IP
+        /// addresses and `localhost`: requests naming another host are
+        /// refused, so that no web page can reach it through DNS rebinding.
+        #[arg(long = "allow-host")]
+        allowed_hosts: Vec<String>,
+        /// Connections served at once; more wait to be accepted.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+        max_connections: u64,
     },
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
@@ -119,12 +131,18 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             guest_timeout_ms,
             guest_memory_mib,
+            open_reads,
+            allowed_hosts,
+            max_connections,
         } => {
-            let sandbox = serve::Sandbox {
+            let options = serve::Options {
                 call_timeout: Duration::from_millis(guest_timeout_ms),
                 memory_limit: (guest_memory_mib as usize) << 20,
+                open_reads,
+                allowed_hosts,
+                max_connections: max_connections as usize,
             };
-            serve::serve(&cli.data_dir, &listen, cli.token, sandbox)
+            serve::serve(&cli.data_dir, &listen, cli.token, options)
         }
         Command::Stream(cmd) => match remote {
             Some(c) => remote::stream(&c, cmd),

@@ -48,19 +48,25 @@ fn token(data_dir: &Path, given: Option<String>) -> Result<String> {
     Ok(t)
 }
 
-/// The sandbox settings `leat serve` takes from its flags.
-pub struct Sandbox {
+/// What `leat serve` takes from its flags.
+pub struct Options {
     /// See [`EngineConfig::call_timeout`].
     pub call_timeout: Duration,
     /// See [`EngineConfig::memory_limit`].
     pub memory_limit: usize,
+    /// See [`ServerConfig::open_reads`].
+    pub open_reads: bool,
+    /// See [`ServerConfig::allowed_hosts`].
+    pub allowed_hosts: Vec<String>,
+    /// See [`ServerConfig::max_connections`].
+    pub max_connections: usize,
 }
 
 pub fn serve(
     data_dir: &Path,
     listen: &str,
     given_token: Option<String>,
-    sandbox: Sandbox,
+    options: Options,
 ) -> Result<()> {
     let addr: SocketAddr = listen.parse().with_context(|| {
         format!("`{listen}` is not an address: use IP:PORT, e.g. 127.0.0.1:7070")
@@ -74,8 +80,8 @@ pub fn serve(
     })?;
     let engine = Engine::new(EngineConfig {
         cache_dir: Some(data_dir.join("compiled")),
-        call_timeout: sandbox.call_timeout,
-        memory_limit: sandbox.memory_limit,
+        call_timeout: options.call_timeout,
+        memory_limit: options.memory_limit,
         ..EngineConfig::default()
     })
     .context("starting the Wasm engine")?;
@@ -96,6 +102,9 @@ pub fn serve(
         let config = ServerConfig {
             data_dir: data_dir.to_path_buf(),
             token,
+            open_reads: options.open_reads,
+            allowed_hosts: options.allowed_hosts,
+            max_connections: options.max_connections,
         };
         server::serve(config, runtime, listener, shutdown_signal())
             .await

@@ -245,6 +245,14 @@ impl Server {
         }
     }
 
+    /// Kills the server with SIGKILL and waits for it to be gone.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// What the server wrote on standard error so far (its logs).
     pub fn logs(&self) -> String {
         let mut all = String::new();
@@ -306,12 +314,9 @@ pub fn metric(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// `GET /metrics` of the server at `addr`.
-pub fn fetch_metrics(addr: &str) -> String {
-    let (status, body) = http_request(
-        addr,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+/// `GET /metrics` of `server`, with its token.
+pub fn fetch_metrics(server: &Server) -> String {
+    let (status, body) = server.get("/metrics");
     assert_eq!(status, 200, "{body}");
     body
 }

@@ -138,7 +138,7 @@ fn new_then_build_then_process_and_count_traps_on_a_server() {
     );
     let deadline = Instant::now() + Duration::from_secs(90);
     let metrics = loop {
-        let metrics = fetch_metrics(&server.addr);
+        let metrics = fetch_metrics(&server);
         let events_in = metric(
             &metrics,
             "leat_processor_events_in_total{processor=\"greeter\"}",

@@ -207,3 +207,105 @@ fn large_pipelined_commits_killed_twenty_times_give_the_same_outputs_as_a_clean_
     );
     assert_eq!(crashed, expected);
 }
+
+/// A server killed with SIGKILL while a deployment is being scaled or
+/// upgraded, again and again, then restarted: once it has caught up, every
+/// input event has exactly one output (the provenance header names its
+/// source), whatever the change was doing when the kill came.
+#[test]
+fn a_server_killed_during_scale_and_upgrade_loses_and_duplicates_nothing() {
+    use leat_tests::Server;
+    const EVENTS: usize = 30_000;
+    const TOKEN: &str = "crash-token";
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = leat_tests::repo_root().join("tests/fixtures/uppercase-wit-0.1.1.wasm");
+    let codes = [guest("uppercase"), fixture];
+    let deploy = |server: &Server, code: usize, instances: usize| {
+        let (code, instances) = (codes[code].to_str().unwrap(), instances.to_string());
+        server.leat(
+            &[
+                "deploy",
+                code,
+                "--name",
+                "up",
+                "--input",
+                "in",
+                "--output",
+                "out",
+                "--instances",
+                &instances,
+                "--batch-size",
+                "50",
+                "--commit-events",
+                "200",
+            ],
+            "",
+        )
+    };
+    let mut server = Server::start(dir.path(), TOKEN);
+    let p = PARTITIONS.to_string();
+    server.leat_ok(&["stream", "create", "in", "--partitions", &p], "");
+    server.leat_ok(&["stream", "create", "out", "--partitions", &p], "");
+    let lines: String = (0..EVENTS)
+        .map(|i| format!("key-{i}\tvalue {i}\n"))
+        .collect();
+    server.leat_ok(&["produce", "in", "--format", "kv"], &lines);
+    assert!(deploy(&server, 0, 1).status.success());
+    let mut seed = 0xdead_beef_u64;
+    let (mut code, mut instances) = (0, 1);
+    for round in 0..8 {
+        // Upgrade (the other build of uppercase) and scale in turn, and
+        // kill the server somewhere in the middle of the change.
+        if round % 2 == 0 {
+            code = 1 - code;
+        } else {
+            instances = 1 + (instances % 3);
+        }
+        std::thread::scope(|s| {
+            let change = s.spawn(|| deploy(&server, code, instances));
+            std::thread::sleep(Duration::from_millis(next_random(&mut seed) % 150));
+            let pid = server.pid().to_string();
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            let _ = change.join();
+        });
+        server.kill();
+        server = Server::start(dir.path(), TOKEN);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = server.get("/v1/processors/up");
+        assert_eq!(status, 200, "{body}");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let committed: u64 = view["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["committed"].as_u64().unwrap())
+            .sum();
+        if committed == EVENTS as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never caught up: {body}\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(server.terminate());
+    let broker = Broker::open(dir.path().join("log.redb")).unwrap();
+    let mut sources = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let all = ReadLimits {
+            max_events: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        for e in broker.read("out", p, 0, all).unwrap().events {
+            let source = String::from_utf8(e.header("leat.source").unwrap().to_vec()).unwrap();
+            *sources.entry(source).or_insert(0u32) += 1;
+        }
+    }
+    let duplicated: Vec<_> = sources.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(duplicated.is_empty(), "duplicated outputs: {duplicated:?}");
+    assert_eq!(sources.len(), EVENTS, "lost outputs");
+}

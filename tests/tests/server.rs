@@ -121,7 +121,7 @@ fn streams_produce_consume_groups_and_tokens() {
     assert_eq!(server.leat_ok(&["stream", "list"], ""), "orders\n");
     let (status, body) = http_request(
         &server.addr,
-        b"DELETE /v1/streams/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n",
+        b"DELETE /v1/streams/orders HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer nope\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("\"error\""), "{body}");
@@ -135,26 +135,20 @@ fn streams_produce_consume_groups_and_tokens() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
     let out = server.leat(&["stream", "create", "orders"], "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
-    let bad_json = b"POST /v1/streams HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-token-1234\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{bad!";
+    let bad_json = b"POST /v1/streams HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer test-token-1234\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{bad!";
     let (status, body) = http_request(&server.addr, bad_json);
     assert_eq!(status, 400, "{body}");
     let huge = format!(
-        "POST /v1/streams/orders/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /v1/streams/orders/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         100 << 20
     );
     let (status, _) = http_request(&server.addr, huge.as_bytes());
     assert_eq!(status, 413);
     let (status, _) = http_request(&server.addr, b"garbage\r\n\r\n");
     assert_ne!(status, 200);
-    let (status, body) = http_request(
-        &server.addr,
-        b"GET /v1/processors/ghost HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let (status, body) = server.get("/v1/processors/ghost");
     assert_eq!(status, 404, "{body}");
-    let (status, metrics) = http_request(
-        &server.addr,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let (status, metrics) = server.get("/metrics");
     assert_eq!(status, 200);
     assert!(
         metrics.contains("leat_http_unauthorized_total 3"),
@@ -288,10 +282,7 @@ fn deploy_uppercase_then_scale_reset_and_undeploy() {
     let status = server.leat_ok(&["status"], "");
     assert!(status.contains("processor up (running"), "{status}");
     assert!(status.contains("lag 0"), "{status}");
-    let (_, metrics) = http_request(
-        &server.addr,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let (_, metrics) = server.get("/metrics");
     assert!(
         metrics.contains("leat_processor_events_in_total{processor=\"up\"} 84"),
         "{metrics}"
@@ -389,4 +380,78 @@ fn sigterm_during_processing_then_restart_loses_and_duplicates_nothing() {
         total
     );
     assert!(server.terminate());
+}
+
+/// Reads need the token unless the server runs with `--open-reads`; a
+/// request naming another host is refused (DNS rebinding); hundreds of
+/// waiting reads hold no thread, so a change and a shutdown go through.
+#[test]
+fn reads_need_the_token_hosts_are_checked_and_waiting_reads_starve_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), TOKEN);
+    server.leat_ok(&["stream", "create", "quiet"], "");
+    let get = |path: &str, host: &str, token: Option<&str>| {
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
+        http_request(&server.addr, request.as_bytes())
+    };
+    for path in [
+        "/v1/streams",
+        "/v1/streams/quiet/events",
+        "/v1/processors",
+        "/metrics",
+    ] {
+        let (status, body) = get(path, "localhost", None);
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body.contains("--open-reads"), "{body}");
+        assert_eq!(get(path, &server.addr, Some(TOKEN)).0, 200, "{path}");
+    }
+    assert_eq!(get("/v1/health", "localhost", None).0, 200);
+    let (status, body) = get("/v1/streams", "evil.example:80", Some(TOKEN));
+    assert_eq!(status, 421, "{body}");
+    assert!(body.contains("--allow-host"), "{body}");
+    assert_eq!(get("/v1/streams", "[::1]:7070", Some(TOKEN)).0, 200);
+
+    // 300 reads waiting for events that never come.
+    let waiting: Vec<_> = (0..300)
+        .map(|_| {
+            let addr = server.addr.clone();
+            std::thread::spawn(move || {
+                let request = format!(
+                    "GET /v1/streams/quiet/events?wait_ms=10000 HTTP/1.1\r\nHost: localhost\r\n\
+                     Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+                );
+                http_request(&addr, request.as_bytes()).0
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    server.leat_ok(&["stream", "create", "meanwhile"], "");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "a change waited {took:?}");
+    let started = Instant::now();
+    assert!(server.terminate(), "the server exits cleanly on SIGTERM");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "shutdown waited {took:?}");
+    for w in waiting {
+        let _ = w.join();
+    }
+
+    // With --open-reads, reads need no token; changes still do.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        TOKEN,
+        &["--open-reads", "--allow-host", "leat.internal"],
+    );
+    let open = |path: &str, host: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        http_request(&server.addr, request.as_bytes()).0
+    };
+    assert_eq!(open("/v1/streams", "localhost"), 200);
+    assert_eq!(open("/v1/streams", "LEAT.internal:7070"), 200);
+    let out = server.leat_with_token(None, &["stream", "create", "sneaky"], "");
+    assert!(!out.status.success());
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use leat_broker::{Broker, Bytes, ReadLimits, Record, StreamConfig};
 use serde::{Deserialize, Serialize};
@@ -915,20 +915,12 @@ impl Host {
         partition: u32,
         from: u64,
         max: usize,
-        wait: Duration,
     ) -> Result<api::ReadView, ApiError> {
         let limits = ReadLimits {
             max_events: max.clamp(1, 10_000),
             ..ReadLimits::default()
         };
-        let broker = self.broker();
-        let mut batch = broker.read(stream, partition, from, limits)?;
-        if batch.events.is_empty()
-            && !wait.is_zero()
-            && broker.wait_for(stream, partition, from, wait)?
-        {
-            batch = broker.read(stream, partition, from, limits)?;
-        }
+        let batch = self.broker().read(stream, partition, from, limits)?;
         self.metrics
             .events_read
             .fetch_add(batch.events.len() as u64, Ordering::Relaxed);

@@ -21,10 +21,41 @@ use super::{api, ApiError, MAX_BODY_BYTES};
 
 /// The longest a read may wait for new events.
 const MAX_WAIT: Duration = Duration::from_secs(10);
+/// How often a waiting read looks again, at most: a wait holds no thread,
+/// only a timer, between looks.
+const MAX_POLL: Duration = Duration::from_millis(50);
 
 pub(crate) struct State {
     pub host: Arc<Host>,
     pub token: String,
+    pub open_reads: bool,
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Whether the request's `Host` names this server: an IP address, or
+/// `localhost`, or one of `allowed` (with any port). A browser page of
+/// another site that points its name at this server sends that name: refused.
+fn host_allowed(allowed: &[String], req: &Request<Incoming>) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        // HTTP/1.0 without a Host header: no browser sends that.
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
 pub(crate) async fn serve_connection(state: Arc<State>, stream: TcpStream) {
@@ -110,6 +141,32 @@ async fn body_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
     let bytes = body_bytes(req).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON here: {e}")))
+}
+
+/// Reads up to `max` events from `from`; while there are none, looks again
+/// until `wait` has passed. Each look is a short blocking read; between
+/// looks the request holds only a timer, so many waiting readers cannot
+/// starve the blocking pool that deploys and shutdown need.
+async fn read_waiting(
+    state: &Arc<State>,
+    name: String,
+    partition: u32,
+    from: u64,
+    max: usize,
+    wait: Duration,
+) -> Result<api::ReadView, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let name = name.clone();
+        let read = blocking(state, move |h| h.read(&name, partition, from, max)).await?;
+        let now = tokio::time::Instant::now();
+        if !read.events.is_empty() || now >= deadline {
+            return Ok(read);
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(MAX_POLL);
+    }
 }
 
 fn authorized(state: &State, req: &Request<Incoming>) -> bool {
@@ -228,12 +285,20 @@ async fn route(
         .map(decode)
         .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    if !host_allowed(&state.allowed_hosts, &req) {
+        return Err(ApiError::new(
+            421,
+            "this server does not answer to that Host name: use its IP address or \
+             localhost, or start it with --allow-host NAME",
+        ));
+    }
     let reading = method == Method::GET || method == Method::HEAD;
-    if !reading && !authorized(state, &req) {
+    let open = segs == ["v1", "health"] || reading && state.open_reads;
+    if !open && !authorized(state, &req) {
         return Err(ApiError::new(
             401,
             "missing or wrong token: pass the server's token with --token or LEAT_TOKEN \
-             (header `Authorization: Bearer TOKEN`)",
+             (header `Authorization: Bearer TOKEN`; `leat serve --open-reads` answers reads without it)",
         ));
     }
     match (method.clone(), segs.as_slice()) {
@@ -279,7 +344,7 @@ async fn route(
             let wait = Duration::from_millis(query.number("wait_ms", 0u64)?).min(MAX_WAIT);
             Ok(json(
                 200,
-                &blocking(state, move |h| h.read(&name, partition, from, max, wait)).await?,
+                &read_waiting(state, name, partition, from, max, wait).await?,
             ))
         }
         (Method::GET, ["v1", "streams", name, "positions"]) => {

@@ -49,8 +49,16 @@ pub const MAX_BODY_BYTES: usize = 64 << 20;
 pub struct ServerConfig {
     /// The data directory (the log, components, processors).
     pub data_dir: PathBuf,
-    /// The token every changing call must carry.
+    /// The token every call must carry (but `/v1/health`).
     pub token: String,
+    /// Whether reads (GET) are answered without the token.
+    pub open_reads: bool,
+    /// Host names accepted in the `Host` header besides IP addresses and
+    /// `localhost`: a page of another site that resolves its name to this
+    /// server (DNS rebinding) is refused.
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 /// An API failure: an HTTP status and a message that says what to do.
@@ -138,7 +146,10 @@ pub async fn serve(
     let state = Arc::new(http::State {
         host: host.clone(),
         token: config.token,
+        open_reads: config.open_reads,
+        allowed_hosts: config.allowed_hosts,
     });
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let sampler = {
         let host = host.clone();
         tokio::spawn(async move {
@@ -152,11 +163,23 @@ pub async fn serve(
     };
     tokio::pin!(shutdown);
     loop {
+        // At the cap, stop accepting: further clients wait in the backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // never closed
+            },
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!("connection from {peer}");
-                    tokio::spawn(http::serve_connection(state.clone(), stream));
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        http::serve_connection(state, stream).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");

@@ -215,7 +215,10 @@ fn large_pipelined_commits_killed_twenty_times_give_the_same_outputs_as_a_clean_
 #[test]
 fn a_server_killed_during_scale_and_upgrade_loses_and_duplicates_nothing() {
     use leat_tests::Server;
-    const EVENTS: usize = 30_000;
+    const FIRST: usize = 30_000;
+    const PER_ROUND: usize = 10_000;
+    const ROUNDS: usize = 8;
+    const EVENTS: usize = FIRST + ROUNDS * PER_ROUND;
     const TOKEN: &str = "crash-token";
     let dir = tempfile::tempdir().unwrap();
     let fixture = leat_tests::repo_root().join("tests/fixtures/uppercase-wit-0.1.1.wasm");
@@ -246,31 +249,43 @@ fn a_server_killed_during_scale_and_upgrade_loses_and_duplicates_nothing() {
     let p = PARTITIONS.to_string();
     server.leat_ok(&["stream", "create", "in", "--partitions", &p], "");
     server.leat_ok(&["stream", "create", "out", "--partitions", &p], "");
-    let lines: String = (0..EVENTS)
-        .map(|i| format!("key-{i}\tvalue {i}\n"))
-        .collect();
-    server.leat_ok(&["produce", "in", "--format", "kv"], &lines);
+    let events = |from: usize, n: usize| -> String {
+        (from..from + n)
+            .map(|i| format!("key-{i}\tvalue {i}\n"))
+            .collect()
+    };
+    server.leat_ok(&["produce", "in", "--format", "kv"], &events(0, FIRST));
     assert!(deploy(&server, 0, 1).status.success());
     let mut seed = 0xdead_beef_u64;
     let (mut code, mut instances) = (0, 1);
-    for round in 0..8 {
-        // Upgrade (the other build of uppercase) and scale in turn, and
-        // kill the server somewhere in the middle of the change.
+    let mut cut_short = 0;
+    for round in 0..ROUNDS {
+        // More input, so that batches are in flight; then upgrade (the
+        // other build of uppercase) or scale, and kill the server
+        // somewhere in the middle of the change.
+        let lines = events(FIRST + round * PER_ROUND, PER_ROUND);
+        server.leat_ok(&["produce", "in", "--format", "kv"], &lines);
         if round % 2 == 0 {
             code = 1 - code;
         } else {
             instances = 1 + (instances % 3);
         }
-        std::thread::scope(|s| {
+        let cut = std::thread::scope(|s| {
             let change = s.spawn(|| deploy(&server, code, instances));
-            std::thread::sleep(Duration::from_millis(next_random(&mut seed) % 150));
+            std::thread::sleep(Duration::from_millis(next_random(&mut seed) % 100));
             let pid = server.pid().to_string();
             let _ = Command::new("kill").args(["-9", &pid]).status();
-            let _ = change.join();
+            // The change had not answered when the kill came.
+            !change.join().unwrap().status.success()
         });
+        cut_short += usize::from(cut);
         server.kill();
         server = Server::start(dir.path(), TOKEN);
     }
+    assert!(
+        cut_short >= ROUNDS / 2,
+        "only {cut_short} of {ROUNDS} kills landed during a change"
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let (status, body) = server.get("/v1/processors/up");

@@ -128,6 +128,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// Its token.
     pub token: String,
+    /// Where its standard output and error go.
+    log_dir: PathBuf,
 }
 
 impl Server {
@@ -139,11 +141,18 @@ impl Server {
 
     /// [`Server::start`] with more `leat serve` arguments.
     pub fn start_with(data_dir: &Path, token: &str, args: &[&str]) -> Server {
+        Server::start_logging_to(data_dir, data_dir, token, args)
+    }
+
+    /// [`Server::start_with`], writing its output in `log_dir` (not on the
+    /// data directory's file system).
+    pub fn start_logging_to(data_dir: &Path, log_dir: &Path, token: &str, args: &[&str]) -> Server {
         use std::time::{Duration, Instant};
         std::fs::create_dir_all(data_dir).expect("create the data dir");
-        let n = std::fs::read_dir(data_dir).map_or(0, |d| d.count());
-        let stdout_path = data_dir.join(format!("serve-{n}.out"));
-        let stderr_path = data_dir.join(format!("serve-{n}.err"));
+        std::fs::create_dir_all(log_dir).expect("create the log dir");
+        let n = std::fs::read_dir(log_dir).map_or(0, |d| d.count());
+        let stdout_path = log_dir.join(format!("serve-{n}.out"));
+        let stderr_path = log_dir.join(format!("serve-{n}.err"));
         let child = Command::new(leat_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--token", token])
             .args(args)
@@ -160,6 +169,7 @@ impl Server {
             addr: String::new(),
             data_dir: data_dir.to_path_buf(),
             token: token.to_string(),
+            log_dir: log_dir.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -256,7 +266,7 @@ impl Server {
     /// What the server wrote on standard error so far (its logs).
     pub fn logs(&self) -> String {
         let mut all = String::new();
-        if let Ok(dir) = std::fs::read_dir(&self.data_dir) {
+        if let Ok(dir) = std::fs::read_dir(&self.log_dir) {
             let mut files: Vec<PathBuf> = dir
                 .flatten()
                 .map(|e| e.path())

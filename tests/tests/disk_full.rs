@@ -1,0 +1,159 @@
+//! A full disk: the server's data directory on a small tmpfs, filled by
+//! producing until the log refuses. Produce gets a clear error and nothing
+//! it acknowledged is lost; once space is freed and the server restarted
+//! (a failed write or sync fails the log until it is reopened, as the
+//! broker's guarantees say), work resumes: the acknowledged events are all
+//! there, the processor catches up on them exactly once, and new events are
+//! accepted. Mounting a tmpfs needs root, as CI runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use leat_broker::{Broker, ReadLimits};
+use leat_tests::{guest, Server};
+
+const TOKEN: &str = "disk-token";
+
+/// A tmpfs of `mib` MiB mounted on a fresh directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(mib: u32) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs failed ({status}): this test needs root, as CI runs it"
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn all_events(broker: &Broker, stream: &str) -> Vec<leat_broker::Event> {
+    let all = ReadLimits {
+        max_events: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+    broker.read(stream, 0, 0, all).unwrap().events
+}
+
+#[test]
+fn a_full_disk_refuses_clearly_loses_nothing_acknowledged_and_recovers() {
+    let tmpfs = Tmpfs::mount(48);
+    let data: PathBuf = tmpfs.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Room to free later.
+    let ballast = tmpfs.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 12 << 20]).unwrap();
+
+    let logs = tempfile::tempdir().unwrap();
+    let server = Server::start_logging_to(&data, logs.path(), TOKEN, &[]);
+    server.leat_ok(&["stream", "create", "in"], "");
+    server.leat_ok(&["stream", "create", "out"], "");
+    let uppercase = guest("uppercase");
+    server.leat_ok(
+        &[
+            "deploy",
+            uppercase.to_str().unwrap(),
+            "--name",
+            "up",
+            "--input",
+            "in",
+            "--output",
+            "out",
+        ],
+        "",
+    );
+    let filler = "x".repeat(1000);
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    for round in 0..200 {
+        let lines: Vec<String> = (0..500)
+            .map(|i| format!("r{round:03}-{i:03}-{filler}"))
+            .collect();
+        let out = server.leat(&["produce", "in"], &(lines.join("\n") + "\n"));
+        if out.status.success() {
+            acknowledged.extend(lines);
+        } else {
+            refusal = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+    }
+    let refusal = refusal.expect("48 MiB never filled up");
+    println!(
+        "acknowledged {} events, then: {refusal}",
+        acknowledged.len()
+    );
+    assert!(
+        refusal.contains("No space left on device") || refusal.contains("journal"),
+        "the refusal does not say why: {refusal}\n{}",
+        server.logs()
+    );
+    // The server is still up and says so.
+    let (status, _) = server.get("/v1/health");
+    assert_eq!(status, 200);
+
+    // Free space, restart: the log is reopened and replays its journal.
+    std::fs::remove_file(&ballast).unwrap();
+    server.kill();
+    let server = Server::start_logging_to(&data, logs.path(), TOKEN, &[]);
+    server.leat_ok(&["produce", "in"], "after the disk was freed\n");
+    acknowledged.push("after the disk was freed".into());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, body) = server.get("/v1/processors/up");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if view["lag"].as_u64() == Some(0) && view["positions"][0]["committed"].as_u64().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never caught up: {body}\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(server.terminate());
+
+    let broker = Broker::open(data.join("log.redb")).unwrap();
+    let stored: Vec<String> = all_events(&broker, "in")
+        .iter()
+        .map(|e| String::from_utf8(e.value.clone().unwrap().to_vec()).unwrap())
+        .collect();
+    // Everything acknowledged is there, in order (a refused produce may have
+    // been applied in part before the refusal: at most what follows).
+    assert!(stored.len() >= acknowledged.len(), "lost events");
+    let mut kept = stored.iter();
+    for value in &acknowledged {
+        assert!(
+            kept.any(|v| v == value),
+            "acknowledged event {value:.20} is lost"
+        );
+    }
+    // The processor's outputs: each input exactly once.
+    let mut per_source = BTreeMap::new();
+    for e in all_events(&broker, "out") {
+        let source = String::from_utf8(e.header("leat.source").unwrap().to_vec()).unwrap();
+        *per_source.entry(source).or_insert(0) += 1;
+    }
+    assert_eq!(per_source.len(), stored.len(), "outputs lost");
+    assert!(per_source.values().all(|n| *n == 1), "outputs duplicated");
+}

@@ -183,6 +183,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // When standard error cannot be written (a full disk under the log
+        // file), drop the line: reporting that with `eprintln!`, as
+        // tracing-subscriber does by default, panics whichever thread logged
+        // (the disk-full test saw HTTP connections dropped that way).
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {

@@ -109,14 +109,16 @@ fn a_full_disk_refuses_clearly_loses_nothing_acknowledged_and_recovers() {
         "the refusal does not say why: {refusal}\n{}",
         server.logs()
     );
-    // The server is still up and says so.
-    let (status, _) = server.get("/v1/health");
-    assert_eq!(status, 200);
+    // The server is still up, and its health says what to do.
+    let (status, body) = server.get("/v1/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("restart the server"), "{body}");
 
     // Free space, restart: the log is reopened and replays its journal.
     std::fs::remove_file(&ballast).unwrap();
     server.kill();
     let server = Server::start_logging_to(&data, &logs, TOKEN, &[]);
+    assert_eq!(server.get("/v1/health").0, 200);
     server.leat_ok(&["produce", "in"], "after the disk was freed\n");
     acknowledged.push("after the disk was freed".into());
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -1002,6 +1002,21 @@ impl Host {
     }
 
     /// The whole picture.
+    /// Whether the log still takes writes: after a failed journal write or
+    /// sync (a full disk) it refuses every commit until it is reopened, and
+    /// the server must be restarted once the cause is fixed.
+    pub fn health(&self) -> Result<(), ApiError> {
+        self.broker().sync().map_err(|e| {
+            ApiError::new(
+                503,
+                format!(
+                    "the log refuses writes: {e}. Fix the cause (free the disk if it is full), \
+                     then restart the server: it replays its journal and loses nothing acknowledged"
+                ),
+            )
+        })
+    }
+
     pub fn status(&self) -> Result<api::StatusView, ApiError> {
         Ok(api::StatusView {
             version: env!("CARGO_PKG_VERSION").into(),

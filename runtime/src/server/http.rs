@@ -302,7 +302,10 @@ async fn route(
         ));
     }
     match (method.clone(), segs.as_slice()) {
-        (Method::GET, ["v1", "health"]) => Ok(json(200, &serde_json::json!({"status": "ok"}))),
+        (Method::GET, ["v1", "health"]) => {
+            blocking(state, |h| h.health()).await?;
+            Ok(json(200, &serde_json::json!({"status": "ok"})))
+        }
         (Method::GET, ["metrics"]) => {
             let text = blocking(state, |h| h.metrics_text()).await?;
             Ok(respond(200, "text/plain; version=0.0.4", Bytes::from(text)))

@@ -856,6 +856,27 @@ fn a_component_of_another_world_is_refused_at_load() {
     assert_eq!(values(&broker, "out", 0), ["STILL HERE"]);
 }
 
+/// A processor that also imports WASI (`wasi:cli/environment`, to read
+/// the host's environment): the host gives guests nothing but its own
+/// interface, so the component is refused at load, naming the import.
+#[test]
+fn a_component_importing_wasi_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let err = rt
+        .engine()
+        .load_file(&guest("wasi-importer"))
+        .expect_err("a component importing WASI was accepted");
+    assert!(matches!(err, Error::WrongWorld { .. }), "{err:?}");
+    let message = err.to_string();
+    // (The component linker records the import at the newest 0.2 version it knows.)
+    assert!(
+        message.contains("not a Leat processor")
+            && message.contains("imports instance `wasi:cli/environment@0.2"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_component_compiled_by_another_engine_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -222,6 +222,26 @@ fn hostile_guests_deployed_on_a_server_never_take_it_down() {
     assert!(err.contains("time limit of 1s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
 
+    // A processor that imports WASI is refused at upload, naming the import.
+    let wasi = guest("wasi-importer");
+    let out = server.leat(
+        &[
+            "deploy",
+            wasi.to_str().unwrap(),
+            "--name",
+            "wasi",
+            "--input",
+            "stuck-in",
+        ],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("imports instance `wasi:cli/environment@0.2"),
+        "{err}"
+    );
+
     // A 100 MB upload is refused before it is read whole.
     let huge = dir.path().join("huge.wasm");
     let mut bytes = vec![0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];

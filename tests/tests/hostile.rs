@@ -856,6 +856,67 @@ fn a_component_of_another_world_is_refused_at_load() {
     assert_eq!(values(&broker, "out", 0), ["STILL HERE"]);
 }
 
+/// The compiled-component cache: files named by the BLAKE3 of the
+/// component, and an artifact damaged on disk is compiled again, never
+/// deserialized (it would run as machine code).
+#[test]
+fn a_damaged_compiled_artifact_is_compiled_again_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let engine = || {
+        Engine::new(EngineConfig {
+            cache_dir: Some(cache.clone()),
+            ..EngineConfig::default()
+        })
+        .unwrap()
+    };
+    engine().load_file(&guest("uppercase")).unwrap();
+    let files = |ext: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_str().unwrap().ends_with(ext))
+            .collect()
+    };
+    let artifacts = files(".cwasm");
+    assert_eq!(artifacts.len(), 1, "{:?}", files(""));
+    let stem = artifacts[0]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{stem}"
+    );
+    assert_eq!(files(".cwasm.b3").len(), 1);
+    let mut damaged = std::fs::read(&artifacts[0]).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&artifacts[0], &damaged).unwrap();
+
+    let broker = Broker::open(dir.path().join("log.redb")).unwrap();
+    let rt = Runtime::new(broker.clone(), engine());
+    let code = rt.engine().load_file(&guest("uppercase")).unwrap();
+    assert_ne!(
+        std::fs::read(&artifacts[0]).unwrap(),
+        damaged,
+        "not rewritten"
+    );
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    broker
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    broker.append("in", [Record::value("cached")]).unwrap();
+    let spec = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
+    rt.start(spec, code, leat_runtime::RunMode::UntilCaughtUp)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(values(&broker, "out", 0), ["CACHED"]);
+}
+
 /// A processor that also imports WASI (`wasi:cli/environment`, to read
 /// the host's environment): the host gives guests nothing but its own
 /// interface, so the component is refused at load, naming the import.

@@ -264,6 +264,37 @@ fn deploy_uppercase_then_scale_reset_and_undeploy() {
     );
     wait_for_events(&server, "out", 41);
 
+    // An upgrade to code whose `init` refuses this configuration (`hostile`
+    // needs a `mode`) is refused, and the old code keeps running; asking
+    // again is refused again, not "unchanged".
+    let hostile = guest("hostile");
+    let upgrade = [
+        "deploy",
+        hostile.to_str().unwrap(),
+        "--name",
+        "up",
+        "--input",
+        "in",
+        "--output",
+        "out",
+        "--instances",
+        "3",
+    ];
+    for _ in 0..2 {
+        let refused = server.leat(&upgrade, "");
+        assert!(!refused.status.success());
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(err.contains("missing configuration `mode`"), "{err}");
+    }
+    let list = server.leat_ok(&["processor", "list"], "");
+    assert!(list.contains("up\trunning\tv1\t3 instance(s)"), "{list}");
+    server.leat_ok(
+        &["produce", "in", "--format", "kv"],
+        "again\tstill the old code\n",
+    );
+    let out = wait_for_events(&server, "out", 42);
+    assert!(out.contains("STILL THE OLD CODE"), "{out}");
+
     // Pause: new events wait; resume: they are processed.
     server.leat_ok(&["processor", "pause", "up"], "");
     assert!(server
@@ -271,27 +302,27 @@ fn deploy_uppercase_then_scale_reset_and_undeploy() {
         .contains("paused"));
     server.leat_ok(&["produce", "in", "--format", "kv"], "p\twhile paused\n");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(server.leat_ok(&["consume", "out"], "").lines().count(), 41);
+    assert_eq!(server.leat_ok(&["consume", "out"], "").lines().count(), 42);
     server.leat_ok(&["processor", "resume", "up"], "");
-    wait_for_events(&server, "out", 42);
+    wait_for_events(&server, "out", 43);
 
     // Reset to the beginning replays every input event once more.
     server.leat_ok(&["processor", "reset", "up", "--to", "beginning"], "");
-    let replayed = wait_for_events(&server, "out", 84);
-    assert_eq!(replayed.lines().count(), 84);
+    let replayed = wait_for_events(&server, "out", 86);
+    assert_eq!(replayed.lines().count(), 86);
     let status = server.leat_ok(&["status"], "");
     assert!(status.contains("processor up (running"), "{status}");
     assert!(status.contains("lag 0"), "{status}");
     let (_, metrics) = server.get("/metrics");
     assert!(
-        metrics.contains("leat_processor_events_in_total{processor=\"up\"} 84"),
+        metrics.contains("leat_processor_events_in_total{processor=\"up\"} 86"),
         "{metrics}"
     );
     // Events out, commits, lag, traps and the batch latency histogram.
     let m = |series: &str| {
         metric(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
     };
-    assert_eq!(m("leat_processor_events_out_total{processor=\"up\"}"), 84.0);
+    assert_eq!(m("leat_processor_events_out_total{processor=\"up\"}"), 86.0);
     let commits = m("leat_processor_commits_total{processor=\"up\"}");
     assert!(commits >= 4.0, "{metrics}");
     assert_eq!(m("leat_processor_lag{processor=\"up\"}"), 0.0);

@@ -459,9 +459,13 @@ pub(crate) fn verified_events<'a>(
 }
 
 impl BatchHeader {
-    /// The offset of the batch's last event (`None` if it overflows).
+    /// The offset of the batch's last event; `None` if it overflows or is
+    /// `u64::MAX`, which no event can have (the offset after it must exist:
+    /// a reader resumes there). Only a damaged batch says so.
     pub fn last_offset(&self, base_offset: u64) -> Option<u64> {
-        base_offset.checked_add(u64::from(self.last_offset_delta))
+        base_offset
+            .checked_add(u64::from(self.last_offset_delta))
+            .filter(|&last| last < u64::MAX)
     }
 }
 
@@ -628,6 +632,22 @@ pub(crate) fn decode(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_last_offset_at_or_past_the_end_of_the_offset_space_is_refused() {
+        let header = |delta: u32| BatchHeader {
+            layout: Layout::V2,
+            count: delta.saturating_add(1),
+            last_offset_delta: delta,
+            max_timestamp: 0,
+            first_timestamp: 0,
+            len: HEADER_LEN,
+        };
+        assert_eq!(header(1).last_offset(u64::MAX - 2), Some(u64::MAX - 1));
+        assert_eq!(header(1).last_offset(u64::MAX - 1), None);
+        assert_eq!(header(0).last_offset(u64::MAX), None);
+        assert_eq!(header(u32::MAX).last_offset(u64::MAX - 5), None);
+    }
+
     use super::*;
 
     fn sample() -> Vec<u8> {

@@ -929,7 +929,15 @@ fn read_in(
         let what = || format!("{}/{partition} batch at offset {base}", entry.name);
         let stored = value.value();
         let header = batch::verify(stored, what)?;
-        if header.last_offset(base).is_some_and(|last| last < from) {
+        let Some(last) = header.last_offset(base) else {
+            // Found by fuzzing journal replay: a damaged batch at the end of
+            // the offset space made `e.offset + 1` overflow below.
+            return Err(batch::corrupt(
+                what,
+                "its offsets run past the end of the offset space",
+            ));
+        };
+        if last < from {
             // Ends before `from` (a gap left by compaction): nothing to copy.
             continue;
         }

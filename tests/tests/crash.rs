@@ -324,3 +324,95 @@ fn a_server_killed_during_scale_and_upgrade_loses_and_duplicates_nothing() {
     assert!(duplicated.is_empty(), "duplicated outputs: {duplicated:?}");
     assert_eq!(sources.len(), EVENTS, "lost outputs");
 }
+
+/// A server killed with SIGKILL while it resets a processor's offsets: on
+/// restart the offsets of every partition are all where they were or all
+/// where the reset put them, never some of each; and a reset that answered
+/// stays done.
+#[test]
+fn a_server_killed_during_a_reset_leaves_the_offsets_all_before_or_all_after() {
+    use leat_tests::Server;
+    const TOKEN: &str = "reset-token";
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), TOKEN);
+    let p = PARTITIONS.to_string();
+    server.leat_ok(&["stream", "create", "in", "--partitions", &p], "");
+    server.leat_ok(&["stream", "create", "out", "--partitions", &p], "");
+    let lines: String = (0..3_000)
+        .map(|i| format!("key-{i}\tvalue {i}\n"))
+        .collect();
+    server.leat_ok(&["produce", "in", "--format", "kv"], &lines);
+    let code = guest("uppercase");
+    server.leat_ok(
+        &[
+            "deploy",
+            code.to_str().unwrap(),
+            "--name",
+            "up",
+            "--input",
+            "in",
+            "--output",
+            "out",
+        ],
+        "",
+    );
+    let committed = |server: &Server| -> Vec<u64> {
+        let (status, body) = server.get("/v1/processors/up");
+        assert_eq!(status, 200, "{body}");
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut positions: Vec<(u64, u64)> = view["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["partition"].as_u64().unwrap(),
+                    p["committed"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        positions.sort();
+        positions.into_iter().map(|(_, c)| c).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&server).iter().sum::<u64>() != 3_000 {
+        assert!(Instant::now() < deadline, "never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Paused, so that only the reset moves the offsets.
+    server.leat_ok(&["processor", "pause", "up"], "");
+    let mut seed = 0x000f_f5e7_u64;
+    let mut cut_short = 0;
+    for round in 0..8u64 {
+        let before = committed(&server);
+        let target = 10 + round;
+        let answered = std::thread::scope(|s| {
+            let reset = s.spawn(|| {
+                server.leat(
+                    &["processor", "reset", "up", "--to", &target.to_string()],
+                    "",
+                )
+            });
+            std::thread::sleep(Duration::from_millis(next_random(&mut seed) % 40));
+            let pid = server.pid().to_string();
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            reset.join().unwrap().status.success()
+        });
+        cut_short += usize::from(!answered);
+        server.kill();
+        server = Server::start(dir.path(), TOKEN);
+        let after = committed(&server);
+        let reset = vec![target; PARTITIONS as usize];
+        assert!(
+            after == before || after == reset,
+            "round {round}: offsets {after:?}, neither {before:?} nor {reset:?}"
+        );
+        if answered {
+            assert_eq!(after, reset, "round {round}: an answered reset was lost");
+        }
+    }
+    assert!(
+        cut_short >= 2,
+        "only {cut_short} of 8 kills landed during a reset"
+    );
+}

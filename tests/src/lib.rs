@@ -1,6 +1,8 @@
 //! Helpers for Leat's end-to-end tests: where the `leat` binary and the guest
 //! components are, and running the binary.
 
+pub mod components;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

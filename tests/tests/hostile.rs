@@ -917,6 +917,44 @@ fn a_damaged_compiled_artifact_is_compiled_again_not_run() {
     assert_eq!(values(&broker, "out", 0), ["CACHED"]);
 }
 
+/// Components a Rust guest cannot be (see `leat_tests::components`): one
+/// that declares 100 memories is refused when instantiated (8 are allowed),
+/// one that grows its table without end traps at the element limit; the
+/// same component with 2 memories and a small table growth would start.
+#[test]
+fn many_memories_and_table_growth_are_refused_at_start() {
+    use leat_tests::components::{hostile_component, Misbehaviour};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    broker
+        .create_stream("out", StreamConfig::default())
+        .unwrap();
+    let spec = |name: &str| ProcessorSpec::new(name, vec!["in".into()], vec!["out".into()]);
+    let start = |misbehaviour, name: &str| {
+        let bytes = hostile_component(misbehaviour).unwrap();
+        let code = rt.engine().load(name, &bytes).unwrap();
+        rt.deploy(spec(name), code)
+    };
+    let err = start(Misbehaviour::Memories(100), "memories").unwrap_err();
+    assert!(matches!(err, Error::Init { .. }), "{err:?}");
+    assert!(err.to_string().contains("memory count"), "{err}");
+    let err = start(Misbehaviour::TableGrowth(1000), "tables").unwrap_err();
+    assert!(
+        err.to_string().contains("trap in init")
+            && err.to_string().contains("table limit exceeded"),
+        "{err}"
+    );
+    // The generator itself is sound: within the limits, the component runs.
+    broker.append("in", [Record::value("x")]).unwrap();
+    let d = start(Misbehaviour::Memories(2), "two").unwrap();
+    wait_until("the batch to commit", || {
+        broker.committed_offset("two", "in", 0).unwrap() == Some(1)
+    });
+    d.undeploy().unwrap();
+}
+
 /// A processor that also imports WASI (`wasi:cli/environment`, to read
 /// the host's environment): the host gives guests nothing but its own
 /// interface, so the component is refused at load, naming the import.

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use leat_tests::components::{hostile_component, Misbehaviour};
 use leat_tests::{guest, leat_remote, Server};
 
 const TOKEN: &str = "hostile-token";
 /// The guest time limit the server runs with (`--guest-timeout-ms`).
-const TIMEOUT_MS: &str = "1000";
+const TIMEOUT_MS: &str = "3000";
 /// What the server may hold at most, whatever the guests do: the log, two
 /// guest memories of 64 MiB (the healthy and the hostile processor), one
 /// call's 64 MiB budget of outputs and state, and the host's own.
@@ -57,7 +58,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         mode: "loop",
         config: &[],
-        cause: "time limit of 1s",
+        cause: "time limit of 3s",
     },
     Attack {
         mode: "assign-loop",
@@ -87,7 +88,7 @@ const ATTACKS: &[Attack] = &[
     Attack {
         mode: "log-flood",
         config: &[],
-        cause: "time limit of 1s",
+        cause: "time limit of 3s",
     },
     Attack {
         mode: "stack",
@@ -219,8 +220,33 @@ fn hostile_guests_deployed_on_a_server_never_take_it_down() {
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("time limit of 1s"), "{err}");
+    assert!(err.contains("time limit of 3s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Components no Rust guest can be: too many memories, a table grown
+    // without end. Deploys are refused with the reason.
+    for (misbehaviour, cause) in [
+        (Misbehaviour::Memories(100), "memory count"),
+        (Misbehaviour::TableGrowth(1000), "table limit exceeded"),
+    ] {
+        let path = dir.path().join(format!("{misbehaviour:?}.wasm"));
+        std::fs::write(&path, hostile_component(misbehaviour).unwrap()).unwrap();
+        let out = server.leat(
+            &[
+                "deploy",
+                path.to_str().unwrap(),
+                "--name",
+                "crafted",
+                "--input",
+                "stuck-in",
+            ],
+            "",
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(cause), "{misbehaviour:?}: {err}");
+        println!("{misbehaviour:?}: {}", err.trim());
+    }
 
     // A processor that imports WASI is refused at upload, naming the import.
     let wasi = guest("wasi-importer");

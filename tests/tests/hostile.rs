@@ -51,6 +51,20 @@ fn runtime_with(dir: &std::path::Path, limits: GuestLimits) -> Runtime {
     Runtime::new(broker, engine)
 }
 
+/// A runtime in a fresh directory with streams `input` and `output` of
+/// `partitions` partitions each.
+fn in_and_out(input: &str, output: &str, partitions: u32) -> (tempfile::TempDir, Runtime, Broker) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    for name in [input, output] {
+        broker
+            .create_stream(name, StreamConfig::with_partitions(partitions))
+            .unwrap();
+    }
+    (dir, rt, broker)
+}
+
 fn read_all(broker: &Broker, stream: &str, partition: u32) -> Vec<Event> {
     broker
         .read(
@@ -540,15 +554,7 @@ fn a_looping_guest_with_the_record_policy_stops_within_one_call() {
 /// (here: its stream was deleted); the worker used to die silently.
 #[test]
 fn an_error_record_that_cannot_be_written_stops_the_partition() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let broker = rt.broker().clone();
-    broker
-        .create_stream("lost-in", StreamConfig::with_partitions(2))
-        .unwrap();
-    broker
-        .create_stream("lost-out", StreamConfig::with_partitions(2))
-        .unwrap();
+    let (_dir, rt, broker) = in_and_out("lost-in", "lost-out", 2);
     let code = rt.engine().load_file(&guest("hostile")).unwrap();
     let d = rt
         .deploy(hostile_spec("lost", ErrorPolicy::Record, "trap-on"), code)
@@ -582,13 +588,7 @@ fn an_error_record_that_cannot_be_written_stops_the_partition() {
 /// stream's first event and says so.
 #[test]
 fn a_group_offset_past_the_end_restarts_from_the_first_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let broker = rt.broker().clone();
-    broker.create_stream("in", StreamConfig::default()).unwrap();
-    broker
-        .create_stream("out", StreamConfig::default())
-        .unwrap();
+    let (_dir, rt, broker) = in_and_out("in", "out", 1);
     broker
         .append("in", ["a", "b", "c"].map(Record::value))
         .unwrap();
@@ -659,13 +659,7 @@ fn a_tail_removed_by_compaction_is_committed_past() {
 
 #[test]
 fn deploy_numbers_out_of_range_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let broker = rt.broker().clone();
-    broker.create_stream("in", StreamConfig::default()).unwrap();
-    broker
-        .create_stream("out", StreamConfig::default())
-        .unwrap();
+    let (_dir, rt, broker) = in_and_out("in", "out", 1);
     let code = rt.engine().load_file(&guest("uppercase")).unwrap();
     let base = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
     type Change = fn(&mut ProcessorSpec);
@@ -752,13 +746,7 @@ fn concurrent_deployments_never_both_claim_a_stream() {
 /// the spec refuses, leaves the old deployment running as it was.
 #[test]
 fn a_failed_upgrade_keeps_the_old_code_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let broker = rt.broker().clone();
-    broker.create_stream("in", StreamConfig::default()).unwrap();
-    broker
-        .create_stream("out", StreamConfig::default())
-        .unwrap();
+    let (_dir, rt, broker) = in_and_out("in", "out", 1);
     let upper = rt.engine().load_file(&guest("uppercase")).unwrap();
     let spec = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
     let mut d = rt.deploy(spec, upper).unwrap();
@@ -818,16 +806,22 @@ fn a_guest_that_never_finishes_init_is_refused_at_deploy() {
     drop(upper);
 }
 
+/// Loads guest example `name`, which must be refused as not a Leat
+/// processor; the error's words.
+fn refused_at_load(rt: &Runtime, name: &str) -> String {
+    let err = rt
+        .engine()
+        .load_file(&guest(name))
+        .expect_err("a component that is not a Leat processor was accepted");
+    assert!(matches!(err, Error::WrongWorld { .. }), "{err:?}");
+    err.to_string()
+}
+
 #[test]
 fn a_component_of_another_world_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
-    let err = rt
-        .engine()
-        .load_file(&guest("wrong-world"))
-        .expect_err("a component of another world was accepted");
-    assert!(matches!(err, Error::WrongWorld { .. }), "{err:?}");
-    let message = err.to_string();
+    let message = refused_at_load(&rt, "wrong-world");
     assert!(
         message.contains("not a Leat processor")
             && message.contains("leat:processor/processor@0.1.2")
@@ -924,13 +918,7 @@ fn a_damaged_compiled_artifact_is_compiled_again_not_run() {
 #[test]
 fn many_memories_and_table_growth_are_refused_at_start() {
     use leat_tests::components::{hostile_component, Misbehaviour};
-    let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let broker = rt.broker().clone();
-    broker.create_stream("in", StreamConfig::default()).unwrap();
-    broker
-        .create_stream("out", StreamConfig::default())
-        .unwrap();
+    let (_dir, rt, broker) = in_and_out("in", "out", 1);
     let spec = |name: &str| ProcessorSpec::new(name, vec!["in".into()], vec!["out".into()]);
     let start = |misbehaviour, name: &str| {
         let bytes = hostile_component(misbehaviour).unwrap();
@@ -962,12 +950,7 @@ fn many_memories_and_table_growth_are_refused_at_start() {
 fn a_component_importing_wasi_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
-    let err = rt
-        .engine()
-        .load_file(&guest("wasi-importer"))
-        .expect_err("a component importing WASI was accepted");
-    assert!(matches!(err, Error::WrongWorld { .. }), "{err:?}");
-    let message = err.to_string();
+    let message = refused_at_load(&rt, "wasi-importer");
     // (The component linker records the import at the newest 0.2 version it knows.)
     assert!(
         message.contains("not a Leat processor")

@@ -204,6 +204,23 @@ impl Server {
         leat_remote(&self.addr, token, args, stdin)
     }
 
+    /// `leat deploy COMPONENT --name NAME --input INPUT --output OUTPUT`
+    /// and `more` arguments, against this server.
+    pub fn deploy(
+        &self,
+        component: &Path,
+        name: &str,
+        (input, output): (&str, &str),
+        more: &[&str],
+    ) -> Output {
+        let component = component.to_str().expect("a UTF-8 path");
+        let mut args = vec![
+            "deploy", component, "--name", name, "--input", input, "--output", output,
+        ];
+        args.extend_from_slice(more);
+        self.leat(&args, "")
+    }
+
     /// Runs `leat` against this server and asserts success; returns its standard output.
     pub fn leat_ok(&self, args: &[&str], stdin: &str) -> String {
         succeeded(args, self.leat(args, stdin))

@@ -224,26 +224,16 @@ fn a_server_killed_during_scale_and_upgrade_loses_and_duplicates_nothing() {
     let fixture = leat_tests::repo_root().join("tests/fixtures/uppercase-wit-0.1.1.wasm");
     let codes = [guest("uppercase"), fixture];
     let deploy = |server: &Server, code: usize, instances: usize| {
-        let (code, instances) = (codes[code].to_str().unwrap(), instances.to_string());
-        server.leat(
-            &[
-                "deploy",
-                code,
-                "--name",
-                "up",
-                "--input",
-                "in",
-                "--output",
-                "out",
-                "--instances",
-                &instances,
-                "--batch-size",
-                "50",
-                "--commit-events",
-                "200",
-            ],
-            "",
-        )
+        let instances = instances.to_string();
+        let more = [
+            "--instances",
+            &instances,
+            "--batch-size",
+            "50",
+            "--commit-events",
+            "200",
+        ];
+        server.deploy(&codes[code], "up", ("in", "out"), &more)
     };
     let mut server = Server::start(dir.path(), TOKEN);
     let p = PARTITIONS.to_string();
@@ -342,20 +332,8 @@ fn a_server_killed_during_a_reset_leaves_the_offsets_all_before_or_all_after() {
         .map(|i| format!("key-{i}\tvalue {i}\n"))
         .collect();
     server.leat_ok(&["produce", "in", "--format", "kv"], &lines);
-    let code = guest("uppercase");
-    server.leat_ok(
-        &[
-            "deploy",
-            code.to_str().unwrap(),
-            "--name",
-            "up",
-            "--input",
-            "in",
-            "--output",
-            "out",
-        ],
-        "",
-    );
+    let deployed = server.deploy(&guest("uppercase"), "up", ("in", "out"), &[]);
+    assert!(deployed.status.success(), "{deployed:?}");
     let committed = |server: &Server| -> Vec<u64> {
         let (status, body) = server.get("/v1/processors/up");
         assert_eq!(status, 200, "{body}");

@@ -70,20 +70,8 @@ fn a_full_disk_refuses_clearly_loses_nothing_acknowledged_and_recovers() {
     let server = Server::start_logging_to(&data, &logs, TOKEN, &[]);
     server.leat_ok(&["stream", "create", "in"], "");
     server.leat_ok(&["stream", "create", "out"], "");
-    let uppercase = guest("uppercase");
-    server.leat_ok(
-        &[
-            "deploy",
-            uppercase.to_str().unwrap(),
-            "--name",
-            "up",
-            "--input",
-            "in",
-            "--output",
-            "out",
-        ],
-        "",
-    );
+    let deployed = server.deploy(&guest("uppercase"), "up", ("in", "out"), &[]);
+    assert!(deployed.status.success(), "{deployed:?}");
     let filler = "x".repeat(1000);
     let mut acknowledged = Vec::new();
     let mut refusal = None;

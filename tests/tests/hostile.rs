@@ -659,7 +659,7 @@ fn a_tail_removed_by_compaction_is_committed_past() {
 
 #[test]
 fn deploy_numbers_out_of_range_are_refused() {
-    let (_dir, rt, broker) = in_and_out("in", "out", 1);
+    let (_dir, rt, _broker) = in_and_out("in", "out", 1);
     let code = rt.engine().load_file(&guest("uppercase")).unwrap();
     let base = ProcessorSpec::new("up", vec!["in".into()], vec!["out".into()]);
     type Change = fn(&mut ProcessorSpec);

@@ -268,20 +268,8 @@ fn deploy_uppercase_then_scale_reset_and_undeploy() {
     // needs a `mode`) is refused, and the old code keeps running; asking
     // again is refused again, not "unchanged".
     let hostile = guest("hostile");
-    let upgrade = [
-        "deploy",
-        hostile.to_str().unwrap(),
-        "--name",
-        "up",
-        "--input",
-        "in",
-        "--output",
-        "out",
-        "--instances",
-        "3",
-    ];
     for _ in 0..2 {
-        let refused = server.leat(&upgrade, "");
+        let refused = server.deploy(&hostile, "up", ("in", "out"), &["--instances", "3"]);
         assert!(!refused.status.success());
         let err = String::from_utf8_lossy(&refused.stderr);
         assert!(err.contains("missing configuration `mode`"), "{err}");

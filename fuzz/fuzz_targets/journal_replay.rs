@@ -21,10 +21,31 @@
 use std::sync::OnceLock;
 
 use leat_broker::{Broker, Record, ReadLimits, Transaction};
-use leat_fuzz::{build_template, frame_record, options, scratch_root, Template, JOURNAL_HEADER_LEN};
+use leat_fuzz::{build_template, frame_record, options, scratch_root, JOURNAL_HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
+/// The template, in memory: its directory is gone once it is read (the
+/// fuzzer exits without running destructors).
+struct Template {
+    db_name: std::ffi::OsString,
+    db_bytes: Vec<u8>,
+    journal_name: std::ffi::OsString,
+    journal_bytes: Vec<u8>,
+    applied: u64,
+}
+
 static TEMPLATE: OnceLock<Template> = OnceLock::new();
+
+fn load() -> Template {
+    let t = build_template();
+    Template {
+        db_name: t.db.file_name().unwrap().to_owned(),
+        db_bytes: std::fs::read(&t.db).unwrap(),
+        journal_name: t.journal.file_name().unwrap().to_owned(),
+        journal_bytes: t.journal_bytes,
+        applied: t.applied,
+    }
+}
 
 /// The body as records: each `len u16 | payload` (cut short at the end),
 /// with `adj i8` first when `adjust`.
@@ -85,7 +106,7 @@ fn exercise(broker: &Broker) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let t = TEMPLATE.get_or_init(build_template);
+    let t = TEMPLATE.get_or_init(load);
     let Some((&mode, body)) = data.split_first() else {
         return;
     };
@@ -114,9 +135,9 @@ fuzz_target!(|data: &[u8]| {
         .prefix("leat-fuzz-journal")
         .tempdir_in(scratch_root())
         .unwrap();
-    let db = dir.path().join(t.db.file_name().unwrap());
-    std::fs::copy(&t.db, &db).unwrap();
-    std::fs::write(dir.path().join(t.journal.file_name().unwrap()), &journal).unwrap();
+    let db = dir.path().join(&t.db_name);
+    std::fs::write(&db, &t.db_bytes).unwrap();
+    std::fs::write(dir.path().join(&t.journal_name), &journal).unwrap();
     if let Ok(broker) = Broker::open_with(&db, options()) {
         exercise(&broker);
     }

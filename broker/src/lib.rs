@@ -150,7 +150,8 @@ pub mod fuzzing {
         let mut out = Vec::new();
         batch::encode(
             &mut out,
-            kept.iter().map(|e| e.reencode((e.offset - new_base) as u32)),
+            kept.iter()
+                .map(|e| e.reencode((e.offset - new_base) as u32)),
         );
         Ok(Some((new_base, out)))
     }

@@ -5,7 +5,14 @@ use leat_fuzz::*;
 
 fn count(db: &std::path::Path) -> usize {
     let b = Broker::open_with(db, options()).unwrap();
-    (0..3).map(|p| b.read("orders", p, 0, ReadLimits::default()).unwrap().events.len()).sum()
+    (0..3)
+        .map(|p| {
+            b.read("orders", p, 0, ReadLimits::default())
+                .unwrap()
+                .events
+                .len()
+        })
+        .sum()
 }
 
 fn main() {

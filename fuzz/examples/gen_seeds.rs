@@ -8,7 +8,9 @@
 use std::path::Path;
 
 use leat_broker::Broker;
-use leat_fuzz::{build_template, commit_some, frame_record, options, parse_records, JOURNAL_HEADER_LEN};
+use leat_fuzz::{
+    build_template, commit_some, frame_record, options, parse_records, JOURNAL_HEADER_LEN,
+};
 use leat_layout::{put_bytes, put_maybe_bytes, put_u32, NONE};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -62,25 +64,49 @@ fn batch_seeds(db: &Path) {
         // Flags 0: base 0, the stored CRC as it is; 1: the CRC rewritten.
         let mut seed = vec![0u8];
         seed.extend_from_slice(value.value());
-        write("batch_decode", &format!("v2-s{stream}-p{partition}-b{base}"), &seed);
+        write(
+            "batch_decode",
+            &format!("v2-s{stream}-p{partition}-b{base}"),
+            &seed,
+        );
         seed[0] = 1;
-        write("batch_decode", &format!("v2-s{stream}-p{partition}-b{base}-fixcrc"), &seed);
+        write(
+            "batch_decode",
+            &format!("v2-s{stream}-p{partition}-b{base}-fixcrc"),
+            &seed,
+        );
         n += 1;
         if n >= 8 {
             break;
         }
     }
     let v1 = layout1(&[
-        (0, 1_700_000_000_000, Some(b"order-1"), Some(b"{\"n\":1}"), &[("leat.processor", b"router"), ("trace", b"x")]),
+        (
+            0,
+            1_700_000_000_000,
+            Some(b"order-1"),
+            Some(b"{\"n\":1}"),
+            &[("leat.processor", b"router"), ("trace", b"x")],
+        ),
         (1, 1_700_000_000_005, None, Some(b"plain"), &[]),
-        (4, 1_699_999_999_999, Some(b"order-1"), None, &[("leat.error", b"boom")]),
+        (
+            4,
+            1_699_999_999_999,
+            Some(b"order-1"),
+            None,
+            &[("leat.error", b"boom")],
+        ),
     ]);
     let mut seed = vec![0u8];
     seed.extend_from_slice(&v1);
     write("batch_decode", "v1-three-events", &seed);
     seed[0] = 1;
     write("batch_decode", "v1-three-events-fixcrc", &seed);
-    write("batch_decode", "v1-empty", &[&[0u8][..], &layout1(&[])].concat());
+    write(
+        "batch_decode",
+        "v1-empty",
+        &[&[0u8][..], &layout1(&[])].concat(),
+    );
 }
 
 fn output_seeds() {
@@ -131,11 +157,31 @@ fn journal_seeds() {
         adjusted.extend_from_slice(payload);
         frame_record(&mut raw, *seq, payload);
     }
-    write("journal_replay", "0-framed", &[&[0u8][..], &framed].concat());
-    write("journal_replay", "1-after-old-records", &[&[1u8][..], &framed].concat());
-    write("journal_replay", "2-raw-records", &[&[2u8][..], &raw].concat());
-    write("journal_replay", "3-whole-file", &[&[3u8][..], &file].concat());
-    write("journal_replay", "4-framed-adjusted", &[&[4u8][..], &adjusted].concat());
+    write(
+        "journal_replay",
+        "0-framed",
+        &[&[0u8][..], &framed].concat(),
+    );
+    write(
+        "journal_replay",
+        "1-after-old-records",
+        &[&[1u8][..], &framed].concat(),
+    );
+    write(
+        "journal_replay",
+        "2-raw-records",
+        &[&[2u8][..], &raw].concat(),
+    );
+    write(
+        "journal_replay",
+        "3-whole-file",
+        &[&[3u8][..], &file].concat(),
+    );
+    write(
+        "journal_replay",
+        "4-framed-adjusted",
+        &[&[4u8][..], &adjusted].concat(),
+    );
     // A real encoded batch too, for batch_decode.
     batch_seeds(&t.db);
     println!(

@@ -20,7 +20,7 @@
 
 use std::sync::OnceLock;
 
-use leat_broker::{Broker, Record, ReadLimits, Transaction};
+use leat_broker::{Broker, ReadLimits, Record, Transaction};
 use leat_fuzz::{build_template, frame_record, options, scratch_root, JOURNAL_HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 

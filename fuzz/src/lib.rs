@@ -82,14 +82,24 @@ pub fn commit_some(broker: &Broker, round: u32) {
                 .header("leat.source", "orders/0/7")
                 .header("trace", "abc"),
         )
-        .append("orders", Record::value(format!("plain {round} {i}")).at(1_700_000_000_000 + i64::from(i)))
-        .append("table", Record::keyed(format!("k{}", i % 2), format!("v{round}")))
+        .append(
+            "orders",
+            Record::value(format!("plain {round} {i}")).at(1_700_000_000_000 + i64::from(i)),
+        )
+        .append(
+            "table",
+            Record::keyed(format!("k{}", i % 2), format!("v{round}")),
+        )
         .append("recent", Record::keyed("r", vec![0u8; 40]));
         if i == 3 {
             txn.append("table", Record::tombstone("k0"));
         }
         txn.commit_offset("g", "orders", i % 3, u64::from(round))
-            .put_state("scope", format!("key{i}").into_bytes(), format!("val{round}").into_bytes());
+            .put_state(
+                "scope",
+                format!("key{i}").into_bytes(),
+                format!("val{round}").into_bytes(),
+            );
         if i == 2 {
             txn.delete_state("scope", b"key0".to_vec());
         }

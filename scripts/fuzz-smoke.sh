@@ -10,6 +10,7 @@
 #   bash scripts/fuzz-smoke.sh                   # all targets, 20 s each
 #   FUZZ_SECONDS=60 bash scripts/fuzz-smoke.sh batch_decode journal_replay
 #   FUZZ_NO_RUNTIME=1 bash scripts/fuzz-smoke.sh # skip topology_parse (no wasmtime build)
+#   FUZZ_TARGET_DIR=/tmp/t bash scripts/fuzz-smoke.sh  # build elsewhere than fuzz/target
 set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
@@ -34,8 +35,9 @@ else
 fi
 # One feature set for every build, so that the targets share one build.
 features=()
+[ -n "${FUZZ_TARGET_DIR:-}" ] && features=(--target-dir "$FUZZ_TARGET_DIR")
 for t in "${targets[@]}"; do
-    [ "$t" = topology_parse ] && features=(--features runtime)
+    [ "$t" = topology_parse ] && features+=(--features runtime)
 done
 
 start=$(date +%s)

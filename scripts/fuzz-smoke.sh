@@ -64,7 +64,8 @@ for t in "${targets[@]}"; do
     if ! "${NICE[@]}" cargo +nightly fuzz run "${features[@]}" "$t" "${dirs[@]}" -- \
         -max_total_time="$SECONDS_EACH" -print_final_stats=1 2>"$work/$t.log"; then
         failed+=("$t")
-        tail -n 60 "$work/$t.log" >&2
+        grep -m 1 -A 2 'panicked at' "$work/$t.log" >&2 || true
+        grep -E '^(SUMMARY|Base64|artifact_prefix)' "$work/$t.log" >&2 || tail -n 40 "$work/$t.log" >&2
     else
         grep -E '^stat::number_of_executed_units|^Done' "$work/$t.log" || true
     fi

@@ -146,6 +146,9 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(dir.path().join(&t.journal_name), &journal).unwrap();
     if let Ok(broker) = Broker::open_with(&db, options()) {
         // The mode byte's top bits pick the reads' event limit.
-        exercise(&broker, [64, 1, 2, 7, 64, 1, 3, 1000][usize::from(mode >> 5)]);
+        exercise(
+            &broker,
+            [64, 1, 2, 7, 64, 1, 3, 1000][usize::from(mode >> 5)],
+        );
     }
 });

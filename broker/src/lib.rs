@@ -120,3 +120,43 @@ pub(crate) struct Shared {
     /// Held by a retention or compaction pass: one runs at a time.
     pub maintenance: std::sync::Mutex<()>,
 }
+
+/// Entry points for the fuzz targets in `fuzz/`: not part of the API, and
+/// may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::{batch, Bytes, Event, Result};
+
+    /// Decodes a stored batch (layout 1 or 2) whose base offset is `base`,
+    /// as a read does: magic, CRC and header, then every event, owned.
+    pub fn decode_batch(raw: &[u8], base: u64) -> Result<Vec<Event>> {
+        let raw = Bytes::copy_from_slice(raw);
+        let what = || format!("batch at offset {base}");
+        let (_, events) = batch::events(&raw, base, what)?;
+        events
+            .map(|e| batch::to_event(&raw, &e.map_err(|d| batch::corrupt(what, d))?, 0, what))
+            .collect()
+    }
+
+    /// Re-encodes a stored batch's events in layout 2 as compaction does
+    /// (headers copied through, undecoded), based at its first event's
+    /// offset: that base and the new batch, or `None` when it is empty.
+    pub fn reencode_batch(raw: &[u8], base: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        let what = || format!("batch at offset {base}");
+        let (_, events) = batch::events(raw, base, what)?;
+        let kept = events
+            .map(|e| e.map_err(|d| batch::corrupt(what, d)))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(first) = kept.first() else {
+            return Ok(None);
+        };
+        let new_base = first.offset;
+        let mut out = Vec::new();
+        batch::encode(
+            &mut out,
+            kept.iter()
+                .map(|e| e.reencode((e.offset - new_base) as u32)),
+        );
+        Ok(Some((new_base, out)))
+    }
+}

@@ -69,7 +69,8 @@ fn server() -> &'static str {
     })
 }
 
-/// Sends `request` on a new connection; what came back.
+/// Sends `request` on a new connection, then shuts the sending side (the
+/// server answers what it got, or closes); what came back.
 fn exchange(addr: &str, request: &[u8]) -> Vec<u8> {
     let Ok(mut stream) = TcpStream::connect(addr) else {
         return Vec::new();
@@ -101,5 +102,14 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(&answer[..answer.len().min(200)])
         );
     }
-    assert!(healthy(addr), "the server stopped answering after {data:?}");
+    if !healthy(addr) {
+        let answer = exchange(
+            addr,
+            b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
+        panic!(
+            "the server stopped answering after {data:?}: health gave {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
 });

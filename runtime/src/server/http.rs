@@ -64,6 +64,9 @@ pub(crate) async fn serve_connection(state: Arc<State>, stream: TcpStream) {
         async move { Ok::<_, Infallible>(handle(state, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
+        // A client may shut its side down once its request is sent (`nc -N`
+        // does): answer it all the same (the fuzz target sends that way).
+        .half_close(true)
         .max_buf_size(1 << 20)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))

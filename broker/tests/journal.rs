@@ -304,12 +304,9 @@ fn a_small_pipelined_commit_is_journaled_and_readable_at_once() {
     assert_eq!(values(&broker, "s", 0), vec!["v".to_string()]);
 }
 
-/// How many bytes the record of one commit of `value` (alone, to partition
-/// 0 of a non-durable stream `s`) takes in the journal: what a fresh
-/// journal grows by.
-fn record_len(dir: &Path, value: &str) -> u64 {
-    let db = dir.join("log.redb");
-    let broker = open_with_checkpoint(&db, 1 << 30);
+/// Stream `s`, one partition, not durable: its records are journaled
+/// without a sync.
+fn create_non_durable(broker: &Broker) {
     broker
         .create_stream(
             "s",
@@ -319,6 +316,15 @@ fn record_len(dir: &Path, value: &str) -> u64 {
             },
         )
         .unwrap();
+}
+
+/// How many bytes the record of one commit of `value` (alone, to partition
+/// 0 of a non-durable stream `s`) takes in the journal: what a fresh
+/// journal grows by.
+fn record_len(dir: &Path, value: &str) -> u64 {
+    let db = dir.join("log.redb");
+    let broker = open_with_checkpoint(&db, 1 << 30);
+    create_non_durable(&broker);
     let journal = db.with_file_name("log.redb-journal");
     let before = std::fs::metadata(&journal).unwrap().len();
     append_value(&broker, value);
@@ -333,15 +339,7 @@ fn a_stale_record_of_an_earlier_cycle_is_not_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("live").join("log.redb");
     let broker = open_with_checkpoint(&db, 1 << 30);
-    broker
-        .create_stream(
-            "s",
-            StreamConfig {
-                durable: false,
-                ..StreamConfig::with_partitions(1)
-            },
-        )
-        .unwrap();
+    create_non_durable(&broker);
     let journal = db.with_file_name("log.redb-journal");
     let mut ends = vec![std::fs::metadata(&journal).unwrap().len()];
     let old: Vec<String> = (0..5)

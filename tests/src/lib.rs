@@ -106,6 +106,38 @@ fn succeeded(args: &[&str], out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Every event of `stream`, partition after partition.
+pub fn read_stream(broker: &leat_broker::Broker, stream: &str) -> Vec<leat_broker::Event> {
+    let partitions = broker
+        .describe_stream(stream)
+        .expect("the stream")
+        .partitions
+        .len();
+    let all = leat_broker::ReadLimits {
+        max_events: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+    (0..partitions as u32)
+        .flat_map(|p| broker.read(stream, p, 0, all).expect("read").events)
+        .collect()
+}
+
+/// How many outputs of `stream` name each input event as their source
+/// (the `leat.source` provenance header, `stream/partition/offset`).
+pub fn outputs_per_source(
+    broker: &leat_broker::Broker,
+    stream: &str,
+) -> std::collections::BTreeMap<String, u32> {
+    let mut per_source = std::collections::BTreeMap::new();
+    for e in read_stream(broker, stream) {
+        let source = e.header("leat.source").expect("a leat.source header");
+        *per_source
+            .entry(String::from_utf8_lossy(source).into_owned())
+            .or_insert(0) += 1;
+    }
+    per_source
+}
+
 /// Runs `leat` against the server at `addr` with `token` (or none).
 pub fn leat_remote(addr: &str, token: Option<&str>, args: &[&str], stdin: &str) -> Output {
     let mut command = Command::new(leat_bin());
@@ -233,6 +265,26 @@ impl Server {
             self.addr, self.token
         );
         http_request(&self.addr, request.as_bytes())
+    }
+
+    /// Polls `GET /v1/processors/NAME` until `done` holds for its view,
+    /// failing after two minutes.
+    pub fn wait_for_processor(&self, name: &str, done: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let (status, body) = self.get(&format!("/v1/processors/{name}"));
+            assert_eq!(status, 200, "{body}");
+            let view: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            if done(&view) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "processor {name} never got there: {body}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     /// The server's resident memory (`VmRSS`), in bytes.

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, ReadLimits};
-use leat_tests::{guest, leat_bin, leat_ok};
+use leat_broker::Broker;
+use leat_tests::{guest, leat_bin, leat_ok, outputs_per_source, read_stream};
 
 const PARTITIONS: u32 = 3;
 
@@ -66,12 +66,8 @@ type Snapshot = (
 fn snapshot(data: &Path) -> Snapshot {
     let broker = Broker::open(data.join("log.redb")).unwrap();
     let mut per_key: BTreeMap<(Vec<u8>, String), Vec<Vec<u8>>> = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let all = ReadLimits {
-            max_events: usize::MAX,
-            max_bytes: usize::MAX,
-        };
-        for e in broker.read("out", p, 0, all).unwrap().events {
+    {
+        for e in read_stream(&broker, "out") {
             // `leat.source` is `stream/partition/offset` of the cause.
             let source = String::from_utf8(e.header("leat.source").unwrap().to_vec()).unwrap();
             let input_partition = source.rsplit_once('/').unwrap().0.to_string();
@@ -278,40 +274,18 @@ fn a_server_killed_during_scale_and_upgrade_loses_and_duplicates_nothing() {
         cut_short >= ROUNDS / 4,
         "only {cut_short} of {ROUNDS} kills landed during a change"
     );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, body) = server.get("/v1/processors/up");
-        assert_eq!(status, 200, "{body}");
-        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    server.wait_for_processor("up", |view| {
         let committed: u64 = view["positions"]
             .as_array()
             .unwrap()
             .iter()
             .map(|p| p["committed"].as_u64().unwrap())
             .sum();
-        if committed == EVENTS as u64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never caught up: {body}\n{}",
-            server.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        committed == EVENTS as u64
+    });
     assert!(server.terminate());
     let broker = Broker::open(dir.path().join("log.redb")).unwrap();
-    let mut sources = BTreeMap::new();
-    for p in 0..PARTITIONS {
-        let all = ReadLimits {
-            max_events: usize::MAX,
-            max_bytes: usize::MAX,
-        };
-        for e in broker.read("out", p, 0, all).unwrap().events {
-            let source = String::from_utf8(e.header("leat.source").unwrap().to_vec()).unwrap();
-            *sources.entry(source).or_insert(0u32) += 1;
-        }
-    }
+    let sources = outputs_per_source(&broker, "out");
     let duplicated: Vec<_> = sources.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(duplicated.is_empty(), "duplicated outputs: {duplicated:?}");
     assert_eq!(sources.len(), EVENTS, "lost outputs");

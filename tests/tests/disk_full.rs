@@ -6,13 +6,11 @@
 //! there, the processor catches up on them exactly once, and new events are
 //! accepted. Mounting a tmpfs needs root, as CI runs.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, ReadLimits};
-use leat_tests::{guest, Server};
+use leat_broker::Broker;
+use leat_tests::{guest, outputs_per_source, read_stream, Server};
 
 const TOKEN: &str = "disk-token";
 
@@ -45,14 +43,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
-}
-
-fn all_events(broker: &Broker, stream: &str) -> Vec<leat_broker::Event> {
-    let all = ReadLimits {
-        max_events: usize::MAX,
-        max_bytes: usize::MAX,
-    };
-    broker.read(stream, 0, 0, all).unwrap().events
 }
 
 #[test]
@@ -109,24 +99,13 @@ fn a_full_disk_refuses_clearly_loses_nothing_acknowledged_and_recovers() {
     assert_eq!(server.get("/v1/health").0, 200);
     server.leat_ok(&["produce", "in"], "after the disk was freed\n");
     acknowledged.push("after the disk was freed".into());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, body) = server.get("/v1/processors/up");
-        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if view["lag"].as_u64() == Some(0) && view["positions"][0]["committed"].as_u64().is_some() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never caught up: {body}\n{}",
-            server.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    server.wait_for_processor("up", |view| {
+        view["lag"].as_u64() == Some(0) && view["positions"][0]["committed"].as_u64().is_some()
+    });
     assert!(server.terminate());
 
     let broker = Broker::open(data.join("log.redb")).unwrap();
-    let stored: Vec<String> = all_events(&broker, "in")
+    let stored: Vec<String> = read_stream(&broker, "in")
         .iter()
         .map(|e| String::from_utf8(e.value.clone().unwrap().to_vec()).unwrap())
         .collect();
@@ -141,11 +120,7 @@ fn a_full_disk_refuses_clearly_loses_nothing_acknowledged_and_recovers() {
         );
     }
     // The processor's outputs: each input exactly once.
-    let mut per_source = BTreeMap::new();
-    for e in all_events(&broker, "out") {
-        let source = String::from_utf8(e.header("leat.source").unwrap().to_vec()).unwrap();
-        *per_source.entry(source).or_insert(0) += 1;
-    }
+    let per_source = outputs_per_source(&broker, "out");
     assert_eq!(per_source.len(), stored.len(), "outputs lost");
     assert!(per_source.values().all(|n| *n == 1), "outputs duplicated");
 }

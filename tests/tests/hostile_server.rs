@@ -109,19 +109,8 @@ fn hostile_guests_deployed_on_a_server_never_take_it_down() {
     let hostile = guest("hostile");
     server.leat_ok(&["stream", "create", "good-in", "--partitions", "2"], "");
     server.leat_ok(&["stream", "create", "good-out", "--partitions", "2"], "");
-    server.leat_ok(
-        &[
-            "deploy",
-            uppercase.to_str().unwrap(),
-            "--name",
-            "healthy",
-            "--input",
-            "good-in",
-            "--output",
-            "good-out",
-        ],
-        "",
-    );
+    let deployed = server.deploy(&uppercase, "healthy", ("good-in", "good-out"), &[]);
+    assert!(deployed.status.success(), "{deployed:?}");
     // The healthy processor is fed all along.
     let feeding = Arc::new(AtomicBool::new(true));
     let feeder = {
@@ -203,20 +192,11 @@ fn hostile_guests_deployed_on_a_server_never_take_it_down() {
     server.leat_ok(&["stream", "create", "stuck-in"], "");
     server.leat_ok(&["stream", "create", "stuck-out"], "");
     let started = Instant::now();
-    let out = server.leat(
-        &[
-            "deploy",
-            hostile.to_str().unwrap(),
-            "--name",
-            "stuck",
-            "--input",
-            "stuck-in",
-            "--output",
-            "stuck-out",
-            "--config",
-            "mode=init-loop",
-        ],
-        "",
+    let out = server.deploy(
+        &hostile,
+        "stuck",
+        ("stuck-in", "stuck-out"),
+        &["--config", "mode=init-loop"],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build-guests.sh
-cargo build -p leat-runtime --bin leat
+cargo build -p leat --bin leat
 leat=target/debug/leat
 data=$(mktemp -d)
 server_pid=

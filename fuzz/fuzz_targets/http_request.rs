@@ -1,5 +1,5 @@
 //! The HTTP request path of `leat serve`, whole: one real server (the
-//! library's `server::serve` over a log in a temporary directory, a stream
+//! `leat_server::serve` over a log in a temporary directory, a stream
 //! `s` with a few events) is started once per process, and each input is
 //! sent as raw bytes on a new TCP connection. Whatever the bytes, the
 //! server must answer or close, and then still answer `GET /v1/health`;
@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use leat_runtime::broker::{Broker, Record, StreamConfig};
-use leat_runtime::server::{serve, ServerConfig};
+use leat_server::{serve, ServerConfig};
 use leat_runtime::{Engine, EngineConfig, Runtime};
 use libfuzzer_sys::fuzz_target;
 

@@ -19,11 +19,10 @@ mod deployment;
 mod encoded;
 mod engine;
 mod error;
-mod files;
+pub mod files;
 mod guest;
 mod processor;
 mod provenance;
-pub mod server;
 mod spec;
 mod status;
 pub mod topology;
@@ -34,7 +33,7 @@ pub use crate::deployment::{Deployment, ResetTo};
 pub use crate::engine::{Engine, EngineConfig, GuestLimits, LoadedComponent};
 pub use crate::error::{Error, Result};
 pub use crate::guest::{NativeFn, ProcessorCode};
-pub use crate::processor::{assign, ProcessorHandle, Runtime};
+pub use crate::processor::{assign, writer_of, ProcessorHandle, Runtime};
 pub use crate::spec::{
     ErrorPolicy, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE, MAX_COMMIT_EVENTS,
     MAX_INSTANCES,

@@ -278,11 +278,16 @@ impl Runtime {
 
     /// The processor that writes `stream`, if any.
     pub fn writer_of(&self, stream: &str) -> Result<Option<String>> {
-        Ok(self
-            .broker
-            .state_get(WRITERS_SCOPE, stream.as_bytes())?
-            .map(|w| String::from_utf8_lossy(&w).into_owned()))
+        writer_of(&self.broker, stream)
     }
+}
+
+/// The processor that writes `stream` in `broker`'s log, if any: the single
+/// writer recorded when it was deployed.
+pub fn writer_of(broker: &Broker, stream: &str) -> Result<Option<String>> {
+    Ok(broker
+        .state_get(WRITERS_SCOPE, stream.as_bytes())?
+        .map(|w| String::from_utf8_lossy(&w).into_owned()))
 }
 
 impl ProcessorHandle {

@@ -31,7 +31,7 @@ pub fn leat_bin() -> PathBuf {
         let mut build = Command::new(cargo);
         build
             .current_dir(repo_root())
-            .args(["build", "-p", "leat-runtime", "--bin", "leat"]);
+            .args(["build", "-p", "leat", "--bin", "leat"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

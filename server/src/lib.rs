@@ -16,19 +16,17 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/streams`, `POST /v1/streams` | list, create |
 //! | `GET /v1/streams/NAME`, `DELETE /v1/streams/NAME` | describe, delete |
-//! | `POST /v1/streams/NAME/events` | append ([`api::Produce`]) |
+//! | `POST /v1/streams/NAME/events` | append ([`leat_api::Produce`]) |
 //! | `GET /v1/streams/NAME/events?partition=P&from=O&max=N&wait_ms=W` | read one partition |
 //! | `GET /v1/streams/NAME/positions?from=F&group=G` | start offsets per partition |
 //! | `POST /v1/groups/GROUP/offsets` | commit a consumer group's offset |
 //! | `POST /v1/components` | upload a component (binary body) |
-//! | `GET /v1/processors`, `POST /v1/processors` | list, deploy ([`api::Deploy`]) |
+//! | `GET /v1/processors`, `POST /v1/processors` | list, deploy ([`leat_api::Deploy`]) |
 //! | `GET /v1/processors/NAME`, `DELETE /v1/processors/NAME` | status, undeploy |
 //! | `POST /v1/processors/NAME/{scale,pause,resume,reset}` | change a deployment |
-//! | `GET /v1/topologies`, `POST /v1/topologies` | list, apply ([`api::ApplyTopology`]) |
+//! | `GET /v1/topologies`, `POST /v1/topologies` | list, apply ([`leat_api::ApplyTopology`]) |
 //! | `GET /v1/topologies/NAME` | a topology's source |
 
-pub mod api;
-mod host;
 mod http;
 
 use std::future::Future;
@@ -38,8 +36,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::Runtime;
-use host::Host;
+use leat_control::{Control, ControlError, ErrorKind};
+use leat_runtime::Runtime;
 
 /// The largest request body accepted: 64 MiB.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
@@ -81,48 +79,22 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, message)
     }
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(409, message)
-    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, message)
     }
 }
 
-impl From<leat_broker::Error> for ApiError {
-    fn from(e: leat_broker::Error) -> Self {
-        ApiError::new(ApiError::from_broker_status(&e), e.to_string())
-    }
-}
-
-impl From<crate::Error> for ApiError {
-    fn from(e: crate::Error) -> Self {
-        use crate::Error as E;
-        let status = match &e {
-            E::Broker(b) => return ApiError::new(ApiError::from_broker_status(b), e.to_string()),
-            E::InvalidComponent { .. } | E::WrongWorld { .. } | E::Init { .. } => 400,
-            E::InvalidSpec { .. } => 400,
-            E::SecondWriter { .. } => 409,
-            _ => 500,
+/// The one mapping of the control plane's errors to HTTP statuses.
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match e.kind() {
+            ErrorKind::Invalid => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
         };
-        ApiError::new(status, e.to_string())
-    }
-}
-
-impl ApiError {
-    fn from_broker_status(e: &leat_broker::Error) -> u16 {
-        use leat_broker::Error as E;
-        match e {
-            E::UnknownStream(_) => 404,
-            E::StreamExists(_) | E::FencedGeneration { .. } => 409,
-            E::InvalidName { .. }
-            | E::InvalidConfig(_)
-            | E::PartitionOutOfRange { .. }
-            | E::PartitionsCannotShrink { .. }
-            | E::EventTooLarge { .. }
-            | E::OffsetOutOfRange { .. } => 400,
-            _ => 500,
-        }
+        ApiError::new(status, e.message())
     }
 }
 
@@ -139,12 +111,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let data_dir = config.data_dir.clone();
-    let host = tokio::task::spawn_blocking(move || Host::open(&data_dir, runtime))
+    let host = tokio::task::spawn_blocking(move || Control::open(&data_dir, runtime))
         .await
         .map_err(std::io::Error::other)?;
     let host = Arc::new(host);
+    let metrics = Arc::new(http::Metrics::default());
     let state = Arc::new(http::State {
         host: host.clone(),
+        metrics,
         token: config.token,
         open_reads: config.open_reads,
         allowed_hosts: config.allowed_hosts,
@@ -196,12 +170,4 @@ pub async fn serve(
         .await
         .map_err(std::io::Error::other)?;
     Ok(())
-}
-
-/// A fresh random token: 32 hex digits from the OS's random source.
-pub fn generate_token() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -5,14 +5,15 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
-use leat_broker::{Broker, StreamConfig};
-use leat_runtime::server::api;
-use leat_runtime::topology::Topology;
-use leat_runtime::{Engine, EngineConfig, ErrorPolicy, ProcessorSpec, RunMode, Runtime};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use leat_api as api;
+use leat_broker::StreamConfig;
+use leat_runtime::topology::{Topology, TopologyProcessor};
+use leat_runtime::RunMode;
 
-use crate::client::Client;
+use crate::backend::Backend;
+use crate::process::{lag, local_runtime, wait_with_progress};
 use crate::progress::Progress;
 
 #[derive(Subcommand, Debug)]
@@ -27,10 +28,21 @@ pub enum TopologyCommand {
     Show {
         /// A topology applied on the server, or a topology file.
         name: String,
-        /// `text`, `mermaid` or `both`.
-        #[arg(long, default_value = "both", value_parser = ["text", "mermaid", "both"])]
-        format: String,
+        /// How to print it.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Both)]
+        format: GraphFormat,
     },
+}
+
+/// How `leat topology show` prints a graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Indented text.
+    Text,
+    /// A Mermaid flowchart, in a Markdown code block.
+    Mermaid,
+    /// Both.
+    Both,
 }
 
 #[derive(Args, Debug)]
@@ -43,73 +55,77 @@ pub struct RunArgs {
     pub once: bool,
 }
 
-fn print_graph(t: &Topology, format: &str) {
-    if format != "mermaid" {
+fn print_graph(t: &Topology, format: GraphFormat) {
+    if format != GraphFormat::Mermaid {
         print!("{}", t.to_text());
     }
-    if format == "both" {
+    if format == GraphFormat::Both {
         println!();
     }
-    if format != "text" {
+    if format != GraphFormat::Text {
         println!("```mermaid");
         print!("{}", t.to_mermaid());
         println!("```");
     }
 }
 
-pub fn topology(client: Option<&Client>, cmd: TopologyCommand) -> Result<()> {
+pub fn topology(backend: &dyn Backend, cmd: TopologyCommand) -> Result<()> {
     match cmd {
-        TopologyCommand::Apply { file } => {
-            let Some(client) = client else {
-                bail!(
-                    "`leat topology apply` deploys on a server: start one with `leat serve` and pass \
-                     --server HOST:PORT (or LEAT_SERVER); to run a topology in this process use `leat run {}`",
-                    file.display()
-                );
-            };
-            apply(client, &file)
-        }
+        TopologyCommand::Apply { file } => apply(backend, &file),
         TopologyCommand::Show { name, format } => {
             let path = Path::new(&name);
-            let topology = if path.is_file() {
-                Topology::load(path)?
-            } else {
-                let Some(client) = client else {
-                    bail!(
-                        "`{name}` is not a file, and no server is given (--server or LEAT_SERVER) to look it up"
-                    );
-                };
-                let stored: api::StoredTopology = client.get(&format!("/v1/topologies/{name}"))?;
-                let topology = Topology::parse(&stored.source, &stored.file, Path::new("."))?;
-                let processors: Vec<api::ProcessorView> = client.get("/v1/processors")?;
-                print_graph(&topology, &format);
-                println!();
-                for p in processors
-                    .iter()
-                    .filter(|p| p.topology.as_deref() == Some(name.as_str()))
-                {
-                    println!(
-                        "processor {}: {}, version {}, {} instance(s), lag {}, {} in / {} out",
-                        p.name,
-                        p.state,
-                        p.version,
-                        p.instances.len(),
-                        p.lag,
-                        p.events_in,
-                        p.events_out
-                    );
-                }
+            if path.is_file() {
+                print_graph(&Topology::load(path)?, format);
                 return Ok(());
-            };
-            print_graph(&topology, &format);
+            }
+            let stored = backend.topology(&name)?;
+            let topology = Topology::parse(&stored.source, &stored.file, Path::new("."))?;
+            let processors = backend.processors()?;
+            print_graph(&topology, format);
+            println!();
+            for p in processors
+                .iter()
+                .filter(|p| p.topology.as_deref() == Some(name.as_str()))
+            {
+                println!(
+                    "processor {}: {}, version {}, {} instance(s), lag {}, {} in / {} out",
+                    p.name,
+                    p.state,
+                    p.version,
+                    p.instances.len(),
+                    p.lag,
+                    p.events_in,
+                    p.events_out
+                );
+            }
             Ok(())
         }
     }
 }
 
-fn apply(client: &Client, file: &Path) -> Result<()> {
+/// The deploy request of a topology's processor (`component`: its id, or
+/// empty to run it in this process).
+fn deploy_of(t: &Topology, p: &TopologyProcessor, component: String) -> Result<api::Deploy> {
+    Ok(api::Deploy {
+        name: p.name.clone(),
+        component,
+        inputs: p.inputs.clone(),
+        outputs: p.outputs.clone(),
+        config: p.config.clone(),
+        instances: p.instances,
+        on_error: p
+            .on_error
+            .parse()
+            .with_context(|| format!("{}:{}: processor {}", t.file, p.line, p.name))?,
+        batch_size: p.batch_size,
+        commit_events: p.commit_events,
+        topology: Some(t.name.clone()),
+    })
+}
+
+fn apply(backend: &dyn Backend, file: &Path) -> Result<()> {
     let topology = Topology::load(file)?;
-    let streams: Vec<api::StreamView> = client.get("/v1/streams")?;
+    let streams = backend.streams()?;
     topology.check_writers(|s| {
         streams
             .iter()
@@ -117,43 +133,15 @@ fn apply(client: &Client, file: &Path) -> Result<()> {
             .and_then(|v| v.writer.clone())
     })?;
     let mut processors = Vec::new();
-    let mut progress = Progress::new(
+    let progress = Progress::new(
         format!("applying {}", topology.name),
         topology.processors.len() as u64 + 1,
     );
     for p in &topology.processors {
         progress.inc(1);
-        let bytes = std::fs::read(&p.component).with_context(|| {
-            format!(
-                "{}:{}: reading the component {} of processor {}",
-                topology.file,
-                p.line,
-                p.component.display(),
-                p.name
-            )
-        })?;
-        let uploaded: api::Uploaded =
-            client.upload("/v1/components", &bytes).with_context(|| {
-                format!(
-                    "{}:{}: uploading {} for processor {}",
-                    topology.file,
-                    p.line,
-                    p.component.display(),
-                    p.name
-                )
-            })?;
-        processors.push(api::Deploy {
-            name: p.name.clone(),
-            component: uploaded.component,
-            inputs: p.inputs.clone(),
-            outputs: p.outputs.clone(),
-            config: p.config.clone(),
-            instances: p.instances,
-            on_error: p.on_error.clone(),
-            batch_size: p.batch_size,
-            commit_events: p.commit_events,
-            topology: Some(topology.name.clone()),
-        });
+        let id = crate::commands::upload(backend, &p.component)
+            .with_context(|| format!("{}:{}: processor {}", topology.file, p.line, p.name))?;
+        processors.push(deploy_of(&topology, p, id)?);
     }
     let request = api::ApplyTopology {
         name: topology.name.clone(),
@@ -171,7 +159,7 @@ fn apply(client: &Client, file: &Path) -> Result<()> {
             .collect(),
         processors,
     };
-    let applied: api::Applied = client.send("POST", "/v1/topologies", &request)?;
+    let applied = backend.apply_topology(request)?;
     progress.clear();
     let changed = applied
         .items
@@ -188,13 +176,8 @@ fn apply(client: &Client, file: &Path) -> Result<()> {
 /// `leat run`: the whole topology in this process, on the data directory's log.
 pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     let topology = Topology::load(&args.file)?;
-    let broker = Broker::open(data_dir.join("log.redb"))
-        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
-    let engine = Engine::new(EngineConfig {
-        cache_dir: Some(data_dir.join("compiled")),
-        ..EngineConfig::default()
-    })
-    .context("starting the Wasm engine")?;
+    let runtime = local_runtime(data_dir)?;
+    let broker = runtime.broker();
     let existing: BTreeSet<String> = broker.list_streams().into_iter().collect();
     for s in &topology.streams {
         if existing.contains(&s.name) {
@@ -215,7 +198,6 @@ pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
             println!("created stream {}", s.name);
         }
     }
-    let runtime = Runtime::new(broker, engine);
     let topology_writers = |s: &str| runtime.writer_of(s).ok().flatten();
     topology.check_writers(topology_writers)?;
     let mut prepared = Vec::new();
@@ -224,15 +206,7 @@ pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
             .engine()
             .load_file(&p.component)
             .with_context(|| format!("{}:{}: processor {}", topology.file, p.line, p.name))?;
-        let mut spec = ProcessorSpec::new(p.name.clone(), p.inputs.clone(), p.outputs.clone());
-        spec.config = p.config.clone();
-        spec.instances = p.instances;
-        spec.on_error = p
-            .on_error
-            .parse::<ErrorPolicy>()
-            .map_err(anyhow::Error::msg)?;
-        spec.batch_size = p.batch_size;
-        spec.max_commit_events = p.commit_events;
+        let spec = leat_control::processor_spec(&deploy_of(&topology, p, String::new())?);
         prepared.push((spec, component));
     }
     if args.once {
@@ -241,11 +215,10 @@ pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
         loop {
             let mut progress = 0;
             for (spec, component) in &prepared {
-                let todo = crate::commands::lag(runtime.broker(), spec).unwrap_or(0);
+                let todo = lag(runtime.broker(), spec).unwrap_or(0);
                 let handle =
                     runtime.start(spec.clone(), component.clone(), RunMode::UntilCaughtUp)?;
-                let status =
-                    crate::commands::wait_with_progress(handle, RunMode::UntilCaughtUp, todo)?;
+                let status = wait_with_progress(handle, RunMode::UntilCaughtUp, todo)?;
                 if status.events_in > 0 {
                     println!(
                         "processor {}: {} event(s) in, {} event(s) out",

@@ -1,14 +1,28 @@
-//! The JSON bodies of the HTTP API, shared by the server and the `leat`
-//! client commands.
+//! The JSON bodies of Leat's HTTP API and the typed values in them, shared
+//! by the server (`leat-server`), the control plane (`leat-control`) and the
+//! `leat` command line. No I/O here: types, their text forms and their
+//! parsers, each written once.
 //!
 //! Keys, values and header values travel as UTF-8 strings (bytes that are not
 //! UTF-8 are replaced); `null` stands for an absent key and, for a value, a
 //! tombstone.
 
+#![deny(missing_docs)]
+
+mod enums;
+
 use std::collections::BTreeMap;
 
 use leat_broker::CleanupPolicy;
 use serde::{Deserialize, Serialize};
+
+pub use crate::enums::{OnError, ParseError, Position, ProcessorState};
+
+/// Input events a processor commits at most at once by default: a backlog
+/// is committed every so many events rather than after each batch. The
+/// runtime's own default (`leat_runtime::DEFAULT_COMMIT_EVENTS`; a test of
+/// `leat-control` checks they agree).
+pub const DEFAULT_COMMIT_EVENTS: usize = 10_000;
 
 /// The body of every error response.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -178,9 +192,9 @@ pub struct Deploy {
     /// Instances sharing the partitions.
     #[serde(default = "one")]
     pub instances: u32,
-    /// `stop` or `record`.
-    #[serde(default = "stop")]
-    pub on_error: String,
+    /// What to do with an event the processor keeps failing on.
+    #[serde(default)]
+    pub on_error: OnError,
     /// Events per guest call.
     #[serde(default = "batch")]
     pub batch_size: usize,
@@ -192,16 +206,12 @@ pub struct Deploy {
     pub topology: Option<String>,
 }
 
-fn stop() -> String {
-    "stop".into()
-}
-
 fn batch() -> usize {
     1000
 }
 
 fn commit_events() -> usize {
-    crate::spec::DEFAULT_COMMIT_EVENTS
+    DEFAULT_COMMIT_EVENTS
 }
 
 /// What a deploy or a topology apply did to one item.
@@ -248,7 +258,7 @@ pub struct Scale {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Reset {
     /// `beginning`, `end`, an offset, or `@MILLIS`.
-    pub to: String,
+    pub to: Position,
 }
 
 /// One instance of a processor.
@@ -326,7 +336,7 @@ pub struct ProcessorView {
     pub name: String,
     /// `running`, `paused` or `failed` (it could not start, or an instance
     /// keeps failing and is being restarted: see `last_error`).
-    pub state: String,
+    pub state: ProcessorState,
     /// Its deployed version.
     pub version: u32,
     /// The component id.
@@ -340,7 +350,7 @@ pub struct ProcessorView {
     /// Its configuration.
     pub config: Vec<(String, String)>,
     /// `stop` or `record`.
-    pub on_error: String,
+    pub on_error: OnError,
     /// Events per guest call.
     #[serde(default)]
     pub batch_size: usize,
@@ -391,6 +401,21 @@ pub struct StatusView {
     pub streams: Vec<StreamView>,
     /// Every deployed processor.
     pub processors: Vec<ProcessorView>,
+    /// Every consumer group: the processors' and the other readers'.
+    #[serde(default)]
+    pub groups: Vec<GroupView>,
+}
+
+/// A consumer group: a processor, or readers that commit their offsets
+/// (`leat consume --group`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupView {
+    /// Its name.
+    pub name: String,
+    /// Its current generation (0 before the first assignment).
+    pub generation: u64,
+    /// Its committed positions.
+    pub positions: Vec<PositionView>,
 }
 
 /// A generic acknowledgement.

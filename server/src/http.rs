@@ -16,8 +16,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use super::host::Host;
-use super::{api, ApiError, MAX_BODY_BYTES};
+use leat_api as api;
+use leat_control::Control as Host;
+
+use super::{ApiError, MAX_BODY_BYTES};
 
 /// The longest a read may wait for new events.
 const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -25,8 +27,16 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 /// only a timer, between looks.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
+/// The HTTP layer's own counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub requests: std::sync::atomic::AtomicU64,
+    pub unauthorized: std::sync::atomic::AtomicU64,
+}
+
 pub(crate) struct State {
     pub host: Arc<Host>,
+    pub metrics: Arc<Metrics>,
     pub token: String,
     pub open_reads: bool,
     pub allowed_hosts: Vec<String>,
@@ -105,12 +115,12 @@ fn error(e: &ApiError) -> Response<Full<Bytes>> {
 /// Runs a blocking host call on the blocking pool.
 async fn blocking<T: Send + 'static>(
     state: &Arc<State>,
-    f: impl FnOnce(&Host) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&Host) -> Result<T, leat_control::ControlError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let host = state.host.clone();
-    tokio::task::spawn_blocking(move || f(&host))
+    Ok(tokio::task::spawn_blocking(move || f(&host))
         .await
-        .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))??)
 }
 
 async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
@@ -162,7 +172,7 @@ async fn read_waiting(
     let mut pause = Duration::from_millis(5);
     loop {
         let name = name.clone();
-        let read = blocking(state, move |h| h.read(&name, partition, from, max)).await?;
+        let read = blocking(state, move |h| h.log().read(&name, partition, from, max)).await?;
         let now = tokio::time::Instant::now();
         if !read.events.is_empty() || now >= deadline {
             return Ok(read);
@@ -250,7 +260,7 @@ impl Query {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    state.host.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
@@ -258,11 +268,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Byte
         Ok(r) => r,
         Err(e) => {
             if e.status == 401 {
-                state
-                    .host
-                    .metrics
-                    .unauthorized
-                    .fetch_add(1, Ordering::Relaxed);
+                state.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
             }
             error(&e)
         }
@@ -306,26 +312,38 @@ async fn route(
     }
     match (method.clone(), segs.as_slice()) {
         (Method::GET, ["v1", "health"]) => {
-            blocking(state, |h| h.health()).await?;
+            blocking(state, |h| h.log().health()).await?;
             Ok(json(200, &serde_json::json!({"status": "ok"})))
         }
         (Method::GET, ["metrics"]) => {
-            let text = blocking(state, |h| h.metrics_text()).await?;
+            let metrics = state.metrics.clone();
+            let text = blocking(state, move |h| {
+                h.metrics_text(
+                    metrics.requests.load(Ordering::Relaxed),
+                    metrics.unauthorized.load(Ordering::Relaxed),
+                )
+            })
+            .await?;
             Ok(respond(200, "text/plain; version=0.0.4", Bytes::from(text)))
         }
         (Method::GET, ["v1", "status"]) => Ok(json(200, &blocking(state, |h| h.status()).await?)),
         // ---- streams
-        (Method::GET, ["v1", "streams"]) => Ok(json(200, &blocking(state, |h| h.streams()).await?)),
+        (Method::GET, ["v1", "streams"]) => {
+            Ok(json(200, &blocking(state, |h| h.log().streams()).await?))
+        }
         (Method::POST, ["v1", "streams"]) => {
             let body: api::CreateStream = body_json(req).await?;
             Ok(json(
                 201,
-                &blocking(state, move |h| h.create_stream(body)).await?,
+                &blocking(state, move |h| h.log().create_stream(body)).await?,
             ))
         }
         (Method::GET, ["v1", "streams", name]) => {
             let name = name.to_string();
-            Ok(json(200, &blocking(state, move |h| h.stream(&name)).await?))
+            Ok(json(
+                200,
+                &blocking(state, move |h| h.log().stream(&name)).await?,
+            ))
         }
         (Method::DELETE, ["v1", "streams", name]) => {
             let name = name.to_string();
@@ -339,7 +357,7 @@ async fn route(
             let body: api::Produce = body_json(req).await?;
             Ok(json(
                 200,
-                &blocking(state, move |h| h.produce(&name, body)).await?,
+                &blocking(state, move |h| h.log().produce(&name, body)).await?,
             ))
         }
         (Method::GET, ["v1", "streams", name, "events"]) => {
@@ -355,11 +373,18 @@ async fn route(
         }
         (Method::GET, ["v1", "streams", name, "positions"]) => {
             let name = name.to_string();
-            let from = query.get("from").unwrap_or("beginning").to_string();
+            let from: api::Position = query
+                .get("from")
+                .unwrap_or("beginning")
+                .parse()
+                .map_err(|e: api::ParseError| ApiError::bad_request(e.to_string()))?;
             let group = query.get("group").map(str::to_string);
             Ok(json(
                 200,
-                &blocking(state, move |h| h.positions(&name, &from, group.as_deref())).await?,
+                &blocking(state, move |h| {
+                    h.log().positions(&name, from, group.as_deref())
+                })
+                .await?,
             ))
         }
         (Method::POST, ["v1", "groups", group, "offsets"]) => {
@@ -432,7 +457,7 @@ async fn route(
                 }
                 "reset" => {
                     let body: api::Reset = body_json(req).await?;
-                    blocking(state, move |h| h.reset(&name, &body.to)).await?
+                    blocking(state, move |h| h.reset(&name, body.to)).await?
                 }
                 "pause" => blocking(state, move |h| h.pause(&name)).await?,
                 "resume" => blocking(state, move |h| h.resume(&name)).await?,

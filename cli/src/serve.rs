@@ -1,5 +1,5 @@
 //! `leat serve`: opens the data directory, binds the address, sets up the
-//! token and the signals, and hands over to `leat_runtime::server`.
+//! token and the signals, and hands over to `leat_server`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -7,9 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use leat_broker::Broker;
-use leat_runtime::server::{self, ServerConfig};
 use leat_runtime::{Engine, EngineConfig, Runtime};
+use leat_server::ServerConfig;
+
+use crate::backend::open_broker;
 
 /// The token: given, else kept in `DIR/server.token`, else generated (and
 /// printed once).
@@ -28,7 +29,7 @@ fn token(data_dir: &Path, given: Option<String>) -> Result<String> {
             return Ok(t);
         }
     }
-    let t = server::generate_token().context("generating a token")?;
+    let t = generate_token()?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     {
@@ -46,6 +47,13 @@ fn token(data_dir: &Path, given: Option<String>) -> Result<String> {
         path.display()
     );
     Ok(t)
+}
+
+/// A fresh random token: 32 hex digits from the OS's random source.
+fn generate_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("generating a token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// What `leat serve` takes from its flags.
@@ -72,12 +80,7 @@ pub fn serve(
         format!("`{listen}` is not an address: use IP:PORT, e.g. 127.0.0.1:7070")
     })?;
     let token = token(data_dir, given_token)?;
-    let broker = Broker::open(data_dir.join("log.redb")).with_context(|| {
-        format!(
-            "opening the data directory {} (is another leat using it?)",
-            data_dir.display()
-        )
-    })?;
+    let broker = open_broker(data_dir)?;
     let engine = Engine::new(EngineConfig {
         cache_dir: Some(data_dir.join("compiled")),
         call_timeout: options.call_timeout,
@@ -106,7 +109,7 @@ pub fn serve(
             allowed_hosts: options.allowed_hosts,
             max_connections: options.max_connections,
         };
-        server::serve(config, runtime, listener, shutdown_signal())
+        leat_server::serve(config, runtime, listener, shutdown_signal())
             .await
             .context("serving")?;
         println!("leat: stopped");

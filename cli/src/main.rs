@@ -6,9 +6,10 @@
 //! server address is given (`--server` or `LEAT_SERVER`), against a running
 //! `leat serve` through its HTTP API.
 
-mod client;
+mod backend;
 mod commands;
 mod new_cmd;
+mod process;
 mod progress;
 mod remote;
 mod serve;
@@ -19,8 +20,11 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+use crate::backend::{Backend, Local};
+use crate::remote::Remote;
 
 /// mimalloc instead of glibc's malloc: the exactly-once pipeline allocates
 /// and frees several small buffers per event on several threads, and glibc's
@@ -86,7 +90,7 @@ enum Command {
     /// Print a stream's events.
     Consume(commands::ConsumeArgs),
     /// Run a processor component over its input streams, in this process (local mode).
-    Process(commands::ProcessArgs),
+    Process(process::ProcessArgs),
     /// Upload a processor component to the server and deploy it.
     Deploy(commands::DeployArgs),
     /// List, inspect and change deployed processors (server).
@@ -105,28 +109,29 @@ enum Command {
     Build(new_cmd::BuildArgs),
 }
 
-fn client(cli: &Cli) -> Result<Option<client::Client>> {
+/// Where the commands run: the server named by `--server` (or
+/// `LEAT_SERVER`), else the data directory.
+fn backend(
+    server: Option<&str>,
+    token: Option<String>,
+    data_dir: &std::path::Path,
+) -> Result<Box<dyn Backend>> {
     // An empty address (`LEAT_SERVER=`) means no server: local mode.
-    cli.server
-        .as_deref()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| client::Client::new(s, cli.token.clone()))
-        .transpose()
-}
-
-fn need_server(remote: Option<client::Client>, what: &str) -> Result<client::Client> {
-    match remote {
-        Some(c) => Ok(c),
-        None => bail!(
-            "`leat {what}` talks to a server: start one with `leat serve` and pass its address \
-             with --server HOST:PORT or LEAT_SERVER (and its token with --token or LEAT_TOKEN)"
-        ),
+    match server.filter(|s| !s.trim().is_empty()) {
+        Some(server) => Ok(Box::new(Remote::new(server, token)?)),
+        None => Ok(Box::new(Local::open(data_dir)?)),
     }
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let remote = client(&cli)?;
-    match cli.command {
+    let Cli {
+        data_dir,
+        server,
+        token,
+        command,
+    } = cli;
+    let backend = || backend(server.as_deref(), token.clone(), &data_dir);
+    match command {
         Command::Serve {
             listen,
             guest_timeout_ms,
@@ -142,31 +147,19 @@ fn run(cli: Cli) -> Result<()> {
                 allowed_hosts,
                 max_connections: max_connections as usize,
             };
-            serve::serve(&cli.data_dir, &listen, cli.token, options)
+            serve::serve(&data_dir, &listen, token, options)
         }
-        Command::Stream(cmd) => match remote {
-            Some(c) => remote::stream(&c, cmd),
-            None => commands::stream(&cli.data_dir, cmd),
-        },
-        Command::Produce(args) => match remote {
-            Some(c) => remote::produce(&c, args),
-            None => commands::produce(&cli.data_dir, args),
-        },
-        Command::Consume(args) => match remote {
-            Some(c) => remote::consume(&c, args),
-            None => commands::consume(&cli.data_dir, args),
-        },
-        Command::Process(args) => commands::process(&cli.data_dir, args),
-        Command::Deploy(args) => remote::deploy(&need_server(remote, "deploy")?, args),
-        Command::Processor(cmd) => remote::processor(&need_server(remote, "processor")?, cmd),
-        Command::Topology(cmd) => topology_cmd::topology(remote.as_ref(), cmd),
-        Command::Run(args) => topology_cmd::run(&cli.data_dir, args),
+        Command::Process(args) => process::process(&data_dir, args),
+        Command::Run(args) => topology_cmd::run(&data_dir, args),
         Command::New(args) => new_cmd::new(args),
         Command::Build(args) => new_cmd::build(args),
-        Command::Status => match remote {
-            Some(c) => remote::status(&c),
-            None => commands::status(&cli.data_dir),
-        },
+        Command::Stream(cmd) => commands::stream(&*backend()?, cmd),
+        Command::Produce(args) => commands::produce(&*backend()?, args),
+        Command::Consume(args) => commands::consume(&*backend()?, args),
+        Command::Deploy(args) => commands::deploy(&*backend()?, args),
+        Command::Processor(cmd) => commands::processor(&*backend()?, cmd),
+        Command::Status => commands::status(&*backend()?),
+        Command::Topology(cmd) => topology_cmd::topology(&*backend()?, cmd),
     }
 }
 

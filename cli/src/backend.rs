@@ -1,0 +1,228 @@
+//! Where a command runs: [`Local`], on a data directory in this process, or
+//! [`Remote`](crate::remote::Remote), on a `leat serve` server through its
+//! HTTP API. Both take and give the API's types, so that each command is
+//! written once, over `&dyn Backend`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use leat_api as api;
+use leat_broker::Broker;
+use leat_control::Log;
+
+/// What the commands need of a host: the routes of the HTTP API.
+pub trait Backend {
+    /// Where the commands run, for messages: `data directory DIR`, `server ADDR`.
+    fn describe(&self) -> String;
+    /// Events sent per append: each append is one atomic commit.
+    fn produce_batch(&self) -> usize;
+
+    /// Creates a stream.
+    fn create_stream(&self, req: api::CreateStream) -> Result<api::StreamView>;
+    /// Every stream.
+    fn streams(&self) -> Result<Vec<api::StreamView>>;
+    /// One stream.
+    fn stream(&self, name: &str) -> Result<api::StreamView>;
+    /// Deletes a stream and its events.
+    fn delete_stream(&self, name: &str) -> Result<api::Done>;
+    /// Appends events in one commit.
+    fn produce(&self, stream: &str, req: api::Produce) -> Result<api::Produced>;
+    /// Where to start reading each partition.
+    fn positions(
+        &self,
+        stream: &str,
+        from: api::Position,
+        group: Option<&str>,
+    ) -> Result<api::Positions>;
+    /// Reads up to `max` events of one partition from `from`, waiting up
+    /// to `wait` while there are none.
+    fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<api::ReadView>;
+    /// Commits a consumer group's offset.
+    fn commit_offset(&self, group: &str, req: api::CommitOffset) -> Result<api::Done>;
+    /// Streams, processors, consumer groups.
+    fn status(&self) -> Result<api::StatusView>;
+
+    /// Stores a component; its id names it in a deploy.
+    fn upload(&self, component: &[u8]) -> Result<api::Uploaded>;
+    /// Deploys a processor or updates a deployed one.
+    fn deploy(&self, req: api::Deploy) -> Result<api::Deployed>;
+    /// Every deployed processor.
+    fn processors(&self) -> Result<Vec<api::ProcessorView>>;
+    /// One deployed processor.
+    fn processor(&self, name: &str) -> Result<api::ProcessorView>;
+    /// Changes a processor's number of instances.
+    fn scale(&self, name: &str, instances: u32) -> Result<api::Done>;
+    /// Stops a processor's instances after their current batch.
+    fn pause(&self, name: &str) -> Result<api::Done>;
+    /// Starts a paused processor again.
+    fn resume(&self, name: &str) -> Result<api::Done>;
+    /// Moves a processor's committed offsets.
+    fn reset(&self, name: &str, to: api::Position) -> Result<api::Done>;
+    /// Stops a processor for good.
+    fn undeploy(&self, name: &str) -> Result<api::Done>;
+    /// Applies a business topology.
+    fn apply_topology(&self, req: api::ApplyTopology) -> Result<api::Applied>;
+    /// An applied topology's source.
+    fn topology(&self, name: &str) -> Result<api::StoredTopology>;
+}
+
+/// Opens the log of a data directory.
+pub fn open_broker(data_dir: &Path) -> Result<Broker> {
+    Broker::open(data_dir.join("log.redb")).with_context(|| {
+        format!(
+            "opening the data directory {} (is another leat using it?)",
+            data_dir.display()
+        )
+    })
+}
+
+/// A data directory, in this process. Deployments live on a server: the
+/// commands that change them say so.
+pub struct Local {
+    dir: PathBuf,
+    log: Log,
+}
+
+impl Local {
+    /// The data directory `dir`.
+    pub fn open(dir: &Path) -> Result<Local> {
+        Ok(Local {
+            dir: dir.to_path_buf(),
+            log: Log::new(open_broker(dir)?),
+        })
+    }
+
+    fn needs_server<T>(&self, what: &str) -> Result<T> {
+        bail!(
+            "{what} needs a server: start one with `leat serve` and pass its address \
+             with --server HOST:PORT or LEAT_SERVER (and its token with --token or LEAT_TOKEN)"
+        )
+    }
+}
+
+impl Backend for Local {
+    fn describe(&self) -> String {
+        format!("data directory {}", self.dir.display())
+    }
+
+    fn produce_batch(&self) -> usize {
+        // All of standard input in one commit.
+        usize::MAX
+    }
+
+    fn create_stream(&self, req: api::CreateStream) -> Result<api::StreamView> {
+        Ok(self.log.create_stream(req)?)
+    }
+
+    fn streams(&self) -> Result<Vec<api::StreamView>> {
+        Ok(self.log.streams()?)
+    }
+
+    fn stream(&self, name: &str) -> Result<api::StreamView> {
+        Ok(self.log.stream(name)?)
+    }
+
+    fn delete_stream(&self, name: &str) -> Result<api::Done> {
+        Ok(self.log.delete_stream(name)?)
+    }
+
+    fn produce(&self, stream: &str, req: api::Produce) -> Result<api::Produced> {
+        Ok(self.log.produce(stream, req)?)
+    }
+
+    fn positions(
+        &self,
+        stream: &str,
+        from: api::Position,
+        group: Option<&str>,
+    ) -> Result<api::Positions> {
+        Ok(self.log.positions(stream, from, group)?)
+    }
+
+    fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<api::ReadView> {
+        let read = self.log.read(stream, partition, from, max)?;
+        if !read.events.is_empty() || wait.is_zero() {
+            return Ok(read);
+        }
+        self.log
+            .wait(&[(stream.to_string(), partition, from)], wait)?;
+        Ok(self.log.read(stream, partition, from, max)?)
+    }
+
+    fn commit_offset(&self, group: &str, req: api::CommitOffset) -> Result<api::Done> {
+        Ok(self.log.commit_offset(group, req)?)
+    }
+
+    fn status(&self) -> Result<api::StatusView> {
+        Ok(api::StatusView {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: 0,
+            streams: self.log.streams()?,
+            processors: Vec::new(),
+            groups: self.log.groups()?,
+        })
+    }
+
+    fn upload(&self, _: &[u8]) -> Result<api::Uploaded> {
+        self.needs_server("uploading a component")
+    }
+
+    fn deploy(&self, _: api::Deploy) -> Result<api::Deployed> {
+        self.needs_server("`leat deploy`")
+    }
+
+    fn processors(&self) -> Result<Vec<api::ProcessorView>> {
+        self.needs_server("`leat processor`")
+    }
+
+    fn processor(&self, _: &str) -> Result<api::ProcessorView> {
+        self.needs_server("`leat processor`")
+    }
+
+    fn scale(&self, _: &str, _: u32) -> Result<api::Done> {
+        self.needs_server("`leat processor`")
+    }
+
+    fn pause(&self, _: &str) -> Result<api::Done> {
+        self.needs_server("`leat processor`")
+    }
+
+    fn resume(&self, _: &str) -> Result<api::Done> {
+        self.needs_server("`leat processor`")
+    }
+
+    fn reset(&self, _: &str, _: api::Position) -> Result<api::Done> {
+        self.needs_server("`leat processor`")
+    }
+
+    fn undeploy(&self, _: &str) -> Result<api::Done> {
+        self.needs_server("`leat processor`")
+    }
+
+    fn apply_topology(&self, _: api::ApplyTopology) -> Result<api::Applied> {
+        self.needs_server(
+            "`leat topology apply` (to run a topology in this process: `leat run FILE`)",
+        )
+    }
+
+    fn topology(&self, name: &str) -> Result<api::StoredTopology> {
+        bail!(
+            "`{name}` is not a file, and no server is given (--server or LEAT_SERVER) to look it up"
+        )
+    }
+}

@@ -1,0 +1,634 @@
+//! The commands on streams, events and deployments, each written once over
+//! a [`Backend`]: a data directory in this process or a server.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use leat_api::{self as api, OnError, Position, DEFAULT_COMMIT_EVENTS};
+use leat_broker::CleanupPolicy;
+
+use crate::backend::Backend;
+use crate::progress::Progress;
+
+/// How a stream forgets events.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Cleanup {
+    /// Keep every event.
+    Retain,
+    /// Delete events past --retention-ms or --retention-bytes.
+    Delete,
+    /// Keep the last event of each key (a table).
+    Compact,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StreamCommand {
+    /// Create a stream.
+    Create {
+        /// Its name: letters, digits, `.`, `_`, `-`.
+        name: String,
+        /// Number of partitions (can be raised later, never lowered).
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// How the stream forgets events.
+        #[arg(long, value_enum, default_value_t = Cleanup::Retain)]
+        cleanup: Cleanup,
+        /// Age limit for `delete`, in milliseconds.
+        #[arg(long)]
+        retention_ms: Option<u64>,
+        /// Size limit per partition for `delete`, in bytes.
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        /// How long a tombstone stays readable in a `compact` stream, in milliseconds.
+        #[arg(long, default_value_t = 24 * 3600 * 1000)]
+        tombstone_grace_ms: u64,
+    },
+    /// List streams.
+    List,
+    /// Show a stream's settings and partitions.
+    Describe {
+        /// The stream.
+        name: String,
+    },
+    /// Delete a stream and its events.
+    Delete {
+        /// The stream.
+        name: String,
+    },
+}
+
+pub fn stream(backend: &dyn Backend, cmd: StreamCommand) -> Result<()> {
+    match cmd {
+        StreamCommand::Create {
+            name,
+            partitions,
+            cleanup,
+            retention_ms,
+            retention_bytes,
+            tombstone_grace_ms,
+        } => {
+            let cleanup = match cleanup {
+                Cleanup::Retain => CleanupPolicy::Retain,
+                Cleanup::Delete => CleanupPolicy::Delete {
+                    max_age_ms: retention_ms,
+                    max_bytes: retention_bytes,
+                },
+                Cleanup::Compact => CleanupPolicy::Compact { tombstone_grace_ms },
+            };
+            let view = backend.create_stream(api::CreateStream {
+                name,
+                partitions,
+                cleanup,
+                max_event_bytes: None,
+            })?;
+            println!(
+                "created stream {} with {} partition(s)",
+                view.name,
+                view.partitions.len()
+            );
+        }
+        StreamCommand::List => {
+            for s in backend.streams()? {
+                println!("{}", s.name);
+            }
+        }
+        StreamCommand::Describe { name } => {
+            let s = backend.stream(&name)?;
+            println!("stream {}", s.name);
+            println!("  cleanup: {}", describe_cleanup(&s.cleanup));
+            println!("  max event bytes: {}", s.max_event_bytes);
+            if let Some(w) = &s.writer {
+                println!("  written by processor: {w}");
+            }
+            for (p, e) in s.partitions.iter().enumerate() {
+                println!(
+                    "  partition {p}: offsets {}..{}",
+                    e.log_start, e.next_offset
+                );
+            }
+        }
+        StreamCommand::Delete { name } => {
+            println!("{}", backend.delete_stream(&name)?.message);
+        }
+    }
+    Ok(())
+}
+
+fn describe_cleanup(c: &CleanupPolicy) -> String {
+    match c {
+        CleanupPolicy::Retain => "retain".into(),
+        CleanupPolicy::Delete {
+            max_age_ms,
+            max_bytes,
+        } => format!("delete (max age {max_age_ms:?} ms, max bytes {max_bytes:?})"),
+        CleanupPolicy::Compact { tombstone_grace_ms } => {
+            format!("compact (tombstones kept {tombstone_grace_ms} ms)")
+        }
+    }
+}
+
+/// How `leat produce` reads a line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    /// Each line is a value.
+    Text,
+    /// `key<TAB>value`.
+    Kv,
+    /// `{"key":..,"value":..,"headers":{..}}`.
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    /// The stream to append to.
+    pub stream: String,
+    /// How each line of standard input is read.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
+    // Fail early on an unknown stream.
+    backend.stream(&args.stream)?;
+    let mut batch = Vec::new();
+    let mut count = 0usize;
+    let mut partitions = BTreeSet::new();
+    let mut flush = |batch: &mut Vec<api::NewEvent>| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(batch);
+        let produced = backend.produce(&args.stream, api::Produce { events })?;
+        count += produced.placements.len();
+        partitions.extend(produced.placements.iter().map(|p| p.0));
+        Ok(())
+    };
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading standard input")?;
+        if line.is_empty() {
+            continue;
+        }
+        let event = parse_line(&line, args.format).with_context(|| {
+            let format = args.format.to_possible_value();
+            let name = format.as_ref().map_or("", |v| v.get_name());
+            format!("line {}: cannot parse as {name}", n + 1)
+        })?;
+        batch.push(event);
+        if batch.len() >= backend.produce_batch() {
+            flush(&mut batch)?;
+        }
+    }
+    flush(&mut batch)?;
+    println!(
+        "appended {count} event(s) to {} ({} partition(s) touched)",
+        args.stream,
+        partitions.len()
+    );
+    Ok(())
+}
+
+/// One line of `leat produce`'s input as an event.
+pub fn parse_line(line: &str, format: Format) -> Result<api::NewEvent> {
+    match format {
+        Format::Text => Ok(api::NewEvent {
+            value: Some(line.to_string()),
+            ..api::NewEvent::default()
+        }),
+        Format::Kv => match line.split_once('\t') {
+            Some((k, v)) => Ok(api::NewEvent {
+                key: Some(k.to_string()),
+                value: Some(v.to_string()),
+                ..api::NewEvent::default()
+            }),
+            None => bail!("expected `key<TAB>value`"),
+        },
+        Format::Json => {
+            let v: serde_json::Value = serde_json::from_str(line)?;
+            let text = |field: &str| match v.get(field) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(other) => Some(other.to_string()),
+            };
+            let mut event = api::NewEvent {
+                key: text("key"),
+                value: text("value"),
+                ..api::NewEvent::default()
+            };
+            if let Some(headers) = v.get("headers").and_then(|h| h.as_object()) {
+                for (k, hv) in headers {
+                    let value = hv.as_str().map_or_else(|| hv.to_string(), str::to_string);
+                    event.headers.insert(k.clone(), value);
+                }
+            }
+            Ok(event)
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// The stream to read.
+    pub stream: String,
+    /// Where to start: `beginning`, `end`, an offset, or `@MILLIS` (a timestamp).
+    #[arg(long, default_value_t = Position::Beginning)]
+    pub from: Position,
+    /// Only this partition.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Show headers too.
+    #[arg(long)]
+    pub headers: bool,
+    /// Read as this consumer group: start at its committed offsets (where it
+    /// has some; `--from` elsewhere) and commit what was printed.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Keep waiting for new events (Ctrl-C to stop).
+    #[arg(long)]
+    pub follow: bool,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+pub fn consume(backend: &dyn Backend, args: ConsumeArgs) -> Result<()> {
+    let positions = backend.positions(&args.stream, args.from, args.group.as_deref())?;
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) if (p as usize) < positions.offsets.len() => vec![p],
+        Some(p) => bail!(
+            "stream {} has no partition {p} (it has {})",
+            args.stream,
+            positions.offsets.len()
+        ),
+        None => (0..positions.offsets.len() as u32).collect(),
+    };
+    let mut next: Vec<u64> = partitions
+        .iter()
+        .map(|p| positions.offsets[*p as usize])
+        .collect();
+    let mut caught_up = vec![false; partitions.len()];
+    // The bar goes towards the end of the stream as it is now, or --limit,
+    // and has no end with --follow.
+    let progress = if args.follow {
+        Progress::beside_output("consuming", 0)
+    } else {
+        // Best effort: only for the bar.
+        let total = backend.stream(&args.stream).map_or(0, |view| {
+            partitions
+                .iter()
+                .zip(&next)
+                .map(|(p, from)| {
+                    view.partitions
+                        .get(*p as usize)
+                        .map_or(0, |e| e.next_offset.saturating_sub(*from))
+                })
+                .sum::<u64>()
+        });
+        Progress::beside_output(
+            format!("consuming {}", args.stream),
+            args.limit.map_or(total, |l| l.min(total)),
+        )
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut printed = 0u64;
+    let mut idle_rounds = 0u32;
+    loop {
+        let mut got_any = false;
+        for (i, p) in partitions.iter().enumerate() {
+            if caught_up[i] && !args.follow {
+                continue;
+            }
+            // Following and idle: wait on each partition in turn, about
+            // half a second a round.
+            let wait = if args.follow && idle_rounds > 0 {
+                Duration::from_millis((500 / partitions.len() as u64).max(20))
+            } else {
+                Duration::ZERO
+            };
+            let read = backend.read(&args.stream, *p, next[i], 1000, wait)?;
+            let n = read.events.len();
+            progress.inc(n as u64);
+            // Where this partition goes on: past the last event printed, or
+            // past the read when every event of it was printed.
+            let mut resume = read.next_offset;
+            for e in &read.events {
+                print_event(&mut out, e, args.headers)?;
+                printed += 1;
+                if args.limit.is_some_and(|l| printed >= l) {
+                    resume = e.offset + 1;
+                    break;
+                }
+            }
+            out.flush()?;
+            if n > 0 {
+                got_any = true;
+                next[i] = resume;
+                if let Some(g) = &args.group {
+                    backend.commit_offset(
+                        g,
+                        api::CommitOffset {
+                            stream: args.stream.clone(),
+                            partition: *p,
+                            offset: next[i],
+                        },
+                    )?;
+                }
+            }
+            if args.limit.is_some_and(|l| printed >= l) {
+                return Ok(());
+            }
+            if n == 0 || read.next_offset >= read.high_watermark {
+                caught_up[i] = true;
+            }
+        }
+        if !args.follow && caught_up.iter().all(|c| *c) {
+            return Ok(());
+        }
+        idle_rounds = if got_any { 0 } else { idle_rounds + 1 };
+        if args.follow && !got_any && partitions.is_empty() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// `PARTITION:OFFSET<TAB>KEY<TAB>VALUE`, then `<TAB>KEY=VALUE` per header.
+pub fn print_event(out: &mut impl Write, event: &api::EventView, headers: bool) -> Result<()> {
+    write!(
+        out,
+        "{}:{}\t{}\t{}",
+        event.partition,
+        event.offset,
+        event.key.as_deref().unwrap_or("<none>"),
+        event.value.as_deref().unwrap_or("<tombstone>"),
+    )?;
+    if headers {
+        for h in &event.headers {
+            write!(out, "\t{}={}", h.key, h.value)?;
+        }
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A `key=value` flag.
+pub fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not `key=value`"))
+}
+
+/// How a processor runs: the flags `leat process` and `leat deploy` share.
+#[derive(Args, Debug)]
+pub struct ProcessorFlags {
+    /// The processor's name (its consumer group).
+    #[arg(long)]
+    pub name: String,
+    /// An input stream (repeat for several).
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<String>,
+    /// An output stream (repeat for several).
+    #[arg(long = "output")]
+    pub outputs: Vec<String>,
+    /// Configuration `key=value` for the processor (repeatable).
+    #[arg(long = "config", value_parser = parse_pair)]
+    pub config: Vec<(String, String)>,
+    /// Number of instances sharing the partitions.
+    #[arg(long, default_value_t = 1)]
+    pub instances: u32,
+    /// What to do with an event the processor keeps failing on.
+    #[arg(long, value_enum, default_value_t = OnError::Stop)]
+    pub on_error: OnError,
+    /// Events per guest call.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Most events per commit: a backlog is committed every so many events
+    /// rather than after each batch (at or below --batch-size: every batch).
+    #[arg(long, default_value_t = DEFAULT_COMMIT_EVENTS)]
+    pub commit_events: usize,
+}
+
+impl ProcessorFlags {
+    /// The deploy request for `component` (an uploaded component's id).
+    pub fn deploy(self, component: String, topology: Option<String>) -> api::Deploy {
+        api::Deploy {
+            name: self.name,
+            component,
+            inputs: self.inputs,
+            outputs: self.outputs,
+            config: self.config,
+            instances: self.instances,
+            on_error: self.on_error,
+            batch_size: self.batch_size,
+            commit_events: self.commit_events,
+            topology,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The processor component (`.wasm`) to upload.
+    pub component: PathBuf,
+    #[command(flatten)]
+    pub processor: ProcessorFlags,
+}
+
+pub fn deploy(backend: &dyn Backend, args: DeployArgs) -> Result<()> {
+    let id = upload(backend, &args.component)?;
+    let deployed = backend.deploy(args.processor.deploy(id, None))?;
+    println!(
+        "processor {}: {} (version {})",
+        deployed.name, deployed.action, deployed.version
+    );
+    Ok(())
+}
+
+/// Uploads the component at `path`; returns its id.
+pub fn upload(backend: &dyn Backend, path: &Path) -> Result<String> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading the component {}", path.display()))?;
+    let uploaded = backend
+        .upload(&bytes)
+        .with_context(|| format!("uploading {}", path.display()))?;
+    Ok(uploaded.component)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProcessorCommand {
+    /// List the deployed processors.
+    List,
+    /// Show a processor's instances, partitions, offsets, lag and errors.
+    Status {
+        /// The processor.
+        name: String,
+    },
+    /// Change the number of instances.
+    Scale {
+        /// The processor.
+        name: String,
+        /// The new number of instances.
+        instances: u32,
+    },
+    /// Stop the instances after their current batch.
+    Pause {
+        /// The processor.
+        name: String,
+    },
+    /// Start a paused processor again.
+    Resume {
+        /// The processor.
+        name: String,
+    },
+    /// Move the processor's committed offsets, to replay or skip events.
+    Reset {
+        /// The processor.
+        name: String,
+        /// `beginning`, `end`, an offset, or `@MILLIS` (a timestamp).
+        #[arg(long)]
+        to: Position,
+    },
+    /// Stop a processor for good (its offsets and state stay in the log).
+    Undeploy {
+        /// The processor.
+        name: String,
+    },
+}
+
+pub fn processor(backend: &dyn Backend, cmd: ProcessorCommand) -> Result<()> {
+    let done = match cmd {
+        ProcessorCommand::List => {
+            let all = backend.processors()?;
+            if all.is_empty() {
+                println!("no processors deployed (see `leat deploy`)");
+            }
+            for p in &all {
+                println!(
+                    "{}\t{}\tv{}\t{} instance(s)\tlag {}\t{} -> {}",
+                    p.name,
+                    p.state,
+                    p.version,
+                    p.instances.len(),
+                    p.lag,
+                    p.inputs.join(","),
+                    p.outputs.join(",")
+                );
+            }
+            return Ok(());
+        }
+        ProcessorCommand::Status { name } => {
+            print_processor(&backend.processor(&name)?);
+            return Ok(());
+        }
+        ProcessorCommand::Scale { name, instances } => backend.scale(&name, instances)?,
+        ProcessorCommand::Pause { name } => backend.pause(&name)?,
+        ProcessorCommand::Resume { name } => backend.resume(&name)?,
+        ProcessorCommand::Reset { name, to } => backend.reset(&name, to)?,
+        ProcessorCommand::Undeploy { name } => backend.undeploy(&name)?,
+    };
+    println!("{}", done.message);
+    Ok(())
+}
+
+fn print_processor(p: &api::ProcessorView) {
+    println!(
+        "processor {} ({}, version {}, generation {}){}",
+        p.name,
+        p.state,
+        p.version,
+        p.generation,
+        p.topology
+            .as_ref()
+            .map(|t| format!(", topology {t}"))
+            .unwrap_or_default()
+    );
+    println!("  inputs: {}", p.inputs.join(", "));
+    println!("  outputs: {}", p.outputs.join(", "));
+    if !p.config.is_empty() {
+        let config: Vec<String> = p.config.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("  config: {}", config.join(", "));
+    }
+    println!("  on error: {}", p.on_error);
+    println!(
+        "  batches: {} events per guest call, up to {} events per commit",
+        p.batch_size, p.commit_events
+    );
+    for i in &p.instances {
+        let parts: Vec<String> = i.partitions.iter().map(u32::to_string).collect();
+        println!(
+            "  instance {}: partitions [{}]{}",
+            i.id,
+            parts.join(", "),
+            if i.partitions.is_empty() {
+                " (idle)"
+            } else {
+                ""
+            }
+        );
+    }
+    print_positions(&p.positions);
+    println!(
+        "  events in {}, out {}, batches {}, failed calls {}, traps {}, {:.1} events/s, lag {}",
+        p.events_in, p.events_out, p.batches, p.failed_calls, p.traps, p.events_per_sec, p.lag
+    );
+    if let Some(mean) = p.batch_latency.mean_ms() {
+        let p99 = p
+            .batch_latency
+            .quantile_ms(0.99)
+            .map_or_else(|| "over 10 s".to_string(), |ms| format!("<= {ms} ms"));
+        println!("  batch latency: mean {mean:.2} ms, p99 {p99}");
+    }
+    if let Some(e) = &p.last_error {
+        println!("  last error: {e}");
+    }
+    for s in &p.stopped {
+        println!(
+            "  stopped: {}/{} at offset {}: {}",
+            s.stream, s.partition, s.offset, s.error
+        );
+    }
+}
+
+fn print_positions(positions: &[api::PositionView]) {
+    for pos in positions {
+        println!(
+            "  {}/{}: committed {}, lag {}",
+            pos.stream, pos.partition, pos.committed, pos.lag
+        );
+    }
+}
+
+/// `leat status`: the processors, then the consumer groups that are not
+/// processors (readers that commit with `leat consume --group`).
+pub fn status(backend: &dyn Backend) -> Result<()> {
+    let s = backend.status()?;
+    println!(
+        "{} (leat {}{}): {} stream(s), {} processor(s), {} consumer group(s)",
+        backend.describe(),
+        s.version,
+        if s.uptime_secs > 0 {
+            format!(", up {}s", s.uptime_secs)
+        } else {
+            String::new()
+        },
+        s.streams.len(),
+        s.processors.len(),
+        s.groups.len()
+    );
+    for p in &s.processors {
+        print_processor(p);
+    }
+    for g in s
+        .groups
+        .iter()
+        .filter(|g| !s.processors.iter().any(|p| p.name == g.name))
+    {
+        let lag: u64 = g.positions.iter().map(|p| p.lag).sum();
+        println!("group {} (generation {}), lag {lag}", g.name, g.generation);
+        print_positions(&g.positions);
+    }
+    Ok(())
+}

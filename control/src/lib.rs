@@ -1,0 +1,132 @@
+//! Leat's control plane: the deployed processors of a data directory, their
+//! stored specs and components, its business topologies, its streams and
+//! its metrics, in the types of [`leat_api`]. No HTTP here: `leat-server`
+//! puts routes over it, and the `leat` command line calls it in process.
+//!
+//! # Guarantees
+//!
+//! - A deployment that was acknowledged is kept in the data directory
+//!   (`processors/NAME/spec.json`, its component in `components/ID.wasm`),
+//!   each file written whole or not at all, and restarted by
+//!   [`Control::open`]: paused ones stay paused.
+//! - A change that fails leaves what ran before running: a new component is
+//!   initialised before the old one stops.
+//! - [`Control::shutdown`] pauses every deployment at a batch boundary,
+//!   which commits its in-flight batches, without recording it as paused.
+//! - Every call blocks (it calls the runtime and the log): an async caller
+//!   runs it on a blocking pool.
+#![deny(missing_docs)]
+
+mod error;
+mod log;
+mod metrics;
+mod processors;
+mod topologies;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use leat_api as api;
+use leat_broker::Broker;
+use leat_runtime::{LoadedComponent, Runtime};
+
+pub use crate::error::{ControlError, ErrorKind};
+pub use crate::log::{Log, MAX_READ_EVENTS};
+pub use crate::processors::processor_spec;
+use crate::processors::Managed;
+
+/// The control plane of one data directory.
+pub struct Control {
+    runtime: Runtime,
+    dir: PathBuf,
+    log: Log,
+    processors: Mutex<BTreeMap<String, Arc<Mutex<Managed>>>>,
+    components: Mutex<HashMap<String, LoadedComponent>>,
+    started: Instant,
+}
+
+/// Locks `m`, even when a thread panicked holding it: every value behind
+/// these locks is whole between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Control {
+    /// Opens the control plane of `dir` over `runtime` (whose log is the
+    /// directory's) and restarts the processors stored there.
+    pub fn open(dir: &Path, runtime: Runtime) -> Control {
+        let control = Control {
+            log: Log::new(runtime.broker().clone()),
+            runtime,
+            dir: dir.to_path_buf(),
+            processors: Mutex::new(BTreeMap::new()),
+            components: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        };
+        control.restore();
+        control
+    }
+
+    fn broker(&self) -> &Broker {
+        self.runtime.broker()
+    }
+
+    /// The streams, reads and group offsets.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Seconds since [`Control::open`].
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Deletes a stream, unless a deployed processor uses it.
+    pub fn delete_stream(&self, name: &str) -> Result<api::Done, ControlError> {
+        if let Some(user) = self.user_of(name) {
+            return Err(ControlError::conflict(format!(
+                "stream {name} is used by processor {user}: undeploy it first"
+            )));
+        }
+        self.log.delete_stream(name)
+    }
+
+    /// Commits a consumer group's offset; refused for a deployed processor's
+    /// group, whose offsets move only with its commits and resets.
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        req: api::CommitOffset,
+    ) -> Result<api::Done, ControlError> {
+        if lock(&self.processors).contains_key(group) {
+            return Err(ControlError::conflict(format!(
+                "group {group} is the processor {group}: use `leat processor reset` to move its offsets"
+            )));
+        }
+        self.log.commit_offset(group, req)
+    }
+
+    /// The whole picture: streams, processors, consumer groups.
+    pub fn status(&self) -> Result<api::StatusView, ControlError> {
+        Ok(api::StatusView {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.uptime_secs(),
+            streams: self.log.streams()?,
+            processors: self.processors()?,
+            groups: self.log.groups()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_api_and_the_runtime_agree_on_the_default_commit_size() {
+        assert_eq!(
+            leat_api::DEFAULT_COMMIT_EVENTS,
+            leat_runtime::DEFAULT_COMMIT_EVENTS
+        );
+    }
+}

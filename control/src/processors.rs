@@ -1,0 +1,650 @@
+//! Deployed processors: their stored specs and components, starting,
+//! changing and stopping them, and their views.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use leat_api::{self as api, Action, ProcessorState};
+use leat_runtime::files::{content_hash, write_atomic};
+use leat_runtime::{
+    Deployment, ErrorPolicy, LatencyHistogram, LoadedComponent, ProcessorSpec, ProcessorStatus,
+    ResetTo,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{lock, Control, ControlError};
+
+/// How a processor is kept on disk: `DIR/processors/NAME/spec.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Stored {
+    deploy: api::Deploy,
+    version: u32,
+    paused: bool,
+}
+
+/// Counters carried over the restarts of a deployment's instances.
+#[derive(Clone, Debug, Default)]
+struct Counters {
+    events_in: u64,
+    events_out: u64,
+    batches: u64,
+    failed_calls: u64,
+    traps: u64,
+    latency: LatencyHistogram,
+}
+
+impl Counters {
+    fn add(&mut self, s: &ProcessorStatus) {
+        self.events_in += s.events_in;
+        self.events_out += s.events_out;
+        self.batches += s.batches;
+        self.failed_calls += s.failed_calls;
+        self.traps += s.traps;
+        self.latency.merge(&s.batch_latency);
+    }
+}
+
+pub(crate) struct Managed {
+    stored: Stored,
+    component: LoadedComponent,
+    /// `None`: paused since the server started, or failed to start.
+    deployment: Option<Deployment>,
+    /// Why it could not be (re)started.
+    error: Option<String>,
+    base: Counters,
+    /// (when, events_in total) of the last sample, and the rate it gave.
+    sample: (Instant, u64, f64),
+}
+
+impl Managed {
+    fn running(&self) -> bool {
+        self.deployment.as_ref().is_some_and(Deployment::is_running)
+    }
+
+    fn status(&self) -> ProcessorStatus {
+        self.deployment
+            .as_ref()
+            .map(Deployment::status)
+            .unwrap_or_default()
+    }
+
+    fn totals(&self) -> Counters {
+        let mut c = self.base.clone();
+        c.add(&self.status());
+        c
+    }
+
+    /// Pauses the instances and folds their final counters into `base`.
+    fn stop_counting(&mut self) -> Result<(), ControlError> {
+        if let Some(d) = self.deployment.as_mut() {
+            if d.is_running() {
+                d.pause()?;
+                self.base.add(&d.status());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A component's id: the BLAKE3 of its bytes. (Ids of components uploaded
+/// before, FNV-1a 64 and the size, still name their stored files.)
+fn component_id(bytes: &[u8]) -> String {
+    content_hash(bytes)
+}
+
+fn valid_component_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The runtime's spec of a deploy request (version 1).
+pub fn processor_spec(d: &api::Deploy) -> ProcessorSpec {
+    let mut spec = ProcessorSpec::new(d.name.clone(), d.inputs.clone(), d.outputs.clone());
+    spec.config = d.config.clone();
+    spec.instances = d.instances;
+    spec.on_error = error_policy(d.on_error);
+    spec.batch_size = d.batch_size;
+    spec.max_commit_events = d.commit_events;
+    spec
+}
+
+/// The runtime's policy for the API's.
+fn error_policy(on_error: api::OnError) -> ErrorPolicy {
+    match on_error {
+        api::OnError::Stop => ErrorPolicy::Stop,
+        api::OnError::Record => ErrorPolicy::Record,
+    }
+}
+
+/// The runtime's reset target for the API's position.
+fn reset_to(position: api::Position) -> ResetTo {
+    match position {
+        api::Position::Beginning => ResetTo::Beginning,
+        api::Position::End => ResetTo::End,
+        api::Position::Offset(o) => ResetTo::Offset(o),
+        api::Position::Timestamp(ms) => ResetTo::Timestamp(ms),
+    }
+}
+
+impl Control {
+    /// The deployed processor that reads or writes `stream`, if any.
+    pub(crate) fn user_of(&self, stream: &str) -> Option<String> {
+        let all: Vec<_> = lock(&self.processors).values().cloned().collect();
+        all.iter().find_map(|m| {
+            let m = lock(m);
+            let d = &m.stored.deploy;
+            d.inputs
+                .iter()
+                .chain(&d.outputs)
+                .any(|s| s == stream)
+                .then(|| d.name.clone())
+        })
+    }
+
+    /// The deployed processors of topology `name`.
+    pub(crate) fn processors_of(&self, topology: &str) -> Vec<String> {
+        let all: Vec<_> = lock(&self.processors).values().cloned().collect();
+        all.iter()
+            .filter_map(|m| {
+                let m = lock(m);
+                let d = &m.stored.deploy;
+                (d.topology.as_deref() == Some(topology)).then(|| d.name.clone())
+            })
+            .collect()
+    }
+
+    fn processor_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("processors").join(name)
+    }
+
+    fn component_path(&self, id: &str) -> PathBuf {
+        self.dir.join("components").join(format!("{id}.wasm"))
+    }
+
+    pub(crate) fn restore(&self) {
+        let root = self.dir.join("processors");
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for path in names {
+            let spec_path = path.join("spec.json");
+            let stored: Stored = match std::fs::read(&spec_path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("skipping {}: {e}", spec_path.display());
+                    continue;
+                }
+            };
+            let name = stored.deploy.name.clone();
+            let component = match self.component(&stored.deploy.component) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("cannot restore processor {name}: {}", e.message());
+                    continue;
+                }
+            };
+            let mut managed = Managed {
+                stored,
+                component,
+                deployment: None,
+                error: None,
+                base: Counters::default(),
+                sample: (Instant::now(), 0, 0.0),
+            };
+            if !managed.stored.paused {
+                match self.start(&managed.stored, &managed.component) {
+                    Ok(d) => {
+                        tracing::info!("restored processor {name}");
+                        managed.deployment = Some(d);
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot restart processor {name}: {}", e.message());
+                        managed.error = Some(e.message().to_string());
+                    }
+                }
+            }
+            lock(&self.processors).insert(name, Arc::new(Mutex::new(managed)));
+        }
+    }
+
+    fn spec_of(stored: &Stored) -> Result<ProcessorSpec, ControlError> {
+        let mut spec = processor_spec(&stored.deploy);
+        spec.version = stored.version;
+        Ok(spec)
+    }
+
+    fn start(
+        &self,
+        stored: &Stored,
+        component: &LoadedComponent,
+    ) -> Result<Deployment, ControlError> {
+        let spec = Self::spec_of(stored)?;
+        Ok(self.runtime.deploy(spec, component.clone())?)
+    }
+
+    fn persist(&self, stored: &Stored) -> Result<(), ControlError> {
+        let path = self.processor_dir(&stored.deploy.name).join("spec.json");
+        let json = serde_json::to_vec_pretty(stored)
+            .map_err(|e| ControlError::internal(format!("encoding a processor spec: {e}")))?;
+        write_atomic(&path, &json).map_err(|e| ControlError::io("writing", &path, e))
+    }
+
+    fn managed(&self, name: &str) -> Result<Arc<Mutex<Managed>>, ControlError> {
+        lock(&self.processors).get(name).cloned().ok_or_else(|| {
+            ControlError::not_found(format!(
+                "unknown processor `{name}`: see `leat processor list`"
+            ))
+        })
+    }
+
+    // ---- components ------------------------------------------------------
+
+    /// Checks and stores an uploaded component.
+    pub fn upload(&self, bytes: &[u8]) -> Result<api::Uploaded, ControlError> {
+        let id = component_id(bytes);
+        let loaded = self.runtime.engine().load("uploaded component", bytes)?;
+        let path = self.component_path(&id);
+        match std::fs::read(&path) {
+            Ok(existing) if existing == bytes => {}
+            Ok(_) => {
+                return Err(ControlError::conflict(format!(
+                    "another component with id {id} is stored: rename one of them"
+                )))
+            }
+            Err(_) => {
+                write_atomic(&path, bytes).map_err(|e| ControlError::io("writing", &path, e))?
+            }
+        }
+        lock(&self.components).insert(id.clone(), loaded);
+        Ok(api::Uploaded {
+            component: id,
+            size: bytes.len(),
+        })
+    }
+
+    pub(crate) fn component(&self, id: &str) -> Result<LoadedComponent, ControlError> {
+        if let Some(c) = lock(&self.components).get(id) {
+            return Ok(c.clone());
+        }
+        if !valid_component_id(id) {
+            return Err(ControlError::invalid(format!(
+                "`{id}` is not a component id"
+            )));
+        }
+        let path = self.component_path(id);
+        let bytes = std::fs::read(&path).map_err(|_| {
+            ControlError::not_found(format!(
+                "unknown component `{id}`: upload it first (POST /v1/components)"
+            ))
+        })?;
+        let loaded = self
+            .runtime
+            .engine()
+            .load(&path.display().to_string(), &bytes)?;
+        lock(&self.components).insert(id.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+
+    // ---- processors ------------------------------------------------------
+
+    /// Deploys a processor, or brings a deployed one to `deploy`.
+    pub fn deploy(&self, deploy: api::Deploy) -> Result<api::Deployed, ControlError> {
+        leat_broker::validate_name(&deploy.name)?;
+        let component = self.component(&deploy.component)?;
+        let existing = lock(&self.processors).get(&deploy.name).cloned();
+        let Some(existing) = existing else {
+            let stored = Stored {
+                deploy,
+                version: 1,
+                paused: false,
+            };
+            let deployment = self.start(&stored, &component)?;
+            if let Err(e) = self.persist(&stored) {
+                let _ = deployment.undeploy();
+                return Err(e);
+            }
+            let name = stored.deploy.name.clone();
+            tracing::info!("deployed processor {name}");
+            lock(&self.processors).insert(
+                name.clone(),
+                Arc::new(Mutex::new(Managed {
+                    stored,
+                    component,
+                    deployment: Some(deployment),
+                    error: None,
+                    base: Counters::default(),
+                    sample: (Instant::now(), 0, 0.0),
+                })),
+            );
+            return Ok(api::Deployed {
+                name,
+                action: Action::Created,
+                version: 1,
+            });
+        };
+        let mut m = lock(&existing);
+        let old = m.stored.deploy.clone();
+        if old == deploy {
+            return Ok(api::Deployed {
+                name: deploy.name,
+                action: Action::Unchanged,
+                version: m.stored.version,
+            });
+        }
+        let mut same_but_code_and_scale = deploy.clone();
+        same_but_code_and_scale.component = old.component.clone();
+        same_but_code_and_scale.instances = old.instances;
+        let was_running = m.running() || m.deployment.is_none() && !m.stored.paused;
+        let in_place = same_but_code_and_scale == old && m.deployment.is_some();
+        if in_place && deploy.component != old.component {
+            // The new code must start before the old one stops.
+            let next = Stored {
+                deploy: deploy.clone(),
+                version: m.stored.version + 1,
+                paused: false,
+            };
+            self.runtime
+                .check_init(&Self::spec_of(&next)?, &component.clone().into())?;
+        }
+        m.stop_counting()?;
+        if in_place {
+            let d = m
+                .deployment
+                .as_mut()
+                .ok_or_else(|| ControlError::internal("lost deployment"))?;
+            let changed = (|| {
+                if deploy.instances != old.instances {
+                    d.scale(deploy.instances)?;
+                }
+                if deploy.component != old.component {
+                    d.upgrade(component.clone())?;
+                }
+                Ok::<(), leat_runtime::Error>(())
+            })();
+            if let Err(e) = changed {
+                // What ran before keeps running.
+                if was_running {
+                    d.resume()?;
+                }
+                return Err(e.into());
+            }
+            let version = d.spec().version;
+            m.stored.version = version;
+        } else {
+            // Inputs, outputs, configuration or policy changed: start anew
+            // under the same group (offsets and state are kept).
+            if let Some(d) = m.deployment.take() {
+                d.undeploy()?;
+            } else {
+                self.runtime.release_outputs(&old.name)?;
+            }
+            m.stored.version += 1;
+        }
+        m.stored.deploy = deploy;
+        m.component = component;
+        m.error = None;
+        if m.deployment.is_none() {
+            m.stored.paused = true; // until it starts below
+            let started = self.start(&m.stored, &m.component);
+            match started {
+                Ok(mut d) => {
+                    if !was_running {
+                        d.pause()?;
+                    }
+                    m.deployment = Some(d);
+                }
+                Err(e) => {
+                    m.error = Some(e.message().to_string());
+                    self.persist(&m.stored)?;
+                    return Err(e);
+                }
+            }
+        } else if was_running {
+            if let Some(d) = m.deployment.as_mut() {
+                d.resume()?;
+            }
+        }
+        m.stored.paused = !was_running;
+        self.persist(&m.stored)?;
+        tracing::info!("updated processor {}", m.stored.deploy.name);
+        Ok(api::Deployed {
+            name: m.stored.deploy.name.clone(),
+            action: Action::Updated,
+            version: m.stored.version,
+        })
+    }
+
+    /// Every processor's view.
+    pub fn processors(&self) -> Result<Vec<api::ProcessorView>, ControlError> {
+        let all: Vec<_> = lock(&self.processors).values().cloned().collect();
+        let groups = self.broker().groups()?;
+        Ok(all.iter().map(|m| Self::view(&lock(m), &groups)).collect())
+    }
+
+    /// One processor's view.
+    pub fn processor(&self, name: &str) -> Result<api::ProcessorView, ControlError> {
+        let m = self.managed(name)?;
+        let groups = self.broker().groups()?;
+        let m = lock(&m);
+        Ok(Self::view(&m, &groups))
+    }
+
+    fn view(m: &Managed, groups: &[leat_broker::GroupInfo]) -> api::ProcessorView {
+        let status = m.status();
+        let totals = m.totals();
+        let d = &m.stored.deploy;
+        let positions: Vec<api::PositionView> = groups
+            .iter()
+            .filter(|g| g.name == d.name)
+            .flat_map(|g| g.positions.iter())
+            .filter(|p| d.inputs.contains(&p.stream))
+            .map(|p| api::PositionView {
+                stream: p.stream.clone(),
+                partition: p.partition,
+                committed: p.committed,
+                lag: p.lag,
+            })
+            .collect();
+        let state = if m.error.is_some() || m.running() && status.failing.is_some() {
+            ProcessorState::Failed
+        } else if m.running() {
+            ProcessorState::Running
+        } else {
+            ProcessorState::Paused
+        };
+        api::ProcessorView {
+            name: d.name.clone(),
+            state,
+            version: m.stored.version,
+            component: d.component.clone(),
+            topology: d.topology.clone(),
+            inputs: d.inputs.clone(),
+            outputs: d.outputs.clone(),
+            config: d.config.clone(),
+            on_error: d.on_error,
+            batch_size: d.batch_size,
+            commit_events: d.commit_events,
+            generation: status.generation,
+            instances: status
+                .instances
+                .iter()
+                .map(|i| api::InstanceView {
+                    id: i.id,
+                    partitions: i.partitions.clone(),
+                })
+                .collect(),
+            lag: positions.iter().map(|p| p.lag).sum(),
+            positions,
+            events_in: totals.events_in,
+            events_out: totals.events_out,
+            batches: totals.batches,
+            failed_calls: totals.failed_calls,
+            traps: totals.traps,
+            batch_latency: api::LatencyView {
+                buckets: totals
+                    .latency
+                    .cumulative()
+                    .into_iter()
+                    .map(|(le, n)| (le.is_finite().then_some(le), n))
+                    .collect(),
+                sum_seconds: totals.latency.sum_micros as f64 / 1e6,
+                count: totals.latency.count,
+            },
+            events_per_sec: if m.running() { m.sample.2 } else { 0.0 },
+            last_error: m.error.clone().or(status.last_error.clone()),
+            restarts: status.restarts,
+            stopped: status
+                .stopped
+                .iter()
+                .map(|s| api::StoppedView {
+                    stream: s.stream.clone(),
+                    partition: s.partition,
+                    offset: s.offset,
+                    error: s.error.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Changes the number of instances.
+    pub fn scale(&self, name: &str, instances: u32) -> Result<api::Done, ControlError> {
+        if instances == 0 {
+            return Err(ControlError::invalid(
+                "a processor needs at least one instance: pause it instead",
+            ));
+        }
+        let m = self.managed(name)?;
+        let mut m = lock(&m);
+        let was_running = m.running();
+        m.stop_counting()?;
+        if let Some(d) = m.deployment.as_mut() {
+            d.scale(instances)?;
+            if was_running {
+                d.resume()?;
+            }
+        }
+        m.stored.deploy.instances = instances;
+        self.persist(&m.stored)?;
+        Ok(api::Done {
+            message: format!("processor {name} scaled to {instances} instance(s)"),
+        })
+    }
+
+    /// Stops the instances after their current batch.
+    pub fn pause(&self, name: &str) -> Result<api::Done, ControlError> {
+        let m = self.managed(name)?;
+        let mut m = lock(&m);
+        m.stop_counting()?;
+        m.stored.paused = true;
+        self.persist(&m.stored)?;
+        Ok(api::Done {
+            message: format!("processor {name} paused"),
+        })
+    }
+
+    /// Starts the instances again.
+    pub fn resume(&self, name: &str) -> Result<api::Done, ControlError> {
+        let m = self.managed(name)?;
+        let mut m = lock(&m);
+        if !m.running() {
+            match m.deployment.as_mut() {
+                Some(d) => d.resume()?,
+                None => match self.start(&m.stored, &m.component) {
+                    Ok(d) => m.deployment = Some(d),
+                    Err(e) => {
+                        m.error = Some(e.message().to_string());
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        m.error = None;
+        m.stored.paused = false;
+        self.persist(&m.stored)?;
+        Ok(api::Done {
+            message: format!("processor {name} resumed"),
+        })
+    }
+
+    /// Moves the processor's committed offsets.
+    pub fn reset(&self, name: &str, to: api::Position) -> Result<api::Done, ControlError> {
+        let target = reset_to(to);
+        let m = self.managed(name)?;
+        let mut m = lock(&m);
+        let was_running = m.running();
+        m.stop_counting()?;
+        match m.deployment.as_mut() {
+            Some(d) => {
+                d.reset(target)?;
+                if was_running {
+                    d.resume()?;
+                }
+            }
+            None => {
+                return Err(ControlError::conflict(format!(
+                    "processor {name} is not started: resume it, then reset it"
+                )))
+            }
+        }
+        Ok(api::Done {
+            message: format!("processor {name} reset to {to}"),
+        })
+    }
+
+    /// Stops a processor for good and forgets it (its offsets and state stay in the log).
+    pub fn undeploy(&self, name: &str) -> Result<api::Done, ControlError> {
+        let m = self.managed(name)?;
+        let mut guard = lock(&m);
+        match guard.deployment.take() {
+            Some(d) => {
+                d.undeploy()?;
+            }
+            None => self.runtime.release_outputs(name)?,
+        }
+        let dir = self.processor_dir(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| ControlError::io("removing", &dir, e))?;
+        }
+        lock(&self.processors).remove(name);
+        tracing::info!("undeployed processor {name}");
+        Ok(api::Done {
+            message: format!("processor {name} undeployed"),
+        })
+    }
+
+    /// Samples the processors' counters to compute events/s. Skips busy ones.
+    pub fn sample(&self) {
+        let all: Vec<_> = lock(&self.processors).values().cloned().collect();
+        for m in all {
+            let Ok(mut m) = m.try_lock() else { continue };
+            let now = Instant::now();
+            let total = m.totals().events_in;
+            let (at, before, _) = m.sample;
+            let dt = now.duration_since(at).as_secs_f64();
+            if dt >= 0.5 {
+                let rate = total.saturating_sub(before) as f64 / dt;
+                m.sample = (now, total, rate);
+            }
+        }
+    }
+
+    /// Pauses every deployment (committing in-flight batches) without
+    /// recording them as paused, so that a restart resumes them.
+    pub fn shutdown(&self) {
+        let all = std::mem::take(&mut *lock(&self.processors));
+        for (name, m) in all {
+            let mut m = lock(&m);
+            if let Some(d) = m.deployment.as_mut() {
+                match d.pause() {
+                    Ok(()) => tracing::info!("stopped processor {name}"),
+                    Err(e) => tracing::error!("stopping processor {name}: {e}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Business topologies: applying one (its streams, then its processors,
+//! then removing the processors it no longer has) and the stored sources.
+
+use std::path::PathBuf;
+
+use leat_api as api;
+use leat_runtime::files::write_atomic;
+
+use crate::{Control, ControlError};
+
+impl Control {
+    fn topology_path(&self, name: &str) -> PathBuf {
+        self.dir.join("topologies").join(format!("{name}.json"))
+    }
+
+    /// Applies a topology: creates or grows its streams, deploys or updates
+    /// its processors, undeploys the ones it no longer has.
+    pub fn apply_topology(&self, t: api::ApplyTopology) -> Result<api::Applied, ControlError> {
+        leat_broker::validate_name(&t.name)?;
+        let broker = self.broker();
+        let ours: Vec<&str> = t.processors.iter().map(|p| p.name.as_str()).collect();
+        // Check everything that can be checked before changing anything.
+        for p in &t.processors {
+            if p.topology.as_deref().is_some_and(|n| n != t.name) {
+                return Err(ControlError::invalid(format!(
+                    "processor {} names topology {:?}, not {}",
+                    p.name, p.topology, t.name
+                )));
+            }
+            for o in &p.outputs {
+                if let Some(w) = self.runtime.writer_of(o)? {
+                    if !ours.contains(&w.as_str()) {
+                        return Err(ControlError::conflict(format!(
+                            "{}: stream `{o}` is already written by processor `{w}`, outside topology {}",
+                            t.file, t.name
+                        )));
+                    }
+                }
+            }
+            self.component(&p.component)?;
+        }
+        let existing = broker.list_streams();
+        for s in &t.streams {
+            if existing.contains(&s.name) {
+                let info = broker.describe_stream(&s.name)?;
+                if info.config.cleanup != s.cleanup {
+                    return Err(ControlError::conflict(format!(
+                        "{}: stream `{}` exists with cleanup {:?}, the topology says {:?}: \
+                         streams keep their cleanup policy (delete and re-create it to change it)",
+                        t.file, s.name, info.config.cleanup, s.cleanup
+                    )));
+                }
+                if (info.partitions.len() as u32) > s.partitions {
+                    return Err(ControlError::conflict(format!(
+                        "{}: stream `{}` has {} partitions, the topology says {}: a partition count can be raised, never lowered",
+                        t.file, s.name, info.partitions.len(), s.partitions
+                    )));
+                }
+            }
+        }
+        let mut items = Vec::new();
+        let mut item = |kind: &str, name: &str, action: &str| {
+            items.push(api::AppliedItem {
+                kind: kind.into(),
+                name: name.into(),
+                action: action.into(),
+            })
+        };
+        for s in &t.streams {
+            if existing.contains(&s.name) {
+                let info = broker.describe_stream(&s.name)?;
+                if (info.partitions.len() as u32) < s.partitions {
+                    broker.set_partitions(&s.name, s.partitions)?;
+                    item("stream", &s.name, "updated");
+                } else {
+                    item("stream", &s.name, "unchanged");
+                }
+            } else {
+                self.log.create_stream(s.clone())?;
+                item("stream", &s.name, "created");
+            }
+        }
+        for p in &t.processors {
+            let mut p = p.clone();
+            p.topology = Some(t.name.clone());
+            let name = p.name.clone();
+            let deployed = self.deploy(p)?;
+            item("processor", &name, &deployed.action.to_string());
+        }
+        let stale: Vec<String> = self
+            .processors_of(&t.name)
+            .into_iter()
+            .filter(|name| !ours.contains(&name.as_str()))
+            .collect();
+        for name in stale {
+            self.undeploy(&name)?;
+            item("processor", &name, "removed");
+        }
+        let stored = api::StoredTopology {
+            name: t.name.clone(),
+            file: t.file,
+            source: t.source,
+        };
+        let path = self.topology_path(&t.name);
+        let json = serde_json::to_vec_pretty(&stored)
+            .map_err(|e| ControlError::internal(format!("encoding a topology: {e}")))?;
+        write_atomic(&path, &json).map_err(|e| ControlError::io("writing", &path, e))?;
+        tracing::info!("applied topology {}", t.name);
+        Ok(api::Applied { items })
+    }
+
+    /// A stored topology.
+    pub fn topology(&self, name: &str) -> Result<api::StoredTopology, ControlError> {
+        let path = self.topology_path(name);
+        if leat_broker::validate_name(name).is_err() || !path.exists() {
+            return Err(ControlError::not_found(format!(
+                "unknown topology `{name}`: apply one with `leat topology apply FILE`"
+            )));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| ControlError::io("reading", &path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ControlError::internal(format!("{}: {e}", path.display())))
+    }
+
+    /// The names of the stored topologies.
+    pub fn topologies(&self) -> Result<Vec<String>, ControlError> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.join("topologies"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_suffix(".json"))
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        Ok(names)
+    }
+}

@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::enums::{OnError, ParseError, Position, ProcessorState};
 
+/// The largest request body a server takes: 64 MiB. Larger ones are
+/// answered 413; clients refuse to send them.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
 /// Input events a processor commits at most at once by default: a backlog
 /// is committed every so many events rather than after each batch. The
 /// runtime's own default (`leat_runtime::DEFAULT_COMMIT_EVENTS`; a test of

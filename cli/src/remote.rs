@@ -209,6 +209,14 @@ impl Backend for Remote {
     }
 
     fn upload(&self, component: &[u8]) -> Result<api::Uploaded> {
+        // The server would answer 413 before reading it all.
+        if component.len() > api::MAX_BODY_BYTES {
+            bail!(
+                "the component is {} bytes, over the limit of {} bytes of a request body",
+                component.len(),
+                api::MAX_BODY_BYTES
+            );
+        }
         let req = self
             .auth(self.agent.post(self.url("/v1/components")))
             .content_type("application/wasm");

@@ -1,15 +1,15 @@
 //! `leat topology apply|show` and `leat run`: business topologies from a
 //! `topology.toml`, on a server or in this process.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use leat_api as api;
-use leat_broker::StreamConfig;
-use leat_runtime::topology::{Topology, TopologyProcessor};
+use leat_runtime::topology::{
+    apply_streams, ApplyError, StreamChange, Topology, TopologyProcessor,
+};
 use leat_runtime::RunMode;
 
 use crate::backend::Backend;
@@ -178,24 +178,16 @@ pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     let topology = Topology::load(&args.file)?;
     let runtime = local_runtime(data_dir)?;
     let broker = runtime.broker();
-    let existing: BTreeSet<String> = broker.list_streams().into_iter().collect();
-    for s in &topology.streams {
-        if existing.contains(&s.name) {
-            let info = broker.describe_stream(&s.name)?;
-            if (info.partitions.len() as u32) < s.partitions {
-                broker.set_partitions(&s.name, s.partitions)?;
-            }
-        } else {
-            let mut config = StreamConfig {
-                partitions: s.partitions,
-                cleanup: s.cleanup.clone(),
-                ..StreamConfig::default()
-            };
-            if let Some(m) = s.max_event_bytes {
-                config.max_event_bytes = m;
-            }
-            broker.create_stream(&s.name, config)?;
-            println!("created stream {}", s.name);
+    let changes =
+        apply_streams(broker, &topology.file, &topology.streams).map_err(|e| match e {
+            ApplyError::Conflict(c) => anyhow::Error::new(c),
+            ApplyError::Broker(b) => b.into(),
+        })?;
+    for (s, change) in topology.streams.iter().zip(changes) {
+        match change {
+            StreamChange::Created => println!("created stream {}", s.name),
+            StreamChange::Grown => println!("stream {}: {} partitions", s.name, s.partitions),
+            StreamChange::Unchanged => {}
         }
     }
     let topology_writers = |s: &str| runtime.writer_of(s).ok().flatten();

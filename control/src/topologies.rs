@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use leat_api as api;
 use leat_runtime::files::write_atomic;
+use leat_runtime::topology::{apply_streams, ApplyError, StreamChange, TopologyStream};
 
 use crate::{Control, ControlError};
 
@@ -39,25 +40,6 @@ impl Control {
             }
             self.component(&p.component)?;
         }
-        let existing = broker.list_streams();
-        for s in &t.streams {
-            if existing.contains(&s.name) {
-                let info = broker.describe_stream(&s.name)?;
-                if info.config.cleanup != s.cleanup {
-                    return Err(ControlError::conflict(format!(
-                        "{}: stream `{}` exists with cleanup {:?}, the topology says {:?}: \
-                         streams keep their cleanup policy (delete and re-create it to change it)",
-                        t.file, s.name, info.config.cleanup, s.cleanup
-                    )));
-                }
-                if (info.partitions.len() as u32) > s.partitions {
-                    return Err(ControlError::conflict(format!(
-                        "{}: stream `{}` has {} partitions, the topology says {}: a partition count can be raised, never lowered",
-                        t.file, s.name, info.partitions.len(), s.partitions
-                    )));
-                }
-            }
-        }
         let mut items = Vec::new();
         let mut item = |kind: &str, name: &str, action: &str| {
             items.push(api::AppliedItem {
@@ -66,19 +48,28 @@ impl Control {
                 action: action.into(),
             })
         };
-        for s in &t.streams {
-            if existing.contains(&s.name) {
-                let info = broker.describe_stream(&s.name)?;
-                if (info.partitions.len() as u32) < s.partitions {
-                    broker.set_partitions(&s.name, s.partitions)?;
-                    item("stream", &s.name, "updated");
-                } else {
-                    item("stream", &s.name, "unchanged");
-                }
-            } else {
-                self.log.create_stream(s.clone())?;
-                item("stream", &s.name, "created");
-            }
+        let streams: Vec<TopologyStream> = t
+            .streams
+            .iter()
+            .map(|s| TopologyStream {
+                name: s.name.clone(),
+                partitions: s.partitions,
+                cleanup: s.cleanup.clone(),
+                max_event_bytes: s.max_event_bytes,
+                line: 0,
+            })
+            .collect();
+        let changes = apply_streams(broker, &t.file, &streams).map_err(|e| match e {
+            ApplyError::Conflict(c) => ControlError::conflict(c.to_string()),
+            ApplyError::Broker(b) => b.into(),
+        })?;
+        for (s, change) in streams.iter().zip(changes) {
+            let action = match change {
+                StreamChange::Created => "created",
+                StreamChange::Grown => "updated",
+                StreamChange::Unchanged => "unchanged",
+            };
+            item("stream", &s.name, action);
         }
         for p in &t.processors {
             let mut p = p.clone();

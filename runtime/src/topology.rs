@@ -31,7 +31,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use leat_broker::CleanupPolicy;
+use leat_broker::{Broker, CleanupPolicy, StreamConfig};
 
 use crate::spec::DEFAULT_COMMIT_EVENTS;
 use serde::Deserialize;
@@ -39,7 +39,7 @@ use toml::Spanned;
 
 /// A topology file that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
+#[error("{file}{at}: {message}", at = if *line > 0 { format!(":{line}") } else { String::new() })]
 pub struct TopologyError {
     /// The file.
     pub file: String,
@@ -444,6 +444,100 @@ fn cleanup_name(c: &CleanupPolicy) -> String {
         CleanupPolicy::Delete { .. } => "delete".into(),
         CleanupPolicy::Compact { .. } => "compact".into(),
     }
+}
+
+/// What applying a topology did to one of its streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamChange {
+    /// It was not there: created.
+    Created,
+    /// It had fewer partitions: raised to the topology's count.
+    Grown,
+    /// It was there as declared.
+    Unchanged,
+}
+
+/// Why a topology's streams could not be applied.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// A stream of the log contradicts the topology; nothing was changed.
+    Conflict(TopologyError),
+    /// The log failed.
+    Broker(leat_broker::Error),
+}
+
+impl From<leat_broker::Error> for ApplyError {
+    fn from(e: leat_broker::Error) -> Self {
+        ApplyError::Broker(e)
+    }
+}
+
+/// Creates or grows `streams` (declared in `file`) in `broker`'s log, as
+/// `leat run` and the server both apply a topology. Every stream is checked
+/// before any is changed: a stream keeps its cleanup policy and never loses
+/// partitions, so a contradiction changes nothing.
+pub fn apply_streams(
+    broker: &Broker,
+    file: &str,
+    streams: &[TopologyStream],
+) -> Result<Vec<StreamChange>, ApplyError> {
+    let existing: BTreeSet<String> = broker.list_streams().into_iter().collect();
+    let conflict = |s: &TopologyStream, message: String| {
+        ApplyError::Conflict(TopologyError {
+            file: file.to_string(),
+            line: s.line,
+            message,
+        })
+    };
+    for s in streams.iter().filter(|s| existing.contains(&s.name)) {
+        let info = broker.describe_stream(&s.name)?;
+        if info.config.cleanup != s.cleanup {
+            return Err(conflict(
+                s,
+                format!(
+                    "stream `{}` exists with cleanup {:?}, the topology says {:?}: \
+                     streams keep their cleanup policy (delete and re-create it to change it)",
+                    s.name, info.config.cleanup, s.cleanup
+                ),
+            ));
+        }
+        if (info.partitions.len() as u32) > s.partitions {
+            return Err(conflict(
+                s,
+                format!(
+                    "stream `{}` has {} partitions, the topology says {}: \
+                     a partition count can be raised, never lowered",
+                    s.name,
+                    info.partitions.len(),
+                    s.partitions
+                ),
+            ));
+        }
+    }
+    let mut changes = Vec::with_capacity(streams.len());
+    for s in streams {
+        if existing.contains(&s.name) {
+            let info = broker.describe_stream(&s.name)?;
+            if (info.partitions.len() as u32) < s.partitions {
+                broker.set_partitions(&s.name, s.partitions)?;
+                changes.push(StreamChange::Grown);
+            } else {
+                changes.push(StreamChange::Unchanged);
+            }
+        } else {
+            let mut config = StreamConfig {
+                partitions: s.partitions,
+                cleanup: s.cleanup.clone(),
+                ..StreamConfig::default()
+            };
+            if let Some(max) = s.max_event_bytes {
+                config.max_event_bytes = max;
+            }
+            broker.create_stream(&s.name, config)?;
+            changes.push(StreamChange::Created);
+        }
+    }
+    Ok(changes)
 }
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ mod flusher;
 mod journal;
 mod maintenance;
 mod partitioner;
+mod progress;
 mod record;
 mod stream;
 mod tables;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::committer::Committer;
-use crate::Shared;
+use crate::shared::Shared;
 
 /// Fails the log if the flusher panics: nothing else would make the
 /// applied groups durable, so the later ones must not be either, and the

@@ -23,6 +23,7 @@ pub mod files;
 mod guest;
 mod processor;
 mod provenance;
+mod shared;
 mod spec;
 mod status;
 pub mod topology;

@@ -15,8 +15,8 @@ use leat_broker::{Event as LogEvent, Header, ReadLimits, Record, Transaction};
 
 use crate::error::{Error, Result};
 use crate::guest::{BatchResult, CallError, Emitted, Input, Instance, StateWrites};
-use crate::processor::Shared;
 use crate::provenance::Provenance;
+use crate::shared::Shared;
 use crate::spec::ErrorPolicy;
 use crate::status::StoppedPartition;
 

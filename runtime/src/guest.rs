@@ -6,81 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leat_broker::{Broker, Bytes, Event as LogEvent, Header};
+use leat_broker::{Broker, Bytes, Event as LogEvent};
 use wasmtime::component::{ComponentType, Func, Lower};
 use wasmtime::Store;
 
+use crate::batch::{declared, Emitted, Input, StateWrites};
 use crate::bindings::{
     leat::processor, Event, Failure, Header as WitHeader, Level, Output, Runnable,
 };
 use crate::encoded;
 use crate::engine::{Engine, GuestLimits, LoadedComponent};
-
-/// The state writes of a batch: `None` deletes.
-pub(crate) type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
-/// An event read from the log, with the index of the input it came from.
-pub(crate) struct Input {
-    /// Index in the processor's declared inputs.
-    pub stream: usize,
-    pub event: LogEvent,
-}
-
-/// An output of a batch, already checked against the declared outputs and
-/// in the broker's types, so that it becomes a record without copies.
-#[derive(Debug)]
-pub(crate) struct Emitted {
-    /// Index in the processor's declared outputs.
-    pub stream: usize,
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
-    pub headers: Vec<Header>,
-    /// The index in the batch of the event it derives from, as the guest gave it.
-    pub cause: Option<u32>,
-}
-
-impl Emitted {
-    /// `out`, which goes to declared output `stream`.
-    fn from_wit(stream: usize, out: Output) -> Emitted {
-        Emitted {
-            stream,
-            key: out.key.map(Bytes::from),
-            value: out.value.map(Bytes::from),
-            headers: out
-                .headers
-                .into_iter()
-                .map(|h| Header::new(h.key, h.value))
-                .collect(),
-            cause: out.cause,
-        }
-    }
-}
-
-/// Where `out` may go: the index of its stream in `outputs`, or the failure
-/// of the batch that emitted it.
-fn declared(processor: &str, outputs: &[String], out: &Output) -> Result<usize, Failure> {
-    declared_index(processor, outputs, &out.stream, out.cause)
-}
-
-/// The index in `outputs` of an output's `stream` (empty: the first
-/// declared output), or the failure of the batch, blaming `cause`.
-pub(crate) fn declared_index(
-    processor: &str,
-    outputs: &[String],
-    stream: &str,
-    cause: Option<u32>,
-) -> Result<usize, Failure> {
-    let first = (stream.is_empty() && !outputs.is_empty()).then_some(0);
-    first
-        .or_else(|| outputs.iter().position(|s| s == stream))
-        .ok_or_else(|| Failure {
-            message: format!(
-                "stream `{stream}` is not an output of processor `{processor}` (declared outputs: {})",
-                outputs.join(", ")
-            ),
-            event_index: cause,
-        })
-}
 
 /// A log event lowered straight into the guest's `event` record: its
 /// strings and bytes are borrowed from the stored batch, so the host copies
@@ -882,16 +817,6 @@ impl From<NativeFn> for ProcessorCode {
 mod tests {
     use super::*;
 
-    fn output(stream: &str) -> Output {
-        Output {
-            stream: stream.into(),
-            key: None,
-            value: None,
-            headers: Vec::new(),
-            cause: Some(4),
-        }
-    }
-
     #[test]
     fn the_memory_cap_counts_every_memory_of_an_instance_together() {
         use wasmtime::ResourceLimiter;
@@ -967,20 +892,5 @@ mod tests {
         let err = budget.charge(0, 200).unwrap_err();
         assert!(err.to_string().contains("more than 100 bytes"), "{err}");
         assert!(budget.spent.is_some());
-    }
-
-    #[test]
-    fn an_output_goes_to_a_declared_stream_and_an_empty_one_to_the_first() {
-        let outputs = ["a".to_string(), "b".to_string()];
-        assert_eq!(declared("p", &outputs, &output("b")).ok(), Some(1));
-        assert_eq!(declared("p", &outputs, &output("")).ok(), Some(0));
-        let failure = declared("p", &outputs, &output("c")).unwrap_err();
-        assert_eq!(failure.event_index, Some(4), "it blames the cause");
-        assert_eq!(
-            failure.message,
-            "stream `c` is not an output of processor `p` (declared outputs: a, b)"
-        );
-        // No declared output: nothing for an empty stream to name.
-        assert!(declared("p", &[], &output("")).is_err());
     }
 }

@@ -13,6 +13,7 @@
 //! in time by epoch interruption, and their memory is capped.
 #![deny(missing_docs)]
 
+mod batch;
 #[allow(missing_docs)]
 mod bindings;
 mod deployment;

@@ -18,10 +18,10 @@ use crate::flusher::FlusherHandle;
 use crate::journal::Journal;
 use crate::maintenance::{self, MaintenanceHandle, MaintenanceReport};
 use crate::record::{Event, Record};
+use crate::shared::{Arrivals, Shared};
 use crate::stream::{validate_name, PartitionInfo, StreamConfig, StreamInfo};
 use crate::tables::*;
 use crate::transaction::{Receipt, Transaction};
-use crate::Shared;
 
 /// Bounds on one read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -676,40 +676,6 @@ impl Broker {
             .catalog
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Wakes readers waiting for new events.
-#[derive(Default)]
-pub(crate) struct Arrivals {
-    commits: Mutex<u64>,
-    changed: std::sync::Condvar,
-}
-
-impl Arrivals {
-    pub(crate) fn notify(&self) {
-        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-        *commits += 1;
-        self.changed.notify_all();
-    }
-
-    fn wait_until(&self, timeout: Duration, ready: impl Fn() -> bool) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if ready() {
-                return true;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            commits = self
-                .changed
-                .wait_timeout(commits, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
     }
 }
 

@@ -33,12 +33,12 @@ use redb::{Durability, ReadableTable, Table};
 use crate::batch::{self, EncodeEvent, EncodeHeaders};
 use crate::catalog::{Catalog, PartitionCursor, StreamEntry};
 use crate::error::{Error, Result};
-use crate::flusher::Progress;
 use crate::journal::{Failure, Journal};
 use crate::partitioner::partition_for_key;
+use crate::progress::Progress;
+use crate::shared::Shared;
 use crate::tables::*;
 use crate::transaction::{Receipt, Transaction};
-use crate::Shared;
 
 /// The most transactions folded into one commit.
 const MAX_GROUP: usize = 4096;

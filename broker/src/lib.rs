@@ -91,13 +91,12 @@ mod flusher;
 mod journal;
 mod maintenance;
 mod partitioner;
+mod progress;
 mod record;
+mod shared;
 mod stream;
 mod tables;
 mod transaction;
-
-use std::path::PathBuf;
-use std::sync::RwLock;
 
 pub use crate::broker::{Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadLimits};
 pub use crate::error::{Error, Result};
@@ -110,16 +109,6 @@ pub use crate::stream::{
 };
 pub use crate::transaction::{Receipt, Transaction};
 pub use bytes::Bytes;
-
-/// What the broker handles, the committing callers and the maintenance thread share.
-pub(crate) struct Shared {
-    pub db: redb::Database,
-    pub path: PathBuf,
-    pub catalog: RwLock<catalog::Catalog>,
-    pub arrivals: broker::Arrivals,
-    /// Held by a retention or compaction pass: one runs at a time.
-    pub maintenance: std::sync::Mutex<()>,
-}
 
 /// Entry points for the fuzz targets in `fuzz/`: not part of the API, and
 /// may change at any time.

@@ -34,9 +34,9 @@ use crate::batch::{self, EventRef};
 use crate::catalog::{PartitionCursor, StreamEntry};
 use crate::committer::now_ms;
 use crate::error::{Error, Result};
+use crate::shared::Shared;
 use crate::stream::CleanupPolicy;
 use crate::tables::*;
-use crate::Shared;
 
 /// At most this many batches, or about this many bytes, per write transaction.
 const CHUNK_BATCHES: usize = 256;

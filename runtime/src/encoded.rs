@@ -7,8 +7,8 @@
 use leat_broker::{Bytes, Header};
 use leat_layout::{len32, put_bytes, put_maybe_bytes, put_u32, put_u64, Malformed, Reader, NONE};
 
+use crate::batch::{declared_index, Emitted, Input};
 use crate::bindings::Failure;
-use crate::guest::{declared_index, Emitted, Input};
 
 /// Writes `batch` into `buf` (cleared first) in the batch layout. The
 /// stream names are `inputs`, which `Input::stream` indexes.

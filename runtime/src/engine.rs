@@ -12,7 +12,7 @@ use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
 
 use crate::bindings::{Runnable, RunnablePre};
 use crate::error::{Error, Result};
-use crate::guest::GuestState;
+use crate::imports::{GuestLimits, GuestState};
 
 /// How guests are sandboxed.
 #[derive(Clone, Debug)]
@@ -28,60 +28,6 @@ pub struct EngineConfig {
     pub cache_dir: Option<PathBuf>,
     /// What one guest call may hand the host.
     pub limits: GuestLimits,
-}
-
-/// What a guest may make the host hold or do, beyond its own linear memory.
-/// A call past a budget traps: the batch fails with the budget's name, and
-/// the error policy meets its event as for any other failure. Each default
-/// is far above what the guest examples use (word-count emits about ten
-/// outputs per line, a batch is 1,000 events).
-#[derive(Clone, Debug)]
-pub struct GuestLimits {
-    /// Outputs one call may emit.
-    pub call_outputs: usize,
-    /// Bytes one call may hand over: output keys, values and headers (a
-    /// whole `emit-encoded` buffer counts, since its outputs keep it
-    /// alive), state keys and values written, and state read by ranges.
-    pub call_bytes: usize,
-    /// Staged bytes past which a backlog commits before its next batch
-    /// (no failure: it bounds what several batches hold together).
-    pub commit_bytes: usize,
-    /// Entries one `state-range` may return.
-    pub range_entries: usize,
-    /// The longest guest log line kept; longer ones are cut.
-    pub log_line_bytes: usize,
-    /// Log lines an instance may write at once, then `log_lines_per_sec`.
-    pub log_burst: u32,
-    /// Log lines per second an instance may write after its burst; the rest
-    /// are counted and reported in one line.
-    pub log_lines_per_sec: u32,
-    /// Core instances, memories and tables one component may create, all
-    /// together; memories share `EngineConfig::memory_limit`.
-    pub instances: usize,
-    /// See `instances`.
-    pub memories: usize,
-    /// See `instances`.
-    pub tables: usize,
-    /// Elements one table may grow to.
-    pub table_elements: usize,
-}
-
-impl Default for GuestLimits {
-    fn default() -> Self {
-        GuestLimits {
-            call_outputs: 200_000,
-            call_bytes: 64 << 20,
-            commit_bytes: 128 << 20,
-            range_entries: 100_000,
-            log_line_bytes: 4096,
-            log_burst: 100,
-            log_lines_per_sec: 20,
-            instances: 32,
-            memories: 8,
-            tables: 32,
-            table_elements: 1 << 20,
-        }
-    }
 }
 
 impl Default for EngineConfig {

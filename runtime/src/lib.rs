@@ -13,6 +13,7 @@
 //! in time by epoch interruption, and their memory is capped.
 #![deny(missing_docs)]
 
+mod batch;
 #[allow(missing_docs)]
 mod bindings;
 mod deployment;
@@ -21,8 +22,10 @@ mod engine;
 mod error;
 pub mod files;
 mod guest;
+mod imports;
 mod processor;
 mod provenance;
+mod shared;
 mod spec;
 mod status;
 pub mod topology;
@@ -30,9 +33,10 @@ mod worker;
 
 pub use crate::bindings::{Event, Failure, Header, Output};
 pub use crate::deployment::{Deployment, ResetTo};
-pub use crate::engine::{Engine, EngineConfig, GuestLimits, LoadedComponent};
+pub use crate::engine::{Engine, EngineConfig, LoadedComponent};
 pub use crate::error::{Error, Result};
 pub use crate::guest::{NativeFn, ProcessorCode};
+pub use crate::imports::GuestLimits;
 pub use crate::processor::{assign, writer_of, ProcessorHandle, Runtime};
 pub use crate::spec::{
     ErrorPolicy, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE, MAX_COMMIT_EVENTS,

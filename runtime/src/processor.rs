@@ -1,8 +1,8 @@
 //! Running a processor: checking its deployment, claiming its outputs,
 //! assigning partitions to instances, and the instances' threads.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,8 @@ use leat_broker::{Broker, StreamConfig, Transaction};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::guest::{GuestInstance, Instance, ProcessorCode};
+use crate::guest::{Instance, ProcessorCode};
+use crate::shared::Shared;
 use crate::spec::{ErrorPolicy, ProcessorSpec};
 use crate::status::{InstanceStatus, ProcessorStatus};
 use crate::worker::{Exit, RunMode, Worker};
@@ -38,57 +39,6 @@ impl std::fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("broker", &self.broker)
             .finish_non_exhaustive()
-    }
-}
-
-/// What a processor's instances share.
-pub(crate) struct Shared {
-    pub spec: ProcessorSpec,
-    pub broker: Broker,
-    pub engine: Arc<Engine>,
-    pub code: ProcessorCode,
-    /// Set to stop the processor: its instances end after their batch.
-    pub stop: AtomicBool,
-    /// Set while the coordinator reassigns partitions: the instances of the
-    /// current assignment end after their batch, and new ones start.
-    pub rebalance: AtomicBool,
-    status: Mutex<ProcessorStatus>,
-}
-
-impl Shared {
-    pub fn status(&self) -> MutexGuard<'_, ProcessorStatus> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether the instances must end after their current batch.
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire) || self.rebalance.load(Ordering::Acquire)
-    }
-
-    /// The partition count of the processor's widest input.
-    fn input_partitions(&self) -> Result<u32> {
-        let mut partitions = 0;
-        for input in &self.spec.inputs {
-            partitions =
-                partitions.max(self.broker.describe_stream(input)?.partitions.len() as u32);
-        }
-        Ok(partitions)
-    }
-
-    /// A fresh instance; a Wasm guest is initialized with the deployment's configuration.
-    pub fn start_guest(&self) -> Result<Instance, String> {
-        match &self.code {
-            ProcessorCode::Native(f) => Ok(Instance::Native(f.clone())),
-            ProcessorCode::Wasm(component) => GuestInstance::start(
-                &self.engine,
-                component,
-                &self.spec.name,
-                &self.spec.outputs,
-                self.broker.clone(),
-                &self.spec.init_config(),
-            )
-            .map(Instance::Wasm),
-        }
     }
 }
 
@@ -154,15 +104,12 @@ impl Runtime {
                     .create_stream(&errors, StreamConfig::default())?;
             }
         }
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             spec,
-            broker: self.broker.clone(),
-            engine: self.engine.clone(),
+            self.broker.clone(),
+            self.engine.clone(),
             code,
-            stop: AtomicBool::new(false),
-            rebalance: AtomicBool::new(false),
-            status: Mutex::new(ProcessorStatus::default()),
-        });
+        ));
         let partitions = shared.input_partitions()?;
         let first = shared.start_guest().map_err(|reason| Error::Init {
             processor: shared.spec.name.clone(),
@@ -196,15 +143,12 @@ impl Runtime {
     /// `init`, and drops it: whether a deployment of it would start.
     pub fn check_init(&self, spec: &ProcessorSpec, code: &ProcessorCode) -> Result<()> {
         spec.validate()?;
-        let shared = Shared {
-            spec: spec.clone(),
-            broker: self.broker.clone(),
-            engine: self.engine.clone(),
-            code: code.clone(),
-            stop: AtomicBool::new(false),
-            rebalance: AtomicBool::new(false),
-            status: Mutex::new(ProcessorStatus::default()),
-        };
+        let shared = Shared::new(
+            spec.clone(),
+            self.broker.clone(),
+            self.engine.clone(),
+            code.clone(),
+        );
         shared
             .start_guest()
             .map(drop)

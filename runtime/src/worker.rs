@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use leat_broker::{Event as LogEvent, Header, ReadLimits, Record, Transaction};
 
+use crate::batch::{Emitted, Input, StateWrites};
 use crate::error::{Error, Result};
-use crate::guest::{BatchResult, CallError, Emitted, Input, Instance, StateWrites};
-use crate::processor::Shared;
+use crate::guest::{BatchResult, CallError, Instance};
 use crate::provenance::Provenance;
+use crate::shared::Shared;
 use crate::spec::ErrorPolicy;
 use crate::status::StoppedPartition;
 

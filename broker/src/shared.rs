@@ -1,0 +1,52 @@
+//! The state a broker's clones, its committing callers and its background
+//! threads share, and the wake-up of readers waiting at a partition's end.
+
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::catalog::Catalog;
+
+/// What the broker handles, the committing callers and the maintenance thread share.
+pub(crate) struct Shared {
+    pub db: redb::Database,
+    pub path: PathBuf,
+    pub catalog: RwLock<Catalog>,
+    pub arrivals: Arrivals,
+    /// Held by a retention or compaction pass: one runs at a time.
+    pub maintenance: Mutex<()>,
+}
+
+/// Wakes readers waiting for new events.
+#[derive(Default)]
+pub(crate) struct Arrivals {
+    commits: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Arrivals {
+    pub(crate) fn notify(&self) {
+        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        *commits += 1;
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn wait_until(&self, timeout: Duration, ready: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if ready() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            commits = self
+                .changed
+                .wait_timeout(commits, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}

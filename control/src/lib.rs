@@ -21,11 +21,12 @@ mod error;
 mod log;
 mod metrics;
 mod processors;
+mod registry;
 mod topologies;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use leat_api as api;
@@ -34,8 +35,8 @@ use leat_runtime::{LoadedComponent, Runtime};
 
 pub use crate::error::{ControlError, ErrorKind};
 pub use crate::log::{Log, MAX_READ_EVENTS};
-pub use crate::processors::processor_spec;
-use crate::processors::Managed;
+pub use crate::registry::processor_spec;
+use crate::registry::{lock, Managed};
 
 /// The control plane of one data directory.
 pub struct Control {
@@ -45,12 +46,6 @@ pub struct Control {
     processors: Mutex<BTreeMap<String, Arc<Mutex<Managed>>>>,
     components: Mutex<HashMap<String, LoadedComponent>>,
     started: Instant,
-}
-
-/// Locks `m`, even when a thread panicked holding it: every value behind
-/// these locks is whole between statements.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Control {

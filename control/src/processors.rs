@@ -6,125 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use leat_api::{self as api, Action, ProcessorState};
-use leat_runtime::files::{content_hash, write_atomic};
-use leat_runtime::{
-    Deployment, ErrorPolicy, LatencyHistogram, LoadedComponent, ProcessorSpec, ProcessorStatus,
-    ResetTo,
+use leat_runtime::files::write_atomic;
+use leat_runtime::{Deployment, LoadedComponent, ProcessorSpec};
+
+use crate::registry::{
+    component_id, lock, processor_spec, reset_to, valid_component_id, Counters, Managed, Stored,
 };
-use serde::{Deserialize, Serialize};
-
-use crate::{lock, Control, ControlError};
-
-/// How a processor is kept on disk: `DIR/processors/NAME/spec.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Stored {
-    deploy: api::Deploy,
-    version: u32,
-    paused: bool,
-}
-
-/// Counters carried over the restarts of a deployment's instances.
-#[derive(Clone, Debug, Default)]
-struct Counters {
-    events_in: u64,
-    events_out: u64,
-    batches: u64,
-    failed_calls: u64,
-    traps: u64,
-    latency: LatencyHistogram,
-}
-
-impl Counters {
-    fn add(&mut self, s: &ProcessorStatus) {
-        self.events_in += s.events_in;
-        self.events_out += s.events_out;
-        self.batches += s.batches;
-        self.failed_calls += s.failed_calls;
-        self.traps += s.traps;
-        self.latency.merge(&s.batch_latency);
-    }
-}
-
-pub(crate) struct Managed {
-    stored: Stored,
-    component: LoadedComponent,
-    /// `None`: paused since the server started, or failed to start.
-    deployment: Option<Deployment>,
-    /// Why it could not be (re)started.
-    error: Option<String>,
-    base: Counters,
-    /// (when, events_in total) of the last sample, and the rate it gave.
-    sample: (Instant, u64, f64),
-}
-
-impl Managed {
-    fn running(&self) -> bool {
-        self.deployment.as_ref().is_some_and(Deployment::is_running)
-    }
-
-    fn status(&self) -> ProcessorStatus {
-        self.deployment
-            .as_ref()
-            .map(Deployment::status)
-            .unwrap_or_default()
-    }
-
-    fn totals(&self) -> Counters {
-        let mut c = self.base.clone();
-        c.add(&self.status());
-        c
-    }
-
-    /// Pauses the instances and folds their final counters into `base`.
-    fn stop_counting(&mut self) -> Result<(), ControlError> {
-        if let Some(d) = self.deployment.as_mut() {
-            if d.is_running() {
-                d.pause()?;
-                self.base.add(&d.status());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A component's id: the BLAKE3 of its bytes. (Ids of components uploaded
-/// before, FNV-1a 64 and the size, still name their stored files.)
-fn component_id(bytes: &[u8]) -> String {
-    content_hash(bytes)
-}
-
-fn valid_component_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-/// The runtime's spec of a deploy request (version 1).
-pub fn processor_spec(d: &api::Deploy) -> ProcessorSpec {
-    let mut spec = ProcessorSpec::new(d.name.clone(), d.inputs.clone(), d.outputs.clone());
-    spec.config = d.config.clone();
-    spec.instances = d.instances;
-    spec.on_error = error_policy(d.on_error);
-    spec.batch_size = d.batch_size;
-    spec.max_commit_events = d.commit_events;
-    spec
-}
-
-/// The runtime's policy for the API's.
-fn error_policy(on_error: api::OnError) -> ErrorPolicy {
-    match on_error {
-        api::OnError::Stop => ErrorPolicy::Stop,
-        api::OnError::Record => ErrorPolicy::Record,
-    }
-}
-
-/// The runtime's reset target for the API's position.
-fn reset_to(position: api::Position) -> ResetTo {
-    match position {
-        api::Position::Beginning => ResetTo::Beginning,
-        api::Position::End => ResetTo::End,
-        api::Position::Offset(o) => ResetTo::Offset(o),
-        api::Position::Timestamp(ms) => ResetTo::Timestamp(ms),
-    }
-}
+use crate::{Control, ControlError};
 
 impl Control {
     /// The deployed processor that reads or writes `stream`, if any.

@@ -35,6 +35,7 @@ use leat_runtime::{LoadedComponent, Runtime};
 
 pub use crate::error::{ControlError, ErrorKind};
 pub use crate::log::{Log, MAX_READ_EVENTS};
+pub use crate::metrics::ControlMetrics;
 pub use crate::registry::processor_spec;
 use crate::registry::{lock, Managed};
 

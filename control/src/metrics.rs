@@ -1,163 +1,214 @@
-//! `/metrics`: the processors', streams' and API's counters in the
-//! Prometheus text format.
+//! `/metrics`: the processors', streams' and log's counters as a
+//! prometheus-client [`Collector`], read from the control plane at each
+//! scrape. The server registers it with its own counters in one registry,
+//! whose text encoder writes the names, `_total` suffixes and escaping.
+
+use std::fmt;
+use std::sync::Arc;
 
 use leat_api as api;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 
-use crate::{Control, ControlError};
+use crate::Control;
 
-impl Control {
-    /// With the HTTP layer's counters of requests and of requests refused
-    /// for their token.
-    pub fn metrics_text(&self, requests: u64, unauthorized: u64) -> Result<String, ControlError> {
-        use std::fmt::Write;
-        let processors = self.processors()?;
-        let streams = self.log.streams()?;
-        let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in rows {
-                let _ = writeln!(out, "{name}{labels} {value}");
+/// The control plane's metrics, for a prometheus-client registry
+/// (`Registry::register_collector`). Encoding them reads the log and the
+/// processors, so it blocks: an async caller encodes on a blocking pool.
+pub struct ControlMetrics(Arc<Control>);
+
+impl ControlMetrics {
+    /// The metrics of `control`.
+    pub fn new(control: Arc<Control>) -> Self {
+        ControlMetrics(control)
+    }
+}
+
+impl fmt::Debug for ControlMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlMetrics")
+            .field("dir", &self.0.dir)
+            .finish()
+    }
+}
+
+/// A family of one metric per label set: counters are named without
+/// `_total`, which the encoder adds.
+fn family<L: EncodeLabelSet, M: EncodeMetric + TypedMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, M)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, M::TYPE)?;
+    for (labels, value) in rows {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// One metric without labels.
+fn single<M: EncodeMetric + TypedMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: M,
+) -> fmt::Result {
+    value.encode(encoder.encode_descriptor(name, help, None, M::TYPE)?)
+}
+
+/// One metric per processor, labelled with its name.
+fn per<'a, M: 'a>(
+    processors: &'a [api::ProcessorView],
+    value: impl Fn(&'a api::ProcessorView) -> M + 'a,
+) -> impl Iterator<Item = ([(&'static str, &'a str); 1], M)> + 'a {
+    processors
+        .iter()
+        .map(move |p| ([("processor", p.name.as_str())], value(p)))
+}
+
+/// A processor's batch latency histogram; the view's buckets are
+/// cumulative, the encoder wants each bucket's own count.
+struct Latency<'a>(&'a api::LatencyView);
+
+impl TypedMetric for Latency<'_> {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency<'_> {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        let mut below = 0;
+        let buckets: Vec<(f64, u64)> = self
+            .0
+            .buckets
+            .iter()
+            .map(|&(le, n)| {
+                let own = n.saturating_sub(below);
+                below = n;
+                (le.unwrap_or(f64::INFINITY), own)
+            })
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl Collector for ControlMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let control = &self.0;
+        let views = control
+            .processors()
+            .and_then(|p| Ok((p, control.log.streams()?)));
+        let (processors, streams) = match views {
+            Ok(views) => views,
+            Err(e) => {
+                tracing::warn!("reading the metrics: {e}");
+                return Err(fmt::Error);
             }
         };
-        let per = |f: &dyn Fn(&api::ProcessorView) -> String| {
-            processors
-                .iter()
-                .map(|p| (format!("{{processor=\"{}\"}}", p.name), f(p)))
-                .collect::<Vec<_>>()
-        };
+        let e = &mut encoder;
+        let ps = processors.as_slice();
         family(
-            "leat_processor_events_in_total",
-            "counter",
+            e,
+            "leat_processor_events_in",
             "Input events processed and committed.",
-            per(&|p| p.events_in.to_string()),
-        );
+            per(ps, |p| ConstCounter::new(p.events_in)),
+        )?;
         family(
-            "leat_processor_events_out_total",
-            "counter",
+            e,
+            "leat_processor_events_out",
             "Output events committed.",
-            per(&|p| p.events_out.to_string()),
-        );
+            per(ps, |p| ConstCounter::new(p.events_out)),
+        )?;
         family(
-            "leat_processor_commits_total",
-            "counter",
+            e,
+            "leat_processor_commits",
             "Batches committed.",
-            per(&|p| p.batches.to_string()),
-        );
+            per(ps, |p| ConstCounter::new(p.batches)),
+        )?;
         family(
-            "leat_processor_failed_calls_total",
-            "counter",
+            e,
+            "leat_processor_failed_calls",
             "Guest calls that trapped, timed out or failed.",
-            per(&|p| p.failed_calls.to_string()),
-        );
+            per(ps, |p| ConstCounter::new(p.failed_calls)),
+        )?;
         family(
-            "leat_processor_traps_total",
-            "counter",
+            e,
+            "leat_processor_traps",
             "Guest calls that trapped: a panic, a timeout, memory exhausted.",
-            per(&|p| p.traps.to_string()),
-        );
+            per(ps, |p| ConstCounter::new(p.traps)),
+        )?;
         family(
+            e,
             "leat_processor_batch_latency_seconds",
-            "histogram",
             "Time from a batch's guest call to its commit, for committed batches.",
-            processors
-                .iter()
-                .flat_map(|p| {
-                    let l = &p.batch_latency;
-                    let name = &p.name;
-                    l.buckets
-                        .iter()
-                        .map(move |(le, n)| {
-                            let le = le.map_or_else(|| "+Inf".to_string(), |s| s.to_string());
-                            (
-                                format!("_bucket{{processor=\"{name}\",le=\"{le}\"}}"),
-                                n.to_string(),
-                            )
-                        })
-                        .chain([
-                            (
-                                format!("_sum{{processor=\"{name}\"}}"),
-                                format!("{:.6}", l.sum_seconds),
-                            ),
-                            (
-                                format!("_count{{processor=\"{name}\"}}"),
-                                l.count.to_string(),
-                            ),
-                        ])
-                })
-                .collect(),
-        );
+            per(ps, |p| Latency(&p.batch_latency)),
+        )?;
         family(
+            e,
             "leat_processor_lag",
-            "gauge",
             "Input events not yet processed.",
-            per(&|p| p.lag.to_string()),
-        );
+            per(ps, |p| ConstGauge::new(p.lag)),
+        )?;
         family(
+            e,
             "leat_processor_instances",
-            "gauge",
             "Instances of the processor.",
-            per(&|p| p.instances.len().to_string()),
-        );
+            per(ps, |p| ConstGauge::new(p.instances.len())),
+        )?;
         family(
+            e,
             "leat_processor_running",
-            "gauge",
             "1 when the processor runs, 0 when it is paused or failed.",
-            per(&|p| u8::from(p.state == api::ProcessorState::Running).to_string()),
-        );
+            per(ps, |p| {
+                ConstGauge::new(u32::from(p.state == api::ProcessorState::Running))
+            }),
+        )?;
         family(
+            e,
             "leat_processor_events_per_second",
-            "gauge",
             "Input events per second over the last seconds.",
-            per(&|p| format!("{:.3}", p.events_per_sec)),
-        );
+            per(ps, |p| ConstGauge::new(p.events_per_sec)),
+        )?;
         family(
+            e,
             "leat_stream_end_offset",
-            "gauge",
             "The next offset of each partition.",
-            streams
-                .iter()
-                .flat_map(|s| {
-                    s.partitions.iter().enumerate().map(move |(p, e)| {
-                        (
-                            format!("{{stream=\"{}\",partition=\"{p}\"}}", s.name),
-                            e.next_offset.to_string(),
-                        )
-                    })
+            streams.iter().flat_map(|s| {
+                s.partitions.iter().enumerate().map(|(p, extent)| {
+                    (
+                        [("stream", s.name.clone()), ("partition", p.to_string())],
+                        ConstGauge::new(extent.next_offset),
+                    )
                 })
-                .collect(),
-        );
-        let (events_produced, events_read) = self.log.counters();
-        family(
-            "leat_http_requests_total",
-            "counter",
-            "HTTP requests served.",
-            vec![(String::new(), requests.to_string())],
-        );
-        family(
-            "leat_http_unauthorized_total",
-            "counter",
-            "Requests refused for a missing or wrong token.",
-            vec![(String::new(), unauthorized.to_string())],
-        );
-        family(
-            "leat_events_produced_total",
-            "counter",
+            }),
+        )?;
+        let (events_produced, events_read) = control.log.counters();
+        single(
+            e,
+            "leat_events_produced",
             "Events appended through the API.",
-            vec![(String::new(), events_produced.to_string())],
-        );
-        family(
-            "leat_events_read_total",
-            "counter",
+            ConstCounter::new(events_produced),
+        )?;
+        single(
+            e,
+            "leat_events_read",
             "Events read through the API.",
-            vec![(String::new(), events_read.to_string())],
-        );
-        family(
+            ConstCounter::new(events_read),
+        )?;
+        single(
+            e,
             "leat_uptime_seconds",
-            "gauge",
             "Seconds since the server started.",
-            vec![(String::new(), self.started.elapsed().as_secs().to_string())],
-        );
-        Ok(out)
+            ConstGauge::new(control.uptime_secs()),
+        )
     }
 }

@@ -1,19 +1,28 @@
-//! The HTTP layer: one hyper HTTP/1.1 connection per client, routing, the
-//! token check, body limits, and JSON in and out. Handlers run the host's
-//! blocking calls on tokio's blocking pool.
+//! The HTTP layer: an axum [`Router`] of the API's routes, served on each
+//! connection by hyper's HTTP/1.1 builder; a middleware for the Host and
+//! token checks, the request counters and the log line; extractors that
+//! answer bad paths, queries and bodies with the API's JSON errors.
+//! Handlers run the host's blocking calls on tokio's blocking pool.
 
-use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::Deserialize;
 use tokio::net::TcpStream;
 
 use leat_api as api;
@@ -27,30 +36,63 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 /// only a timer, between looks.
 const MAX_POLL: Duration = Duration::from_millis(50);
 
-/// The HTTP layer's own counters, for `/metrics`.
-#[derive(Debug, Default)]
-pub(crate) struct Metrics {
-    pub requests: std::sync::atomic::AtomicU64,
-    pub unauthorized: std::sync::atomic::AtomicU64,
-}
-
-pub(crate) struct State {
+pub(crate) struct ServerState {
     pub host: Arc<Host>,
-    pub metrics: Arc<Metrics>,
+    /// The host's metrics and the counters below, for `/metrics`.
+    pub registry: Arc<Registry>,
+    pub requests: Counter,
+    pub unauthorized: Counter,
     pub token: String,
     pub open_reads: bool,
     pub allowed_hosts: Vec<String>,
 }
 
+type Shared = State<Arc<ServerState>>;
+
+/// The API's routes (see the table in the crate's documentation), behind
+/// the checks of [`guard`]. Any other path or method: 404.
+pub(crate) fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/streams", get(streams).post(create_stream))
+        .route("/v1/streams/{name}", get(stream).delete(delete_stream))
+        .route("/v1/streams/{name}/events", get(read).post(produce))
+        .route("/v1/streams/{name}/positions", get(positions))
+        .route("/v1/groups/{group}/offsets", post(commit_offset))
+        .route("/v1/topologies", get(topologies).post(apply_topology))
+        .route("/v1/topologies/{name}", get(topology))
+        .route("/v1/components", post(upload))
+        .route("/v1/processors", get(processors).post(deploy))
+        .route("/v1/processors/{name}", get(processor).delete(undeploy))
+        .route("/v1/processors/{name}/{action}", post(change))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+pub(crate) async fn serve_connection(router: Router, stream: TcpStream) {
+    let conn = hyper::server::conn::http1::Builder::new()
+        // A client may shut its side down once its request is sent (`nc -N`
+        // does): answer it all the same (the fuzz target sends that way).
+        .half_close(true)
+        .max_buf_size(1 << 20)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    if let Err(e) = conn.await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
 /// Whether the request's `Host` names this server: an IP address, or
 /// `localhost`, or one of `allowed` (with any port). A browser page of
 /// another site that points its name at this server sends that name: refused.
-fn host_allowed(allowed: &[String], req: &Request<Incoming>) -> bool {
-    let Some(host) = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|v| v.to_str().ok())
-    else {
+fn host_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(HOST).and_then(|v| v.to_str().ok()) else {
         // HTTP/1.0 without a Host header: no browser sends that.
         return true;
     };
@@ -68,53 +110,152 @@ fn host_allowed(allowed: &[String], req: &Request<Incoming>) -> bool {
         || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
-pub(crate) async fn serve_connection(state: Arc<State>, stream: TcpStream) {
-    let service = hyper::service::service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        // A client may shut its side down once its request is sent (`nc -N`
-        // does): answer it all the same (the fuzz target sends that way).
-        .half_close(true)
-        .max_buf_size(1 << 20)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = conn.await {
-        tracing::debug!("connection ended: {e}");
-    }
+fn authorized(token: &str, headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return false;
+    };
+    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    let expected = token.as_bytes();
+    // Compare in constant time for equal lengths.
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
-fn respond(status: u16, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, v);
-    }
+/// The Host check, then the token (but for `/v1/health`, and for reads
+/// with `open_reads`), around every request, routed or not; counts it and
+/// logs one line.
+async fn guard(State(state): Shared, req: Request, next: Next) -> Response {
+    state.requests.inc();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let reading = method == Method::GET || method == Method::HEAD;
+    let open = path == "/v1/health" || reading && state.open_reads;
+    let response = if !host_allowed(&state.allowed_hosts, req.headers()) {
+        ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server does not answer to that Host name: use its IP address or \
+             localhost, or start it with --allow-host NAME",
+        )
+        .into_response()
+    } else if !open && !authorized(&state.token, req.headers()) {
+        state.unauthorized.inc();
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: pass the server's token with --token or LEAT_TOKEN \
+             (header `Authorization: Bearer TOKEN`; `leat serve --open-reads` answers reads without it)",
+        )
+        .into_response()
+    } else {
+        next.run(req).await
+    };
+    tracing::info!(
+        "{method} {path} -> {} in {:?}",
+        response.status().as_u16(),
+        started.elapsed()
+    );
     response
 }
 
-fn json(status: u16, value: &impl Serialize) -> Response<Full<Bytes>> {
-    match serde_json::to_vec(value) {
-        Ok(body) => respond(status, "application/json", Bytes::from(body)),
-        Err(e) => error(&ApiError::internal(format!("encoding the answer: {e}"))),
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+// ---- extractors whose rejections are the API's JSON errors
+
+/// Path parameters, percent-decoded.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
     }
 }
 
-fn error(e: &ApiError) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(&api::ErrorBody {
-        error: e.message.clone(),
-    })
-    .unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
-    respond(e.status, "application/json", Bytes::from(body))
+/// The query string's parameters.
+struct QueryParams<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(QueryParams(v)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
 }
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is over the limit of {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+/// The request body, whole, at most [`MAX_BODY_BYTES`] ([`DefaultBodyLimit`]);
+/// a larger declared length is refused before any of it is read.
+struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "cannot read the request body: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// A JSON body, whatever its `Content-Type`.
+struct JsonBody<T>(T);
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match Json::<T>::from_bytes(bytes) {
+        Ok(Json(v)) => Ok(v),
+        // "Failed to parse the request body as JSON: ..." and the like.
+        Err(e) => Err(ApiError::bad_request(e.body_text())),
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Body(bytes) = Body::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+// ---- handlers
 
 /// Runs a blocking host call on the blocking pool.
 async fn blocking<T: Send + 'static>(
-    state: &Arc<State>,
+    state: &Arc<ServerState>,
     f: impl FnOnce(&Host) -> Result<T, leat_control::ControlError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let host = state.host.clone();
@@ -123,37 +264,97 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))??)
 }
 
-async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::new(
-            413,
-            format!("the request body is over the limit of {MAX_BODY_BYTES} bytes"),
-        ));
-    }
-    match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            413,
-            format!("the request body is over the limit of {MAX_BODY_BYTES} bytes"),
-        )),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
+type Answer<T> = Result<Json<T>, ApiError>;
+
+async fn health(State(state): Shared) -> Answer<serde_json::Value> {
+    blocking(&state, |h| h.log().health()).await?;
+    Ok(Json(serde_json::json!({"status": "ok"})))
+}
+
+/// The registry in the Prometheus text format; encoding it reads the log
+/// and the processors, so it runs on the blocking pool.
+async fn metrics(State(state): Shared) -> Result<Response, ApiError> {
+    let registry = state.registry.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry).map(|()| text)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
+    .map_err(|_| ApiError::internal("cannot read the metrics: see the server's log"))?;
+    Ok(([(CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], text).into_response())
+}
+
+async fn status(State(state): Shared) -> Answer<api::StatusView> {
+    Ok(Json(blocking(&state, |h| h.status()).await?))
+}
+
+// ---- streams
+
+async fn streams(State(state): Shared) -> Answer<Vec<api::StreamView>> {
+    Ok(Json(blocking(&state, |h| h.log().streams()).await?))
+}
+
+async fn create_stream(
+    State(state): Shared,
+    JsonBody(body): JsonBody<api::CreateStream>,
+) -> Result<(StatusCode, Json<api::StreamView>), ApiError> {
+    let created = blocking(&state, move |h| h.log().create_stream(body)).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn stream(State(state): Shared, Params(name): Params<String>) -> Answer<api::StreamView> {
+    Ok(Json(
+        blocking(&state, move |h| h.log().stream(&name)).await?,
+    ))
+}
+
+async fn delete_stream(State(state): Shared, Params(name): Params<String>) -> Answer<api::Done> {
+    Ok(Json(
+        blocking(&state, move |h| h.delete_stream(&name)).await?,
+    ))
+}
+
+async fn produce(
+    State(state): Shared,
+    Params(name): Params<String>,
+    JsonBody(body): JsonBody<api::Produce>,
+) -> Answer<api::Produced> {
+    Ok(Json(
+        blocking(&state, move |h| h.log().produce(&name, body)).await?,
+    ))
+}
+
+/// `GET /v1/streams/NAME/events`'s query.
+#[derive(Deserialize)]
+#[serde(default)]
+struct ReadQuery {
+    partition: u32,
+    from: u64,
+    max: usize,
+    wait_ms: u64,
+}
+
+impl Default for ReadQuery {
+    fn default() -> Self {
+        ReadQuery {
+            partition: 0,
+            from: 0,
+            max: 1000,
+            wait_ms: 0,
+        }
     }
 }
 
-async fn body_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = body_bytes(req).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON here: {e}")))
+async fn read(
+    State(state): Shared,
+    Params(name): Params<String>,
+    QueryParams(q): QueryParams<ReadQuery>,
+) -> Answer<api::ReadView> {
+    let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
+    Ok(Json(
+        read_waiting(&state, name, q.partition, q.from, q.max, wait).await?,
+    ))
 }
 
 /// Reads up to `max` events from `from`; while there are none, looks again
@@ -161,7 +362,7 @@ async fn body_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Api
 /// looks the request holds only a timer, so many waiting readers cannot
 /// starve the blocking pool that deploys and shutdown need.
 async fn read_waiting(
-    state: &Arc<State>,
+    state: &Arc<ServerState>,
     name: String,
     partition: u32,
     from: u64,
@@ -182,293 +383,119 @@ async fn read_waiting(
     }
 }
 
-fn authorized(state: &State, req: &Request<Incoming>) -> bool {
-    let Some(value) = req.headers().get(hyper::header::AUTHORIZATION) else {
-        return false;
+/// `GET /v1/streams/NAME/positions`'s query.
+#[derive(Deserialize)]
+struct PositionsQuery {
+    #[serde(default)]
+    from: api::Position,
+    group: Option<String>,
+}
+
+async fn positions(
+    State(state): Shared,
+    Params(name): Params<String>,
+    QueryParams(q): QueryParams<PositionsQuery>,
+) -> Answer<api::Positions> {
+    Ok(Json(
+        blocking(&state, move |h| {
+            h.log().positions(&name, q.from, q.group.as_deref())
+        })
+        .await?,
+    ))
+}
+
+async fn commit_offset(
+    State(state): Shared,
+    Params(group): Params<String>,
+    JsonBody(body): JsonBody<api::CommitOffset>,
+) -> Answer<api::Done> {
+    Ok(Json(
+        blocking(&state, move |h| h.commit_offset(&group, body)).await?,
+    ))
+}
+
+// ---- topologies
+
+async fn topologies(State(state): Shared) -> Answer<Vec<String>> {
+    Ok(Json(blocking(&state, |h| h.topologies()).await?))
+}
+
+async fn apply_topology(
+    State(state): Shared,
+    JsonBody(body): JsonBody<api::ApplyTopology>,
+) -> Answer<api::Applied> {
+    Ok(Json(
+        blocking(&state, move |h| h.apply_topology(body)).await?,
+    ))
+}
+
+async fn topology(
+    State(state): Shared,
+    Params(name): Params<String>,
+) -> Answer<api::StoredTopology> {
+    Ok(Json(blocking(&state, move |h| h.topology(&name)).await?))
+}
+
+// ---- components and processors
+
+async fn upload(
+    State(state): Shared,
+    Body(bytes): Body,
+) -> Result<(StatusCode, Json<api::Uploaded>), ApiError> {
+    let uploaded = blocking(&state, move |h| h.upload(&bytes)).await?;
+    Ok((StatusCode::CREATED, Json(uploaded)))
+}
+
+async fn processors(State(state): Shared) -> Answer<Vec<api::ProcessorView>> {
+    Ok(Json(blocking(&state, |h| h.processors()).await?))
+}
+
+async fn deploy(
+    State(state): Shared,
+    JsonBody(body): JsonBody<api::Deploy>,
+) -> Result<(StatusCode, Json<api::Deployed>), ApiError> {
+    let deployed = blocking(&state, move |h| h.deploy(body)).await?;
+    let status = if deployed.action == api::Action::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
-        return false;
-    };
-    let expected = state.token.as_bytes();
-    // Compare in constant time for equal lengths.
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    Ok((status, Json(deployed)))
 }
 
-/// Decodes `%XX` and `+` in a query component.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
+async fn processor(
+    State(state): Shared,
+    Params(name): Params<String>,
+) -> Answer<api::ProcessorView> {
+    Ok(Json(blocking(&state, move |h| h.processor(&name)).await?))
+}
+
+async fn undeploy(State(state): Shared, Params(name): Params<String>) -> Answer<api::Done> {
+    Ok(Json(blocking(&state, move |h| h.undeploy(&name)).await?))
+}
+
+/// `POST /v1/processors/NAME/{scale,pause,resume,reset}`.
+async fn change(
+    State(state): Shared,
+    Params((name, action)): Params<(String, String)>,
+    Body(body): Body,
+) -> Answer<api::Done> {
+    let done = match action.as_str() {
+        "scale" => {
+            let body: api::Scale = parse_json(&body)?;
+            blocking(&state, move |h| h.scale(&name, body.instances)).await?
         }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(q: Option<&str>) -> Query {
-        Query(
-            q.unwrap_or("")
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| match p.split_once('=') {
-                    Some((k, v)) => (decode(k), decode(v)),
-                    None => (decode(p), String::new()),
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn number<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, ApiError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| {
-                ApiError::bad_request(format!("query parameter `{key}`: `{v}` is not a number"))
-            }),
+        "reset" => {
+            let body: api::Reset = parse_json(&body)?;
+            blocking(&state, move |h| h.reset(&name, body.to)).await?
         }
-    }
-}
-
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let started = std::time::Instant::now();
-    let response = match route(&state, req).await {
-        Ok(r) => r,
-        Err(e) => {
-            if e.status == 401 {
-                state.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-            }
-            error(&e)
+        "pause" => blocking(&state, move |h| h.pause(&name)).await?,
+        "resume" => blocking(&state, move |h| h.resume(&name)).await?,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "unknown processor action `{other}`: use scale, reset, pause or resume"
+            )))
         }
     };
-    tracing::info!(
-        "{method} {path} -> {} in {:?}",
-        response.status().as_u16(),
-        started.elapsed()
-    );
-    response
-}
-
-async fn route(
-    state: &Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let query = Query::parse(req.uri().query());
-    let segments: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(decode)
-        .collect();
-    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    if !host_allowed(&state.allowed_hosts, &req) {
-        return Err(ApiError::new(
-            421,
-            "this server does not answer to that Host name: use its IP address or \
-             localhost, or start it with --allow-host NAME",
-        ));
-    }
-    let reading = method == Method::GET || method == Method::HEAD;
-    let open = segs == ["v1", "health"] || reading && state.open_reads;
-    if !open && !authorized(state, &req) {
-        return Err(ApiError::new(
-            401,
-            "missing or wrong token: pass the server's token with --token or LEAT_TOKEN \
-             (header `Authorization: Bearer TOKEN`; `leat serve --open-reads` answers reads without it)",
-        ));
-    }
-    match (method.clone(), segs.as_slice()) {
-        (Method::GET, ["v1", "health"]) => {
-            blocking(state, |h| h.log().health()).await?;
-            Ok(json(200, &serde_json::json!({"status": "ok"})))
-        }
-        (Method::GET, ["metrics"]) => {
-            let metrics = state.metrics.clone();
-            let text = blocking(state, move |h| {
-                h.metrics_text(
-                    metrics.requests.load(Ordering::Relaxed),
-                    metrics.unauthorized.load(Ordering::Relaxed),
-                )
-            })
-            .await?;
-            Ok(respond(200, "text/plain; version=0.0.4", Bytes::from(text)))
-        }
-        (Method::GET, ["v1", "status"]) => Ok(json(200, &blocking(state, |h| h.status()).await?)),
-        // ---- streams
-        (Method::GET, ["v1", "streams"]) => {
-            Ok(json(200, &blocking(state, |h| h.log().streams()).await?))
-        }
-        (Method::POST, ["v1", "streams"]) => {
-            let body: api::CreateStream = body_json(req).await?;
-            Ok(json(
-                201,
-                &blocking(state, move |h| h.log().create_stream(body)).await?,
-            ))
-        }
-        (Method::GET, ["v1", "streams", name]) => {
-            let name = name.to_string();
-            Ok(json(
-                200,
-                &blocking(state, move |h| h.log().stream(&name)).await?,
-            ))
-        }
-        (Method::DELETE, ["v1", "streams", name]) => {
-            let name = name.to_string();
-            Ok(json(
-                200,
-                &blocking(state, move |h| h.delete_stream(&name)).await?,
-            ))
-        }
-        (Method::POST, ["v1", "streams", name, "events"]) => {
-            let name = name.to_string();
-            let body: api::Produce = body_json(req).await?;
-            Ok(json(
-                200,
-                &blocking(state, move |h| h.log().produce(&name, body)).await?,
-            ))
-        }
-        (Method::GET, ["v1", "streams", name, "events"]) => {
-            let name = name.to_string();
-            let partition = query.number("partition", 0u32)?;
-            let from = query.number("from", 0u64)?;
-            let max = query.number("max", 1000usize)?;
-            let wait = Duration::from_millis(query.number("wait_ms", 0u64)?).min(MAX_WAIT);
-            Ok(json(
-                200,
-                &read_waiting(state, name, partition, from, max, wait).await?,
-            ))
-        }
-        (Method::GET, ["v1", "streams", name, "positions"]) => {
-            let name = name.to_string();
-            let from: api::Position = query
-                .get("from")
-                .unwrap_or("beginning")
-                .parse()
-                .map_err(|e: api::ParseError| ApiError::bad_request(e.to_string()))?;
-            let group = query.get("group").map(str::to_string);
-            Ok(json(
-                200,
-                &blocking(state, move |h| {
-                    h.log().positions(&name, from, group.as_deref())
-                })
-                .await?,
-            ))
-        }
-        (Method::POST, ["v1", "groups", group, "offsets"]) => {
-            let group = group.to_string();
-            let body: api::CommitOffset = body_json(req).await?;
-            Ok(json(
-                200,
-                &blocking(state, move |h| h.commit_offset(&group, body)).await?,
-            ))
-        }
-        // ---- topologies
-        (Method::GET, ["v1", "topologies"]) => {
-            Ok(json(200, &blocking(state, |h| h.topologies()).await?))
-        }
-        (Method::POST, ["v1", "topologies"]) => {
-            let body: api::ApplyTopology = body_json(req).await?;
-            Ok(json(
-                200,
-                &blocking(state, move |h| h.apply_topology(body)).await?,
-            ))
-        }
-        (Method::GET, ["v1", "topologies", name]) => {
-            let name = name.to_string();
-            Ok(json(
-                200,
-                &blocking(state, move |h| h.topology(&name)).await?,
-            ))
-        }
-        // ---- components and processors
-        (Method::POST, ["v1", "components"]) => {
-            let bytes = body_bytes(req).await?;
-            Ok(json(
-                201,
-                &blocking(state, move |h| h.upload(&bytes)).await?,
-            ))
-        }
-        (Method::GET, ["v1", "processors"]) => {
-            Ok(json(200, &blocking(state, |h| h.processors()).await?))
-        }
-        (Method::POST, ["v1", "processors"]) => {
-            let body: api::Deploy = body_json(req).await?;
-            let deployed = blocking(state, move |h| h.deploy(body)).await?;
-            let status = if deployed.action == api::Action::Created {
-                201
-            } else {
-                200
-            };
-            Ok(json(status, &deployed))
-        }
-        (Method::GET, ["v1", "processors", name]) => {
-            let name = name.to_string();
-            Ok(json(
-                200,
-                &blocking(state, move |h| h.processor(&name)).await?,
-            ))
-        }
-        (Method::DELETE, ["v1", "processors", name]) => {
-            let name = name.to_string();
-            Ok(json(
-                200,
-                &blocking(state, move |h| h.undeploy(&name)).await?,
-            ))
-        }
-        (Method::POST, ["v1", "processors", name, action]) => {
-            let name = name.to_string();
-            let done = match *action {
-                "scale" => {
-                    let body: api::Scale = body_json(req).await?;
-                    blocking(state, move |h| h.scale(&name, body.instances)).await?
-                }
-                "reset" => {
-                    let body: api::Reset = body_json(req).await?;
-                    blocking(state, move |h| h.reset(&name, body.to)).await?
-                }
-                "pause" => blocking(state, move |h| h.pause(&name)).await?,
-                "resume" => blocking(state, move |h| h.resume(&name)).await?,
-                other => {
-                    return Err(ApiError::not_found(format!(
-                        "unknown processor action `{other}`: use scale, reset, pause or resume"
-                    )))
-                }
-            };
-            Ok(json(200, &done))
-        }
-        _ => Err(ApiError::not_found(format!("no route for {method} {path}"))),
-    }
+    Ok(Json(done))
 }

@@ -34,9 +34,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use leat_control::{Control, ControlError, ErrorKind};
+use leat_control::{Control, ControlError, ControlMetrics, ErrorKind};
 use leat_runtime::Runtime;
 
 /// The largest request body accepted: 64 MiB.
@@ -59,28 +64,29 @@ pub struct ServerConfig {
     pub max_connections: usize,
 }
 
-/// An API failure: an HTTP status and a message that says what to do.
+/// An API failure: an HTTP status and a message that says what to do,
+/// answered as `{"error": MESSAGE}`.
 #[derive(Clone, Debug)]
 pub(crate) struct ApiError {
-    pub status: u16,
+    pub status: StatusCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, message)
+        Self::new(StatusCode::BAD_REQUEST, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, message)
+        Self::new(StatusCode::NOT_FOUND, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, message)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 }
 
@@ -88,13 +94,22 @@ impl ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match e.kind() {
-            ErrorKind::Invalid => 400,
-            ErrorKind::NotFound => 404,
-            ErrorKind::Conflict => 409,
-            ErrorKind::Unavailable => 503,
-            ErrorKind::Internal => 500,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.message())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = leat_api::ErrorBody {
+            error: self.message,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -115,14 +130,30 @@ pub async fn serve(
         .await
         .map_err(std::io::Error::other)?;
     let host = Arc::new(host);
-    let metrics = Arc::new(http::Metrics::default());
-    let state = Arc::new(http::State {
+    let requests = Counter::default();
+    let unauthorized = Counter::default();
+    let mut registry = Registry::default();
+    // Counters are registered without `_total`: the encoder adds it.
+    registry.register(
+        "leat_http_requests",
+        "HTTP requests served",
+        requests.clone(),
+    );
+    registry.register(
+        "leat_http_unauthorized",
+        "Requests refused for a missing or wrong token",
+        unauthorized.clone(),
+    );
+    registry.register_collector(Box::new(ControlMetrics::new(host.clone())));
+    let router = http::router(Arc::new(http::ServerState {
         host: host.clone(),
-        metrics,
+        registry: Arc::new(registry),
+        requests,
+        unauthorized,
         token: config.token,
         open_reads: config.open_reads,
         allowed_hosts: config.allowed_hosts,
-    });
+    }));
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let sampler = {
         let host = host.clone();
@@ -149,9 +180,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tracing::debug!("connection from {peer}");
-                    let state = state.clone();
+                    let router = router.clone();
                     tokio::spawn(async move {
-                        http::serve_connection(state, stream).await;
+                        http::serve_connection(router, stream).await;
                         drop(permit);
                     });
                 }

@@ -44,8 +44,8 @@ use tokio::net::TcpListener;
 use leat_control::{Control, ControlError, ControlMetrics, ErrorKind};
 use leat_runtime::Runtime;
 
-/// The largest request body accepted: 64 MiB.
-pub const MAX_BODY_BYTES: usize = 64 << 20;
+/// The largest request body accepted (the API's limit, which clients check too).
+pub use leat_api::MAX_BODY_BYTES;
 
 /// How `leat serve` runs.
 #[derive(Clone, Debug)]

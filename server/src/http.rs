@@ -28,7 +28,9 @@ use tokio::net::TcpStream;
 use leat_api as api;
 use leat_control::Control as Host;
 
-use super::{ApiError, MAX_BODY_BYTES};
+use leat_api::MAX_BODY_BYTES;
+
+use crate::error::ApiError;
 
 /// The longest a read may wait for new events.
 const MAX_WAIT: Duration = Duration::from_secs(10);

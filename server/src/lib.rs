@@ -27,6 +27,7 @@
 //! | `GET /v1/topologies`, `POST /v1/topologies` | list, apply ([`leat_api::ApplyTopology`]) |
 //! | `GET /v1/topologies/NAME` | a topology's source |
 
+mod error;
 mod http;
 
 use std::future::Future;
@@ -34,14 +35,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use leat_control::{Control, ControlError, ControlMetrics, ErrorKind};
+use leat_control::{Control, ControlMetrics};
 use leat_runtime::Runtime;
 
 /// The largest request body accepted (the API's limit, which clients check too).
@@ -62,55 +60,6 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
-}
-
-/// An API failure: an HTTP status and a message that says what to do,
-/// answered as `{"error": MESSAGE}`.
-#[derive(Clone, Debug)]
-pub(crate) struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-}
-
-/// The one mapping of the control plane's errors to HTTP statuses.
-impl From<ControlError> for ApiError {
-    fn from(e: ControlError) -> Self {
-        let status = match e.kind() {
-            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.message())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = leat_api::ErrorBody {
-            error: self.message,
-        };
-        (self.status, Json(body)).into_response()
-    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then pauses

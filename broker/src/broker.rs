@@ -53,6 +53,59 @@ pub struct ReadBatch {
     pub high_watermark: u64,
 }
 
+/// What [`Broker::arrival`] returns: completes once one of its positions
+/// has data.
+pub struct Arrival {
+    id: u64,
+    shared: Arc<Shared>,
+    cursors: Vec<(Arc<crate::catalog::PartitionCursor>, u64)>,
+}
+
+impl Arrival {
+    fn ready(&self) -> bool {
+        self.cursors.iter().any(|(c, o)| c.next() > *o)
+    }
+}
+
+impl std::future::Future for Arrival {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.ready() {
+            return std::task::Poll::Ready(());
+        }
+        // Register, then look again: a commit between the first look and
+        // the registration would otherwise go unnoticed.
+        self.shared
+            .arrivals
+            .wakers()
+            .by_id
+            .insert(self.id, cx.waker().clone());
+        if self.ready() {
+            self.shared.arrivals.wakers().by_id.remove(&self.id);
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.shared.arrivals.wakers().by_id.remove(&self.id);
+    }
+}
+
+impl std::fmt::Debug for Arrival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arrival")
+            .field("positions", &self.cursors.len())
+            .finish()
+    }
+}
+
 /// A consumer group's position on one partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupPosition {
@@ -494,6 +547,24 @@ impl Broker {
             .shared
             .arrivals
             .wait_until(timeout, || cursors.iter().any(|(c, o)| c.next() > *o)))
+    }
+
+    /// A future that completes once any of `positions` (stream, partition,
+    /// offset) has data at or past its offset: [`wait_for_any`](Broker::wait_for_any)
+    /// for async callers, which holds no thread while it waits (the
+    /// committer wakes its task). It has no timeout of its own: race it
+    /// against the caller's timer. Fails at once on an unknown stream or
+    /// partition.
+    pub fn arrival(&self, positions: &[(String, u32, u64)]) -> Result<Arrival> {
+        let cursors = positions
+            .iter()
+            .map(|(s, p, o)| Ok((self.entry(s)?.cursor(*p)?.clone(), *o)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arrival {
+            id: self.shared.arrivals.waker_id(),
+            shared: self.shared.clone(),
+            cursors,
+        })
     }
 
     // ---- retention and compaction ------------------------------------------

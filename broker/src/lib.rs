@@ -65,8 +65,8 @@
 //! once it is durable, so no reader sees what a crash could take back;
 //! [`Broker::sync`] waits for it.
 //!
-//! Readers waiting at the end of a partition ([`Broker::wait_for`]) are woken
-//! by the committer, without polling.
+//! Readers waiting at the end of a partition ([`Broker::wait_for`], or the
+//! [`Broker::arrival`] future) are woken by the committer, without polling.
 //!
 //! ```
 //! # fn main() -> Result<(), leat_broker::Error> {
@@ -98,7 +98,9 @@ mod stream;
 mod tables;
 mod transaction;
 
-pub use crate::broker::{Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadLimits};
+pub use crate::broker::{
+    Arrival, Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadLimits,
+};
 pub use crate::error::{Error, Result};
 pub use crate::maintenance::MaintenanceReport;
 pub use crate::partitioner::{murmur2, partition_for_key};

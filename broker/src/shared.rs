@@ -1,8 +1,10 @@
 //! The state a broker's clones, its committing callers and its background
 //! threads share, and the wake-up of readers waiting at a partition's end.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, RwLock};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::catalog::Catalog;
@@ -17,11 +19,22 @@ pub(crate) struct Shared {
     pub maintenance: Mutex<()>,
 }
 
-/// Wakes readers waiting for new events.
+/// Wakes readers waiting for new events: threads blocked in
+/// [`wait_until`](Arrivals::wait_until), and the tasks of pending
+/// [`Arrival`](crate::Arrival) futures.
 #[derive(Default)]
 pub(crate) struct Arrivals {
     commits: Mutex<u64>,
     changed: Condvar,
+    /// The wakers of pending `Arrival` futures, by their id; a future
+    /// removes its own when it is dropped.
+    wakers: Mutex<Wakers>,
+}
+
+#[derive(Default)]
+pub(crate) struct Wakers {
+    next_id: u64,
+    pub by_id: HashMap<u64, Waker>,
 }
 
 impl Arrivals {
@@ -29,6 +42,22 @@ impl Arrivals {
         let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
         *commits += 1;
         self.changed.notify_all();
+        drop(commits);
+        let wakers = std::mem::take(&mut self.wakers().by_id);
+        for waker in wakers.into_values() {
+            waker.wake();
+        }
+    }
+
+    pub(crate) fn wakers(&self) -> std::sync::MutexGuard<'_, Wakers> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh id for an `Arrival` future.
+    pub(crate) fn waker_id(&self) -> u64 {
+        let mut w = self.wakers();
+        w.next_id += 1;
+        w.next_id
     }
 
     pub(crate) fn wait_until(&self, timeout: Duration, ready: impl Fn() -> bool) -> bool {

@@ -81,6 +81,19 @@ enum Command {
         /// Connections served at once; more wait to be accepted.
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
         max_connections: u64,
+        /// Also serve Kafka clients on this address (IP:PORT, port 0: any
+        /// free port): Leat streams are their topics. They authenticate
+        /// with SASL/PLAIN, any username and the token as password.
+        #[arg(long, value_name = "ADDR")]
+        kafka_listen: Option<String>,
+        /// The HOST:PORT Kafka clients are told to connect to (default: the
+        /// Kafka listener's own address; 127.0.0.1 when it listens on all).
+        #[arg(long, value_name = "HOST:PORT", requires = "kafka_listen")]
+        kafka_advertise: Option<String>,
+        /// Serve Kafka clients that do not authenticate: anyone who reaches
+        /// the Kafka port can then produce and consume.
+        #[arg(long, requires = "kafka_listen")]
+        kafka_anonymous: bool,
     },
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
@@ -139,6 +152,9 @@ fn run(cli: Cli) -> Result<()> {
             open_reads,
             allowed_hosts,
             max_connections,
+            kafka_listen,
+            kafka_advertise,
+            kafka_anonymous,
         } => {
             let options = serve::Options {
                 call_timeout: Duration::from_millis(guest_timeout_ms),
@@ -146,6 +162,11 @@ fn run(cli: Cli) -> Result<()> {
                 open_reads,
                 allowed_hosts,
                 max_connections: max_connections as usize,
+                kafka: kafka_listen.map(|listen| serve::KafkaOptions {
+                    listen,
+                    advertise: kafka_advertise,
+                    anonymous: kafka_anonymous,
+                }),
             };
             serve::serve(&data_dir, &listen, token, options)
         }

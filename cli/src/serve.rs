@@ -68,6 +68,58 @@ pub struct Options {
     pub allowed_hosts: Vec<String>,
     /// See [`ServerConfig::max_connections`].
     pub max_connections: usize,
+    /// The Kafka listener, if any.
+    pub kafka: Option<KafkaOptions>,
+}
+
+/// `--kafka-listen` and the flags that go with it.
+pub struct KafkaOptions {
+    /// IP:PORT to listen on.
+    pub listen: String,
+    /// HOST:PORT to advertise, if not the listener's.
+    pub advertise: Option<String>,
+    /// Serve clients that do not authenticate.
+    pub anonymous: bool,
+}
+
+impl KafkaOptions {
+    /// Parses the addresses: where to listen, and what to advertise once
+    /// the listener's address is known.
+    fn addresses(&self) -> Result<(SocketAddr, Option<(String, u16)>)> {
+        let listen: SocketAddr = self.listen.parse().with_context(|| {
+            format!(
+                "--kafka-listen `{}` is not an address: use IP:PORT, e.g. 127.0.0.1:9092",
+                self.listen
+            )
+        })?;
+        let advertise = match &self.advertise {
+            None => None,
+            Some(a) => {
+                let parsed = a
+                    .rsplit_once(':')
+                    .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+                    .filter(|(host, port)| !host.is_empty() && *port != 0);
+                let Some((host, port)) = parsed else {
+                    bail!("--kafka-advertise `{a}` is not HOST:PORT (e.g. 127.0.0.1:9092)");
+                };
+                Some((host.trim_matches(['[', ']']).to_string(), port))
+            }
+        };
+        Ok((listen, advertise))
+    }
+}
+
+/// The host and port Kafka clients are told to connect to, for a listener
+/// bound at `local`.
+fn advertised(local: SocketAddr) -> (String, u16) {
+    let ip = if local.ip().is_unspecified() {
+        // Listening on every address: clients on this machine reach
+        // 127.0.0.1 (not `localhost`, which librdkafka may resolve to ::1).
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        local.ip()
+    };
+    (ip.to_string(), local.port())
 }
 
 pub fn serve(
@@ -79,8 +131,14 @@ pub fn serve(
     let addr: SocketAddr = listen.parse().with_context(|| {
         format!("`{listen}` is not an address: use IP:PORT, e.g. 127.0.0.1:7070")
     })?;
+    let kafka_addresses = options
+        .kafka
+        .as_ref()
+        .map(KafkaOptions::addresses)
+        .transpose()?;
     let token = token(data_dir, given_token)?;
     let broker = open_broker(data_dir)?;
+    let kafka_broker = broker.clone();
     let engine = Engine::new(EngineConfig {
         cache_dir: Some(data_dir.join("compiled")),
         call_timeout: options.call_timeout,
@@ -99,6 +157,38 @@ pub fn serve(
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        // One signal stops both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let kafka = match (options.kafka, kafka_addresses) {
+            (Some(kafka), Some((addr, advertise))) => {
+                let kafka_listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for Kafka clients on {addr}"))?;
+                let kafka_local = kafka_listener.local_addr()?;
+                let (host, port) = advertise.unwrap_or_else(|| advertised(kafka_local));
+                let mut config = leat_kafka::Config::new(host.clone(), port, token.clone());
+                config.anonymous = kafka.anonymous;
+                println!(
+                    "leat: kafka listening on {kafka_local} (advertised as {host}:{port}{})",
+                    if kafka.anonymous {
+                        ", anonymous clients served"
+                    } else {
+                        ", SASL/PLAIN with the token as password"
+                    }
+                );
+                let shutdown = stopping(stopped.clone());
+                Some(tokio::spawn(leat_kafka::serve(
+                    kafka_listener,
+                    kafka_broker,
+                    config,
+                    shutdown,
+                )))
+            }
+            _ => None,
+        };
         println!("leat: listening on http://{local}");
         std::io::stdout().flush()?;
         tracing::info!("serving {} on {local}", data_dir.display());
@@ -109,9 +199,23 @@ pub fn serve(
             allowed_hosts: options.allowed_hosts,
             max_connections: options.max_connections,
         };
-        leat_server::serve(config, runtime, listener, shutdown_signal())
-            .await
-            .context("serving")?;
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let served = leat_server::serve(config, runtime, listener, stopping(stopped)).await;
+        if let Some(kafka) = kafka {
+            if served.is_err() {
+                kafka.abort();
+            }
+            match kafka.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("the Kafka listener failed: {e}"),
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => tracing::warn!("the Kafka listener failed: {e}"),
+            }
+        }
+        served.context("serving")?;
         println!("leat: stopped");
         anyhow::Ok(())
     });

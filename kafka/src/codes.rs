@@ -1,0 +1,36 @@
+//! The Kafka error codes this listener answers with (Kafka's `Errors`
+//! enum), and the mapping from the broker's errors to them.
+
+use leat_broker::Error;
+
+pub const NONE: i16 = 0;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const INVALID_REQUIRED_ACKS: i16 = 21;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+pub const ILLEGAL_SASL_STATE: i16 = 34;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const INVALID_REQUEST: i16 = 42;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+pub const INVALID_RECORD: i16 = 87;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+
+/// The Kafka error code for a broker error met serving a partition.
+pub fn of(e: &Error) -> i16 {
+    match e {
+        Error::UnknownStream(_) | Error::PartitionOutOfRange { .. } => UNKNOWN_TOPIC_OR_PARTITION,
+        Error::InvalidName { .. } => INVALID_TOPIC_EXCEPTION,
+        Error::EventTooLarge { .. } => MESSAGE_TOO_LARGE,
+        Error::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+        Error::InvalidConfig(_) => INVALID_REQUEST,
+        // Storage failures, a closed broker, corrupt stored data: the
+        // client may retry (KAFKA_STORAGE_ERROR is retriable).
+        _ => KAFKA_STORAGE_ERROR,
+    }
+}

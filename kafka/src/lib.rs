@@ -1,0 +1,201 @@
+//! Kafka's wire protocol over Leat's event log: a listener that Kafka
+//! clients (librdkafka and its kcat, confluent-kafka, the Java client)
+//! produce to and fetch from. Leat streams are Kafka topics, their
+//! partitions are the topic's partitions, and a Leat offset is the Kafka
+//! offset. `leat serve --kafka-listen ADDR` runs it beside the HTTP API, in
+//! the same process and on the same [`Broker`].
+//!
+//! One tokio task serves each connection, and answers its requests one at
+//! a time, in order (as Kafka does). Requests are decoded and responses
+//! encoded with the `kafka-protocol` crate; the broker's blocking calls
+//! (reads, appends, which wait for the fsync) run on tokio's blocking pool,
+//! and a fetch waiting for new events holds no thread
+//! ([`Broker::arrival`]).
+//!
+//! # Contract
+//!
+//! What a Kafka client gets today:
+//!
+//! - **APIs and versions.** ApiVersions 0-4, Metadata 0-12, Produce 3-10,
+//!   Fetch 4-12, ListOffsets 1-7, SaslHandshake 0-1, SaslAuthenticate 0-2.
+//!   An ApiVersions request newer than 4 gets a version-0 answer with
+//!   UNSUPPORTED_VERSION and these ranges (KIP-511), so the client retries
+//!   with one of them. Any other API, an unsupported version or a malformed
+//!   request closes the connection, as Kafka does. No response carries a
+//!   tagged field with a non-default value (librdkafka before 2.2 misreads
+//!   them).
+//! - **Authentication.** SASL/PLAIN, over SaslHandshake v1 and
+//!   SaslAuthenticate or over SaslHandshake v0 and raw tokens: any username,
+//!   and the password must be the server's token. A wrong password gets
+//!   SASL_AUTHENTICATION_FAILED and the connection is closed. Until a
+//!   connection has authenticated, only ApiVersions, SaslHandshake and
+//!   SaslAuthenticate are answered (anything else closes it), and its
+//!   frames may not exceed [`PRE_AUTH_MAX_FRAME_BYTES`]. Only a listener
+//!   started with [`Config::anonymous`] serves unauthenticated clients.
+//! - **One broker.** Metadata lists one broker, node id 0, at the
+//!   advertised address, as the leader (epoch 0) and only replica of every
+//!   partition, and every stream as a topic. Topics are not created on
+//!   demand: an unknown topic gets UNKNOWN_TOPIC_OR_PARTITION.
+//! - **Produce.** Each record is appended to the partition the request
+//!   names (a Kafka client partitions keyed records with murmur2 itself,
+//!   as Leat's own partitioner does), with its key, its value (null is a
+//!   tombstone), its headers (a null header value becomes an empty one)
+//!   and its timestamp (a negative one, or a batch with log-append time,
+//!   gets the append time). The records of one partition are appended in
+//!   one atomic, durable commit before the answer (acks 1 and -1 mean the
+//!   same here; acks 0 gets no answer); the partitions of one request are
+//!   committed concurrently, each failing alone. Batches of magic 2,
+//!   uncompressed or compressed with gzip or snappy, are accepted, and what
+//!   decompression produces is bounded by the request's frame limit;
+//!   lz4 and zstd get UNSUPPORTED_COMPRESSION_TYPE.
+//! - **Fetch.** From any offset in the log, up to the partition's and the
+//!   request's byte limits (at least one event when there is one). With
+//!   no event to return, it waits up to `max_wait_ms` (at most
+//!   [`MAX_WAIT_MS`]) for one to arrive on any of the fetched partitions:
+//!   `min_bytes` counts as one event. Events come back as uncompressed
+//!   batches of magic 2 with their Leat offsets, timestamps (create time),
+//!   keys, values and headers. No fetch sessions (KIP-227): every fetch is
+//!   a full one, and the session id is 0.
+//! - **ListOffsets.** Earliest (-2: the log start), latest (-1: the next
+//!   offset) and by timestamp (the first event at or after it, or -1).
+//!   The max-timestamp query (-3) gets INVALID_REQUEST.
+//! - **Errors.** Every error a client can cause is answered with Kafka's
+//!   error code for it (UNKNOWN_TOPIC_OR_PARTITION, OFFSET_OUT_OF_RANGE,
+//!   CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, ...) or closes the connection;
+//!   none reaches a panic.
+//!
+//! Not yet: consumer groups (FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch), idempotent producers
+//! (InitProducerId; a batch's producer id and sequence are ignored),
+//! transactions (a transactional produce gets INVALID_RECORD or
+//! INVALID_REQUEST), admin APIs (CreateTopics, DeleteTopics,
+//! DescribeConfigs), lz4 and zstd, the single-writer rule (a Kafka
+//! producer may write to a processor's output stream), TLS.
+#![deny(missing_docs)]
+
+mod codes;
+mod conn;
+mod handlers;
+mod records;
+mod request;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leat_broker::Broker;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The largest frame a connection may send before it has authenticated
+/// (Kafka's `sasl.server.max.receive.size`).
+pub const PRE_AUTH_MAX_FRAME_BYTES: usize = 512 << 10;
+
+/// The longest a fetch waits for events, whatever its `max_wait_ms`.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+/// How long a connection may take to authenticate, from its first byte.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a listener serves.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The host Metadata tells clients to connect to (an address such as
+    /// `127.0.0.1`: librdkafka may resolve `localhost` to `::1`).
+    pub advertise_host: String,
+    /// The port Metadata tells clients to connect to.
+    pub advertise_port: u16,
+    /// The SASL/PLAIN password every client must give (the server's token).
+    pub token: String,
+    /// Serve clients that do not authenticate. SASL still checks the token.
+    pub anonymous: bool,
+    /// The largest request frame of an authenticated connection, in bytes;
+    /// also what decompressing one request's records may produce.
+    pub max_frame_bytes: usize,
+    /// Connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Config {
+    /// A listener advertising `host:port` that requires `token`, with the
+    /// default limits (64 MiB frames, 1024 connections).
+    pub fn new(host: impl Into<String>, port: u16, token: impl Into<String>) -> Config {
+        Config {
+            advertise_host: host.into(),
+            advertise_port: port,
+            token: token.into(),
+            anonymous: false,
+            max_frame_bytes: 64 << 20,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves Kafka clients on `listener` over `broker` until `shutdown`
+/// completes; then stops accepting and closes every connection (a request
+/// in progress may or may not have been committed, and is not answered).
+pub async fn serve(
+    listener: TcpListener,
+    broker: Broker,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let shared = Arc::new(conn::Shared { broker, config });
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Reap the connections that ended.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, peer)) => {
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    conn::run(stream, peer, shared).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little
+                // rather than spin.
+                tracing::warn!("kafka listener: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Entry points for the fuzz targets in `fuzz/`: not part of the API, and
+/// may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes one request frame (without its length prefix) as a
+    /// connection does; returns whether it is a request this listener
+    /// answers.
+    pub fn decode_request(frame: &[u8]) -> bool {
+        crate::request::decode(bytes::Bytes::copy_from_slice(frame)).is_ok()
+    }
+
+    /// Decodes a partition's records as a produce request does, with a
+    /// budget of `budget` bytes for decompression; returns how many
+    /// records it holds.
+    pub fn decode_records(raw: &[u8], budget: usize) -> Option<usize> {
+        let mut budget = budget;
+        crate::records::decode(&bytes::Bytes::copy_from_slice(raw), 0, &mut budget)
+            .ok()
+            .map(|r| r.len())
+    }
+}

@@ -1,0 +1,132 @@
+//! Decoding one request frame: the header, then the body of a supported
+//! API at a supported version. Everything else is a [`Refusal`], which
+//! the connection answers or closes on; nothing here panics on input.
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
+use kafka_protocol::protocol::Decodable;
+
+/// The APIs this listener serves and the versions of each, as ApiVersions
+/// advertises them.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 10),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::SaslAuthenticate, 0, 2),
+];
+
+/// The supported versions of `key`, if it is served.
+pub fn versions(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// A decoded request body.
+#[derive(Debug)]
+pub enum Body {
+    ApiVersions(ApiVersionsRequest),
+    Metadata(MetadataRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    SaslHandshake(SaslHandshakeRequest),
+    SaslAuthenticate(SaslAuthenticateRequest),
+}
+
+/// A request this listener can answer.
+#[derive(Debug)]
+pub struct Request {
+    pub key: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: Body,
+}
+
+/// A frame that is not a [`Request`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// ApiVersions at a version above the supported ones: answered with a
+    /// version-0 body holding UNSUPPORTED_VERSION and the supported
+    /// ranges (KIP-511), so that the client retries with one of them.
+    TooNewApiVersions { correlation_id: i32 },
+    /// Anything else (an unknown API, an unsupported version, a malformed
+    /// header or body): the connection is closed, as Kafka does.
+    Close(String),
+}
+
+/// Decodes one frame (without its length prefix).
+pub fn decode(frame: Bytes) -> Result<Request, Refusal> {
+    let mut buf = frame;
+    let (raw_key, version, correlation_id) = match buf.get(..8) {
+        Some(h) => (
+            i16::from_be_bytes([h[0], h[1]]),
+            i16::from_be_bytes([h[2], h[3]]),
+            i32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+        ),
+        None => {
+            return Err(Refusal::Close(format!(
+                "a request of {} bytes has no header",
+                buf.len()
+            )))
+        }
+    };
+    let key = ApiKey::try_from(raw_key)
+        .map_err(|_| Refusal::Close(format!("unknown API key {raw_key}")))?;
+    let Some((min, max)) = versions(key) else {
+        return Err(Refusal::Close(format!(
+            "{key:?} is not supported by Leat yet"
+        )));
+    };
+    if version > max && key == ApiKey::ApiVersions {
+        return Err(Refusal::TooNewApiVersions { correlation_id });
+    }
+    if version < min || version > max {
+        return Err(Refusal::Close(format!(
+            "{key:?} version {version} is not supported (versions {min} to {max} are)"
+        )));
+    }
+    let malformed = |what: &str, e: anyhow::Error| {
+        Refusal::Close(format!("malformed {key:?} v{version} {what}: {e}"))
+    };
+    let header = RequestHeader::decode(&mut buf, key.request_header_version(version))
+        .map_err(|e| malformed("header", e))?;
+    let body = match key {
+        ApiKey::ApiVersions => ApiVersionsRequest::decode(&mut buf, version).map(Body::ApiVersions),
+        ApiKey::Metadata => MetadataRequest::decode(&mut buf, version).map(Body::Metadata),
+        ApiKey::Produce => ProduceRequest::decode(&mut buf, version).map(Body::Produce),
+        ApiKey::Fetch => FetchRequest::decode(&mut buf, version).map(Body::Fetch),
+        ApiKey::ListOffsets => ListOffsetsRequest::decode(&mut buf, version).map(Body::ListOffsets),
+        ApiKey::SaslHandshake => {
+            SaslHandshakeRequest::decode(&mut buf, version).map(Body::SaslHandshake)
+        }
+        ApiKey::SaslAuthenticate => {
+            SaslAuthenticateRequest::decode(&mut buf, version).map(Body::SaslAuthenticate)
+        }
+        _ => {
+            return Err(Refusal::Close(format!(
+                "{key:?} is not supported by Leat yet"
+            )))
+        }
+    }
+    .map_err(|e| malformed("body", e))?;
+    if buf.has_remaining() {
+        return Err(Refusal::Close(format!(
+            "{key:?} v{version}: {} bytes after the body",
+            buf.remaining()
+        )));
+    }
+    Ok(Request {
+        key,
+        version,
+        header,
+        body,
+    })
+}

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::handlers::{self, Reply};
-use crate::request::{self, Body, Refusal, SUPPORTED};
+use crate::request::{self, Refusal, SUPPORTED};
 use crate::{codes, Config, AUTH_TIMEOUT, PRE_AUTH_MAX_FRAME_BYTES};
 
 /// What every connection of a listener shares.
@@ -78,18 +78,8 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         let reply = if session.sasl == Sasl::RawTokenNext {
             handlers::raw_plain_token(&shared, &mut session, &frame)
         } else {
-            match request::decode(frame) {
-                Ok(req) => {
-                    let allowed = matches!(
-                        req.body,
-                        Body::ApiVersions(_) | Body::SaslHandshake(_) | Body::SaslAuthenticate(_)
-                    );
-                    if !session.authenticated && !allowed {
-                        Reply::Close(format!("{:?} before authenticating", req.key))
-                    } else {
-                        handlers::handle(&shared, &mut session, req).await
-                    }
-                }
+            match request::decode(frame, session.authenticated) {
+                Ok(req) => handlers::handle(&shared, &mut session, req).await,
                 Err(Refusal::TooNewApiVersions { correlation_id }) => {
                     Reply::Send(too_new_api_versions(correlation_id))
                 }

@@ -62,8 +62,18 @@ pub enum Refusal {
     Close(String),
 }
 
-/// Decodes one frame (without its length prefix).
-pub fn decode(frame: Bytes) -> Result<Request, Refusal> {
+/// The APIs a connection may call before it has authenticated.
+pub const BEFORE_AUTHENTICATION: &[ApiKey] = &[
+    ApiKey::ApiVersions,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+];
+
+/// Decodes one frame (without its length prefix) of a connection that has
+/// `authenticated` or not: before it has, a request for any API but those
+/// of [`BEFORE_AUTHENTICATION`] is refused from its header, before its body
+/// is decoded.
+pub fn decode(frame: Bytes, authenticated: bool) -> Result<Request, Refusal> {
     let mut buf = frame;
     let (raw_key, version, correlation_id) = match buf.get(..8) {
         Some(h) => (
@@ -85,6 +95,9 @@ pub fn decode(frame: Bytes) -> Result<Request, Refusal> {
             "{key:?} is not supported by Leat yet"
         )));
     };
+    if !authenticated && !BEFORE_AUTHENTICATION.contains(&key) {
+        return Err(Refusal::Close(format!("{key:?} before authenticating")));
+    }
     if version > max && key == ApiKey::ApiVersions {
         return Err(Refusal::TooNewApiVersions { correlation_id });
     }

@@ -289,6 +289,51 @@ fn a_waiting_reader_is_woken_by_an_append() {
     assert!(!b.wait_for("s", 1, 1, Duration::ZERO).unwrap());
 }
 
+/// Wakes the thread that polls: a minimal executor for `Broker::arrival`.
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+#[test]
+fn an_arrival_future_is_woken_by_an_append_and_forgets_its_waker_when_dropped() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    let (_dir, b) = broker();
+    b.create_stream("s", StreamConfig::with_partitions(2))
+        .unwrap();
+    assert!(b.arrival(&[("nope".to_string(), 0, 0)]).is_err());
+    assert!(b.arrival(&[("s".to_string(), 2, 0)]).is_err());
+    let waker = std::task::Waker::from(std::sync::Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    // Dropped while pending: nothing left behind to wake.
+    let mut idle = Box::pin(b.arrival(&[("s".to_string(), 0, 0)]).unwrap());
+    assert!(idle.as_mut().poll(&mut cx).is_pending());
+    drop(idle);
+    let positions = vec![("s".to_string(), 0, 0), ("s".to_string(), 1, 0)];
+    let mut arrival = Box::pin(b.arrival(&positions).unwrap());
+    assert!(arrival.as_mut().poll(&mut cx).is_pending());
+    let writer = b.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        writer
+            .append("s", [Record::value("x").to_partition(1)])
+            .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while arrival.as_mut().poll(&mut cx) == Poll::Pending {
+        assert!(Instant::now() < deadline, "never woken");
+        std::thread::park_timeout(Duration::from_secs(1));
+    }
+    t.join().unwrap();
+    // Data is there already: ready at the first poll.
+    let mut ready = Box::pin(b.arrival(&[("s".to_string(), 1, 0)]).unwrap());
+    assert!(ready.as_mut().poll(&mut cx).is_ready());
+}
+
 #[test]
 fn transactions_fence_old_generations_and_commit_everything_or_nothing() {
     let (_dir, b) = broker();

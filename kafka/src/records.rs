@@ -220,8 +220,9 @@ fn snappy(data: &Bytes, budget: usize) -> Result<Bytes, RecordsError> {
 }
 
 /// Walks `count` records of `data` the way kafka-protocol's decoder reads
-/// them (length, attributes, timestamp delta), refusing what would make
-/// that decoder over-allocate or overflow.
+/// them (length, attributes, timestamp delta, offset delta, key, value,
+/// header count), refusing what would make that decoder over-allocate
+/// (record and header counts) or overflow (timestamps).
 fn check_records(data: &[u8], count: usize, first_timestamp: i64) -> Result<(), RecordsError> {
     let corrupt = |d: &str| RecordsError::Corrupt(d.to_string());
     if count > data.len() / MIN_RECORD_BYTES {
@@ -243,8 +244,30 @@ fn check_records(data: &[u8], count: usize, first_timestamp: i64) -> Result<(), 
         if first_timestamp.checked_add(delta).is_none() {
             return Err(corrupt("a record's timestamp overflows"));
         }
+        unsigned_varint(&mut record).ok_or_else(|| corrupt("offset delta"))?;
+        skip_nullable(&mut record).ok_or_else(|| corrupt("record key"))?;
+        skip_nullable(&mut record).ok_or_else(|| corrupt("record value"))?;
+        // The decoder reserves room for this many headers; each takes at
+        // least two bytes (the lengths of its name and value).
+        let headers =
+            zigzag32(unsigned_varint(&mut record).ok_or_else(|| corrupt("header count"))?);
+        if usize::try_from(headers).is_ok_and(|h| h > record.len() / 2) {
+            return Err(corrupt("a record claims more headers than it holds"));
+        }
     }
     Ok(())
+}
+
+/// Skips a length-prefixed field (length -1: null); `None` when it is cut
+/// short or its length is below -1.
+fn skip_nullable(buf: &mut &[u8]) -> Option<()> {
+    let len = zigzag32(unsigned_varint(buf)?);
+    if len == -1 {
+        return Some(());
+    }
+    let len = usize::try_from(len).ok()?;
+    *buf = buf.get(len..)?;
+    Some(())
 }
 
 /// An unsigned varint as kafka-protocol reads it: at most 5 bytes.

@@ -90,10 +90,6 @@ enum Command {
         /// Kafka listener's own address; 127.0.0.1 when it listens on all).
         #[arg(long, value_name = "HOST:PORT", requires = "kafka_listen")]
         kafka_advertise: Option<String>,
-        /// Serve Kafka clients that do not authenticate: anyone who reaches
-        /// the Kafka port can then produce and consume.
-        #[arg(long, requires = "kafka_listen")]
-        kafka_anonymous: bool,
     },
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
@@ -154,7 +150,6 @@ fn run(cli: Cli) -> Result<()> {
             max_connections,
             kafka_listen,
             kafka_advertise,
-            kafka_anonymous,
         } => {
             let options = serve::Options {
                 call_timeout: Duration::from_millis(guest_timeout_ms),
@@ -165,7 +160,6 @@ fn run(cli: Cli) -> Result<()> {
                 kafka: kafka_listen.map(|listen| serve::KafkaOptions {
                     listen,
                     advertise: kafka_advertise,
-                    anonymous: kafka_anonymous,
                 }),
             };
             serve::serve(&data_dir, &listen, token, options)

@@ -78,8 +78,6 @@ pub struct KafkaOptions {
     pub listen: String,
     /// HOST:PORT to advertise, if not the listener's.
     pub advertise: Option<String>,
-    /// Serve clients that do not authenticate.
-    pub anonymous: bool,
 }
 
 impl KafkaOptions {
@@ -163,21 +161,20 @@ pub fn serve(
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let kafka = match (options.kafka, kafka_addresses) {
-            (Some(kafka), Some((addr, advertise))) => {
+            (Some(_), Some((addr, advertise))) => {
                 let kafka_listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen for Kafka clients on {addr}"))?;
                 let kafka_local = kafka_listener.local_addr()?;
                 let (host, port) = advertise.unwrap_or_else(|| advertised(kafka_local));
                 let mut config = leat_kafka::Config::new(host.clone(), port, token.clone());
-                config.anonymous = kafka.anonymous;
+                let writers = kafka_broker.clone();
+                config.writer_of = Some(std::sync::Arc::new(move |stream: &str| {
+                    leat_runtime::writer_of(&writers, stream).ok().flatten()
+                }));
                 println!(
-                    "leat: kafka listening on {kafka_local} (advertised as {host}:{port}{})",
-                    if kafka.anonymous {
-                        ", anonymous clients served"
-                    } else {
-                        ", SASL/PLAIN with the token as password"
-                    }
+                    "leat: kafka listening on {kafka_local} (advertised as {host}:{port}, \
+                     SASL/PLAIN with the token as password)"
                 );
                 let shutdown = stopping(stopped.clone());
                 Some(tokio::spawn(leat_kafka::serve(

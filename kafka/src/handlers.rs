@@ -299,6 +299,11 @@ async fn produce(shared: &Shared, req: ProduceRequest, version: i16) -> ProduceR
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_string();
         let info = broker.describe_stream(&name);
+        let writer = shared
+            .config
+            .writer_of
+            .as_ref()
+            .and_then(|writer_of| writer_of(&name));
         let mut partitions = Vec::new();
         for p in topic.partition_data {
             let index = p.index;
@@ -310,6 +315,14 @@ async fn produce(shared: &Shared, req: ProduceRequest, version: i16) -> ProduceR
                     Ok(info) => info,
                     Err(e) => return Pending::Done(codes::of(e), Some(e.to_string())),
                 };
+                if let Some(w) = &writer {
+                    return Pending::Done(
+                        codes::POLICY_VIOLATION,
+                        Some(format!(
+                            "stream {name} is written by processor {w}: a stream has a single writer"
+                        )),
+                    );
+                }
                 let partition = match u32::try_from(index) {
                     Ok(p) if (p as usize) < info.partitions.len() => p,
                     _ => {

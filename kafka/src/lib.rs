@@ -103,8 +103,11 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 /// How long a connection may take to authenticate, from its first byte.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Who writes a stream: `Some(processor)` when a processor does.
+pub type WriterOf = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// How a listener serves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     /// The host Metadata tells clients to connect to (an address such as
     /// `127.0.0.1`: librdkafka may resolve `localhost` to `::1`).
@@ -114,7 +117,15 @@ pub struct Config {
     /// The SASL/PLAIN password every client must give (the server's token).
     pub token: String,
     /// Serve clients that do not authenticate. SASL still checks the token.
+    /// Not offered by `leat serve`: until request decoding bounds every
+    /// array by the bytes left (kafka-protocol 0.18 reserves what a length
+    /// claims), an authenticated request can exhaust memory, so only
+    /// clients holding the token may send one.
     pub anonymous: bool,
+    /// The processor that writes a stream, if any: Kafka producers are
+    /// refused on such a stream (a stream has a single writer). `None`:
+    /// no stream has one.
+    pub writer_of: Option<WriterOf>,
     /// The largest request frame of an authenticated connection, in bytes;
     /// also what decompressing one request's records may produce.
     pub max_frame_bytes: usize,
@@ -131,6 +142,7 @@ impl Config {
             advertise_port: port,
             token: token.into(),
             anonymous: false,
+            writer_of: None,
             max_frame_bytes: 64 << 20,
             max_connections: 1024,
         }

@@ -320,24 +320,32 @@ fn a_wrong_password_or_none_is_refused() {
 }
 
 #[test]
-fn an_anonymous_listener_serves_clients_without_sasl() {
+fn a_kafka_producer_is_refused_on_a_processors_output() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, addr) = start(dir.path(), &["--kafka-anonymous"]);
-    server.leat_ok(&["stream", "create", "open"], "");
-    let args: Vec<String> = ["-b", &addr, "-P", "-t", "open"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let out = kcat(&args, "hello\n", Duration::from_secs(60));
+    let (server, addr) = start(dir.path(), &[]);
+    server.leat_ok(&["stream", "create", "in"], "");
+    server.leat_ok(&["stream", "create", "out"], "");
+    server.leat_ok(&["stream", "create", "free"], "");
+    let deployed = server.deploy(&leat_tests::guest("uppercase"), "up", ("in", "out"), &[]);
     assert!(
-        out.status.success(),
+        deployed.status.success(),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&deployed.stderr)
     );
-    let shown = server.leat_ok(&["consume", "open"], "");
-    assert_eq!(shown, "0:0\t<none>\thello\n");
-    // SASL still checks the token there.
-    kcat_ok(&addr, &["-L", "-m", "20"], "");
+    // A stream written by a processor has a single writer.
+    let mut args = vec!["-b".to_string(), addr.clone()];
+    args.extend(sasl(TOKEN));
+    args.extend(["-P", "-t", "out"].iter().map(|s| s.to_string()));
+    let out = kcat(&args, "intruder\n", Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("olicy"), "kcat was not told why: {err}");
+    assert_eq!(server.leat_ok(&["consume", "out"], ""), "");
+    // Other streams take Kafka producers.
+    kcat_ok(&addr, &["-P", "-t", "free"], "welcome\n");
+    assert_eq!(
+        server.leat_ok(&["consume", "free"], ""),
+        "0:0\t<none>\twelcome\n"
+    );
 }
 
 #[test]

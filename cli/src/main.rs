@@ -85,11 +85,15 @@ enum Command {
         /// free port): Leat streams are their topics. They authenticate
         /// with SASL/PLAIN, any username and the token as password.
         #[arg(long, value_name = "ADDR")]
-        kafka_listen: Option<String>,
+        kafka_listen: Option<std::net::SocketAddr>,
         /// The HOST:PORT Kafka clients are told to connect to (default: the
         /// Kafka listener's own address; 127.0.0.1 when it listens on all).
         #[arg(long, value_name = "HOST:PORT", requires = "kafka_listen")]
-        kafka_advertise: Option<String>,
+        kafka_advertise: Option<serve::HostPort>,
+        /// Serve Kafka clients that do not authenticate: anyone who reaches
+        /// the Kafka port can then produce, consume and change topics.
+        #[arg(long, requires = "kafka_listen")]
+        kafka_anonymous: bool,
     },
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
@@ -150,6 +154,7 @@ fn run(cli: Cli) -> Result<()> {
             max_connections,
             kafka_listen,
             kafka_advertise,
+            kafka_anonymous,
         } => {
             let options = serve::Options {
                 call_timeout: Duration::from_millis(guest_timeout_ms),
@@ -160,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
                 kafka: kafka_listen.map(|listen| serve::KafkaOptions {
                     listen,
                     advertise: kafka_advertise,
+                    anonymous: kafka_anonymous,
                 }),
             };
             serve::serve(&data_dir, &listen, token, options)

@@ -74,36 +74,35 @@ pub struct Options {
 
 /// `--kafka-listen` and the flags that go with it.
 pub struct KafkaOptions {
-    /// IP:PORT to listen on.
-    pub listen: String,
-    /// HOST:PORT to advertise, if not the listener's.
-    pub advertise: Option<String>,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// What to advertise, if not the listener's own address.
+    pub advertise: Option<HostPort>,
+    /// Serve clients that do not authenticate.
+    pub anonymous: bool,
 }
 
-impl KafkaOptions {
-    /// Parses the addresses: where to listen, and what to advertise once
-    /// the listener's address is known.
-    fn addresses(&self) -> Result<(SocketAddr, Option<(String, u16)>)> {
-        let listen: SocketAddr = self.listen.parse().with_context(|| {
-            format!(
-                "--kafka-listen `{}` is not an address: use IP:PORT, e.g. 127.0.0.1:9092",
-                self.listen
-            )
-        })?;
-        let advertise = match &self.advertise {
-            None => None,
-            Some(a) => {
-                let parsed = a
-                    .rsplit_once(':')
-                    .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
-                    .filter(|(host, port)| !host.is_empty() && *port != 0);
-                let Some((host, port)) = parsed else {
-                    bail!("--kafka-advertise `{a}` is not HOST:PORT (e.g. 127.0.0.1:9092)");
-                };
-                Some((host.trim_matches(['[', ']']).to_string(), port))
-            }
-        };
-        Ok((listen, advertise))
+/// `--kafka-advertise`: a host (name or address) and a port other than 0.
+#[derive(Clone, Debug)]
+pub struct HostPort {
+    host: String,
+    port: u16,
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<HostPort, String> {
+        s.rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+            .filter(|(host, port)| !host.is_empty() && *port != 0)
+            .map(|(host, port)| HostPort {
+                host: host.trim_matches(['[', ']']).to_string(),
+                port,
+            })
+            .ok_or_else(|| {
+                format!("`{s}` is not HOST:PORT with a port above 0 (e.g. 127.0.0.1:9092)")
+            })
     }
 }
 
@@ -129,11 +128,6 @@ pub fn serve(
     let addr: SocketAddr = listen.parse().with_context(|| {
         format!("`{listen}` is not an address: use IP:PORT, e.g. 127.0.0.1:7070")
     })?;
-    let kafka_addresses = options
-        .kafka
-        .as_ref()
-        .map(KafkaOptions::addresses)
-        .transpose()?;
     let token = token(data_dir, given_token)?;
     let broker = open_broker(data_dir)?;
     let kafka_broker = broker.clone();
@@ -160,21 +154,30 @@ pub fn serve(
         let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let kafka = match (options.kafka, kafka_addresses) {
-            (Some(_), Some((addr, advertise))) => {
+        let kafka = match options.kafka {
+            Some(kafka) => {
+                let addr = kafka.listen;
                 let kafka_listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen for Kafka clients on {addr}"))?;
                 let kafka_local = kafka_listener.local_addr()?;
-                let (host, port) = advertise.unwrap_or_else(|| advertised(kafka_local));
+                let (host, port) = match kafka.advertise {
+                    Some(HostPort { host, port }) => (host, port),
+                    None => advertised(kafka_local),
+                };
                 let mut config = leat_kafka::Config::new(host.clone(), port, token.clone());
+                config.anonymous = kafka.anonymous;
                 let writers = kafka_broker.clone();
                 config.writer_of = Some(std::sync::Arc::new(move |stream: &str| {
                     leat_runtime::writer_of(&writers, stream).ok().flatten()
                 }));
                 println!(
-                    "leat: kafka listening on {kafka_local} (advertised as {host}:{port}, \
-                     SASL/PLAIN with the token as password)"
+                    "leat: kafka listening on {kafka_local} (advertised as {host}:{port}, {})",
+                    if kafka.anonymous {
+                        "anonymous clients served"
+                    } else {
+                        "SASL/PLAIN with the token as password"
+                    }
                 );
                 let shutdown = stopping(stopped.clone());
                 Some(tokio::spawn(leat_kafka::serve(
@@ -184,7 +187,7 @@ pub fn serve(
                     shutdown,
                 )))
             }
-            _ => None,
+            None => None,
         };
         println!("leat: listening on http://{local}");
         std::io::stdout().flush()?;

@@ -62,21 +62,17 @@
 //! - **Errors.** Every error a client can cause is answered with Kafka's
 //!   error code for it (UNKNOWN_TOPIC_OR_PARTITION, OFFSET_OUT_OF_RANGE,
 //!   CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, ...) or closes the connection;
-//!   none reaches a panic. One known gap, for authenticated clients only:
-//!   kafka-protocol 0.18 reserves room for as many array elements as a
-//!   request's array length claims, so a request of a few bytes claiming
-//!   2^31 elements makes the process attempt a huge allocation, which
-//!   aborts it. Before authentication only ApiVersions, SaslHandshake and
-//!   SaslAuthenticate bodies are decoded, and they hold no arrays; the
-//!   fuzz target `kafka_request` covers that path and the record batches.
+//!   none reaches a panic. Decoding reserves no more room than the bytes
+//!   of the frame could fill, whatever an array length claims (Leat's
+//!   patched kafka-protocol, `third_party/kafka-protocol`); the fuzz
+//!   target `kafka_request` covers request and record batch decoding.
 //!
 //! Not yet: consumer groups (FindCoordinator, JoinGroup, SyncGroup,
 //! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch), idempotent producers
 //! (InitProducerId; a batch's producer id and sequence are ignored),
 //! transactions (a transactional produce gets INVALID_RECORD or
 //! INVALID_REQUEST), admin APIs (CreateTopics, DeleteTopics,
-//! DescribeConfigs), lz4 and zstd, the single-writer rule (a Kafka
-//! producer may write to a processor's output stream), TLS.
+//! DescribeConfigs), lz4 and zstd, TLS.
 #![deny(missing_docs)]
 
 mod codes;
@@ -116,11 +112,9 @@ pub struct Config {
     pub advertise_port: u16,
     /// The SASL/PLAIN password every client must give (the server's token).
     pub token: String,
-    /// Serve clients that do not authenticate. SASL still checks the token.
-    /// Not offered by `leat serve`: until request decoding bounds every
-    /// array by the bytes left (kafka-protocol 0.18 reserves what a length
-    /// claims), an authenticated request can exhaust memory, so only
-    /// clients holding the token may send one.
+    /// Serve clients that do not authenticate (`leat serve
+    /// --kafka-anonymous`). A client that does use SASL must still give
+    /// the token.
     pub anonymous: bool,
     /// The processor that writes a stream, if any: Kafka producers are
     /// refused on such a stream (a stream has a single writer). `None`:

@@ -14,9 +14,6 @@
 #      lld-NN        /usr/bin/wasm-ld-NN, NN = the LLVM major of /usr/bin/rustc
 #    running `apt-get update` first only when something is missing.
 #
-# Also the Kafka clients the tests drive (tests/tests/kafka.rs): Debian's
-# kcat (librdkafka), installed with apt-get when missing.
-#
 # LEAT_GUEST_TOOLCHAIN=rustup|debian forces a way (default: auto).
 set -euo pipefail
 
@@ -38,22 +35,6 @@ case "$choice" in
   auto | rustup | debian) ;;
   *) die "LEAT_GUEST_TOOLCHAIN must be auto, rustup or debian (not '$choice')" ;;
 esac
-
-# The Kafka test clients, whichever way guests are built.
-if ! command -v kcat >/dev/null 2>&1; then
-  command -v apt-get >/dev/null 2>&1 ||
-    die "kcat is missing and there is no apt-get here: install kcat (the Kafka tests need it)"
-  as_root_kcat=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "installing kcat needs root: run this script as root"
-    as_root_kcat=(sudo)
-  fi
-  say "apt-get install kcat (the Kafka tests' client)"
-  "${as_root_kcat[@]}" apt-get update -qq
-  "${as_root_kcat[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends kcat || die "apt-get install kcat failed"
-fi
-say "kcat: $(kcat -V 2>&1 | sed -n "s/^Version \([^ ]*\).*librdkafka \([^ ]*\).*/\1 (librdkafka \2)/p")"
 
 if [ "$choice" != debian ] && rustup_ready; then
   say "rustup has the wasm32-unknown-unknown target and wasm-tools is on PATH: no Debian packages needed"

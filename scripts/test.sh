@@ -11,6 +11,8 @@ step() { echo "== $* ($((SECONDS - t0))s)"; }
 
 step "guest toolchain"
 bash scripts/setup.sh
+step "kafka clients"
+bash scripts/setup-kafka-clients.sh
 step "guest components"
 bash scripts/build-guests.sh
 step "guest native tests"

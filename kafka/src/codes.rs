@@ -20,6 +20,7 @@ pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 pub const INVALID_RECORD: i16 = 87;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 
 /// The Kafka error code for a broker error met serving a partition.

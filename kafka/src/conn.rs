@@ -19,6 +19,7 @@ use crate::{codes, Config, AUTH_TIMEOUT, PRE_AUTH_MAX_FRAME_BYTES};
 pub struct Shared {
     pub broker: Broker,
     pub config: Config,
+    pub groups: crate::groups::Coordinator,
 }
 
 /// Where a connection is in SASL.

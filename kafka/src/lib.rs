@@ -77,6 +77,7 @@
 
 mod codes;
 mod conn;
+mod groups;
 mod handlers;
 mod records;
 mod request;
@@ -153,7 +154,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
-    let shared = Arc::new(conn::Shared { broker, config });
+    let shared = Arc::new(conn::Shared {
+        broker,
+        config,
+        groups: groups::Coordinator::default(),
+    });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {

@@ -1,6 +1,10 @@
 //! The Kafka listener of `leat serve --kafka-listen`, driven by real Kafka
-//! clients only: Debian's kcat (librdkafka). A missing client fails the
-//! test with what to install (scripts/setup.sh installs it).
+//! clients only: Debian's kcat (librdkafka), confluent-kafka, kafka-python
+//! and aiokafka (scripts in tests/kafka-clients/python), the Java client
+//! (tests/kafka-clients/java). A missing client fails the test with what to
+//! run (scripts/setup-kafka-clients.sh installs them all).
+//!
+//! One test binary; each area in its module.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,9 +25,72 @@ fn kcat_bin() -> PathBuf {
     found.unwrap_or_else(|| {
         panic!(
             "kcat is not installed: run `apt-get install -y kcat` (as root), \
-             or `bash scripts/setup.sh`, which installs it"
+             or `bash scripts/setup-kafka-clients.sh`, which installs it"
         )
     })
+}
+
+/// The clients scripts/setup-kafka-clients.sh installs, under the
+/// workspace's target/kafka-clients.
+fn clients_dir() -> PathBuf {
+    leat_tests::repo_root().join("target/kafka-clients")
+}
+
+/// Runs `tests/kafka-clients/python/SCRIPT` with the clients' Python and
+/// `args`, killing it after `timeout`; its output.
+pub fn python(script: &str, args: &[&str], timeout: Duration) -> Output {
+    let python = clients_dir().join("venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `bash scripts/setup-kafka-clients.sh`",
+        python.display()
+    );
+    let script = leat_tests::repo_root()
+        .join("tests/kafka-clients/python")
+        .join(script);
+    let child = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    wait_output(child, timeout, &script.display().to_string())
+}
+
+/// Like [`python`], and fails the test unless the script exits with 0; its
+/// standard output.
+pub fn python_ok(script: &str, args: &[&str], timeout: Duration) -> String {
+    let out = python(script, args, timeout);
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for `child` up to `timeout`, killing it then; its output.
+fn wait_output(mut child: std::process::Child, timeout: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait().expect("wait for a client") {
+            Some(_) => return child.wait_with_output().expect("client output"),
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("client output");
+                panic!(
+                    "{what} ran past {timeout:?}:\n--- stdout\n{}\n--- stderr\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
 }
 
 /// A `leat serve` with a Kafka listener on a free port; its Kafka address.
@@ -83,22 +150,7 @@ fn kcat(args: &[String], stdin: &str, timeout: Duration) -> Output {
         .write_all(stdin.as_bytes())
         .expect("write kcat's stdin");
     drop(input);
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().expect("wait for kcat").is_some() {
-            return child.wait_with_output().expect("kcat's output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("kcat's output");
-            panic!(
-                "kcat {args:?} did not finish in {timeout:?}:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_output(child, timeout, &format!("kcat {args:?}"))
 }
 
 /// `kcat -b ADDR` with SASL/PLAIN and the right token, then `args`;

@@ -45,9 +45,9 @@
 //!   one atomic, durable commit before the answer (acks 1 and -1 mean the
 //!   same here; acks 0 gets no answer); the partitions of one request are
 //!   committed concurrently, each failing alone. Batches of magic 2,
-//!   uncompressed or compressed with gzip or snappy, are accepted, and what
-//!   decompression produces is bounded by the request's frame limit;
-//!   lz4 and zstd get UNSUPPORTED_COMPRESSION_TYPE.
+//!   uncompressed or compressed with any of Kafka's codecs (gzip, snappy,
+//!   lz4, zstd), are accepted, and what decompression produces is bounded
+//!   by the request's frame limit.
 //! - **Fetch.** From any offset in the log, up to the partition's and the
 //!   request's byte limits (at least one event when there is one). With
 //!   no event to return, it waits up to `max_wait_ms` (at most
@@ -72,7 +72,7 @@
 //! (InitProducerId; a batch's producer id and sequence are ignored),
 //! transactions (a transactional produce gets INVALID_RECORD or
 //! INVALID_REQUEST), admin APIs (CreateTopics, DeleteTopics,
-//! DescribeConfigs), lz4 and zstd, TLS.
+//! DescribeConfigs), TLS.
 #![deny(missing_docs)]
 
 mod codes;

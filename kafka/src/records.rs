@@ -27,8 +27,6 @@ use crate::codes;
 pub enum RecordsError {
     /// Not a well-formed magic-2 batch (or a CRC mismatch).
     Corrupt(String),
-    /// A compression this listener does not decode (lz4, zstd).
-    UnsupportedCompression(&'static str),
     /// Decompressed, the records exceed the request's budget.
     TooLarge,
     /// Well-formed but not supported yet: old message formats,
@@ -41,7 +39,6 @@ impl RecordsError {
     pub fn code(&self) -> i16 {
         match self {
             RecordsError::Corrupt(_) => codes::CORRUPT_MESSAGE,
-            RecordsError::UnsupportedCompression(_) => codes::UNSUPPORTED_COMPRESSION_TYPE,
             RecordsError::TooLarge => codes::RECORD_LIST_TOO_LARGE,
             RecordsError::Unsupported(_) => codes::INVALID_RECORD,
         }
@@ -51,9 +48,6 @@ impl RecordsError {
     pub fn message(&self) -> String {
         match self {
             RecordsError::Corrupt(d) => format!("corrupt record batch: {d}"),
-            RecordsError::UnsupportedCompression(c) => {
-                format!("{c} compression is not supported by Leat yet: use gzip, snappy or none")
-            }
             RecordsError::TooLarge => "the records are too large once decompressed".into(),
             RecordsError::Unsupported(d) => d.clone(),
         }
@@ -159,21 +153,37 @@ fn decompress(
 ) -> Result<Bytes, RecordsError> {
     match compression {
         Compression::None => Ok(data.clone()),
-        Compression::Gzip => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&data[..])
-                .take(budget as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| RecordsError::Corrupt(format!("gzip: {e}")))?;
-            if out.len() > budget {
-                return Err(RecordsError::TooLarge);
-            }
-            Ok(out.into())
-        }
+        Compression::Gzip => read_within(flate2::read::GzDecoder::new(&data[..]), budget, "gzip"),
         Compression::Snappy => snappy(data, budget),
-        Compression::Lz4 => Err(RecordsError::UnsupportedCompression("lz4")),
-        Compression::Zstd => Err(RecordsError::UnsupportedCompression("zstd")),
+        // Kafka's clients write standard LZ4 frames (since KIP-57).
+        Compression::Lz4 => {
+            read_within(lz4_flex::frame::FrameDecoder::new(&data[..]), budget, "lz4")
+        }
+        Compression::Zstd => zstd(data, budget),
     }
+}
+
+/// All that `reader` produces, if it is at most `budget` bytes.
+fn read_within(reader: impl Read, budget: usize, what: &str) -> Result<Bytes, RecordsError> {
+    let mut out = Vec::new();
+    reader
+        .take(budget as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| RecordsError::Corrupt(format!("{what}: {e}")))?;
+    if out.len() > budget {
+        return Err(RecordsError::TooLarge);
+    }
+    Ok(out.into())
+}
+
+/// A zstd frame (Kafka's clients write one per batch), decompressed
+/// within `budget`. ruzstd limits the window a frame may ask for (a frame
+/// asking for more is refused as corrupt), so a header cannot make it
+/// reserve more than that.
+fn zstd(data: &Bytes, budget: usize) -> Result<Bytes, RecordsError> {
+    let decoder = ruzstd::decoding::StreamingDecoder::new(&data[..])
+        .map_err(|e| RecordsError::Corrupt(format!("zstd: {e}")))?;
+    read_within(decoder, budget, "zstd")
 }
 
 /// The framing of snappy-java's stream (Kafka's Java client): this magic,

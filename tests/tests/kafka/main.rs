@@ -243,6 +243,30 @@ fn kcat_produces_keyed_events_that_leat_consume_shows() {
 }
 
 #[test]
+fn kcat_produces_with_every_kafka_compression() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), &[]);
+    server.leat_ok(&["stream", "create", "zipped", "--partitions", "1"], "");
+    let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    for codec in codecs {
+        // Repetitive values, so that every codec does compress.
+        let lines: String = (0..50)
+            .map(|i| format!("{codec}-{i} {}\n", "abc".repeat(40)))
+            .collect();
+        kcat_ok(&addr, &["-P", "-t", "zipped", "-z", codec], &lines);
+    }
+    let shown = server.leat_ok(&["consume", "zipped"], "");
+    for codec in codecs {
+        let n = shown
+            .lines()
+            .filter(|l| l.contains(&format!("\t{codec}-")))
+            .count();
+        assert_eq!(n, 50, "{codec}: {n} of 50 events in:\n{shown}");
+    }
+    assert_eq!(shown.lines().count(), 250);
+}
+
+#[test]
 fn kcat_consumes_events_produced_with_leat() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = start(dir.path(), &[]);

@@ -12,6 +12,11 @@ pub const INVALID_REQUIRED_ACKS: i16 = 21;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const RECORD_LIST_TOO_LARGE: i16 = 18;
 pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const INVALID_CONFIG: i16 = 40;
 pub const ILLEGAL_SASL_STATE: i16 = 34;
 pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const POLICY_VIOLATION: i16 = 44;
@@ -29,7 +34,9 @@ pub fn of(e: &Error) -> i16 {
         Error::InvalidName { .. } => INVALID_TOPIC_EXCEPTION,
         Error::EventTooLarge { .. } => MESSAGE_TOO_LARGE,
         Error::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
-        Error::InvalidConfig(_) => INVALID_REQUEST,
+        Error::InvalidConfig(_) => INVALID_CONFIG,
+        Error::StreamExists(_) => TOPIC_ALREADY_EXISTS,
+        Error::PartitionsCannotShrink { .. } => INVALID_PARTITIONS,
         // Storage failures, a closed broker, corrupt stored data: the
         // client may retry (KAFKA_STORAGE_ERROR is retriable).
         _ => KAFKA_STORAGE_ERROR,

@@ -24,7 +24,7 @@ use leat_broker::{Broker, ReadLimits, StreamInfo};
 
 use crate::conn::{frame, Sasl, Session, Shared};
 use crate::request::{Body, Request, SUPPORTED};
-use crate::{codes, records, MAX_WAIT_MS};
+use crate::{admin, codes, records, MAX_WAIT_MS};
 
 /// What the connection does after a request.
 pub enum Reply {
@@ -70,10 +70,7 @@ pub async fn handle(shared: &Shared, session: &mut Session, req: Request) -> Rep
         Body::Metadata(r) => send(&metadata(shared, &r, version)),
         Body::ListOffsets(r) => {
             let broker = shared.broker.clone();
-            match tokio::task::spawn_blocking(move || list_offsets(&broker, &r, version)).await {
-                Ok(resp) => send(&resp),
-                Err(e) => Reply::Close(format!("ListOffsets failed: {e}")),
-            }
+            blocking(send, move || list_offsets(&broker, &r, version)).await
         }
         Body::Produce(r) => {
             let acks = r.acks;
@@ -99,6 +96,26 @@ pub async fn handle(shared: &Shared, session: &mut Session, req: Request) -> Rep
             }
             send(&resp)
         }
+        Body::CreateTopics(r) => {
+            let broker = shared.broker.clone();
+            blocking(send, move || admin::create_topics(&broker, &r)).await
+        }
+        Body::CreatePartitions(r) => {
+            let broker = shared.broker.clone();
+            blocking(send, move || admin::create_partitions(&broker, &r)).await
+        }
+        Body::DeleteTopics(r) => {
+            let broker = shared.broker.clone();
+            let processors = shared.config.processors.clone();
+            blocking(send, move || {
+                admin::delete_topics(&broker, processors.as_ref(), &r)
+            })
+            .await
+        }
+        Body::DescribeConfigs(r) => {
+            let broker = shared.broker.clone();
+            blocking(send, move || admin::describe_configs(&broker, &r)).await
+        }
         Body::SaslAuthenticate(r) => {
             let (resp, ok) = sasl_authenticate(shared, session, &r);
             match (send(&resp), ok) {
@@ -108,6 +125,18 @@ pub async fn handle(shared: &Shared, session: &mut Session, req: Request) -> Rep
                 (reply, _) => reply,
             }
         }
+    }
+}
+
+/// Computes a response on tokio's blocking pool (the broker's calls wait
+/// for the disk) and sends it.
+async fn blocking<R: EncodeAt + Send + 'static>(
+    send: impl Fn(&dyn EncodeAt) -> Reply,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Reply {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(resp) => send(&resp),
+        Err(e) => Reply::Close(format!("the request failed: {e}")),
     }
 }
 
@@ -299,11 +328,7 @@ async fn produce(shared: &Shared, req: ProduceRequest, version: i16) -> ProduceR
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_string();
         let info = broker.describe_stream(&name);
-        let writer = shared
-            .config
-            .writer_of
-            .as_ref()
-            .and_then(|writer_of| writer_of(&name));
+        let writer = shared.config.processors.writer_of(&name);
         let mut partitions = Vec::new();
         for p in topic.partition_data {
             let index = p.index;

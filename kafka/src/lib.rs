@@ -75,6 +75,7 @@
 //! DescribeConfigs), TLS.
 #![deny(missing_docs)]
 
+mod admin;
 mod codes;
 mod conn;
 mod groups;
@@ -100,8 +101,35 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 /// How long a connection may take to authenticate, from its first byte.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Who writes a stream: `Some(processor)` when a processor does.
-pub type WriterOf = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+/// What the listener asks of Leat's control plane: which streams and
+/// groups belong to deployed processors. `leat serve` answers from its
+/// control plane; [`Config::new`] starts with [`NoProcessors`].
+pub trait Processors: Send + Sync {
+    /// The processor that writes `stream`, if any: Kafka producers are
+    /// refused on it (a stream has a single writer).
+    fn writer_of(&self, stream: &str) -> Option<String>;
+    /// A processor that reads or writes `stream`, if any: the stream
+    /// cannot be deleted while it is deployed.
+    fn user_of(&self, stream: &str) -> Option<String>;
+    /// Whether `group` is a deployed processor's consumer group, whose
+    /// offsets move only with its own commits.
+    fn owns_group(&self, group: &str) -> bool;
+}
+
+/// A log without deployed processors (tests, tools).
+pub struct NoProcessors;
+
+impl Processors for NoProcessors {
+    fn writer_of(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn user_of(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn owns_group(&self, _: &str) -> bool {
+        false
+    }
+}
 
 /// How a listener serves.
 #[derive(Clone)]
@@ -117,10 +145,8 @@ pub struct Config {
     /// --kafka-anonymous`). A client that does use SASL must still give
     /// the token.
     pub anonymous: bool,
-    /// The processor that writes a stream, if any: Kafka producers are
-    /// refused on such a stream (a stream has a single writer). `None`:
-    /// no stream has one.
-    pub writer_of: Option<WriterOf>,
+    /// The deployed processors, their streams and groups.
+    pub processors: Arc<dyn Processors>,
     /// The largest request frame of an authenticated connection, in bytes;
     /// also what decompressing one request's records may produce.
     pub max_frame_bytes: usize,
@@ -137,7 +163,7 @@ impl Config {
             advertise_port: port,
             token: token.into(),
             anonymous: false,
-            writer_of: None,
+            processors: Arc::new(NoProcessors),
             max_frame_bytes: 64 << 20,
             max_connections: 1024,
         }

@@ -267,6 +267,28 @@ fn kcat_produces_with_every_kafka_compression() {
 }
 
 #[test]
+fn admin_clients_create_grow_describe_and_delete_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), &[]);
+    let out = python_ok("admin.py", &[&addr, TOKEN], Duration::from_secs(120));
+    assert!(out.contains("cleanup.policy compact"), "{out}");
+    assert!(out.trim_end().ends_with("ok"), "{out}");
+    // What the clients did, as Leat sees it.
+    let listed = server.leat_ok(&["stream", "list"], "");
+    assert!(listed.contains("admin-a"), "{listed}");
+    for gone in [
+        "admin-compacted",
+        "admin-kp",
+        "admin-bad-config",
+        "admin-bad-rf",
+    ] {
+        assert!(!listed.contains(gone), "{gone} in:\n{listed}");
+    }
+    let described = server.leat_ok(&["stream", "describe", "admin-a"], "");
+    assert!(described.contains('5'), "{described}");
+}
+
+#[test]
 fn kcat_consumes_events_produced_with_leat() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = start(dir.path(), &[]);

@@ -80,6 +80,8 @@ pub struct KafkaOptions {
     pub advertise: Option<HostPort>,
     /// Serve clients that do not authenticate.
     pub anonymous: bool,
+    /// What an open transaction may buffer, in bytes.
+    pub max_transaction_bytes: usize,
 }
 
 /// `--kafka-advertise`: a host (name or address) and a port other than 0.
@@ -167,6 +169,7 @@ pub fn serve(
                 };
                 let mut config = leat_kafka::Config::new(host.clone(), port, token.clone());
                 config.anonymous = kafka.anonymous;
+                config.max_transaction_bytes = kafka.max_transaction_bytes;
                 let writers = kafka_broker.clone();
                 config.writer_of = Some(std::sync::Arc::new(move |stream: &str| {
                     leat_runtime::writer_of(&writers, stream).ok().flatten()

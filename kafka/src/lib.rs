@@ -79,8 +79,10 @@ mod codes;
 mod conn;
 mod groups;
 mod handlers;
+mod producers;
 mod records;
 mod request;
+mod txn;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -126,11 +128,19 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// What one open transaction may buffer (its records, and its offsets
+    /// at 64 bytes each), in bytes: a produce beyond it gets
+    /// MESSAGE_TOO_LARGE.
+    pub max_transaction_bytes: usize,
+    /// Transactions open at once; AddPartitionsToTxn or AddOffsetsToTxn
+    /// opening one more gets CONCURRENT_TRANSACTIONS (retriable).
+    pub max_open_transactions: usize,
 }
 
 impl Config {
     /// A listener advertising `host:port` that requires `token`, with the
-    /// default limits (64 MiB frames, 1024 connections).
+    /// default limits (64 MiB frames, 1024 connections, 64 MiB per open
+    /// transaction, 1024 open transactions).
     pub fn new(host: impl Into<String>, port: u16, token: impl Into<String>) -> Config {
         Config {
             advertise_host: host.into(),
@@ -140,6 +150,8 @@ impl Config {
             writer_of: None,
             max_frame_bytes: 64 << 20,
             max_connections: 1024,
+            max_transaction_bytes: 64 << 20,
+            max_open_transactions: 1024,
         }
     }
 }
@@ -154,10 +166,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let producers = producers::Producers::new(
+        broker.clone(),
+        producers::Limits {
+            max_transaction_bytes: config.max_transaction_bytes,
+            max_open_transactions: config.max_open_transactions,
+        },
+    );
     let shared = Arc::new(conn::Shared {
         broker,
         config,
         groups: groups::Coordinator::default(),
+        producers: Arc::new(producers),
     });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);

@@ -4,8 +4,10 @@
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest, EndTxnRequest,
+    FetchRequest, FindCoordinatorRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, ProduceRequest, RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+    TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -19,6 +21,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
 /// The supported versions of `key`, if it is served.
@@ -39,6 +47,12 @@ pub enum Body {
     ListOffsets(ListOffsetsRequest),
     SaslHandshake(SaslHandshakeRequest),
     SaslAuthenticate(SaslAuthenticateRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    InitProducerId(InitProducerIdRequest),
+    AddPartitionsToTxn(AddPartitionsToTxnRequest),
+    AddOffsetsToTxn(AddOffsetsToTxnRequest),
+    EndTxn(EndTxnRequest),
+    TxnOffsetCommit(TxnOffsetCommitRequest),
 }
 
 /// A request this listener can answer.
@@ -122,6 +136,22 @@ pub fn decode(frame: Bytes, authenticated: bool) -> Result<Request, Refusal> {
         }
         ApiKey::SaslAuthenticate => {
             SaslAuthenticateRequest::decode(&mut buf, version).map(Body::SaslAuthenticate)
+        }
+        ApiKey::FindCoordinator => {
+            FindCoordinatorRequest::decode(&mut buf, version).map(Body::FindCoordinator)
+        }
+        ApiKey::InitProducerId => {
+            InitProducerIdRequest::decode(&mut buf, version).map(Body::InitProducerId)
+        }
+        ApiKey::AddPartitionsToTxn => {
+            AddPartitionsToTxnRequest::decode(&mut buf, version).map(Body::AddPartitionsToTxn)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            AddOffsetsToTxnRequest::decode(&mut buf, version).map(Body::AddOffsetsToTxn)
+        }
+        ApiKey::EndTxn => EndTxnRequest::decode(&mut buf, version).map(Body::EndTxn),
+        ApiKey::TxnOffsetCommit => {
+            TxnOffsetCommitRequest::decode(&mut buf, version).map(Body::TxnOffsetCommit)
         }
         _ => {
             return Err(Refusal::Close(format!(

@@ -40,6 +40,9 @@ pub const MAX_TXN_TIMEOUT_MS: i32 = 900_000;
 /// Sequence-state entries cached in memory before idle ones are dropped
 /// (they are reloaded from broker state when needed).
 const MAX_CACHED_SEQUENCES: usize = 10_000;
+/// Transactional producers kept in memory; beyond, idle ones (no open
+/// transaction, no request under way) are forgotten, which fences them.
+const MAX_TXN_PRODUCERS: usize = 100_000;
 
 /// The answer to one partition of a produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +257,8 @@ struct TxnProducer {
     open: Option<OpenTxn>,
     /// Tells a timeout timer whether its transaction is still the open one.
     serial: u64,
+    /// The open transaction's timeout timer, stopped when it ends.
+    timer: Option<tokio::task::AbortHandle>,
     /// The batches of the current epoch, per partition (first and last
     /// sequence, newest last, at most `KEPT_BATCHES`).
     sequences: HashMap<(String, u32), Vec<(i32, i32)>>,
@@ -273,6 +278,20 @@ struct OpenTxn {
 }
 
 impl TxnProducer {
+    /// Ends the open transaction, if any (its records are dropped): the
+    /// serial moves on so that no timer acts on a later one.
+    fn close(&mut self, open: &AtomicUsize) -> Option<OpenTxn> {
+        self.serial += 1;
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+        let txn = self.open.take();
+        if txn.is_some() {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
+        txn
+    }
+
     /// Kafka's check of a transactional request's producer id and epoch.
     fn current(&self, pid: i64, epoch: i16) -> Result<(), (i16, String)> {
         if self.pid < 0 {
@@ -464,23 +483,26 @@ impl Producers {
         let broker = self.broker.clone();
         blocking(move || broker.commit(txn)).await?;
         // The new epoch fences the old one: its open transaction is aborted.
-        if p.open.take().is_some() {
-            self.open.fetch_sub(1, Ordering::AcqRel);
+        if p.close(&self.open).is_some() {
             tracing::info!("kafka: transaction of {id} aborted by a new InitProducerId");
         }
         p.pid = pid;
         p.epoch = epoch;
         p.timed_out_epoch = None;
         p.timeout = Duration::from_millis(timeout_ms as u64);
-        p.serial += 1;
         p.sequences.clear();
         p.last_end = None;
         Ok((pid, epoch))
     }
 
     fn txn_entry(&self, id: &str) -> Arc<tokio::sync::Mutex<TxnProducer>> {
-        lock(&self.txns)
-            .entry(id.to_string())
+        let mut txns = lock(&self.txns);
+        if txns.len() >= MAX_TXN_PRODUCERS {
+            txns.retain(|_, p| {
+                Arc::strong_count(p) > 1 || p.try_lock().map_or(true, |p| p.open.is_some())
+            });
+        }
+        txns.entry(id.to_string())
             .or_insert_with(|| {
                 Arc::new(tokio::sync::Mutex::new(TxnProducer {
                     pid: -1,
@@ -494,6 +516,18 @@ impl Producers {
         lock(&self.txns).get(id).cloned()
     }
 
+    /// The producer of `id` if it called InitProducerId in this run: one
+    /// from before a restart is fenced (its open transaction was lost).
+    fn known_txn(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<TxnProducer>>, (i16, String)> {
+        self.existing_txn(id).ok_or_else(|| {
+            (
+                codes::PRODUCER_FENCED,
+                "unknown transactional producer (the server restarted?): call InitProducerId"
+                    .to_string(),
+            )
+        })
+    }
+
     /// Opens a transaction on `p` if none is, and starts its timer.
     fn open_txn<'a>(
         &self,
@@ -502,34 +536,41 @@ impl Producers {
         p: &'a mut TxnProducer,
     ) -> Result<&'a mut OpenTxn, (i16, String)> {
         if p.open.is_none() {
-            let open = self.open.load(Ordering::Acquire);
-            if open >= self.limits.max_open_transactions {
+            let max = self.limits.max_open_transactions;
+            if self
+                .open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_err()
+            {
                 return Err((
                     codes::CONCURRENT_TRANSACTIONS,
-                    format!("{open} transactions are open, the most this server allows"),
+                    format!("{max} transactions are open, the most this server allows"),
                 ));
             }
-            self.open.fetch_add(1, Ordering::AcqRel);
             p.serial += 1;
             p.last_end = None;
             let (serial, timeout) = (p.serial, p.timeout);
             let (entry, counter, id) = (entry.clone(), self.open.clone(), id.to_string());
-            tokio::spawn(async move {
+            let timer = tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
                 let mut p = entry.lock().await;
-                if p.serial == serial && p.open.take().is_some() {
+                if p.serial == serial {
                     // As Kafka does: abort, and bump the epoch so that the
                     // producer learns of it on its next request.
-                    counter.fetch_sub(1, Ordering::AcqRel);
-                    p.timed_out_epoch = Some(p.epoch);
-                    p.epoch = p.epoch.saturating_add(1);
-                    p.sequences.clear();
-                    p.serial += 1;
-                    tracing::info!(
-                        "kafka: transaction of {id} aborted after its timeout of {timeout:?}"
-                    );
+                    p.timer = None;
+                    if p.close(&counter).is_some() {
+                        p.timed_out_epoch = Some(p.epoch);
+                        p.epoch = p.epoch.saturating_add(1);
+                        p.sequences.clear();
+                        tracing::info!(
+                            "kafka: transaction of {id} aborted after its timeout of {timeout:?}"
+                        );
+                    }
                 }
             });
+            p.timer = Some(timer.abort_handle());
         }
         Ok(p.open.get_or_insert_with(OpenTxn::default))
     }
@@ -542,7 +583,7 @@ impl Producers {
         epoch: i16,
         partitions: &[(String, u32)],
     ) -> Result<(), (i16, String)> {
-        let entry = self.txn_entry(id);
+        let entry = self.known_txn(id)?;
         let mut p = entry.lock().await;
         p.current(pid, epoch)?;
         let open = self.open_txn(id, &entry, &mut p)?;
@@ -558,7 +599,7 @@ impl Producers {
         epoch: i16,
         group: &str,
     ) -> Result<(), (i16, String)> {
-        let entry = self.txn_entry(id);
+        let entry = self.known_txn(id)?;
         let mut p = entry.lock().await;
         p.current(pid, epoch)?;
         let open = self.open_txn(id, &entry, &mut p)?;
@@ -576,12 +617,7 @@ impl Producers {
         group: &str,
         offsets: Vec<(String, u32, u64)>,
     ) -> Result<(), (i16, String)> {
-        let Some(entry) = self.existing_txn(id) else {
-            return Err((
-                codes::PRODUCER_FENCED,
-                "unknown transactional producer: call InitProducerId".into(),
-            ));
-        };
+        let entry = self.known_txn(id)?;
         let mut p = entry.lock().await;
         p.current(pid, epoch)?;
         let max = self.limits.max_transaction_bytes;
@@ -698,16 +734,10 @@ impl Producers {
         epoch: i16,
         commit: bool,
     ) -> Result<(), (i16, String)> {
-        let Some(entry) = self.existing_txn(id) else {
-            return Err((
-                codes::PRODUCER_FENCED,
-                "unknown transactional producer (the server restarted?): call InitProducerId"
-                    .into(),
-            ));
-        };
+        let entry = self.known_txn(id)?;
         let mut p = entry.lock().await;
         p.current(pid, epoch)?;
-        let Some(open) = p.open.take() else {
+        let Some(open) = p.close(&self.open) else {
             // A retried EndTxn is answered as the first was.
             return if p.last_end == Some(commit) {
                 Ok(())
@@ -715,8 +745,6 @@ impl Producers {
                 Err((codes::INVALID_TXN_STATE, "no transaction is open".into()))
             };
         };
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        p.serial += 1;
         if !commit {
             p.last_end = Some(false);
             return Ok(());
@@ -791,7 +819,7 @@ impl Producers {
         }
         let count = seq_count(span.first, span.last);
         let base = |last_offset: u64| {
-            i64::try_from(last_offset + 1 - count.min(last_offset + 1)).unwrap_or(-1)
+            i64::try_from(last_offset.saturating_add(1).saturating_sub(count)).unwrap_or(-1)
         };
         match check(cached.as_ref(), span.epoch, span.first, span.last) {
             Check::Refused(code, message) => return Outcome::err(code, message),

@@ -398,3 +398,39 @@ fn a_retried_batch_is_deduplicated_after_a_server_sigkill() {
         "{shown}"
     );
 }
+
+#[test]
+fn kafka_python_and_aiokafka_commit_and_abort_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), &[]);
+    server.leat_ok(&["stream", "create", "src", "--partitions", "1"], "");
+    server.leat_ok(&["stream", "create", "dst", "--partitions", "1"], "");
+    let input: String = (0..10).map(|i| format!("{i}\n")).collect();
+    super::kcat_ok(&addr, &["-P", "-t", "src"], &input);
+    for (client, group) in [("kafka-python", "kp-group"), ("aiokafka", "aio-group")] {
+        let out = python_ok(
+            "txn_clients.py",
+            &[&addr, TOKEN, "dst", "src", group, client],
+            MINUTE,
+        );
+        assert!(out.ends_with("ok\n"), "{client}: {out}");
+        let (status, body) =
+            server.get(&format!("/v1/streams/src/positions?from=end&group={group}"));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("[7]"),
+            "{client}'s offset committed with its transaction: {body}"
+        );
+    }
+    let shown = server.leat_ok(&["consume", "dst"], "");
+    for prefix in ["kp", "aio"] {
+        for i in 0..3 {
+            assert!(
+                shown.contains(&format!("{prefix}-committed-{i}")),
+                "{shown}"
+            );
+        }
+    }
+    assert!(!shown.contains("aborted"), "{shown}");
+    assert_eq!(shown.lines().count(), 6, "{shown}");
+}

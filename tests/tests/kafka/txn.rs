@@ -10,11 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-    ProducerId, RequestHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse, TopicName, TransactionalId,
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
+    RequestHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -289,11 +291,24 @@ impl Raw {
         sequence: i32,
         values: &[&str],
     ) -> (i16, i64) {
+        self.produce_txn(topic, None, pid, epoch, sequence, values)
+    }
+
+    /// Produces one batch, transactional with `transactional_id`.
+    fn produce_txn(
+        &mut self,
+        topic: &str,
+        transactional_id: Option<&str>,
+        pid: i64,
+        epoch: i16,
+        sequence: i32,
+        values: &[&str],
+    ) -> (i16, i64) {
         let records: Vec<Record> = values
             .iter()
             .enumerate()
             .map(|(i, v)| Record {
-                transactional: false,
+                transactional: transactional_id.is_some(),
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
@@ -319,6 +334,9 @@ impl Raw {
         )
         .unwrap();
         let req = ProduceRequest::default()
+            .with_transactional_id(
+                transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.to_string()))),
+            )
             .with_acks(-1)
             .with_timeout_ms(5000)
             .with_topic_data(vec![TopicProduceData::default()
@@ -333,17 +351,129 @@ impl Raw {
 }
 
 fn init_producer_id(raw: &mut Raw) -> (i64, i16) {
+    let (code, pid, epoch) = init_txn(raw, None, 60_000);
+    assert_eq!(code, 0);
+    (pid, epoch)
+}
+
+/// InitProducerId: error code, producer id, epoch.
+fn init_txn(raw: &mut Raw, id: Option<&str>, timeout_ms: i32) -> (i16, i64, i16) {
     let resp: InitProducerIdResponse = raw.call(
         ApiKey::InitProducerId,
         4,
         &InitProducerIdRequest::default()
-            .with_transactional_id(None::<TransactionalId>)
-            .with_transaction_timeout_ms(60_000)
+            .with_transactional_id(id.map(|t| TransactionalId(StrBytes::from_string(t.into()))))
+            .with_transaction_timeout_ms(timeout_ms)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     );
-    assert_eq!(resp.error_code, 0);
-    (resp.producer_id.0, resp.producer_epoch)
+    (resp.error_code, resp.producer_id.0, resp.producer_epoch)
+}
+
+/// AddPartitionsToTxn v3 of `topic`'s `partitions`: their error codes.
+fn add_partitions(
+    raw: &mut Raw,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<i16> {
+    let resp: AddPartitionsToTxnResponse = raw.call(
+        ApiKey::AddPartitionsToTxn,
+        3,
+        &AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_string(id.into())))
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(partitions.to_vec())]),
+    );
+    resp.results_by_topic_v3_and_below[0]
+        .results_by_partition
+        .iter()
+        .map(|r| r.partition_error_code)
+        .collect()
+}
+
+fn end_txn(raw: &mut Raw, id: &str, pid: i64, epoch: i16, commit: bool) -> i16 {
+    let resp: EndTxnResponse = raw.call(
+        ApiKey::EndTxn,
+        3,
+        &EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(id.into())))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(commit),
+    );
+    resp.error_code
+}
+
+#[test]
+fn transactional_requests_get_kafkas_error_codes_and_a_restart_fences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), &[]);
+    server.leat_ok(&["stream", "create", "rt", "--partitions", "1"], "");
+    let mut raw = Raw::connect(&addr);
+    let id = Some("raw-t");
+    assert_eq!(init_txn(&mut raw, id, 0).0, 50, "timeout 0");
+    assert_eq!(
+        init_txn(&mut raw, id, 900_001).0,
+        50,
+        "timeout above 15 min"
+    );
+    let (code, pid, e0) = init_txn(&mut raw, id, 60_000);
+    assert_eq!(code, 0);
+    // Not added to a transaction yet.
+    assert_eq!(raw.produce_txn("rt", id, pid, e0, 0, &["t0"]).0, 48);
+    assert_eq!(
+        add_partitions(&mut raw, "raw-t", pid, e0, "rt", &[0, 5]),
+        [55, 3]
+    );
+    assert_eq!(add_partitions(&mut raw, "raw-t", pid, e0, "rt", &[0]), [0]);
+    // Buffered (no offset yet), a retry recognised, a gap refused.
+    assert_eq!(
+        raw.produce_txn("rt", id, pid, e0, 0, &["t0", "t1"]),
+        (0, -1)
+    );
+    assert_eq!(
+        raw.produce_txn("rt", id, pid, e0, 0, &["t0", "t1"]),
+        (0, -1)
+    );
+    assert_eq!(raw.produce_txn("rt", id, pid, e0, 5, &["t5"]).0, 45);
+    assert_eq!(end_txn(&mut raw, "raw-t", pid, e0, true), 0);
+    assert_eq!(
+        end_txn(&mut raw, "raw-t", pid, e0, true),
+        0,
+        "a retried EndTxn"
+    );
+    assert_eq!(
+        end_txn(&mut raw, "raw-t", pid, e0, false),
+        48,
+        "nothing open"
+    );
+    // A new instance fences the old epoch.
+    let (_, pid1, e1) = init_txn(&mut raw, id, 60_000);
+    assert_eq!((pid1, e1), (pid, e0 + 1));
+    assert_eq!(add_partitions(&mut raw, "raw-t", pid, e0, "rt", &[0]), [90]);
+    assert_eq!(raw.produce_txn("rt", id, pid, e0, 2, &["z"]).0, 47);
+    assert_eq!(add_partitions(&mut raw, "raw-t", pid, e1, "rt", &[0]), [0]);
+    assert_eq!(raw.produce_txn("rt", id, pid, e1, 0, &["lost"]), (0, -1));
+    drop(raw);
+
+    // A crash aborts the open transaction; its producer is fenced.
+    let (server, addr) = restart(dir.path(), server);
+    let mut raw = Raw::connect(&addr);
+    assert_eq!(add_partitions(&mut raw, "raw-t", pid, e1, "rt", &[0]), [90]);
+    assert_eq!(end_txn(&mut raw, "raw-t", pid, e1, true), 90);
+    assert_eq!(init_txn(&mut raw, id, 60_000), (0, pid, e1 + 1));
+    let shown = server.leat_ok(&["consume", "rt"], "");
+    let values: Vec<&str> = shown
+        .lines()
+        .map(|l| l.rsplit('\t').next().unwrap())
+        .collect();
+    assert_eq!(values, ["t0", "t1"], "{shown}");
 }
 
 fn restart(dir: &Path, server: leat_tests::Server) -> (leat_tests::Server, String) {

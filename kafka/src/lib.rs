@@ -65,7 +65,10 @@
 //!   appended again; a gap, or a new epoch not starting at 0, gets
 //!   OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch INVALID_PRODUCER_EPOCH;
 //!   an id never handed out UNKNOWN_PRODUCER_ID. Produces of one producer
-//!   to one partition are applied one at a time, in arrival order.
+//!   to one partition are applied one at a time, in arrival order. As in
+//!   Kafka, what is kept of a producer idle for
+//!   [`Config::producer_id_expiration`] (one day) is forgotten (checked
+//!   hourly): a batch it retries after that is appended again.
 //! - **Transactions.** InitProducerId with a transactional id persists the
 //!   id's producer id and an epoch bumped by every call: the older epoch is
 //!   fenced (PRODUCER_FENCED on the transaction APIs, INVALID_PRODUCER_EPOCH
@@ -87,7 +90,9 @@
 //!   [`Config::max_open_transactions`] are open (beyond:
 //!   CONCURRENT_TRANSACTIONS). Open transactions live in the server's
 //!   memory: a restart aborts them, and a transactional producer that has
-//!   not called InitProducerId since the restart is fenced.
+//!   not called InitProducerId since the restart is fenced. A transactional
+//!   id not initialized for [`Config::transactional_id_expiration`] (7
+//!   days) is forgotten: its next InitProducerId gets a new producer id.
 //! - **Coordinators.** FindCoordinator answers this node (id 0) for groups
 //!   and transactional ids alike.
 //! - **Fetch.** From any offset in the log, up to the partition's and the
@@ -113,9 +118,8 @@
 //!   target `kafka_request` covers request and record batch decoding.
 //!
 //! Not yet: consumer groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch), the expiry of idle producers' state (Kafka
-//! drops it after `producer.id.expiration.ms`; Leat keeps every producer's
-//! sequences), DescribeProducers and DescribeTransactions, admin APIs
+//! OffsetCommit, OffsetFetch), DescribeProducers, DescribeTransactions and
+//! ListTransactions, admin APIs
 //! (CreateTopics, DeleteTopics, DescribeConfigs), lz4 and zstd, TLS.
 #![deny(missing_docs)]
 
@@ -179,6 +183,12 @@ pub struct Config {
     /// Transactions open at once; AddPartitionsToTxn or AddOffsetsToTxn
     /// opening one more gets CONCURRENT_TRANSACTIONS (retriable).
     pub max_open_transactions: usize,
+    /// How long an idempotent producer's sequences are kept after its last
+    /// produce to a partition (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration: Duration,
+    /// How long a transactional id's producer id and epoch are kept after
+    /// its last InitProducerId (Kafka's `transactional.id.expiration.ms`).
+    pub transactional_id_expiration: Duration,
 }
 
 impl Config {
@@ -196,6 +206,8 @@ impl Config {
             max_connections: 1024,
             max_transaction_bytes: 64 << 20,
             max_open_transactions: 1024,
+            producer_id_expiration: Duration::from_secs(24 * 3600),
+            transactional_id_expiration: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -217,11 +229,17 @@ pub async fn serve(
             max_open_transactions: config.max_open_transactions,
         },
     );
+    let producers = Arc::new(producers);
+    let sweeper = tokio::spawn(expire_producers(
+        producers.clone(),
+        config.producer_id_expiration,
+        config.transactional_id_expiration,
+    ));
     let shared = Arc::new(conn::Shared {
         broker,
         config,
         groups: groups::Coordinator::default(),
-        producers: Arc::new(producers),
+        producers,
     });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -256,7 +274,35 @@ pub async fn serve(
         }
     }
     connections.shutdown().await;
+    sweeper.abort();
     Ok(())
+}
+
+/// How often idle producers' state is looked for.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(3600);
+
+/// Forgets idle producers, every [`EXPIRY_SWEEP`] (and at the start).
+async fn expire_producers(
+    producers: Arc<producers::Producers>,
+    sequences_after: Duration,
+    txns_after: Duration,
+) {
+    let mut every = tokio::time::interval(EXPIRY_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = producers::now_ms();
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let gone = producers
+            .expire(
+                now.saturating_sub(ms(sequences_after)),
+                now.saturating_sub(ms(txns_after)),
+            )
+            .await;
+        if gone > 0 {
+            tracing::info!("kafka: forgot {gone} idle producer entries");
+        }
+    }
 }
 
 /// Entry points for the fuzz targets in `fuzz/`: not part of the API, and

@@ -17,6 +17,9 @@
 //!   lives only in this process: a crash aborts it, and a transactional
 //!   producer is known only once it has called InitProducerId in this run
 //!   (older ones are fenced).
+//! - **Expiry.** Entries idle longer than the configured times are deleted
+//!   by [`Producers::expire`], each under the lock its writers take and
+//!   only if it is still idle then.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -134,6 +137,8 @@ fn span(batches: &[Batch]) -> Result<Span, Outcome> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Sequences {
     epoch: i16,
+    /// When it was last written (ms since the epoch): idle producers expire.
+    written_ms: i64,
     /// Oldest first: first sequence, last sequence, offset of the last record.
     batches: Vec<(i32, i32, u64)>,
 }
@@ -143,6 +148,7 @@ impl Sequences {
     /// appends it: `put_state_with_offset`).
     fn encode_pending(&self) -> Vec<u8> {
         let mut out = self.epoch.to_be_bytes().to_vec();
+        out.extend_from_slice(&self.written_ms.to_be_bytes());
         let n = self.batches.len();
         for (i, &(first, last, offset)) in self.batches.iter().enumerate() {
             out.extend_from_slice(&first.to_be_bytes());
@@ -156,6 +162,7 @@ impl Sequences {
 
     fn decode(raw: &[u8]) -> Option<Sequences> {
         let (epoch, rest) = raw.split_first_chunk::<2>()?;
+        let (written_ms, rest) = rest.split_first_chunk::<8>()?;
         if rest.len() % 16 != 0 {
             return None;
         }
@@ -170,6 +177,7 @@ impl Sequences {
             .collect::<Option<Vec<_>>>()?;
         Some(Sequences {
             epoch: i16::from_be_bytes(*epoch),
+            written_ms: i64::from_be_bytes(*written_ms),
             batches,
         })
     }
@@ -181,6 +189,24 @@ fn sequences_key(pid: i64, stream: &str, partition: u32) -> Vec<u8> {
     key.extend_from_slice(&partition.to_be_bytes());
     key.extend_from_slice(stream.as_bytes());
     key
+}
+
+/// A transactional id's stored producer id, epoch and time of writing.
+fn decode_txn(raw: &[u8]) -> Option<(i64, i16, i64)> {
+    let (pid, rest) = raw.split_first_chunk::<8>()?;
+    let (epoch, rest) = rest.split_first_chunk::<2>()?;
+    let (written, _) = rest.split_first_chunk::<8>()?;
+    Some((
+        i64::from_be_bytes(*pid),
+        i16::from_be_bytes(*epoch),
+        i64::from_be_bytes(*written),
+    ))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn txn_key(transactional_id: &str) -> Vec<u8> {
@@ -453,11 +479,8 @@ impl Producers {
             let broker = self.broker.clone();
             let key = txn_key(id);
             let stored = blocking(move || broker.state_get(SCOPE, &key)).await?;
-            match stored.as_deref().and_then(|v| v.split_first_chunk::<8>()) {
-                Some((pid, epoch)) => (
-                    i64::from_be_bytes(*pid),
-                    epoch.try_into().map_or(0, i16::from_be_bytes),
-                ),
+            match stored.as_deref().and_then(decode_txn) {
+                Some((pid, epoch, _)) => (pid, epoch),
                 None => (-1, -1),
             }
         };
@@ -478,6 +501,7 @@ impl Producers {
         };
         let mut value = pid.to_be_bytes().to_vec();
         value.extend_from_slice(&epoch.to_be_bytes());
+        value.extend_from_slice(&now_ms().to_be_bytes());
         let mut txn = Transaction::new();
         txn.put_state(SCOPE, txn_key(id), value);
         let broker = self.broker.clone();
@@ -771,6 +795,112 @@ impl Producers {
         }
     }
 
+    /// Forgets the producers idle since before `cutoff_ms` (ms since the
+    /// epoch): sequences of idempotent producers written then, and
+    /// transactional ids initialized then without an open transaction.
+    /// Kafka does the same (`producer.id.expiration.ms`,
+    /// `transactional.id.expiration.ms`). Returns how many entries went.
+    pub async fn expire(&self, sequences_cutoff_ms: i64, txns_cutoff_ms: i64) -> usize {
+        let mut gone = 0;
+        for prefix in [&b"s/"[..], &b"t/"[..]] {
+            let mut start = prefix.to_vec();
+            let end = [prefix[0], b'/' + 1];
+            loop {
+                let broker = self.broker.clone();
+                let from = start.clone();
+                let page = match blocking(move || broker.state_range(SCOPE, &from, Some(&end), 512))
+                    .await
+                {
+                    Ok(page) => page,
+                    Err((_, e)) => {
+                        tracing::warn!("kafka: expiring producers: {e}");
+                        return gone;
+                    }
+                };
+                let Some((last, _)) = page.last() else {
+                    break;
+                };
+                start = last.clone();
+                start.push(0);
+                for (key, value) in page {
+                    let expired = if prefix == b"s/" {
+                        Sequences::decode(&value).is_none_or(|s| s.written_ms < sequences_cutoff_ms)
+                    } else {
+                        decode_txn(&value).is_none_or(|t| t.2 < txns_cutoff_ms)
+                    };
+                    if expired && self.forget(&key, sequences_cutoff_ms, txns_cutoff_ms).await {
+                        gone += 1;
+                    }
+                }
+            }
+        }
+        gone
+    }
+
+    /// Deletes one expired entry, under the lock its writers take, if it
+    /// is still expired then.
+    async fn forget(&self, key: &[u8], sequences_cutoff_ms: i64, txns_cutoff_ms: i64) -> bool {
+        let reread = |key: Vec<u8>| {
+            let broker = self.broker.clone();
+            blocking(move || broker.state_get(SCOPE, &key))
+        };
+        let delete = |key: Vec<u8>| {
+            let broker = self.broker.clone();
+            let mut txn = Transaction::new();
+            txn.delete_state(SCOPE, key);
+            blocking(move || broker.commit(txn))
+        };
+        if let Some(rest) = key.strip_prefix(b"s/") {
+            let (Some((pid, rest)), true) = (rest.split_first_chunk::<8>(), rest.len() >= 12)
+            else {
+                return delete(key.to_vec()).await.is_ok();
+            };
+            let (partition, stream) = rest.split_at(4);
+            let (Ok(partition), Ok(stream)) =
+                (<[u8; 4]>::try_from(partition), std::str::from_utf8(stream))
+            else {
+                return delete(key.to_vec()).await.is_ok();
+            };
+            let map_key = (
+                i64::from_be_bytes(*pid),
+                stream.to_string(),
+                u32::from_be_bytes(partition),
+            );
+            let slot = lock(&self.sequences).entry(map_key).or_default().clone();
+            let mut cached = slot.lock().await;
+            let still = match reread(key.to_vec()).await {
+                Ok(Some(v)) => {
+                    Sequences::decode(&v).is_none_or(|s| s.written_ms < sequences_cutoff_ms)
+                }
+                _ => false,
+            };
+            if still && delete(key.to_vec()).await.is_ok() {
+                *cached = None;
+                return true;
+            }
+            false
+        } else {
+            let id = String::from_utf8_lossy(&key[2..]).into_owned();
+            // An open transaction keeps its id (it has its own timeout).
+            let entry = self.existing_txn(&id);
+            let _held = match &entry {
+                Some(e) => {
+                    let p = e.lock().await;
+                    if p.open.is_some() {
+                        return false;
+                    }
+                    Some(p)
+                }
+                None => None,
+            };
+            let still = match reread(key.to_vec()).await {
+                Ok(Some(v)) => decode_txn(&v).is_none_or(|t| t.2 < txns_cutoff_ms),
+                _ => false,
+            };
+            still && delete(key.to_vec()).await.is_ok()
+        }
+    }
+
     /// An idempotent (non-transactional) produce to one partition.
     pub async fn append_idempotent(
         self: Arc<Self>,
@@ -830,9 +960,11 @@ impl Producers {
             Some(s) if s.epoch == span.epoch => s.clone(),
             _ => Sequences {
                 epoch: span.epoch,
+                written_ms: 0,
                 batches: Vec::new(),
             },
         };
+        next.written_ms = now_ms();
         next.batches.push((span.first, span.last, 0));
         if next.batches.len() > KEPT_BATCHES {
             next.batches.remove(0);
@@ -870,6 +1002,65 @@ impl Producers {
 mod tests {
     use super::*;
 
+    fn batch(pid: i64, sequence: i32, values: &[&str]) -> Vec<Batch> {
+        vec![Batch {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: sequence,
+            transactional: false,
+            records: values
+                .iter()
+                .map(|v| Record {
+                    partition: Some(0),
+                    ..Record::keyed("k", v.to_string())
+                })
+                .collect(),
+        }]
+    }
+
+    #[tokio::test]
+    async fn idle_producers_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(dir.path().join("log.redb")).unwrap();
+        broker
+            .create_stream("s", leat_broker::StreamConfig::with_partitions(1))
+            .unwrap();
+        let limits = Limits {
+            max_transaction_bytes: 1 << 20,
+            max_open_transactions: 8,
+        };
+        let producers = Arc::new(Producers::new(broker.clone(), limits));
+        let (pid, _) = producers.init(None, 0, -1, -1).await.unwrap();
+        let append = |seq, values: &'static [&'static str]| {
+            producers
+                .clone()
+                .append_idempotent("s".into(), 0, batch(pid, seq, values))
+        };
+        assert_eq!(append(0, &["a", "b"]).await, Outcome::ok(0));
+        assert_eq!(append(0, &["a", "b"]).await, Outcome::ok(0), "a retry");
+        let (tpid, tepoch) = producers.init(Some("t"), 1000, -1, -1).await.unwrap();
+        let key = sequences_key(pid, "s", 0);
+        assert!(broker.state_get(SCOPE, &key).unwrap().is_some());
+        // Nothing is idle yet.
+        assert_eq!(
+            producers.expire(now_ms() - 60_000, now_ms() - 60_000).await,
+            0
+        );
+        assert_eq!(producers.expire(now_ms() + 1, now_ms() + 1).await, 2);
+        assert_eq!(broker.state_get(SCOPE, &key).unwrap(), None);
+        assert_eq!(broker.state_get(SCOPE, &txn_key("t")).unwrap(), None);
+        // Forgotten: the same batch is new again, as in Kafka.
+        assert_eq!(append(0, &["a", "b"]).await, Outcome::ok(2));
+        // Ids are still never reused.
+        let (pid2, _) = producers.init(None, 0, -1, -1).await.unwrap();
+        assert!(pid2 > tpid.max(pid));
+        // A transactional producer known in memory goes on.
+        assert_eq!(
+            producers.init(Some("t"), 1000, -1, -1).await.unwrap(),
+            (tpid, tepoch + 1)
+        );
+    }
+
     #[test]
     fn sequences_wrap() {
         assert_eq!(seq_add(i32::MAX, 1), 0);
@@ -882,6 +1073,7 @@ mod tests {
     fn sequence_checks() {
         let known = Sequences {
             epoch: 2,
+            written_ms: 0,
             batches: vec![(0, 4, 100), (5, 9, 110)],
         };
         assert_eq!(check(None, 0, 0, 3), Check::New);
@@ -907,12 +1099,14 @@ mod tests {
     fn stored_sequences_decode() {
         let s = Sequences {
             epoch: 7,
+            written_ms: 1234,
             batches: vec![(0, 4, 100), (5, 9, 0)],
         };
         let mut raw = s.encode_pending();
         raw.extend_from_slice(&110u64.to_be_bytes());
         let back = Sequences::decode(&raw).unwrap();
         assert_eq!(back.epoch, 7);
+        assert_eq!(back.written_ms, 1234);
         assert_eq!(back.batches, vec![(0, 4, 100), (5, 9, 110)]);
         assert_eq!(Sequences::decode(&[1]), None);
         assert_eq!(Sequences::decode(&[0, 1, 2]), None);

@@ -206,7 +206,11 @@ mod tests {
                     for _ in 0..len {
                         // Small values are lengths and counts more often.
                         let b = next();
-                        frame.put_u8(if b % 3 == 0 { (b >> 8) as u8 } else { (b % 4) as u8 });
+                        frame.put_u8(if b % 3 == 0 {
+                            (b >> 8) as u8
+                        } else {
+                            (b % 4) as u8
+                        });
                     }
                     let _ = decode(frame.freeze(), true);
                 }

@@ -83,6 +83,8 @@ pub struct KafkaOptions {
     pub advertise: Option<HostPort>,
     /// Serve clients that do not authenticate.
     pub anonymous: bool,
+    /// What an open transaction may buffer, in bytes.
+    pub max_transaction_bytes: usize,
 }
 
 /// `--kafka-advertise`: a host (name or address) and a port other than 0.
@@ -178,6 +180,7 @@ pub fn serve(
                 let mut config = leat_kafka::Config::new(host.clone(), port, token.clone());
                 config.anonymous = kafka.anonymous;
                 config.processors = Arc::new(ControlProcessors(control.clone()));
+                config.max_transaction_bytes = kafka.max_transaction_bytes;
                 println!(
                     "leat: kafka listening on {kafka_local} (advertised as {host}:{port}, {})",
                     if kafka.anonymous {

@@ -26,6 +26,15 @@ pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 pub const INVALID_RECORD: i16 = 87;
 pub const UNKNOWN_MEMBER_ID: i16 = 25;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const INVALID_TXN_STATE: i16 = 48;
+pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+pub const UNKNOWN_PRODUCER_ID: i16 = 59;
+pub const PRODUCER_FENCED: i16 = 90;
 
 /// The Kafka error code for a broker error met serving a partition.
 pub fn of(e: &Error) -> i16 {

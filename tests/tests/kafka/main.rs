@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use leat_tests::Server;
 
+mod java;
 mod txn;
 
 const TOKEN: &str = "kafka-test-token";

@@ -292,6 +292,38 @@ fn admin_clients_create_grow_describe_and_delete_topics() {
 }
 
 #[test]
+fn a_processor_between_kafka_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), &[]);
+    server.leat_ok(&["stream", "create", "k-in", "--partitions", "2"], "");
+    server.leat_ok(&["stream", "create", "k-out", "--partitions", "2"], "");
+    let deployed = server.deploy(
+        &leat_tests::guest("uppercase"),
+        "up",
+        ("k-in", "k-out"),
+        &[],
+    );
+    assert!(deployed.status.success(), "{deployed:?}");
+    let out = python_ok(
+        "through_processor.py",
+        &[&addr, TOKEN, "k-in", "k-out", "50"],
+        Duration::from_secs(120),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 50, "{out}");
+    for (i, line) in lines.iter().enumerate() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let key = format!("key-{i:04}");
+        assert_eq!(cols[0], key, "{line}");
+        assert_eq!(cols[1], format!("EVENT {i}"), "{line}");
+        // The input event it came from, where Kafka's partitioner put it.
+        let p = leat_broker::partition_for_key(key.as_bytes(), 2);
+        assert!(cols[2].starts_with(&format!("k-in/{p}/")), "{line}");
+        assert!(cols[3].starts_with("up@"), "{line}");
+    }
+}
+
+#[test]
 fn kcat_consumes_events_produced_with_leat() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = start(dir.path(), &[]);

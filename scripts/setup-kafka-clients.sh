@@ -44,7 +44,7 @@ if ! cmp -s "$req" "$venv/requirements.txt" 2>/dev/null; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" || die "pip install -r $req failed"
   cp "$req" "$venv/requirements.txt"
 fi
-say "python: $("$venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka; print("confluent-kafka", confluent_kafka.version()[0], "(librdkafka", confluent_kafka.libversion()[0] + "), kafka-python", kafka.__version__, "aiokafka", aiokafka.__version__)')"
+say "python: $("$venv/bin/python" -c 'import confluent_kafka, kafka, aiokafka; print("confluent-kafka", confluent_kafka.__version__, "(librdkafka", confluent_kafka.libversion()[0] + "), kafka-python", kafka.__version__, "aiokafka", aiokafka.__version__)')"
 
 # The Java client: rebuilt only when its sources change.
 java_src=tests/kafka-clients/java

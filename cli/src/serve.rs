@@ -171,6 +171,11 @@ pub fn serve(
                 config.writer_of = Some(std::sync::Arc::new(move |stream: &str| {
                     leat_runtime::writer_of(&writers, stream).ok().flatten()
                 }));
+                // A processor's consumer group is its name.
+                let processors = data_dir.to_path_buf();
+                config.processor_group = Some(std::sync::Arc::new(move |group: &str| {
+                    leat_control::is_deployed(&processors, group)
+                }));
                 println!(
                     "leat: kafka listening on {kafka_local} (advertised as {host}:{port}, {})",
                     if kafka.anonymous {

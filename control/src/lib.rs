@@ -36,6 +36,7 @@ use leat_runtime::{LoadedComponent, Runtime};
 pub use crate::error::{ControlError, ErrorKind};
 pub use crate::log::{Log, MAX_READ_EVENTS};
 pub use crate::metrics::ControlMetrics;
+pub use crate::processors::is_deployed;
 pub use crate::registry::processor_spec;
 use crate::registry::{lock, Managed};
 

@@ -14,6 +14,18 @@ use crate::registry::{
 };
 use crate::{Control, ControlError};
 
+/// Where data directory `dir` keeps deployed processor `name`.
+fn processor_dir(dir: &std::path::Path, name: &str) -> PathBuf {
+    dir.join("processors").join(name)
+}
+
+/// Whether `name` is a processor deployed in data directory `dir` (whose
+/// consumer group is its name), as its stored spec says; for a process
+/// that serves `dir` beside its control plane (the Kafka listener).
+pub fn is_deployed(dir: &std::path::Path, name: &str) -> bool {
+    leat_broker::validate_name(name).is_ok() && processor_dir(dir, name).join("spec.json").is_file()
+}
+
 impl Control {
     /// The deployed processor that reads or writes `stream`, if any.
     pub(crate) fn user_of(&self, stream: &str) -> Option<String> {
@@ -42,7 +54,7 @@ impl Control {
     }
 
     fn processor_dir(&self, name: &str) -> PathBuf {
-        self.dir.join("processors").join(name)
+        processor_dir(&self.dir, name)
     }
 
     fn component_path(&self, id: &str) -> PathBuf {

@@ -11,6 +11,13 @@ pub const MESSAGE_TOO_LARGE: i16 = 10;
 pub const INVALID_REQUIRED_ACKS: i16 = 21;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const RECORD_LIST_TOO_LARGE: i16 = 18;
+pub const ILLEGAL_GENERATION: i16 = 22;
+pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+pub const INVALID_GROUP_ID: i16 = 24;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
+pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 pub const ILLEGAL_SASL_STATE: i16 = 34;
 pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -19,8 +26,9 @@ pub const INVALID_REQUEST: i16 = 42;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 pub const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+pub const FENCED_INSTANCE_ID: i16 = 82;
 pub const INVALID_RECORD: i16 = 87;
-pub const UNKNOWN_MEMBER_ID: i16 = 25;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 
 /// The Kafka error code for a broker error met serving a partition.

@@ -77,6 +77,7 @@
 
 mod codes;
 mod conn;
+mod group_api;
 mod groups;
 mod handlers;
 mod records;
@@ -103,6 +104,9 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Who writes a stream: `Some(processor)` when a processor does.
 pub type WriterOf = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// Whether a consumer group is a deployed processor's.
+pub type ProcessorGroup = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// How a listener serves.
 #[derive(Clone)]
 pub struct Config {
@@ -121,6 +125,10 @@ pub struct Config {
     /// refused on such a stream (a stream has a single writer). `None`:
     /// no stream has one.
     pub writer_of: Option<WriterOf>,
+    /// Whether a group is a deployed processor's: Kafka clients may not
+    /// join it or commit its offsets (GROUP_AUTHORIZATION_FAILED). `None`:
+    /// no group is.
+    pub processor_group: Option<ProcessorGroup>,
     /// The largest request frame of an authenticated connection, in bytes;
     /// also what decompressing one request's records may produce.
     pub max_frame_bytes: usize,
@@ -138,6 +146,7 @@ impl Config {
             token: token.into(),
             anonymous: false,
             writer_of: None,
+            processor_group: None,
             max_frame_bytes: 64 << 20,
             max_connections: 1024,
         }

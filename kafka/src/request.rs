@@ -4,8 +4,10 @@
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+    ApiKey, ApiVersionsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -16,6 +18,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::SaslAuthenticate, 0, 2),
@@ -39,6 +50,15 @@ pub enum Body {
     ListOffsets(ListOffsetsRequest),
     SaslHandshake(SaslHandshakeRequest),
     SaslAuthenticate(SaslAuthenticateRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
 }
 
 /// A request this listener can answer.
@@ -122,6 +142,21 @@ pub fn decode(frame: Bytes, authenticated: bool) -> Result<Request, Refusal> {
         }
         ApiKey::SaslAuthenticate => {
             SaslAuthenticateRequest::decode(&mut buf, version).map(Body::SaslAuthenticate)
+        }
+        ApiKey::FindCoordinator => {
+            FindCoordinatorRequest::decode(&mut buf, version).map(Body::FindCoordinator)
+        }
+        ApiKey::JoinGroup => JoinGroupRequest::decode(&mut buf, version).map(Body::JoinGroup),
+        ApiKey::SyncGroup => SyncGroupRequest::decode(&mut buf, version).map(Body::SyncGroup),
+        ApiKey::Heartbeat => HeartbeatRequest::decode(&mut buf, version).map(Body::Heartbeat),
+        ApiKey::LeaveGroup => LeaveGroupRequest::decode(&mut buf, version).map(Body::LeaveGroup),
+        ApiKey::OffsetCommit => {
+            OffsetCommitRequest::decode(&mut buf, version).map(Body::OffsetCommit)
+        }
+        ApiKey::OffsetFetch => OffsetFetchRequest::decode(&mut buf, version).map(Body::OffsetFetch),
+        ApiKey::ListGroups => ListGroupsRequest::decode(&mut buf, version).map(Body::ListGroups),
+        ApiKey::DescribeGroups => {
+            DescribeGroupsRequest::decode(&mut buf, version).map(Body::DescribeGroups)
         }
         _ => {
             return Err(Refusal::Close(format!(

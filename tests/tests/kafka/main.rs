@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use leat_tests::Server;
 
+mod groups;
+
 const TOKEN: &str = "kafka-test-token";
 
 /// `kcat` on the PATH, or a failure saying how to get it.

@@ -478,9 +478,10 @@ impl Coordinator {
     /// JoinGroup: registers or refreshes the member, starts or joins a
     /// rebalance, and waits until it completes.
     pub async fn join(&self, group_id: &str, req: JoinRequest) -> Joined {
+        let member_id = req.member_id.clone();
         let rx = match self.join_locked(group_id, req) {
             Ok(rx) => rx,
-            Err(answer) => return answer,
+            Err(code) => return Joined::error(code, &member_id),
         };
         self.inner.wake.notify_one();
         rx.await
@@ -491,8 +492,8 @@ impl Coordinator {
         &self,
         group_id: &str,
         req: JoinRequest,
-    ) -> Result<oneshot::Receiver<Joined>, Joined> {
-        let fail = |code| Err(Joined::error(code, &req.member_id));
+    ) -> Result<oneshot::Receiver<Joined>, i16> {
+        let fail = Err;
         if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&req.session_timeout_ms) {
             return fail(codes::INVALID_SESSION_TIMEOUT);
         }

@@ -1,6 +1,6 @@
 //! Kafka's wire protocol over Leat's event log: a listener that Kafka
 //! clients (librdkafka and its kcat, confluent-kafka, the Java client)
-//! produce to and fetch from. Leat streams are Kafka topics, their
+//! produce to, fetch from and consume in groups from. Leat streams are Kafka topics, their
 //! partitions are the topic's partitions, and a Leat offset is the Kafka
 //! offset. `leat serve --kafka-listen ADDR` runs it beside the HTTP API, in
 //! the same process and on the same [`Broker`].
@@ -17,7 +17,8 @@
 //! What a Kafka client gets today:
 //!
 //! - **APIs and versions.** ApiVersions 0-4, Metadata 0-12, Produce 3-10,
-//!   Fetch 4-12, ListOffsets 1-7, SaslHandshake 0-1, SaslAuthenticate 0-2.
+//!   Fetch 4-12, ListOffsets 1-7, SaslHandshake 0-1, SaslAuthenticate 0-2,
+//!   and the consumer-group APIs below.
 //!   An ApiVersions request newer than 4 gets a version-0 answer with
 //!   UNSUPPORTED_VERSION and these ranges (KIP-511), so the client retries
 //!   with one of them. Any other API, an unsupported version or a malformed
@@ -59,6 +60,43 @@
 //! - **ListOffsets.** Earliest (-2: the log start), latest (-1: the next
 //!   offset) and by timestamp (the first event at or after it, or -1).
 //!   The max-timestamp query (-3) gets INVALID_REQUEST.
+//! - **Consumer groups** (Kafka's classic protocol). FindCoordinator 0-3
+//!   (node 0 coordinates every group, and every other key), JoinGroup 0-7,
+//!   SyncGroup 0-5, Heartbeat 0-4, LeaveGroup 0-5, OffsetCommit 2-8,
+//!   OffsetFetch 1-7, ListGroups 0-4, DescribeGroups 0-5. The coordinator
+//!   keeps members, generations and rebalances in memory (a restarted
+//!   server has no members; clients rejoin): a join, a leave or an expired
+//!   session starts a rebalance that waits for every member to rejoin, up
+//!   to the longest rebalance timeout, then drops those that did not; the
+//!   leader is the previous one if it rejoined, else the earliest member;
+//!   the protocol is the leader's most preferred one that every member
+//!   supports (a joiner sharing none gets INCONSISTENT_GROUP_PROTOCOL).
+//!   Member metadata and assignments are relayed as opaque bytes, so the
+//!   client-side assignors (range, roundrobin, sticky, cooperative-sticky)
+//!   work. Heartbeats during a rebalance get REBALANCE_IN_PROGRESS; a
+//!   session timeout between 1 s and 30 min is accepted (Kafka's minimum is
+//!   6 s). Static members (group.instance.id) keep their instance: a new
+//!   member id fences the old one (FENCED_INSTANCE_ID), but a static
+//!   member's restart still rebalances. JoinGroup never answers
+//!   MEMBER_ID_REQUIRED: a new member gets its id with the join.
+//! - **Committed offsets** are Leat's group offsets: the Kafka group id is
+//!   the Leat group name as is, so `leat consume --group` and `leat status`
+//!   see them, and a Kafka consumer resumes where `leat consume --group`
+//!   stopped. The partitions of one OffsetCommit are committed in one
+//!   durable commit. A commit must come from a member of the current
+//!   generation (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID otherwise; while the
+//!   leader has not synced, REBALANCE_IN_PROGRESS, as Kafka answers), or
+//!   with generation -1 and no member id to a group without members (a
+//!   consumer that assigns itself partitions). A commit's metadata string
+//!   and leader epoch are dropped: OffsetFetch answers an empty metadata
+//!   string and no leader epoch. A negative offset gets
+//!   OFFSET_OUT_OF_RANGE; the retention time is ignored (offsets are kept
+//!   until the stream is deleted). A group id that is not a valid Leat
+//!   name (letters, digits, `.`, `_`, `-`, up to 249) gets
+//!   INVALID_GROUP_ID. A deployed processor's group (its name,
+//!   [`Config::processor_group`]) may be read by OffsetFetch but not
+//!   joined or committed to: GROUP_AUTHORIZATION_FAILED (its offsets move
+//!   only with its own commits and `leat processor reset`).
 //! - **Errors.** Every error a client can cause is answered with Kafka's
 //!   error code for it (UNKNOWN_TOPIC_OR_PARTITION, OFFSET_OUT_OF_RANGE,
 //!   CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, ...) or closes the connection;
@@ -67,8 +105,9 @@
 //!   patched kafka-protocol, `third_party/kafka-protocol`); the fuzz
 //!   target `kafka_request` covers request and record batch decoding.
 //!
-//! Not yet: consumer groups (FindCoordinator, JoinGroup, SyncGroup,
-//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch), idempotent producers
+//! Not yet: the consumer protocol of KIP-848 (ConsumerGroupHeartbeat),
+//! FindCoordinator v4+ (batched keys), OffsetFetch v8+ (several groups),
+//! DeleteGroups and OffsetDelete, idempotent producers
 //! (InitProducerId; a batch's producer id and sequence are ignored),
 //! transactions (a transactional produce gets INVALID_RECORD or
 //! INVALID_REQUEST), admin APIs (CreateTopics, DeleteTopics,

@@ -201,6 +201,9 @@ pub async fn offset_commit(
     _version: i16,
 ) -> OffsetCommitResponse {
     let group = req.group_id.0.as_str().to_string();
+    // Checked before the commit, not under the coordinator's lock (the
+    // commit blocks on the fsync): a generation that ends in between still
+    // gets this one commit through, where Kafka would refuse it.
     let refused = refusal(shared, &group).map(Err).unwrap_or_else(|| {
         shared.groups.check_commit(
             &group,

@@ -1,8 +1,8 @@
 //! Kafka's wire protocol over Leat's event log: a listener that Kafka
 //! clients (librdkafka and its kcat, confluent-kafka, the Java client)
-//! produce to, fetch from and consume in groups from. Leat streams are Kafka topics, their
-//! partitions are the topic's partitions, and a Leat offset is the Kafka
-//! offset. `leat serve --kafka-listen ADDR` runs it beside the HTTP API, in
+//! produce to, fetch from and consume from in groups. Leat streams are
+//! Kafka topics, their partitions are the topic's partitions, and a Leat
+//! offset is the Kafka offset. `leat serve --kafka-listen ADDR` runs it beside the HTTP API, in
 //! the same process and on the same [`Broker`].
 //!
 //! One tokio task serves each connection, and answers its requests one at
@@ -78,7 +78,9 @@
 //!   6 s). Static members (group.instance.id) keep their instance: a new
 //!   member id fences the old one (FENCED_INSTANCE_ID), but a static
 //!   member's restart still rebalances. JoinGroup never answers
-//!   MEMBER_ID_REQUIRED: a new member gets its id with the join.
+//!   MEMBER_ID_REQUIRED: a new member gets its id with the join. No
+//!   initial rebalance delay (`group.initial.rebalance.delay.ms`): members
+//!   starting together may take a rebalance each.
 //! - **Committed offsets** are Leat's group offsets: the Kafka group id is
 //!   the Leat group name as is, so `leat consume --group` and `leat status`
 //!   see them, and a Kafka consumer resumes where `leat consume --group`

@@ -34,9 +34,12 @@ everything = set(range(partitions))
 seen = {}  # (partition, offset) -> member
 duplicates = []
 # Per member: the offsets consumed but not committed yet, by partition. A
-# commit while the group completes a rebalance gets REBALANCE_IN_PROGRESS
-# (as from Kafka): retried at the next poll, and before a partition goes.
+# commit while the group completes a rebalance gets REBALANCE_IN_PROGRESS,
+# or ILLEGAL_GENERATION when the new generation began before the client
+# saw its JoinGroup answer (as from Kafka): retried at the next poll, and
+# before a partition goes.
 pending = {}
+RETRIABLE = (KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION)
 consumers = {}
 
 
@@ -70,7 +73,7 @@ def commit(name, only=None):
     try:
         done = consumers[name].commit(offsets=tps, asynchronous=False)
     except KafkaException as e:
-        if e.args[0].code() == KafkaError.REBALANCE_IN_PROGRESS:
+        if e.args[0].code() in RETRIABLE:
             return False
         fail(f"{name}: commit failed: {e}")
     ok = True
@@ -78,7 +81,7 @@ def commit(name, only=None):
         if tp.error is None:
             if mine.get(tp.partition) == tp.offset:
                 del mine[tp.partition]
-        elif tp.error.code() == KafkaError.REBALANCE_IN_PROGRESS:
+        elif tp.error.code() in RETRIABLE:
             ok = False
         else:
             fail(f"{name}: commit of partition {tp.partition} failed: {tp.error}")

@@ -222,3 +222,22 @@ fn a_kafka_consumer_is_refused_a_processors_group() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_member_that_dies_is_expired_and_its_partitions_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), &[]);
+    server.leat_ok(&["stream", "create", "jobs", "--partitions", "4"], "");
+    let out = python_ok(
+        "confluent_group_expiry.py",
+        &[&addr, TOKEN, "jobs", "workers", "4"],
+        Duration::from_secs(120),
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(seen["b_shared"].as_array().unwrap().len(), 2, "{seen}");
+    // No LeaveGroup: the 3 s session runs out first (the script bounds it
+    // from above).
+    let took = seen["takeover_secs"].as_f64().unwrap();
+    assert!(took > 2.0, "taken over before the session expired: {seen}");
+}

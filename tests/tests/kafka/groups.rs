@@ -241,3 +241,32 @@ fn a_member_that_dies_is_expired_and_its_partitions_move() {
     let took = seen["takeover_secs"].as_f64().unwrap();
     assert!(took > 2.0, "taken over before the session expired: {seen}");
 }
+
+#[test]
+fn confluent_kafka_admin_lists_and_describes_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), &[]);
+    server.leat_ok(&["stream", "create", "jobs", "--partitions", "2"], "");
+    // A group Leat's consumer committed for, without members: listed, Empty.
+    server.leat_ok(&["produce", "jobs"], "one\n");
+    server.leat_ok(&["consume", "jobs", "--group", "idle"], "");
+    let out = python_ok(
+        "confluent_group_admin.py",
+        &[&addr, TOKEN, "jobs", "busy"],
+        Duration::from_secs(90),
+    );
+    let seen: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        seen["listed"]["busy"], "ConsumerGroupState.STABLE",
+        "{seen}"
+    );
+    assert_eq!(seen["listed"]["idle"], "ConsumerGroupState.EMPTY", "{seen}");
+    assert_eq!(seen["state"], "ConsumerGroupState.STABLE", "{seen}");
+    assert_eq!(seen["assignor"], "roundrobin", "{seen}");
+    assert_eq!(
+        seen["members"],
+        serde_json::json!([{"client_id": "admin-test-member", "partitions": [0, 1]}]),
+        "{seen}"
+    );
+}

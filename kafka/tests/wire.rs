@@ -628,3 +628,88 @@ async fn group_generations_fence_commits_and_heartbeats() {
     assert_eq!(bad.error_code, 24, "INVALID_GROUP_ID");
     assert_eq!(commit(&mut a, "no/slash", "", -1, 1).await, 24);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_static_members_new_id_fences_the_old_one() {
+    let l = listen(1 << 20).await;
+    let mut c = Client::connect(l.addr).await;
+    assert_eq!(c.authenticate(TOKEN).await.unwrap().error_code, 0);
+    let instance = Some(StrBytes::from_static_str("worker-1"));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        // The same instance, restarted: a new member id.
+        let joined: JoinGroupResponse = c
+            .call(
+                ApiKey::JoinGroup,
+                7,
+                &join_request("g", "", 6_000).with_group_instance_id(instance.clone()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(joined.error_code, 0);
+        assert_eq!(joined.members.len(), 1, "the old id is gone");
+        assert_eq!(joined.members[0].group_instance_id, instance);
+        ids.push((joined.member_id, joined.generation_id));
+    }
+    let ((old, old_generation), (new, generation)) = (ids[0].clone(), ids[1].clone());
+    assert!(old != new && generation > old_generation);
+    let beat = |member: StrBytes, generation: i32| {
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_member_id(member)
+            .with_generation_id(generation)
+            .with_group_instance_id(instance.clone())
+    };
+    let fenced: HeartbeatResponse = c
+        .call(ApiKey::Heartbeat, 4, &beat(old.clone(), generation))
+        .await
+        .unwrap();
+    assert_eq!(fenced.error_code, 82, "FENCED_INSTANCE_ID");
+    let rejoin: JoinGroupResponse = c
+        .call(
+            ApiKey::JoinGroup,
+            7,
+            &join_request("g", old.as_str(), 6_000).with_group_instance_id(instance.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejoin.error_code, 82, "FENCED_INSTANCE_ID");
+    // The new id syncs and beats.
+    let synced: SyncGroupResponse = c
+        .call(
+            ApiKey::SyncGroup,
+            5,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(new.clone())
+                .with_group_instance_id(instance.clone())
+                .with_generation_id(generation + 1)
+                .with_protocol_type(Some(StrBytes::from_static_str("consumer"))),
+        )
+        .await
+        .unwrap();
+    // (The fenced rejoin started no rebalance: still this generation.)
+    assert_eq!(synced.error_code, 22, "ILLEGAL_GENERATION");
+    let synced: SyncGroupResponse = c
+        .call(
+            ApiKey::SyncGroup,
+            5,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(new.clone())
+                .with_group_instance_id(instance.clone())
+                .with_generation_id(generation),
+        )
+        .await
+        .unwrap();
+    assert_eq!(synced.error_code, 0);
+    assert_eq!(
+        synced.protocol_name.as_ref().map(|p| p.as_str()),
+        Some("range")
+    );
+    let ok: HeartbeatResponse = c
+        .call(ApiKey::Heartbeat, 4, &beat(new, generation))
+        .await
+        .unwrap();
+    assert_eq!(ok.error_code, 0);
+}

@@ -16,7 +16,8 @@
 //!   a request that must wait (JoinGroup, a follower's SyncGroup) leaves a
 //!   oneshot sender in its member and awaits the receiver unlocked.
 //! - A member with a pending JoinGroup or SyncGroup does not expire: the
-//!   rebalance deadline bounds the join, and the leader's session the sync.
+//!   rebalance deadline bounds the join, and then the sync (a leader that
+//!   never syncs is dropped there, and the others rejoin).
 //! - The generation only grows, and changes only when a join completes.
 //! - One timer task sleeps until the earliest session or rebalance
 //!   deadline, woken when a deadline is set (no polling).
@@ -134,6 +135,8 @@ struct Member {
     deadline: Instant,
     /// Rejoined in the current rebalance.
     joined: bool,
+    /// Sent SyncGroup for the generation the last join started.
+    synced: bool,
     join_waiter: Option<oneshot::Sender<Joined>>,
     sync_waiter: Option<oneshot::Sender<Synced>>,
     assignment: Bytes,
@@ -158,8 +161,10 @@ struct Group {
     order: Vec<String>,
     /// Static members: instance id -> member id.
     instances: HashMap<String, String>,
-    /// When a rebalance in progress completes without the members that
-    /// have not rejoined.
+    /// When the current phase of a rebalance gives up on the members that
+    /// are late: PreparingRebalance completes the join without those that
+    /// have not rejoined; CompletingRebalance drops those that have not
+    /// sent SyncGroup (a leader that never syncs) and rebalances again.
     rebalance_deadline: Option<Instant>,
 }
 
@@ -303,6 +308,13 @@ impl Group {
         self.leader = Some(leader.clone());
         self.protocol_name = chosen.clone();
         self.state = State::CompletingRebalance;
+        let sync_timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        self.rebalance_deadline = Some(now + sync_timeout);
         let metadata: Vec<(String, Option<String>, Bytes)> = self
             .order
             .iter()
@@ -327,6 +339,7 @@ impl Group {
         };
         for (id, m) in self.members.iter_mut() {
             m.assignment = Bytes::new();
+            m.synced = false;
             m.deadline = now + m.session_timeout;
             if let Some(w) = m.join_waiter.take() {
                 let mut answer = base.clone();
@@ -362,7 +375,24 @@ impl Group {
             self.member_gone(&id, now);
         }
         if self.rebalance_deadline.is_some_and(|d| d <= now) {
-            self.maybe_complete_join(now, true);
+            match self.state {
+                State::PreparingRebalance => self.maybe_complete_join(now, true),
+                State::CompletingRebalance => {
+                    let unsynced: Vec<String> = self
+                        .members
+                        .iter()
+                        .filter(|(_, m)| !m.synced)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    for id in unsynced {
+                        tracing::info!("kafka: group member {id} never sent SyncGroup");
+                        self.remove(&id);
+                    }
+                    self.prepare_rebalance(now);
+                    self.maybe_complete_join(now, false);
+                }
+                State::Empty | State::Stable => self.rebalance_deadline = None,
+            }
         }
     }
 
@@ -538,6 +568,7 @@ impl Coordinator {
                     protocols: Vec::new(),
                     deadline: now,
                     joined: false,
+                    synced: false,
                     join_waiter: None,
                     sync_waiter: None,
                     assignment: Bytes::new(),
@@ -566,8 +597,12 @@ impl Coordinator {
         };
         member.session_timeout = Duration::from_millis(req.session_timeout_ms as u64);
         // v0 has no rebalance timeout: the session timeout serves.
-        member.rebalance_timeout =
-            Duration::from_millis(req.rebalance_timeout_ms.max(req.session_timeout_ms) as u64);
+        let rebalance_ms = if req.rebalance_timeout_ms > 0 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        };
+        member.rebalance_timeout = Duration::from_millis(rebalance_ms as u64);
         member.protocols = req.protocols;
         member.deadline = now + member.session_timeout;
         member.client_id = req.client_id;
@@ -624,6 +659,9 @@ impl Coordinator {
                 }
                 State::CompletingRebalance => {}
             }
+            if let Some(m) = group.members.get_mut(member_id) {
+                m.synced = true;
+            }
             if group.leader.as_deref() == Some(member_id) {
                 let mut assignments: HashMap<String, Bytes> = assignments.into_iter().collect();
                 let mut answers = Vec::new();
@@ -636,6 +674,7 @@ impl Coordinator {
                     }
                 }
                 group.state = State::Stable;
+                group.rebalance_deadline = None;
                 for (w, assignment) in answers {
                     let _ = w.send(done(group, assignment));
                 }
@@ -974,6 +1013,44 @@ mod tests {
             codes::UNKNOWN_MEMBER_ID
         );
         assert_eq!(c.check_member("g", "", -1), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_never_syncs_is_dropped() {
+        let c = Coordinator::default();
+        let quick = |member: &str| {
+            let mut r = join_req(member, &["range"]);
+            r.session_timeout_ms = 60_000;
+            r.rebalance_timeout_ms = 1_000;
+            r
+        };
+        let a = c.join("g", quick("")).await;
+        c.sync("g", &a.member_id, None, 1, vec![]).await;
+        let b = tokio::spawn({
+            let c = share(&c);
+            async move { c.join("g", quick("")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let a2 = c.join("g", quick(&a.member_id)).await;
+        let b = b.await.unwrap();
+        assert_eq!(
+            (a2.generation, a2.leader.as_str()),
+            (2, a.member_id.as_str())
+        );
+        // B waits for an assignment the leader never sends.
+        let started = Instant::now();
+        let synced = c.sync("g", &b.member_id, None, 2, vec![]).await;
+        assert_eq!(synced.error, codes::REBALANCE_IN_PROGRESS);
+        assert!(started.elapsed() >= Duration::from_millis(900));
+        assert_eq!(
+            c.heartbeat("g", &a.member_id, None, 2),
+            codes::UNKNOWN_MEMBER_ID
+        );
+        let b3 = c.join("g", quick(&b.member_id)).await;
+        assert_eq!(
+            (b3.generation, b3.leader.as_str()),
+            (3, b.member_id.as_str())
+        );
     }
 
     /// Shares the coordinator with a spawned task for the test's duration.

@@ -67,7 +67,8 @@
 //!   keeps members, generations and rebalances in memory (a restarted
 //!   server has no members; clients rejoin): a join, a leave or an expired
 //!   session starts a rebalance that waits for every member to rejoin, up
-//!   to the longest rebalance timeout, then drops those that did not; the
+//!   to the longest rebalance timeout, then drops those that did not (and
+//!   a leader that sends no SyncGroup within it is dropped too); the
 //!   leader is the previous one if it rejoined, else the earliest member;
 //!   the protocol is the leader's most preferred one that every member
 //!   supports (a joiner sharing none gets INCONSISTENT_GROUP_PROTOCOL).

@@ -315,28 +315,14 @@ impl Group {
             .max()
             .unwrap_or(Duration::ZERO);
         self.rebalance_deadline = Some(now + sync_timeout);
-        let metadata: Vec<(String, Option<String>, Bytes)> = self
-            .order
-            .iter()
-            .filter_map(|id| {
-                let m = self.members.get(id)?;
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| Some(n) == chosen.as_ref())
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                Some((id.clone(), m.instance_id.clone(), meta))
-            })
-            .collect();
-        let base = Joined {
-            error: codes::NONE,
-            generation: self.generation,
-            protocol_type: self.protocol_type.clone(),
-            protocol_name: chosen,
-            leader: leader.clone(),
-            ..Joined::default()
-        };
+        tracing::info!(
+            "kafka: group generation {} with {} member(s), leader {leader}, protocol {:?}",
+            self.generation,
+            self.members.len(),
+            self.protocol_name
+        );
+        let metadata = self.members_metadata();
+        let base = self.join_answer("");
         for (id, m) in self.members.iter_mut() {
             m.assignment = Bytes::new();
             m.synced = false;
@@ -349,6 +335,38 @@ impl Group {
                 }
                 let _ = w.send(answer);
             }
+        }
+    }
+
+    /// Every member's id, instance id and metadata for the chosen
+    /// protocol, in join order (what the leader gets).
+    fn members_metadata(&self) -> Vec<(String, Option<String>, Bytes)> {
+        self.order
+            .iter()
+            .filter_map(|id| {
+                let m = self.members.get(id)?;
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| Some(n) == self.protocol_name.as_ref())
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                Some((id.clone(), m.instance_id.clone(), meta))
+            })
+            .collect()
+    }
+
+    /// The current generation's JoinGroup answer for `member_id`, without
+    /// the members' metadata.
+    fn join_answer(&self, member_id: &str) -> Joined {
+        Joined {
+            error: codes::NONE,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
         }
     }
 
@@ -590,8 +608,30 @@ impl Coordinator {
             }
             req.member_id.clone()
         };
-        group.protocol_type = Some(req.protocol_type.clone());
         let (tx, rx) = oneshot::channel();
+        // A known member rejoining with the same protocols and metadata
+        // while nothing changed gets the current generation back, as from
+        // Kafka (no rebalance): a follower of a stable group, or any member
+        // before the leader's SyncGroup.
+        if let Some(m) = group.members.get_mut(&member_id) {
+            let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+            let unchanged = m.protocols == req.protocols && m.join_waiter.is_none();
+            let current = match group.state {
+                State::Stable => unchanged && !is_leader,
+                State::CompletingRebalance => unchanged,
+                State::Empty | State::PreparingRebalance => false,
+            };
+            if current {
+                m.deadline = now + m.session_timeout;
+                let mut answer = group.join_answer(&member_id);
+                if is_leader {
+                    answer.members = group.members_metadata();
+                }
+                let _ = tx.send(answer);
+                return Ok(rx);
+            }
+        }
+        group.protocol_type = Some(req.protocol_type.clone());
         let Some(member) = group.members.get_mut(&member_id) else {
             return fail(codes::UNKNOWN_MEMBER_ID);
         };

@@ -270,3 +270,29 @@ fn confluent_kafka_admin_lists_and_describes_groups() {
         "{seen}"
     );
 }
+
+#[test]
+fn kafka_python_members_split_the_partitions_and_one_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), &[]);
+    server.leat_ok(&["stream", "create", "jobs", "--partitions", "4"], "");
+    let run = super::python(
+        "kafka_python_group_split.py",
+        &[&addr, TOKEN, "jobs", "pythons", "4"],
+        Duration::from_secs(120),
+    );
+    assert!(
+        run.status.success(),
+        "{}\n--- server\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        server.logs()
+    );
+    let out = String::from_utf8_lossy(&run.stdout);
+    let seen: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    // Round robin over 4 partitions and 2 members (sorted by member id).
+    let a = seen["split"]["a"].as_array().unwrap().len();
+    let b = seen["split"]["b"].as_array().unwrap().len();
+    assert_eq!((a, b), (2, 2), "{seen}");
+    assert_eq!(seen["survivor"], serde_json::json!([0, 1, 2, 3]), "{seen}");
+}

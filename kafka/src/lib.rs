@@ -65,10 +65,13 @@
 //!   SyncGroup 0-5, Heartbeat 0-4, LeaveGroup 0-5, OffsetCommit 2-8,
 //!   OffsetFetch 1-7, ListGroups 0-4, DescribeGroups 0-5. The coordinator
 //!   keeps members, generations and rebalances in memory (a restarted
-//!   server has no members; clients rejoin): a join, a leave or an expired
-//!   session starts a rebalance that waits for every member to rejoin, up
-//!   to the longest rebalance timeout, then drops those that did not (and
-//!   a leader that sends no SyncGroup within it is dropped too); the
+//!   server has no members; clients rejoin): a join (but a known member's
+//!   rejoin with unchanged protocols, from a follower of a stable group or
+//!   before the leader's SyncGroup, which gets the current generation back,
+//!   as from Kafka), a leave or an expired session starts a rebalance that
+//!   waits for every member to rejoin, up to the longest rebalance timeout,
+//!   then drops those that did not (and a leader that sends no SyncGroup
+//!   within it is dropped too); the
 //!   leader is the previous one if it rejoined, else the earliest member;
 //!   the protocol is the leader's most preferred one that every member
 //!   supports (a joiner sharing none gets INCONSISTENT_GROUP_PROTOCOL).

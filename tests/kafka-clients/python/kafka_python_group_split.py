@@ -53,7 +53,7 @@ def run(members, until, what):
             ]
             fail(f"{what}: timed out; owned {[sorted(owned(c)) for c in members]}; {states}")
         for c in members:
-            c.poll(timeout_ms=100)
+            c.poll(timeout_ms=500)
         mine = [owned(c) for c in members]
         if len(mine) == 2 and mine[0] & mine[1]:
             fail(f"{what}: partitions {sorted(mine[0] & mine[1])} owned twice")

@@ -25,7 +25,7 @@ use leat_broker::{Broker, ReadLimits, StreamInfo};
 use crate::conn::{frame, Sasl, Session, Shared};
 use crate::producers::Outcome;
 use crate::request::{Body, Request, SUPPORTED};
-use crate::{admin, codes, records, MAX_WAIT_MS};
+use crate::{admin, codes, group_api, records, MAX_WAIT_MS};
 
 /// What the connection does after a request.
 pub enum Reply {
@@ -92,6 +92,20 @@ pub async fn handle(shared: &Shared, session: &mut Session, req: Request) -> Rep
         Body::AddOffsetsToTxn(r) => send(&crate::txn::add_offsets(shared, &r).await),
         Body::EndTxn(r) => send(&crate::txn::end_txn(shared, &r).await),
         Body::TxnOffsetCommit(r) => send(&crate::txn::txn_offset_commit(shared, &r, version).await),
+        Body::JoinGroup(r) => {
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map_or(String::new(), |c| c.as_str().to_string());
+            send(&group_api::join_group(shared, session, &client_id, r, version).await)
+        }
+        Body::SyncGroup(r) => send(&group_api::sync_group(shared, r, version).await),
+        Body::Heartbeat(r) => send(&group_api::heartbeat(shared, &r)),
+        Body::LeaveGroup(r) => send(&group_api::leave_group(shared, &r, version)),
+        Body::OffsetCommit(r) => send(&group_api::offset_commit(shared, r, version).await),
+        Body::OffsetFetch(r) => send(&group_api::offset_fetch(shared, r, version).await),
+        Body::ListGroups(r) => send(&group_api::list_groups(shared, &r).await),
+        Body::DescribeGroups(r) => send(&group_api::describe_groups(shared, &r, version)),
         Body::SaslHandshake(r) => {
             let (resp, next) = sasl_handshake(session, &r);
             if let Some(next) = next {

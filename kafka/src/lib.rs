@@ -1,8 +1,8 @@
 //! Kafka's wire protocol over Leat's event log: a listener that Kafka
 //! clients (librdkafka and its kcat, confluent-kafka, the Java client)
-//! produce to and fetch from. Leat streams are Kafka topics, their
-//! partitions are the topic's partitions, and a Leat offset is the Kafka
-//! offset. `leat serve --kafka-listen ADDR` runs it beside the HTTP API, in
+//! produce to, fetch from and consume from in groups. Leat streams are
+//! Kafka topics, their partitions are the topic's partitions, and a Leat
+//! offset is the Kafka offset. `leat serve --kafka-listen ADDR` runs it beside the HTTP API, in
 //! the same process and on the same [`Broker`].
 //!
 //! One tokio task serves each connection, and answers its requests one at
@@ -19,7 +19,7 @@
 //! - **APIs and versions.** ApiVersions 0-4, Metadata 0-12, Produce 3-10,
 //!   Fetch 4-12, ListOffsets 1-7, SaslHandshake 0-1, SaslAuthenticate 0-2,
 //!   FindCoordinator 0-3, InitProducerId 0-4, AddPartitionsToTxn 0-3,
-//!   AddOffsetsToTxn 0-3, EndTxn 0-3, TxnOffsetCommit 0-3. No feature is
+//!   AddOffsetsToTxn 0-3, EndTxn 0-3, TxnOffsetCommit 0-3, and the consumer-group APIs below. No feature is
 //!   advertised (ApiVersions' finalized features are empty: no
 //!   `transaction.version`, so clients use the classic protocol).
 //!   An ApiVersions request newer than 4 gets a version-0 answer with
@@ -109,6 +109,49 @@
 //! - **ListOffsets.** Earliest (-2: the log start), latest (-1: the next
 //!   offset) and by timestamp (the first event at or after it, or -1).
 //!   The max-timestamp query (-3) gets INVALID_REQUEST.
+//! - **Consumer groups** (Kafka's classic protocol). FindCoordinator 0-3
+//!   (node 0 coordinates every group, and every other key), JoinGroup 0-7,
+//!   SyncGroup 0-5, Heartbeat 0-4, LeaveGroup 0-5, OffsetCommit 2-8,
+//!   OffsetFetch 1-7, ListGroups 0-4, DescribeGroups 0-5. The coordinator
+//!   keeps members, generations and rebalances in memory (a restarted
+//!   server has no members; clients rejoin): a join (but a known member's
+//!   rejoin with unchanged protocols, from a follower of a stable group or
+//!   before the leader's SyncGroup, which gets the current generation back,
+//!   as from Kafka), a leave or an expired session starts a rebalance that
+//!   waits for every member to rejoin, up to the longest rebalance timeout,
+//!   then drops those that did not (and a leader that sends no SyncGroup
+//!   within it is dropped too); the
+//!   leader is the previous one if it rejoined, else the earliest member;
+//!   the protocol is the leader's most preferred one that every member
+//!   supports (a joiner sharing none gets INCONSISTENT_GROUP_PROTOCOL).
+//!   Member metadata and assignments are relayed as opaque bytes, so the
+//!   client-side assignors (range, roundrobin, sticky, cooperative-sticky)
+//!   work. Heartbeats during a rebalance get REBALANCE_IN_PROGRESS; a
+//!   session timeout between 1 s and 30 min is accepted (Kafka's minimum is
+//!   6 s). Static members (group.instance.id) keep their instance: a new
+//!   member id fences the old one (FENCED_INSTANCE_ID), but a static
+//!   member's restart still rebalances. JoinGroup never answers
+//!   MEMBER_ID_REQUIRED: a new member gets its id with the join. No
+//!   initial rebalance delay (`group.initial.rebalance.delay.ms`): members
+//!   starting together may take a rebalance each.
+//! - **Committed offsets** are Leat's group offsets: the Kafka group id is
+//!   the Leat group name as is, so `leat consume --group` and `leat status`
+//!   see them, and a Kafka consumer resumes where `leat consume --group`
+//!   stopped. The partitions of one OffsetCommit are committed in one
+//!   durable commit. A commit must come from a member of the current
+//!   generation (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID otherwise; while the
+//!   leader has not synced, REBALANCE_IN_PROGRESS, as Kafka answers), or
+//!   with generation -1 and no member id to a group without members (a
+//!   consumer that assigns itself partitions). A commit's metadata string
+//!   and leader epoch are dropped: OffsetFetch answers an empty metadata
+//!   string and no leader epoch. A negative offset gets
+//!   OFFSET_OUT_OF_RANGE; the retention time is ignored (offsets are kept
+//!   until the stream is deleted). A group id that is not a valid Leat
+//!   name (letters, digits, `.`, `_`, `-`, up to 249) gets
+//!   INVALID_GROUP_ID. A deployed processor's group (its name,
+//!   [`Processors::owns_group`]) may be read by OffsetFetch but not
+//!   joined or committed to: GROUP_AUTHORIZATION_FAILED (its offsets move
+//!   only with its own commits and `leat processor reset`).
 //! - **Errors.** Every error a client can cause is answered with Kafka's
 //!   error code for it (UNKNOWN_TOPIC_OR_PARTITION, OFFSET_OUT_OF_RANGE,
 //!   CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, ...) or closes the connection;
@@ -117,14 +160,16 @@
 //!   patched kafka-protocol, `third_party/kafka-protocol`); the fuzz
 //!   target `kafka_request` covers request and record batch decoding.
 //!
-//! Not yet: consumer groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch), DescribeProducers, DescribeTransactions and
-//! ListTransactions, TLS.
+//! Not yet: the consumer protocol of KIP-848 (ConsumerGroupHeartbeat),
+//! FindCoordinator v4+ (batched keys), OffsetFetch v8+ (several groups),
+//! DeleteGroups and OffsetDelete, DescribeProducers, DescribeTransactions
+//! and ListTransactions, fetch sessions (KIP-227), TLS.
 #![deny(missing_docs)]
 
 mod admin;
 mod codes;
 mod conn;
+mod group_api;
 mod groups;
 mod handlers;
 mod producers;

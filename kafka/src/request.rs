@@ -6,8 +6,10 @@ use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest,
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
-    EndTxnRequest, FetchRequest, FindCoordinatorRequest, InitProducerIdRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest, RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+    DescribeGroupsRequest, EndTxnRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
     TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::Decodable;
@@ -19,6 +21,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::SaslAuthenticate, 0, 2),
@@ -26,7 +37,6 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::FindCoordinator, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::AddPartitionsToTxn, 0, 3),
     (ApiKey::AddOffsetsToTxn, 0, 3),
@@ -62,6 +72,14 @@ pub enum Body {
     AddOffsetsToTxn(AddOffsetsToTxnRequest),
     EndTxn(EndTxnRequest),
     TxnOffsetCommit(TxnOffsetCommitRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
 }
 
 /// A request this listener can answer.
@@ -173,6 +191,18 @@ pub fn decode(frame: Bytes, authenticated: bool) -> Result<Request, Refusal> {
         ApiKey::EndTxn => EndTxnRequest::decode(&mut buf, version).map(Body::EndTxn),
         ApiKey::TxnOffsetCommit => {
             TxnOffsetCommitRequest::decode(&mut buf, version).map(Body::TxnOffsetCommit)
+        }
+        ApiKey::JoinGroup => JoinGroupRequest::decode(&mut buf, version).map(Body::JoinGroup),
+        ApiKey::SyncGroup => SyncGroupRequest::decode(&mut buf, version).map(Body::SyncGroup),
+        ApiKey::Heartbeat => HeartbeatRequest::decode(&mut buf, version).map(Body::Heartbeat),
+        ApiKey::LeaveGroup => LeaveGroupRequest::decode(&mut buf, version).map(Body::LeaveGroup),
+        ApiKey::OffsetCommit => {
+            OffsetCommitRequest::decode(&mut buf, version).map(Body::OffsetCommit)
+        }
+        ApiKey::OffsetFetch => OffsetFetchRequest::decode(&mut buf, version).map(Body::OffsetFetch),
+        ApiKey::ListGroups => ListGroupsRequest::decode(&mut buf, version).map(Body::ListGroups),
+        ApiKey::DescribeGroups => {
+            DescribeGroupsRequest::decode(&mut buf, version).map(Body::DescribeGroups)
         }
         _ => {
             return Err(Refusal::Close(format!(

@@ -7,13 +7,21 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest,
+    SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -463,4 +471,266 @@ async fn decompression_is_bounded_by_the_frame_limit() {
         .unwrap()
         .events;
     assert!(events.is_empty());
+}
+
+/// JoinGroup v5 of `member` (empty: a new one) in `group`.
+fn join_request(group: &str, member: &str, session_timeout_ms: i32) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_session_timeout_ms(session_timeout_ms)
+        .with_rebalance_timeout_ms(5_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::from_static(b"meta"))])
+}
+
+/// OffsetCommit v8 of offset `offset` on s/0.
+fn commit_request(group: &str, member: &str, generation: i32, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_generation_id_or_member_epoch(generation)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("s")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])])
+}
+
+async fn commit(c: &mut Client, group: &str, member: &str, generation: i32, offset: i64) -> i16 {
+    let resp: OffsetCommitResponse = c
+        .call(
+            ApiKey::OffsetCommit,
+            8,
+            &commit_request(group, member, generation, offset),
+        )
+        .await
+        .unwrap();
+    resp.topics[0].partitions[0].error_code
+}
+
+async fn heartbeat(c: &mut Client, member: &str, generation: i32) -> i16 {
+    let resp: HeartbeatResponse = c
+        .call(
+            ApiKey::Heartbeat,
+            4,
+            &HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(StrBytes::from_string(member.to_string()))
+                .with_generation_id(generation),
+        )
+        .await
+        .unwrap();
+    resp.error_code
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_generations_fence_commits_and_heartbeats() {
+    let l = listen(1 << 20).await;
+    let mut a = Client::connect(l.addr).await;
+    assert_eq!(a.authenticate(TOKEN).await.unwrap().error_code, 0);
+    let joined: JoinGroupResponse = a
+        .call(ApiKey::JoinGroup, 5, &join_request("g", "", 6_000))
+        .await
+        .unwrap();
+    assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+    let a_id = joined.member_id.as_str().to_string();
+    assert_eq!(joined.leader.as_str(), a_id);
+    assert_eq!(joined.members.len(), 1);
+    let synced: SyncGroupResponse = a
+        .call(
+            ApiKey::SyncGroup,
+            3,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(joined.member_id.clone())
+                .with_generation_id(1)
+                .with_assignments(vec![SyncGroupRequestAssignment::default()
+                    .with_member_id(joined.member_id.clone())
+                    .with_assignment(Bytes::from_static(b"all of s"))]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (synced.error_code, &synced.assignment[..]),
+        (0, &b"all of s"[..])
+    );
+    // Commits: the current generation's member only.
+    assert_eq!(commit(&mut a, "g", &a_id, 1, 5).await, 0);
+    assert_eq!(l.broker.committed_offset("g", "s", 0).unwrap(), Some(5));
+    assert_eq!(
+        commit(&mut a, "g", &a_id, 0, 6).await,
+        22,
+        "ILLEGAL_GENERATION"
+    );
+    assert_eq!(
+        commit(&mut a, "g", "ghost", 1, 6).await,
+        25,
+        "UNKNOWN_MEMBER_ID"
+    );
+    assert_eq!(
+        commit(&mut a, "g", "", -1, 6).await,
+        25,
+        "a group with members"
+    );
+    assert_eq!(l.broker.committed_offset("g", "s", 0).unwrap(), Some(5));
+
+    // B joins: its JoinGroup waits for A to rejoin.
+    let addr = l.addr;
+    let b = tokio::spawn(async move {
+        let mut b = Client::connect(addr).await;
+        assert_eq!(b.authenticate(TOKEN).await.unwrap().error_code, 0);
+        let joined: JoinGroupResponse = b
+            .call(ApiKey::JoinGroup, 5, &join_request("g", "", 6_000))
+            .await
+            .unwrap();
+        (b, joined)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heartbeat(&mut a, &a_id, 1).await != 27 {
+        assert!(Instant::now() < deadline, "A never told of the rebalance");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A commits what it consumed before rejoining.
+    assert_eq!(commit(&mut a, "g", &a_id, 1, 7).await, 0);
+    let rejoined: JoinGroupResponse = a
+        .call(ApiKey::JoinGroup, 5, &join_request("g", &a_id, 6_000))
+        .await
+        .unwrap();
+    let (mut b, b_joined) = b.await.unwrap();
+    assert_eq!((rejoined.error_code, rejoined.generation_id), (0, 2));
+    assert_eq!((b_joined.error_code, b_joined.generation_id), (0, 2));
+    assert_eq!(rejoined.members.len(), 2, "the leader gets every member");
+    assert!(b_joined.members.is_empty());
+    // Before the leader's SyncGroup: commits wait for the assignment.
+    assert_eq!(commit(&mut a, "g", &a_id, 2, 8).await, 27);
+    assert_eq!(commit(&mut a, "g", &a_id, 1, 8).await, 22);
+    assert_eq!(heartbeat(&mut a, &a_id, 1).await, 22);
+    // Both leave: the group is empty, and takes commits from outside it.
+    let b_id = b_joined.member_id.as_str().to_string();
+    for (c, id) in [(&mut a, &a_id), (&mut b, &b_id)] {
+        let left: LeaveGroupResponse = c
+            .call(
+                ApiKey::LeaveGroup,
+                2,
+                &LeaveGroupRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                    .with_member_id(StrBytes::from_string(id.clone())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(left.error_code, 0);
+    }
+    assert_eq!(commit(&mut a, "g", "", -1, 9).await, 0);
+    let fetched: OffsetFetchResponse = a
+        .call(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched.topics.len(), 1);
+    assert_eq!(fetched.topics[0].partitions[0].committed_offset, 9);
+    // Refused: a session timeout out of bounds, a group name Leat does not take.
+    let short: JoinGroupResponse = a
+        .call(ApiKey::JoinGroup, 5, &join_request("g", "", 10))
+        .await
+        .unwrap();
+    assert_eq!(short.error_code, 26, "INVALID_SESSION_TIMEOUT");
+    let bad: JoinGroupResponse = a
+        .call(ApiKey::JoinGroup, 5, &join_request("no/slash", "", 6_000))
+        .await
+        .unwrap();
+    assert_eq!(bad.error_code, 24, "INVALID_GROUP_ID");
+    assert_eq!(commit(&mut a, "no/slash", "", -1, 1).await, 24);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_static_members_new_id_fences_the_old_one() {
+    let l = listen(1 << 20).await;
+    let mut c = Client::connect(l.addr).await;
+    assert_eq!(c.authenticate(TOKEN).await.unwrap().error_code, 0);
+    let instance = Some(StrBytes::from_static_str("worker-1"));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        // The same instance, restarted: a new member id.
+        let joined: JoinGroupResponse = c
+            .call(
+                ApiKey::JoinGroup,
+                7,
+                &join_request("g", "", 6_000).with_group_instance_id(instance.clone()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(joined.error_code, 0);
+        assert_eq!(joined.members.len(), 1, "the old id is gone");
+        assert_eq!(joined.members[0].group_instance_id, instance);
+        ids.push((joined.member_id, joined.generation_id));
+    }
+    let ((old, old_generation), (new, generation)) = (ids[0].clone(), ids[1].clone());
+    assert!(old != new && generation > old_generation);
+    let beat = |member: StrBytes, generation: i32| {
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_member_id(member)
+            .with_generation_id(generation)
+            .with_group_instance_id(instance.clone())
+    };
+    let fenced: HeartbeatResponse = c
+        .call(ApiKey::Heartbeat, 4, &beat(old.clone(), generation))
+        .await
+        .unwrap();
+    assert_eq!(fenced.error_code, 82, "FENCED_INSTANCE_ID");
+    let rejoin: JoinGroupResponse = c
+        .call(
+            ApiKey::JoinGroup,
+            7,
+            &join_request("g", old.as_str(), 6_000).with_group_instance_id(instance.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejoin.error_code, 82, "FENCED_INSTANCE_ID");
+    // The new id syncs and beats.
+    let synced: SyncGroupResponse = c
+        .call(
+            ApiKey::SyncGroup,
+            5,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(new.clone())
+                .with_group_instance_id(instance.clone())
+                .with_generation_id(generation + 1)
+                .with_protocol_type(Some(StrBytes::from_static_str("consumer"))),
+        )
+        .await
+        .unwrap();
+    // (The fenced rejoin started no rebalance: still this generation.)
+    assert_eq!(synced.error_code, 22, "ILLEGAL_GENERATION");
+    let synced: SyncGroupResponse = c
+        .call(
+            ApiKey::SyncGroup,
+            5,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_member_id(new.clone())
+                .with_group_instance_id(instance.clone())
+                .with_generation_id(generation),
+        )
+        .await
+        .unwrap();
+    assert_eq!(synced.error_code, 0);
+    assert_eq!(
+        synced.protocol_name.as_ref().map(|p| p.as_str()),
+        Some("range")
+    );
+    let ok: HeartbeatResponse = c
+        .call(ApiKey::Heartbeat, 4, &beat(new, generation))
+        .await
+        .unwrap();
+    assert_eq!(ok.error_code, 0);
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use leat_tests::Server;
 
+mod groups;
 mod java;
 mod txn;
 

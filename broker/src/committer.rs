@@ -644,11 +644,22 @@ fn write(
             .insert((o.group.as_str(), entry.id, o.partition), o.next_offset)?;
     }
     for w in &txn.state {
-        journal.state(&w.scope, &w.key, w.value.as_deref());
-        match &w.value {
+        // `offset_of` indexes `txn.appends` (set by `put_state_with_offset`
+        // when there was one), so `placements` holds it.
+        let placed = match (&w.value, w.offset_of.and_then(|i| placements.get(i))) {
+            (Some(v), Some(&(_, offset))) => {
+                let mut v = v.clone();
+                v.extend_from_slice(&offset.to_be_bytes());
+                Some(v)
+            }
+            _ => None,
+        };
+        let value = placed.as_deref().or(w.value.as_deref());
+        journal.state(&w.scope, &w.key, value);
+        match value {
             Some(v) => tables
                 .state
-                .insert((w.scope.as_str(), w.key.as_slice()), v.as_slice())?,
+                .insert((w.scope.as_str(), w.key.as_slice()), v)?,
             None => tables.state.remove((w.scope.as_str(), w.key.as_slice()))?,
         };
     }

@@ -46,6 +46,9 @@ pub(crate) struct StateWrite {
     pub key: Vec<u8>,
     /// `None` deletes the key.
     pub value: Option<Vec<u8>>,
+    /// The index of an appended record whose offset is added to `value`
+    /// (8 bytes, big-endian) when the commit places it.
+    pub offset_of: Option<usize>,
 }
 
 impl Transaction {
@@ -99,6 +102,46 @@ impl Transaction {
             scope: scope.to_string(),
             key,
             value: Some(value),
+            offset_of: None,
+        });
+        self
+    }
+
+    /// Writes a state entry under `scope` whose value is `value` followed
+    /// by the offset (8 bytes, big-endian) the commit gives the record
+    /// appended last before this call: a writer that must remember where
+    /// its records landed (a Kafka idempotent producer's sequence state)
+    /// records it in the same commit. With no record appended yet, it is
+    /// [`put_state`](Transaction::put_state).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), leat_broker::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use leat_broker::{Broker, Record, StreamConfig, Transaction};
+    /// let broker = Broker::open(dir.path().join("log.redb"))?;
+    /// broker.create_stream("out", StreamConfig::with_partitions(1))?;
+    /// broker.append("out", [Record::keyed("a", "1"), Record::keyed("b", "2")])?;
+    /// let mut txn = Transaction::new();
+    /// txn.append("out", Record::keyed("c", "3"));
+    /// txn.put_state_with_offset("s", b"k".to_vec(), b"v".to_vec());
+    /// txn.append("out", Record::keyed("d", "4"));
+    /// broker.commit(txn)?;
+    /// let mut expected = b"v".to_vec();
+    /// expected.extend_from_slice(&2u64.to_be_bytes());
+    /// assert_eq!(broker.state_get("s", b"k")?, Some(expected));
+    /// # Ok(()) }
+    /// ```
+    pub fn put_state_with_offset(
+        &mut self,
+        scope: &str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> &mut Self {
+        self.state.push(StateWrite {
+            scope: scope.to_string(),
+            key,
+            value: Some(value),
+            offset_of: self.appends.len().checked_sub(1),
         });
         self
     }
@@ -109,6 +152,7 @@ impl Transaction {
             scope: scope.to_string(),
             key,
             value: None,
+            offset_of: None,
         });
         self
     }

@@ -94,6 +94,10 @@ enum Command {
         /// the Kafka port can then produce, consume and change topics.
         #[arg(long, requires = "kafka_listen")]
         kafka_anonymous: bool,
+        /// The most an open Kafka transaction may buffer until its EndTxn,
+        /// in KiB (its records and offsets).
+        #[arg(long, value_name = "KIB", default_value_t = 64 << 10, requires = "kafka_listen")]
+        kafka_max_transaction_kib: u64,
     },
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
@@ -155,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
             kafka_listen,
             kafka_advertise,
             kafka_anonymous,
+            kafka_max_transaction_kib,
         } => {
             let options = serve::Options {
                 call_timeout: Duration::from_millis(guest_timeout_ms),
@@ -166,6 +171,8 @@ fn run(cli: Cli) -> Result<()> {
                     listen,
                     advertise: kafka_advertise,
                     anonymous: kafka_anonymous,
+                    max_transaction_bytes: usize::try_from(kafka_max_transaction_kib << 10)
+                        .unwrap_or(usize::MAX),
                 }),
             };
             serve::serve(&data_dir, &listen, token, options)

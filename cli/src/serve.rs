@@ -7,6 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+
+use leat_control::Control;
 use leat_runtime::{Engine, EngineConfig, Runtime};
 use leat_server::ServerConfig;
 
@@ -80,6 +83,8 @@ pub struct KafkaOptions {
     pub advertise: Option<HostPort>,
     /// Serve clients that do not authenticate.
     pub anonymous: bool,
+    /// What an open transaction may buffer, in bytes.
+    pub max_transaction_bytes: usize,
 }
 
 /// `--kafka-advertise`: a host (name or address) and a port other than 0.
@@ -131,6 +136,7 @@ pub fn serve(
     let token = token(data_dir, given_token)?;
     let broker = open_broker(data_dir)?;
     let kafka_broker = broker.clone();
+    let control_dir = data_dir.to_path_buf();
     let engine = Engine::new(EngineConfig {
         cache_dir: Some(data_dir.join("compiled")),
         call_timeout: options.call_timeout,
@@ -149,6 +155,12 @@ pub fn serve(
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
+        // Restores the processors kept in the data directory, before either
+        // listener accepts a connection.
+        let control = tokio::task::spawn_blocking(move || Control::open(&control_dir, runtime))
+            .await
+            .context("restoring the processors")?;
+        let control = Arc::new(control);
         // One signal stops both listeners.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -167,10 +179,8 @@ pub fn serve(
                 };
                 let mut config = leat_kafka::Config::new(host.clone(), port, token.clone());
                 config.anonymous = kafka.anonymous;
-                let writers = kafka_broker.clone();
-                config.writer_of = Some(std::sync::Arc::new(move |stream: &str| {
-                    leat_runtime::writer_of(&writers, stream).ok().flatten()
-                }));
+                config.processors = Arc::new(ControlProcessors(control.clone()));
+                config.max_transaction_bytes = kafka.max_transaction_bytes;
                 println!(
                     "leat: kafka listening on {kafka_local} (advertised as {host}:{port}, {})",
                     if kafka.anonymous {
@@ -193,7 +203,6 @@ pub fn serve(
         std::io::stdout().flush()?;
         tracing::info!("serving {} on {local}", data_dir.display());
         let config = ServerConfig {
-            data_dir: data_dir.to_path_buf(),
             token,
             open_reads: options.open_reads,
             allowed_hosts: options.allowed_hosts,
@@ -203,7 +212,7 @@ pub fn serve(
             shutdown_signal().await;
             let _ = stop.send(true);
         });
-        let served = leat_server::serve(config, runtime, listener, stopping(stopped)).await;
+        let served = leat_server::serve(config, control, listener, stopping(stopped)).await;
         if let Some(kafka) = kafka {
             if served.is_err() {
                 kafka.abort();
@@ -221,6 +230,21 @@ pub fn serve(
     });
     tokio.shutdown_timeout(Duration::from_secs(2));
     result
+}
+
+/// The Kafka listener's view of the deployed processors.
+struct ControlProcessors(Arc<Control>);
+
+impl leat_kafka::Processors for ControlProcessors {
+    fn writer_of(&self, stream: &str) -> Option<String> {
+        self.0.writer_of(stream)
+    }
+    fn user_of(&self, stream: &str) -> Option<String> {
+        self.0.user_of(stream)
+    }
+    fn owns_group(&self, group: &str) -> bool {
+        self.0.is_processor(group)
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

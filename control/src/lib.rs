@@ -37,7 +37,7 @@ pub use crate::error::{ControlError, ErrorKind};
 pub use crate::log::{Log, MAX_READ_EVENTS};
 pub use crate::metrics::ControlMetrics;
 pub use crate::registry::processor_spec;
-use crate::registry::{lock, Managed};
+use crate::registry::Managed;
 
 /// The control plane of one data directory.
 pub struct Control {
@@ -96,7 +96,7 @@ impl Control {
         group: &str,
         req: api::CommitOffset,
     ) -> Result<api::Done, ControlError> {
-        if lock(&self.processors).contains_key(group) {
+        if self.is_processor(group) {
             return Err(ControlError::conflict(format!(
                 "group {group} is the processor {group}: use `leat processor reset` to move its offsets"
             )));

@@ -15,8 +15,22 @@ use crate::registry::{
 use crate::{Control, ControlError};
 
 impl Control {
+    /// Whether `name` is a deployed processor (whose consumer group has
+    /// that name).
+    pub fn is_processor(&self, name: &str) -> bool {
+        lock(&self.processors).contains_key(name)
+    }
+
+    /// The processor that writes `stream`: its single writer, recorded
+    /// when it was deployed.
+    pub fn writer_of(&self, stream: &str) -> Option<String> {
+        leat_runtime::writer_of(self.runtime.broker(), stream)
+            .ok()
+            .flatten()
+    }
+
     /// The deployed processor that reads or writes `stream`, if any.
-    pub(crate) fn user_of(&self, stream: &str) -> Option<String> {
+    pub fn user_of(&self, stream: &str) -> Option<String> {
         let all: Vec<_> = lock(&self.processors).values().cloned().collect();
         all.iter().find_map(|m| {
             let m = lock(m);

@@ -40,8 +40,8 @@ fn server() -> &'static str {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("address").to_string();
+        let control = std::sync::Arc::new(leat_control::Control::open(&dir, runtime));
         let config = ServerConfig {
-            data_dir: dir,
             token: TOKEN.to_string(),
             open_reads: false,
             allowed_hosts: Vec::new(),
@@ -55,7 +55,7 @@ fn server() -> &'static str {
                 .expect("tokio");
             tokio.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                serve(config, runtime, listener, std::future::pending::<()>())
+                serve(config, control, listener, std::future::pending::<()>())
                     .await
                     .expect("serve");
             });

@@ -20,6 +20,7 @@ pub struct Shared {
     pub broker: Broker,
     pub config: Config,
     pub groups: crate::groups::Coordinator,
+    pub producers: Arc<crate::producers::Producers>,
 }
 
 /// Where a connection is in SASL.

@@ -23,8 +23,9 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use leat_broker::{Broker, ReadLimits, StreamInfo};
 
 use crate::conn::{frame, Sasl, Session, Shared};
+use crate::producers::Outcome;
 use crate::request::{Body, Request, SUPPORTED};
-use crate::{codes, records, MAX_WAIT_MS};
+use crate::{admin, codes, records, MAX_WAIT_MS};
 
 /// What the connection does after a request.
 pub enum Reply {
@@ -70,10 +71,7 @@ pub async fn handle(shared: &Shared, session: &mut Session, req: Request) -> Rep
         Body::Metadata(r) => send(&metadata(shared, &r, version)),
         Body::ListOffsets(r) => {
             let broker = shared.broker.clone();
-            match tokio::task::spawn_blocking(move || list_offsets(&broker, &r, version)).await {
-                Ok(resp) => send(&resp),
-                Err(e) => Reply::Close(format!("ListOffsets failed: {e}")),
-            }
+            blocking(send, move || list_offsets(&broker, &r, version)).await
         }
         Body::Produce(r) => {
             let acks = r.acks;
@@ -88,6 +86,12 @@ pub async fn handle(shared: &Shared, session: &mut Session, req: Request) -> Rep
             Ok(resp) => send(&resp),
             Err(e) => Reply::Close(e),
         },
+        Body::FindCoordinator(r) => send(&crate::txn::find_coordinator(shared, &r, version)),
+        Body::InitProducerId(r) => send(&crate::txn::init_producer_id(shared, &r).await),
+        Body::AddPartitionsToTxn(r) => send(&crate::txn::add_partitions(shared, &r).await),
+        Body::AddOffsetsToTxn(r) => send(&crate::txn::add_offsets(shared, &r).await),
+        Body::EndTxn(r) => send(&crate::txn::end_txn(shared, &r).await),
+        Body::TxnOffsetCommit(r) => send(&crate::txn::txn_offset_commit(shared, &r, version).await),
         Body::SaslHandshake(r) => {
             let (resp, next) = sasl_handshake(session, &r);
             if let Some(next) = next {
@@ -99,6 +103,26 @@ pub async fn handle(shared: &Shared, session: &mut Session, req: Request) -> Rep
             }
             send(&resp)
         }
+        Body::CreateTopics(r) => {
+            let broker = shared.broker.clone();
+            blocking(send, move || admin::create_topics(&broker, &r)).await
+        }
+        Body::CreatePartitions(r) => {
+            let broker = shared.broker.clone();
+            blocking(send, move || admin::create_partitions(&broker, &r)).await
+        }
+        Body::DeleteTopics(r) => {
+            let broker = shared.broker.clone();
+            let processors = shared.config.processors.clone();
+            blocking(send, move || {
+                admin::delete_topics(&broker, processors.as_ref(), &r)
+            })
+            .await
+        }
+        Body::DescribeConfigs(r) => {
+            let broker = shared.broker.clone();
+            blocking(send, move || admin::describe_configs(&broker, &r)).await
+        }
         Body::SaslAuthenticate(r) => {
             let (resp, ok) = sasl_authenticate(shared, session, &r);
             match (send(&resp), ok) {
@@ -108,6 +132,18 @@ pub async fn handle(shared: &Shared, session: &mut Session, req: Request) -> Rep
                 (reply, _) => reply,
             }
         }
+    }
+}
+
+/// Computes a response on tokio's blocking pool (the broker's calls wait
+/// for the disk) and sends it.
+async fn blocking<R: EncodeAt + Send + 'static>(
+    send: impl Fn(&dyn EncodeAt) -> Reply,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Reply {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(resp) => send(&resp),
+        Err(e) => Reply::Close(format!("the request failed: {e}")),
     }
 }
 
@@ -278,13 +314,17 @@ fn list_offset(
 
 async fn produce(shared: &Shared, req: ProduceRequest, version: i16) -> ProduceResponse {
     let broker = &shared.broker;
-    let refuse_all = if req.transactional_id.is_some() {
-        Some((
-            codes::INVALID_REQUEST,
-            "transactional producers are not supported by Leat yet",
-        ))
-    } else if !matches!(req.acks, -1..=1) {
+    let transactional_id = req
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.as_str().to_string());
+    let refuse_all = if !matches!(req.acks, -1..=1) {
         Some((codes::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1"))
+    } else if transactional_id.is_some() && req.acks != -1 {
+        Some((
+            codes::INVALID_REQUIRED_ACKS,
+            "a transactional producer must use acks=all",
+        ))
     } else {
         None
     };
@@ -292,67 +332,100 @@ async fn produce(shared: &Shared, req: ProduceRequest, version: i16) -> ProduceR
     // Per partition of the request, in order: the answer, or the append
     // under way.
     enum Pending {
-        Done(i16, Option<String>),
-        Appending(tokio::task::JoinHandle<Result<u64, leat_broker::Error>>),
+        Done(Outcome),
+        Appending(tokio::task::JoinHandle<Outcome>),
     }
     let mut topics = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_string();
         let info = broker.describe_stream(&name);
-        let writer = shared
-            .config
-            .writer_of
-            .as_ref()
-            .and_then(|writer_of| writer_of(&name));
+        let writer = shared.config.processors.writer_of(&name);
         let mut partitions = Vec::new();
         for p in topic.partition_data {
             let index = p.index;
-            let pending = (|| {
+            let decoded = (|| {
                 if let Some((code, message)) = refuse_all {
-                    return Pending::Done(code, Some(message.to_string()));
+                    return Err(Outcome::err(code, message));
                 }
                 let info = match &info {
                     Ok(info) => info,
-                    Err(e) => return Pending::Done(codes::of(e), Some(e.to_string())),
+                    Err(e) => return Err(Outcome::err(codes::of(e), e.to_string())),
                 };
                 if let Some(w) = &writer {
-                    return Pending::Done(
+                    return Err(Outcome::err(
                         codes::POLICY_VIOLATION,
-                        Some(format!(
+                        format!(
                             "stream {name} is written by processor {w}: a stream has a single writer"
-                        )),
-                    );
+                        ),
+                    ));
                 }
                 let partition = match u32::try_from(index) {
                     Ok(p) if (p as usize) < info.partitions.len() => p,
                     _ => {
-                        return Pending::Done(
+                        return Err(Outcome::err(
                             codes::UNKNOWN_TOPIC_OR_PARTITION,
-                            Some(format!("{name} has no partition {index}")),
-                        )
+                            format!("{name} has no partition {index}"),
+                        ))
                     }
                 };
                 let Some(raw) = &p.records else {
-                    return Pending::Done(codes::CORRUPT_MESSAGE, Some("no records".into()));
+                    return Err(Outcome::err(codes::CORRUPT_MESSAGE, "no records"));
                 };
-                let records = match records::decode(raw, partition, &mut budget) {
-                    Ok(r) => r,
-                    Err(e) => return Pending::Done(e.code(), Some(e.message())),
-                };
-                let broker = broker.clone();
-                let stream = name.clone();
-                Pending::Appending(tokio::task::spawn_blocking(move || {
-                    if let Some(&(_, first)) = broker.append(&stream, records)?.placements.first() {
-                        return Ok(first);
-                    }
-                    // No records: the offset the next one would get.
-                    let info = broker.describe_stream(&stream)?;
-                    Ok(info
-                        .partitions
-                        .get(partition as usize)
-                        .map_or(0, |p| p.next_offset))
-                }))
+                records::decode_batches(raw, partition, &mut budget)
+                    .map(|b| (partition, b))
+                    .map_err(|e| Outcome::err(e.code(), e.message()))
             })();
+            let pending = match decoded {
+                Err(outcome) => Pending::Done(outcome),
+                Ok((partition, batches)) => {
+                    let idempotent = batches.first().is_some_and(|b| b.producer_id >= 0);
+                    if let Some(id) = &transactional_id {
+                        // Buffered until EndTxn, in request order.
+                        Pending::Done(shared.producers.buffer(id, &name, partition, batches).await)
+                    } else if idempotent {
+                        let producers = shared.producers.clone();
+                        Pending::Appending(tokio::spawn(producers.append_idempotent(
+                            name.clone(),
+                            partition,
+                            batches,
+                        )))
+                    } else if batches
+                        .iter()
+                        .any(|b| b.producer_id >= 0 || b.transactional)
+                    {
+                        Pending::Done(Outcome::err(
+                            codes::INVALID_RECORD,
+                            "the batches of one partition must share a producer",
+                        ))
+                    } else {
+                        let records: Vec<leat_broker::Record> =
+                            batches.into_iter().flat_map(|b| b.records).collect();
+                        let broker = broker.clone();
+                        let stream = name.clone();
+                        Pending::Appending(tokio::spawn(async move {
+                            let appended = tokio::task::spawn_blocking(move || {
+                                if let Some(&(_, first)) =
+                                    broker.append(&stream, records)?.placements.first()
+                                {
+                                    return Ok(first);
+                                }
+                                // No records: the offset the next one would get.
+                                let info = broker.describe_stream(&stream)?;
+                                Ok(info
+                                    .partitions
+                                    .get(partition as usize)
+                                    .map_or(0, |p| p.next_offset))
+                            })
+                            .await;
+                            match appended {
+                                Ok(Ok(base)) => Outcome::ok(i64::try_from(base).unwrap_or(-1)),
+                                Ok(Err(e)) => Outcome::err(codes::of(&e), e.to_string()),
+                                Err(e) => Outcome::err(codes::KAFKA_STORAGE_ERROR, e.to_string()),
+                            }
+                        }))
+                    }
+                }
+            };
             partitions.push((index, pending));
         }
         topics.push((topic.name, info, partitions));
@@ -361,12 +434,15 @@ async fn produce(shared: &Shared, req: ProduceRequest, version: i16) -> ProduceR
     for (name, info, partitions) in topics {
         let mut out = Vec::with_capacity(partitions.len());
         for (index, pending) in partitions {
-            let (code, message, base) = match pending {
-                Pending::Done(code, message) => (code, message, -1),
+            let Outcome {
+                code,
+                message,
+                base_offset: base,
+            } = match pending {
+                Pending::Done(outcome) => outcome,
                 Pending::Appending(task) => match task.await {
-                    Ok(Ok(base)) => (codes::NONE, None, i64::try_from(base).unwrap_or(-1)),
-                    Ok(Err(e)) => (codes::of(&e), Some(e.to_string()), -1),
-                    Err(e) => (codes::KAFKA_STORAGE_ERROR, Some(e.to_string()), -1),
+                    Ok(outcome) => outcome,
+                    Err(e) => Outcome::err(codes::KAFKA_STORAGE_ERROR, e.to_string()),
                 },
             };
             if let Some(m) = &message {

@@ -17,7 +17,11 @@
 //! What a Kafka client gets today:
 //!
 //! - **APIs and versions.** ApiVersions 0-4, Metadata 0-12, Produce 3-10,
-//!   Fetch 4-12, ListOffsets 1-7, SaslHandshake 0-1, SaslAuthenticate 0-2.
+//!   Fetch 4-12, ListOffsets 1-7, SaslHandshake 0-1, SaslAuthenticate 0-2,
+//!   FindCoordinator 0-3, InitProducerId 0-4, AddPartitionsToTxn 0-3,
+//!   AddOffsetsToTxn 0-3, EndTxn 0-3, TxnOffsetCommit 0-3. No feature is
+//!   advertised (ApiVersions' finalized features are empty: no
+//!   `transaction.version`, so clients use the classic protocol).
 //!   An ApiVersions request newer than 4 gets a version-0 answer with
 //!   UNSUPPORTED_VERSION and these ranges (KIP-511), so the client retries
 //!   with one of them. Any other API, an unsupported version or a malformed
@@ -48,6 +52,49 @@
 //!   uncompressed or compressed with any of Kafka's codecs (gzip, snappy,
 //!   lz4, zstd), are accepted, and what decompression produces is bounded
 //!   by the request's frame limit.
+//! - **Producer ids.** InitProducerId without a transactional id hands out
+//!   a fresh producer id with epoch 0 (an epoch bump, KIP-360, gets a fresh
+//!   id too). Ids come from a counter in broker state that is persisted
+//!   before an id is handed out: no id repeats, across restarts included.
+//! - **Idempotent produce.** A batch with a producer id is checked against
+//!   what is kept per (producer id, topic, partition): the epoch and the
+//!   last 5 batches (Kafka's bound on in-flight requests), written in the
+//!   same Leat commit as the batch's records, so it survives a restart,
+//!   `SIGKILL` included. A retried batch (same first and last sequence as
+//!   one of those 5) is answered with its original base offset and not
+//!   appended again; a gap, or a new epoch not starting at 0, gets
+//!   OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch INVALID_PRODUCER_EPOCH;
+//!   an id never handed out UNKNOWN_PRODUCER_ID. Produces of one producer
+//!   to one partition are applied one at a time, in arrival order. As in
+//!   Kafka, what is kept of a producer idle for
+//!   [`Config::producer_id_expiration`] (one day) is forgotten (checked
+//!   hourly): a batch it retries after that is appended again.
+//! - **Transactions.** InitProducerId with a transactional id persists the
+//!   id's producer id and an epoch bumped by every call: the older epoch is
+//!   fenced (PRODUCER_FENCED on the transaction APIs, INVALID_PRODUCER_EPOCH
+//!   on Produce) and its open transaction aborted. `transaction.timeout.ms`
+//!   must be 1 ms to 15 minutes (INVALID_TRANSACTION_TIMEOUT otherwise); a
+//!   transaction open longer is aborted and the epoch bumped, as Kafka
+//!   does. A transaction's produced records and its TxnOffsetCommit offsets
+//!   (Leat's group offsets, the ones the group coordinator commits) are
+//!   buffered in memory, checked as they come (partitions added with
+//!   AddPartitionsToTxn, groups with AddOffsetsToTxn, the epoch,
+//!   sequences, the KIP-447 member and generation of a TxnOffsetCommit v3),
+//!   and EndTxn(commit) writes them all in one Leat commit: they become
+//!   visible together, or not at all (a failed commit aborts the
+//!   transaction and EndTxn gets the error). EndTxn(abort) drops them. A
+//!   transactional Produce is therefore answered with base offset -1 (the
+//!   records have no offset until the commit), and must use acks=all. An
+//!   open transaction holds at most [`Config::max_transaction_bytes`]
+//!   (beyond: MESSAGE_TOO_LARGE, the client must abort) and at most
+//!   [`Config::max_open_transactions`] are open (beyond:
+//!   CONCURRENT_TRANSACTIONS). Open transactions live in the server's
+//!   memory: a restart aborts them, and a transactional producer that has
+//!   not called InitProducerId since the restart is fenced. A transactional
+//!   id not initialized for [`Config::transactional_id_expiration`] (7
+//!   days) is forgotten: its next InitProducerId gets a new producer id.
+//! - **Coordinators.** FindCoordinator answers this node (id 0) for groups
+//!   and transactional ids alike.
 //! - **Fetch.** From any offset in the log, up to the partition's and the
 //!   request's byte limits (at least one event when there is one). With
 //!   no event to return, it waits up to `max_wait_ms` (at most
@@ -55,7 +102,10 @@
 //!   `min_bytes` counts as one event. Events come back as uncompressed
 //!   batches of magic 2 with their Leat offsets, timestamps (create time),
 //!   keys, values and headers. No fetch sessions (KIP-227): every fetch is
-//!   a full one, and the session id is 0.
+//!   a full one, and the session id is 0. Only committed events are ever
+//!   in the log, so `read_committed` and `read_uncommitted` read the same:
+//!   the last stable offset is the high watermark and there are no
+//!   aborted transactions to report.
 //! - **ListOffsets.** Earliest (-2: the log start), latest (-1: the next
 //!   offset) and by timestamp (the first event at or after it, or -1).
 //!   The max-timestamp query (-3) gets INVALID_REQUEST.
@@ -67,20 +117,20 @@
 //!   patched kafka-protocol, `third_party/kafka-protocol`); the fuzz
 //!   target `kafka_request` covers request and record batch decoding.
 //!
-//! Not yet: consumer groups (FindCoordinator, JoinGroup, SyncGroup,
-//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch), idempotent producers
-//! (InitProducerId; a batch's producer id and sequence are ignored),
-//! transactions (a transactional produce gets INVALID_RECORD or
-//! INVALID_REQUEST), admin APIs (CreateTopics, DeleteTopics,
-//! DescribeConfigs), TLS.
+//! Not yet: consumer groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit, OffsetFetch), DescribeProducers, DescribeTransactions and
+//! ListTransactions, TLS.
 #![deny(missing_docs)]
 
+mod admin;
 mod codes;
 mod conn;
 mod groups;
 mod handlers;
+mod producers;
 mod records;
 mod request;
+mod txn;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -100,8 +150,35 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 /// How long a connection may take to authenticate, from its first byte.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Who writes a stream: `Some(processor)` when a processor does.
-pub type WriterOf = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+/// What the listener asks of Leat's control plane: which streams and
+/// groups belong to deployed processors. `leat serve` answers from its
+/// control plane; [`Config::new`] starts with [`NoProcessors`].
+pub trait Processors: Send + Sync {
+    /// The processor that writes `stream`, if any: Kafka producers are
+    /// refused on it (a stream has a single writer).
+    fn writer_of(&self, stream: &str) -> Option<String>;
+    /// A processor that reads or writes `stream`, if any: the stream
+    /// cannot be deleted while it is deployed.
+    fn user_of(&self, stream: &str) -> Option<String>;
+    /// Whether `group` is a deployed processor's consumer group, whose
+    /// offsets move only with its own commits.
+    fn owns_group(&self, group: &str) -> bool;
+}
+
+/// A log without deployed processors (tests, tools).
+pub struct NoProcessors;
+
+impl Processors for NoProcessors {
+    fn writer_of(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn user_of(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn owns_group(&self, _: &str) -> bool {
+        false
+    }
+}
 
 /// How a listener serves.
 #[derive(Clone)]
@@ -117,29 +194,45 @@ pub struct Config {
     /// --kafka-anonymous`). A client that does use SASL must still give
     /// the token.
     pub anonymous: bool,
-    /// The processor that writes a stream, if any: Kafka producers are
-    /// refused on such a stream (a stream has a single writer). `None`:
-    /// no stream has one.
-    pub writer_of: Option<WriterOf>,
+    /// The deployed processors, their streams and groups.
+    pub processors: Arc<dyn Processors>,
     /// The largest request frame of an authenticated connection, in bytes;
     /// also what decompressing one request's records may produce.
     pub max_frame_bytes: usize,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// What one open transaction may buffer (its records, and its offsets
+    /// at 64 bytes each), in bytes: a produce beyond it gets
+    /// MESSAGE_TOO_LARGE.
+    pub max_transaction_bytes: usize,
+    /// Transactions open at once; AddPartitionsToTxn or AddOffsetsToTxn
+    /// opening one more gets CONCURRENT_TRANSACTIONS (retriable).
+    pub max_open_transactions: usize,
+    /// How long an idempotent producer's sequences are kept after its last
+    /// produce to a partition (Kafka's `producer.id.expiration.ms`).
+    pub producer_id_expiration: Duration,
+    /// How long a transactional id's producer id and epoch are kept after
+    /// its last InitProducerId (Kafka's `transactional.id.expiration.ms`).
+    pub transactional_id_expiration: Duration,
 }
 
 impl Config {
     /// A listener advertising `host:port` that requires `token`, with the
-    /// default limits (64 MiB frames, 1024 connections).
+    /// default limits (64 MiB frames, 1024 connections, 64 MiB per open
+    /// transaction, 1024 open transactions).
     pub fn new(host: impl Into<String>, port: u16, token: impl Into<String>) -> Config {
         Config {
             advertise_host: host.into(),
             advertise_port: port,
             token: token.into(),
             anonymous: false,
-            writer_of: None,
+            processors: Arc::new(NoProcessors),
             max_frame_bytes: 64 << 20,
             max_connections: 1024,
+            max_transaction_bytes: 64 << 20,
+            max_open_transactions: 1024,
+            producer_id_expiration: Duration::from_secs(24 * 3600),
+            transactional_id_expiration: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -154,10 +247,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
+    let producers = producers::Producers::new(
+        broker.clone(),
+        producers::Limits {
+            max_transaction_bytes: config.max_transaction_bytes,
+            max_open_transactions: config.max_open_transactions,
+        },
+    );
+    let producers = Arc::new(producers);
+    let sweeper = tokio::spawn(expire_producers(
+        producers.clone(),
+        config.producer_id_expiration,
+        config.transactional_id_expiration,
+    ));
     let shared = Arc::new(conn::Shared {
         broker,
         config,
         groups: groups::Coordinator::default(),
+        producers,
     });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -192,7 +299,35 @@ pub async fn serve(
         }
     }
     connections.shutdown().await;
+    sweeper.abort();
     Ok(())
+}
+
+/// How often idle producers' state is looked for.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(3600);
+
+/// Forgets idle producers, every [`EXPIRY_SWEEP`] (and at the start).
+async fn expire_producers(
+    producers: Arc<producers::Producers>,
+    sequences_after: Duration,
+    txns_after: Duration,
+) {
+    let mut every = tokio::time::interval(EXPIRY_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = producers::now_ms();
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let gone = producers
+            .expire(
+                now.saturating_sub(ms(sequences_after)),
+                now.saturating_sub(ms(txns_after)),
+            )
+            .await;
+        if gone > 0 {
+            tracing::info!("kafka: forgot {gone} idle producer entries");
+        }
+    }
 }
 
 /// Entry points for the fuzz targets in `fuzz/`: not part of the API, and

@@ -67,6 +67,33 @@ pub fn decode(
     partition: u32,
     budget: &mut usize,
 ) -> Result<Vec<Record>, RecordsError> {
+    let batches = decode_batches(raw, partition, budget)?;
+    if batches.iter().any(|b| b.transactional) {
+        return Err(RecordsError::Unsupported(
+            "a transactional batch needs a transactional.id".into(),
+        ));
+    }
+    Ok(batches.into_iter().flat_map(|b| b.records).collect())
+}
+
+/// One record batch a producer sent: its producer fields and its records.
+#[derive(Debug)]
+pub struct Batch {
+    /// -1 when the producer is not idempotent.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub transactional: bool,
+    pub records: Vec<Record>,
+}
+
+/// Like [`decode`], batch by batch, transactional batches included
+/// (control batches are refused: only a coordinator writes them).
+pub fn decode_batches(
+    raw: &Bytes,
+    partition: u32,
+    budget: &mut usize,
+) -> Result<Vec<Batch>, RecordsError> {
     let mut buf = raw.clone();
     let infos = RecordBatchDecoder::decode_batch_info(&mut buf.clone())
         .map_err(|e| RecordsError::Corrupt(e.to_string()))?;
@@ -79,9 +106,9 @@ pub fn decode(
                 "only record batches of magic 2 (Kafka 0.11 and later) are supported".into(),
             ));
         };
-        if info.transactional || info.control {
+        if info.control {
             return Err(RecordsError::Unsupported(
-                "transactional and control batches are not supported by Leat yet".into(),
+                "control batches are written by the transaction coordinator, not producers".into(),
             ));
         }
         // The decoder adds each offset delta (an i32) to the base offset.
@@ -124,11 +151,11 @@ pub fn decode(
                     .unwrap_or_else(|| RecordsError::Corrupt(e.to_string())))
             }
         };
-        out.reserve(set.records.len());
+        let mut records = Vec::with_capacity(set.records.len());
         for r in set.records {
             let timestamp = (r.timestamp_type == TimestampType::Creation && r.timestamp >= 0)
                 .then_some(r.timestamp);
-            out.push(Record {
+            records.push(Record {
                 key: r.key,
                 value: r.value,
                 headers: r
@@ -140,6 +167,13 @@ pub fn decode(
                 partition: Some(partition),
             });
         }
+        out.push(Batch {
+            producer_id: info.producer_id,
+            producer_epoch: info.producer_epoch,
+            base_sequence: info.base_sequence,
+            transactional: info.transactional,
+            records,
+        });
     }
     Ok(out)
 }

@@ -385,7 +385,7 @@ async fn produce_fetch_and_list_offsets_after_sasl() {
                     .with_partition_index(1)
                     .with_timestamp(timestamp)])])
     };
-    for (timestamp, offset) in [(-2, 0), (-1, 6), (1_001, 1), (5_000, -1)] {
+    for (timestamp, offset) in [(-2, 0), (-1, 10), (1_001, 1), (5_000, -1)] {
         let resp: ListOffsetsResponse = c
             .call(ApiKey::ListOffsets, 7, &list(timestamp))
             .await

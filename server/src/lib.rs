@@ -31,7 +31,6 @@ mod error;
 mod http;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +39,6 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use leat_control::{Control, ControlMetrics};
-use leat_runtime::Runtime;
 
 /// The largest request body accepted (the API's limit, which clients check too).
 pub use leat_api::MAX_BODY_BYTES;
@@ -48,8 +46,6 @@ pub use leat_api::MAX_BODY_BYTES;
 /// How `leat serve` runs.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// The data directory (the log, components, processors).
-    pub data_dir: PathBuf,
     /// The token every call must carry (but `/v1/health`).
     pub token: String,
     /// Whether reads (GET) are answered without the token.
@@ -62,23 +58,19 @@ pub struct ServerConfig {
     pub max_connections: usize,
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then pauses
-/// every deployment (committing in-flight batches) and returns.
+/// Serves the API of `host` (a [`Control`] opened on the data directory,
+/// which has restored its processors) on `listener` until `shutdown`
+/// completes, then pauses every deployment (committing in-flight batches)
+/// and returns.
 ///
-/// Restores the processors kept in the data directory before it accepts
-/// connections. Blocking work runs on tokio's blocking pool, so this must
-/// run inside a multi-threaded tokio runtime.
+/// Blocking work runs on tokio's blocking pool, so this must run inside a
+/// multi-threaded tokio runtime.
 pub async fn serve(
     config: ServerConfig,
-    runtime: Runtime,
+    host: Arc<Control>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let data_dir = config.data_dir.clone();
-    let host = tokio::task::spawn_blocking(move || Control::open(&data_dir, runtime))
-        .await
-        .map_err(std::io::Error::other)?;
-    let host = Arc::new(host);
     let requests = Counter::default();
     let unauthorized = Counter::default();
     let mut registry = Registry::default();

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use leat_tests::Server;
 
+mod txn;
+
 const TOKEN: &str = "kafka-test-token";
 
 /// `kcat` on the PATH, or a failure saying how to get it.
@@ -264,6 +266,28 @@ fn kcat_produces_with_every_kafka_compression() {
         assert_eq!(n, 50, "{codec}: {n} of 50 events in:\n{shown}");
     }
     assert_eq!(shown.lines().count(), 250);
+}
+
+#[test]
+fn admin_clients_create_grow_describe_and_delete_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), &[]);
+    let out = python_ok("admin.py", &[&addr, TOKEN], Duration::from_secs(120));
+    assert!(out.contains("cleanup.policy compact"), "{out}");
+    assert!(out.trim_end().ends_with("ok"), "{out}");
+    // What the clients did, as Leat sees it.
+    let listed = server.leat_ok(&["stream", "list"], "");
+    assert!(listed.contains("admin-a"), "{listed}");
+    for gone in [
+        "admin-compacted",
+        "admin-kp",
+        "admin-bad-config",
+        "admin-bad-rf",
+    ] {
+        assert!(!listed.contains(gone), "{gone} in:\n{listed}");
+    }
+    let described = server.leat_ok(&["stream", "describe", "admin-a"], "");
+    assert!(described.contains('5'), "{described}");
 }
 
 #[test]

@@ -159,7 +159,7 @@ disk=$(df -P "$work" | awk 'NR == 2 { print $1 }')
   echo "kernel: $(uname -r)"
   echo "java: $(java -version 2>&1 | head -n 1)"
   echo "kafka: $kafka_version"
-  echo "client: $("$python" -c 'import confluent_kafka as c; print("confluent-kafka", c.version()[0], "librdkafka", c.libversion()[0])')"
+  echo "client: $("$python" -c 'import importlib.metadata as m, confluent_kafka as c; print("confluent-kafka", m.version("confluent-kafka"), "librdkafka", c.libversion()[0])')"
   echo "count: $COUNT, size: $SIZE, partitions: $PARTITIONS, rounds: $ROUNDS"
   echo "load average before (1/5/15 min): $load_before"
 } >"$results/machine.txt"
@@ -249,18 +249,22 @@ raw=$results/raw.jsonl
 : >"$raw"
 for round in $(seq 1 "$ROUNDS"); do
   for target in $TARGETS; do
-    say "round $round/$ROUNDS: $target ($COUNT events, load $(cut -d' ' -f1-3 /proc/loadavg))"
-    load=$(cut -d' ' -f1 /proc/loadavg)
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    say "round $round/$ROUNDS: $target ($COUNT events, load $load)"
     # Not in a subshell: the brokers must stay in `pids` for the trap.
     case $target in
       leat) run_leat "$round" ;;
       kafka-default | kafka-flush1) run_kafka "$round" "$target" ;;
       *) die "unknown target $target (leat, kafka-default, kafka-flush1)" ;;
     esac
+    # Load averages (1, 5, 15 min) before the broker started and after it
+    # stopped.
     "$python" -c 'import json, sys
-r = json.load(open(sys.argv[4]))
-r.update(target=sys.argv[1], round=int(sys.argv[2]), load1_before=float(sys.argv[3]))
-print(json.dumps(r))' "$target" "$round" "$load" "$result_file" >>"$raw"
+r = json.load(open(sys.argv[5]))
+r.update(target=sys.argv[1], round=int(sys.argv[2]),
+         load_before=[float(x) for x in sys.argv[3].split()],
+         load_after=[float(x) for x in sys.argv[4].split()])
+print(json.dumps(r))' "$target" "$round" "$load" "$(cut -d' ' -f1-3 /proc/loadavg)" "$result_file" >>"$raw"
     tail -n 1 "$raw" >&2
   done
 done

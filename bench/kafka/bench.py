@@ -104,6 +104,7 @@ def produce(args):
         fail(f"topic {args.topic} not found on {args.bootstrap}: {tmd and tmd.error}")
     partitions = len(tmd.partitions)
 
+    cpu = time.process_time()
     start = time.perf_counter()
     deadline = start + args.timeout
     for _ in range(args.count):
@@ -120,6 +121,7 @@ def produce(args):
             fail(f"delivery failed: {errors[0]}")
     remaining = producer.flush(max(1.0, deadline - time.perf_counter()))
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     if remaining:
         fail(f"{remaining} messages not delivered after {args.timeout}s")
     if errors:
@@ -132,6 +134,8 @@ def produce(args):
         "seconds": elapsed,
         "events_per_s": args.count / elapsed,
         "mb_per_s": args.count * args.size / elapsed / 1e6,
+        # This process's CPU time (Python and librdkafka's threads).
+        "client_cpu_s": cpu,
         "latency_ms": {
             "p50": percentile(lat, 50) * 1e3,
             "p99": percentile(lat, 99) * 1e3,
@@ -155,6 +159,7 @@ def consume(args, partitions):
         }
     )
     consumer = Consumer(config)
+    cpu = time.process_time()
     start = time.perf_counter()
     consumer.assign([TopicPartition(args.topic, p, -2) for p in range(partitions)])  # -2: beginning
     deadline = start + args.timeout
@@ -175,6 +180,7 @@ def consume(args, partitions):
             got += 1
             nbytes += len(msg.value())
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     consumer.close()
     if nbytes != got * args.size:
         fail(f"consumed {nbytes} bytes for {got} events of {args.size} bytes")
@@ -183,6 +189,7 @@ def consume(args, partitions):
         "seconds": elapsed,
         "events_per_s": got / elapsed,
         "mb_per_s": nbytes / elapsed / 1e6,
+        "client_cpu_s": cpu,
         # From the first event on, without connecting and the first fetch.
         "first_event_s": first - start if first else None,
         "events_per_s_after_first": (got - 1) / (elapsed - (first - start))
@@ -223,6 +230,11 @@ def table(args):
         ("produce latency p99 (ms)", lambda r: r["produce"]["latency_ms"]["p99"], "{:.1f}"),
         ("consume events/s", lambda r: r["consume"]["events_per_s"], "{:,.0f}"),
         ("consume events/s after the first", lambda r: r["consume"]["events_per_s_after_first"] or 0, "{:,.0f}"),
+        # CPU: of the client (bench.py's process, each phase) and of the
+        # broker's process while bench.py ran (both phases, from /proc).
+        ("client CPU s, produce", lambda r: r["produce"].get("client_cpu_s", 0), "{:.2f}"),
+        ("client CPU s, consume", lambda r: r["consume"].get("client_cpu_s", 0), "{:.2f}"),
+        ("broker CPU s, produce + consume", lambda r: r.get("broker_cpu_s", 0), "{:.2f}"),
     ]
     medians = {}
     out = []

@@ -80,6 +80,12 @@ stop_broker() {
   pids=("${kept[@]+"${kept[@]}"}")
 }
 
+# CPU seconds (user + system) a process has used so far, from /proc.
+clk_tck=$(getconf CLK_TCK)
+cpu_seconds() {
+  awk -v hz="$clk_tck" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"
+}
+
 free_port() {
   "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -151,7 +157,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 disk=$(df -P "$work" | awk 'NR == 2 { print $1 }')
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "commit: $(git describe --always --dirty --exclude '*' 2>/dev/null || echo unknown)"
   echo "nproc: $(nproc)"
   echo "cpu: $model"
   echo "ram: $mem"
@@ -169,6 +175,7 @@ cat "$results/machine.txt" >&2
 token=bench-$RANDOM$RANDOM
 topic=bench
 result_file=
+broker_cpu=
 
 run_leat() {
   local round=$1 dir=$run_dir/leat-$round
@@ -184,10 +191,13 @@ run_leat() {
   LEAT_SERVER=127.0.0.1:$http LEAT_TOKEN=$token timeout 60 "$leat" stream create "$topic" \
     --partitions "$PARTITIONS" >"$dir/create.log" 2>&1 ||
     die "leat stream create failed: $(cat "$dir/create.log")"
+  local cpu0
+  cpu0=$(cpu_seconds "$pid")
   timeout $((2 * TIMEOUT + 60)) "$python" bench/kafka/bench.py run --bootstrap "127.0.0.1:$kport" \
     --token "$token" --topic "$topic" --count "$COUNT" --size "$SIZE" --timeout "$TIMEOUT" \
     >"$dir/result.json" 2>"$dir/bench.err" ||
     die "bench.py against leat failed: $(tail -n 5 "$dir/bench.err") (server log: $dir/serve.log)"
+  broker_cpu=$(awk -v a="$cpu0" -v b="$(cpu_seconds "$pid")" 'BEGIN { printf "%.2f", b - a }')
   stop_broker "$pid"
   result_file=$dir/result.json
 }
@@ -236,10 +246,13 @@ run_kafka() {
   timeout 120 "$python" bench/kafka/bench.py create --bootstrap "127.0.0.1:$port" --topic "$topic" \
     --partitions "$PARTITIONS" >"$dir/create.log" 2>&1 ||
     die "creating the topic on kafka failed: $(tail -n 5 "$dir/create.log")"
+  local cpu0
+  cpu0=$(cpu_seconds "$pid")
   timeout $((2 * TIMEOUT + 60)) "$python" bench/kafka/bench.py run --bootstrap "127.0.0.1:$port" \
     --topic "$topic" --count "$COUNT" --size "$SIZE" --timeout "$TIMEOUT" \
     >"$dir/result.json" 2>"$dir/bench.err" ||
     die "bench.py against kafka ($flavour) failed: $(tail -n 5 "$dir/bench.err") (server log: $dir/server.log)"
+  broker_cpu=$(awk -v a="$cpu0" -v b="$(cpu_seconds "$pid")" 'BEGIN { printf "%.2f", b - a }')
   stop_broker "$pid"
   result_file=$dir/result.json
 }
@@ -260,11 +273,13 @@ for round in $(seq 1 "$ROUNDS"); do
     # Load averages (1, 5, 15 min) before the broker started and after it
     # stopped.
     "$python" -c 'import json, sys
-r = json.load(open(sys.argv[5]))
+r = json.load(open(sys.argv[6]))
 r.update(target=sys.argv[1], round=int(sys.argv[2]),
          load_before=[float(x) for x in sys.argv[3].split()],
-         load_after=[float(x) for x in sys.argv[4].split()])
-print(json.dumps(r))' "$target" "$round" "$load" "$(cut -d' ' -f1-3 /proc/loadavg)" "$result_file" >>"$raw"
+         load_after=[float(x) for x in sys.argv[4].split()],
+         broker_cpu_s=float(sys.argv[5]))
+print(json.dumps(r))' "$target" "$round" "$load" "$(cut -d' ' -f1-3 /proc/loadavg)" "$broker_cpu" \
+      "$result_file" >>"$raw"
     tail -n 1 "$raw" >&2
   done
 done

@@ -2,7 +2,7 @@
 
     bench.py create --bootstrap ADDR --topic T --partitions N
     bench.py run --bootstrap ADDR --topic T --count N --size B [--token TOKEN]
-    bench.py table --raw raw.jsonl [--machine machine.txt]
+    bench.py table --raw raw.jsonl... [--machine machine.txt...]
 
 `create` makes the topic with the admin API (for Apache Kafka; run.sh makes
 Leat's with `leat stream create`). `run` produces COUNT
@@ -218,7 +218,13 @@ def table(args):
     """The Markdown table of a run's raw.jsonl: medians, min-max, ratios."""
     import statistics
 
-    rows = [json.loads(line) for line in open(args.raw) if line.strip()]
+    rows = []
+    for path in args.raw:
+        run = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        for line in open(path):
+            if line.strip():
+                rows.append(dict(json.loads(line), run=run))
+    runs = list(dict.fromkeys(r["run"] for r in rows))
     targets = []
     for r in rows:
         if r["target"] not in targets:
@@ -229,19 +235,20 @@ def table(args):
         ("produce latency p50 (ms)", lambda r: r["produce"]["latency_ms"]["p50"], "{:.1f}"),
         ("produce latency p99 (ms)", lambda r: r["produce"]["latency_ms"]["p99"], "{:.1f}"),
         ("consume events/s", lambda r: r["consume"]["events_per_s"], "{:,.0f}"),
-        ("consume events/s after the first", lambda r: r["consume"]["events_per_s_after_first"] or 0, "{:,.0f}"),
+        ("consume events/s after the first", lambda r: r["consume"]["events_per_s_after_first"], "{:,.0f}"),
         # CPU: of the client (bench.py's process, each phase) and of the
         # broker's process while bench.py ran (both phases, from /proc).
-        ("client CPU s, produce", lambda r: r["produce"].get("client_cpu_s", 0), "{:.2f}"),
-        ("client CPU s, consume", lambda r: r["consume"].get("client_cpu_s", 0), "{:.2f}"),
-        ("broker CPU s, produce + consume", lambda r: r.get("broker_cpu_s", 0), "{:.2f}"),
+        ("client CPU s, produce", lambda r: r["produce"].get("client_cpu_s"), "{:.2f}"),
+        ("client CPU s, consume", lambda r: r["consume"].get("client_cpu_s"), "{:.2f}"),
+        ("broker CPU s, produce + consume", lambda r: r.get("broker_cpu_s"), "{:.2f}"),
     ]
     medians = {}
     out = []
     if args.machine:
-        out.append("```")
-        out.extend(line.rstrip("\n") for line in open(args.machine))
-        out.append("```")
+        for path in args.machine:
+            out.append("```")
+            out.extend(line.rstrip("\n") for line in open(path))
+            out.append("```")
         out.append("")
     counts = sorted({r["count"] for r in rows})
     rounds = {t: sum(1 for r in rows if r["target"] == t) for t in targets}
@@ -249,6 +256,7 @@ def table(args):
         f"{', '.join(f'{c:,}' for c in counts)} events of {rows[0]['size']} bytes, "
         f"{rows[0]['partitions']} partitions, acks=all; "
         + ", ".join(f"{t}: {n} round{'s' if n != 1 else ''}" for t, n in rounds.items())
+        + (f" (pooled from {len(runs)} runs: {', '.join(runs)})" if len(runs) > 1 else "")
         + ". Median (min–max)."
     )
     out.append("")
@@ -257,12 +265,18 @@ def table(args):
     for name, get, fmt in metrics:
         cells = []
         for t in targets:
-            values = [get(r) for r in rows if r["target"] == t]
+            values = [v for v in (get(r) for r in rows if r["target"] == t) if v is not None]
+            if not values:
+                medians[(name, t)] = None
+                cells.append("–")
+                continue
             med = statistics.median(values)
             medians[(name, t)] = med
             cell = fmt.format(med)
             if len(values) > 1:
                 cell += f" ({fmt.format(min(values))}–{fmt.format(max(values))})"
+            if len(values) != rounds[t]:
+                cell += f" [{len(values)} rounds]"
             cells.append(cell)
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     if "leat" in targets:
@@ -275,18 +289,20 @@ def table(args):
         for name, _, _ in metrics:
             cells = []
             for t in others:
-                base = medians[(name, t)]
-                cells.append(f"{medians[(name, 'leat')] / base:.2f}×" if base else "–")
+                base, leat = medians[(name, t)], medians[(name, "leat")]
+                cells.append(f"{leat / base:.2f}×" if base and leat is not None else "–")
             out.append(f"| {name} | " + " | ".join(cells) + " |")
     out.append("")
     out.append("Per round, in the order run (load average 1/5/15 min before the broker started → after it stopped):")
     out.append("")
-    out.append("| round | target | produce events/s | p99 ms | consume events/s | load before | load after |")
-    out.append("|---|---|---|---|---|---|---|")
+    many = len(runs) > 1
+    out.append(("| run " if many else "") + "| round | target | produce events/s | p99 ms | consume events/s | load before | load after |")
+    out.append(("|---" if many else "") + "|---|---|---|---|---|---|---|")
     for r in rows:
         load = lambda k: " ".join(f"{x:.2f}" for x in r.get(k, [])) or "?"
         out.append(
-            f"| {r['round']} | {r['target']} | {r['produce']['events_per_s']:,.0f} "
+            (f"| {r['run']} " if many else "")
+            + f"| {r['round']} | {r['target']} | {r['produce']['events_per_s']:,.0f} "
             f"| {r['produce']['latency_ms']['p99']:.1f} | {r['consume']['events_per_s']:,.0f} "
             f"| {load('load_before')} | {load('load_after')} |"
         )
@@ -298,8 +314,8 @@ def main():
     parser.add_argument("command", choices=["create", "run", "table"])
     parser.add_argument("--bootstrap")
     parser.add_argument("--topic", default="bench")
-    parser.add_argument("--raw", help="table: the run's raw.jsonl")
-    parser.add_argument("--machine", help="table: the run's machine.txt")
+    parser.add_argument("--raw", nargs="+", help="table: the run's raw.jsonl (several: pooled)")
+    parser.add_argument("--machine", nargs="+", help="table: the run's machine.txt (or several)")
     parser.add_argument("--token")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--count", type=int, default=1_000_000)

@@ -9,11 +9,17 @@
 # Targets, one after the other in each round (TARGETS to choose):
 #   leat          `leat serve --kafka-listen` (release build), fresh data dir
 #   kafka-default Apache Kafka 4.4.0, one KRaft broker+controller, defaults
-#   kafka-flush1  the same with log.flush.interval.messages=1 (an fsync per
-#                 append, as Leat makes every acknowledged write durable)
+#   kafka-flush1  the same with log.flush.interval.messages=1 (a flush after
+#                 every append, as Leat makes every acknowledged write durable)
 # Every target starts on fresh storage and free ports and is stopped after
-# its round. Results: bench/kafka/results/<UTC time>-<COUNT>/ (raw.jsonl,
-# table.md); logs and data: target/bench-kafka/ (removed unless KEEP=1).
+# its round. Results: bench/kafka/results/<UTC time>-<COUNT>/ (machine.txt,
+# raw.jsonl, table.md); logs and data: target/bench-kafka/run-<UTC time>/
+# (removed after a run that finished, unless KEEP=1). A run that fails or is
+# interrupted stops every process it started and leaves its partial results
+# in target/bench-kafka/incomplete/, not under bench/kafka/results.
+# Several runs pooled into one table:
+#   target/kafka-clients/venv/bin/python bench/kafka/bench.py table \
+#     --raw bench/kafka/results/*-1000000/raw.jsonl
 #
 # Needs: cargo, python3 (venv), Java 17+ and Maven (Kafka's jars from Maven
 # Central, bench/kafka/pom.xml). CARGO_TARGET_DIR is honoured.
@@ -48,23 +54,45 @@ results=$repo/bench/kafka/results/$stamp-$COUNT
 run_dir=$work/run-$stamp
 mkdir -p "$work" "$run_dir"
 
-# The brokers this script started, stopped on any exit.
+# The brokers this script started, and the command it waits for (`run`),
+# stopped on any exit.
 pids=()
+kid=
 cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do
+  local status=$? pid
+  for pid in $kid "${pids[@]+"${pids[@]}"}"; do
     kill "$pid" 2>/dev/null || true
   done
-  for pid in "${pids[@]}"; do
+  for pid in $kid "${pids[@]+"${pids[@]}"}"; do
     wait "$pid" 2>/dev/null || true
   done
   pids=()
-  if [ "$KEEP" != 1 ]; then
+  # Logs and data are kept when the run failed, for its error message.
+  if [ "$KEEP" != 1 ] && [ "$status" = 0 ]; then
     rm -rf "$run_dir"
+  fi
+  # A run that did not finish leaves no results under bench/kafka/results.
+  if [ "$status" != 0 ] && [ -d "$results" ] && [ ! -f "$results/table.md" ]; then
+    echo "bench-kafka: the run did not finish; what it measured: $work/incomplete/${results##*/}, logs: $run_dir" >&2
+    mkdir -p "$work/incomplete"
+    rm -rf "$work/incomplete/${results##*/}"
+    mv "$results" "$work/incomplete/" || true
   fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# Runs a command in the background and waits for it: bash runs a trap only
+# once the foreground command is done, but interrupts `wait` at once, so
+# Ctrl-C (or a TERM) stops the run now, `cleanup` killing the command.
+run() {
+  local status=0
+  "$@" &
+  kid=$!
+  wait "$kid" || status=$?
+  kid=
+  return "$status"
+}
 
 stop_broker() {
   local pid=$1 i
@@ -107,19 +135,29 @@ wait_for_log() {
 }
 
 # --- 1. What the run needs -------------------------------------------------
+for target in $TARGETS; do
+  case $target in
+    leat | kafka-default | kafka-flush1) ;;
+    *) die "unknown target $target in TARGETS (leat, kafka-default, kafka-flush1)" ;;
+  esac
+done
+[ -n "${TARGETS// /}" ] || die "TARGETS is empty"
+for v in COUNT ROUNDS SIZE PARTITIONS TIMEOUT START_TIMEOUT; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, not '${!v}'"
+done
 command -v java >/dev/null 2>&1 || die "java is missing: install Java 17+ (Debian: apt-get install openjdk-17-jdk-headless)"
 command -v mvn >/dev/null 2>&1 || die "mvn is missing: install Maven (Debian: apt-get install maven)"
 command -v cargo >/dev/null 2>&1 || die "cargo is missing"
 
 say "clients: scripts/setup-kafka-clients.sh"
-bash scripts/setup-kafka-clients.sh >"$work/setup-clients.log" 2>&1 ||
+run bash scripts/setup-kafka-clients.sh >"$work/setup-clients.log" 2>&1 ||
   die "scripts/setup-kafka-clients.sh failed: see $work/setup-clients.log"
 
 pom_stamp=$(sha256sum bench/kafka/pom.xml | cut -c1-16)
 if [ "$(cat "$lib/stamp" 2>/dev/null)" != "$pom_stamp" ]; then
   say "Apache Kafka's jars: mvn dependency:copy-dependencies (bench/kafka/pom.xml)"
   rm -rf "$lib"
-  mvn -q -B -f bench/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$lib" \
+  run mvn -q -B -f bench/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$lib" \
     >"$work/mvn.log" 2>&1 || die "mvn dependency:copy-dependencies failed: see $work/mvn.log"
   echo "$pom_stamp" >"$lib/stamp"
 fi
@@ -129,7 +167,7 @@ kafka_version=$(find "$lib" -name 'kafka_2.13-*.jar' | sed 's/.*kafka_2\.13-\(.*
 case " $TARGETS " in
   *" leat "*)
     say "leat: cargo build --release -p leat --bin leat (target: $cargo_target)"
-    cargo build --release -p leat --bin leat >"$work/cargo.log" 2>&1 ||
+    run cargo build --release -p leat --bin leat >"$work/cargo.log" 2>&1 ||
       die "cargo build failed: see $work/cargo.log"
     ;;
 esac
@@ -188,12 +226,12 @@ run_leat() {
   local pid=$!
   pids+=("$pid")
   wait_for_log "$pid" "$dir/serve.log" "kafka listening on" "leat serve"
-  LEAT_SERVER=127.0.0.1:$http LEAT_TOKEN=$token timeout 60 "$leat" stream create "$topic" \
+  run env LEAT_SERVER=127.0.0.1:$http LEAT_TOKEN=$token timeout 60 "$leat" stream create "$topic" \
     --partitions "$PARTITIONS" >"$dir/create.log" 2>&1 ||
     die "leat stream create failed: $(cat "$dir/create.log")"
   local cpu0
   cpu0=$(cpu_seconds "$pid")
-  timeout $((2 * TIMEOUT + 60)) "$python" bench/kafka/bench.py run --bootstrap "127.0.0.1:$kport" \
+  run timeout $((2 * TIMEOUT + 60)) "$python" bench/kafka/bench.py run --bootstrap "127.0.0.1:$kport" \
     --token "$token" --topic "$topic" --count "$COUNT" --size "$SIZE" --timeout "$TIMEOUT" \
     >"$dir/result.json" 2>"$dir/bench.err" ||
     die "bench.py against leat failed: $(tail -n 5 "$dir/bench.err") (server log: $dir/serve.log)"
@@ -236,19 +274,19 @@ run_kafka() {
   local cluster
   cluster=$(java -cp "$cp" "-Dlog4j2.configurationFile=$work/log4j2.properties" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
   [ -n "$cluster" ] || die "kafka.tools.StorageTool random-uuid printed nothing"
-  java -cp "$cp" "-Dlog4j2.configurationFile=$work/log4j2.properties" kafka.tools.StorageTool format \
+  run java -cp "$cp" "-Dlog4j2.configurationFile=$work/log4j2.properties" kafka.tools.StorageTool format \
     -t "$cluster" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
     die "kafka.tools.StorageTool format failed: $(tail -n 5 "$dir/format.log")"
   java "${jvm[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" </dev/null >"$dir/server.log" 2>&1 &
   local pid=$!
   pids+=("$pid")
   wait_for_log "$pid" "$dir/server.log" "Kafka Server started" "kafka ($flavour)"
-  timeout 120 "$python" bench/kafka/bench.py create --bootstrap "127.0.0.1:$port" --topic "$topic" \
+  run timeout 120 "$python" bench/kafka/bench.py create --bootstrap "127.0.0.1:$port" --topic "$topic" \
     --partitions "$PARTITIONS" >"$dir/create.log" 2>&1 ||
     die "creating the topic on kafka failed: $(tail -n 5 "$dir/create.log")"
   local cpu0
   cpu0=$(cpu_seconds "$pid")
-  timeout $((2 * TIMEOUT + 60)) "$python" bench/kafka/bench.py run --bootstrap "127.0.0.1:$port" \
+  run timeout $((2 * TIMEOUT + 60)) "$python" bench/kafka/bench.py run --bootstrap "127.0.0.1:$port" \
     --topic "$topic" --count "$COUNT" --size "$SIZE" --timeout "$TIMEOUT" \
     >"$dir/result.json" 2>"$dir/bench.err" ||
     die "bench.py against kafka ($flavour) failed: $(tail -n 5 "$dir/bench.err") (server log: $dir/server.log)"

@@ -216,7 +216,8 @@ result_file=
 broker_cpu=
 
 run_leat() {
-  local round=$1 dir=$run_dir/leat-$round
+  local round=$1
+  local dir=$run_dir/leat-$round
   mkdir -p "$dir/data"
   local http kport
   http=$(free_port)
@@ -226,7 +227,7 @@ run_leat() {
   local pid=$!
   pids+=("$pid")
   wait_for_log "$pid" "$dir/serve.log" "kafka listening on" "leat serve"
-  run env LEAT_SERVER=127.0.0.1:$http LEAT_TOKEN=$token timeout 60 "$leat" stream create "$topic" \
+  run env "LEAT_SERVER=127.0.0.1:$http" "LEAT_TOKEN=$token" timeout 60 "$leat" stream create "$topic" \
     --partitions "$PARTITIONS" >"$dir/create.log" 2>&1 ||
     die "leat stream create failed: $(cat "$dir/create.log")"
   local cpu0
@@ -241,7 +242,8 @@ run_leat() {
 }
 
 run_kafka() {
-  local round=$1 flavour=$2 dir=$run_dir/$2-$round
+  local round=$1 flavour=$2
+  local dir=$run_dir/$flavour-$round
   mkdir -p "$dir/logs"
   local port cport
   port=$(free_port)

@@ -106,9 +106,18 @@ impl Worker {
     fn process(&mut self, mode: RunMode) -> Result<Exit> {
         self.load_positions()?;
         self.assign_guest()?;
+        // Set when the last wait for new events timed out: nothing arrived,
+        // so the next turn waits again without reading every partition
+        // (what an idle worker over many partitions would otherwise spend
+        // its time on).
+        let mut idle = false;
         let exit = loop {
             if self.stopping() {
                 break Exit::Done;
+            }
+            if idle {
+                idle = !self.wait_for_events()?;
+                continue;
             }
             let mut progressed = false;
             for p in self.partitions.clone() {
@@ -128,21 +137,28 @@ impl Worker {
                 if mode == RunMode::UntilCaughtUp {
                     break Exit::Done;
                 }
-                let waiting: Vec<(String, u32, u64)> = self
-                    .positions
-                    .iter()
-                    .filter(|((_, p), _)| !self.stopped.contains(p))
-                    .map(|(&(i, p), &o)| (self.shared.spec.inputs[i].clone(), p, o))
-                    .collect();
-                self.shared
-                    .broker
-                    .wait_for_any(&waiting, Duration::from_millis(100))?;
+                idle = !self.wait_for_events()?;
             }
         };
         if let Some(guest) = self.guest.as_mut() {
             guest.revoked(&self.partitions);
         }
         Ok(exit)
+    }
+
+    /// Waits up to 100 ms (so that a stop is seen) for an event at or past
+    /// the position of any partition still consumed; whether one arrived.
+    fn wait_for_events(&self) -> Result<bool> {
+        let waiting: Vec<(String, u32, u64)> = self
+            .positions
+            .iter()
+            .filter(|((_, p), _)| !self.stopped.contains(p))
+            .map(|(&(i, p), &o)| (self.shared.spec.inputs[i].clone(), p, o))
+            .collect();
+        Ok(self
+            .shared
+            .broker
+            .wait_for_any(&waiting, Duration::from_millis(100))?)
     }
 
     fn load_positions(&mut self) -> Result<()> {

@@ -144,10 +144,7 @@ pub async fn add_partitions(
             )
             .await
             .err()
-            .map(|(code, m)| {
-                tracing::info!("kafka: AddPartitionsToTxn refused: {m}");
-                code
-            })
+            .map(|refused| refused_code("AddPartitionsToTxn", refused))
     };
     let topics = checked
         .into_iter()
@@ -274,10 +271,7 @@ pub async fn txn_offset_commit(
             )
             .await
             .err()
-            .map(|(code, m)| {
-                tracing::info!("kafka: TxnOffsetCommit refused: {m}");
-                code
-            }),
+            .map(|refused| refused_code("TxnOffsetCommit", refused)),
     };
     let topics = results
         .into_iter()
@@ -304,4 +298,10 @@ pub async fn txn_offset_commit(
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The code of a refused transaction request, logged with its reason.
+fn refused_code(api: &str, (code, reason): (i16, String)) -> i16 {
+    tracing::info!("kafka: {api} refused: {reason}");
+    code
 }

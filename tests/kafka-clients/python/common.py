@@ -40,3 +40,25 @@ def kafka_python_config(addr, token, **more):
     }
     config.update(more)
     return config
+
+
+def read_from_start(consumer, topic, idle_polls, limit=None):
+    """Assigns every partition of `topic` to `consumer` from offset 0 and
+    yields its messages, until `idle_polls` polls of 0.2 s in a row return
+    nothing, or `limit` messages were read. A consume error fails the script."""
+    from confluent_kafka import TopicPartition
+
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    idle = 0
+    read = 0
+    while idle < idle_polls and (limit is None or read < limit):
+        msg = consumer.poll(0.2)
+        if msg is None:
+            idle += 1
+            continue
+        if msg.error():
+            fail(f"consume: {msg.error()}")
+        idle = 0
+        read += 1
+        yield msg

@@ -7,9 +7,9 @@ Usage: idempotent_produce.py ADDR TOKEN TOPIC N
 
 import sys
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
-from common import confluent_config, fail
+from common import confluent_config, fail, read_from_start
 
 addr, token, topic, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
@@ -39,18 +39,6 @@ if errors:
 consumer = Consumer(
     confluent_config(addr, token, **{"group.id": "idem-check", "enable.auto.commit": False})
 )
-partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-seen = 0
-idle = 0
-while seen < n and idle < 50:
-    msg = consumer.poll(0.2)
-    if msg is None:
-        idle += 1
-        continue
-    if msg.error():
-        fail(f"consume: {msg.error()}")
-    idle = 0
-    seen += 1
+for msg in read_from_start(consumer, topic, idle_polls=50, limit=n):
     print(msg.partition(), msg.offset(), msg.value().decode())
 consumer.close()

@@ -8,9 +8,9 @@ Usage: txn_commit_abort.py ADDR TOKEN TOPIC
 
 import sys
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer
 
-from common import confluent_config, fail
+from common import confluent_config, fail, read_from_start
 
 addr, token, topic = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -60,15 +60,6 @@ consumer = Consumer(
         **{"group.id": "txn-check", "isolation.level": "read_committed", "enable.auto.commit": False},
     )
 )
-partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-idle = 0
-while idle < 15:
-    msg = consumer.poll(0.2)
-    if msg is None:
-        idle += 1
-        continue
-    if msg.error():
-        fail(f"consume: {msg.error()}")
+for msg in read_from_start(consumer, topic, idle_polls=15):
     print(msg.value().decode())
 consumer.close()

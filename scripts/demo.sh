@@ -5,7 +5,10 @@
 #     shows its outputs;
 #  2. starts `leat serve`, applies the business topology examples/orders.toml
 #     (router, filter and materialize) from the file, sends it order events,
-#     and shows what each processor wrote, the processors' status and metrics.
+#     and shows what each processor wrote, the processors' status and metrics;
+#  3. deploys `enrich`, which looks each French order's customer up in a
+#     small local HTTP service (examples/lookup_service.py) it declares with
+#     --call, and a copy that declares nothing, whose calls are refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,11 +17,13 @@ cargo build -p leat --bin leat
 leat=target/debug/leat
 data=$(mktemp -d)
 server_pid=
+service_pid=
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
+  [ -z "$service_pid" ] || kill "$service_pid" 2>/dev/null || true
   rm -rf "$data"
 }
 trap cleanup EXIT
@@ -108,9 +113,41 @@ echo
 echo "== processors"
 $leat processor list
 $leat processor status router
+
+echo
+echo "== external services: enrich looks each French order up in a local HTTP service"
+python3 examples/lookup_service.py --port 0 >"$data/service.out" 2>&1 &
+service_pid=$!
+service=
+for _ in $(seq 1 100); do
+  service=$(sed -n 's|^listening on ||p' "$data/service.out")
+  [ -n "$service" ] && break
+  sleep 0.1
+done
+[ -n "$service" ] || { echo "demo: the lookup service did not start" >&2; exit 1; }
+echo "lookup service on $service"
+$leat stream create orders-fr-enriched --partitions 3
+$leat deploy guest-examples/out/enrich.wasm --name enrich --input orders-fr --output orders-fr-enriched \
+  --call "$service" --config service="$service"
+for _ in $(seq 1 300); do
+  [ "$(count orders-fr-enriched)" -ge 2 ] && break
+  sleep 0.1
+done
+echo "== orders-fr-enriched (each order with what the service knows of its key)"
+$leat consume orders-fr-enriched
+echo "== the same processor without --call: its calls are refused, the partition stops"
+$leat stream create orders-fr-undeclared --partitions 3
+$leat deploy guest-examples/out/enrich.wasm --name enrich-undeclared --input orders-fr \
+  --output orders-fr-undeclared --config service="$service"
+for _ in $(seq 1 300); do
+  $leat processor status enrich-undeclared | grep -q "stopped" && break
+  sleep 0.1
+done
+$leat processor status enrich-undeclared | grep -m1 -E "is not declared" || true
+$leat processor status enrich | grep -E "calls "
 if command -v curl >/dev/null 2>&1; then
   echo "== some of /metrics"
-  curl -s -H "Authorization: Bearer $LEAT_TOKEN" "http://$addr/metrics" | grep -E '^leat_processor_(events_in_total|traps_total|batch_latency_seconds_count)'
+  curl -s -H "Authorization: Bearer $LEAT_TOKEN" "http://$addr/metrics" | grep -E '^leat_processor_(events_in_total|traps_total|batch_latency_seconds_count|http_calls_total)'
 fi
 kill -TERM "$server_pid"
 wait "$server_pid"

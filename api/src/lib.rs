@@ -14,6 +14,7 @@ mod enums;
 use std::collections::BTreeMap;
 
 use leat_broker::CleanupPolicy;
+pub use leat_calls::{CallLimits, Origin};
 use serde::{Deserialize, Serialize};
 
 pub use crate::enums::{OnError, ParseError, Position, ProcessorState};
@@ -208,6 +209,12 @@ pub struct Deploy {
     /// The business topology it belongs to, if any.
     #[serde(default)]
     pub topology: Option<String>,
+    /// The external services it may call; nothing else is reachable.
+    #[serde(default)]
+    pub calls: Vec<Origin>,
+    /// What those calls are held to.
+    #[serde(default)]
+    pub call_limits: CallLimits,
 }
 
 fn batch() -> usize {
@@ -392,6 +399,32 @@ pub struct ProcessorView {
     /// Restarts of instances that failed, since the server started.
     #[serde(default)]
     pub restarts: u64,
+    /// The external services it may call.
+    #[serde(default)]
+    pub calls: Vec<Origin>,
+    /// What those calls are held to.
+    #[serde(default)]
+    pub call_limits: CallLimits,
+    /// Its calls per external service, since it last started.
+    #[serde(default)]
+    pub call_stats: Vec<CallView>,
+    /// Calls refused before anything was sent (undeclared origin, invalid
+    /// request, the batch's call limit), since it last started.
+    #[serde(default)]
+    pub refused_calls: u64,
+}
+
+/// A processor's calls to one external service.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CallView {
+    /// The origin called.
+    pub origin: String,
+    /// Calls made.
+    pub calls: u64,
+    /// Calls without a response (timeout, oversized response, failed connection).
+    pub errors: u64,
+    /// How long they took.
+    pub latency: LatencyView,
 }
 
 /// The answer to `GET /v1/status`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use leat_api::{self as api, OnError, Position, DEFAULT_COMMIT_EVENTS};
+use leat_api::{self as api, CallLimits, OnError, Origin, Position, DEFAULT_COMMIT_EVENTS};
 use leat_broker::CleanupPolicy;
 
 use crate::backend::Backend;
@@ -409,6 +409,23 @@ pub struct ProcessorFlags {
     /// rather than after each batch (at or below --batch-size: every batch).
     #[arg(long, default_value_t = DEFAULT_COMMIT_EVENTS)]
     pub commit_events: usize,
+    /// An external service the processor may call over HTTP, as
+    /// https://HOST[:PORT] or http://HOST:PORT (repeatable); nothing else is
+    /// reachable. A private address only when named itself (or localhost).
+    #[arg(long = "call", value_name = "ORIGIN")]
+    pub calls: Vec<Origin>,
+    /// The longest one call may take, in ms (never past the batch's time limit).
+    #[arg(long, default_value_t = CallLimits::default().timeout_ms)]
+    pub call_timeout_ms: u64,
+    /// The largest response body a call reads, in bytes.
+    #[arg(long, default_value_t = CallLimits::default().max_response_bytes)]
+    pub call_max_response_bytes: u64,
+    /// Calls of one `send-all` made at once, per instance.
+    #[arg(long, default_value_t = CallLimits::default().concurrency)]
+    pub call_concurrency: u32,
+    /// Calls one batch may make.
+    #[arg(long, default_value_t = CallLimits::default().max_calls_per_batch)]
+    pub call_max_per_batch: u32,
 }
 
 impl ProcessorFlags {
@@ -425,6 +442,13 @@ impl ProcessorFlags {
             batch_size: self.batch_size,
             commit_events: self.commit_events,
             topology,
+            calls: self.calls,
+            call_limits: CallLimits {
+                timeout_ms: self.call_timeout_ms,
+                max_response_bytes: self.call_max_response_bytes,
+                concurrency: self.call_concurrency,
+                max_calls_per_batch: self.call_max_per_batch,
+            },
         }
     }
 }
@@ -552,6 +576,23 @@ fn print_processor(p: &api::ProcessorView) {
         println!("  config: {}", config.join(", "));
     }
     println!("  on error: {}", p.on_error);
+    for c in &p.calls {
+        match p.call_stats.iter().find(|s| s.origin == c.to_string()) {
+            Some(s) => println!(
+                "  calls {c}: {} call(s), {} without response{}",
+                s.calls,
+                s.errors,
+                s.latency
+                    .mean_ms()
+                    .map(|ms| format!(", {ms:.1} ms mean"))
+                    .unwrap_or_default()
+            ),
+            None => println!("  calls {c}: none yet"),
+        }
+    }
+    if p.refused_calls > 0 {
+        println!("  refused calls: {}", p.refused_calls);
+    }
     println!(
         "  batches: {} events per guest call, up to {} events per commit",
         p.batch_size, p.commit_events

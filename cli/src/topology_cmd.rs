@@ -120,6 +120,8 @@ fn deploy_of(t: &Topology, p: &TopologyProcessor, component: String) -> Result<a
         batch_size: p.batch_size,
         commit_events: p.commit_events,
         topology: Some(t.name.clone()),
+        calls: p.calls.clone(),
+        call_limits: p.call_limits,
     })
 }
 

@@ -152,6 +152,43 @@ impl Collector for ControlMetrics {
             "Time from a batch's guest call to its commit, for committed batches.",
             per(ps, |p| Latency(&p.batch_latency)),
         )?;
+        let calls = || {
+            ps.iter().flat_map(|p| {
+                p.call_stats.iter().map(move |c| {
+                    (
+                        [
+                            ("processor", p.name.as_str()),
+                            ("origin", c.origin.as_str()),
+                        ],
+                        c,
+                    )
+                })
+            })
+        };
+        family(
+            e,
+            "leat_processor_http_calls",
+            "Calls to a declared external service, answered or not.",
+            calls().map(|(l, c)| (l, ConstCounter::new(c.calls))),
+        )?;
+        family(
+            e,
+            "leat_processor_http_call_errors",
+            "Calls to a declared external service without a response: timeout, oversized response, failed connection.",
+            calls().map(|(l, c)| (l, ConstCounter::new(c.errors))),
+        )?;
+        family(
+            e,
+            "leat_processor_http_call_latency_seconds",
+            "Time a call to a declared external service took.",
+            calls().map(|(l, c)| (l, Latency(&c.latency))),
+        )?;
+        family(
+            e,
+            "leat_processor_http_calls_refused",
+            "Calls refused before anything was sent: undeclared origin, invalid request, the batch's call limit.",
+            per(ps, |p| ConstCounter::new(p.refused_calls)),
+        )?;
         family(
             e,
             "leat_processor_lag",

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use leat_api::{self as api, Action, ProcessorState};
 use leat_runtime::files::write_atomic;
-use leat_runtime::{Deployment, LoadedComponent, ProcessorSpec};
+use leat_runtime::{Deployment, LatencyHistogram, LoadedComponent, ProcessorSpec};
 
 use crate::registry::{
     component_id, lock, processor_spec, reset_to, valid_component_id, Counters, Managed, Stored,
@@ -387,19 +387,23 @@ impl Control {
             batches: totals.batches,
             failed_calls: totals.failed_calls,
             traps: totals.traps,
-            batch_latency: api::LatencyView {
-                buckets: totals
-                    .latency
-                    .cumulative()
-                    .into_iter()
-                    .map(|(le, n)| (le.is_finite().then_some(le), n))
-                    .collect(),
-                sum_seconds: totals.latency.sum_micros as f64 / 1e6,
-                count: totals.latency.count,
-            },
+            batch_latency: latency_view(&totals.latency),
             events_per_sec: if m.running() { m.sample.2 } else { 0.0 },
             last_error: m.error.clone().or(status.last_error.clone()),
             restarts: status.restarts,
+            calls: d.calls.clone(),
+            call_limits: d.call_limits,
+            call_stats: status
+                .calls
+                .iter()
+                .map(|c| api::CallView {
+                    origin: c.origin.clone(),
+                    calls: c.calls,
+                    errors: c.errors,
+                    latency: latency_view(&c.latency),
+                })
+                .collect(),
+            refused_calls: status.refused_calls,
             stopped: status
                 .stopped
                 .iter()
@@ -548,5 +552,18 @@ impl Control {
                 }
             }
         }
+    }
+}
+
+/// A histogram as the API shows it: cumulative buckets, seconds.
+fn latency_view(h: &LatencyHistogram) -> api::LatencyView {
+    api::LatencyView {
+        buckets: h
+            .cumulative()
+            .into_iter()
+            .map(|(le, n)| (le.is_finite().then_some(le), n))
+            .collect(),
+        sum_seconds: h.sum_micros as f64 / 1e6,
+        count: h.count,
     }
 }

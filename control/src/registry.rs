@@ -112,6 +112,8 @@ pub fn processor_spec(d: &api::Deploy) -> ProcessorSpec {
     spec.on_error = error_policy(d.on_error);
     spec.batch_size = d.batch_size;
     spec.max_commit_events = d.commit_events;
+    spec.calls = d.calls.clone();
+    spec.call_limits = d.call_limits;
     spec
 }
 

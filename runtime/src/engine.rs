@@ -92,10 +92,10 @@ impl std::fmt::Debug for Engine {
 
 /// The name of the interface a processor exports (the package's version
 /// included; a component of an earlier 0.1 version matches it by semver).
-const GUEST_INTERFACE: &str = "leat:processor/guest@0.1.2";
+const GUEST_INTERFACE: &str = "leat:processor/guest@0.1.3";
 /// The interface with `process-encoded`, which only components built
 /// against 0.1.2 or later export.
-const ENCODED_GUEST_INTERFACE: &str = "leat:processor/encoded-guest@0.1.2";
+const ENCODED_GUEST_INTERFACE: &str = "leat:processor/encoded-guest@0.1.3";
 
 /// The first 8 bytes of a component binary: `\0asm`, layer 1, version 0x0d.
 const COMPONENT_PREAMBLE: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];

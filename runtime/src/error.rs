@@ -13,7 +13,7 @@ pub enum Error {
         reason: String,
     },
     /// The component is valid Wasm but does not target the `leat:processor` world.
-    #[error("{name}: not a Leat processor (it must target the world `leat:processor/processor@0.1.2`, or an earlier 0.1 version; build it with the leat-sdk): {reason}")]
+    #[error("{name}: not a Leat processor (it must target the world `leat:processor/processor@0.1.3`, or an earlier 0.1 version; build it with the leat-sdk): {reason}")]
     WrongWorld {
         /// Where the component came from.
         name: String,

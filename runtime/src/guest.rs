@@ -14,6 +14,8 @@ use crate::bindings::{Event, Failure, Header as WitHeader, Output, Runnable};
 use crate::encoded;
 use crate::engine::{Engine, LoadedComponent};
 use crate::imports::{explain, GuestState};
+use crate::outbound::{CallState, Calls};
+use crate::spec::ProcessorSpec;
 
 /// A log event lowered straight into the guest's `event` record: its
 /// strings and bytes are borrowed from the stored batch, so the host copies
@@ -215,18 +217,27 @@ enum Process {
 }
 
 impl GuestInstance {
-    /// Instantiates `component` and calls its `init` with `config`.
+    /// Instantiates `component` for the deployment `spec` and calls its
+    /// `init` with the deployment's configuration.
     pub fn start(
         engine: &Engine,
         component: &LoadedComponent,
-        processor: &str,
-        outputs: &[String],
+        spec: &ProcessorSpec,
+        calls: Option<Arc<Calls>>,
         broker: Broker,
-        config: &[(String, String)],
     ) -> Result<GuestInstance, String> {
+        let config = spec.init_config();
+        let processor = spec.name.as_str();
+        let calls = CallState::new(
+            calls,
+            processor.into(),
+            &spec.inputs,
+            engine.config.memory_limit,
+        );
         let state = GuestState::new(
             processor,
-            outputs,
+            &spec.outputs,
+            calls,
             broker,
             engine.config.memory_limit,
             &engine.config.limits,
@@ -274,9 +285,10 @@ impl GuestInstance {
             )
         })?;
         store.set_epoch_deadline(deadline_ticks);
+        store.data_mut().calls.begin_other(call_timeout);
         bindings
             .leat_processor_guest()
-            .call_init(&mut store, config)
+            .call_init(&mut store, &config)
             .map_err(|e| format!("trap in init: {}", explain(&mut store, &e, call_timeout)))??;
         Ok(GuestInstance {
             store,
@@ -304,6 +316,7 @@ impl GuestInstance {
         data.emitted.clear();
         data.writes.clear();
         data.forget_call_notes();
+        data.calls.begin(batch, self.call_timeout);
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = match &mut self.process {
             Process::Encoded { func, buf } => {
@@ -352,6 +365,7 @@ impl GuestInstance {
     /// Tells the guest which partitions it now owns.
     pub fn assigned(&mut self, partitions: &[u32]) -> Result<(), String> {
         self.store.data_mut().forget_call_notes();
+        self.store.data_mut().calls.begin_other(self.call_timeout);
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.bindings
             .leat_processor_guest()
@@ -362,6 +376,7 @@ impl GuestInstance {
     /// Tells the guest which partitions it no longer owns.
     pub fn revoked(&mut self, partitions: &[u32]) -> Result<(), String> {
         self.store.data_mut().forget_call_notes();
+        self.store.data_mut().calls.begin_other(self.call_timeout);
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.bindings
             .leat_processor_guest()

@@ -13,6 +13,7 @@ use wasmtime::Store;
 use crate::batch::{declared, Emitted, StateWrites};
 use crate::bindings::{leat::processor, Failure, Level, Output};
 use crate::encoded;
+use crate::outbound::CallState;
 
 /// What a guest may make the host hold or do, beyond its own linear memory.
 /// A call past a budget traps: the batch fails with the budget's name, and
@@ -93,6 +94,8 @@ pub(crate) struct GuestState {
     /// The last line the guest logged at error level in this call (the
     /// SDK's panic hook logs the panic message there before the trap).
     last_error_log: Option<String>,
+    /// Calls to external services (`leat:processor/http`).
+    pub(crate) calls: CallState,
 }
 
 /// The memory cap of one guest instance: refuses (and traps) a memory
@@ -284,11 +287,13 @@ impl GuestState {
     pub(crate) fn new(
         processor: &str,
         outputs: &[String],
+        calls: CallState,
         broker: Broker,
         memory_limit: usize,
         limits: &GuestLimits,
     ) -> GuestState {
         GuestState {
+            calls,
             processor: processor.into(),
             outputs: outputs.into(),
             broker,
@@ -324,6 +329,22 @@ impl GuestState {
 }
 
 impl processor::types::Host for GuestState {}
+
+impl processor::http::Host for GuestState {
+    fn send(
+        &mut self,
+        request: processor::http::Request,
+    ) -> wasmtime::Result<Result<processor::http::Response, processor::http::CallError>> {
+        Ok(self.calls.send(request))
+    }
+
+    fn send_all(
+        &mut self,
+        requests: Vec<processor::http::Request>,
+    ) -> wasmtime::Result<Vec<Result<processor::http::Response, processor::http::CallError>>> {
+        Ok(self.calls.send_all(requests))
+    }
+}
 
 impl processor::host::Host for GuestState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {

@@ -9,8 +9,10 @@
 //! nothing.
 //!
 //! Guests are sandboxed: they import only the `leat:processor/host`
-//! interface (no files, network, clock or randomness), every call is bounded
-//! in time by epoch interruption, and their memory is capped.
+//! interface (no files, clock or randomness) and `leat:processor/http`,
+//! which reaches only the external services their deployment declares
+//! ([`leat_calls`]); every call is bounded in time by epoch interruption,
+//! and their memory is capped.
 #![deny(missing_docs)]
 
 mod batch;
@@ -23,6 +25,7 @@ mod error;
 pub mod files;
 mod guest;
 mod imports;
+mod outbound;
 mod processor;
 mod provenance;
 mod shared;
@@ -43,7 +46,9 @@ pub use crate::spec::{
     MAX_INSTANCES,
 };
 pub use crate::status::{
-    InstanceStatus, LatencyHistogram, ProcessorStatus, StoppedPartition, LATENCY_BUCKETS,
+    CallStatus, InstanceStatus, LatencyHistogram, ProcessorStatus, StoppedPartition,
+    LATENCY_BUCKETS,
 };
 pub use crate::worker::RunMode;
 pub use leat_broker as broker;
+pub use leat_calls as calls;

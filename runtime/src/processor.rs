@@ -237,7 +237,7 @@ pub fn writer_of(broker: &Broker, stream: &str) -> Result<Option<String>> {
 impl ProcessorHandle {
     /// A snapshot of the processor's status.
     pub fn status(&self) -> ProcessorStatus {
-        self.shared.status().clone()
+        self.shared.report()
     }
 
     /// Whether every instance has ended (with [`RunMode::UntilCaughtUp`]:

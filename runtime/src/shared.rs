@@ -9,6 +9,7 @@ use leat_broker::Broker;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::guest::{GuestInstance, Instance, ProcessorCode};
+use crate::outbound::Calls;
 use crate::spec::ProcessorSpec;
 use crate::status::ProcessorStatus;
 
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     /// Set while the coordinator reassigns partitions: the instances of the
     /// current assignment end after their batch, and new ones start.
     pub rebalance: AtomicBool,
+    /// The calls of every instance: one connection pool, one set of counters.
+    pub calls: Option<Arc<Calls>>,
     status: Mutex<ProcessorStatus>,
 }
 
@@ -36,6 +39,7 @@ impl Shared {
         code: ProcessorCode,
     ) -> Shared {
         Shared {
+            calls: Calls::new(&spec.calls, spec.call_limits),
             spec,
             broker,
             engine,
@@ -46,8 +50,18 @@ impl Shared {
         }
     }
 
+    /// The status to change (the calls' counters are kept apart: see `report`).
     pub fn status(&self) -> MutexGuard<'_, ProcessorStatus> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The status with the calls' counters.
+    pub fn report(&self) -> ProcessorStatus {
+        let mut status = self.status().clone();
+        if let Some(calls) = &self.calls {
+            (status.calls, status.refused_calls) = calls.status();
+        }
+        status
     }
 
     /// Whether the instances must end after their current batch.
@@ -72,10 +86,9 @@ impl Shared {
             ProcessorCode::Wasm(component) => GuestInstance::start(
                 &self.engine,
                 component,
-                &self.spec.name,
-                &self.spec.outputs,
+                &self.spec,
+                self.calls.clone(),
                 self.broker.clone(),
-                &self.spec.init_config(),
             )
             .map(Instance::Wasm),
         }

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use leat_calls::{CallLimits, Origin};
+
 use crate::error::{Error, Result};
 
 /// What happens to an event the processor keeps failing on.
@@ -59,6 +61,11 @@ pub struct ProcessorSpec {
     pub retry_backoff: Duration,
     /// The deployed version, counted from 1; carried in provenance headers.
     pub version: u32,
+    /// The external services the guest may call (`leat:processor/http`);
+    /// nothing else is reachable.
+    pub calls: Vec<Origin>,
+    /// What those calls are held to.
+    pub call_limits: CallLimits,
 }
 
 /// The default of [`ProcessorSpec::max_commit_events`].
@@ -86,6 +93,8 @@ impl ProcessorSpec {
             retries: 2,
             retry_backoff: Duration::from_millis(50),
             version: 1,
+            calls: Vec::new(),
+            call_limits: CallLimits::default(),
         }
     }
 
@@ -143,6 +152,9 @@ impl ProcessorSpec {
                 "a commit holds at most {MAX_COMMIT_EVENTS} events (not {})",
                 self.max_commit_events
             ));
+        }
+        if let Err(reason) = self.call_limits.validate() {
+            return invalid(reason);
         }
         if let Some((k, _)) = self.config.iter().find(|(k, _)| k.starts_with("leat.")) {
             return invalid(format!(

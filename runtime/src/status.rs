@@ -61,6 +61,20 @@ impl LatencyHistogram {
     }
 }
 
+/// A processor's calls to one declared external service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallStatus {
+    /// The origin called (`https://api.example.com`).
+    pub origin: String,
+    /// Calls made, answered or not.
+    pub calls: u64,
+    /// Calls without a response: timeouts, oversized responses, failed
+    /// connections (an answer with any status is not an error here).
+    pub errors: u64,
+    /// How long the calls took, over [`LATENCY_BUCKETS`].
+    pub latency: LatencyHistogram,
+}
+
 /// A partition stopped by the `stop` error policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoppedPartition {
@@ -115,4 +129,9 @@ pub struct ProcessorStatus {
     pub restarts: u64,
     /// Partitions stopped by the `stop` policy.
     pub stopped: Vec<StoppedPartition>,
+    /// Calls to external services, per declared origin.
+    pub calls: Vec<CallStatus>,
+    /// Calls refused before anything was sent (an undeclared origin, an
+    /// invalid request, the batch's call limit).
+    pub refused_calls: u64,
 }

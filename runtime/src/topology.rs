@@ -21,6 +21,9 @@
 //! instances = 2
 //! on_error = "stop"           # or "record"
 //! config = { greeting = "hello" }
+//! calls = ["https://api.example.com"]   # external services it may call (HTTP)
+//! call_timeout_ms = 2000      # and their limits: call_max_response_bytes,
+//!                             # call_concurrency, call_max_per_batch
 //! ```
 //!
 //! Checks (each error names the line): valid and unique names, known cleanup
@@ -32,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use leat_broker::{Broker, CleanupPolicy, StreamConfig};
+use leat_calls::{CallLimits, Origin};
 
 use crate::spec::DEFAULT_COMMIT_EVENTS;
 use serde::Deserialize;
@@ -95,6 +99,16 @@ struct RawProcessor {
     batch_size: Option<usize>,
     #[serde(default)]
     commit_events: Option<usize>,
+    #[serde(default)]
+    calls: Vec<Spanned<String>>,
+    #[serde(default)]
+    call_timeout_ms: Option<u64>,
+    #[serde(default)]
+    call_max_response_bytes: Option<u64>,
+    #[serde(default)]
+    call_concurrency: Option<u32>,
+    #[serde(default)]
+    call_max_per_batch: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -137,6 +151,10 @@ pub struct TopologyProcessor {
     pub batch_size: usize,
     /// Most events per commit of a backlog.
     pub commit_events: usize,
+    /// The external services it calls.
+    pub calls: Vec<Origin>,
+    /// What those calls are held to.
+    pub call_limits: CallLimits,
     /// Where it is declared.
     pub line: usize,
 }
@@ -300,6 +318,28 @@ impl Topology {
                     (k.clone(), v)
                 })
                 .collect();
+            let mut calls = Vec::new();
+            for c in &p.calls {
+                let origin: Origin = c
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: leat_calls::OriginError| err(at(c.span()), e.to_string()))?;
+                if !calls.contains(&origin) {
+                    calls.push(origin);
+                }
+            }
+            let defaults = CallLimits::default();
+            let call_limits = CallLimits {
+                timeout_ms: p.call_timeout_ms.unwrap_or(defaults.timeout_ms),
+                max_response_bytes: p
+                    .call_max_response_bytes
+                    .unwrap_or(defaults.max_response_bytes),
+                concurrency: p.call_concurrency.unwrap_or(defaults.concurrency),
+                max_calls_per_batch: p.call_max_per_batch.unwrap_or(defaults.max_calls_per_batch),
+            };
+            call_limits
+                .validate()
+                .map_err(|e| err(line, format!("processor `{name}`: {e}")))?;
             processors.push((
                 TopologyProcessor {
                     name,
@@ -311,6 +351,8 @@ impl Topology {
                     on_error,
                     batch_size: p.batch_size.unwrap_or(1000),
                     commit_events: p.commit_events.unwrap_or(DEFAULT_COMMIT_EVENTS),
+                    calls,
+                    call_limits,
                     line,
                 },
                 p,
@@ -403,12 +445,16 @@ impl Topology {
                     p.outputs.join(", ")
                 }
             ));
+            for c in &p.calls {
+                out.push_str(&format!("    calls {c}\n"));
+            }
         }
         out
     }
 
     /// The graph in Mermaid (`flowchart LR`): streams as rounded nodes,
-    /// processors as boxes.
+    /// processors as boxes, external services as hexagons joined to the
+    /// processors that call them by dotted arrows.
     pub fn to_mermaid(&self) -> String {
         let id = |kind: &str, name: &str| {
             let clean: String = name
@@ -432,6 +478,23 @@ impl Topology {
             }
             for o in &p.outputs {
                 out.push_str(&format!("    {} --> {}\n", id("p", &p.name), id("s", o)));
+            }
+        }
+        let services: BTreeSet<String> = self
+            .processors
+            .iter()
+            .flat_map(|p| p.calls.iter().map(Origin::to_string))
+            .collect();
+        for c in &services {
+            out.push_str(&format!("    {}{{{{\"{c}\"}}}}\n", id("x", c)));
+        }
+        for p in &self.processors {
+            for c in &p.calls {
+                out.push_str(&format!(
+                    "    {} -. calls .-> {}\n",
+                    id("p", &p.name),
+                    id("x", &c.to_string())
+                ));
             }
         }
         out
@@ -591,6 +654,42 @@ config = { mode = "loud", n = 3 }
             (t.processors[0].batch_size, t.processors[0].commit_events),
             (50, 200)
         );
+    }
+
+    #[test]
+    fn external_services_are_parsed_and_drawn() {
+        let calling = GOOD.replace(
+            "instances = 2",
+            "instances = 2\ncalls = [\"https://api.example.com\", \"http://127.0.0.1:8080/\"]\ncall_timeout_ms = 300",
+        );
+        let t = Topology::parse(&calling, "t.toml", Path::new("/x")).unwrap();
+        let p = &t.processors[0];
+        assert_eq!(
+            p.calls.iter().map(Origin::to_string).collect::<Vec<_>>(),
+            ["https://api.example.com", "http://127.0.0.1:8080"]
+        );
+        assert_eq!(p.call_limits.timeout_ms, 300);
+        assert_eq!(p.call_limits.concurrency, CallLimits::default().concurrency);
+        let text = t.to_text();
+        assert!(
+            text.contains("    calls https://api.example.com\n"),
+            "{text}"
+        );
+        let mermaid = t.to_mermaid();
+        assert!(
+            mermaid.contains("x_https___api_example_com{{\"https://api.example.com\"}}")
+                && mermaid.contains("p_up -. calls .-> x_http___127_0_0_1_8080"),
+            "{mermaid}"
+        );
+        for (bad, why) in [
+            ("calls = [\"ftp://x\"]", "is not an origin"),
+            ("calls = [\"https://a.example/path\"]", "no path"),
+            ("call_concurrency = 0", "concurrency must be"),
+        ] {
+            let text = GOOD.replace("instances = 2", &format!("instances = 2\n{bad}"));
+            let e = Topology::parse(&text, "t.toml", Path::new("/x")).unwrap_err();
+            assert!(e.to_string().contains(why) && e.line > 0, "{bad}: {e}");
+        }
     }
 
     #[test]

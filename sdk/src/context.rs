@@ -3,6 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::http::{CallError, Http, Request, Response};
 use crate::{Error, Event, Host, Level, Output};
 
 /// The event being processed: outputs name it as their cause, and
@@ -113,6 +114,32 @@ impl<'h> Context<'h> {
     /// provenance headers) to the first declared output.
     pub fn forward(&mut self, event: &Event) -> Result<(), Error> {
         self.emit(Output::from_event(event))
+    }
+
+    /// Calls to the external services the deployment declares: see
+    /// [`http`](crate::http). A request without a cause is made for the event
+    /// being processed, which its `Idempotency-Key` names.
+    pub fn http(&mut self) -> Http<'_, 'h> {
+        Http { ctx: self }
+    }
+
+    pub(crate) fn send_http(&mut self, mut request: Request) -> Result<Response, CallError> {
+        if let Some(current) = self.current {
+            request.set_cause_if_unset(current.index);
+        }
+        self.host.http_send(&request)
+    }
+
+    pub(crate) fn send_all_http(
+        &mut self,
+        mut requests: Vec<Request>,
+    ) -> Vec<Result<Response, CallError>> {
+        if let Some(current) = self.current {
+            for r in &mut requests {
+                r.set_cause_if_unset(current.index);
+            }
+        }
+        self.host.http_send_all(&requests)
     }
 
     /// Reads a key of the partition's state (this batch's writes included).

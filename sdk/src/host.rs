@@ -2,7 +2,8 @@
 //! it is the runtime, reached through the WIT imports ([`WasmHost`]); in
 //! native tests it is [`TestHost`](crate::testing::TestHost).
 
-use crate::bindings::leat::processor::{host as imports, types as wit};
+use crate::bindings::leat::processor::{host as imports, http as http_imports, types as wit};
+use crate::http::{CallError, Request, Response};
 use crate::{encoded, Error, Output};
 
 /// Severity of a log line.
@@ -73,6 +74,22 @@ pub trait Host {
 
     /// The processor's declared output streams, in declaration order.
     fn outputs(&self) -> &[String];
+
+    /// Makes an HTTP request to a declared external service and waits for
+    /// its response. The default refuses every call, as a host without
+    /// external services does.
+    fn http_send(&mut self, request: &Request) -> Result<Response, CallError> {
+        Err(CallError::Refused(format!(
+            "{}: this host makes no external calls",
+            request.url()
+        )))
+    }
+
+    /// Makes the requests, concurrently where the host can, and answers in
+    /// their order. The default makes them one by one with [`Host::http_send`].
+    fn http_send_all(&mut self, requests: &[Request]) -> Vec<Result<Response, CallError>> {
+        requests.iter().map(|r| self.http_send(r)).collect()
+    }
 }
 
 /// The runtime, through the component's imports. Only ever called from the
@@ -162,6 +179,20 @@ impl Host for WasmHost {
 
     fn outputs(&self) -> &[String] {
         &self.outputs
+    }
+
+    fn http_send(&mut self, request: &Request) -> Result<Response, CallError> {
+        http_imports::send(&request.to_wit())
+            .map(Response::from_wit)
+            .map_err(CallError::from_wit)
+    }
+
+    fn http_send_all(&mut self, requests: &[Request]) -> Vec<Result<Response, CallError>> {
+        let wit: Vec<_> = requests.iter().map(Request::to_wit).collect();
+        http_imports::send_all(&wit)
+            .into_iter()
+            .map(|r| r.map(Response::from_wit).map_err(CallError::from_wit))
+            .collect()
     }
 }
 

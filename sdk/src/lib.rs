@@ -73,6 +73,7 @@ mod error;
 mod event;
 mod export;
 mod host;
+pub mod http;
 mod output;
 mod processor;
 pub mod testing;

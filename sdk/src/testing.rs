@@ -32,6 +32,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::http::{CallError, Request, Response};
 use crate::{Config, Context, Error, Event, Failure, Host, Level, Output, Processor};
 
 /// An in-memory [`Host`] that behaves like the runtime: a state with range
@@ -47,6 +48,9 @@ pub struct TestHost {
     emitted: Vec<Output>,
     logs: Vec<(Level, String)>,
     now: i64,
+    /// Canned answers by URL, and the requests made.
+    responses: BTreeMap<String, Result<Response, CallError>>,
+    requests: Vec<Request>,
 }
 
 impl Default for TestHost {
@@ -67,7 +71,26 @@ impl TestHost {
             emitted: Vec::new(),
             logs: Vec::new(),
             now: 0,
+            responses: BTreeMap::new(),
+            requests: Vec::new(),
         }
+    }
+
+    /// Answers calls to `url` (exactly) with `answer`; calls to other URLs
+    /// are refused, as an undeclared origin is on the real host.
+    #[must_use]
+    pub fn with_response(
+        mut self,
+        url: impl Into<String>,
+        answer: Result<Response, CallError>,
+    ) -> TestHost {
+        self.responses.insert(url.into(), answer);
+        self
+    }
+
+    /// The HTTP requests made so far, in order (their `cause` set).
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
     }
 
     /// Names the processor (the reserved configuration `leat.processor`).
@@ -242,6 +265,19 @@ impl Host for TestHost {
     fn outputs(&self) -> &[String] {
         &self.outputs
     }
+
+    fn http_send(&mut self, request: &Request) -> Result<Response, CallError> {
+        self.requests.push(request.clone());
+        self.responses
+            .get(request.url())
+            .cloned()
+            .unwrap_or_else(|| {
+                Err(CallError::Refused(format!(
+                    "{} is not declared (TestHost::with_response answers declared URLs)",
+                    request.url()
+                )))
+            })
+    }
 }
 
 #[cfg(test)]
@@ -331,5 +367,54 @@ mod tests {
         assert_eq!(keys(host.state_range(b"c", Some(b"c"), 10)), "");
         assert_eq!(keys(host.state_range(b"a", None, 0)), "");
         assert_eq!(host.state_value("d"), Some(&b"d"[..]));
+    }
+
+    /// Looks each event's value up over HTTP and emits the answer.
+    struct Caller;
+
+    impl Processor for Caller {
+        fn init(_config: &Config) -> Result<Self, Error> {
+            Ok(Caller)
+        }
+
+        fn process(&mut self, ctx: &mut Context<'_>, e: &Event) -> Result<(), Error> {
+            let url = format!("http://svc/{}", e.value_str().unwrap_or_default());
+            let found: serde_json::Value = ctx.http().get_json(url)?;
+            ctx.emit(Output::from_event(e).json(&found)?)
+        }
+    }
+
+    #[test]
+    fn calls_are_made_for_the_event_being_processed() {
+        let mut host = TestHost::new()
+            .with_outputs(["out"])
+            .with_response("http://svc/a", Ok(Response::new(200, r#"{"n":1}"#)))
+            .with_response("http://svc/b", Ok(Response::new(500, "boom")))
+            .with_response("http://svc/c", Err(CallError::Timeout(20)));
+        let mut p: Caller = host.init(&[]).unwrap();
+        let out = host
+            .run(
+                &mut p,
+                &[
+                    Event::new("in").with_value("a"),
+                    Event::new("in").with_value("a"),
+                ],
+            )
+            .unwrap();
+        assert_eq!(out[1].value_str(), Some(r#"{"n":1}"#));
+        let causes: Vec<Option<u32>> = host.requests().iter().map(Request::cause_index).collect();
+        assert_eq!(causes, [Some(0), Some(1)]);
+        let failure = host
+            .run(&mut p, &[Event::new("in").with_value("b")])
+            .unwrap_err();
+        assert!(failure.message.contains("answered 500: boom"), "{failure}");
+        let failure = host
+            .run(&mut p, &[Event::new("in").with_value("c")])
+            .unwrap_err();
+        assert_eq!(failure.message, "no response within 20 ms");
+        let failure = host
+            .run(&mut p, &[Event::new("in").with_value("zzz")])
+            .unwrap_err();
+        assert!(failure.message.contains("is not declared"), "{failure}");
     }
 }

@@ -145,13 +145,14 @@ fn some(s: &str) -> Option<String> {
 
 /// Components built against earlier WIT versions, kept as fixtures
 /// (`guest-examples/uppercase` built by `scripts/build-guests.sh`): 0.1.0
-/// (one `emit` per output) at commit 527eda2, and 0.1.1 (`emit-batch`, no
-/// `process-encoded`) at commit 1dcc5a7. The host of 0.1.2 links them by
-/// semver, calls their `process` with a list of events, and commits what
-/// they emit as before.
+/// (one `emit` per output) at commit 527eda2, 0.1.1 (`emit-batch`, no
+/// `process-encoded`) at commit 1dcc5a7, and 0.1.2 (`process-encoded`, no
+/// `http`) at commit 58c0cef. The host of 0.1.3 links them by semver, calls
+/// their `process` with a list of events (`process-encoded` for 0.1.2), and
+/// commits what they emit as before.
 #[test]
 fn components_built_against_earlier_wit_versions_still_run() {
-    for version in ["0.1.0", "0.1.1"] {
+    for version in ["0.1.0", "0.1.1", "0.1.2"] {
         let (_dir, rt, broker) = in_and_out(2);
         let records = vec![
             Record::keyed("k1", "abc").header("trace", "t-1"),

@@ -824,8 +824,8 @@ fn a_component_of_another_world_is_refused_at_load() {
     let message = refused_at_load(&rt, "wrong-world");
     assert!(
         message.contains("not a Leat processor")
-            && message.contains("leat:processor/processor@0.1.2")
-            && message.contains("leat:processor/guest@0.1.2"),
+            && message.contains("leat:processor/processor@0.1.3")
+            && message.contains("leat:processor/guest@0.1.3"),
         "{message}"
     );
     // The same bytes under another name: the error names what was loaded.

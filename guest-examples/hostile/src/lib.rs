@@ -25,6 +25,10 @@
 //! - `state-bomb`: writes 1 MiB state values under new keys without end;
 //! - `log-flood`: logs lines of 64 KiB without end;
 //! - `stack`: recurses until its stack overflows;
+//! - `call-then-trap`: calls `GET url`, then panics if the answer's body is
+//!   `trap` (a service answers `trap` to a key it has not seen: the retry,
+//!   with the same idempotency key, goes through);
+//! - `call-flood`: calls `GET url` `count` times, ignoring the answers;
 //! - `none`: never misbehaves.
 //!
 //! The targets are the events whose value equals configuration `value`, or
@@ -64,6 +68,10 @@ pub enum Mode {
     LogFlood,
     /// Overflows its stack.
     Stack,
+    /// Calls `url`, then panics if the answer says `trap`.
+    CallThenTrap,
+    /// Calls `url` `count` times.
+    CallFlood,
 }
 
 /// The processor: its misbehaviour and its targets.
@@ -73,6 +81,7 @@ pub struct Hostile {
     stream: String,
     count: u64,
     mib: usize,
+    url: String,
 }
 
 impl Hostile {
@@ -107,7 +116,8 @@ fn hoard() -> Result<(), Error> {
 fn unknown_mode(mode: &str) -> Error {
     Error::new(format!(
         "unknown mode `{mode}`: use none, loop, memory, trap-on, undeclared, garbled, init-loop, \
-         assign-loop, assign-trap, flood, emit-loop, state-bomb, log-flood or stack"
+         assign-loop, assign-trap, flood, emit-loop, state-bomb, log-flood, stack, call-then-trap \
+         or call-flood"
     ))
 }
 
@@ -154,6 +164,8 @@ impl Processor for Hostile {
             "state-bomb" => Mode::StateBomb,
             "log-flood" => Mode::LogFlood,
             "stack" => Mode::Stack,
+            "call-then-trap" => Mode::CallThenTrap,
+            "call-flood" => Mode::CallFlood,
             "init-loop" => spin(),
             other => return Err(unknown_mode(other)),
         };
@@ -172,6 +184,7 @@ impl Processor for Hostile {
             stream: config.get_or("stream", "not-declared").to_owned(),
             count: number("count", 1_000_000)?,
             mib: number("mib", 60)? as usize,
+            url: config.get_or("url", "").to_owned(),
         })
     }
 
@@ -227,6 +240,19 @@ impl Processor for Hostile {
             Mode::LogFlood => log_flood(ctx),
             Mode::Stack => {
                 black_box(recurse(0));
+                Ok(())
+            }
+            Mode::CallThenTrap => {
+                let answer = ctx.http().get(self.url.as_str())?;
+                if answer.body() == b"trap" {
+                    panic!("hostile guest told to trap after its call");
+                }
+                Ok(())
+            }
+            Mode::CallFlood => {
+                for _ in 0..self.count {
+                    let _ = black_box(ctx.http().get(self.url.as_str()));
+                }
                 Ok(())
             }
         }

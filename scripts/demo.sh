@@ -144,7 +144,7 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 $leat processor status enrich-undeclared | grep -m1 -E "is not declared" || true
-$leat processor status enrich | grep -E "calls "
+$leat processor status enrich | grep -E "^  calls "
 if command -v curl >/dev/null 2>&1; then
   echo "== some of /metrics"
   curl -s -H "Authorization: Bearer $LEAT_TOKEN" "http://$addr/metrics" | grep -E '^leat_processor_(events_in_total|traps_total|batch_latency_seconds_count|http_calls_total)'

@@ -242,26 +242,14 @@ impl Client {
             builder = builder.header(name.as_str(), value.as_slice());
         }
         builder = builder.header(IDEMPOTENCY_HEADER, key);
+        // No body at all (not an empty one) when there is none: a GET then
+        // carries no `content-length: 0`.
         let sent = if request.body.is_empty() {
-            builder
-                .body(())
-                .map(|r| {
-                    self.agent
-                        .configure_request(r)
-                        .timeout_global(Some(timeout))
-                        .build()
-                })
-                .map(|r| self.agent.run(r))
+            builder.body(()).map(|r| self.run(r, timeout))
         } else {
             builder
                 .body(request.body.as_slice())
-                .map(|r| {
-                    self.agent
-                        .configure_request(r)
-                        .timeout_global(Some(timeout))
-                        .build()
-                })
-                .map(|r| self.agent.run(r))
+                .map(|r| self.run(r, timeout))
         };
         let timeout_ms = timeout.as_millis() as u64;
         let response = sent
@@ -284,6 +272,19 @@ impl Client {
             headers,
             body,
         })
+    }
+
+    fn run(
+        &self,
+        request: ureq::http::Request<impl ureq::AsSendBody>,
+        timeout: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(timeout))
+            .build();
+        self.agent.run(request)
     }
 
     /// Makes `requests` (each with its key), up to `concurrency` at a time,

@@ -1,6 +1,6 @@
 //! Hostile components that a Rust guest cannot be: a core module written
 //! instruction by instruction with `wasm-encoder`, exporting the
-//! `leat:processor/guest@0.1.2` functions of the `runnable` world (each
+//! `leat:processor/guest@0.1.3` functions of the `runnable` world (each
 //! answers "ok" from a zeroed return area), made a component by
 //! `wit-component` from the project's own WIT.
 
@@ -81,14 +81,14 @@ fn core_module(misbehaviour: Misbehaviour) -> Vec<u8> {
     });
 
     let mut exports = ExportSection::new();
-    exports.export("leat:processor/guest@0.1.2#init", ExportKind::Func, 0);
-    exports.export("leat:processor/guest@0.1.2#process", ExportKind::Func, 1);
+    exports.export("leat:processor/guest@0.1.3#init", ExportKind::Func, 0);
+    exports.export("leat:processor/guest@0.1.3#process", ExportKind::Func, 1);
     exports.export(
-        "leat:processor/guest@0.1.2#on-assigned",
+        "leat:processor/guest@0.1.3#on-assigned",
         ExportKind::Func,
         2,
     );
-    exports.export("leat:processor/guest@0.1.2#on-revoked", ExportKind::Func, 3);
+    exports.export("leat:processor/guest@0.1.3#on-revoked", ExportKind::Func, 3);
     exports.export("cabi_realloc", ExportKind::Func, 4);
     exports.export("memory", ExportKind::Memory, 0);
 

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, Event, ReadLimits, Record, StreamConfig};
+use leat_broker::{Broker, Event, Record, StreamConfig};
 use leat_runtime::calls::{CallLimits, Origin};
-use leat_runtime::{Deployment, Engine, EngineConfig, ProcessorSpec, ProcessorStatus, Runtime};
-use leat_tests::{guest, repo_root, Server};
+use leat_runtime::{
+    Deployment, Engine, EngineConfig, LoadedComponent, ProcessorSpec, ProcessorStatus, Runtime,
+};
+use leat_tests::{guest, read_stream, repo_root, Server};
 
 /// The lookup service, killed when dropped.
 struct Service {
@@ -102,6 +104,34 @@ fn streams(broker: &Broker, partitions: u32) {
     }
 }
 
+/// The lookup service and a runtime (batches limited to `batch_limit`)
+/// whose log holds `in`, with `records`, and `out`, of `partitions`
+/// partitions each; and the guest example `example`, loaded.
+struct Fixture {
+    service: Service,
+    rt: Runtime,
+    broker: Broker,
+    code: LoadedComponent,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(batch_limit: Duration, partitions: u32, records: Vec<Record>, example: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path());
+    let rt = runtime(dir.path(), batch_limit);
+    let broker = rt.broker().clone();
+    streams(&broker, partitions);
+    broker.append("in", records).unwrap();
+    let code = rt.engine().load_file(&guest(example)).unwrap();
+    Fixture {
+        service,
+        rt,
+        broker,
+        code,
+        _dir: dir,
+    }
+}
+
 fn spec(name: &str, config: &[(&str, &str)], calls: &[Origin]) -> ProcessorSpec {
     let mut spec = ProcessorSpec::new(name, vec!["in".into()], vec!["out".into()]);
     spec.config = config
@@ -122,26 +152,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn read_all(broker: &Broker, stream: &str) -> Vec<Event> {
-    let partitions = broker.describe_stream(stream).unwrap().partitions.len() as u32;
-    (0..partitions)
-        .flat_map(|p| {
-            broker
-                .read(
-                    stream,
-                    p,
-                    0,
-                    ReadLimits {
-                        max_events: usize::MAX,
-                        max_bytes: usize::MAX,
-                    },
-                )
-                .unwrap()
-                .events
-        })
-        .collect()
-}
-
 fn json_of(e: &Event) -> serde_json::Value {
     serde_json::from_slice(e.value.as_deref().expect("a value")).expect("a JSON value")
 }
@@ -156,32 +166,28 @@ fn stopped_error(d: &Deployment) -> String {
 
 #[test]
 fn enrich_looks_each_key_up_with_a_key_naming_its_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(dir.path());
-    let rt = runtime(dir.path(), Duration::from_secs(5));
-    let broker = rt.broker().clone();
-    streams(&broker, 2);
-    broker
-        .append(
-            "in",
-            [
-                Record::keyed("alice", r#"{"amount":3}"#),
-                Record::keyed("bob", "plain"),
-                Record::keyed("missing-carol", "x"),
-                Record::value("unkeyed"),
-            ],
-        )
-        .unwrap();
-    let code = rt.engine().load_file(&guest("enrich")).unwrap();
+    let records = vec![
+        Record::keyed("alice", r#"{"amount":3}"#),
+        Record::keyed("bob", "plain"),
+        Record::keyed("missing-carol", "x"),
+        Record::value("unkeyed"),
+    ];
+    let Fixture {
+        service,
+        rt,
+        broker,
+        code,
+        ..
+    } = &fixture(Duration::from_secs(5), 2, records, "enrich");
     let spec = spec("enrich", &[("service", &service.url)], &[service.origin()]);
     let status: ProcessorStatus = rt
-        .start(spec, code, leat_runtime::RunMode::UntilCaughtUp)
+        .start(spec, code.clone(), leat_runtime::RunMode::UntilCaughtUp)
         .unwrap()
         .wait()
         .unwrap();
     assert!(status.stopped.is_empty(), "{status:?}");
 
-    let out = read_all(&broker, "out");
+    let out = read_stream(&broker, "out");
     let by_key: BTreeMap<String, serde_json::Value> = out
         .iter()
         .filter_map(|e| {
@@ -200,7 +206,7 @@ fn enrich_looks_each_key_up_with_a_key_naming_its_event() {
 
     // Each lookup carried the key of its event: processor, stream,
     // partition, offset and the call's rank (0: its first call).
-    let input = read_all(&broker, "in");
+    let input = read_stream(&broker, "in");
     let expected: BTreeSet<Seen> = input
         .iter()
         .filter_map(|e| {
@@ -226,13 +232,14 @@ fn enrich_looks_each_key_up_with_a_key_naming_its_event() {
 
 #[test]
 fn undeclared_destinations_are_refused_and_nothing_is_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(dir.path());
-    let rt = runtime(dir.path(), Duration::from_secs(5));
-    let broker = rt.broker().clone();
-    streams(&broker, 1);
-    broker.append("in", [Record::keyed("alice", "1")]).unwrap();
-    let code = rt.engine().load_file(&guest("enrich")).unwrap();
+    let Fixture {
+        service, rt, code, ..
+    } = &fixture(
+        Duration::from_secs(5),
+        1,
+        vec![Record::keyed("alice", "1")],
+        "enrich",
+    );
 
     // No external service declared at all.
     let none = rt
@@ -260,7 +267,7 @@ fn undeclared_destinations_are_refused_and_nothing_is_sent() {
                 &[("service", &service.url)],
                 &[other.clone(), tls.clone()],
             ),
-            code,
+            code.clone(),
         )
         .unwrap();
     let error = stopped_error(&elsewhere);
@@ -274,14 +281,15 @@ fn undeclared_destinations_are_refused_and_nothing_is_sent() {
 
 #[test]
 fn a_slow_service_times_out_at_the_call_limit_and_never_past_the_batch_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(dir.path());
     // The batch's time limit: 1 s.
-    let rt = runtime(dir.path(), Duration::from_secs(1));
-    let broker = rt.broker().clone();
-    streams(&broker, 1);
-    broker.append("in", [Record::keyed("alice", "1")]).unwrap();
-    let code = rt.engine().load_file(&guest("enrich")).unwrap();
+    let Fixture {
+        service, rt, code, ..
+    } = &fixture(
+        Duration::from_secs(1),
+        1,
+        vec![Record::keyed("alice", "1")],
+        "enrich",
+    );
 
     // The call's own limit (200 ms) is the shorter.
     let mut short = spec(
@@ -315,7 +323,7 @@ fn a_slow_service_times_out_at_the_call_limit_and_never_past_the_batch_limit() {
         timeout_ms: 5_000,
         ..CallLimits::default()
     };
-    let d = rt.deploy(long, code).unwrap();
+    let d = rt.deploy(long, code.clone()).unwrap();
     let error = stopped_error(&d);
     let ms: u64 = error
         .split("no response within ")
@@ -328,13 +336,14 @@ fn a_slow_service_times_out_at_the_call_limit_and_never_past_the_batch_limit() {
 
 #[test]
 fn oversized_answers_and_redirects_are_not_taken() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(dir.path());
-    let rt = runtime(dir.path(), Duration::from_secs(5));
-    let broker = rt.broker().clone();
-    streams(&broker, 1);
-    broker.append("in", [Record::keyed("alice", "1")]).unwrap();
-    let code = rt.engine().load_file(&guest("enrich")).unwrap();
+    let Fixture {
+        service, rt, code, ..
+    } = &fixture(
+        Duration::from_secs(5),
+        1,
+        vec![Record::keyed("alice", "1")],
+        "enrich",
+    );
 
     let mut big = spec(
         "big",
@@ -358,7 +367,7 @@ fn oversized_answers_and_redirects_are_not_taken() {
                 &[("service", &service.url), ("path", "/redirect/")],
                 &[service.origin()],
             ),
-            code,
+            code.clone(),
         )
         .unwrap();
     let error = stopped_error(&d);
@@ -371,15 +380,14 @@ fn oversized_answers_and_redirects_are_not_taken() {
 
 #[test]
 fn a_retry_after_a_trap_carries_the_same_idempotency_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(dir.path());
-    let rt = runtime(dir.path(), Duration::from_secs(5));
-    let broker = rt.broker().clone();
-    streams(&broker, 1);
-    broker
-        .append("in", [Record::value("a"), Record::value("b")])
-        .unwrap();
-    let code = rt.engine().load_file(&guest("hostile")).unwrap();
+    let records = vec![Record::value("a"), Record::value("b")];
+    let Fixture {
+        service,
+        rt,
+        broker,
+        code,
+        ..
+    } = &fixture(Duration::from_secs(5), 1, records, "hostile");
     let url = format!("{}/trap-once/x", service.url);
     // The service answers `trap` to a key it has not seen: each event's
     // first call traps the instance, its retry goes through.
@@ -390,13 +398,13 @@ fn a_retry_after_a_trap_carries_the_same_idempotency_key() {
     );
     s.retries = 5;
     let status = rt
-        .start(s, code, leat_runtime::RunMode::UntilCaughtUp)
+        .start(s, code.clone(), leat_runtime::RunMode::UntilCaughtUp)
         .unwrap()
         .wait()
         .unwrap();
     assert!(status.stopped.is_empty(), "{status:?}");
     assert!(status.traps >= 2, "{status:?}");
-    let values: Vec<_> = read_all(&broker, "out")
+    let values: Vec<_> = read_stream(&broker, "out")
         .iter()
         .map(|e| String::from_utf8_lossy(e.value.as_deref().unwrap()).into_owned())
         .collect();
@@ -412,13 +420,14 @@ fn a_retry_after_a_trap_carries_the_same_idempotency_key() {
 
 #[test]
 fn a_batch_cannot_make_more_calls_than_its_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let service = Service::start(dir.path());
-    let rt = runtime(dir.path(), Duration::from_secs(5));
-    let broker = rt.broker().clone();
-    streams(&broker, 1);
-    broker.append("in", [Record::value("a")]).unwrap();
-    let code = rt.engine().load_file(&guest("hostile")).unwrap();
+    let Fixture {
+        service, rt, code, ..
+    } = &fixture(
+        Duration::from_secs(5),
+        1,
+        vec![Record::value("a")],
+        "hostile",
+    );
     let url = format!("{}/lookup/x", service.url);
     let mut s = spec(
         "flood",
@@ -430,7 +439,7 @@ fn a_batch_cannot_make_more_calls_than_its_budget() {
         ..CallLimits::default()
     };
     let status = rt
-        .start(s, code, leat_runtime::RunMode::UntilCaughtUp)
+        .start(s, code.clone(), leat_runtime::RunMode::UntilCaughtUp)
         .unwrap()
         .wait()
         .unwrap();
@@ -505,7 +514,7 @@ fn a_replay_after_sigkill_carries_the_same_idempotency_keys() {
     assert!(server.terminate());
 
     let broker = Broker::open(data.join("log.redb")).unwrap();
-    let out = read_all(&broker, "out");
+    let out = read_stream(&broker, "out");
     let keys: Vec<String> = out
         .iter()
         .map(|e| String::from_utf8_lossy(e.key.as_deref().unwrap()).into_owned())

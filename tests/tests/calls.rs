@@ -187,7 +187,7 @@ fn enrich_looks_each_key_up_with_a_key_naming_its_event() {
         .unwrap();
     assert!(status.stopped.is_empty(), "{status:?}");
 
-    let out = read_stream(&broker, "out");
+    let out = read_stream(broker, "out");
     let by_key: BTreeMap<String, serde_json::Value> = out
         .iter()
         .filter_map(|e| {
@@ -206,7 +206,7 @@ fn enrich_looks_each_key_up_with_a_key_naming_its_event() {
 
     // Each lookup carried the key of its event: processor, stream,
     // partition, offset and the call's rank (0: its first call).
-    let input = read_stream(&broker, "in");
+    let input = read_stream(broker, "in");
     let expected: BTreeSet<Seen> = input
         .iter()
         .filter_map(|e| {
@@ -404,7 +404,7 @@ fn a_retry_after_a_trap_carries_the_same_idempotency_key() {
         .unwrap();
     assert!(status.stopped.is_empty(), "{status:?}");
     assert!(status.traps >= 2, "{status:?}");
-    let values: Vec<_> = read_stream(&broker, "out")
+    let values: Vec<_> = read_stream(broker, "out")
         .iter()
         .map(|e| String::from_utf8_lossy(e.value.as_deref().unwrap()).into_owned())
         .collect();

@@ -294,7 +294,10 @@ impl Broker {
             sticky: AtomicU32::new(0),
         });
         catalog.streams.insert(name.to_string(), entry);
+        // Woken without the catalog's lock, which their check takes.
+        let layout = catalog.layout.clone();
         drop(catalog);
+        layout.wake_all();
         self.describe_stream(name)
     }
 
@@ -343,7 +346,10 @@ impl Broker {
                 sticky: AtomicU32::new(entry.sticky.load(Ordering::Relaxed)),
             }),
         );
+        // Woken without the catalog's lock, which their check takes.
+        let layout = catalog.layout.clone();
         drop(catalog);
+        layout.wake_all();
         self.describe_stream(name)
     }
 
@@ -567,6 +573,29 @@ impl Broker {
     ) -> Result<bool> {
         let cursors = self.cursors(positions)?;
         Ok(shared::wait(&cursors, timeout, waiter))
+    }
+
+    /// Blocks until one of `streams` has more than `partitions` partitions,
+    /// `waiter` is interrupted, or `timeout` passes; whether one has. For a
+    /// thread that follows a stream's partition count without polling:
+    /// [`set_partitions`](Broker::set_partitions) wakes it. A stream that
+    /// does not exist counts as having none.
+    pub fn wait_for_more_partitions(
+        &self,
+        streams: &[String],
+        partitions: u32,
+        timeout: Duration,
+        waiter: &mut Waiter,
+    ) -> bool {
+        let layout = self.catalog().layout.clone();
+        shared::wait_for_layout(&layout, timeout, waiter, || {
+            let catalog = self.catalog();
+            streams.iter().any(|s| {
+                catalog
+                    .get(s)
+                    .is_ok_and(|e| e.partitions.len() as u32 > partitions)
+            })
+        })
     }
 
     fn cursors(

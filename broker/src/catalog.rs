@@ -117,6 +117,9 @@ impl StreamEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
     pub streams: HashMap<String, Arc<StreamEntry>>,
+    /// Threads waiting for a stream to gain partitions, woken by every
+    /// change of partition count (rare: one list for all streams).
+    pub layout: Arc<Sleepers>,
 }
 
 impl Catalog {

@@ -214,14 +214,37 @@ pub(crate) fn wait(
         return true;
     }
     let signal = &waiter.signal;
-    // Registered before the check below: a commit that publishes after the
-    // check finds the registration and notifies under the signal's mutex,
-    // which this thread holds until it sleeps.
+    // Registered before the checks in `sleep`: a commit that publishes
+    // after a check finds the registration and notifies under the signal's
+    // mutex, which this thread holds until it sleeps.
     let _registered = Registration::new(signal.id, cursors, || Sleeper::Thread(signal.clone()));
+    sleep(waiter, timeout, || any_ready(cursors))
+}
+
+/// Blocks until the catalog's layout is `ready` (checked after registering
+/// with `layout`, which the catalog's changes wake), `waiter` is
+/// interrupted, or `timeout` passes; whether it is ready.
+pub(crate) fn wait_for_layout(
+    layout: &Sleepers,
+    timeout: Duration,
+    waiter: &mut Waiter,
+    ready: impl Fn() -> bool,
+) -> bool {
+    let signal = &waiter.signal;
+    layout.register(signal.id, Sleeper::Thread(signal.clone()));
+    let ready = sleep(waiter, timeout, ready);
+    layout.deregister(waiter.signal.id);
+    ready
+}
+
+/// Sleeps on `waiter`'s signal until `ready`, an interrupt or `timeout`.
+/// The caller has registered the signal with whatever makes `ready` true.
+fn sleep(waiter: &Waiter, timeout: Duration, ready: impl Fn() -> bool) -> bool {
+    let signal = &waiter.signal;
     let deadline = Instant::now().checked_add(timeout);
     let mut interrupted = signal.lock();
     loop {
-        if any_ready(cursors) {
+        if ready() {
             return true;
         }
         if *interrupted {

@@ -697,3 +697,28 @@ fn deleting_a_stream_wakes_its_waiting_readers() {
     t.join().unwrap();
     assert!(b.read("s", 0, 0, ReadLimits::default()).is_err());
 }
+
+/// A thread waiting for a stream to gain partitions is woken by the change
+/// (and by the stream's creation), not by polling.
+#[test]
+fn a_wait_for_more_partitions_is_woken_by_the_change() {
+    let (_dir, b) = broker();
+    let streams = ["s".to_string()];
+    let mut waiter = leat_broker::Waiter::new();
+    // Not there yet: no partitions.
+    assert!(!b.wait_for_more_partitions(&streams, 0, Duration::ZERO, &mut waiter));
+    b.create_stream("s", StreamConfig::default()).unwrap();
+    assert!(b.wait_for_more_partitions(&streams, 0, Duration::ZERO, &mut waiter));
+    let changer = b.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        changer.set_partitions("s", 3).unwrap();
+    });
+    let start = Instant::now();
+    assert!(b.wait_for_more_partitions(&streams, 1, Duration::from_secs(30), &mut waiter));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    t.join().unwrap();
+    // An interrupt ends the wait with `false`.
+    waiter.interrupter().interrupt();
+    assert!(!b.wait_for_more_partitions(&streams, 3, Duration::from_secs(30), &mut waiter));
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, StreamConfig, Transaction};
+use leat_broker::{Broker, StreamConfig, Transaction, Waiter};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -332,8 +332,25 @@ fn spawn_workers(
     Ok(threads)
 }
 
-/// How often a following processor looks for inputs with more partitions.
-const REPARTITION_CHECK: Duration = Duration::from_secs(1);
+/// How long the coordinator waits before it looks at its inputs' partition
+/// counts although nothing woke it. Nothing should need it (a stop, an
+/// instance's end and a change of partition count all wake it; it polled
+/// every 10 ms and looked every second before, which cost an idle host 101
+/// wake-ups a second per processor); it bounds the harm of a wake-up ever
+/// missed.
+const COORDINATOR_RECHECK: Duration = Duration::from_secs(60);
+
+/// Ends the coordinator's waits when the processor stops (see `Shared::add_wait`).
+struct CoordinatorWait<'a> {
+    shared: &'a Shared,
+    waiter: Waiter,
+}
+
+impl Drop for CoordinatorWait<'_> {
+    fn drop(&mut self) {
+        self.shared.forget_wait(&self.waiter.interrupter());
+    }
+}
 
 /// Watches a following processor's inputs: when one has gained partitions,
 /// stops the instances at a batch boundary, opens a new generation and
@@ -344,12 +361,24 @@ fn coordinate(
     mut workers: Vec<JoinHandle<Result<Exit>>>,
     mut partitions: u32,
 ) -> Result<Exit> {
+    let mut wait = CoordinatorWait {
+        shared,
+        waiter: Waiter::new(),
+    };
+    shared.add_wait(wait.waiter.interrupter());
     loop {
-        // Woken by a stop or an instance's end, not polling (a 10 ms poll
-        // here cost an idle host 100 wake-ups a second per processor).
-        if shared.wait_for_end(REPARTITION_CHECK) {
+        if shared.ended() {
             join_all(workers)?;
             return Ok(Exit::Done);
+        }
+        let more = shared.broker.wait_for_more_partitions(
+            &shared.spec.inputs,
+            partitions,
+            COORDINATOR_RECHECK,
+            &mut wait.waiter,
+        );
+        if !more {
+            continue;
         }
         let now = match shared.input_partitions() {
             Ok(n) => n,

@@ -2,8 +2,7 @@
 //! engine, the flags that stop them at a batch boundary, and its status.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use leat_broker::{Broker, WaitInterrupt};
 
@@ -25,13 +24,12 @@ pub(crate) struct Shared {
     /// current assignment end after their batch, and new ones start.
     pub rebalance: AtomicBool,
     status: Mutex<ProcessorStatus>,
-    /// The interrupts of the instances' waits for events, so that a stop
-    /// or a rebalance ends them at once instead of the instances polling.
+    /// The interrupts of the instances' waits for events and of the
+    /// coordinator's wait, so that a stop, a rebalance or an instance's end
+    /// ends them at once instead of their polling.
     waits: Mutex<Vec<WaitInterrupt>>,
-    /// Instance threads still running, and the coordinator's wake-up when
-    /// one ends or the processor is stopped.
+    /// Instance threads still running.
     live: AtomicUsize,
-    changed: (Mutex<()>, Condvar),
 }
 
 impl Shared {
@@ -53,7 +51,6 @@ impl Shared {
             status: Mutex::new(ProcessorStatus::default()),
             waits: Mutex::new(Vec::new()),
             live: AtomicUsize::new(0),
-            changed: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -62,10 +59,13 @@ impl Shared {
     pub fn set_stopping(&self, flag: &AtomicBool, on: bool) {
         flag.store(on, Ordering::Release);
         if on {
-            for wait in self.waits().iter() {
-                wait.interrupt();
-            }
-            self.notify_coordinator();
+            self.interrupt_waits();
+        }
+    }
+
+    fn interrupt_waits(&self) {
+        for wait in self.waits().iter() {
+            wait.interrupt();
         }
     }
 
@@ -87,29 +87,16 @@ impl Shared {
         self.live.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Counts an instance thread that ends, and tells the coordinator.
+    /// Counts an instance thread that ends, and tells the coordinator
+    /// (the other instances' waits end too, and simply wait again).
     pub fn thread_ended(&self) {
         self.live.fetch_sub(1, Ordering::AcqRel);
-        self.notify_coordinator();
+        self.interrupt_waits();
     }
 
-    fn notify_coordinator(&self) {
-        let _held = self.changed.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.changed.1.notify_all();
-    }
-
-    /// Blocks until the processor is stopped, every instance thread has
-    /// ended, or `timeout` passes (whichever first); whether one of the
-    /// first two happened.
-    pub fn wait_for_end(&self, timeout: Duration) -> bool {
-        let ended = || self.stop.load(Ordering::Acquire) || self.live.load(Ordering::Acquire) == 0;
-        let held = self.changed.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (_held, _) = self
-            .changed
-            .1
-            .wait_timeout_while(held, timeout, |_| !ended())
-            .unwrap_or_else(|p| p.into_inner());
-        ended()
+    /// Whether the processor is stopped or every instance thread has ended.
+    pub fn ended(&self) -> bool {
+        self.stop.load(Ordering::Acquire) || self.live.load(Ordering::Acquire) == 0
     }
 
     pub fn status(&self) -> MutexGuard<'_, ProcessorStatus> {

@@ -75,10 +75,9 @@ fn an_idle_worker_sees_every_append_promptly_stops_promptly_and_takes_new_partit
     let read = broker.read("out", 0, 0, ReadLimits::default()).unwrap();
     assert_eq!(read.events.len() as u64, rounds);
 
-    // A partition added to the input is taken up (the coordinator looks
-    // every second and interrupts the idle workers to reassign).
+    // A partition added to the input is taken up: the change wakes the
+    // coordinator, which interrupts the idle workers and reassigns.
     broker.set_partitions("in", 9).unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
     broker
         .append("in", [Record::value("new").to_partition(8)])
         .unwrap();

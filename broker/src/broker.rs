@@ -18,7 +18,7 @@ use crate::flusher::FlusherHandle;
 use crate::journal::Journal;
 use crate::maintenance::{self, MaintenanceHandle, MaintenanceReport};
 use crate::record::{Event, Record};
-use crate::shared::{Arrivals, Shared};
+use crate::shared::{self, Shared, Sleeper, Waiter};
 use crate::stream::{validate_name, PartitionInfo, StreamConfig, StreamInfo};
 use crate::tables::*;
 use crate::transaction::{Receipt, Transaction};
@@ -57,13 +57,12 @@ pub struct ReadBatch {
 /// has data.
 pub struct Arrival {
     id: u64,
-    shared: Arc<Shared>,
     cursors: Vec<(Arc<crate::catalog::PartitionCursor>, u64)>,
 }
 
 impl Arrival {
     fn ready(&self) -> bool {
-        self.cursors.iter().any(|(c, o)| c.next() > *o)
+        shared::any_ready(&self.cursors)
     }
 }
 
@@ -77,15 +76,16 @@ impl std::future::Future for Arrival {
         if self.ready() {
             return std::task::Poll::Ready(());
         }
-        // Register, then look again: a commit between the first look and
-        // the registration would otherwise go unnoticed.
-        self.shared
-            .arrivals
-            .wakers()
-            .by_id
-            .insert(self.id, cx.waker().clone());
+        // Register with each partition's cursor, then look again: a commit
+        // between the first look and the registration would otherwise go
+        // unnoticed. A cursor forgets its sleepers when it wakes them, so
+        // each poll registers again.
+        for (cursor, _) in &self.cursors {
+            let waker = cx.waker().clone();
+            cursor.sleepers.register(self.id, Sleeper::Task(waker));
+        }
         if self.ready() {
-            self.shared.arrivals.wakers().by_id.remove(&self.id);
+            shared::deregister(self.id, &self.cursors);
             return std::task::Poll::Ready(());
         }
         std::task::Poll::Pending
@@ -94,7 +94,7 @@ impl std::future::Future for Arrival {
 
 impl Drop for Arrival {
     fn drop(&mut self) {
-        self.shared.arrivals.wakers().by_id.remove(&self.id);
+        shared::deregister(self.id, &self.cursors);
     }
 }
 
@@ -218,7 +218,6 @@ impl Broker {
             db,
             path,
             catalog: RwLock::new(catalog),
-            arrivals: Arrivals::default(),
             maintenance: Mutex::new(()),
         });
         let committer = Arc::new(Committer::new(journal));
@@ -295,7 +294,10 @@ impl Broker {
             sticky: AtomicU32::new(0),
         });
         catalog.streams.insert(name.to_string(), entry);
+        // Woken without the catalog's lock, which their check takes.
+        let layout = catalog.layout.clone();
         drop(catalog);
+        layout.wake_all();
         self.describe_stream(name)
     }
 
@@ -344,7 +346,10 @@ impl Broker {
                 sticky: AtomicU32::new(entry.sticky.load(Ordering::Relaxed)),
             }),
         );
+        // Woken without the catalog's lock, which their check takes.
+        let layout = catalog.layout.clone();
         drop(catalog);
+        layout.wake_all();
         self.describe_stream(name)
     }
 
@@ -370,6 +375,11 @@ impl Broker {
         }
         txn.commit()?;
         catalog.streams.remove(name);
+        // Readers waiting on it look again, and find it gone.
+        for cursor in &entry.partitions {
+            cursor.deleted.store(true, Ordering::Release);
+            cursor.sleepers.wake_all();
+        }
         Ok(())
     }
 
@@ -378,6 +388,12 @@ impl Broker {
         let mut names: Vec<String> = self.catalog().streams.keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// A stream's partition count: [`describe_stream`](Broker::describe_stream)'s
+    /// `partitions.len()`, without reading every partition's extent.
+    pub fn partition_count(&self, name: &str) -> Result<u32> {
+        Ok(self.entry(name)?.partitions.len() as u32)
     }
 
     /// A stream's settings and the extent of each partition.
@@ -525,11 +541,11 @@ impl Broker {
         offset: u64,
         timeout: Duration,
     ) -> Result<bool> {
-        let cursor = self.entry(stream)?.cursor(partition)?.clone();
-        Ok(self
-            .shared
-            .arrivals
-            .wait_until(timeout, || cursor.next() > offset))
+        self.wait_for_any_with(
+            &[(stream.to_string(), partition, offset)],
+            timeout,
+            &mut Waiter::new(),
+        )
     }
 
     /// Blocks until any of `positions` (stream, partition, offset) has data
@@ -539,14 +555,58 @@ impl Broker {
         positions: &[(String, u32, u64)],
         timeout: Duration,
     ) -> Result<bool> {
-        let cursors = positions
+        self.wait_for_any_with(positions, timeout, &mut Waiter::new())
+    }
+
+    /// [`wait_for_any`](Broker::wait_for_any), which also returns (with
+    /// `false`, unless data is there) once `waiter` is interrupted through
+    /// its [`WaitInterrupt`](crate::WaitInterrupt): for a thread that must
+    /// stop promptly without polling. The waiting thread is woken only by
+    /// commits that append to one of `positions`' partitions (or by the
+    /// deletion of its stream, which returns `true`: a read then says it is
+    /// gone).
+    pub fn wait_for_any_with(
+        &self,
+        positions: &[(String, u32, u64)],
+        timeout: Duration,
+        waiter: &mut Waiter,
+    ) -> Result<bool> {
+        let cursors = self.cursors(positions)?;
+        Ok(shared::wait(&cursors, timeout, waiter))
+    }
+
+    /// Blocks until one of `streams` has more than `partitions` partitions,
+    /// `waiter` is interrupted, or `timeout` passes; whether one has. For a
+    /// thread that follows a stream's partition count without polling:
+    /// [`set_partitions`](Broker::set_partitions) wakes it. A stream that
+    /// does not exist counts as having none.
+    pub fn wait_for_more_partitions(
+        &self,
+        streams: &[String],
+        partitions: u32,
+        timeout: Duration,
+        waiter: &mut Waiter,
+    ) -> bool {
+        let layout = self.catalog().layout.clone();
+        shared::wait_for_layout(&layout, timeout, waiter, || {
+            let catalog = self.catalog();
+            streams.iter().any(|s| {
+                catalog
+                    .get(s)
+                    .is_ok_and(|e| e.partitions.len() as u32 > partitions)
+            })
+        })
+    }
+
+    fn cursors(
+        &self,
+        positions: &[(String, u32, u64)],
+    ) -> Result<Vec<(Arc<PartitionCursor>, u64)>> {
+        let catalog = self.catalog();
+        positions
             .iter()
-            .map(|(s, p, o)| Ok((self.entry(s)?.cursor(*p)?.clone(), *o)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(self
-            .shared
-            .arrivals
-            .wait_until(timeout, || cursors.iter().any(|(c, o)| c.next() > *o)))
+            .map(|(s, p, o)| Ok((catalog.get(s)?.cursor(*p)?.clone(), *o)))
+            .collect()
     }
 
     /// A future that completes once any of `positions` (stream, partition,
@@ -556,14 +616,9 @@ impl Broker {
     /// against the caller's timer. Fails at once on an unknown stream or
     /// partition.
     pub fn arrival(&self, positions: &[(String, u32, u64)]) -> Result<Arrival> {
-        let cursors = positions
-            .iter()
-            .map(|(s, p, o)| Ok((self.entry(s)?.cursor(*p)?.clone(), *o)))
-            .collect::<Result<Vec<_>>>()?;
         Ok(Arrival {
-            id: self.shared.arrivals.waker_id(),
-            shared: self.shared.clone(),
-            cursors,
+            id: shared::waiter_id(),
+            cursors: self.cursors(positions)?,
         })
     }
 

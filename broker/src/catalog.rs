@@ -3,12 +3,13 @@
 //! offsets; stream changes take the catalog's write lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::shared::Sleepers;
 use crate::stream::StreamConfig;
 
 /// What `STREAMS` stores per stream.
@@ -39,6 +40,11 @@ pub(crate) struct PartitionCursor {
     pub compacted_kept: AtomicU64,
     /// and when the oldest tombstone it kept leaves its grace period (ms).
     pub tombstone_deadline: AtomicI64,
+    /// Readers waiting for the end to move (see `shared::wait`).
+    pub sleepers: Sleepers,
+    /// Set when the stream is deleted: its waiting readers are woken to
+    /// find out.
+    pub deleted: AtomicBool,
 }
 
 impl PartitionCursor {
@@ -52,6 +58,8 @@ impl PartitionCursor {
             compacted_to: AtomicU64::new(0),
             compacted_kept: AtomicU64::new(0),
             tombstone_deadline: AtomicI64::new(i64::MAX),
+            sleepers: Sleepers::default(),
+            deleted: AtomicBool::new(false),
         }
     }
 
@@ -65,9 +73,16 @@ impl PartitionCursor {
         self.applied_offset.load(Ordering::Acquire)
     }
 
-    /// Shows readers everything up to `end`, once it is durable.
-    pub fn publish(&self, end: u64) {
-        self.next_offset.fetch_max(end, Ordering::AcqRel);
+    /// Shows readers everything up to `end`, once it is durable; whether
+    /// the end moved (then wake its sleepers, see [`Sleepers::wake_all`]).
+    pub fn publish(&self, end: u64) -> bool {
+        self.next_offset.fetch_max(end, Ordering::AcqRel) < end
+    }
+
+    /// Whether a reader waiting for an offset past `offset` should look:
+    /// it is there, or the stream was deleted.
+    pub fn ready(&self, offset: u64) -> bool {
+        self.next() > offset || self.deleted.load(Ordering::Acquire)
     }
 }
 
@@ -102,6 +117,9 @@ impl StreamEntry {
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
     pub streams: HashMap<String, Arc<StreamEntry>>,
+    /// Threads waiting for a stream to gain partitions, woken by every
+    /// change of partition count (rare: one list for all streams).
+    pub layout: Arc<Sleepers>,
 }
 
 impl Catalog {

@@ -195,10 +195,14 @@ impl Committer {
         drop(writer);
         match &failure {
             None => {
-                for (cursor, end) in &undurable.ends {
-                    cursor.publish(*end);
+                let moved: Vec<_> = undurable
+                    .ends
+                    .iter()
+                    .filter(|(cursor, end)| cursor.publish(*end))
+                    .collect();
+                for (cursor, _) in moved {
+                    cursor.sleepers.wake_all();
                 }
-                shared.arrivals.notify();
                 for (reply, receipt) in undurable.answers {
                     let _ = reply.send(Reply::Done(Ok(receipt)));
                 }
@@ -280,6 +284,8 @@ fn commit_group(shared: &Shared, group: Vec<Request>, writer: &mut Writer, progr
     let answers: Vec<Option<Result<Receipt>>> = match applied {
         Ok((outcomes, mode)) => {
             let later = mode == Mode::Flusher;
+            // The cursors whose end moved, woken once all are published.
+            let mut moved = Vec::new();
             for p in pending.values() {
                 if let Ok(cursor) = p.entry.cursor(p.partition) {
                     cursor
@@ -291,8 +297,8 @@ fn commit_group(shared: &Shared, group: Vec<Request>, writer: &mut Writer, progr
                         .store(p.next_offset, Ordering::Release);
                     if later {
                         writer.undurable.ends.push((cursor.clone(), p.next_offset));
-                    } else {
-                        cursor.publish(p.next_offset);
+                    } else if cursor.publish(p.next_offset) {
+                        moved.push(cursor);
                     }
                 }
             }
@@ -315,7 +321,9 @@ fn commit_group(shared: &Shared, group: Vec<Request>, writer: &mut Writer, progr
                     })
                     .collect()
             } else {
-                shared.arrivals.notify();
+                for cursor in moved {
+                    cursor.sleepers.wake_all();
+                }
                 outcomes.into_iter().map(Some).collect()
             }
         }

@@ -65,8 +65,10 @@
 //! once it is durable, so no reader sees what a crash could take back;
 //! [`Broker::sync`] waits for it.
 //!
-//! Readers waiting at the end of a partition ([`Broker::wait_for`], or the
-//! [`Broker::arrival`] future) are woken by the committer, without polling.
+//! Readers waiting at the end of a partition ([`Broker::wait_for`],
+//! [`Broker::wait_for_any_with`], or the [`Broker::arrival`] future) are
+//! woken by the committer, without polling, and only by commits that append
+//! to a partition they wait on.
 //!
 //! ```
 //! # fn main() -> Result<(), leat_broker::Error> {
@@ -105,6 +107,7 @@ pub use crate::error::{Error, Result};
 pub use crate::maintenance::MaintenanceReport;
 pub use crate::partitioner::{murmur2, partition_for_key};
 pub use crate::record::{Event, Header, Record};
+pub use crate::shared::{WaitInterrupt, Waiter};
 pub use crate::stream::{
     validate_name, CleanupPolicy, PartitionInfo, StreamConfig, StreamInfo, DEFAULT_MAX_EVENT_BYTES,
     MAX_NAME_LEN,

@@ -3,79 +3,269 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Condvar, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, PartitionCursor};
 
 /// What the broker handles, the committing callers and the maintenance thread share.
 pub(crate) struct Shared {
     pub db: redb::Database,
     pub path: PathBuf,
     pub catalog: RwLock<Catalog>,
-    pub arrivals: Arrivals,
     /// Held by a retention or compaction pass: one runs at a time.
     pub maintenance: Mutex<()>,
 }
 
-/// Wakes readers waiting for new events: threads blocked in
-/// [`wait_until`](Arrivals::wait_until), and the tasks of pending
-/// [`Arrival`](crate::Arrival) futures.
+/// A fresh id for a waiter's registrations (unique in the process).
+pub(crate) fn waiter_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Whom a partition's cursor wakes when its end moves: a thread blocked in
+/// [`wait`], or the task of a pending [`Arrival`](crate::Arrival) future.
+/// Each reader registers with the cursors of the partitions it waits on
+/// only, so a commit wakes only those waiting on a partition it appended to.
+pub(crate) enum Sleeper {
+    Thread(Arc<Signal>),
+    Task(Waker),
+}
+
+impl Sleeper {
+    pub(crate) fn wake(self) {
+        match self {
+            Sleeper::Thread(signal) => signal.notify(),
+            Sleeper::Task(waker) => waker.wake(),
+        }
+    }
+}
+
+/// The sleepers registered with one cursor, by waiter id.
 #[derive(Default)]
-pub(crate) struct Arrivals {
-    commits: Mutex<u64>,
+pub(crate) struct Sleepers(Mutex<HashMap<u64, Sleeper>>);
+
+impl std::fmt::Debug for Sleepers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sleepers({})", self.lock().len())
+    }
+}
+
+impl Sleepers {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Sleeper>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn register(&self, id: u64, sleeper: Sleeper) {
+        self.lock().insert(id, sleeper);
+    }
+
+    pub(crate) fn deregister(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Wakes (and forgets) every sleeper. Called after the cursor's end
+    /// moved: a sleeper registered before sees the new end once woken, one
+    /// registered after sees it when it checks after registering.
+    pub(crate) fn wake_all(&self) {
+        let sleepers = std::mem::take(&mut *self.lock());
+        for sleeper in sleepers.into_values() {
+            sleeper.wake();
+        }
+    }
+}
+
+/// A blocked thread's condition variable. Notified under its mutex, so a
+/// notification between the waiter's last check and its sleep is not lost.
+pub(crate) struct Signal {
+    id: u64,
+    /// Set by [`WaitInterrupt::interrupt`], cleared by the wait that sees it.
+    interrupted: Mutex<bool>,
     changed: Condvar,
-    /// The wakers of pending `Arrival` futures, by their id; a future
-    /// removes its own when it is dropped.
-    wakers: Mutex<Wakers>,
 }
 
-#[derive(Default)]
-pub(crate) struct Wakers {
-    next_id: u64,
-    pub by_id: HashMap<u64, Waker>,
-}
-
-impl Arrivals {
-    pub(crate) fn notify(&self) {
-        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-        *commits += 1;
+impl Signal {
+    fn notify(&self) {
+        let _held = self.lock();
         self.changed.notify_all();
-        drop(commits);
-        let wakers = std::mem::take(&mut self.wakers().by_id);
-        for waker in wakers.into_values() {
-            waker.wake();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.interrupted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a thread waits with in [`Broker::wait_for_any_with`](crate::Broker::wait_for_any_with):
+/// another thread can end its wait early through a [`WaitInterrupt`].
+pub struct Waiter {
+    signal: Arc<Signal>,
+}
+
+impl Default for Waiter {
+    fn default() -> Self {
+        Waiter::new()
+    }
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter")
+            .field("id", &self.signal.id)
+            .finish()
+    }
+}
+
+impl Waiter {
+    /// A waiter nobody has interrupted.
+    pub fn new() -> Waiter {
+        Waiter {
+            signal: Arc::new(Signal {
+                id: waiter_id(),
+                interrupted: Mutex::new(false),
+                changed: Condvar::new(),
+            }),
         }
     }
 
-    pub(crate) fn wakers(&self) -> std::sync::MutexGuard<'_, Wakers> {
-        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A fresh id for an `Arrival` future.
-    pub(crate) fn waker_id(&self) -> u64 {
-        let mut w = self.wakers();
-        w.next_id += 1;
-        w.next_id
-    }
-
-    pub(crate) fn wait_until(&self, timeout: Duration, ready: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut commits = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if ready() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            commits = self
-                .changed
-                .wait_timeout(commits, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+    /// A handle that ends this waiter's current or next wait.
+    pub fn interrupter(&self) -> WaitInterrupt {
+        WaitInterrupt {
+            signal: self.signal.clone(),
         }
+    }
+}
+
+/// Ends the current wait of its [`Waiter`], or, if it is not waiting, its
+/// next one (at once): an interrupt is never lost.
+#[derive(Clone)]
+pub struct WaitInterrupt {
+    signal: Arc<Signal>,
+}
+
+impl std::fmt::Debug for WaitInterrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitInterrupt")
+            .field("waiter", &self.signal.id)
+            .finish()
+    }
+}
+
+impl WaitInterrupt {
+    /// Interrupts the waiter.
+    pub fn interrupt(&self) {
+        let mut interrupted = self.signal.lock();
+        *interrupted = true;
+        self.signal.changed.notify_all();
+    }
+
+    /// Whether both interrupt the same waiter.
+    pub fn same_waiter(&self, other: &WaitInterrupt) -> bool {
+        Arc::ptr_eq(&self.signal, &other.signal)
+    }
+}
+
+/// Whether any cursor's end is past its offset (or its stream was deleted:
+/// a read then says so).
+pub(crate) fn any_ready(cursors: &[(Arc<PartitionCursor>, u64)]) -> bool {
+    cursors.iter().any(|(c, o)| c.ready(*o))
+}
+
+/// Registers `id`'s sleeper with each cursor, and takes it back when dropped.
+pub(crate) struct Registration<'a> {
+    id: u64,
+    cursors: &'a [(Arc<PartitionCursor>, u64)],
+}
+
+impl<'a> Registration<'a> {
+    pub(crate) fn new(
+        id: u64,
+        cursors: &'a [(Arc<PartitionCursor>, u64)],
+        sleeper: impl Fn() -> Sleeper,
+    ) -> Self {
+        for (c, _) in cursors {
+            c.sleepers.register(id, sleeper());
+        }
+        Registration { id, cursors }
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        deregister(self.id, self.cursors);
+    }
+}
+
+pub(crate) fn deregister(id: u64, cursors: &[(Arc<PartitionCursor>, u64)]) {
+    for (c, _) in cursors {
+        c.sleepers.deregister(id);
+    }
+}
+
+/// Blocks until a cursor's end passes its offset, `waiter` is interrupted,
+/// or `timeout` passes; whether a cursor's end is past its offset.
+pub(crate) fn wait(
+    cursors: &[(Arc<PartitionCursor>, u64)],
+    timeout: Duration,
+    waiter: &mut Waiter,
+) -> bool {
+    if any_ready(cursors) {
+        return true;
+    }
+    let signal = &waiter.signal;
+    // Registered before the checks in `sleep`: a commit that publishes
+    // after a check finds the registration and notifies under the signal's
+    // mutex, which this thread holds until it sleeps.
+    let _registered = Registration::new(signal.id, cursors, || Sleeper::Thread(signal.clone()));
+    sleep(waiter, timeout, || any_ready(cursors))
+}
+
+/// Blocks until the catalog's layout is `ready` (checked after registering
+/// with `layout`, which the catalog's changes wake), `waiter` is
+/// interrupted, or `timeout` passes; whether it is ready.
+pub(crate) fn wait_for_layout(
+    layout: &Sleepers,
+    timeout: Duration,
+    waiter: &mut Waiter,
+    ready: impl Fn() -> bool,
+) -> bool {
+    let signal = &waiter.signal;
+    layout.register(signal.id, Sleeper::Thread(signal.clone()));
+    let ready = sleep(waiter, timeout, ready);
+    layout.deregister(waiter.signal.id);
+    ready
+}
+
+/// Sleeps on `waiter`'s signal until `ready`, an interrupt or `timeout`.
+/// The caller has registered the signal with whatever makes `ready` true.
+fn sleep(waiter: &Waiter, timeout: Duration, ready: impl Fn() -> bool) -> bool {
+    let signal = &waiter.signal;
+    let deadline = Instant::now().checked_add(timeout);
+    let mut interrupted = signal.lock();
+    loop {
+        if ready() {
+            return true;
+        }
+        if *interrupted {
+            *interrupted = false;
+            return false;
+        }
+        let left = match deadline {
+            Some(deadline) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return false;
+                }
+                deadline - now
+            }
+            // Further than `Instant` reaches: as good as forever.
+            None => Duration::from_secs(u32::MAX as u64),
+        };
+        interrupted = signal
+            .changed
+            .wait_timeout(interrupted, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, StreamConfig, Transaction};
+use leat_broker::{Broker, StreamConfig, Transaction, Waiter};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -256,7 +256,7 @@ impl ProcessorHandle {
 
     /// Asks the instances to stop after their current batch, and waits.
     pub fn stop(mut self) -> Result<ProcessorStatus> {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.set_stopping(&self.shared.stop, true);
         self.join()?;
         Ok(self.status())
     }
@@ -314,17 +314,43 @@ fn spawn_workers(
             continue; // Instances beyond the partition count stay idle.
         }
         let worker = Worker::new(shared.clone(), owned, generation, first.take());
+        shared.thread_started();
         let thread = std::thread::Builder::new()
             .name(format!("{}-{id}", shared.spec.name))
-            .spawn(move || supervise(worker, mode))
-            .map_err(|e| Error::Engine(wasmtime::Error::msg(e.to_string())))?;
+            .spawn(move || {
+                let shared = worker.shared();
+                let exit = supervise(worker, mode);
+                shared.thread_ended();
+                exit
+            })
+            .map_err(|e| {
+                shared.thread_ended();
+                Error::Engine(wasmtime::Error::msg(e.to_string()))
+            })?;
         threads.push(thread);
     }
     Ok(threads)
 }
 
-/// How often a following processor looks for inputs with more partitions.
-const REPARTITION_CHECK: Duration = Duration::from_secs(1);
+/// How long the coordinator waits before it looks at its inputs' partition
+/// counts although nothing woke it. Nothing should need it (a stop, an
+/// instance's end and a change of partition count all wake it; it polled
+/// every 10 ms and looked every second before, which cost an idle host 101
+/// wake-ups a second per processor); it bounds the harm of a wake-up ever
+/// missed.
+const COORDINATOR_RECHECK: Duration = Duration::from_secs(60);
+
+/// Ends the coordinator's waits when the processor stops (see `Shared::add_wait`).
+struct CoordinatorWait<'a> {
+    shared: &'a Shared,
+    waiter: Waiter,
+}
+
+impl Drop for CoordinatorWait<'_> {
+    fn drop(&mut self) {
+        self.shared.forget_wait(&self.waiter.interrupter());
+    }
+}
 
 /// Watches a following processor's inputs: when one has gained partitions,
 /// stops the instances at a batch boundary, opens a new generation and
@@ -335,14 +361,24 @@ fn coordinate(
     mut workers: Vec<JoinHandle<Result<Exit>>>,
     mut partitions: u32,
 ) -> Result<Exit> {
+    let mut wait = CoordinatorWait {
+        shared,
+        waiter: Waiter::new(),
+    };
+    shared.add_wait(wait.waiter.interrupter());
     loop {
-        let next_check = Instant::now() + REPARTITION_CHECK;
-        while Instant::now() < next_check {
-            if shared.stop.load(Ordering::Acquire) || workers.iter().all(JoinHandle::is_finished) {
-                join_all(workers)?;
-                return Ok(Exit::Done);
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if shared.ended() {
+            join_all(workers)?;
+            return Ok(Exit::Done);
+        }
+        let more = shared.broker.wait_for_more_partitions(
+            &shared.spec.inputs,
+            partitions,
+            COORDINATOR_RECHECK,
+            &mut wait.waiter,
+        );
+        if !more {
+            continue;
         }
         let now = match shared.input_partitions() {
             Ok(n) => n,
@@ -357,9 +393,9 @@ fn coordinate(
         }
         tracing::info!(processor = %shared.spec.name, from = partitions, to = now,
             "inputs gained partitions: reassigning them");
-        shared.rebalance.store(true, Ordering::Release);
+        shared.set_stopping(&shared.rebalance, true);
         let ended = join_all(workers.drain(..));
-        shared.rebalance.store(false, Ordering::Release);
+        shared.set_stopping(&shared.rebalance, false);
         ended?;
         if shared.stop.load(Ordering::Acquire) {
             return Ok(Exit::Done);
@@ -372,7 +408,7 @@ fn coordinate(
 
 impl Drop for ProcessorHandle {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.set_stopping(&self.shared.stop, true);
         let _ = self.join();
     }
 }

@@ -1,10 +1,10 @@
 //! What the instances of one processor share: its spec, code, log and
 //! engine, the flags that stop them at a batch boundary, and its status.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use leat_broker::Broker;
+use leat_broker::{Broker, WaitInterrupt};
 
 use crate::engine::Engine;
 use crate::error::Result;
@@ -27,6 +27,12 @@ pub(crate) struct Shared {
     /// The calls of every instance: one connection pool, one set of counters.
     pub calls: Option<Arc<Calls>>,
     status: Mutex<ProcessorStatus>,
+    /// The interrupts of the instances' waits for events and of the
+    /// coordinator's wait, so that a stop, a rebalance or an instance's end
+    /// ends them at once instead of their polling.
+    waits: Mutex<Vec<WaitInterrupt>>,
+    /// Instance threads still running.
+    live: AtomicUsize,
 }
 
 impl Shared {
@@ -47,7 +53,54 @@ impl Shared {
             stop: AtomicBool::new(false),
             rebalance: AtomicBool::new(false),
             status: Mutex::new(ProcessorStatus::default()),
+            waits: Mutex::new(Vec::new()),
+            live: AtomicUsize::new(0),
         }
+    }
+
+    /// Asks the instances to end after their batch (`stop`, or while
+    /// `rebalance` is set), ending their waits for events.
+    pub fn set_stopping(&self, flag: &AtomicBool, on: bool) {
+        flag.store(on, Ordering::Release);
+        if on {
+            self.interrupt_waits();
+        }
+    }
+
+    fn interrupt_waits(&self) {
+        for wait in self.waits().iter() {
+            wait.interrupt();
+        }
+    }
+
+    fn waits(&self) -> MutexGuard<'_, Vec<WaitInterrupt>> {
+        self.waits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets a stop or rebalance interrupt `wait`, until [`forget_wait`](Shared::forget_wait).
+    pub fn add_wait(&self, wait: WaitInterrupt) {
+        self.waits().push(wait);
+    }
+
+    pub fn forget_wait(&self, wait: &WaitInterrupt) {
+        self.waits().retain(|w| !w.same_waiter(wait));
+    }
+
+    /// Counts an instance thread that starts.
+    pub fn thread_started(&self) {
+        self.live.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts an instance thread that ends, and tells the coordinator
+    /// (the other instances' waits end too, and simply wait again).
+    pub fn thread_ended(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.interrupt_waits();
+    }
+
+    /// Whether the processor is stopped or every instance thread has ended.
+    pub fn ended(&self) -> bool {
+        self.stop.load(Ordering::Acquire) || self.live.load(Ordering::Acquire) == 0
     }
 
     /// The status to change (the calls' counters are kept apart: see `report`).
@@ -73,8 +126,7 @@ impl Shared {
     pub fn input_partitions(&self) -> Result<u32> {
         let mut partitions = 0;
         for input in &self.spec.inputs {
-            partitions =
-                partitions.max(self.broker.describe_stream(input)?.partitions.len() as u32);
+            partitions = partitions.max(self.broker.partition_count(input)?);
         }
         Ok(partitions)
     }

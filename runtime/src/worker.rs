@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Event as LogEvent, Header, ReadLimits, Record, Transaction};
+use leat_broker::{Event as LogEvent, Header, ReadLimits, Record, Transaction, Waiter};
 
 use crate::batch::{Emitted, Input, StateWrites};
 use crate::error::{Error, Result};
@@ -63,6 +63,8 @@ pub(crate) struct Worker {
     positions: BTreeMap<(usize, u32), u64>,
     stopped: BTreeSet<u32>,
     provenance: Provenance,
+    /// Waits for events; a stop or rebalance interrupts it (see `Shared::set_stopping`).
+    waiter: Waiter,
 }
 
 impl Worker {
@@ -72,8 +74,11 @@ impl Worker {
         generation: u64,
         guest: Option<Instance>,
     ) -> Worker {
+        let waiter = Waiter::new();
+        shared.add_wait(waiter.interrupter());
         Worker {
             provenance: Provenance::new(&shared.spec),
+            waiter,
             shared,
             partitions,
             generation,
@@ -146,9 +151,10 @@ impl Worker {
         Ok(exit)
     }
 
-    /// Waits up to 100 ms (so that a stop is seen) for an event at or past
-    /// the position of any partition still consumed; whether one arrived.
-    fn wait_for_events(&self) -> Result<bool> {
+    /// Waits for an event at or past the position of any partition still
+    /// consumed; whether one arrived. Only appends to those partitions wake
+    /// it, and a stop or rebalance ends it.
+    fn wait_for_events(&mut self) -> Result<bool> {
         let waiting: Vec<(String, u32, u64)> = self
             .positions
             .iter()
@@ -158,7 +164,7 @@ impl Worker {
         Ok(self
             .shared
             .broker
-            .wait_for_any(&waiting, Duration::from_millis(100))?)
+            .wait_for_any_with(&waiting, IDLE_RECHECK, &mut self.waiter)?)
     }
 
     fn load_positions(&mut self) -> Result<()> {
@@ -654,6 +660,19 @@ impl Worker {
         let mut status = self.shared.status();
         status.failed_calls += 1;
         status.last_error = Some(error.to_string());
+    }
+}
+
+/// How long an idle worker waits before it looks at its positions again
+/// although nothing woke it. Nothing should need it (appends, a deletion of
+/// an input, a stop and a rebalance all wake the wait); it bounds the harm
+/// of a wake-up ever missed to a minute, at the cost of one registration
+/// with each partition's cursor per minute.
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.forget_wait(&self.waiter.interrupter());
     }
 }
 

@@ -164,6 +164,22 @@ fn stopped_error(d: &Deployment) -> String {
     d.status().stopped[0].error.clone()
 }
 
+/// Deploys `enrich` (named `name`, looking keys up under `path` of the
+/// service) with `limits`, waits until it stops its partition, undeploys it,
+/// and returns the error it stopped on.
+fn enrich_stops_with(f: &Fixture, name: &str, path: &str, limits: CallLimits) -> String {
+    let mut s = spec(
+        name,
+        &[("service", &f.service.url), ("path", path)],
+        &[f.service.origin()],
+    );
+    s.call_limits = limits;
+    let d = f.rt.deploy(s, f.code.clone()).unwrap();
+    let error = stopped_error(&d);
+    d.undeploy().unwrap();
+    error
+}
+
 #[test]
 fn enrich_looks_each_key_up_with_a_key_naming_its_event() {
     let records = vec![
@@ -282,9 +298,7 @@ fn undeclared_destinations_are_refused_and_nothing_is_sent() {
 #[test]
 fn a_slow_service_times_out_at_the_call_limit_and_never_past_the_batch_limit() {
     // The batch's time limit: 1 s.
-    let Fixture {
-        service, rt, code, ..
-    } = &fixture(
+    let f = &fixture(
         Duration::from_secs(1),
         1,
         vec![Record::keyed("alice", "1")],
@@ -292,18 +306,12 @@ fn a_slow_service_times_out_at_the_call_limit_and_never_past_the_batch_limit() {
     );
 
     // The call's own limit (200 ms) is the shorter.
-    let mut short = spec(
-        "short",
-        &[("service", &service.url), ("path", "/slow/3000/")],
-        &[service.origin()],
-    );
-    short.call_limits = CallLimits {
+    let started = Instant::now();
+    let short = CallLimits {
         timeout_ms: 200,
         ..CallLimits::default()
     };
-    let started = Instant::now();
-    let d = rt.deploy(short, code.clone()).unwrap();
-    let error = stopped_error(&d);
+    let error = enrich_stops_with(f, "short", "/slow/3000/", short);
     assert!(error.contains("no response within 200 ms"), "{error}");
     // Two attempts (one retry) and the isolation of the event, each 200 ms.
     assert!(
@@ -311,20 +319,13 @@ fn a_slow_service_times_out_at_the_call_limit_and_never_past_the_batch_limit() {
         "{:?}",
         started.elapsed()
     );
-    d.undeploy().unwrap();
 
     // The call allows 5 s, the batch 1 s: the call ends with the batch's time.
-    let mut long = spec(
-        "long",
-        &[("service", &service.url), ("path", "/slow/4000/")],
-        &[service.origin()],
-    );
-    long.call_limits = CallLimits {
+    let long = CallLimits {
         timeout_ms: 5_000,
         ..CallLimits::default()
     };
-    let d = rt.deploy(long, code.clone()).unwrap();
-    let error = stopped_error(&d);
+    let error = enrich_stops_with(f, "long", "/slow/4000/", long);
     let ms: u64 = error
         .split("no response within ")
         .nth(1)
@@ -336,43 +337,24 @@ fn a_slow_service_times_out_at_the_call_limit_and_never_past_the_batch_limit() {
 
 #[test]
 fn oversized_answers_and_redirects_are_not_taken() {
-    let Fixture {
-        service, rt, code, ..
-    } = &fixture(
+    let f = &fixture(
         Duration::from_secs(5),
         1,
         vec![Record::keyed("alice", "1")],
         "enrich",
     );
-
-    let mut big = spec(
-        "big",
-        &[("service", &service.url), ("path", "/big/5000/")],
-        &[service.origin()],
-    );
-    big.call_limits = CallLimits {
+    let big = CallLimits {
         max_response_bytes: 1000,
         ..CallLimits::default()
     };
-    let d = rt.deploy(big, code.clone()).unwrap();
-    let error = stopped_error(&d);
+    let error = enrich_stops_with(f, "big", "/big/5000/", big);
     assert!(error.contains("larger than 1000 bytes"), "{error}");
-    d.undeploy().unwrap();
 
     // A redirect reaches the guest as it is (302), never followed.
-    let d = rt
-        .deploy(
-            spec(
-                "redirected",
-                &[("service", &service.url), ("path", "/redirect/")],
-                &[service.origin()],
-            ),
-            code.clone(),
-        )
-        .unwrap();
-    let error = stopped_error(&d);
+    let error = enrich_stops_with(f, "redirected", "/redirect/", CallLimits::default());
     assert!(error.contains("answered 302"), "{error}");
-    assert!(service
+    assert!(f
+        .service
         .seen()
         .iter()
         .all(|s| !s.path.contains("example.invalid")));

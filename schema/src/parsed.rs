@@ -1,0 +1,241 @@
+//! One schema, parsed and compiled: its canonical text, its validator, and
+//! the compatibility check between two of them.
+
+use std::sync::Once;
+
+use serde_json::Value;
+
+use crate::json_compat;
+use crate::types::{Format, Incompatibility};
+
+/// The most an Avro datum may make the decoder allocate at once. Avro's
+/// lengths come from the event's own bytes: without a bound, a ten-byte
+/// event claiming a gigabyte string would be obeyed. Events are at most a
+/// few MiB (a stream's `max_event_bytes`), so 64 MiB is never legitimate.
+const AVRO_MAX_ALLOCATION: usize = 64 << 20;
+
+static AVRO_LIMIT: Once = Once::new();
+
+/// A schema, parsed and ready to validate events.
+pub struct Parsed {
+    format: Format,
+    /// The text kept and served: JSON Schema re-serialized compactly (keys
+    /// sorted), so two spellings of one schema share an id; Avro as given,
+    /// trimmed (its canonical form would drop defaults and docs).
+    text: String,
+    body: Body,
+}
+
+enum Body {
+    Json {
+        schema: Value,
+        validator: jsonschema::Validator,
+    },
+    Avro(apache_avro::Schema),
+}
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parsed")
+            .field("format", &self.format)
+            .field("text", &self.text)
+            .finish()
+    }
+}
+
+impl Parsed {
+    /// Parses `text` as a schema of `format`; the error says what is wrong
+    /// with it.
+    pub fn parse(format: Format, text: &str) -> Result<Parsed, String> {
+        match format {
+            Format::Json => {
+                let schema: Value = serde_json::from_str(text)
+                    .map_err(|e| format!("the schema is not JSON: {e}"))?;
+                if !(schema.is_object() || schema.is_boolean()) {
+                    return Err("a JSON Schema is an object (or true/false)".into());
+                }
+                let validator = jsonschema::validator_for(&schema)
+                    .map_err(|e| format!("not a valid JSON Schema: {e} (at {})", e.schema_path()))?;
+                Ok(Parsed {
+                    format,
+                    text: schema.to_string(),
+                    body: Body::Json { schema, validator },
+                })
+            }
+            Format::Avro => {
+                AVRO_LIMIT.call_once(|| {
+                    apache_avro::util::max_allocation_bytes(AVRO_MAX_ALLOCATION);
+                });
+                let schema = apache_avro::Schema::parse_str(text)
+                    .map_err(|e| format!("not a valid Avro schema: {e}"))?;
+                Ok(Parsed {
+                    format,
+                    text: text.trim().to_string(),
+                    body: Body::Avro(schema),
+                })
+            }
+        }
+    }
+
+    /// Its format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Its text, as stored and served.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Checks one event's bytes (without any wire-format header). The
+    /// error says where and why, e.g. `/lines/0/qty: "x" is not of type "integer"`.
+    pub fn validate(&self, bytes: &[u8]) -> Result<(), String> {
+        match &self.body {
+            Body::Json { validator, .. } => {
+                let value: Value =
+                    serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+                validator.validate(&value).map_err(|e| {
+                    let at = e.instance_path().as_str();
+                    let at = if at.is_empty() { "/" } else { at };
+                    format!("{at}: {e}")
+                })
+            }
+            Body::Avro(schema) => {
+                let mut rest = bytes;
+                apache_avro::from_avro_datum(schema, &mut rest, None)
+                    .map_err(|e| format!("not an Avro datum of this schema: {e}"))?;
+                if !rest.is_empty() {
+                    return Err(format!(
+                        "not an Avro datum of this schema: {} byte(s) left after the datum",
+                        rest.len()
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// For an Avro schema, the binary datum of a JSON value (as a user
+    /// types it: records as objects, unions as their plain value); the
+    /// error says why it does not fit. `None` for JSON Schema.
+    pub fn avro_from_json(&self, json: &str) -> Option<Result<Vec<u8>, String>> {
+        let Body::Avro(schema) = &self.body else {
+            return None;
+        };
+        Some((|| {
+            let json: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+            let value = apache_avro::types::Value::from(json)
+                .resolve(schema)
+                .map_err(|e| format!("does not fit the Avro schema: {e}"))?;
+            apache_avro::to_avro_datum(schema, value)
+                .map_err(|e| format!("does not fit the Avro schema: {e}"))
+        })())
+    }
+
+    /// Every reason why an event written with `writer` may not be read
+    /// with `self` (empty: it always can).
+    pub fn can_read(&self, writer: &Parsed) -> Vec<Incompatibility> {
+        match (&self.body, &writer.body) {
+            (Body::Json { schema: r, .. }, Body::Json { schema: w, .. }) => {
+                json_compat::can_read(r, w)
+            }
+            (Body::Avro(r), Body::Avro(w)) => {
+                match apache_avro::schema_compatibility::SchemaCompatibility::can_read(w, r) {
+                    Ok(()) => Vec::new(),
+                    Err(e) => vec![Incompatibility {
+                        path: "#".into(),
+                        reason: avro_reason(&e),
+                    }],
+                }
+            }
+            _ => vec![Incompatibility {
+                path: "#".into(),
+                reason: format!(
+                    "the format changes from {} to {}: neither reads the other's events",
+                    writer.format, self.format
+                ),
+            }],
+        }
+    }
+}
+
+/// Avro's error, with the chain of fields it went through.
+fn avro_reason(e: &apache_avro::error::CompatibilityError) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDER: &str = r#"{"type":"object","properties":{"id":{"type":"string"},"qty":{"type":"integer","minimum":1}},"required":["id","qty"]}"#;
+
+    #[test]
+    fn json_events_are_checked_with_the_place_of_the_error() {
+        let p = Parsed::parse(Format::Json, ORDER).unwrap();
+        assert!(p.validate(br#"{"id":"a","qty":2}"#).is_ok());
+        let e = p.validate(br#"{"id":"a","qty":"two"}"#).unwrap_err();
+        assert!(e.starts_with("/qty: "), "{e}");
+        let e = p.validate(br#"{"id":"a"}"#).unwrap_err();
+        assert!(e.contains("qty"), "{e}");
+        assert!(p.validate(b"{not json").unwrap_err().starts_with("not JSON"));
+    }
+
+    #[test]
+    fn json_text_is_canonical() {
+        let a = Parsed::parse(Format::Json, r#"{ "type": "string",  "maxLength": 3 }"#).unwrap();
+        let b = Parsed::parse(Format::Json, r#"{"maxLength":3,"type":"string"}"#).unwrap();
+        assert_eq!(a.text(), b.text());
+    }
+
+    #[test]
+    fn malformed_schemas_are_refused_with_the_reason() {
+        let e = Parsed::parse(Format::Json, "{").unwrap_err();
+        assert!(e.contains("not JSON"), "{e}");
+        let e = Parsed::parse(Format::Json, r#"{"type":"strong"}"#).unwrap_err();
+        assert!(e.contains("not a valid JSON Schema"), "{e}");
+        let e = Parsed::parse(Format::Json, "[1]").unwrap_err();
+        assert!(e.contains("object"), "{e}");
+        let e = Parsed::parse(Format::Avro, r#"{"type":"record","name":"R"}"#).unwrap_err();
+        assert!(e.contains("not a valid Avro schema"), "{e}");
+    }
+
+    const AVRO_V1: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"int"}]}"#;
+    const AVRO_V2: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"int"},{"name":"note","type":["null","string"],"default":null}]}"#;
+    const AVRO_V3: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"int"},{"name":"email","type":"string"}]}"#;
+
+    #[test]
+    fn avro_datums_round_trip_from_json_and_are_checked() {
+        let p = Parsed::parse(Format::Avro, AVRO_V1).unwrap();
+        let datum = p.avro_from_json(r#"{"id":"a","qty":2}"#).unwrap().unwrap();
+        assert!(p.validate(&datum).is_ok());
+        let mut longer = datum.clone();
+        longer.push(0);
+        assert!(p.validate(&longer).unwrap_err().contains("left after"));
+        assert!(p.validate(&datum[..1]).is_err());
+        assert!(p.avro_from_json(r#"{"id":"a"}"#).unwrap().is_err());
+        // A length claiming far more than the event holds is an error, not an allocation.
+        assert!(p.validate(&[0xfe, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    #[test]
+    fn avro_compatibility_names_the_field() {
+        let v1 = Parsed::parse(Format::Avro, AVRO_V1).unwrap();
+        let v2 = Parsed::parse(Format::Avro, AVRO_V2).unwrap();
+        let v3 = Parsed::parse(Format::Avro, AVRO_V3).unwrap();
+        assert!(v2.can_read(&v1).is_empty(), "an optional field with a default");
+        assert!(v1.can_read(&v2).is_empty(), "a reader ignores the writer's extra field");
+        let r = v3.can_read(&v1);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].reason.contains("email"), "{:?}", r);
+        let j = Parsed::parse(Format::Json, ORDER).unwrap();
+        assert!(j.can_read(&v1)[0].reason.contains("format changes"));
+    }
+}

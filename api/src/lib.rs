@@ -15,6 +15,10 @@ use std::collections::BTreeMap;
 
 use leat_broker::CleanupPolicy;
 pub use leat_calls::{CallLimits, Origin};
+pub use leat_schema::{
+    Compatibility, Format as SchemaFormat, Incompatibility, VersionInfo as SchemaVersion,
+    VersionRef,
+};
 use serde::{Deserialize, Serialize};
 
 pub use crate::enums::{OnError, ParseError, Position, ProcessorState};
@@ -507,4 +511,64 @@ pub struct StoredTopology {
     pub file: String,
     /// Its TOML source.
     pub source: String,
+}
+
+/// `PUT /v1/streams/NAME/schema`: a new version of the stream's value (or
+/// key) schema; `POST /v1/streams/NAME/schema/check` asks whether it would
+/// be accepted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetSchema {
+    /// The schema's text.
+    pub schema: String,
+    /// `JSON` (JSON Schema, the default) or `AVRO`.
+    #[serde(default = "json_format")]
+    pub format: SchemaFormat,
+    /// The key schema instead of the value schema.
+    #[serde(default)]
+    pub key: bool,
+}
+
+fn json_format() -> SchemaFormat {
+    SchemaFormat::Json
+}
+
+/// The answer to [`SetSchema`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SchemaSet {
+    /// The version: new, or the latest when it already had this schema.
+    pub version: SchemaVersion,
+    /// Whether a version was added.
+    pub created: bool,
+}
+
+/// The answer to a compatibility check.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SchemaCheck {
+    /// Whether the schema would be accepted as the next version.
+    pub compatible: bool,
+    /// The subject's mode.
+    pub compatibility: Compatibility,
+    /// Each incompatible field and why (empty when compatible).
+    pub reasons: Vec<Incompatibility>,
+}
+
+/// `GET /v1/streams/NAME/schema/history`: every version, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SchemaHistory {
+    /// `STREAM-value` or `STREAM-key`.
+    pub subject: String,
+    /// The subject's mode.
+    pub compatibility: Compatibility,
+    /// The versions.
+    pub versions: Vec<SchemaVersion>,
+}
+
+/// `PUT /v1/streams/NAME/schema/compatibility`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetCompatibility {
+    /// The new mode.
+    pub compatibility: Compatibility,
+    /// The key subject instead of the value subject.
+    #[serde(default)]
+    pub key: bool,
 }

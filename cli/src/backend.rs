@@ -46,6 +46,21 @@ pub trait Backend {
         wait: Duration,
     ) -> Result<api::ReadView>;
     /// Commits a consumer group's offset.
+    /// Registers a new version of a stream's schema.
+    fn set_schema(&self, stream: &str, req: api::SetSchema) -> Result<api::SchemaSet>;
+    /// Whether a schema would be accepted as the next version.
+    fn check_schema(&self, stream: &str, req: api::SetSchema) -> Result<api::SchemaCheck>;
+    /// One version of a stream's schema.
+    fn schema(
+        &self,
+        stream: &str,
+        key: bool,
+        version: api::VersionRef,
+    ) -> Result<api::SchemaVersion>;
+    /// Every version of a stream's schema.
+    fn schema_history(&self, stream: &str, key: bool) -> Result<api::SchemaHistory>;
+    /// Sets a stream's compatibility mode.
+    fn set_compatibility(&self, stream: &str, req: api::SetCompatibility) -> Result<api::Done>;
     fn commit_offset(&self, group: &str, req: api::CommitOffset) -> Result<api::Done>;
     /// Streams, processors, consumer groups.
     fn status(&self) -> Result<api::StatusView>;
@@ -96,7 +111,12 @@ impl Local {
     pub fn open(dir: &Path) -> Result<Local> {
         Ok(Local {
             dir: dir.to_path_buf(),
-            log: Log::new(open_broker(dir)?),
+            log: {
+                let broker = open_broker(dir)?;
+                let schemas =
+                    leat_schema::Registry::open(&broker).context("opening the schema registry")?;
+                Log::new(broker, schemas)
+            },
         })
     }
 
@@ -162,6 +182,31 @@ impl Backend for Local {
         self.log
             .wait(&[(stream.to_string(), partition, from)], wait)?;
         Ok(self.log.read(stream, partition, from, max)?)
+    }
+
+    fn set_schema(&self, stream: &str, req: api::SetSchema) -> Result<api::SchemaSet> {
+        Ok(self.log.set_schema(stream, req)?)
+    }
+
+    fn check_schema(&self, stream: &str, req: api::SetSchema) -> Result<api::SchemaCheck> {
+        Ok(self.log.check_schema(stream, req)?)
+    }
+
+    fn schema(
+        &self,
+        stream: &str,
+        key: bool,
+        version: api::VersionRef,
+    ) -> Result<api::SchemaVersion> {
+        Ok(self.log.schema(stream, key, version)?)
+    }
+
+    fn schema_history(&self, stream: &str, key: bool) -> Result<api::SchemaHistory> {
+        Ok(self.log.schema_history(stream, key)?)
+    }
+
+    fn set_compatibility(&self, stream: &str, req: api::SetCompatibility) -> Result<api::Done> {
+        Ok(self.log.set_compatibility(stream, req)?)
     }
 
     fn commit_offset(&self, group: &str, req: api::CommitOffset) -> Result<api::Done> {

@@ -12,6 +12,7 @@ mod new_cmd;
 mod process;
 mod progress;
 mod remote;
+mod schema_cmd;
 mod serve;
 mod topology_cmd;
 
@@ -102,6 +103,9 @@ enum Command {
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
     Stream(commands::StreamCommand),
+    /// Set, check and show streams' schemas (JSON Schema, Avro) and their compatibility.
+    #[command(subcommand)]
+    Schema(schema_cmd::SchemaCommand),
     /// Append events read from standard input, one per line.
     Produce(commands::ProduceArgs),
     /// Print a stream's events.
@@ -182,6 +186,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::New(args) => new_cmd::new(args),
         Command::Build(args) => new_cmd::build(args),
         Command::Stream(cmd) => commands::stream(&*backend()?, cmd),
+        Command::Schema(cmd) => schema_cmd::schema(&*backend()?, cmd),
         Command::Produce(args) => commands::produce(&*backend()?, args),
         Command::Consume(args) => commands::consume(&*backend()?, args),
         Command::Deploy(args) => commands::deploy(&*backend()?, args),

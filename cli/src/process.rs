@@ -34,7 +34,7 @@ pub fn local_runtime(data_dir: &Path) -> Result<Runtime> {
         ..EngineConfig::default()
     })
     .context("starting the Wasm engine")?;
-    Ok(Runtime::new(broker, engine))
+    Ok(Runtime::new(broker, engine)?)
 }
 
 pub fn process(data_dir: &Path, args: ProcessArgs) -> Result<()> {

@@ -166,6 +166,42 @@ impl Backend for Remote {
         self.post(&format!("/v1/streams/{}/events", seg(stream)), &req)
     }
 
+    fn set_schema(&self, stream: &str, req: api::SetSchema) -> Result<api::SchemaSet> {
+        let url = self.url(&format!("/v1/streams/{}/schema", seg(stream)));
+        self.answer(self.auth(self.agent.put(url)).send_json(&req))
+    }
+
+    fn check_schema(&self, stream: &str, req: api::SetSchema) -> Result<api::SchemaCheck> {
+        self.post(&format!("/v1/streams/{}/schema/check", seg(stream)), &req)
+    }
+
+    fn schema(
+        &self,
+        stream: &str,
+        key: bool,
+        version: api::VersionRef,
+    ) -> Result<api::SchemaVersion> {
+        let req = self
+            .agent
+            .get(self.url(&format!("/v1/streams/{}/schema", seg(stream))))
+            .query("key", key.to_string())
+            .query("version", version.to_string());
+        self.answer(self.auth(req).call())
+    }
+
+    fn schema_history(&self, stream: &str, key: bool) -> Result<api::SchemaHistory> {
+        let req = self
+            .agent
+            .get(self.url(&format!("/v1/streams/{}/schema/history", seg(stream))))
+            .query("key", key.to_string());
+        self.answer(self.auth(req).call())
+    }
+
+    fn set_compatibility(&self, stream: &str, req: api::SetCompatibility) -> Result<api::Done> {
+        let url = self.url(&format!("/v1/streams/{}/schema/compatibility", seg(stream)));
+        self.answer(self.auth(self.agent.put(url)).send_json(&req))
+    }
+
     fn positions(
         &self,
         stream: &str,

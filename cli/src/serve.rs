@@ -144,7 +144,7 @@ pub fn serve(
         ..EngineConfig::default()
     })
     .context("starting the Wasm engine")?;
-    let runtime = Runtime::new(broker, engine);
+    let runtime = Runtime::new(broker, engine).context("opening the schema registry")?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("leat-server")
@@ -157,6 +157,7 @@ pub fn serve(
         let local = listener.local_addr()?;
         // Restores the processors kept in the data directory, before either
         // listener accepts a connection.
+        let schemas = runtime.schemas().clone();
         let control = tokio::task::spawn_blocking(move || Control::open(&control_dir, runtime))
             .await
             .context("restoring the processors")?;
@@ -178,6 +179,7 @@ pub fn serve(
                     None => advertised(kafka_local),
                 };
                 let mut config = leat_kafka::Config::new(host.clone(), port, token.clone());
+                config.schemas = Some(schemas);
                 config.anonymous = kafka.anonymous;
                 config.processors = Arc::new(ControlProcessors(control.clone()));
                 config.max_transaction_bytes = kafka.max_transaction_bytes;

@@ -125,8 +125,47 @@ fn deploy_of(t: &Topology, p: &TopologyProcessor, component: String) -> Result<a
     })
 }
 
+/// Registers the schema files the topology's streams name, where they
+/// differ from the streams' latest versions; `set` is the backend's.
+fn set_schemas(
+    topology: &Topology,
+    set: &dyn Fn(&str, api::SetSchema) -> Result<api::SchemaSet>,
+) -> Result<()> {
+    for s in &topology.streams {
+        for (file, key) in [(&s.schema, false), (&s.key_schema, true)] {
+            let Some(file) = file else { continue };
+            let context = || {
+                format!(
+                    "{}:{}: stream {}: schema {}",
+                    topology.file,
+                    s.line,
+                    s.name,
+                    file.display()
+                )
+            };
+            let schema = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))
+                .with_context(context)?;
+            let req = api::SetSchema {
+                schema,
+                format: crate::schema_cmd::format_of(file),
+                key,
+            };
+            let done = set(&s.name, req).with_context(context)?;
+            if done.created {
+                println!(
+                    "{}: version {} (schema id {})",
+                    done.version.subject, done.version.version, done.version.id
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn apply(backend: &dyn Backend, file: &Path) -> Result<()> {
     let topology = Topology::load(file)?;
+    set_schemas(&topology, &|s, req| backend.set_schema(s, req))?;
     let streams = backend.streams()?;
     topology.check_writers(|s| {
         streams
@@ -180,6 +219,8 @@ pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     let topology = Topology::load(&args.file)?;
     let runtime = local_runtime(data_dir)?;
     let broker = runtime.broker();
+    let log = leat_control::Log::new(broker.clone(), runtime.schemas().clone());
+    set_schemas(&topology, &|s, req| Ok(log.set_schema(s, req)?))?;
     let changes =
         apply_streams(broker, &topology.file, &topology.streams).map_err(|e| match e {
             ApplyError::Conflict(c) => anyhow::Error::new(c),

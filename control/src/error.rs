@@ -72,8 +72,14 @@ impl std::error::Error for ControlError {}
 
 impl From<leat_broker::Error> for ControlError {
     fn from(e: leat_broker::Error) -> Self {
+        ControlError::from_broker(&e)
+    }
+}
+
+impl ControlError {
+    fn from_broker(e: &leat_broker::Error) -> Self {
         use leat_broker::Error as E;
-        let kind = match &e {
+        let kind = match e {
             E::UnknownStream(_) => ErrorKind::NotFound,
             E::StreamExists(_) | E::FencedGeneration { .. } => ErrorKind::Conflict,
             E::InvalidName { .. }
@@ -88,11 +94,28 @@ impl From<leat_broker::Error> for ControlError {
     }
 }
 
+impl From<leat_schema::SchemaError> for ControlError {
+    fn from(e: leat_schema::SchemaError) -> Self {
+        use leat_schema::SchemaError as E;
+        let kind = match &e {
+            E::Log(b) => return ControlError::from_broker(b),
+            E::Malformed(_) => ErrorKind::Invalid,
+            E::Incompatible { .. } => ErrorKind::Conflict,
+            E::SubjectNotFound(_) | E::VersionNotFound { .. } | E::SchemaNotFound(_) => {
+                ErrorKind::NotFound
+            }
+            _ => ErrorKind::Internal,
+        };
+        ControlError::new(kind, e.to_string())
+    }
+}
+
 impl From<leat_runtime::Error> for ControlError {
     fn from(e: leat_runtime::Error) -> Self {
         use leat_runtime::Error as E;
         let kind = match e {
             E::Broker(b) => return b.into(),
+            E::Schemas(s) => return s.into(),
             E::InvalidComponent { .. } | E::WrongWorld { .. } | E::Init { .. } => {
                 ErrorKind::Invalid
             }

@@ -22,6 +22,7 @@ mod log;
 mod metrics;
 mod processors;
 mod registry;
+mod schemas;
 mod topologies;
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,7 +55,7 @@ impl Control {
     /// directory's) and restarts the processors stored there.
     pub fn open(dir: &Path, runtime: Runtime) -> Control {
         let control = Control {
-            log: Log::new(runtime.broker().clone()),
+            log: Log::new(runtime.broker().clone(), runtime.schemas().clone()),
             runtime,
             dir: dir.to_path_buf(),
             processors: Mutex::new(BTreeMap::new()),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use leat_api as api;
 use leat_broker::{Broker, Bytes, ReadLimits, Record, StreamConfig};
+use leat_schema::{Door, Registry, SCHEMAS_STREAM};
 
 use crate::error::{ControlError, ErrorKind};
 
@@ -19,10 +20,22 @@ pub const MAX_READ_EVENTS: usize = 10_000;
 /// A data directory's log, in the API's terms.
 pub struct Log {
     broker: Broker,
+    /// The log's schemas: every produced event is checked against them.
+    schemas: Registry,
     /// Events appended through [`Log::produce`].
     events_produced: AtomicU64,
     /// Events returned by [`Log::read`].
     events_read: AtomicU64,
+}
+
+/// Refuses writes and deletion of the registry's own stream.
+fn refuse_internal(stream: &str) -> Result<(), ControlError> {
+    if stream == SCHEMAS_STREAM {
+        return Err(ControlError::invalid(format!(
+            "stream {SCHEMAS_STREAM} holds the schema registry: change it with `leat schema`"
+        )));
+    }
+    Ok(())
 }
 
 fn text(b: &Option<Bytes>) -> Option<String> {
@@ -30,10 +43,12 @@ fn text(b: &Option<Bytes>) -> Option<String> {
 }
 
 impl Log {
-    /// The log of `broker`.
-    pub fn new(broker: Broker) -> Log {
+    /// The log of `broker`, whose schema registry is `schemas` (the
+    /// runtime's, when there is one: one registry per log).
+    pub fn new(broker: Broker, schemas: Registry) -> Log {
         Log {
             broker,
+            schemas,
             events_produced: AtomicU64::new(0),
             events_read: AtomicU64::new(0),
         }
@@ -42,6 +57,11 @@ impl Log {
     /// The broker underneath.
     pub fn broker(&self) -> &Broker {
         &self.broker
+    }
+
+    /// The schema registry.
+    pub fn schemas(&self) -> &Registry {
+        &self.schemas
     }
 
     /// Events appended and events read through this log since it opened.
@@ -101,6 +121,7 @@ impl Log {
 
     /// Deletes a stream and its events.
     pub fn delete_stream(&self, name: &str) -> Result<api::Done, ControlError> {
+        refuse_internal(name)?;
         self.broker.delete_stream(name)?;
         Ok(api::Done {
             message: format!("deleted stream {name}"),
@@ -108,22 +129,33 @@ impl Log {
     }
 
     /// Appends events in one commit.
+    /// Each event is checked against the stream's schemas, if it has some
+    /// (an Avro value is given as JSON and stored as a datum): the first that
+    /// does not match refuses the whole request, naming its position.
     pub fn produce(&self, stream: &str, req: api::Produce) -> Result<api::Produced, ControlError> {
+        refuse_internal(stream)?;
         self.broker.describe_stream(stream)?;
         let count = req.events.len() as u64;
-        let records = req.events.into_iter().map(|e| {
-            let mut r = Record {
-                key: e.key.map(Bytes::from),
-                value: e.value.map(Bytes::from),
-                timestamp: e.timestamp,
-                partition: e.partition,
-                ..Record::default()
-            };
-            for (k, v) in e.headers {
-                r = r.header(k, v);
-            }
-            r
-        });
+        let mut records: Vec<Record> = req
+            .events
+            .into_iter()
+            .map(|e| {
+                let mut r = Record {
+                    key: e.key.map(Bytes::from),
+                    value: e.value.map(Bytes::from),
+                    timestamp: e.timestamp,
+                    partition: e.partition,
+                    ..Record::default()
+                };
+                for (k, v) in e.headers {
+                    r = r.header(k, v);
+                }
+                r
+            })
+            .collect();
+        self.schemas
+            .check_records(stream, Door::Text, &mut records)
+            .map_err(|e| ControlError::invalid(e.to_string()))?;
         let receipt = self.broker.append(stream, records)?;
         self.events_produced.fetch_add(count, Ordering::Relaxed);
         Ok(api::Produced {

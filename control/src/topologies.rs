@@ -56,6 +56,9 @@ impl Control {
                 partitions: s.partitions,
                 cleanup: s.cleanup.clone(),
                 max_event_bytes: s.max_event_bytes,
+                // The client registered the schema files before applying.
+                schema: None,
+                key_schema: None,
                 line: 0,
             })
             .collect();

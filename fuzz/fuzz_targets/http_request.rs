@@ -36,7 +36,7 @@ fn server() -> &'static str {
             .append("s", ["a", "b", "c"].map(|v| Record::keyed(v, v)))
             .expect("append");
         let engine = Engine::new(EngineConfig::default()).expect("engine");
-        let runtime = Runtime::new(broker, engine);
+        let runtime = Runtime::new(broker, engine).unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("non-blocking");
         let addr = listener.local_addr().expect("address").to_string();

@@ -422,6 +422,10 @@ pub fn delete_topics(
             let stream = name.0.as_str();
             let mut result = DeletableTopicResult::default().with_name(Some(name.clone()));
             let deleted = match processors.user_of(stream) {
+                None if stream == leat_schema::SCHEMAS_STREAM => Err(refused(
+                    codes::POLICY_VIOLATION,
+                    format!("stream {stream} holds the schema registry"),
+                )),
                 Some(user) => Err(refused(
                     codes::POLICY_VIOLATION,
                     format!("stream {stream} is used by processor {user}: undeploy it first"),

@@ -365,6 +365,12 @@ async fn produce(shared: &Shared, req: ProduceRequest, version: i16) -> ProduceR
                     Ok(info) => info,
                     Err(e) => return Err(Outcome::err(codes::of(e), e.to_string())),
                 };
+                if name == leat_schema::SCHEMAS_STREAM {
+                    return Err(Outcome::err(
+                        codes::POLICY_VIOLATION,
+                        format!("stream {name} holds the schema registry: register schemas through the Schema Registry API"),
+                    ));
+                }
                 if let Some(w) = &writer {
                     return Err(Outcome::err(
                         codes::POLICY_VIOLATION,
@@ -385,9 +391,28 @@ async fn produce(shared: &Shared, req: ProduceRequest, version: i16) -> ProduceR
                 let Some(raw) = &p.records else {
                     return Err(Outcome::err(codes::CORRUPT_MESSAGE, "no records"));
                 };
-                records::decode_batches(raw, partition, &mut budget)
-                    .map(|b| (partition, b))
-                    .map_err(|e| Outcome::err(e.code(), e.message()))
+                let mut batches = records::decode_batches(raw, partition, &mut budget)
+                    .map_err(|e| Outcome::err(e.code(), e.message()))?;
+                if let Some(checker) = shared
+                    .config
+                    .schemas
+                    .as_ref()
+                    .and_then(|r| r.checker(&name))
+                {
+                    let records = batches.iter_mut().flat_map(|b| b.records.iter_mut());
+                    for (i, r) in records.enumerate() {
+                        checker
+                            .check(
+                                i,
+                                leat_schema::Door::Bytes,
+                                &mut r.key,
+                                &mut r.value,
+                                &mut r.headers,
+                            )
+                            .map_err(|e| Outcome::err(codes::INVALID_RECORD, e.to_string()))?;
+                    }
+                }
+                Ok((partition, batches))
             })();
             let pending = match decoded {
                 Err(outcome) => Pending::Done(outcome),

@@ -241,6 +241,11 @@ pub struct Config {
     pub anonymous: bool,
     /// The deployed processors, their streams and groups.
     pub processors: Arc<dyn Processors>,
+    /// The log's schema registry (the runtime's): each produced record is
+    /// checked against its stream's schemas and stamped with their
+    /// versions; a record that does not match refuses its partition's
+    /// batch with INVALID_RECORD. `None`: records are not checked.
+    pub schemas: Option<leat_schema::Registry>,
     /// The largest request frame of an authenticated connection, in bytes;
     /// also what decompressing one request's records may produce.
     pub max_frame_bytes: usize,
@@ -272,6 +277,7 @@ impl Config {
             token: token.into(),
             anonymous: false,
             processors: Arc::new(NoProcessors),
+            schemas: None,
             max_frame_bytes: 64 << 20,
             max_connections: 1024,
             max_transaction_bytes: 64 << 20,

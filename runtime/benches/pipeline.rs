@@ -80,7 +80,7 @@ fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
         };
         broker.create_stream(s, config).expect("stream");
     }
-    Runtime::new(broker, engine.clone())
+    Runtime::new(broker, engine.clone()).unwrap()
 }
 
 fn spec() -> ProcessorSpec {

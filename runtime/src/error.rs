@@ -56,6 +56,9 @@ pub enum Error {
     /// The event log refused or failed.
     #[error(transparent)]
     Broker(#[from] leat_broker::Error),
+    /// The schema registry of the log could not be read.
+    #[error(transparent)]
+    Schemas(#[from] leat_schema::SchemaError),
     /// Wasmtime failed outside a guest call (engine setup, instantiation).
     #[error("wasm engine: {0:#}")]
     Engine(wasmtime::Error),

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use leat_broker::{Broker, StreamConfig, Transaction, Waiter};
+use leat_schema::Registry;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -29,6 +30,9 @@ const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
 pub struct Runtime {
     broker: Broker,
     engine: Arc<Engine>,
+    /// The log's schema registry: the processors' outputs are checked
+    /// against it, and the control plane and the Kafka listener share it.
+    schemas: Registry,
     /// Held from checking a processor's output claims to committing them, so
     /// that two deployments cannot both claim a stream.
     claims: Arc<Mutex<()>>,
@@ -51,12 +55,20 @@ pub struct ProcessorHandle {
 impl Runtime {
     /// A runtime over `broker` with `engine`. Several runtimes may share one
     /// engine (an `Arc<Engine>`), and with it the components it loaded.
-    pub fn new(broker: Broker, engine: impl Into<Arc<Engine>>) -> Runtime {
-        Runtime {
+    /// Opens the log's schema registry (see [`Runtime::schemas`]): make one
+    /// runtime per log.
+    pub fn new(broker: Broker, engine: impl Into<Arc<Engine>>) -> Result<Runtime> {
+        Ok(Runtime {
+            schemas: Registry::open(&broker)?,
             broker,
             engine: engine.into(),
             claims: Arc::new(Mutex::new(())),
-        }
+        })
+    }
+
+    /// The log's schema registry.
+    pub fn schemas(&self) -> &Registry {
+        &self.schemas
     }
 
     /// The event log.
@@ -107,6 +119,7 @@ impl Runtime {
         let shared = Arc::new(Shared::new(
             spec,
             self.broker.clone(),
+            self.schemas.clone(),
             self.engine.clone(),
             code,
         ));
@@ -146,6 +159,7 @@ impl Runtime {
         let shared = Shared::new(
             spec.clone(),
             self.broker.clone(),
+            self.schemas.clone(),
             self.engine.clone(),
             code.clone(),
         );

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use leat_broker::{Broker, WaitInterrupt};
+use leat_schema::Registry;
 
 use crate::engine::Engine;
 use crate::error::Result;
@@ -17,6 +18,8 @@ use crate::status::ProcessorStatus;
 pub(crate) struct Shared {
     pub spec: ProcessorSpec,
     pub broker: Broker,
+    /// Checks the outputs against their streams' schemas.
+    pub schemas: Registry,
     pub engine: Arc<Engine>,
     pub code: ProcessorCode,
     /// Set to stop the processor: its instances end after their batch.
@@ -41,6 +44,7 @@ impl Shared {
     pub fn new(
         spec: ProcessorSpec,
         broker: Broker,
+        schemas: Registry,
         engine: Arc<Engine>,
         code: ProcessorCode,
     ) -> Shared {
@@ -48,6 +52,7 @@ impl Shared {
             calls: Calls::new(&spec.calls, spec.call_limits),
             spec,
             broker,
+            schemas,
             engine,
             code,
             stop: AtomicBool::new(false),

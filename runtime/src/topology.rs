@@ -79,6 +79,12 @@ struct RawStream {
     tombstone_grace_ms: Option<u64>,
     #[serde(default)]
     max_event_bytes: Option<usize>,
+    /// The value schema's file (JSON Schema, or Avro for `.avsc`).
+    #[serde(default)]
+    schema: Option<String>,
+    /// The key schema's file.
+    #[serde(default)]
+    key_schema: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +132,12 @@ pub struct TopologyStream {
     pub cleanup: CleanupPolicy,
     /// The largest event it accepts, if not the default.
     pub max_event_bytes: Option<usize>,
+    /// Its value schema's file, resolved against the topology file's
+    /// folder: registered as the stream's next schema version when it
+    /// differs from the latest.
+    pub schema: Option<PathBuf>,
+    /// Its key schema's file.
+    pub key_schema: Option<PathBuf>,
     /// Where it is declared.
     pub line: usize,
 }
@@ -247,6 +259,8 @@ impl Topology {
                 partitions: s.partitions,
                 cleanup,
                 max_event_bytes: s.max_event_bytes,
+                schema: s.schema.as_ref().map(|f| base.join(f)),
+                key_schema: s.key_schema.as_ref().map(|f| base.join(f)),
                 line,
             });
         }

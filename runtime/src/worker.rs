@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use leat_broker::{Event as LogEvent, Header, ReadLimits, Record, Transaction, Waiter};
 
 use crate::batch::{Emitted, Input, StateWrites};
+use crate::bindings::Failure;
 use crate::error::{Error, Result};
 use crate::guest::{BatchResult, CallError, Instance};
 use crate::provenance::Provenance;
 use crate::shared::Shared;
 use crate::spec::ErrorPolicy;
 use crate::status::StoppedPartition;
+use leat_schema::Door;
 
 /// Whether a worker stops once it has caught up or waits for more events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -495,7 +497,12 @@ impl Worker {
             unreachable!("started just above");
         };
         let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
-        let result = guest.process(&scope, streams, batch, pending);
+        let mut result = guest.process(&scope, streams, batch, pending);
+        if let Ok(done) = &mut result {
+            if let Err(failure) = check_schemas(&shared, done) {
+                result = Err(CallError::Failed(failure));
+            }
+        }
         if matches!(result, Err(CallError::Trapped(_))) {
             self.shared.status().traps += 1;
             // A trapped instance may be in any state: never reuse it.
@@ -699,6 +706,39 @@ fn to_record(
         timestamp: Some(cause.timestamp),
         partition: None,
     }
+}
+
+/// Checks a batch's outputs against their streams' schemas and stamps them
+/// with the schema versions. An output that does not match fails its batch,
+/// blaming its cause event, so that the error policy meets that event.
+fn check_schemas(shared: &Shared, result: &mut BatchResult) -> std::result::Result<(), Failure> {
+    let outputs = &shared.spec.outputs;
+    // One lookup per declared output per batch; `None` for most streams.
+    let checkers: Vec<_> = outputs.iter().map(|s| shared.schemas.checker(s)).collect();
+    if checkers.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    for (index, out) in result.outputs.iter_mut().enumerate() {
+        let Some(checker) = &checkers[out.stream] else {
+            continue;
+        };
+        if let Err(e) = checker.check(
+            index,
+            Door::Bytes,
+            &mut out.key,
+            &mut out.value,
+            &mut out.headers,
+        ) {
+            return Err(Failure {
+                message: format!(
+                    "output {index} of the batch, to {}, does not match the stream's {} schema (version {}, {}): {}",
+                    e.stream, e.part, e.version, e.format, e.reason
+                ),
+                event_index: out.cause,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A broker error caused by what the batch wrote, not by the log itself.

@@ -56,7 +56,7 @@ fn an_idle_worker_sees_every_append_promptly_stops_promptly_and_takes_new_partit
     broker.create_stream("in", config(8)).unwrap();
     broker.create_stream("out", config(1)).unwrap();
     let engine = Arc::new(Engine::new(EngineConfig::default()).unwrap());
-    let runtime = Runtime::new(broker.clone(), engine);
+    let runtime = Runtime::new(broker.clone(), engine).unwrap();
     let mut spec = ProcessorSpec::new("copy", vec!["in".into()], vec!["out".into()]);
     spec.instances = 2;
     let handle = runtime.start(spec, copy(), RunMode::Follow).unwrap();

@@ -36,8 +36,8 @@ mod types;
 
 pub use crate::parsed::Parsed;
 pub use crate::registry::{
-    Door, InvalidEvent, Registered, Registry, VersionInfo, CONFLUENT_MAGIC, KEY_VERSION_HEADER,
-    SCHEMAS_STREAM, VALUE_VERSION_HEADER,
+    CONFLUENT_MAGIC, Checker, Door, InvalidEvent, KEY_VERSION_HEADER, Registered, Registry,
+    SCHEMAS_STREAM, VALUE_VERSION_HEADER, VersionInfo,
 };
 pub use crate::types::{Compatibility, Format, Incompatibility, Part, Subject, VersionRef};
 
@@ -84,7 +84,11 @@ impl SchemaError {
         SchemaError::SubjectNotFound(format!(
             "{subject} has no schema: set one with `leat schema set {}{} FILE`",
             subject.stream,
-            if subject.part == Part::Key { " --key" } else { "" }
+            if subject.part == Part::Key {
+                " --key"
+            } else {
+                ""
+            }
         ))
     }
 }

@@ -54,8 +54,9 @@ impl Parsed {
                 if !(schema.is_object() || schema.is_boolean()) {
                     return Err("a JSON Schema is an object (or true/false)".into());
                 }
-                let validator = jsonschema::validator_for(&schema)
-                    .map_err(|e| format!("not a valid JSON Schema: {e} (at {})", e.schema_path()))?;
+                let validator = jsonschema::validator_for(&schema).map_err(|e| {
+                    format!("not a valid JSON Schema: {e} (at {})", e.schema_path())
+                })?;
                 Ok(Parsed {
                     format,
                     text: schema.to_string(),
@@ -185,7 +186,11 @@ mod tests {
         assert!(e.starts_with("/qty: "), "{e}");
         let e = p.validate(br#"{"id":"a"}"#).unwrap_err();
         assert!(e.contains("qty"), "{e}");
-        assert!(p.validate(b"{not json").unwrap_err().starts_with("not JSON"));
+        assert!(
+            p.validate(b"{not json")
+                .unwrap_err()
+                .starts_with("not JSON")
+        );
     }
 
     #[test]
@@ -230,8 +235,14 @@ mod tests {
         let v1 = Parsed::parse(Format::Avro, AVRO_V1).unwrap();
         let v2 = Parsed::parse(Format::Avro, AVRO_V2).unwrap();
         let v3 = Parsed::parse(Format::Avro, AVRO_V3).unwrap();
-        assert!(v2.can_read(&v1).is_empty(), "an optional field with a default");
-        assert!(v1.can_read(&v2).is_empty(), "a reader ignores the writer's extra field");
+        assert!(
+            v2.can_read(&v1).is_empty(),
+            "an optional field with a default"
+        );
+        assert!(
+            v1.can_read(&v2).is_empty(),
+            "a reader ignores the writer's extra field"
+        );
         let r = v3.can_read(&v1);
         assert_eq!(r.len(), 1);
         assert!(r[0].reason.contains("email"), "{:?}", r);

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use leat_broker::{Broker, Bytes, Header, ReadLimits, Record, StreamConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::SchemaError;
 use crate::parsed::Parsed;
 use crate::types::{Compatibility, Format, Incompatibility, Part, Subject, VersionRef};
-use crate::SchemaError;
 
 /// The stream that holds the registry: one event per registered version or
 /// changed compatibility mode, never deleted.
@@ -81,7 +81,9 @@ pub enum Door {
 
 /// An event refused by its stream's schema.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("event {index} does not match the {part} schema of stream {stream} (version {version}, {format}): {reason}")]
+#[error(
+    "event {index} does not match the {part} schema of stream {stream} (version {version}, {format}): {reason}"
+)]
 pub struct InvalidEvent {
     /// Its position in what was handed in, from 0.
     pub index: usize,
@@ -136,7 +138,9 @@ impl Versions {
                 return Err((
                     *latest_version,
                     Format::Json,
-                    format!("it starts with Confluent's magic byte and names schema id {id}, which is no version of this subject"),
+                    format!(
+                        "it starts with Confluent's magic byte and names schema id {id}, which is no version of this subject"
+                    ),
                 ));
             }
         }
@@ -229,7 +233,10 @@ impl State {
     }
 
     fn info(&self, subject: &Subject, version: u32) -> Option<VersionInfo> {
-        let id = *self.subjects.get(subject)?.get(version.checked_sub(1)? as usize)?;
+        let id = *self
+            .subjects
+            .get(subject)?
+            .get(version.checked_sub(1)? as usize)?;
         let parsed = &self.by_id[id as usize - 1];
         Some(VersionInfo {
             subject: subject.to_string(),
@@ -363,10 +370,7 @@ impl Registry {
                 if let Err(e) = applied {
                     // Only the registry writes this stream (every door refuses
                     // it), so this is a damaged log: say so, keep the rest.
-                    tracing::warn!(
-                        "{SCHEMAS_STREAM} offset {} skipped: {e}",
-                        event.offset
-                    );
+                    tracing::warn!("{SCHEMAS_STREAM} offset {} skipped: {e}", event.offset);
                 }
             }
             at = batch.next_offset;
@@ -386,7 +390,8 @@ impl Registry {
 
     /// Writes `entry` to the log, then applies it. Called holding `write`.
     fn write(&self, entry: Entry) -> Result<(), SchemaError> {
-        let bytes = serde_json::to_vec(&entry).map_err(|e| SchemaError::Malformed(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&entry).map_err(|e| SchemaError::Malformed(e.to_string()))?;
         self.inner
             .broker
             .append(SCHEMAS_STREAM, [Record::value(bytes)])?;
@@ -411,7 +416,11 @@ impl Registry {
         let _write = lock(&self.inner.write);
         let (id, version) = {
             let state = self.state();
-            let versions = state.subjects.get(subject).map(Vec::as_slice).unwrap_or(&[]);
+            let versions = state
+                .subjects
+                .get(subject)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
             let existing = state.ids.get(&(format, parsed.text().to_string())).copied();
             if let (Some(id), Some(last)) = (existing, versions.last()) {
                 if *last == id {
@@ -515,7 +524,9 @@ impl Registry {
         let id = state.ids.get(&(format, parsed.text().to_string()));
         let version = id
             .and_then(|id| ids.iter().position(|i| i == id))
-            .ok_or_else(|| SchemaError::SchemaNotFound(format!("no version of {subject} has this schema")))?;
+            .ok_or_else(|| {
+                SchemaError::SchemaNotFound(format!("no version of {subject} has this schema"))
+            })?;
         Ok(state.info(subject, version as u32 + 1).expect("found"))
     }
 
@@ -581,58 +592,94 @@ impl Registry {
         self.state().streams.contains_key(stream)
     }
 
-    /// Checks each record to be appended to `stream` against the stream's
-    /// current schemas and stamps it with the version headers; with
-    /// [`Door::Text`], Avro values given as JSON become datums in
-    /// Confluent's wire format. Tombstones and keyless records pass. The
-    /// first failing record stops the check: nothing may be appended then.
+    /// The checker of `stream`'s events, or `None` when it has no schema.
+    /// It holds the versions current when it was made: take one per batch.
+    pub fn checker(&self, stream: &str) -> Option<Checker> {
+        let schemas = self.state().streams.get(stream).cloned()?;
+        Some(Checker {
+            stream: stream.to_string(),
+            schemas,
+        })
+    }
+
+    /// Checks each record to be appended to `stream` with
+    /// [`Checker::check`]. The first failing record stops the check:
+    /// nothing may be appended then.
     pub fn check_records(
         &self,
         stream: &str,
         door: Door,
         records: &mut [Record],
     ) -> Result<(), InvalidEvent> {
-        let Some(schemas) = self.state().streams.get(stream).cloned() else {
+        let Some(checker) = self.checker(stream) else {
             return Ok(());
         };
-        for (index, record) in records.iter_mut().enumerate() {
-            let refuse = |part: Part, (version, format, reason): (u32, Format, String)| InvalidEvent {
-                index,
-                stream: stream.to_string(),
-                part: part.as_str(),
-                version,
-                format,
-                reason,
+        for (index, r) in records.iter_mut().enumerate() {
+            checker.check(index, door, &mut r.key, &mut r.value, &mut r.headers)?;
+        }
+        Ok(())
+    }
+}
+
+/// The schemas of one stream, as they were when it was made.
+#[derive(Clone)]
+pub struct Checker {
+    stream: String,
+    schemas: Arc<StreamSchemas>,
+}
+
+impl Checker {
+    /// Checks one event against the stream's current schemas and stamps it
+    /// with the version headers (replacing any the producer set); with
+    /// [`Door::Text`], an Avro value given as JSON becomes a datum in
+    /// Confluent's wire format. Tombstones and keyless events pass.
+    /// `index` is the event's position, for the error.
+    pub fn check(
+        &self,
+        index: usize,
+        door: Door,
+        key: &mut Option<Bytes>,
+        value: &mut Option<Bytes>,
+        headers: &mut Vec<Header>,
+    ) -> Result<(), InvalidEvent> {
+        let refuse = |part: Part, (version, format, reason): (u32, Format, String)| InvalidEvent {
+            index,
+            stream: self.stream.clone(),
+            part: part.as_str(),
+            version,
+            format,
+            reason,
+        };
+        for (part, versions, slot, header) in [
+            (
+                Part::Value,
+                &self.schemas.value,
+                value,
+                VALUE_VERSION_HEADER,
+            ),
+            (Part::Key, &self.schemas.key, key, KEY_VERSION_HEADER),
+        ] {
+            let (Some(versions), Some(bytes)) = (versions, slot.as_ref()) else {
+                continue;
             };
-            for (part, versions, header) in [
-                (Part::Value, &schemas.value, VALUE_VERSION_HEADER),
-                (Part::Key, &schemas.key, KEY_VERSION_HEADER),
-            ] {
-                let Some(versions) = versions else { continue };
-                let slot = match part {
-                    Part::Value => &mut record.value,
-                    Part::Key => &mut record.key,
-                };
-                let Some(bytes) = slot else { continue };
-                let (id, version, latest, _) = versions.latest();
-                if door == Door::Text {
-                    if let Some(datum) = std::str::from_utf8(bytes)
-                        .ok()
-                        .and_then(|text| latest.avro_from_json(text))
-                    {
-                        let datum = datum.map_err(|e| refuse(part, (*version, Format::Avro, e)))?;
-                        let mut framed = Vec::with_capacity(5 + datum.len());
-                        framed.push(CONFLUENT_MAGIC);
-                        framed.extend_from_slice(&id.to_be_bytes());
-                        framed.extend_from_slice(&datum);
-                        *slot = Some(Bytes::from(framed));
-                    }
+            let (id, version, latest, _) = versions.latest();
+            if door == Door::Text {
+                if let Some(datum) = std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|text| latest.avro_from_json(text))
+                {
+                    let datum = datum.map_err(|e| refuse(part, (*version, Format::Avro, e)))?;
+                    let mut framed = Vec::with_capacity(5 + datum.len());
+                    framed.push(CONFLUENT_MAGIC);
+                    framed.extend_from_slice(&id.to_be_bytes());
+                    framed.extend_from_slice(&datum);
+                    *slot = Some(Bytes::from(framed));
                 }
-                let Some(bytes) = slot else { continue };
-                let stamp = versions.check(bytes).map_err(|e| refuse(part, e))?;
-                record.headers.retain(|h| h.key != header);
-                record.headers.push(Header::new(header, stamp));
             }
+            let Some(bytes) = slot.as_ref() else { continue };
+            let stamp = versions.check(bytes).map_err(|e| refuse(part, e))?;
+            headers.retain(|h| h.key != header);
+            headers.push(Header::new(header, stamp));
         }
         Ok(())
     }
@@ -669,7 +716,9 @@ mod tests {
             assert_eq!(again.version.version, 1);
             r.register(&s, Format::Json, V2).unwrap();
             // The same schema under another subject keeps its id.
-            let other = r.register(&Subject::of("orders", Part::Key), Format::Json, V1).unwrap();
+            let other = r
+                .register(&Subject::of("orders", Part::Key), Format::Json, V1)
+                .unwrap();
             assert_eq!((other.version.version, other.version.id), (1, 1));
             r.set_compatibility(Some(&s), Compatibility::None).unwrap();
         }
@@ -699,7 +748,10 @@ mod tests {
             panic!("{err}")
         };
         assert_eq!(*mode, Compatibility::Backward);
-        assert!(reasons.iter().any(|i| i.to_string().contains("email")), "{err}");
+        assert!(
+            reasons.iter().any(|i| i.to_string().contains("email")),
+            "{err}"
+        );
         assert!(err.to_string().contains("email"), "{err}");
         assert_eq!(r.history(&s).len(), 1, "nothing written");
         assert!(!r.check(&s, Format::Json, V3_REQUIRED).unwrap().is_empty());
@@ -714,8 +766,10 @@ mod tests {
         let mut free = vec![Record::value("anything")];
         r.check_records("orders", Door::Bytes, &mut free).unwrap();
         assert!(free[0].headers.is_empty(), "no schema, no header");
-        r.register(&Subject::value("orders"), Format::Json, V1).unwrap();
-        r.register(&Subject::value("orders"), Format::Json, V2).unwrap();
+        r.register(&Subject::value("orders"), Format::Json, V1)
+            .unwrap();
+        r.register(&Subject::value("orders"), Format::Json, V2)
+            .unwrap();
         let mut ok = vec![
             Record::value(r#"{"id":"a"}"#).header(VALUE_VERSION_HEADER, "99"),
             Record::tombstone("k"),
@@ -724,7 +778,9 @@ mod tests {
         assert_eq!(ok[0].headers, vec![Header::new(VALUE_VERSION_HEADER, "2")]);
         assert!(ok[1].headers.is_empty());
         let mut bad = vec![Record::value(r#"{"id":"a"}"#), Record::value(r#"{"id":7}"#)];
-        let e = r.check_records("orders", Door::Bytes, &mut bad).unwrap_err();
+        let e = r
+            .check_records("orders", Door::Bytes, &mut bad)
+            .unwrap_err();
         assert_eq!((e.index, e.version), (1, 2));
         assert!(e.reason.starts_with("/id: "), "{e}");
         // Confluent's wire format names the version to check against.
@@ -732,9 +788,14 @@ mod tests {
         framed.extend_from_slice(br#"{"id":"b"}"#);
         let mut framed = vec![Record::value(framed)];
         r.check_records("orders", Door::Bytes, &mut framed).unwrap();
-        assert_eq!(framed[0].headers, vec![Header::new(VALUE_VERSION_HEADER, "1")]);
+        assert_eq!(
+            framed[0].headers,
+            vec![Header::new(VALUE_VERSION_HEADER, "1")]
+        );
         let mut unknown = vec![Record::value(vec![0, 0, 0, 0, 9, b'{', b'}'])];
-        let e = r.check_records("orders", Door::Bytes, &mut unknown).unwrap_err();
+        let e = r
+            .check_records("orders", Door::Bytes, &mut unknown)
+            .unwrap_err();
         assert!(e.reason.contains("schema id 9"), "{e}");
     }
 
@@ -743,7 +804,9 @@ mod tests {
         let (_dir, broker) = open();
         let r = Registry::open(&broker).unwrap();
         let avro = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"}]}"#;
-        let v = r.register(&Subject::value("orders"), Format::Avro, avro).unwrap();
+        let v = r
+            .register(&Subject::value("orders"), Format::Avro, avro)
+            .unwrap();
         let mut recs = vec![Record::value(r#"{"id":"x"}"#)];
         r.check_records("orders", Door::Text, &mut recs).unwrap();
         let value = recs[0].value.clone().unwrap();

@@ -215,7 +215,7 @@ impl FromStr for Subject {
                 return Err(format!(
                     "subject `{s}` is not STREAM-value or STREAM-key: Leat names subjects \
                      after their stream (Confluent's TopicNameStrategy)"
-                ))
+                ));
             }
         };
         leat_broker::validate_name(stream).map_err(|e| format!("subject `{s}`: {e}"))?;
@@ -282,7 +282,13 @@ mod tests {
         assert_eq!(s.to_string(), "order-events-value");
         let k: Subject = "orders-key".parse().unwrap();
         assert_eq!(k.part, Part::Key);
-        for bad in ["orders", "orders-values", "-value", "a b-value", "com.x.Order"] {
+        for bad in [
+            "orders",
+            "orders-values",
+            "-value",
+            "a b-value",
+            "com.x.Order",
+        ] {
             assert!(bad.parse::<Subject>().is_err(), "{bad}");
         }
     }

@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -62,6 +62,13 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/streams/{name}", get(stream).delete(delete_stream))
         .route("/v1/streams/{name}/events", get(read).post(produce))
         .route("/v1/streams/{name}/positions", get(positions))
+        .route("/v1/streams/{name}/schema", get(schema).put(set_schema))
+        .route("/v1/streams/{name}/schema/check", post(check_schema))
+        .route("/v1/streams/{name}/schema/history", get(schema_history))
+        .route(
+            "/v1/streams/{name}/schema/compatibility",
+            put(set_compatibility),
+        )
         .route("/v1/groups/{group}/offsets", post(commit_offset))
         .route("/v1/topologies", get(topologies).post(apply_topology))
         .route("/v1/topologies/{name}", get(topology))
@@ -69,6 +76,8 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/processors", get(processors).post(deploy))
         .route("/v1/processors/{name}", get(processor).delete(undeploy))
         .route("/v1/processors/{name}/{action}", post(change))
+        // Confluent's Schema Registry API, for its clients and serializers.
+        .merge(crate::confluent::routes().with_state(state.host.clone()))
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -324,6 +333,68 @@ async fn produce(
 ) -> Answer<api::Produced> {
     Ok(Json(
         blocking(&state, move |h| h.log().produce(&name, body)).await?,
+    ))
+}
+
+/// `GET /v1/streams/NAME/schema[/history]`'s query.
+#[derive(Deserialize)]
+struct SchemaQuery {
+    #[serde(default)]
+    key: bool,
+    version: Option<String>,
+}
+
+async fn schema(
+    State(state): Shared,
+    Params(name): Params<String>,
+    QueryParams(q): QueryParams<SchemaQuery>,
+) -> Answer<api::SchemaVersion> {
+    let version = match q.version.as_deref() {
+        None => api::VersionRef::Latest,
+        Some(v) => v.parse().map_err(ApiError::bad_request)?,
+    };
+    Ok(Json(
+        blocking(&state, move |h| h.log().schema(&name, q.key, version)).await?,
+    ))
+}
+
+async fn schema_history(
+    State(state): Shared,
+    Params(name): Params<String>,
+    QueryParams(q): QueryParams<SchemaQuery>,
+) -> Answer<api::SchemaHistory> {
+    Ok(Json(
+        blocking(&state, move |h| h.log().schema_history(&name, q.key)).await?,
+    ))
+}
+
+async fn set_schema(
+    State(state): Shared,
+    Params(name): Params<String>,
+    JsonBody(body): JsonBody<api::SetSchema>,
+) -> Answer<api::SchemaSet> {
+    Ok(Json(
+        blocking(&state, move |h| h.log().set_schema(&name, body)).await?,
+    ))
+}
+
+async fn check_schema(
+    State(state): Shared,
+    Params(name): Params<String>,
+    JsonBody(body): JsonBody<api::SetSchema>,
+) -> Answer<api::SchemaCheck> {
+    Ok(Json(
+        blocking(&state, move |h| h.log().check_schema(&name, body)).await?,
+    ))
+}
+
+async fn set_compatibility(
+    State(state): Shared,
+    Params(name): Params<String>,
+    JsonBody(body): JsonBody<api::SetCompatibility>,
+) -> Answer<api::Done> {
+    Ok(Json(
+        blocking(&state, move |h| h.log().set_compatibility(&name, body)).await?,
     ))
 }
 

@@ -27,6 +27,7 @@
 //! | `GET /v1/topologies`, `POST /v1/topologies` | list, apply ([`leat_api::ApplyTopology`]) |
 //! | `GET /v1/topologies/NAME` | a topology's source |
 
+mod confluent;
 mod error;
 mod http;
 

@@ -93,7 +93,7 @@ fn runtime(dir: &Path, call_timeout: Duration) -> Runtime {
         ..EngineConfig::default()
     })
     .unwrap();
-    Runtime::new(broker, engine)
+    Runtime::new(broker, engine).unwrap()
 }
 
 fn streams(broker: &Broker, partitions: u32) {

@@ -21,7 +21,7 @@ fn runtime(dir: &std::path::Path) -> Runtime {
         ..EngineConfig::default()
     })
     .unwrap();
-    Runtime::new(broker, engine)
+    Runtime::new(broker, engine).unwrap()
 }
 
 fn create(broker: &Broker, stream: &str, partitions: u32) {

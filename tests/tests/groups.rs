@@ -13,7 +13,7 @@ use leat_runtime::{
 
 fn runtime(dir: &std::path::Path) -> Runtime {
     let broker = Broker::open(dir.join("log.redb")).unwrap();
-    Runtime::new(broker, Engine::new(EngineConfig::default()).unwrap())
+    Runtime::new(broker, Engine::new(EngineConfig::default()).unwrap()).unwrap()
 }
 
 /// Copies each event's key and value to `out`.

@@ -48,7 +48,7 @@ fn runtime_with(dir: &std::path::Path, limits: GuestLimits) -> Runtime {
         limits,
     })
     .unwrap();
-    Runtime::new(broker, engine)
+    Runtime::new(broker, engine).unwrap()
 }
 
 /// A runtime in a fresh directory with streams `input` and `output` of
@@ -891,7 +891,7 @@ fn a_damaged_compiled_artifact_is_compiled_again_not_run() {
     std::fs::write(&artifacts[0], &damaged).unwrap();
 
     let broker = Broker::open(dir.path().join("log.redb")).unwrap();
-    let rt = Runtime::new(broker.clone(), engine());
+    let rt = Runtime::new(broker.clone(), engine()).unwrap();
     let code = rt.engine().load_file(&guest("uppercase")).unwrap();
     assert_ne!(
         std::fs::read(&artifacts[0]).unwrap(),

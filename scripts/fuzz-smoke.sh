@@ -36,9 +36,9 @@ fi
 if [ $# -gt 0 ]; then
     targets=("$@")
 elif [ -n "${FUZZ_NO_RUNTIME:-}" ]; then
-    targets=(batch_decode encoded_outputs journal_replay kafka_request)
+    targets=(batch_decode encoded_outputs journal_replay kafka_request schema_check)
 else
-    targets=(batch_decode encoded_outputs journal_replay kafka_request topology_parse http_request)
+    targets=(batch_decode encoded_outputs journal_replay kafka_request schema_check topology_parse http_request)
 fi
 # How each target is built. The log's targets: AddressSanitizer. Those of
 # the runtime (it pulls wasmtime, whose build under ASan takes 25 minutes

@@ -154,15 +154,31 @@ pub struct ProduceArgs {
 pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
     // Fail early on an unknown stream.
     backend.stream(&args.stream)?;
-    let mut batch = Vec::new();
+    // The events to send, with their line numbers.
+    let mut batch: Vec<(usize, api::NewEvent)> = Vec::new();
     let mut count = 0usize;
     let mut partitions = BTreeSet::new();
-    let mut flush = |batch: &mut Vec<api::NewEvent>| -> Result<()> {
-        if batch.is_empty() {
+    let mut flush = |batch: &mut Vec<(usize, api::NewEvent)>| -> Result<()> {
+        let (Some(&(first, _)), Some(&(last, _))) = (batch.first(), batch.last()) else {
             return Ok(());
-        }
-        let events = std::mem::take(batch);
-        let produced = backend.produce(&args.stream, api::Produce { events })?;
+        };
+        let (lines, events): (Vec<usize>, Vec<api::NewEvent>) =
+            std::mem::take(batch).into_iter().unzip();
+        let produced = backend
+            .produce(&args.stream, api::Produce { events })
+            .with_context(|| {
+                // Empty lines are skipped, so event N is line first + N only
+                // where none was.
+                let at = if last - first + 1 == lines.len() {
+                    format!("event N of the request is line {first} + N")
+                } else {
+                    format!("its events are lines {lines:?}")
+                };
+                format!(
+                    "lines {first} to {last} of standard input were refused, none of them \
+                     appended ({count} event(s) before them were); {at}"
+                )
+            })?;
         count += produced.placements.len();
         partitions.extend(produced.placements.iter().map(|p| p.0));
         Ok(())
@@ -177,7 +193,7 @@ pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
             let name = format.as_ref().map_or("", |v| v.get_name());
             format!("line {}: cannot parse as {name}", n + 1)
         })?;
-        batch.push(event);
+        batch.push((n + 1, event));
         if batch.len() >= backend.produce_batch() {
             flush(&mut batch)?;
         }

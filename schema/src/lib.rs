@@ -9,7 +9,8 @@
 //!   names; a refusal lists each incompatible field and why, and writes
 //!   nothing.
 //! - A registered version is durable before [`Registry::register`] returns:
-//!   it is an event of the stream [`SCHEMAS_STREAM`], read back whole by
+//!   it is an event of the stream [`SCHEMAS_STREAM`] (created by the first
+//!   registration), read back whole by
 //!   [`Registry::open`]. Versions are never deleted, so every event's
 //!   version stays readable.
 //! - An event checked by [`Registry::check_records`] matches its stream's

@@ -336,25 +336,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Registry {
-    /// Opens the registry of `broker`'s log: creates [`SCHEMAS_STREAM`] on
-    /// first use, else reads it whole.
+    /// Opens the registry of `broker`'s log: reads [`SCHEMAS_STREAM`]
+    /// whole, if there is one (the first registration creates it).
     pub fn open(broker: &Broker) -> Result<Registry, SchemaError> {
         let info = match broker.describe_stream(SCHEMAS_STREAM) {
-            Ok(info) => info,
-            Err(leat_broker::Error::UnknownStream(_)) => {
-                match broker.create_stream(SCHEMAS_STREAM, StreamConfig::default()) {
-                    Ok(info) => info,
-                    Err(leat_broker::Error::StreamExists(_)) => {
-                        broker.describe_stream(SCHEMAS_STREAM)?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            Ok(info) => Some(info),
+            Err(leat_broker::Error::UnknownStream(_)) => None,
             Err(e) => return Err(e.into()),
         };
         let mut state = State::default();
-        let end = info.partitions.first().map_or(0, |p| p.next_offset);
-        let mut at = info.partitions.first().map_or(0, |p| p.log_start);
+        let first = info.as_ref().and_then(|i| i.partitions.first());
+        let end = first.map_or(0, |p| p.next_offset);
+        let mut at = first.map_or(0, |p| p.log_start);
         while at < end {
             let batch = broker.read(SCHEMAS_STREAM, 0, at, ReadLimits::default())?;
             if batch.events.is_empty() {
@@ -392,6 +385,17 @@ impl Registry {
     fn write(&self, entry: Entry) -> Result<(), SchemaError> {
         let bytes =
             serde_json::to_vec(&entry).map_err(|e| SchemaError::Malformed(e.to_string()))?;
+        match self
+            .inner
+            .broker
+            .create_stream(SCHEMAS_STREAM, StreamConfig::default())
+        {
+            Ok(_) => {
+                tracing::info!("created stream {SCHEMAS_STREAM}: it keeps the schema registry")
+            }
+            Err(leat_broker::Error::StreamExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.inner
             .broker
             .append(SCHEMAS_STREAM, [Record::value(bytes)])?;
@@ -757,6 +761,64 @@ mod tests {
         assert!(!r.check(&s, Format::Json, V3_REQUIRED).unwrap().is_empty());
         r.set_compatibility(Some(&s), Compatibility::None).unwrap();
         assert!(r.register(&s, Format::Json, V3_REQUIRED).unwrap().created);
+    }
+
+    /// Each mode against the versions it names: Avro, whose rules are the
+    /// specification's (a reader's field without a default cannot read
+    /// events that lack it; a reader ignores a writer's extra field).
+    #[test]
+    fn each_mode_checks_the_versions_it_names_in_its_directions() {
+        let record = |fields: &str| {
+            format!(
+                r#"{{"type":"record","name":"Order","fields":[{{"name":"id","type":"string"}}{fields}]}}"#
+            )
+        };
+        let v1 = record("");
+        let v2 = record(r#",{"name":"a","type":"int","default":0}"#);
+        let v3 = record(r#",{"name":"a","type":"int"}"#); // reads v2's events, not v1's
+        let v4 = record(r#",{"name":"b","type":"int"}"#); // v1 reads its events; it cannot read v1's
+        let (_dir, broker) = open();
+        let r = Registry::open(&broker).unwrap();
+        let verdict = |mode: Compatibility, versions: &[&str], new: &str| {
+            let s = Subject::value(&format!("m{}", r.subjects().len()));
+            r.set_compatibility(Some(&s), Compatibility::None).unwrap();
+            for v in versions {
+                r.register(&s, Format::Avro, v).unwrap();
+            }
+            r.set_compatibility(Some(&s), mode).unwrap();
+            r.check(&s, Format::Avro, new).unwrap().is_empty()
+        };
+        use Compatibility::*;
+        // Non-transitive modes look at the latest version only.
+        assert!(verdict(Backward, &[&v1, &v2], &v3));
+        assert!(!verdict(BackwardTransitive, &[&v1, &v2], &v3));
+        assert!(verdict(Forward, &[&v1], &v4));
+        assert!(!verdict(Backward, &[&v1], &v4));
+        assert!(!verdict(Full, &[&v1], &v4));
+        assert!(
+            verdict(Full, &[&v1], &v2),
+            "a field with a default both ways"
+        );
+        assert!(!verdict(FullTransitive, &[&v1, &v2], &v3));
+        assert!(
+            verdict(ForwardTransitive, &[&v1, &v2], &v4),
+            "v1 and v2 ignore b"
+        );
+        assert!(
+            !verdict(ForwardTransitive, &[&v4, &v1], &v3),
+            "v4 cannot read v3's events: no b"
+        );
+        assert!(verdict(None, &[&v1], &v4));
+        // Another format never reads this one's events.
+        let s = Subject::value("switch");
+        r.register(&s, Format::Avro, &v1).unwrap();
+        let reasons = r.check(&s, Format::Json, r#"{"type":"object"}"#).unwrap();
+        assert!(
+            reasons[0]
+                .reason
+                .contains("format changes from AVRO to JSON"),
+            "{reasons:?}"
+        );
     }
 
     #[test]

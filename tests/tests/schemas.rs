@@ -201,9 +201,22 @@ fn an_incompatible_version_is_refused_with_each_field_and_nothing_changes() {
     let history = leat_ok(data, &["schema", "history", "orders"], "");
     assert_eq!(history.matches("version ").count(), 1, "{history}");
 
-    // FORWARD: the old version must read the new one's events; it does.
+    // FORWARD: the old version must read the new one's events; closed, it
+    // cannot take their `email`.
     leat_ok(data, &["schema", "compatibility", "orders", "FORWARD"], "");
-    let forward = leat_ok(data, &["schema", "check", "orders", &v3], "");
+    let forward = leat(data, &["schema", "check", "orders", &v3], "");
+    assert!(!forward.status.success());
+    let said = String::from_utf8_lossy(&forward.stdout);
+    assert!(said.contains("#/email"), "{said}");
+    assert!(said.contains("closed content model"), "{said}");
+    assert!(
+        said.contains("version 1 cannot read events written with the new schema"),
+        "{said}"
+    );
+    // Dropping the optional `note` is forward compatible: the old version
+    // reads events without it.
+    let fewer = write(files.path(), "fewer.json", ORDER_V1);
+    let forward = leat_ok(data, &["schema", "check", "orders", &fewer], "");
     assert!(forward.starts_with("compatible"), "{forward}");
     // NONE takes anything.
     leat_ok(data, &["schema", "compatibility", "orders", "none"], "");

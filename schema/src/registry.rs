@@ -426,14 +426,14 @@ impl Registry {
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
             let existing = state.ids.get(&(format, parsed.text().to_string())).copied();
-            if let (Some(id), Some(last)) = (existing, versions.last()) {
-                if *last == id {
-                    let version = versions.len() as u32;
-                    return Ok(Registered {
-                        version: state.info(subject, version).expect("just found"),
-                        created: false,
-                    });
-                }
+            if let (Some(id), Some(last)) = (existing, versions.last())
+                && *last == id
+            {
+                let version = versions.len() as u32;
+                return Ok(Registered {
+                    version: state.info(subject, version).expect("just found"),
+                    created: false,
+                });
             }
             let reasons = state.incompatibilities(subject, &parsed);
             if !reasons.is_empty() {
@@ -667,18 +667,17 @@ impl Checker {
                 continue;
             };
             let (id, version, latest, _) = versions.latest();
-            if door == Door::Text {
-                if let Some(datum) = std::str::from_utf8(bytes)
+            if door == Door::Text
+                && let Some(datum) = std::str::from_utf8(bytes)
                     .ok()
                     .and_then(|text| latest.avro_from_json(text))
-                {
-                    let datum = datum.map_err(|e| refuse(part, (*version, Format::Avro, e)))?;
-                    let mut framed = Vec::with_capacity(5 + datum.len());
-                    framed.push(CONFLUENT_MAGIC);
-                    framed.extend_from_slice(&id.to_be_bytes());
-                    framed.extend_from_slice(&datum);
-                    *slot = Some(Bytes::from(framed));
-                }
+            {
+                let datum = datum.map_err(|e| refuse(part, (*version, Format::Avro, e)))?;
+                let mut framed = Vec::with_capacity(5 + datum.len());
+                framed.push(CONFLUENT_MAGIC);
+                framed.extend_from_slice(&id.to_be_bytes());
+                framed.extend_from_slice(&datum);
+                *slot = Some(Bytes::from(framed));
             }
             let Some(bytes) = slot.as_ref() else { continue };
             let stamp = versions.check(bytes).map_err(|e| refuse(part, e))?;

@@ -66,7 +66,10 @@ pub mod bindings {
     });
 }
 
+#[cfg(feature = "avro")]
+pub mod avro;
 mod config;
+pub mod confluent;
 mod context;
 mod encoded;
 mod error;
@@ -77,6 +80,7 @@ pub mod http;
 mod output;
 mod processor;
 pub mod testing;
+mod typed;
 
 pub use config::Config;
 pub use context::Context;
@@ -85,12 +89,27 @@ pub use event::Event;
 pub use host::{Host, Level};
 pub use output::Output;
 pub use processor::Processor;
+pub use typed::{Stream, SCHEMAS_DIR_ENV};
+
+/// schemars, which the `schema` feature brings: derive
+/// [`JsonSchema`] on stream types with
+/// `#[schemars(crate = "leat_sdk::schemars")]` when the crate does not
+/// depend on schemars itself.
+#[cfg(feature = "schema")]
+pub use schemars;
+#[cfg(feature = "schema")]
+pub use schemars::JsonSchema;
 
 /// What [`export!`] expands to. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::__leat_schema_test as schema_test;
     pub use crate::export::Slot;
     pub use crate::host::WasmHost;
+    #[cfg(feature = "schema")]
+    pub use crate::typed::write_schemas;
+    #[cfg(not(feature = "schema"))]
+    pub use crate::typed::write_schemas_unavailable;
 
     /// Calls the generated export macro with the SDK's bindings.
     #[macro_export]

@@ -378,8 +378,7 @@ fn write_schemas(dir: &Path, target_dir: Option<&Path>) -> Result<()> {
         .arg("test")
         .arg("--manifest-path")
         .arg(dir.join("Cargo.toml"))
-        .arg("--lib")
-        .arg("--quiet");
+        .arg("--lib");
     if let Some(t) = target_dir {
         command.arg("--target-dir").arg(t);
     }

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! A stream whose values carry Confluent's header (byte 0 and a schema id,
-//! see [`confluent`](crate::confluent)): decode with
+//! see [`confluent`]): decode with
 //! [`decode_framed_event`], encode with [`encode_framed`].
 
 use serde::de::DeserializeOwned;

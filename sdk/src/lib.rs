@@ -91,12 +91,12 @@
 //!
 //! Features:
 //!
-//! - `schema`: [`Stream::json_schema`] (schemars 1, JSON Schema draft
-//!   2020-12; derive [`JsonSchema`] on the types, with
+//! - `schema`: `Stream::json_schema` (schemars 1, JSON Schema draft
+//!   2020-12; derive `JsonSchema` on the types, with
 //!   `#[schemars(crate = "leat_sdk::schemars")]` when the crate does not
 //!   depend on schemars itself), and the test `streams!` generates, which
 //!   `leat build --schemas` runs to write `out/schemas/<stream>.json`.
-//! - `avro`: [`avro`], Avro datums decoded into and encoded from serde types
+//! - `avro`: the `avro` module, Avro datums decoded into and encoded from serde types
 //!   (apache-avro).
 //!
 //! # Testing

@@ -241,7 +241,7 @@ fn is_file_name(name: &str) -> bool {
 /// ```
 ///
 /// With the SDK's `schema` feature, every type must implement
-/// [`JsonSchema`](crate::JsonSchema) (derive it), and the macro also
+/// `JsonSchema` (derive it), and the macro also
 /// generates, in the crate's native tests only, a test
 /// (`__leat_schemas::write`) that checks the schemas can be generated; with
 /// `LEAT_SCHEMAS_DIR` set, it writes each to `<dir>/<stream>.json`. That is

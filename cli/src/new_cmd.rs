@@ -34,6 +34,11 @@ pub struct BuildArgs {
     /// wasm32 is built only once (default: DIR/target).
     #[arg(long, env = "LEAT_GUEST_TARGET_DIR")]
     pub target_dir: Option<PathBuf>,
+    /// Also write the JSON Schema of each stream the crate declares with
+    /// `leat_sdk::streams!` to DIR/out/schemas/<stream>.json (for `leat
+    /// schema set`): runs the crate's native schema test (`cargo test`).
+    #[arg(long)]
+    pub schemas: bool,
 }
 
 /// Names cargo or Rust refuse for a crate.
@@ -102,6 +107,8 @@ crate-type = ["cdylib", "rlib"]
 doctest = false
 
 [dependencies]
+# Typed streams with JSON Schemas (`leat_sdk::streams!`, `leat build --schemas`):
+# add `features = ["schema"]` (and serde with its `derive` feature); Avro helpers: "avro".
 leat-sdk = {{ path = {sdk} }}
 
 # Fast components: speed over size (the guest runs on every batch), and no
@@ -211,6 +218,11 @@ printf 'a\tAda\nb\tBob\n' | leat produce names --format kv
 leat process out/{name}.wasm --name {name} --input names --output greetings --config greeting=hi
 leat consume greetings
 ```
+
+Typed events: declare the types of the streams with `leat_sdk::streams!`
+(see the SDK's docs), enable leat-sdk's `schema` feature, then
+`leat build --schemas` also writes `out/schemas/<stream>.json`, for
+`leat schema set STREAM out/schemas/STREAM.json`.
 "#
     )
 }
@@ -327,7 +339,109 @@ pub fn build(args: BuildArgs) -> Result<()> {
         bail!("the build succeeded but wrote no {}", component.display());
     }
     println!("built {}", component.display());
+    if args.schemas {
+        write_schemas(dir, args.target_dir.as_deref())?;
+    }
     Ok(())
+}
+
+/// The name of the test `leat_sdk::streams!` generates (a filter: the
+/// declaration may be in any module).
+const SCHEMA_TEST: &str = "__leat_schemas::write";
+
+/// The environment variable naming the folder that test writes to (the
+/// SDK's `leat_sdk::SCHEMAS_DIR_ENV`).
+const SCHEMAS_DIR_ENV: &str = "LEAT_SCHEMAS_DIR";
+
+/// What to tell the user when the crate declares no stream types.
+const NO_STREAMS: &str = "no stream types declared: add to src/lib.rs\n\
+    \n    leat_sdk::streams! {\n        pub ORDERS: Order = \"orders\";\n    }\n\n\
+    with serde's Serialize/Deserialize and JsonSchema derived on the types \
+    (`#[derive(leat_sdk::JsonSchema)]` and `#[schemars(crate = \"leat_sdk::schemars\")]`), \
+    and `features = [\"schema\"]` on the leat-sdk dependency in Cargo.toml";
+
+/// `leat build --schemas`: runs the crate's schema test natively with
+/// `LEAT_SCHEMAS_DIR` set to a fresh folder, then replaces
+/// `DIR/out/schemas` with what it wrote.
+fn write_schemas(dir: &Path, target_dir: Option<&Path>) -> Result<()> {
+    let out = dir.join("out");
+    let fresh = out.join(".schemas.tmp");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).with_context(|| format!("removing {}", fresh.display()))?;
+    }
+    std::fs::create_dir_all(&fresh).with_context(|| format!("creating {}", fresh.display()))?;
+    let fresh = fresh
+        .canonicalize()
+        .with_context(|| format!("resolving {}", fresh.display()))?;
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command
+        .arg("test")
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .arg("--lib");
+    if let Some(t) = target_dir {
+        command.arg("--target-dir").arg(t);
+    }
+    command
+        .arg("--")
+        .arg(SCHEMA_TEST)
+        .env(SCHEMAS_DIR_ENV, &fresh)
+        // The component build's flags are for wasm32, not for this native test.
+        .env_remove("CARGO_BUILD_TARGET");
+    println!("writing the schemas: cargo test --lib -- {SCHEMA_TEST}");
+    let status = command
+        .status()
+        .context("running cargo, which writes the schemas")?;
+    if !status.success() {
+        bail!(
+            "the schema test of {} failed (see the messages above); `cargo test --lib -- {SCHEMA_TEST}` \
+             in that folder runs it again",
+            dir.display()
+        );
+    }
+    let streams = written_schemas(&fresh)?;
+    let dest = out.join("schemas");
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).with_context(|| format!("removing {}", dest.display()))?;
+    }
+    std::fs::rename(&fresh, &dest)
+        .with_context(|| format!("moving {} to {}", fresh.display(), dest.display()))?;
+    for stream in &streams {
+        println!(
+            "schema: {}  (leat schema set {stream} {})",
+            dest.join(format!("{stream}.json")).display(),
+            dest.join(format!("{stream}.json")).display()
+        );
+    }
+    Ok(())
+}
+
+/// The streams whose schemas the test wrote to `dir` (`<stream>.json`),
+/// sorted; an error saying what to do when it wrote none, or left the
+/// SDK's `error.txt`.
+fn written_schemas(dir: &Path) -> Result<Vec<String>> {
+    let error = dir.join("error.txt");
+    if error.is_file() {
+        let message = std::fs::read_to_string(&error)
+            .with_context(|| format!("reading {}", error.display()))?;
+        bail!("{}", message.trim());
+    }
+    let mut streams = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .file_name();
+        if let Some(stream) = name.to_str().and_then(|n| n.strip_suffix(".json")) {
+            if !stream.is_empty() {
+                streams.push(stream.to_string());
+            }
+        }
+    }
+    if streams.is_empty() {
+        bail!("{NO_STREAMS}");
+    }
+    streams.sort();
+    Ok(streams)
 }
 
 #[cfg(test)]
@@ -342,6 +456,47 @@ mod tests {
         for bad in ["", "1abc", "a b", "a/b", "self", "test", "é"] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn build_takes_schemas() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            build: BuildArgs,
+        }
+        let cli = Cli::try_parse_from(["leat", "proc", "--schemas"]).unwrap();
+        assert!(cli.build.schemas);
+        assert_eq!(cli.build.dir, Path::new("proc"));
+        let cli = Cli::try_parse_from(["leat"]).unwrap();
+        assert!(!cli.build.schemas);
+        assert_eq!(cli.build.dir, Path::new("."));
+    }
+
+    #[test]
+    fn written_schemas_are_the_json_files_or_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = written_schemas(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("no stream types declared: add to src/lib.rs"),
+            "{err}"
+        );
+        assert!(err.contains("leat_sdk::streams!"), "{err}");
+        std::fs::write(dir.path().join("orders.priced.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("orders.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "").unwrap();
+        assert_eq!(
+            written_schemas(dir.path()).unwrap(),
+            ["orders", "orders.priced"]
+        );
+        std::fs::write(
+            dir.path().join("error.txt"),
+            "enable the `schema` feature\n",
+        )
+        .unwrap();
+        let err = written_schemas(dir.path()).unwrap_err().to_string();
+        assert_eq!(err, "enable the `schema` feature");
     }
 
     #[test]

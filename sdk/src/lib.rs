@@ -44,6 +44,61 @@
 //! state ([`Context::put`]), not in the processor's fields: fields are not
 //! rolled back, and a fresh instance starts from [`Processor::init`].
 //!
+//! # Typed streams
+//!
+//! [`streams!`] declares the streams a processor reads and writes with the
+//! serde type of their values: one [`Stream<T>`] constant each.
+//! [`Stream::decode`] reads an event as a `T` from JSON (with or without
+//! Confluent's header, see [`confluent`]) and fails with an error naming the
+//! event, never a panic; [`Stream::output`] and [`Stream::output_from`] build
+//! outputs to the stream. `export!(P)` is unchanged: the declaration sits
+//! beside it.
+//!
+//! ```
+//! use leat_sdk::{Config, Context, Error, Event, Processor};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize, Serialize)]
+//! # #[cfg_attr(feature = "schema", derive(leat_sdk::JsonSchema))]
+//! # #[cfg_attr(feature = "schema", schemars(crate = "leat_sdk::schemars"))]
+//! pub struct Payment { pub order: String, pub cents: u64 }
+//! #[derive(Deserialize, Serialize)]
+//! # #[cfg_attr(feature = "schema", derive(leat_sdk::JsonSchema))]
+//! # #[cfg_attr(feature = "schema", schemars(crate = "leat_sdk::schemars"))]
+//! pub struct Paid { pub order: String, pub euros: f64 }
+//!
+//! leat_sdk::streams! {
+//!     pub PAYMENTS: Payment = "payments";
+//!     pub PAID: Paid = "paid";
+//! }
+//!
+//! pub struct Convert;
+//!
+//! impl Processor for Convert {
+//!     fn init(_config: &Config) -> Result<Self, Error> {
+//!         Ok(Convert)
+//!     }
+//!
+//!     fn process(&mut self, ctx: &mut Context<'_>, event: &Event) -> Result<(), Error> {
+//!         let p = PAYMENTS.decode(event)?;
+//!         let paid = Paid { euros: p.cents as f64 / 100.0, order: p.order };
+//!         ctx.emit(PAID.output_from(event, &paid)?)
+//!     }
+//! }
+//!
+//! leat_sdk::export!(Convert);
+//! ```
+//!
+//! Features:
+//!
+//! - `schema`: `Stream::json_schema` (schemars 1, JSON Schema draft
+//!   2020-12; derive `JsonSchema` on the types, with
+//!   `#[schemars(crate = "leat_sdk::schemars")]` when the crate does not
+//!   depend on schemars itself), and the test `streams!` generates, which
+//!   `leat build --schemas` runs to write `out/schemas/<stream>.json`.
+//! - `avro`: the `avro` module, Avro datums decoded into and encoded from serde types
+//!   (apache-avro).
+//!
 //! # Testing
 //!
 //! [`Context`] talks to a [`Host`]. Inside a component that host is the
@@ -66,7 +121,10 @@ pub mod bindings {
     });
 }
 
+#[cfg(feature = "avro")]
+pub mod avro;
 mod config;
+pub mod confluent;
 mod context;
 mod encoded;
 mod error;
@@ -77,6 +135,7 @@ pub mod http;
 mod output;
 mod processor;
 pub mod testing;
+mod typed;
 
 pub use config::Config;
 pub use context::Context;
@@ -85,12 +144,27 @@ pub use event::Event;
 pub use host::{Host, Level};
 pub use output::Output;
 pub use processor::Processor;
+pub use typed::{Stream, SCHEMAS_DIR_ENV};
+
+/// schemars, which the `schema` feature brings: derive
+/// [`JsonSchema`] on stream types with
+/// `#[schemars(crate = "leat_sdk::schemars")]` when the crate does not
+/// depend on schemars itself.
+#[cfg(feature = "schema")]
+pub use schemars;
+#[cfg(feature = "schema")]
+pub use schemars::JsonSchema;
 
 /// What [`export!`] expands to. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::__leat_schema_test as schema_test;
     pub use crate::export::Slot;
     pub use crate::host::WasmHost;
+    #[cfg(feature = "schema")]
+    pub use crate::typed::write_schemas;
+    #[cfg(not(feature = "schema"))]
+    pub use crate::typed::write_schemas_unavailable;
 
     /// Calls the generated export macro with the SDK's bindings.
     #[macro_export]

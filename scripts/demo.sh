@@ -9,6 +9,10 @@
 #  3. deploys `enrich`, which looks each French order's customer up in a
 #     small local HTTP service (examples/lookup_service.py) it declares with
 #     --call, and a copy that declares nothing, whose calls are refused.
+#  4. event schemas, on a second data directory: the typed `orders`
+#     processor's JSON Schemas from `leat build --schemas` guard its two
+#     streams; a malformed order is refused at the door, and so is an
+#     incompatible schema change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -153,3 +157,36 @@ kill -TERM "$server_pid"
 wait "$server_pid"
 server_pid=
 echo "== leat serve stopped (SIGTERM: in-flight batches committed)"
+
+echo
+echo "== event schemas: the JSON Schemas of guest-examples/orders' stream types (leat build --schemas)"
+$leat build guest-examples/orders --schemas --target-dir guest-examples/target | tail -n 1
+schemas=guest-examples/orders/out/schemas
+export LEAT_DATA_DIR="$data/shop"
+unset LEAT_SERVER LEAT_TOKEN
+$leat stream create orders
+$leat stream create orders.priced
+$leat schema set orders "$schemas/orders.json"
+$leat schema set orders.priced "$schemas/orders.priced.json"
+echo "== a malformed order (qty is not a number) is refused, with where and why"
+echo '{"id":"o-9","customer":"c-1","lines":[{"sku":"tea","qty":"two","unit_price_cents":450}]}' |
+  $leat produce orders || true
+echo "== valid orders"
+printf '%s\n' \
+  '{"id":"o-1","customer":"c-7","lines":[{"sku":"tea","qty":2,"unit_price_cents":450},{"sku":"pot","qty":1,"unit_price_cents":1200}]}' \
+  '{"id":"o-2","customer":"c-3","lines":[{"sku":"cup","qty":4,"unit_price_cents":300}]}' |
+  $leat produce orders
+$leat process guest-examples/out/orders.wasm --input orders --output orders.priced
+echo "== orders.priced: each output checked against its stream's schema (leat.schema-version)"
+$leat consume orders.priced --headers
+echo "== an incompatible change: a new required field, which the events written so far lack"
+python3 - "$schemas/orders.json" >"$data/orders-v2.json" <<'EOF'
+import json, sys
+schema = json.load(open(sys.argv[1]))
+schema["properties"]["coupon"] = {"type": "string"}
+schema["required"].append("coupon")
+print(json.dumps(schema, indent=2))
+EOF
+$leat schema check orders "$data/orders-v2.json" || true
+$leat schema set orders "$data/orders-v2.json" || true
+$leat schema history orders

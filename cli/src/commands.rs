@@ -169,6 +169,12 @@ pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
             .with_context(|| {
                 // Empty lines are skipped, so event N is line first + N only
                 // where none was.
+                if first == last {
+                    return format!(
+                        "line {first} of standard input was refused ({count} event(s) \
+                         before it were appended)"
+                    );
+                }
                 let at = if last - first + 1 == lines.len() {
                     format!("event N of the request is line {first} + N")
                 } else {

@@ -427,3 +427,96 @@ outputs = ["shouted"]
     assert!(err.contains("stream orders: schema"), "{err}");
     assert!(err.contains("#/email"), "{err}");
 }
+
+/// The typed example end to end: `leat build --schemas` writes the JSON
+/// Schemas of `guest-examples/orders`' stream types, the registry takes
+/// them, the door refuses an order that is not one, and the processor's
+/// outputs are checked against `orders.priced`'s schema.
+#[test]
+fn typed_orders_emit_their_schemas_which_guard_both_streams() {
+    let root = leat_tests::repo_root();
+    let crate_dir = root.join("guest-examples/orders");
+    let target = root.join("guest-examples/target");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let built = leat_ok(
+        data,
+        &[
+            "build",
+            crate_dir.to_str().unwrap(),
+            "--target-dir",
+            target.to_str().unwrap(),
+            "--schemas",
+        ],
+        "",
+    );
+    assert!(built.contains("built "), "{built}");
+    let schemas = crate_dir.join("out/schemas");
+    let orders = schemas.join("orders.json");
+    let priced = schemas.join("orders.priced.json");
+    let text = std::fs::read_to_string(&orders).expect("orders.json written");
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        schema["required"],
+        serde_json::json!(["id", "customer", "lines"])
+    );
+
+    for s in ["orders", "orders.priced"] {
+        leat_ok(data, &["stream", "create", s], "");
+    }
+    leat_ok(
+        data,
+        &["schema", "set", "orders", orders.to_str().unwrap()],
+        "",
+    );
+    leat_ok(
+        data,
+        &["schema", "set", "orders.priced", priced.to_str().unwrap()],
+        "",
+    );
+    let refused = leat(
+        data,
+        &["produce", "orders"],
+        "{\"id\":\"o-2\",\"customer\":\"c-1\",\"lines\":[{\"sku\":\"tea\",\"qty\":-1,\"unit_price_cents\":450}]}\n",
+    );
+    assert!(!refused.status.success(), "a negative quantity is no u32");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("/lines/0/qty"), "{err}");
+    leat_ok(
+        data,
+        &["produce", "orders"],
+        "{\"id\":\"o-1\",\"customer\":\"c-7\",\"lines\":[{\"sku\":\"tea\",\"qty\":2,\"unit_price_cents\":450},{\"sku\":\"pot\",\"qty\":1,\"unit_price_cents\":1200}]}\n",
+    );
+    let component = leat_tests::guest("orders");
+    leat_ok(
+        data,
+        &[
+            "process",
+            component.to_str().unwrap(),
+            "--input",
+            "orders",
+            "--output",
+            "orders.priced",
+        ],
+        "",
+    );
+    let broker = leat_broker::Broker::open(data.join("log.redb")).expect("open the log");
+    let out = leat_tests::read_stream(&broker, "orders.priced");
+    assert_eq!(out.len(), 1);
+    let value: serde_json::Value =
+        serde_json::from_slice(out[0].value.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"id": "o-1", "customer": "c-7", "total_cents": 2100, "items": 3})
+    );
+    let version = out[0]
+        .headers
+        .iter()
+        .find(|h| h.key == "leat.schema-version")
+        .map(|h| h.value.to_vec());
+    assert_eq!(
+        version.as_deref(),
+        Some(&b"1"[..]),
+        "checked against orders.priced version 1"
+    );
+}

@@ -176,7 +176,7 @@ printf '%s\n' \
   '{"id":"o-1","customer":"c-7","lines":[{"sku":"tea","qty":2,"unit_price_cents":450},{"sku":"pot","qty":1,"unit_price_cents":1200}]}' \
   '{"id":"o-2","customer":"c-3","lines":[{"sku":"cup","qty":4,"unit_price_cents":300}]}' |
   $leat produce orders
-$leat process guest-examples/out/orders.wasm --input orders --output orders.priced
+$leat process guest-examples/out/orders.wasm --name pricer --input orders --output orders.priced
 echo "== orders.priced: each output checked against its stream's schema (leat.schema-version)"
 $leat consume orders.priced --headers
 echo "== an incompatible change: a new required field, which the events written so far lack"

@@ -23,6 +23,10 @@ pub struct Parsed {
     /// sorted), so two spellings of one schema share an id; Avro as given,
     /// trimmed (its canonical form would drop defaults and docs).
     text: String,
+    /// What tells two schemas apart: the text re-serialized compactly, keys
+    /// sorted, so that whitespace and key order do not make a new version
+    /// (docs, defaults and field order still do, as in Confluent's registry).
+    identity: String,
     body: Body,
 }
 
@@ -57,9 +61,11 @@ impl Parsed {
                 let validator = jsonschema::validator_for(&schema).map_err(|e| {
                     format!("not a valid JSON Schema: {e} (at {})", e.schema_path())
                 })?;
+                let text = schema.to_string();
                 Ok(Parsed {
                     format,
-                    text: schema.to_string(),
+                    identity: text.clone(),
+                    text,
                     body: Body::Json { schema, validator },
                 })
             }
@@ -69,9 +75,13 @@ impl Parsed {
                 });
                 let schema = apache_avro::Schema::parse_str(text)
                     .map_err(|e| format!("not a valid Avro schema: {e}"))?;
+                // Parsed above, so JSON (a bare name such as "string" too).
+                let identity = serde_json::from_str::<Value>(text)
+                    .map_or_else(|_| text.trim().to_string(), |v| v.to_string());
                 Ok(Parsed {
                     format,
                     text: text.trim().to_string(),
+                    identity,
                     body: Body::Avro(schema),
                 })
             }
@@ -86,6 +96,12 @@ impl Parsed {
     /// Its text, as stored and served.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// What tells it apart from another schema of its format: two schemas
+    /// of one identity share an id.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// Checks one event's bytes (without any wire-format header). The
@@ -228,6 +244,19 @@ mod tests {
         assert!(p.avro_from_json(r#"{"id":"a"}"#).unwrap().is_err());
         // A length claiming far more than the event holds is an error, not an allocation.
         assert!(p.validate(&[0xfe, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    #[test]
+    fn avro_identity_ignores_spacing_and_key_order_but_not_defaults() {
+        let a = Parsed::parse(Format::Avro, AVRO_V1).unwrap();
+        let spaced = r#"{ "name": "Order", "type": "record",
+            "fields": [ {"type": "string", "name": "id"}, {"name": "qty", "type": "int"} ] }"#;
+        let b = Parsed::parse(Format::Avro, spaced).unwrap();
+        assert_eq!(a.identity(), b.identity());
+        assert_eq!(b.text(), spaced.trim(), "served as given");
+        let defaulted = AVRO_V1.replace(r#""type":"int"}"#, r#""type":"int","default":1}"#);
+        let c = Parsed::parse(Format::Avro, &defaulted).unwrap();
+        assert_ne!(a.identity(), c.identity());
     }
 
     #[test]

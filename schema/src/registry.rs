@@ -155,6 +155,7 @@ impl Versions {
 struct State {
     /// Schema id N is `by_id[N - 1]`.
     by_id: Vec<Arc<Parsed>>,
+    /// Schema ids by their schemas' identity ([`Parsed::identity`]).
     ids: HashMap<(Format, String), u32>,
     /// A subject's version V has the id `subjects[s][V - 1]`.
     subjects: BTreeMap<Subject, Vec<u32>>,
@@ -180,7 +181,7 @@ impl State {
                 }
                 if id as usize == self.by_id.len() + 1 {
                     let parsed = Parsed::parse(format, &schema)?;
-                    self.ids.insert((format, parsed.text().to_string()), id);
+                    self.ids.insert((format, parsed.identity().to_string()), id);
                     self.by_id.push(Arc::new(parsed));
                 } else if id == 0 || id as usize > self.by_id.len() {
                     return Err(format!("schema id {id} out of order"));
@@ -425,7 +426,10 @@ impl Registry {
                 .get(subject)
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
-            let existing = state.ids.get(&(format, parsed.text().to_string())).copied();
+            let existing = state
+                .ids
+                .get(&(format, parsed.identity().to_string()))
+                .copied();
             if let (Some(id), Some(last)) = (existing, versions.last())
                 && *last == id
             {
@@ -525,7 +529,7 @@ impl Registry {
             .subjects
             .get(subject)
             .ok_or_else(|| SchemaError::subject_not_found(subject))?;
-        let id = state.ids.get(&(format, parsed.text().to_string()));
+        let id = state.ids.get(&(format, parsed.identity().to_string()));
         let version = id
             .and_then(|id| ids.iter().position(|i| i == id))
             .ok_or_else(|| {
@@ -868,6 +872,17 @@ mod tests {
         let v = r
             .register(&Subject::value("orders"), Format::Avro, avro)
             .unwrap();
+        // The same schema, spaced and with its keys in another order: no new version.
+        let spaced = r#"{ "name": "Order", "type": "record", "fields": [ { "type": "string", "name": "id" } ] }"#;
+        let again = r
+            .register(&Subject::value("orders"), Format::Avro, spaced)
+            .unwrap();
+        assert!(!again.created);
+        assert_eq!(again.version.id, v.version.id);
+        let found = r
+            .lookup(&Subject::value("orders"), Format::Avro, spaced)
+            .unwrap();
+        assert_eq!(found.version, 1);
         let mut recs = vec![Record::value(r#"{"id":"x"}"#)];
         r.check_records("orders", Door::Text, &mut recs).unwrap();
         let value = recs[0].value.clone().unwrap();

@@ -493,6 +493,8 @@ fn typed_orders_emit_their_schemas_which_guard_both_streams() {
         &[
             "process",
             component.to_str().unwrap(),
+            "--name",
+            "pricer",
             "--input",
             "orders",
             "--output",

@@ -15,6 +15,7 @@ use leat_tests::Server;
 
 mod groups;
 mod java;
+mod schemas;
 mod txn;
 
 const TOKEN: &str = "kafka-test-token";

@@ -30,6 +30,7 @@
 //! the other accepts too, it refuses.
 #![deny(missing_docs)]
 
+mod avro_check;
 pub mod json_compat;
 mod parsed;
 mod registry;

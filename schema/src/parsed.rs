@@ -5,6 +5,7 @@ use std::sync::Once;
 
 use serde_json::Value;
 
+use crate::avro_check;
 use crate::json_compat;
 use crate::types::{Format, Incompatibility};
 
@@ -35,7 +36,11 @@ enum Body {
         schema: Value,
         validator: jsonschema::Validator,
     },
-    Avro(apache_avro::Schema),
+    Avro {
+        schema: apache_avro::Schema,
+        /// Its named types, for [`avro_check`].
+        names: avro_check::Names,
+    },
 }
 
 impl std::fmt::Debug for Parsed {
@@ -82,7 +87,10 @@ impl Parsed {
                     format,
                     text: text.trim().to_string(),
                     identity,
-                    body: Body::Avro(schema),
+                    body: Body::Avro {
+                        names: avro_check::names(&schema),
+                        schema,
+                    },
                 })
             }
         }
@@ -111,24 +119,18 @@ impl Parsed {
             Body::Json { validator, .. } => {
                 let value: Value =
                     serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+                // The valid case first: `is_valid` builds no error.
+                if validator.is_valid(&value) {
+                    return Ok(());
+                }
                 validator.validate(&value).map_err(|e| {
                     let at = e.instance_path().as_str();
                     let at = if at.is_empty() { "/" } else { at };
                     format!("{at}: {e}")
                 })
             }
-            Body::Avro(schema) => {
-                let mut rest = bytes;
-                apache_avro::from_avro_datum(schema, &mut rest, None)
-                    .map_err(|e| format!("not an Avro datum of this schema: {e}"))?;
-                if !rest.is_empty() {
-                    return Err(format!(
-                        "not an Avro datum of this schema: {} byte(s) left after the datum",
-                        rest.len()
-                    ));
-                }
-                Ok(())
-            }
+            Body::Avro { schema, names } => avro_check::check(schema, names, bytes)
+                .map_err(|e| format!("not an Avro datum of this schema: {e}")),
         }
     }
 
@@ -136,7 +138,7 @@ impl Parsed {
     /// types it: records as objects, unions as their plain value); the
     /// error says why it does not fit. `None` for JSON Schema.
     pub fn avro_from_json(&self, json: &str) -> Option<Result<Vec<u8>, String>> {
-        let Body::Avro(schema) = &self.body else {
+        let Body::Avro { schema, .. } = &self.body else {
             return None;
         };
         Some((|| {
@@ -156,7 +158,7 @@ impl Parsed {
             (Body::Json { schema: r, .. }, Body::Json { schema: w, .. }) => {
                 json_compat::can_read(r, w)
             }
-            (Body::Avro(r), Body::Avro(w)) => {
+            (Body::Avro { schema: r, .. }, Body::Avro { schema: w, .. }) => {
                 match apache_avro::schema_compatibility::SchemaCompatibility::can_read(w, r) {
                     Ok(()) => Vec::new(),
                     Err(e) => vec![Incompatibility {
@@ -245,6 +247,50 @@ mod tests {
         // A length claiming far more than the event holds is an error, not an allocation.
         assert!(p.validate(&[0xfe, 0xff, 0xff, 0xff, 0x0f]).is_err());
     }
+
+    #[test]
+    fn avro_checks_allocate_nothing_per_item_and_refuse_absurd_counts() {
+        let nulls = Parsed::parse(Format::Avro, r#"{"type":"array","items":"null"}"#).unwrap();
+        // A count of 2^61 nulls in nine bytes: refused, not reserved.
+        let claim = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0];
+        let e = nulls.validate(&claim).unwrap_err();
+        assert!(
+            e.contains("more items than an event of this size can hold"),
+            "{e}"
+        );
+        // A few nulls are fine: count 3, then the end.
+        assert_eq!(nulls.validate(&[6, 0]), Ok(()));
+        // A deeply nested recursive datum is refused, not a stack overflow.
+        let tree = Parsed::parse(
+            Format::Avro,
+            r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(tree.validate(&[2, 2, 0]), Ok(()), "two nodes");
+        let deep = [vec![2u8; 100_000], vec![0]].concat();
+        assert!(tree.validate(&deep).unwrap_err().contains("nested deeper"));
+        // The fuzz target's input that made apache-avro's decoder run out of memory.
+        let fuzzed = [
+            0x02, 0x61, 0x04, 0x99, 0x99, 0x99, 0x99, 0x99, 0x99, 0x99, 0x6d, 0x00, 0x99, 0x99,
+            0x99, 0x21, 0x00, 0x00, 0x00, 0x99, 0x99, 0x99, 0x99, 0x99, 0x22, 0x3a, 0x00, 0x01,
+            0x02, 0x03, 0x04, 0x00,
+        ];
+        let order = Parsed::parse(Format::Avro, FUZZ_AVRO).unwrap();
+        assert!(order.validate(&fuzzed).is_err());
+    }
+
+    /// The Avro schema of the fuzz target `schema_check`.
+    const FUZZ_AVRO: &str = r#"{"type": "record", "name": "Order", "fields": [
+      {"name": "id", "type": "string"},
+      {"name": "qty", "type": "long"},
+      {"name": "price", "type": "double"},
+      {"name": "tags", "type": {"type": "array", "items": "string"}},
+      {"name": "attrs", "type": {"type": "map", "values": "bytes"}},
+      {"name": "state", "type": {"type": "enum", "name": "State", "symbols": ["NEW", "PAID"]}},
+      {"name": "note", "type": ["null", "string"], "default": null},
+      {"name": "hash", "type": {"type": "fixed", "name": "Hash", "size": 4}},
+      {"name": "next", "type": ["null", "Order"], "default": null}
+    ]}"#;
 
     #[test]
     fn avro_identity_ignores_spacing_and_key_order_but_not_defaults() {

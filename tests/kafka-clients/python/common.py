@@ -62,3 +62,21 @@ def read_from_start(consumer, topic, idle_polls, limit=None):
         idle = 0
         read += 1
         yield msg
+
+
+def registry_client(http_addr, token):
+    """confluent-kafka's Schema Registry client of the Leat server at
+    http_addr, with its token as a static bearer token."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient(
+        {
+            "url": f"http://{http_addr}",
+            "bearer.auth.credentials.source": "STATIC_TOKEN",
+            "bearer.auth.token": token,
+            # Confluent Cloud's headers, which the client requires with a
+            # static token; Leat ignores them.
+            "bearer.auth.logical.cluster": "lsrc-leat",
+            "bearer.auth.identity.pool.id": "pool-leat",
+        }
+    )

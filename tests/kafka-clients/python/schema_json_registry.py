@@ -23,21 +23,13 @@ Usage: schema_json_registry.py HTTP_ADDR TOKEN
 import json
 import sys
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+from confluent_kafka.schema_registry import Schema, SchemaRegistryError
 
-from common import fail
+from common import fail, registry_client
 
 http_addr, token = sys.argv[1], sys.argv[2]
 
-registry = SchemaRegistryClient(
-    {
-        "url": f"http://{http_addr}",
-        "bearer.auth.credentials.source": "STATIC_TOKEN",
-        "bearer.auth.token": token,
-        "bearer.auth.logical.cluster": "lsrc-leat",
-        "bearer.auth.identity.pool.id": "pool-leat",
-    }
-)
+registry = registry_client(http_addr, token)
 
 
 def js(schema):

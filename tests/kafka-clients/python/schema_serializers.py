@@ -23,26 +23,16 @@ import json
 import sys
 
 from confluent_kafka import Consumer, KafkaError, Producer
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+from confluent_kafka.schema_registry import Schema, SchemaRegistryError
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from common import confluent_config, fail, read_from_start
+from common import confluent_config, fail, read_from_start, registry_client
 
 addr, token, http_addr, avro_topic, json_topic = sys.argv[1:6]
 
-registry = SchemaRegistryClient(
-    {
-        "url": f"http://{http_addr}",
-        "bearer.auth.credentials.source": "STATIC_TOKEN",
-        "bearer.auth.token": token,
-        # Confluent Cloud's headers, required by the client with a static
-        # token; Leat ignores them.
-        "bearer.auth.logical.cluster": "lsrc-leat",
-        "bearer.auth.identity.pool.id": "pool-leat",
-    }
-)
+registry = registry_client(http_addr, token)
 
 AVRO_ORDER = json.dumps(
     {

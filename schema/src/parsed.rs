@@ -78,6 +78,11 @@ impl Parsed {
                 AVRO_LIMIT.call_once(|| {
                     apache_avro::util::max_allocation_bytes(AVRO_MAX_ALLOCATION);
                 });
+                // apache-avro 0.21 panics on an invalid name of a named
+                // type (`Name::parse` unwraps): check them first.
+                if let Ok(json) = serde_json::from_str::<Value>(text) {
+                    avro_names(&json, 0).map_err(|e| format!("not a valid Avro schema: {e}"))?;
+                }
                 let schema = apache_avro::Schema::parse_str(text)
                     .map_err(|e| format!("not a valid Avro schema: {e}"))?;
                 // Parsed above, so JSON (a bare name such as "string" too).
@@ -178,6 +183,38 @@ impl Parsed {
     }
 }
 
+/// Checks the name of every record, enum and fixed in an Avro schema's JSON
+/// (`[namespace.]name`, each part a letter or `_` then letters, digits, `_`).
+fn avro_names(json: &Value, depth: u32) -> Result<(), String> {
+    if depth > 256 {
+        return Err("nested deeper than 256 levels".into());
+    }
+    match json {
+        Value::Object(map) => {
+            let named = matches!(
+                map.get("type").and_then(Value::as_str),
+                Some("record" | "error" | "enum" | "fixed")
+            );
+            if named && let Some(Value::String(name)) = map.get("name") {
+                let full = name.strip_prefix('.').unwrap_or(name);
+                let ok = full.split('.').all(|part| {
+                    let mut chars = part.chars();
+                    chars
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+                if !ok {
+                    return Err(format!("invalid name `{name}`"));
+                }
+            }
+            map.values().try_for_each(|v| avro_names(v, depth + 1))
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| avro_names(v, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
 /// Avro's error, with the chain of fields it went through.
 fn avro_reason(e: &apache_avro::error::CompatibilityError) -> String {
     let mut out = e.to_string();
@@ -228,6 +265,20 @@ mod tests {
         assert!(e.contains("object"), "{e}");
         let e = Parsed::parse(Format::Avro, r#"{"type":"record","name":"R"}"#).unwrap_err();
         assert!(e.contains("not a valid Avro schema"), "{e}");
+        // apache-avro panics on this one (found by the fuzz target): refused first.
+        let e = Parsed::parse(
+            Format::Avro,
+            r#"{"type":"record","name":"R?","fields":[{}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("invalid name `R?`"), "{e}");
+        assert!(
+            Parsed::parse(
+                Format::Avro,
+                r#"{"type":"enum","name":"a.b.C_1","symbols":["X"]}"#
+            )
+            .is_ok()
+        );
     }
 
     const AVRO_V1: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"int"}]}"#;

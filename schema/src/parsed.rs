@@ -183,29 +183,51 @@ impl Parsed {
     }
 }
 
-/// Checks the name of every record, enum and fixed in an Avro schema's JSON
-/// (`[namespace.]name`, each part a letter or `_` then letters, digits, `_`).
+/// Checks every name an Avro schema's JSON gives (`name` beside a `type`,
+/// `type` strings, `aliases`, `namespace`): `[namespace.]name`, each part a
+/// letter or `_` then letters, digits, `_`. apache-avro 0.21 unwraps the
+/// parse of several of them, so an invalid one would panic there.
 fn avro_names(json: &Value, depth: u32) -> Result<(), String> {
+    fn dotted(name: &str) -> bool {
+        let full = name.strip_prefix('.').unwrap_or(name);
+        full.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    }
     if depth > 256 {
         return Err("nested deeper than 256 levels".into());
     }
     match json {
         Value::Object(map) => {
-            let named = matches!(
-                map.get("type").and_then(Value::as_str),
-                Some("record" | "error" | "enum" | "fixed")
-            );
-            if named && let Some(Value::String(name)) = map.get("name") {
-                let full = name.strip_prefix('.').unwrap_or(name);
-                let ok = full.split('.').all(|part| {
-                    let mut chars = part.chars();
-                    chars
-                        .next()
-                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-                });
-                if !ok {
-                    return Err(format!("invalid name `{name}`"));
+            let invalid = |n: &str| Err(format!("invalid name `{n}`"));
+            if let Some(Value::String(t)) = map.get("type")
+                && !dotted(t)
+            {
+                return invalid(t);
+            }
+            if map.contains_key("type")
+                && let Some(Value::String(n)) = map.get("name")
+                && !dotted(n)
+            {
+                return invalid(n);
+            }
+            if let Some(Value::String(ns)) = map.get("namespace")
+                && !ns.is_empty()
+                && !dotted(ns)
+            {
+                return invalid(ns);
+            }
+            if let Some(Value::Array(aliases)) = map.get("aliases") {
+                for a in aliases {
+                    if let Value::String(a) = a
+                        && !dotted(a)
+                    {
+                        return invalid(a);
+                    }
                 }
             }
             map.values().try_for_each(|v| avro_names(v, depth + 1))
@@ -279,6 +301,14 @@ mod tests {
             )
             .is_ok()
         );
+        for panicked in [
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"R?"}}]}"#,
+            r#"{"type":"record","name":"R","aliases":["x y"],"fields":[]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":{"type":"enum","name":"E-1","symbols":["A"]}}}]}"#,
+        ] {
+            let e = Parsed::parse(Format::Avro, panicked).unwrap_err();
+            assert!(e.contains("invalid name"), "{e}");
+        }
     }
 
     const AVRO_V1: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},{"name":"qty","type":"int"}]}"#;

@@ -13,6 +13,7 @@
 #   FUZZ_NO_RUNTIME=1 bash scripts/fuzz-smoke.sh # skip topology_parse and http_request (no wasmtime build)
 #   FUZZ_TARGET_DIR=/tmp/t bash scripts/fuzz-smoke.sh  # build elsewhere than fuzz/target
 #   FUZZ_NO_REGRESSIONS=1 bash scripts/fuzz-smoke.sh    # skip fuzz/regressions (known, unfixed crashes)
+#   FUZZ_BUILD_ONLY=1 bash scripts/fuzz-smoke.sh        # build the targets, run nothing
 set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
@@ -62,6 +63,9 @@ for t in "${targets[@]}"; do
 done
 built=$(date +%s)
 echo "fuzz-smoke: built in $((built - start)) s"
+if [ -n "${FUZZ_BUILD_ONLY:-}" ]; then
+    exit 0
+fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -43,8 +43,17 @@ const HEADER_LEN_V1: usize = 1 + 4 + 4 + 4 + 8;
 pub(crate) const HEADER_LEN: usize = HEADER_LEN_V1 + 8;
 
 /// Header names stored as a one-byte code: those the runtime writes on every
-/// output or error record. Append only: a code, once written, is forever.
-const WELL_KNOWN_NAMES: [&str; 3] = ["leat.processor", "leat.source", "leat.error"];
+/// output or error record, and the schema versions every event of a stream
+/// with a schema carries (`leat-schema` stamps them: 22 bytes an event
+/// written out, 3 with the code). Append only: a code, once written, is
+/// forever.
+const WELL_KNOWN_NAMES: [&str; 5] = [
+    "leat.processor",
+    "leat.source",
+    "leat.error",
+    "leat.schema-version",
+    "leat.key-schema-version",
+];
 
 /// The headers of an event to encode: parsed, or still encoded (compaction
 /// copies them through without decoding when the layout is the same).
@@ -696,6 +705,34 @@ mod tests {
             (header.count, header.last_offset_delta, header.max_timestamp),
             (2, 3, 5)
         );
+    }
+
+    #[test]
+    fn well_known_header_names_take_one_byte_and_come_back() {
+        for name in WELL_KNOWN_NAMES {
+            let headers = vec![Header::new(name, Bytes::from_static(b"2"))];
+            // Offset, timestamp, key, value, header count; then the name's
+            // code, the value's length and the value.
+            assert_eq!(stored_event_len(0, 0, None, None, &headers), 5 + 3);
+            let mut out = Vec::new();
+            let headers = EncodeHeaders::Parsed(&headers);
+            let event = EncodeEvent {
+                offset_delta: 0,
+                timestamp: 1,
+                key: None,
+                value: None,
+                headers,
+            };
+            encode(&mut out, [event]);
+            let raw = Bytes::from(out);
+            let mut names = Vec::new();
+            decode(&raw, 0, 0, 0, String::new, |e| {
+                names.extend(e.headers.iter().map(|h| h.key.to_string()));
+                true
+            })
+            .unwrap();
+            assert_eq!(names, [name]);
+        }
     }
 
     /// Every event of `raw` (based at `base`) re-encoded as compaction

@@ -6,7 +6,12 @@
 //!   requests of 1,000;
 //! - pipeline: the Wasm `uppercase` processor over those events (its outputs,
 //!   uppercased JSON, checked against the output stream's schema), committed
-//!   durably, 2 partitions and instances.
+//!   durably, 2 partitions and instances;
+//! - check: `Registry::check_records` alone over the same events, in
+//!   nanoseconds per event, with the schema as it is (compiled by the fast
+//!   path of leat-schema's `fast_json.rs`) and with `"allOf": [{}]` added
+//!   (which asserts nothing more, but the fast path does not know it, so
+//!   jsonschema checks each event).
 //!
 //! `cargo bench -p leat-control --bench schemas` (after
 //! `scripts/build-guests.sh`). Environment: `LEAT_BENCH_EVENTS` (default
@@ -18,10 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leat_api as api;
+use leat_broker::Record;
 use leat_broker::{Broker, StreamConfig};
 use leat_control::Log;
 use leat_runtime::{Engine, EngineConfig, ProcessorCode, ProcessorSpec, RunMode, Runtime};
-use leat_schema::{Format, Subject};
+use leat_schema::{Door, Format, Registry, Subject};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -134,6 +140,32 @@ fn run(
     (produce, pipeline)
 }
 
+/// Times `check_records` over `events` events on a stream whose schema is
+/// `schema`.
+fn check_only(dir: &Path, schema: &str, events: usize) -> Duration {
+    for file in ["log.redb", "log.redb-journal"] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    let broker = Broker::open(dir.join("log.redb")).expect("open");
+    broker
+        .create_stream("in", StreamConfig::with_partitions(2))
+        .expect("stream");
+    let registry = Registry::open(&broker).expect("registry");
+    registry
+        .register(&Subject::value("in"), Format::Json, schema)
+        .expect("schema");
+    let mut records: Vec<Record> = (0..events)
+        .map(|i| Record::keyed(format!("k{i:06}"), order(i)))
+        .collect();
+    let start = Instant::now();
+    for chunk in records.chunks_mut(1000) {
+        registry
+            .check_records("in", Door::Text, chunk)
+            .expect("valid");
+    }
+    start.elapsed()
+}
+
 /// Median, slowest and fastest rate in events/s.
 fn rates(events: usize, mut runs: Vec<Duration>) -> (f64, f64, f64) {
     runs.sort();
@@ -170,7 +202,15 @@ fn main() {
     assert_eq!(order(7).len(), 100);
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut produce, mut pipeline) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    let mut check = [Vec::new(), Vec::new()];
+    let unplanned = format!(
+        "{}, \"allOf\": [{{}}]}}",
+        ORDER.trim_end().trim_end_matches('}')
+    );
     for _ in 0..runs {
+        for (i, schema) in [ORDER, &unplanned].into_iter().enumerate() {
+            check[i].push(check_only(dir.path(), schema, events));
+        }
         for (i, checked) in [false, true].into_iter().enumerate() {
             let (p, q) = run(dir.path(), &engine, &code, events, checked);
             produce[i].push(p);
@@ -190,4 +230,13 @@ fn main() {
             100.0 * (1.0 - checked.0 / plain.0)
         );
     }
+    let [fast, slow] = check.map(|c| {
+        let (median, slowest, fastest) = rates(events, c);
+        [median, slowest, fastest].map(|rate| 1e9 / rate)
+    });
+    println!(
+        "  check only (Registry::check_records): fast path {:.0} ns/event [{:.0}, {:.0}], jsonschema {:.0} ns/event [{:.0}, {:.0}]: {:.1}x",
+        fast[0], fast[1], fast[2], slow[0], slow[1], slow[2],
+        slow[0] / fast[0]
+    );
 }

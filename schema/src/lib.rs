@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod avro_check;
+mod fast_json;
 pub mod json_compat;
 mod parsed;
 mod registry;

@@ -6,6 +6,7 @@ use std::sync::Once;
 use serde_json::Value;
 
 use crate::avro_check;
+use crate::fast_json::Plan;
 use crate::json_compat;
 use crate::types::{Format, Incompatibility};
 
@@ -35,6 +36,9 @@ enum Body {
     Json {
         schema: Value,
         validator: jsonschema::Validator,
+        /// The one-pass check of [`crate::fast_json`], when the schema is
+        /// made of the keywords it knows.
+        fast: Option<Plan>,
     },
     Avro {
         schema: apache_avro::Schema,
@@ -71,7 +75,11 @@ impl Parsed {
                     format,
                     identity: text.clone(),
                     text,
-                    body: Body::Json { schema, validator },
+                    body: Body::Json {
+                        fast: Plan::compile(&schema),
+                        schema,
+                        validator,
+                    },
                 })
             }
             Format::Avro => {
@@ -121,7 +129,12 @@ impl Parsed {
     /// error says where and why, e.g. `/lines/0/qty: "x" is not of type "integer"`.
     pub fn validate(&self, bytes: &[u8]) -> Result<(), String> {
         match &self.body {
-            Body::Json { validator, .. } => {
+            Body::Json {
+                validator, fast, ..
+            } => {
+                if fast.as_ref().is_some_and(|f| f.accepts(bytes)) {
+                    return Ok(());
+                }
                 let value: Value =
                     serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
                 // The valid case first: `is_valid` builds no error.
@@ -137,6 +150,29 @@ impl Parsed {
             Body::Avro { schema, names } => avro_check::check(schema, names, bytes)
                 .map_err(|e| format!("not an Avro datum of this schema: {e}")),
         }
+    }
+
+    /// Whether the fast path of [`crate::fast_json`] compiled this schema,
+    /// and, if it accepts `bytes`, whether jsonschema agrees: `Err` is a
+    /// bug of the fast path (for tests and the fuzz target).
+    #[doc(hidden)]
+    pub fn fast_path_check(&self, bytes: &[u8]) -> Result<bool, String> {
+        let Body::Json {
+            validator,
+            fast: Some(fast),
+            ..
+        } = &self.body
+        else {
+            return Ok(false);
+        };
+        if fast.accepts(bytes) {
+            let slow = serde_json::from_slice::<Value>(bytes)
+                .map_err(|e| format!("the fast path accepts what serde_json refuses: {e}"))?;
+            if !validator.is_valid(&slow) {
+                return Err("the fast path accepts what jsonschema refuses".into());
+            }
+        }
+        Ok(true)
     }
 
     /// For an Avro schema, the binary datum of a JSON value (as a user

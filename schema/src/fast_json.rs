@@ -1,0 +1,1005 @@
+//! A fast path for validating JSON events against the common JSON Schemas,
+//! in one pass over the event's bytes and without allocating.
+//!
+//! `jsonschema` validates a `serde_json::Value`: building that tree for a
+//! 100-byte event costs about four times the check itself, and was most of
+//! what a schema cost at produce (issue 14's benchmark, BENCHMARKS.md).
+//! A [`Plan`] is compiled from the schemas made only of the keywords below;
+//! any other keyword (`$ref` outside `#/$defs`, `allOf`, `format` other than
+//! schemars' number formats, ...) gives no plan, and events are checked by
+//! `jsonschema` alone.
+//!
+//! Invariant: [`Plan::accepts`] returns `true` only for bytes that
+//! `serde_json` parses and `jsonschema` finds valid. It returns `false`
+//! whenever it is not sure (an invalid event, but also an escaped key, a
+//! number with an exponent, a duplicated property, ...): the caller then runs
+//! `jsonschema`, which decides and words the error. So the fast path may be
+//! stricter than the schema, never looser; `tests` and the fuzz target
+//! `schema_check` compare the two.
+//!
+//! Keywords: `type`, `properties`, `required`, `additionalProperties`,
+//! `maxProperties`, `items` (one schema), `minItems`, `maxItems`,
+//! `uniqueItems: false`, `minLength`, `maxLength`, `pattern` (a subset of
+//! regular expressions on which every engine agrees), `minimum`, `maximum`,
+//! `exclusiveMinimum`, `exclusiveMaximum` (integers), `enum` and `const` (of
+//! null, booleans, integers and strings), `$ref` to `#/$defs/NAME` or
+//! `#/definitions/NAME` alone in its schema, and annotations.
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+/// Nesting of an event beyond which the fast path gives up (serde_json
+/// refuses beyond 128).
+const MAX_DEPTH: u32 = 64;
+/// Nesting of a schema's compilation (`$ref`s included: a recursive
+/// definition reaches it and gives no plan).
+const MAX_SCHEMA_DEPTH: u32 = 32;
+/// Literal digits beyond which a number is left to serde_json (which
+/// refuses numbers beyond f64's range).
+const MAX_NUMBER_DIGITS: usize = 300;
+
+const NULL: u8 = 1;
+const BOOL: u8 = 2;
+/// A number written as an integer (no fraction, no exponent).
+const INT: u8 = 4;
+/// Any other number.
+const FRACTION: u8 = 8;
+const STRING: u8 = 16;
+const ARRAY: u8 = 32;
+const OBJECT: u8 = 64;
+const ALL: u8 = 127;
+
+/// A compiled schema, for [`Plan::accepts`].
+#[derive(Debug)]
+pub(crate) struct Plan {
+    root: Node,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    /// The types `type` lets through (ALL without it; none for `false`).
+    types: u8,
+    min_length: Option<u64>,
+    max_length: Option<u64>,
+    pattern: Option<Regex>,
+    /// Inclusive bounds on integers; with either, a fraction is left to
+    /// jsonschema.
+    min: Option<i64>,
+    max: Option<i64>,
+    object: Option<Box<ObjectRules>>,
+    array: Option<Box<ArrayRules>>,
+    /// `enum` (or `const`): the values allowed.
+    choices: Option<Vec<Literal>>,
+}
+
+#[derive(Debug)]
+struct ObjectRules {
+    /// Names (as bytes) and schemas of `properties` and of `required`
+    /// names absent from them (any value).
+    properties: Vec<(Box<[u8]>, Node)>,
+    /// Bit i: property i is required.
+    required: u64,
+    additional: Additional,
+    max_properties: Option<u64>,
+}
+
+#[derive(Debug)]
+enum Additional {
+    Any,
+    Forbidden,
+    Schema(Node),
+}
+
+#[derive(Debug, Default)]
+struct ArrayRules {
+    items: Option<Node>,
+    min_items: Option<u64>,
+    max_items: Option<u64>,
+}
+
+/// A number as the scan reads it.
+enum Number {
+    /// Written as an integer, within i64.
+    Int(i64),
+    /// Written as an integer, beyond i64.
+    Big,
+    /// Written with a fraction.
+    Fraction,
+}
+
+#[derive(Debug, PartialEq)]
+enum Literal {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Str(Box<str>),
+}
+
+impl Plan {
+    /// The plan of `schema`, or `None` when it uses a keyword the fast path
+    /// does not know.
+    pub(crate) fn compile(schema: &Value) -> Option<Plan> {
+        let root = compile(schema, schema, 0)?;
+        Some(Plan { root })
+    }
+
+    /// True only if `bytes` is one JSON document valid under the schema
+    /// (see the module's invariant); false: not sure.
+    pub(crate) fn accepts(&self, bytes: &[u8]) -> bool {
+        // serde_json refuses invalid UTF-8 anywhere in strings; checked
+        // once here, so that the scan below counts characters by bytes.
+        if std::str::from_utf8(bytes).is_err() {
+            return false;
+        }
+        let mut scan = Scan { bytes, at: 0 };
+        scan.ws();
+        if !scan.value(&self.root, 0) {
+            return false;
+        }
+        scan.ws();
+        scan.at == bytes.len()
+    }
+}
+
+fn compile(schema: &Value, root: &Value, depth: u32) -> Option<Node> {
+    if depth > MAX_SCHEMA_DEPTH {
+        return None;
+    }
+    let map = match schema {
+        Value::Bool(true) => return Some(Node::any()),
+        Value::Bool(false) => return Some(Node::default()),
+        Value::Object(map) => map,
+        _ => return None,
+    };
+    if let Some(reference) = map.get("$ref") {
+        // Alone but for annotations: its target is the whole schema.
+        if map.keys().any(|k| k != "$ref" && !annotation(k, depth)) {
+            return None;
+        }
+        let name = reference.as_str()?;
+        let target = name
+            .strip_prefix("#/$defs/")
+            .and_then(|n| root.get("$defs")?.get(n))
+            .or_else(|| {
+                name.strip_prefix("#/definitions/")
+                    .and_then(|n| root.get("definitions")?.get(n))
+            })?;
+        return compile(target, root, depth + 1);
+    }
+    let mut node = Node::any();
+    let mut required: &[Value] = &[];
+    let mut properties: Option<&Map<String, Value>> = None;
+    let mut additional = Additional::Any;
+    let mut max_properties = None;
+    let mut array = ArrayRules::default();
+    let mut has_array = false;
+    for (key, value) in map {
+        match key.as_str() {
+            "type" => node.types = types(value)?,
+            "properties" => properties = Some(value.as_object()?),
+            "required" => required = value.as_array()?,
+            "additionalProperties" => {
+                additional = match value {
+                    Value::Bool(true) => Additional::Any,
+                    Value::Bool(false) => Additional::Forbidden,
+                    other => Additional::Schema(compile(other, root, depth + 1)?),
+                }
+            }
+            "maxProperties" => max_properties = Some(value.as_u64()?),
+            "items" => {
+                // The array form (draft 7's tuples) is not compiled.
+                if !(value.is_object() || value.is_boolean()) {
+                    return None;
+                }
+                array.items = Some(compile(value, root, depth + 1)?);
+                has_array = true;
+            }
+            "minItems" => {
+                array.min_items = Some(value.as_u64()?);
+                has_array = true;
+            }
+            "maxItems" => {
+                array.max_items = Some(value.as_u64()?);
+                has_array = true;
+            }
+            "uniqueItems" if value == &Value::Bool(false) => {}
+            "minLength" => node.min_length = Some(value.as_u64()?),
+            "maxLength" => node.max_length = Some(value.as_u64()?),
+            "pattern" => node.pattern = Some(Regex::new(&pattern(value.as_str()?)?).ok()?),
+            "minimum" => node.min = Some(max_opt(node.min, value.as_i64()?)),
+            "maximum" => node.max = Some(min_opt(node.max, value.as_i64()?)),
+            "exclusiveMinimum" => {
+                node.min = Some(max_opt(node.min, value.as_i64()?.checked_add(1)?))
+            }
+            "exclusiveMaximum" => {
+                node.max = Some(min_opt(node.max, value.as_i64()?.checked_sub(1)?))
+            }
+            "enum" => {
+                if node.choices.is_some() {
+                    return None;
+                }
+                node.choices = Some(
+                    value
+                        .as_array()?
+                        .iter()
+                        .map(literal)
+                        .collect::<Option<_>>()?,
+                );
+            }
+            "const" => {
+                if node.choices.is_some() {
+                    return None;
+                }
+                node.choices = Some(vec![literal(value)?]);
+            }
+            // schemars writes these for Rust's number types; jsonschema
+            // knows none of them, so asserts nothing.
+            "format"
+                if matches!(
+                    value.as_str(),
+                    Some(
+                        "int8"
+                            | "int16"
+                            | "int32"
+                            | "int64"
+                            | "uint8"
+                            | "uint16"
+                            | "uint32"
+                            | "uint64"
+                            | "uint"
+                            | "int"
+                            | "float"
+                            | "double"
+                    )
+                ) => {}
+            // Definitions are compiled when a `$ref` names them.
+            "$defs" | "definitions" if depth == 0 => {}
+            other if annotation(other, depth) => {}
+            _ => return None,
+        }
+    }
+    if properties.is_some() || !required.is_empty() || max_properties.is_some() {
+        let mut rules = ObjectRules {
+            properties: Vec::new(),
+            required: 0,
+            additional,
+            max_properties,
+        };
+        for (name, schema) in properties.into_iter().flatten() {
+            rules
+                .properties
+                .push((name.as_bytes().into(), compile(schema, root, depth + 1)?));
+        }
+        for name in required {
+            let name = name.as_str()?.as_bytes();
+            let i = match rules.properties.iter().position(|(n, _)| &**n == name) {
+                Some(i) => i,
+                None => {
+                    rules.properties.push((name.into(), Node::any()));
+                    rules.properties.len() - 1
+                }
+            };
+            rules.required |= 1u64.checked_shl(u32::try_from(i).ok()?)?;
+        }
+        // A property's seen bit must exist.
+        if rules.properties.len() > 64 {
+            return None;
+        }
+        node.object = Some(Box::new(rules));
+    } else if !matches!(additional, Additional::Any) {
+        node.object = Some(Box::new(ObjectRules {
+            properties: Vec::new(),
+            required: 0,
+            additional,
+            max_properties: None,
+        }));
+    }
+    if has_array {
+        node.array = Some(Box::new(array));
+    }
+    Some(node)
+}
+
+/// Keywords that assert nothing (`$schema` and `$id` only at the root).
+fn annotation(key: &str, depth: u32) -> bool {
+    matches!(
+        key,
+        "title"
+            | "description"
+            | "$comment"
+            | "examples"
+            | "default"
+            | "deprecated"
+            | "readOnly"
+            | "writeOnly"
+    ) || (depth == 0 && matches!(key, "$schema" | "$id"))
+}
+
+fn max_opt(a: Option<i64>, b: i64) -> i64 {
+    a.map_or(b, |a| a.max(b))
+}
+
+fn min_opt(a: Option<i64>, b: i64) -> i64 {
+    a.map_or(b, |a| a.min(b))
+}
+
+fn types(value: &Value) -> Option<u8> {
+    let one = |name: &Value| -> Option<u8> {
+        Some(match name.as_str()? {
+            "null" => NULL,
+            "boolean" => BOOL,
+            "integer" => INT,
+            "number" => INT | FRACTION,
+            "string" => STRING,
+            "array" => ARRAY,
+            "object" => OBJECT,
+            _ => return None,
+        })
+    };
+    match value {
+        Value::Array(names) => names.iter().try_fold(0, |acc, n| Some(acc | one(n)?)),
+        name => one(name),
+    }
+}
+
+fn literal(value: &Value) -> Option<Literal> {
+    Some(match value {
+        Value::Null => Literal::Null,
+        Value::Bool(b) => Literal::Bool(*b),
+        Value::Number(n) => Literal::Int(n.as_i64()?),
+        Value::String(s) => Literal::Str(s.as_str().into()),
+        _ => return None,
+    })
+}
+
+/// A regular expression of JSON Schema (ECMA-262) as a `regex` one, when it
+/// is in the subset where the two find the same matches, or a stricter one
+/// (`\d` and `\w` as ASCII, outside negated classes); `None` otherwise.
+fn pattern(ecma: &str) -> Option<String> {
+    let mut out = String::with_capacity(ecma.len() + 8);
+    let mut chars = ecma.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '^' | '$' | '|' | ')' | '*' | '+' | '?' => out.push(c),
+            '(' => {
+                out.push('(');
+                if chars.peek() == Some(&'?') {
+                    chars.next();
+                    // Only a plain non-capturing group.
+                    if chars.next() != Some(':') {
+                        return None;
+                    }
+                    out.push_str("?:");
+                }
+            }
+            '{' => {
+                // A counted repetition, strictly `{n}`, `{n,}` or `{n,m}`:
+                // ECMA reads anything else as a literal brace.
+                let mut body = String::new();
+                loop {
+                    match chars.next()? {
+                        '}' => break,
+                        d @ ('0'..='9' | ',') => body.push(d),
+                        _ => return None,
+                    }
+                }
+                let mut parts = body.splitn(2, ',');
+                let low = parts.next()?;
+                if low.is_empty() || low.len() > 3 {
+                    return None;
+                }
+                if let Some(high) = parts.next()
+                    && (high.len() > 3 || high.contains(','))
+                {
+                    return None;
+                }
+                out.push('{');
+                out.push_str(&body);
+                out.push('}');
+            }
+            '[' => {
+                out.push('[');
+                let negated = chars.peek() == Some(&'^');
+                if negated {
+                    chars.next();
+                    out.push('^');
+                }
+                let mut first = true;
+                loop {
+                    let c = chars.next()?;
+                    match c {
+                        ']' if !first => break,
+                        '\\' => {
+                            let e = chars.next()?;
+                            match e {
+                                'd' if !negated => out.push_str("0-9"),
+                                'w' if !negated => out.push_str("A-Za-z0-9_"),
+                                e if literal_escape(e) => {
+                                    out.push('\\');
+                                    out.push(e);
+                                }
+                                _ => return None,
+                            }
+                        }
+                        // A range, or itself at an end: the same in both.
+                        c if plain(c) => out.push(c),
+                        _ => return None,
+                    }
+                    first = false;
+                }
+                out.push(']');
+            }
+            '\\' => {
+                let e = chars.next()?;
+                match e {
+                    'd' => out.push_str("[0-9]"),
+                    'w' => out.push_str("[A-Za-z0-9_]"),
+                    e if literal_escape(e) => {
+                        out.push('\\');
+                        out.push(e);
+                    }
+                    _ => return None,
+                }
+            }
+            c if plain(c) => {
+                if c == '-' {
+                    out.push_str("\\-");
+                } else {
+                    out.push(c);
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A character that stands for itself in both dialects, in and out of a
+/// class (`-` is escaped by the caller).
+fn plain(c: char) -> bool {
+    c.is_ascii_alphanumeric() || " _-:@/,;=#%&'\"!<>~`".contains(c)
+}
+
+/// An escaped character that means itself in both dialects.
+fn literal_escape(c: char) -> bool {
+    ".-/+*?()[]{}|^$\\".contains(c)
+}
+
+impl Node {
+    fn any() -> Node {
+        Node {
+            types: ALL,
+            ..Node::default()
+        }
+    }
+}
+
+/// The scan of one event.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn word(&mut self, w: &[u8]) -> bool {
+        if self.bytes[self.at..].starts_with(w) {
+            self.at += w.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// One value at the cursor, valid under `node`.
+    fn value(&mut self, node: &Node, depth: u32) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        match self.peek() {
+            Some(b'{') => {
+                node.types & OBJECT != 0
+                    && node.choices.is_none()
+                    && self.object(node.object.as_deref(), depth)
+            }
+            Some(b'[') => {
+                node.types & ARRAY != 0
+                    && node.choices.is_none()
+                    && self.array(node.array.as_deref(), depth)
+            }
+            Some(b'"') => {
+                let Some((text, escaped, chars)) = self.string() else {
+                    return false;
+                };
+                node.types & STRING != 0
+                    && node.min_length.is_none_or(|n| chars >= n)
+                    && node.max_length.is_none_or(|n| chars <= n)
+                    // The raw bytes are the text only without escapes.
+                    && (!escaped || (node.pattern.is_none() && node.choices.is_none()))
+                    && node.pattern.as_ref().is_none_or(|p| {
+                        std::str::from_utf8(text).is_ok_and(|t| p.is_match(t))
+                    })
+                    && node.choices.as_ref().is_none_or(|c| {
+                        c.iter()
+                            .any(|l| matches!(l, Literal::Str(s) if s.as_bytes() == text))
+                    })
+            }
+            Some(b't') => self.word(b"true") && self.boolean(node, true),
+            Some(b'f') => self.word(b"false") && self.boolean(node, false),
+            Some(b'n') => {
+                self.word(b"null")
+                    && node.types & NULL != 0
+                    && node
+                        .choices
+                        .as_ref()
+                        .is_none_or(|c| c.contains(&Literal::Null))
+            }
+            Some(b'-' | b'0'..=b'9') => match self.number() {
+                Some(Number::Int(i)) => {
+                    node.types & INT != 0
+                        && node.min.is_none_or(|m| i >= m)
+                        && node.max.is_none_or(|m| i <= m)
+                        && node
+                            .choices
+                            .as_ref()
+                            .is_none_or(|c| c.contains(&Literal::Int(i)))
+                }
+                Some(Number::Fraction) => {
+                    node.types & FRACTION != 0
+                        && node.min.is_none()
+                        && node.max.is_none()
+                        && node.choices.is_none()
+                }
+                // Beyond i64 (or not a number serde_json reads): left to
+                // jsonschema.
+                Some(Number::Big) | None => false,
+            },
+            _ => false,
+        }
+    }
+
+    fn boolean(&self, node: &Node, b: bool) -> bool {
+        node.types & BOOL != 0
+            && node
+                .choices
+                .as_ref()
+                .is_none_or(|c| c.contains(&Literal::Bool(b)))
+    }
+
+    fn object(&mut self, rules: Option<&ObjectRules>, depth: u32) -> bool {
+        self.at += 1; // `{`
+        let any = Node::any();
+        let mut seen = 0u64;
+        let mut count = 0u64;
+        self.ws();
+        if !self.eat(b'}') {
+            loop {
+                self.ws();
+                let Some((key, false, _)) = self.string() else {
+                    // An escaped key is left to jsonschema.
+                    return false;
+                };
+                self.ws();
+                if !self.eat(b':') {
+                    return false;
+                }
+                self.ws();
+                let schema = match rules {
+                    None => &any,
+                    Some(r) => match r.properties.iter().position(|(n, _)| &**n == key) {
+                        Some(i) => {
+                            // A repeated name: serde_json keeps the last
+                            // value; left to jsonschema.
+                            let bit = 1u64 << i;
+                            if seen & bit != 0 {
+                                return false;
+                            }
+                            seen |= bit;
+                            &r.properties[i].1
+                        }
+                        None => match &r.additional {
+                            Additional::Any => &any,
+                            Additional::Forbidden => return false,
+                            Additional::Schema(s) => s,
+                        },
+                    },
+                };
+                if !self.value(schema, depth + 1) {
+                    return false;
+                }
+                count += 1;
+                self.ws();
+                if self.eat(b'}') {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return false;
+                }
+            }
+        }
+        rules.is_none_or(|r| {
+            seen & r.required == r.required && r.max_properties.is_none_or(|m| count <= m)
+        })
+    }
+
+    fn array(&mut self, rules: Option<&ArrayRules>, depth: u32) -> bool {
+        self.at += 1; // `[`
+        let any = Node::any();
+        let items = rules.and_then(|r| r.items.as_ref()).unwrap_or(&any);
+        let mut count = 0u64;
+        self.ws();
+        if !self.eat(b']') {
+            loop {
+                self.ws();
+                if !self.value(items, depth + 1) {
+                    return false;
+                }
+                count += 1;
+                self.ws();
+                if self.eat(b']') {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return false;
+                }
+            }
+        }
+        rules.is_none_or(|r| {
+            r.min_items.is_none_or(|m| count >= m) && r.max_items.is_none_or(|m| count <= m)
+        })
+    }
+
+    /// A string at the cursor: its raw bytes between the quotes, whether it
+    /// has escapes, and its length in characters; `None` if it is not a
+    /// string serde_json reads the same way (a `\u` escape of a surrogate
+    /// is left to it).
+    fn string(&mut self) -> Option<(&'a [u8], bool, u64)> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let start = self.at;
+        let mut escaped = false;
+        let mut chars = 0u64;
+        loop {
+            let b = *self.bytes.get(self.at)?;
+            match b {
+                b'"' => {
+                    let text = &self.bytes[start..self.at];
+                    self.at += 1;
+                    return Some((text, escaped, chars));
+                }
+                b'\\' => {
+                    escaped = true;
+                    match *self.bytes.get(self.at + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+                        b'u' => {
+                            let hex = self.bytes.get(self.at + 2..self.at + 6)?;
+                            let hex = std::str::from_utf8(hex).ok()?;
+                            let unit = u16::from_str_radix(hex, 16).ok()?;
+                            if hex.starts_with('+') || (0xD800..0xE000).contains(&unit) {
+                                return None;
+                            }
+                            self.at += 6;
+                        }
+                        _ => return None,
+                    }
+                    chars += 1;
+                }
+                0..=0x1F => return None,
+                _ => {
+                    // The input is UTF-8: a character starts at each byte
+                    // that is not a continuation byte.
+                    if b & 0xC0 != 0x80 {
+                        chars += 1;
+                    }
+                    self.at += 1;
+                }
+            }
+        }
+    }
+
+    /// A number at the cursor, in JSON's grammar; `None` if it is not
+    /// one, or one left to serde_json.
+    fn number(&mut self) -> Option<Number> {
+        let start = self.at;
+        self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.at += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        let mut integer = true;
+        if self.eat(b'.') {
+            integer = false;
+            let before = self.at;
+            self.digits();
+            if self.at == before {
+                return None;
+            }
+        }
+        // An exponent can put a number beyond f64, which serde_json
+        // refuses: left to it.
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            return None;
+        }
+        let text = &self.bytes[start..self.at];
+        if text.len() > MAX_NUMBER_DIGITS {
+            return None;
+        }
+        if !integer {
+            return Some(Number::Fraction);
+        }
+        // A sign and ASCII digits: UTF-8.
+        let text = std::str::from_utf8(text).ok()?;
+        Some(text.parse().map_or(Number::Big, Number::Int))
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(schema: &str) -> Option<Plan> {
+        Plan::compile(&serde_json::from_str(schema).unwrap())
+    }
+
+    const ORDER: &str = r#"{
+      "type": "object",
+      "properties": {
+        "id": {"type": "string", "pattern": "^o-[0-9]+$"},
+        "customer": {"type": "string", "maxLength": 8},
+        "qty": {"type": "integer", "minimum": 1},
+        "state": {"enum": ["new", "paid"]},
+        "note": {"type": ["string", "null"]},
+        "lines": {"type": "array", "items": {"type": "number"}, "maxItems": 3}
+      },
+      "required": ["id", "qty"],
+      "additionalProperties": false
+    }"#;
+
+    #[test]
+    fn accepts_the_valid_and_leaves_the_rest() {
+        let p = plan(ORDER).expect("a plan");
+        for ok in [
+            r#"{"id":"o-1","qty":1}"#,
+            r#" {"id" : "o-12", "qty": 3, "customer": "élodie", "state": "paid", "note": null, "lines": [1, 2.5, -0.0]} "#,
+        ] {
+            assert!(p.accepts(ok.as_bytes()), "{ok}");
+        }
+        for unsure in [
+            r#"{"id":"o-1"}"#,
+            r#"{"id":"o-1","qty":0}"#,
+            r#"{"id":"x-1","qty":1}"#,
+            r#"{"id":"o-1","qty":1,"extra":1}"#,
+            r#"{"id":"o-1","qty":1.0}"#,
+            r#"{"id":"o-1","qty":1e0}"#,
+            r#"{"id":"o-1","qty":1,"qty":2}"#,
+            r#"{"id":"o\u002d1","qty":1}"#,
+            r#"{"id":"o-1","qty":1,"customer":"123456789"}"#,
+            r#"{"id":"o-1","qty":1,"state":"lost"}"#,
+            r#"{"id":"o-1","qty":1,"lines":[1,2,3,4]}"#,
+            r#"{"id":"o-1","qty":1} x"#,
+            r#"{"id":"o-1","qty":01}"#,
+            r#"{"id":"o-1","qty":1,}"#,
+            "{\"id\":\"o-1\n\",\"qty\":1}",
+            r#"{"id":"o-1","qty":99999999999999999999}"#,
+        ] {
+            assert!(!p.accepts(unsure.as_bytes()), "{unsure}");
+        }
+        assert!(!p.accepts(b"{\"id\":\"o-1\",\"qty\":1,\"note\":\"\xff\"}"));
+    }
+
+    #[test]
+    fn unknown_keywords_give_no_plan() {
+        for schema in [
+            r#"{"allOf": [{"type": "string"}]}"#,
+            r#"{"type": "string", "format": "email"}"#,
+            r#"{"type": "number", "minimum": 0.5}"#,
+            r#"{"type": "array", "items": [{"type": "string"}]}"#,
+            r#"{"type": "string", "pattern": "^a.b$"}"#,
+            r#"{"type": "string", "pattern": "(?=a)"}"#,
+            r#"{"$ref": "https://example.com/s.json"}"#,
+            r##"{"$defs": {"n": {"$ref": "#/$defs/n"}}, "$ref": "#/$defs/n"}"##,
+            r#"{"properties": {"a": {"$schema": "x"}}}"#,
+        ] {
+            assert!(plan(schema).is_none(), "{schema}");
+        }
+    }
+
+    #[test]
+    fn patterns_in_the_common_subset_translate() {
+        assert_eq!(pattern("^o-[0-9]+$").as_deref(), Some(r"^o\-[0-9]+$"));
+        assert_eq!(
+            pattern(r"^\d{3}(?:-\w+)?$").as_deref(),
+            Some(r"^[0-9]{3}(?:\-[A-Za-z0-9_]+)?$")
+        );
+        assert_eq!(
+            pattern(r"[^\d]"),
+            None,
+            "a negated class widens with ASCII \\d"
+        );
+        assert_eq!(pattern("a{,3}"), None, "ECMA reads it as literal text");
+        assert_eq!(pattern("a.b"), None);
+    }
+
+    #[test]
+    fn schemars_definitions_compile() {
+        let p = plan(
+            r##"{"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Order",
+            "type": "object", "properties": {"line": {"$ref": "#/$defs/Line"},
+            "n": {"type": "integer", "format": "uint32", "minimum": 0}},
+            "required": ["line", "n"],
+            "$defs": {"Line": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]}}}"##,
+        )
+        .expect("a plan");
+        assert!(p.accepts(br#"{"line":{"sku":"a"},"n":4}"#));
+        assert!(!p.accepts(br#"{"line":{},"n":4}"#));
+        assert!(!p.accepts(br#"{"line":{"sku":"a"},"n":-4}"#));
+    }
+
+    /// Schemas the differential test runs: each compiles to a plan.
+    const SCHEMAS: &[&str] = &[
+        ORDER,
+        r#"{"type": ["integer", "string"], "minimum": -3, "exclusiveMaximum": 7, "minLength": 2, "pattern": "^[a-c]+\\d?$"}"#,
+        r#"{"type": "array", "items": {"enum": ["a", 1, null, true]}, "minItems": 1}"#,
+        r#"{"properties": {"a": {"const": "x"}, "b": {"type": "boolean"}}, "additionalProperties": {"type": "number", "maximum": 5}, "maxProperties": 3}"#,
+        r#"{"type": "object", "required": ["k"], "properties": {"k": {"type": "string", "maxLength": 2}}}"#,
+        "true",
+    ];
+
+    /// A JSON text, sometimes not quite JSON.
+    fn event() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            prop_oneof![
+                Just("0"),
+                Just("-0"),
+                Just("1"),
+                Just("7"),
+                Just("-3"),
+                Just("-4"),
+                Just("5"),
+                Just("6"),
+                Just("1.0"),
+                Just("2.5"),
+                Just("1e2"),
+                Just("01"),
+                Just("-"),
+                Just("9223372036854775808"),
+                Just("-9223372036854775808"),
+                Just("1."),
+            ]
+            .prop_map(str::to_string),
+            prop_oneof![
+                Just(r#""a""#),
+                Just(r#""ab""#),
+                Just(r#""abc1""#),
+                Just(r#""x""#),
+                Just(r#""o-12""#),
+                Just(r#""o-""#),
+                Just(r#""new""#),
+                Just(r#""paid""#),
+                Just(r#""\u0061""#),
+                Just(r#""a\nb""#),
+                Just(r#""\ud800""#),
+                Just(r#""é""#),
+                Just(r#""ab\"""#),
+                Just("\"a\tb\""),
+                Just(r#""abcdefghij""#),
+                Just(r#""""#),
+            ]
+            .prop_map(str::to_string),
+        ];
+        let key = prop_oneof![
+            Just("id"),
+            Just("qty"),
+            Just("customer"),
+            Just("state"),
+            Just("note"),
+            Just("lines"),
+            Just("a"),
+            Just("b"),
+            Just("k"),
+            Just("z"),
+            Just("\\u0061"),
+        ];
+        let value = leaf.clone().prop_recursive(4, 24, 5, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                proptest::collection::vec((key.clone(), inner), 0..6).prop_map(|v| {
+                    let fields: Vec<String> = v
+                        .into_iter()
+                        .map(|(k, v)| format!("\"{k}\" : {v}"))
+                        .collect();
+                    format!("{{ {} }}", fields.join(","))
+                }),
+            ]
+        });
+        // Objects shaped like ORDER's events, so that its plan has work.
+        let order = (
+            prop_oneof![Just(r#""o-12""#), Just(r#""o-1""#), Just(r#""o-""#)],
+            leaf.clone(),
+            proptest::collection::vec(
+                (
+                    prop_oneof![Just("customer"), Just("state"), Just("note"), Just("qty")],
+                    leaf,
+                ),
+                0..3,
+            ),
+        )
+            .prop_map(|(id, qty, more)| {
+                let more: String = more.iter().map(|(k, v)| format!(r#","{k}":{v}"#)).collect();
+                format!(r#"{{"id":{id},"qty":{qty}{more}}}"#)
+            });
+        let text = prop_oneof![value, order];
+        (text, 0usize..4, any::<usize>()).prop_map(|(text, mutation, at)| {
+            let at = at % (text.len() + 1);
+            let at = (0..=at)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            match mutation {
+                0 => text[..at].to_string(),
+                1 => format!("{}{}{}", &text[..at], ",", &text[at..]),
+                _ => text,
+            }
+        })
+    }
+
+    /// The module's invariant: what the fast path accepts, jsonschema
+    /// accepts; over generated events, a share of which each schema's plan
+    /// accepts (so that the comparison is not empty).
+    #[test]
+    fn never_looser_than_jsonschema() {
+        use proptest::strategy::{Strategy, ValueTree};
+        let schemas: Vec<crate::Parsed> = SCHEMAS
+            .iter()
+            .map(|s| crate::Parsed::parse(crate::Format::Json, s).unwrap())
+            .collect();
+        let mut accepted = vec![0; schemas.len()];
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = event();
+        for _ in 0..20_000 {
+            let text = strategy.new_tree(&mut runner).unwrap().current();
+            for (i, parsed) in schemas.iter().enumerate() {
+                let compiled = parsed.fast_path_check(text.as_bytes());
+                assert_eq!(compiled, Ok(true), "{} on {text}", SCHEMAS[i]);
+                let plan = Plan::compile(&serde_json::from_str(SCHEMAS[i]).unwrap()).unwrap();
+                accepted[i] += usize::from(plan.accepts(text.as_bytes()));
+            }
+        }
+        assert!(
+            accepted.iter().all(|&n| n >= 10),
+            "accepted per schema: {accepted:?}"
+        );
+        eprintln!("accepted per schema: {accepted:?}");
+    }
+}

@@ -679,8 +679,16 @@ impl<'a> Scan<'a> {
         let mut escaped = false;
         let mut chars = 0u64;
         loop {
-            let b = *self.bytes.get(self.at)?;
-            match b {
+            // A run of plain bytes, then what ends it.
+            let rest = self.bytes.get(self.at..)?;
+            let run = rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+            // The input is UTF-8: a character starts at each byte that is
+            // not a continuation byte (0b10xx_xxxx).
+            chars += rest[..run].iter().filter(|&&b| (b as i8) >= -0x40).count() as u64;
+            self.at += run;
+            match rest[run] {
                 b'"' => {
                     let text = &self.bytes[start..self.at];
                     self.at += 1;
@@ -703,15 +711,8 @@ impl<'a> Scan<'a> {
                     }
                     chars += 1;
                 }
-                0..=0x1F => return None,
-                _ => {
-                    // The input is UTF-8: a character starts at each byte
-                    // that is not a continuation byte.
-                    if b & 0xC0 != 0x80 {
-                        chars += 1;
-                    }
-                    self.at += 1;
-                }
+                // A control character, which JSON strings may not hold.
+                _ => return None,
             }
         }
     }

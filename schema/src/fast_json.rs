@@ -465,6 +465,19 @@ fn literal_escape(c: char) -> bool {
     ".-/+*?()[]{}|^$\\".contains(c)
 }
 
+/// The schema `true`: any value (its syntax is still checked).
+static ANY: Node = Node {
+    types: ALL,
+    min_length: None,
+    max_length: None,
+    pattern: None,
+    min: None,
+    max: None,
+    object: None,
+    array: None,
+    choices: None,
+};
+
 impl Node {
     fn any() -> Node {
         Node {
@@ -585,86 +598,80 @@ impl<'a> Scan<'a> {
     }
 
     fn object(&mut self, rules: Option<&ObjectRules>, depth: u32) -> bool {
-        self.at += 1; // `{`
-        let any = Node::any();
         let mut seen = 0u64;
-        let mut count = 0u64;
-        self.ws();
-        if !self.eat(b'}') {
-            loop {
-                self.ws();
-                let Some((key, false, _)) = self.string() else {
-                    // An escaped key is left to jsonschema.
-                    return false;
-                };
-                self.ws();
-                if !self.eat(b':') {
-                    return false;
-                }
-                self.ws();
-                let schema = match rules {
-                    None => &any,
-                    Some(r) => match r.properties.iter().position(|(n, _)| &**n == key) {
-                        Some(i) => {
-                            // A repeated name: serde_json keeps the last
-                            // value; left to jsonschema.
-                            let bit = 1u64 << i;
-                            if seen & bit != 0 {
-                                return false;
-                            }
-                            seen |= bit;
-                            &r.properties[i].1
-                        }
-                        None => match &r.additional {
-                            Additional::Any => &any,
-                            Additional::Forbidden => return false,
-                            Additional::Schema(s) => s,
-                        },
-                    },
-                };
-                if !self.value(schema, depth + 1) {
-                    return false;
-                }
-                count += 1;
-                self.ws();
-                if self.eat(b'}') {
-                    break;
-                }
-                if !self.eat(b',') {
-                    return false;
-                }
+        let count = self.list(b'}', |scan| {
+            let Some((key, false, _)) = scan.string() else {
+                // An escaped key is left to jsonschema.
+                return false;
+            };
+            scan.ws();
+            if !scan.eat(b':') {
+                return false;
             }
-        }
-        rules.is_none_or(|r| {
-            seen & r.required == r.required && r.max_properties.is_none_or(|m| count <= m)
+            scan.ws();
+            let schema = match rules {
+                None => &ANY,
+                Some(r) => match r.properties.iter().position(|(n, _)| &**n == key) {
+                    Some(i) => {
+                        // A repeated name: serde_json keeps the last value;
+                        // left to jsonschema.
+                        let bit = 1u64 << i;
+                        if seen & bit != 0 {
+                            return false;
+                        }
+                        seen |= bit;
+                        &r.properties[i].1
+                    }
+                    None => match &r.additional {
+                        Additional::Any => &ANY,
+                        Additional::Forbidden => return false,
+                        Additional::Schema(s) => s,
+                    },
+                },
+            };
+            scan.value(schema, depth + 1)
+        });
+        count.is_some_and(|count| {
+            rules.is_none_or(|r| {
+                seen & r.required == r.required && r.max_properties.is_none_or(|m| count <= m)
+            })
         })
     }
 
     fn array(&mut self, rules: Option<&ArrayRules>, depth: u32) -> bool {
-        self.at += 1; // `[`
-        let any = Node::any();
-        let items = rules.and_then(|r| r.items.as_ref()).unwrap_or(&any);
-        let mut count = 0u64;
+        let items = rules.and_then(|r| r.items.as_ref()).unwrap_or(&ANY);
+        let count = self.list(b']', |scan| scan.value(items, depth + 1));
+        count.is_some_and(|count| {
+            rules.is_none_or(|r| {
+                r.min_items.is_none_or(|m| count >= m) && r.max_items.is_none_or(|m| count <= m)
+            })
+        })
+    }
+
+    /// The members of an object or the items of an array, the cursor on
+    /// its opening bracket: `each` reads one (after its whitespace). Their
+    /// count, or `None` if one fails or the list is malformed.
+    fn list(&mut self, close: u8, mut each: impl FnMut(&mut Self) -> bool) -> Option<u64> {
+        self.at += 1; // `{` or `[`
         self.ws();
-        if !self.eat(b']') {
-            loop {
-                self.ws();
-                if !self.value(items, depth + 1) {
-                    return false;
-                }
-                count += 1;
-                self.ws();
-                if self.eat(b']') {
-                    break;
-                }
-                if !self.eat(b',') {
-                    return false;
-                }
+        if self.eat(close) {
+            return Some(0);
+        }
+        let mut count = 0;
+        loop {
+            self.ws();
+            if !each(self) {
+                return None;
+            }
+            count += 1;
+            self.ws();
+            if self.eat(close) {
+                return Some(count);
+            }
+            if !self.eat(b',') {
+                return None;
             }
         }
-        rules.is_none_or(|r| {
-            r.min_items.is_none_or(|m| count >= m) && r.max_items.is_none_or(|m| count <= m)
-        })
     }
 
     /// A string at the cursor: its raw bytes between the quotes, whether it

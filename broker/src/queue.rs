@@ -363,6 +363,15 @@ pub(crate) struct Pick {
     pub archive: bool,
 }
 
+fn held_of(pick: &Pick, since: Instant, expires: Instant) -> Held {
+    Held {
+        nonce: pick.nonce,
+        since,
+        expires,
+        deliveries: pick.deliveries,
+    }
+}
+
 /// A queue group's partition, in memory (see the module's invariants).
 #[derive(Debug)]
 pub(crate) struct PartQueue {
@@ -450,6 +459,8 @@ impl PartQueue {
         self.expire(now);
         let expires = now.checked_add(lock_for).unwrap_or(now);
         let mut picks = Vec::new();
+        // Events picked to archive do not count: they are not handed out.
+        let mut handed = 0;
         let mut take = |offset: u64, deliveries: u16, picks: &mut Vec<Pick>| {
             let archive = deliveries >= max_deliveries;
             let deliveries = if archive {
@@ -457,35 +468,34 @@ impl PartQueue {
             } else {
                 deliveries.saturating_add(1)
             };
-            let held = Held {
-                nonce: nonce(),
-                since: now,
-                expires,
-                deliveries,
-            };
             picks.push(Pick {
                 offset,
-                nonce: held.nonce,
+                nonce: nonce(),
                 deliveries,
                 archive,
             });
-            Slot::Acquired(held)
+            usize::from(!archive)
         };
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if picks.len() >= want {
+            if handed >= want {
                 break;
             }
             if let Slot::Available { deliveries } = *slot {
-                *slot = take(self.start + i as u64, deliveries, &mut picks);
+                handed += take(self.start + i as u64, deliveries, &mut picks);
+                if let Some(p) = picks.last() {
+                    *slot = Slot::Acquired(held_of(p, now, expires));
+                }
             }
         }
-        while picks.len() < want && self.slots.len() < MAX_WINDOW {
+        while handed < want && self.slots.len() < MAX_WINDOW {
             let offset = self.start + self.slots.len() as u64;
             if offset >= end {
                 break;
             }
-            let slot = take(offset, 0, &mut picks);
-            self.slots.push_back(slot);
+            handed += take(offset, 0, &mut picks);
+            if let Some(p) = picks.last() {
+                self.slots.push_back(Slot::Acquired(held_of(p, now, expires)));
+            }
         }
         picks
     }

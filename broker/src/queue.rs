@@ -87,6 +87,20 @@ impl fmt::Display for LockId {
     }
 }
 
+/// A lock travels as its text form.
+impl Serialize for LockId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LockId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A text that is not a [`LockId`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not a lock id (they look like 3.0.17.18c2f0a9)")]
@@ -152,6 +166,8 @@ pub enum QueueStart {
     Latest,
     /// This offset in each partition (clamped to the log).
     Offset(u64),
+    /// In each partition, the first event at or after this timestamp (ms).
+    Timestamp(i64),
 }
 
 /// An event handed to one member under a lock.

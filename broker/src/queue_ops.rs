@@ -580,6 +580,7 @@ impl Broker {
                 QueueStart::Earliest => log_start,
                 QueueStart::Latest => end,
                 QueueStart::Offset(o) => o.clamp(log_start, end),
+                QueueStart::Timestamp(ts) => self.offset_for_timestamp(stream, p as u32, ts)?,
             };
             txn.queue.push(QueueWrite {
                 group: group.to_string(),

@@ -286,8 +286,10 @@ pub(crate) fn apply(
     w: &QueueWrite,
 ) -> Result<(), redb::StorageError> {
     let part = (w.group.as_str(), w.stream, w.partition);
-    let (mut start, mut accepted, mut rejected) =
-        tables.parts.get(part)?.map_or((w.base, 0, 0), |v| v.value());
+    let (mut start, mut accepted, mut rejected) = tables
+        .parts
+        .get(part)?
+        .map_or((w.base, 0, 0), |v| v.value());
     let rows = (w.group.as_str(), w.stream, w.partition, 0)
         ..=(w.group.as_str(), w.stream, w.partition, u64::MAX);
     match w.op {
@@ -510,7 +512,8 @@ impl PartQueue {
             }
             handed += take(offset, 0, &mut picks);
             if let Some(p) = picks.last() {
-                self.slots.push_back(Slot::Acquired(held_of(p, now, expires)));
+                self.slots
+                    .push_back(Slot::Acquired(held_of(p, now, expires)));
             }
         }
         picks
@@ -834,7 +837,10 @@ mod tests {
         let later = now + Duration::from_secs(2);
         let again = q.pick(later, 3, 100_000, 5, Duration::from_secs(1), counter());
         assert_eq!(
-            again.iter().map(|p| (p.offset, p.deliveries)).collect::<Vec<_>>(),
+            again
+                .iter()
+                .map(|p| (p.offset, p.deliveries))
+                .collect::<Vec<_>>(),
             vec![(10, 2), (11, 2), (12, 2)]
         );
     }

@@ -56,8 +56,8 @@ use crate::catalog::{PartitionCursor, StreamEntry};
 use crate::error::{Error, Result};
 use crate::queue::{
     self, Ack, Acquired, LockId, Outcome, PartQueue, Pick, QueueConfig, QueueOp,
-    QueuePartitionStatus, QueueStart, QueueStatus, QueueWrite, SharedPart, Slot, DEAD_REASON_HEADER,
-    DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK,
+    QueuePartitionStatus, QueueStart, QueueStatus, QueueWrite, SharedPart, Slot,
+    DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK,
 };
 use crate::record::{Event, Record};
 use crate::shared::{self, Sleeper, Sleepers, Waiter};
@@ -171,8 +171,7 @@ impl Broker {
         // Serializing plain data with derived impls cannot fail.
         let json = serde_json::to_string(&config).unwrap_or_default();
         let txn = self.shared.db.begin_write()?;
-        txn.open_table(QUEUE_GROUPS)?
-            .insert(group, json.as_str())?;
+        txn.open_table(QUEUE_GROUPS)?.insert(group, json.as_str())?;
         txn.commit()?;
         Ok(())
     }

@@ -45,7 +45,10 @@ fn each_event_is_handed_out_once_and_accepted_once() {
     let all: BTreeSet<_> = values(&first).into_iter().chain(values(&second)).collect();
     assert_eq!(all.len(), 30);
     assert!(first.iter().all(|a| a.delivery_count == 1));
-    assert!(broker.queue_acquire("q", "jobs", 20, LONG).unwrap().is_empty());
+    assert!(broker
+        .queue_acquire("q", "jobs", 20, LONG)
+        .unwrap()
+        .is_empty());
 
     let locks: Vec<_> = first.iter().chain(&second).map(|a| a.lock).collect();
     broker.queue_settle("q", &locks, Ack::Accept).unwrap();
@@ -73,7 +76,9 @@ fn released_events_come_back_and_rejected_ones_do_not() {
     broker
         .queue_settle("q", &[got[0].lock], Ack::Release)
         .unwrap();
-    broker.queue_settle("q", &[got[1].lock], Ack::Reject).unwrap();
+    broker
+        .queue_settle("q", &[got[1].lock], Ack::Reject)
+        .unwrap();
     let again = broker.queue_acquire("q", "jobs", 3, LONG).unwrap();
     assert_eq!(values(&again), vec!["e0"]);
     assert_eq!(again[0].delivery_count, 2);
@@ -88,7 +93,10 @@ fn an_expired_lock_redelivers_and_is_lost_once_handed_out_again() {
     fill(&broker, "jobs", 1, 1);
     let short = Duration::from_millis(30);
     let first = broker.queue_acquire("q", "jobs", 1, short).unwrap();
-    assert!(broker.queue_acquire("q", "jobs", 1, short).unwrap().is_empty());
+    assert!(broker
+        .queue_acquire("q", "jobs", 1, short)
+        .unwrap()
+        .is_empty());
     std::thread::sleep(Duration::from_millis(60));
     let second = broker.queue_acquire("q", "jobs", 1, LONG).unwrap();
     assert_eq!(values(&second), vec!["e0"]);
@@ -185,7 +193,10 @@ fn outputs_and_acceptances_commit_together_or_not_at_all() {
     txn.settle("q", got[1].lock, Ack::Accept);
     txn.settle("q", got[0].lock, Ack::Accept);
     let refused = broker.commit(txn);
-    assert!(matches!(refused, Err(Error::LockLost { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::LockLost { .. })),
+        "{refused:?}"
+    );
     assert_eq!(read_all(&broker, "out", 0).len(), 1);
     // The refused commit left e1's lock held.
     let mut txn = Transaction::new();
@@ -247,11 +258,17 @@ fn a_reset_hands_everything_out_again_or_skips_to_the_end() {
     assert!(stale.is_ok());
     let stale = broker.queue_settle("q", &[again[1].lock], Ack::Accept);
     assert!(matches!(stale, Err(Error::LockLost { .. })), "{stale:?}");
-    assert!(broker.queue_acquire("q", "jobs", 100, LONG).unwrap().is_empty());
+    assert!(broker
+        .queue_acquire("q", "jobs", 100, LONG)
+        .unwrap()
+        .is_empty());
     broker
         .queue_reset("q", "jobs", QueueStart::Offset(3))
         .unwrap();
-    assert_eq!(broker.queue_acquire("q", "jobs", 100, LONG).unwrap().len(), 4);
+    assert_eq!(
+        broker.queue_acquire("q", "jobs", 100, LONG).unwrap().len(),
+        4
+    );
 }
 
 #[test]
@@ -305,7 +322,14 @@ fn members_waiting_are_woken_by_appends_and_releases() {
     assert_eq!(waiting.join().unwrap()[0].delivery_count, 2);
     // So does an expiry, and a timeout ends a wait with nothing.
     let short = broker
-        .queue_acquire_wait("q", "jobs", 10, LONG, Duration::from_millis(20), &mut Waiter::new())
+        .queue_acquire_wait(
+            "q",
+            "jobs",
+            10,
+            LONG,
+            Duration::from_millis(20),
+            &mut Waiter::new(),
+        )
         .unwrap();
     assert!(short.is_empty());
 }
@@ -358,7 +382,11 @@ fn many_members_over_one_partition_all_work_and_accept_each_event_once() {
     assert!(per_member.iter().all(|&c| c > 0), "{per_member:?}");
     let accepted = accepted.lock().unwrap();
     let distinct: HashSet<_> = accepted.iter().collect();
-    assert_eq!(distinct.len(), accepted.len(), "an event was accepted twice");
+    assert_eq!(
+        distinct.len(),
+        accepted.len(),
+        "an event was accepted twice"
+    );
     assert_eq!(accepted.len(), n);
     let s = &broker.queue_status("q").unwrap().partitions[0];
     assert_eq!((s.start, s.accepted, s.lag), (n as u64, n as u64, 0));
@@ -391,9 +419,16 @@ fn random_walks_keep_the_queue_invariants() {
                         .unwrap();
                     for a in got {
                         let at = (a.event.partition, a.event.offset);
-                        assert!(!done.contains_key(&at), "{at:?} handed out after it was done");
+                        assert!(
+                            !done.contains_key(&at),
+                            "{at:?} handed out after it was done"
+                        );
                         let before = deliveries.insert(at, a.delivery_count).unwrap_or(0);
-                        assert!(a.delivery_count > before, "{at:?}: {before} then {}", a.delivery_count);
+                        assert!(
+                            a.delivery_count > before,
+                            "{at:?}: {before} then {}",
+                            a.delivery_count
+                        );
                         held.retain(|h| (h.event.partition, h.event.offset) != at);
                         held.push(a);
                     }
@@ -424,7 +459,10 @@ fn random_walks_keep_the_queue_invariants() {
         }
         let s = broker.queue_status("q").unwrap();
         let accepted = done.values().filter(|a| **a == Ack::Accept).count() as u64;
-        assert_eq!(s.partitions.iter().map(|p| p.accepted).sum::<u64>(), accepted);
+        assert_eq!(
+            s.partitions.iter().map(|p| p.accepted).sum::<u64>(),
+            accepted
+        );
         let rejected = done.len() as u64 - accepted;
         // Archived events (5 deliveries) count as rejected too.
         assert!(s.partitions.iter().map(|p| p.rejected).sum::<u64>() >= rejected);

@@ -192,9 +192,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stream(cmd) => commands::stream(&*backend()?, cmd),
         Command::Schema(cmd) => schema_cmd::schema(&*backend()?, cmd),
         Command::Produce(args) => commands::produce(&*backend()?, args),
-        Command::Consume(args) if args.queue.is_some() => {
-            queue_cmd::consume(&*backend()?, args)
-        }
+        Command::Consume(args) if args.queue.is_some() => queue_cmd::consume(&*backend()?, args),
         Command::Consume(args) => commands::consume(&*backend()?, args),
         Command::Queue(cmd) => queue_cmd::queue(&*backend()?, cmd),
         Command::Deploy(args) => commands::deploy(&*backend()?, args),

@@ -148,7 +148,11 @@ impl Log {
 
     /// Moves a queue group on a stream: every event from `req.to` on is
     /// handed out again.
-    pub fn queue_reset(&self, group: &str, req: &api::QueueReset) -> Result<api::Done, ControlError> {
+    pub fn queue_reset(
+        &self,
+        group: &str,
+        req: &api::QueueReset,
+    ) -> Result<api::Done, ControlError> {
         let to = match req.to {
             api::Position::Beginning => QueueStart::Earliest,
             api::Position::End => QueueStart::Latest,

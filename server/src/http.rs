@@ -619,8 +619,7 @@ async fn queue_action(
                 ))
             })?;
             let body: api::QueueLocks = parse_json(&body)?;
-            let done =
-                blocking(&state, move |h| h.log().queue_act(&group, action, &body)).await?;
+            let done = blocking(&state, move |h| h.log().queue_act(&group, action, &body)).await?;
             Ok(Json(done).into_response())
         }
     }
@@ -636,10 +635,7 @@ async fn queue_acquire(
     body: api::QueueAcquire,
 ) -> Result<api::QueueAcquired, ApiError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(body.wait_ms).min(MAX_WAIT);
-    let now_only = api::QueueAcquire {
-        wait_ms: 0,
-        ..body
-    };
+    let now_only = api::QueueAcquire { wait_ms: 0, ..body };
     loop {
         let (g, req) = (group.clone(), now_only.clone());
         let got = blocking(state, move |h| h.log().queue_acquire(&g, &req)).await?;

@@ -23,7 +23,9 @@ fn post(addr: &str, path: &str, body: &Value) -> Option<(u16, Value)> {
         body.len()
     );
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
     stream.write_all(request.as_bytes()).ok()?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).ok()?;
@@ -33,7 +35,14 @@ fn post(addr: &str, path: &str, body: &Value) -> Option<(u16, Value)> {
     Some((status, serde_json::from_str(body).ok()?))
 }
 
-fn acquire(addr: &str, group: &str, stream: &str, max: usize, lock_ms: u64, wait_ms: u64) -> Option<(u16, Value)> {
+fn acquire(
+    addr: &str,
+    group: &str,
+    stream: &str,
+    max: usize,
+    lock_ms: u64,
+    wait_ms: u64,
+) -> Option<(u16, Value)> {
     post(
         addr,
         &format!("/v1/queues/{group}/acquire"),
@@ -144,7 +153,10 @@ fn members_over_one_partition_accept_every_event_once_across_a_sigkill() {
     }
     stop.store(true, Ordering::Relaxed);
     let received: Vec<usize> = members.into_iter().map(|m| m.join().unwrap()).collect();
-    assert!(received.iter().all(|&r| r > 0), "a member got no work: {received:?}");
+    assert!(
+        received.iter().all(|&r| r > 0),
+        "a member got no work: {received:?}"
+    );
     let confirmed = confirmed.lock().unwrap();
     let twice: Vec<_> = confirmed.iter().filter(|(_, c)| **c > 1).collect();
     assert!(twice.is_empty(), "accepted twice: {twice:?}");
@@ -205,7 +217,14 @@ fn past_max_deliveries_an_event_is_archived_and_dead_lettered() {
     let server = Server::start(dir.path(), TOKEN);
     server.leat_ok(&["stream", "create", "jobs"], "");
     let set = server.leat_ok(
-        &["queue", "config", "q", "--max-deliveries", "2", "--dead-letter"],
+        &[
+            "queue",
+            "config",
+            "q",
+            "--max-deliveries",
+            "2",
+            "--dead-letter",
+        ],
         "",
     );
     assert!(set.contains("q.dead"), "{set}");
@@ -222,13 +241,20 @@ fn past_max_deliveries_an_event_is_archived_and_dead_lettered() {
     let dead = server.leat_ok(&["consume", "q.dead", "--headers"], "");
     assert_eq!(dead.lines().count(), 1, "{dead}");
     assert!(dead.contains("\tv0\t"), "{dead}");
-    assert!(dead.contains("leat.dead.reason=delivered 2 times"), "{dead}");
+    assert!(
+        dead.contains("leat.dead.reason=delivered 2 times"),
+        "{dead}"
+    );
     assert!(dead.contains("leat.dead.source=jobs/0/0"), "{dead}");
     let shown = server.leat_ok(&["queue", "status", "q"], "");
     assert!(shown.contains("max_deliveries 2"), "{shown}");
     // STREAM PARTITION START IN_FLIGHT ACCEPTED REJECTED OLDEST LAG
     let row: Vec<&str> = shown.lines().nth(2).unwrap().split('\t').collect();
-    assert_eq!((row[0], row[2], row[3], row[5]), ("jobs", "1", "1", "1"), "{shown}");
+    assert_eq!(
+        (row[0], row[2], row[3], row[5]),
+        ("jobs", "1", "1", "1"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -244,12 +270,20 @@ fn a_stream_group_and_a_queue_group_read_one_stream_at_once() {
         std::thread::spawn(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = leat_tests::leat_remote(&addr, Some(&token), &args, "");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout).unwrap()
         })
     };
     let args = |more: &[&str]| -> Vec<String> {
-        ["consume", "jobs"].iter().chain(more).map(|s| s.to_string()).collect()
+        ["consume", "jobs"]
+            .iter()
+            .chain(more)
+            .map(|s| s.to_string())
+            .collect()
     };
     let stream_group = consume(args(&["--group", "g"]));
     let queue_a = consume(args(&["--queue", "q", "--limit", "120"]));
@@ -257,7 +291,9 @@ fn a_stream_group_and_a_queue_group_read_one_stream_at_once() {
     let stream_all = stream_group.join().unwrap();
     let (a, b) = (queue_a.join().unwrap(), queue_b.join().unwrap());
     let values = |out: &str| -> Vec<String> {
-        out.lines().map(|l| l.split('\t').nth(2).unwrap().to_string()).collect()
+        out.lines()
+            .map(|l| l.split('\t').nth(2).unwrap().to_string())
+            .collect()
     };
     assert_eq!(values(&stream_all).len(), n);
     let queued: Vec<String> = values(&a).into_iter().chain(values(&b)).collect();
@@ -266,7 +302,11 @@ fn a_stream_group_and_a_queue_group_read_one_stream_at_once() {
     // while the other held it): what is left is consumed now.
     let rest = server.leat_ok(&["consume", "jobs", "--queue", "q"], "");
     let all: BTreeSet<String> = queued.iter().cloned().chain(values(&rest)).collect();
-    assert_eq!(distinct.len(), queued.len(), "an event was handed out twice");
+    assert_eq!(
+        distinct.len(),
+        queued.len(),
+        "an event was handed out twice"
+    );
     assert_eq!(all.len(), n);
     // Neither disturbed the other: the stream group is at the end, the queue
     // group has accepted everything, and the log is whole.
@@ -289,7 +329,9 @@ fn manual_acknowledgement_and_reset_from_the_command_line() {
     server.leat_ok(&["stream", "create", "jobs"], "");
     produce(&server, "jobs", 3);
     let out = server.leat_ok(
-        &["consume", "jobs", "--queue", "q", "--ack", "manual", "--limit", "2"],
+        &[
+            "consume", "jobs", "--queue", "q", "--ack", "manual", "--limit", "2",
+        ],
         "",
     );
     let locks: Vec<&str> = out.lines().map(|l| l.split('\t').next().unwrap()).collect();
@@ -305,7 +347,18 @@ fn manual_acknowledgement_and_reset_from_the_command_line() {
     let left = server.leat_ok(&["consume", "jobs", "--queue", "q"], "");
     assert_eq!(left.lines().count(), 1, "{left}");
     assert_eq!(server.leat_ok(&["consume", "jobs", "--queue", "q"], ""), "");
-    server.leat_ok(&["queue", "reset", "q", "--stream", "jobs", "--to", "beginning"], "");
+    server.leat_ok(
+        &[
+            "queue",
+            "reset",
+            "q",
+            "--stream",
+            "jobs",
+            "--to",
+            "beginning",
+        ],
+        "",
+    );
     let again = server.leat_ok(&["consume", "jobs", "--queue", "q"], "");
     assert_eq!(again.lines().count(), 3, "{again}");
 }

@@ -263,7 +263,7 @@ impl Backend for Remote {
 
     fn queue_configure(&self, group: &str, settings: api::QueueSettings) -> Result<api::Done> {
         let url = self.url(&format!("/v1/queues/{}", seg(group)));
-        self.answer(self.auth(self.agent.put(url)).send_json(&settings))
+        self.answer(self.auth(self.agent.put(url)).send_json(settings))
     }
 
     fn queue_reset(&self, group: &str, req: api::QueueReset) -> Result<api::Done> {

@@ -189,3 +189,43 @@ mod tests {
         );
     }
 }
+
+/// What `POST /v1/queues/GROUP/ACTION` does with the events of its locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueAction {
+    /// Done: never handed out again.
+    Accept,
+    /// Handed out again.
+    Release,
+    /// Never handed out again, counted as rejected.
+    Reject,
+    /// The locks last longer.
+    Renew,
+}
+
+impl FromStr for QueueAction {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "accept" => Ok(QueueAction::Accept),
+            "release" => Ok(QueueAction::Release),
+            "reject" => Ok(QueueAction::Reject),
+            "renew" => Ok(QueueAction::Renew),
+            other => Err(ParseError(format!(
+                "unknown queue action `{other}`: use accept, release, reject or renew"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for QueueAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QueueAction::Accept => "accept",
+            QueueAction::Release => "release",
+            QueueAction::Reject => "reject",
+            QueueAction::Renew => "renew",
+        })
+    }
+}

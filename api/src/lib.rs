@@ -14,6 +14,7 @@ mod enums;
 use std::collections::BTreeMap;
 
 use leat_broker::CleanupPolicy;
+pub use leat_broker::LockId;
 pub use leat_calls::{CallLimits, Origin};
 pub use leat_schema::{
     Compatibility, Format as SchemaFormat, Incompatibility, VersionInfo as SchemaVersion,
@@ -21,7 +22,7 @@ pub use leat_schema::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use crate::enums::{OnError, ParseError, Position, ProcessorState};
+pub use crate::enums::{OnError, ParseError, Position, ProcessorState, QueueAction};
 
 /// The largest request body a server takes: 64 MiB. Larger ones are
 /// answered 413; clients refuse to send them.
@@ -571,4 +572,129 @@ pub struct SetCompatibility {
     /// The key subject instead of the value subject.
     #[serde(default)]
     pub key: bool,
+}
+
+// ---- queues
+
+/// The default lock of an acquisition: 30 seconds.
+pub const DEFAULT_LOCK_MS: u64 = 30_000;
+
+fn default_acquire_max() -> usize {
+    100
+}
+
+fn default_lock_ms() -> u64 {
+    DEFAULT_LOCK_MS
+}
+
+fn default_max_deliveries() -> u16 {
+    5
+}
+
+/// `POST /v1/queues/GROUP/acquire`: lock up to `max` events of `stream` for
+/// the queue group, waiting up to `wait_ms` while none is available.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueAcquire {
+    /// The stream consumed.
+    pub stream: String,
+    /// At most this many events.
+    #[serde(default = "default_acquire_max")]
+    pub max: usize,
+    /// How long each lock lasts unless renewed, in ms.
+    #[serde(default = "default_lock_ms")]
+    pub lock_ms: u64,
+    /// How long to wait while nothing is available, in ms (the server caps it).
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// One acquired event.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueEventView {
+    /// Its lock: settle or renew the event with it.
+    pub lock: LockId,
+    /// How many times it was handed out, this time included.
+    pub delivery_count: u16,
+    /// The event.
+    pub event: EventView,
+}
+
+/// The answer to an acquisition.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueAcquired {
+    /// The events, each under its own lock (none: nothing was available).
+    pub events: Vec<QueueEventView>,
+}
+
+/// `POST /v1/queues/GROUP/ACTION` (see [`QueueAction`]): settle or renew
+/// events by their locks, all or none.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueLocks {
+    /// The locks.
+    pub locks: Vec<LockId>,
+    /// For `renew`: the new lock duration from now, in ms.
+    #[serde(default = "default_lock_ms")]
+    pub lock_ms: u64,
+}
+
+/// `PUT /v1/queues/GROUP`: a queue group's settings.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// An event handed out this many times without being accepted is
+    /// archived as rejected (1 to 1000).
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u16,
+    /// Whether an archived event is also appended to `GROUP.dead`.
+    #[serde(default)]
+    pub dead_letter: bool,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            max_deliveries: default_max_deliveries(),
+            dead_letter: false,
+        }
+    }
+}
+
+/// `POST /v1/queues/GROUP/reset`: move the group on `stream`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueReset {
+    /// The stream.
+    pub stream: String,
+    /// Where to: every event from there on is handed out again.
+    pub to: Position,
+}
+
+/// A queue group on one partition.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueuePartitionView {
+    /// The stream.
+    pub stream: String,
+    /// The partition.
+    pub partition: u32,
+    /// Every offset below it is done.
+    pub start: u64,
+    /// Events held under a lock now.
+    pub in_flight: u64,
+    /// Events accepted, ever.
+    pub accepted: u64,
+    /// Events rejected or archived, ever.
+    pub rejected: u64,
+    /// How long the oldest lock held now has been held, in ms.
+    pub oldest_lock_ms: Option<u64>,
+    /// Events not done yet.
+    pub lag: u64,
+}
+
+/// The answer to `GET /v1/queues/GROUP`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueStatusView {
+    /// The group.
+    pub group: String,
+    /// Its settings.
+    pub settings: QueueSettings,
+    /// Each partition it consumed.
+    pub partitions: Vec<QueuePartitionView>,
 }

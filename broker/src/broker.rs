@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::flusher::FlusherHandle;
 use crate::journal::Journal;
 use crate::maintenance::{self, MaintenanceHandle, MaintenanceReport};
+use crate::queue::Queues;
 use crate::record::{Event, Record};
 use crate::shared::{self, Shared, Sleeper, Waiter};
 use crate::stream::{validate_name, PartitionInfo, StreamConfig, StreamInfo};
@@ -134,8 +135,10 @@ pub struct GroupInfo {
 /// one database and one queue of commits (see [`Broker::commit`]).
 #[derive(Clone)]
 pub struct Broker {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     committer: Arc<Committer>,
+    /// Queue groups' windows and locks (see `queue`).
+    pub(crate) queues: Arc<Queues>,
     /// Flushes what is left and stops the flusher when the last clone is
     /// dropped.
     _flusher: Arc<FlusherHandle>,
@@ -204,6 +207,9 @@ impl Broker {
             txn.open_table(GROUP_OFFSETS)?;
             txn.open_table(GROUP_GENERATIONS)?;
             txn.open_table(STATE)?;
+            txn.open_table(QUEUE_PARTS)?;
+            txn.open_table(QUEUE_ROWS)?;
+            txn.open_table(QUEUE_GROUPS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get("format")?.is_none() {
                 upgrade_time_index(&txn)?;
@@ -238,6 +244,7 @@ impl Broker {
         Ok(Broker {
             shared,
             committer,
+            queues: Arc::new(Queues::new()),
             _flusher: Arc::new(flusher),
             _maintenance: Arc::new(maintenance),
         })
@@ -372,9 +379,14 @@ impl Broker {
                 .retain_in((id, 0, i64::MIN)..=(id, u32::MAX, i64::MAX), |_, _| false)?;
             txn.open_table(GROUP_OFFSETS)?
                 .retain(|(_, stream, _), _| stream != id)?;
+            txn.open_table(QUEUE_PARTS)?
+                .retain(|(_, stream, _), _| stream != id)?;
+            txn.open_table(QUEUE_ROWS)?
+                .retain(|(_, stream, _, _), _| stream != id)?;
         }
         txn.commit()?;
         catalog.streams.remove(name);
+        self.queues.forget_stream(id);
         // Readers waiting on it look again, and find it gone.
         for cursor in &entry.partitions {
             cursor.deleted.store(true, Ordering::Release);
@@ -421,7 +433,7 @@ impl Broker {
     /// and every later commit and [`sync`](Broker::sync) fail with
     /// [`Error::Journal`] until the log is reopened.
     pub fn commit(&self, txn: Transaction) -> Result<Receipt> {
-        self.committer.commit(&self.shared, txn, false)
+        self.commit_settling(txn, false)
     }
 
     /// Commits `txn` as [`commit`](Broker::commit) does, but when its group
@@ -442,7 +454,27 @@ impl Broker {
     /// durable fails, every later commit and `sync` fail with
     /// [`Error::Journal`] until the log is reopened.
     pub fn commit_pipelined(&self, txn: Transaction) -> Result<Receipt> {
-        self.committer.commit(&self.shared, txn, true)
+        self.commit_settling(txn, true)
+    }
+
+    /// Commits `txn`, with its queue settlements (see
+    /// [`Transaction::settle`]): their events are pinned first, so that no
+    /// lock of them expires while the commit is under way, then completed or
+    /// given back to their holders by its outcome.
+    pub(crate) fn commit_settling(&self, mut txn: Transaction, pipelined: bool) -> Result<Receipt> {
+        if txn.settles.is_empty() {
+            return self.committer.commit(&self.shared, txn, pipelined);
+        }
+        let settles = std::mem::take(&mut txn.settles);
+        let pins = self.queues.pin(&settles, &mut txn.queue)?;
+        let result = if txn.is_empty() {
+            // Only releases: nothing durable to write.
+            Ok(Receipt::default())
+        } else {
+            self.committer.commit(&self.shared, txn, pipelined)
+        };
+        self.queues.finish(pins, result.is_ok());
+        result
     }
 
     /// Waits until every commit made so far, pipelined ones included, is
@@ -786,11 +818,11 @@ impl Broker {
         Ok((self.shared.db.begin_read()?, next_offset))
     }
 
-    fn entry(&self, name: &str) -> Result<Arc<StreamEntry>> {
+    pub(crate) fn entry(&self, name: &str) -> Result<Arc<StreamEntry>> {
         self.catalog().get(name).cloned()
     }
 
-    fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+    pub(crate) fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
         self.shared
             .catalog
             .read()

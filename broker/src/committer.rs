@@ -36,6 +36,7 @@ use crate::error::{Error, Result};
 use crate::journal::{Failure, Journal};
 use crate::partitioner::partition_for_key;
 use crate::progress::Progress;
+use crate::queue::{self, QueueTables};
 use crate::shared::Shared;
 use crate::tables::*;
 use crate::transaction::{Receipt, Transaction};
@@ -391,6 +392,10 @@ fn apply_group(
             offsets: txn.open_table(GROUP_OFFSETS)?,
             generations: txn.open_table(GROUP_GENERATIONS)?,
             state: txn.open_table(STATE)?,
+            queue: QueueTables {
+                parts: txn.open_table(QUEUE_PARTS)?,
+                rows: txn.open_table(QUEUE_ROWS)?,
+            },
         };
         for request in group {
             let outcome = match plan(catalog, &request.txn, &tables) {
@@ -475,7 +480,11 @@ enum Mode {
 
 /// A commit waits for an fsync unless every stream it appends to is non-durable.
 fn needs_fsync(catalog: &Catalog, txn: &Transaction) -> bool {
-    if !txn.offsets.is_empty() || !txn.state.is_empty() || txn.appends.is_empty() {
+    if !txn.offsets.is_empty()
+        || !txn.state.is_empty()
+        || !txn.queue.is_empty()
+        || txn.appends.is_empty()
+    {
         return true;
     }
     txn.streams
@@ -489,6 +498,7 @@ struct Tables<'t> {
     offsets: Table<'t, (&'static str, u32, u32), u64>,
     generations: Table<'t, &'static str, u64>,
     state: Table<'t, (&'static str, &'static [u8]), &'static [u8]>,
+    queue: QueueTables<'t>,
 }
 
 /// A validated request: the stream entries it names and each record's partition.
@@ -670,6 +680,10 @@ fn write(
                 .insert((w.scope.as_str(), w.key.as_slice()), v)?,
             None => tables.state.remove((w.scope.as_str(), w.key.as_slice()))?,
         };
+    }
+    for w in &txn.queue {
+        journal.queue(w);
+        queue::apply(&mut tables.queue, w)?;
     }
     Ok(Receipt { placements })
 }

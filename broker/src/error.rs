@@ -86,6 +86,19 @@ pub enum Error {
         /// The group's current generation.
         current: u64,
     },
+    /// A queue lock is not held: it expired and its event was handed to
+    /// another member, the event was settled already, the group was reset,
+    /// or the lock is from before a restart. Nothing of the call was done.
+    #[error("lock {lock} of queue group `{group}` is not held (expired and handed out again, settled already, reset, or from before a restart): nothing was settled")]
+    LockLost {
+        /// The queue group.
+        group: String,
+        /// The lock, as text.
+        lock: String,
+    },
+    /// No queue group has this name.
+    #[error("unknown queue group `{0}`: it exists once it acquired an event or was configured")]
+    UnknownQueue(String),
     /// Stored data failed its checksum or could not be decoded.
     #[error("corrupt data in {what}: {detail}")]
     Corrupt {

@@ -55,6 +55,9 @@
 //!     3 group offset | stream u32 | partition u32 | next u64 | len u32 | group
 //!     4 state put    | len u32 | scope | len u32 | key | len u32 | value
 //!     5 state delete | len u32 | scope | len u32 | key
+//!     6 queue        | stream u32 | partition u32 | base u64 | len u32 | group
+//!                    | kind u8 (1 deliver, 2 settle, 3 reset) | offset u64
+//!                    | deliveries u16 (deliver) or outcome u8 (settle)
 //! ```
 //! Layout 1 (`"LEATJNL1"`) had no cycle: `record: len u32 | seq u64 | crc32
 //! u32 (of seq and payload) | payload`. An open still replays such a journal
@@ -70,6 +73,7 @@ use redb::{Database, ReadableTable, Table, WriteTransaction};
 
 use crate::batch::{self, EncodeEvent};
 use crate::error::{Error, Result};
+use crate::queue::{self, Outcome, QueueOp, QueueTables, QueueWrite};
 use crate::tables::*;
 
 /// len + cycle + seq + crc.
@@ -93,6 +97,7 @@ const OP_TIME_INDEX: u8 = 2;
 const OP_GROUP_OFFSET: u8 = 3;
 const OP_STATE_PUT: u8 = 4;
 const OP_STATE_DELETE: u8 = 5;
+const OP_QUEUE: u8 = 6;
 
 /// The journal's file and the record of the group being committed. Only the
 /// caller leading a group commit touches it.
@@ -191,6 +196,10 @@ impl Journal {
                 time_index: txn.open_table(TIME_INDEX)?,
                 offsets: txn.open_table(GROUP_OFFSETS)?,
                 state: txn.open_table(STATE)?,
+                queue: QueueTables {
+                    parts: txn.open_table(QUEUE_PARTS)?,
+                    rows: txn.open_table(QUEUE_ROWS)?,
+                },
             };
             let mut last = applied;
             let found = layout.map(|layout| records(records_bytes, layout));
@@ -344,6 +353,32 @@ impl Journal {
         put_bytes(&mut self.record, key);
         if let Some(value) = value {
             put_bytes(&mut self.record, value);
+        }
+    }
+
+    /// Records a change to a queue group.
+    pub(crate) fn queue(&mut self, w: &QueueWrite) {
+        let r = &mut self.record;
+        r.push(OP_QUEUE);
+        r.extend_from_slice(&w.stream.to_le_bytes());
+        r.extend_from_slice(&w.partition.to_le_bytes());
+        r.extend_from_slice(&w.base.to_le_bytes());
+        put_bytes(r, w.group.as_bytes());
+        match w.op {
+            QueueOp::Deliver { offset, deliveries } => {
+                r.push(1);
+                r.extend_from_slice(&offset.to_le_bytes());
+                r.extend_from_slice(&deliveries.to_le_bytes());
+            }
+            QueueOp::Settle { offset, outcome } => {
+                r.push(2);
+                r.extend_from_slice(&offset.to_le_bytes());
+                r.push(outcome as u8);
+            }
+            QueueOp::Reset { start } => {
+                r.push(3);
+                r.extend_from_slice(&start.to_le_bytes());
+            }
         }
     }
 
@@ -625,6 +660,7 @@ struct ReplayTables<'t> {
     time_index: Table<'t, (u32, u32, i64), u64>,
     offsets: Table<'t, (&'static str, u32, u32), u64>,
     state: Table<'t, (&'static str, &'static [u8]), &'static [u8]>,
+    queue: QueueTables<'t>,
 }
 
 /// Applies one record's ops. A record passed its CRC, so an op that does not
@@ -664,6 +700,35 @@ fn replay(mut payload: &[u8], tables: &mut ReplayTables<'_>) -> Result<(), Strin
                 } else {
                     tables.state.remove((scope, key)).map_err(storage)?;
                 }
+            }
+            OP_QUEUE => {
+                let (stream, partition, base) = (reader.u32()?, reader.u32()?, reader.u64()?);
+                let group = std::str::from_utf8(reader.bytes()?)
+                    .map_err(|_| "a queue group name is not UTF-8".to_string())?
+                    .to_string();
+                let kind = reader.take::<1>()?[0];
+                let offset = reader.u64()?;
+                let op = match kind {
+                    1 => QueueOp::Deliver {
+                        offset,
+                        deliveries: u16::from_le_bytes(reader.take()?),
+                    },
+                    2 => QueueOp::Settle {
+                        offset,
+                        outcome: Outcome::from_u8(reader.take::<1>()?[0])
+                            .ok_or_else(|| "an unknown queue outcome".to_string())?,
+                    },
+                    3 => QueueOp::Reset { start: offset },
+                    other => return Err(format!("unknown queue op {other}")),
+                };
+                let w = QueueWrite {
+                    group,
+                    stream,
+                    partition,
+                    base,
+                    op,
+                };
+                queue::apply(&mut tables.queue, &w).map_err(storage)?;
             }
             other => return Err(format!("unknown op {other}")),
         }

@@ -8,8 +8,15 @@
 //! durable.
 //!
 //! A [`Transaction`] appends events, moves consumer-group offsets, writes
-//! state and checks a group generation in one atomic commit: the building
-//! block of the runtime's exactly-once processing.
+//! state, settles queue events and checks a group generation in one atomic
+//! commit: the building block of the runtime's exactly-once processing.
+//!
+//! A stream is consumed as a stream (a consumer group, each partition owned
+//! by one member, in order: [`Broker::read`], [`Broker::commit_offset`]) or
+//! as a queue (a queue group, each event handed to one member at a time
+//! under a lock and settled one by one: [`Broker::queue_acquire`]; see the
+//! guarantees of `queue_ops`, repeated on [`Broker::queue_acquire`]'s
+//! module page), both at once over the same events.
 //!
 //! # Guarantees
 //!
@@ -94,6 +101,8 @@ mod journal;
 mod maintenance;
 mod partitioner;
 mod progress;
+mod queue;
+mod queue_ops;
 mod record;
 mod shared;
 mod stream;
@@ -106,6 +115,11 @@ pub use crate::broker::{
 pub use crate::error::{Error, Result};
 pub use crate::maintenance::MaintenanceReport;
 pub use crate::partitioner::{murmur2, partition_for_key};
+pub use crate::queue::{
+    Ack, Acquired, BadLockId, LockId, QueueConfig, QueuePartitionStatus, QueueStart, QueueStatus,
+    DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK, MAX_WINDOW,
+};
+pub use crate::queue_ops::{QueueArrival, MAX_DELIVERIES_LIMIT};
 pub use crate::record::{Event, Header, Record};
 pub use crate::shared::{WaitInterrupt, Waiter};
 pub use crate::stream::{

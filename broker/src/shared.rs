@@ -237,6 +237,25 @@ pub(crate) fn wait_for_layout(
     ready
 }
 
+/// Blocks until `ready` (checked after registering with `cursors` and
+/// `extra`, whose changes wake it), `waiter` is interrupted, or `timeout`
+/// passes; whether it is ready. For a reader whose readiness is more than
+/// a partition's end (a queue group's: see `queue_ops`).
+pub(crate) fn wait_until(
+    cursors: &[(Arc<PartitionCursor>, u64)],
+    extra: &Sleepers,
+    timeout: Duration,
+    waiter: &mut Waiter,
+    ready: impl Fn() -> bool,
+) -> bool {
+    let signal = &waiter.signal;
+    let _registered = Registration::new(signal.id, cursors, || Sleeper::Thread(signal.clone()));
+    extra.register(signal.id, Sleeper::Thread(signal.clone()));
+    let ready = sleep(waiter, timeout, ready);
+    extra.deregister(waiter.signal.id);
+    ready
+}
+
 /// Sleeps on `waiter`'s signal until `ready`, an interrupt or `timeout`.
 /// The caller has registered the signal with whatever makes `ready` true.
 fn sleep(waiter: &Waiter, timeout: Duration, ready: impl Fn() -> bool) -> bool {

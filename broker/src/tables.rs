@@ -38,6 +38,15 @@ pub(crate) const GROUP_GENERATIONS: TableDefinition<&str, u64> =
     TableDefinition::new("group_generations");
 /// (scope, key) -> value: processors' materialized state.
 pub(crate) const STATE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("state");
+/// (queue group, stream id, partition) -> (start, accepted, rejected) (see `queue`).
+pub(crate) const QUEUE_PARTS: TableDefinition<(&str, u32, u32), (u64, u64, u64)> =
+    TableDefinition::new("queue_parts");
+/// (queue group, stream id, partition, offset) -> delivery count and outcome,
+/// for the events of a queue group's window only (see `queue`).
+pub(crate) const QUEUE_ROWS: TableDefinition<(&str, u32, u32, u64), u32> =
+    TableDefinition::new("queue_rows");
+/// queue group -> JSON of its `QueueConfig`.
+pub(crate) const QUEUE_GROUPS: TableDefinition<&str, &str> = TableDefinition::new("queue_groups");
 /// Counters: `next_stream_id`; `format` (2 once the time index is sparse and
 /// appends stopped writing `PARTITIONS`); [`JOURNAL_KEY`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

@@ -1,6 +1,7 @@
 //! What one atomic commit carries: appends, consumer-group offsets, state
 //! writes and a generation check. The runtime's exactly-once loop is built on it.
 
+use crate::queue::{Ack, LockId, QueueWrite};
 use crate::record::Record;
 
 /// A set of writes committed together, durably, or not at all.
@@ -30,6 +31,11 @@ pub struct Transaction {
     pub(crate) offsets: Vec<GroupOffset>,
     pub(crate) state: Vec<StateWrite>,
     pub(crate) fence: Option<(String, u64)>,
+    /// Queue settlements by lock, resolved into `queue` by the broker
+    /// before the commit (see `queue_ops`).
+    pub(crate) settles: Vec<(String, LockId, Ack)>,
+    /// Durable changes to queue groups.
+    pub(crate) queue: Vec<QueueWrite>,
 }
 
 #[derive(Clone, Debug)]
@@ -164,9 +170,46 @@ impl Transaction {
         self
     }
 
+    /// Settles an event that `group` acquired under `lock` (see
+    /// [`Broker::queue_acquire`](crate::Broker::queue_acquire)) in this
+    /// commit: a worker commits its outputs and its batch's acceptances
+    /// together, so an event is accepted exactly when its outputs are
+    /// written. The commit is refused with
+    /// [`Error::LockLost`](crate::Error::LockLost), and nothing of it is
+    /// written, if a lock is not held; once it is under way no lock of it
+    /// can expire. A commit that fails leaves the locks held.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), leat_broker::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use std::time::Duration;
+    /// use leat_broker::{Ack, Broker, Record, StreamConfig, Transaction};
+    /// let broker = Broker::open(dir.path().join("log.redb"))?;
+    /// broker.create_stream("in", StreamConfig::with_partitions(1))?;
+    /// broker.create_stream("out", StreamConfig::with_partitions(1))?;
+    /// broker.append("in", [Record::value("job")])?;
+    /// let batch = broker.queue_acquire("workers", "in", 10, Duration::from_secs(30))?;
+    /// let mut txn = Transaction::new();
+    /// for e in &batch {
+    ///     txn.append("out", Record::value("done"));
+    ///     txn.settle("workers", e.lock, Ack::Accept);
+    /// }
+    /// broker.commit(txn)?;
+    /// assert_eq!(broker.queue_status("workers")?.partitions[0].accepted, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn settle(&mut self, group: &str, lock: LockId, ack: Ack) -> &mut Self {
+        self.settles.push((group.to_string(), lock, ack));
+        self
+    }
+
     /// Whether nothing would be written.
     pub fn is_empty(&self) -> bool {
-        self.appends.is_empty() && self.offsets.is_empty() && self.state.is_empty()
+        self.appends.is_empty()
+            && self.offsets.is_empty()
+            && self.state.is_empty()
+            && self.settles.is_empty()
+            && self.queue.is_empty()
     }
 
     /// How many records it appends.

@@ -65,6 +65,22 @@ pub trait Backend {
     /// Streams, processors, consumer groups.
     fn status(&self) -> Result<api::StatusView>;
 
+    /// Locks events of a stream for a queue group, waiting up to `req.wait_ms`.
+    fn queue_acquire(&self, group: &str, req: api::QueueAcquire) -> Result<api::QueueAcquired>;
+    /// Accepts, releases, rejects or renews a queue group's events by lock.
+    fn queue_act(
+        &self,
+        group: &str,
+        action: api::QueueAction,
+        req: api::QueueLocks,
+    ) -> Result<api::Done>;
+    /// Where a queue group stands.
+    fn queue_status(&self, group: &str) -> Result<api::QueueStatusView>;
+    /// Sets a queue group's settings.
+    fn queue_configure(&self, group: &str, settings: api::QueueSettings) -> Result<api::Done>;
+    /// Moves a queue group on a stream.
+    fn queue_reset(&self, group: &str, req: api::QueueReset) -> Result<api::Done>;
+
     /// Stores a component; its id names it in a deploy.
     fn upload(&self, component: &[u8]) -> Result<api::Uploaded>;
     /// Deploys a processor or updates a deployed one.
@@ -221,6 +237,31 @@ impl Backend for Local {
             processors: Vec::new(),
             groups: self.log.groups()?,
         })
+    }
+
+    fn queue_acquire(&self, group: &str, req: api::QueueAcquire) -> Result<api::QueueAcquired> {
+        Ok(self.log.queue_acquire(group, &req)?)
+    }
+
+    fn queue_act(
+        &self,
+        group: &str,
+        action: api::QueueAction,
+        req: api::QueueLocks,
+    ) -> Result<api::Done> {
+        Ok(self.log.queue_act(group, action, &req)?)
+    }
+
+    fn queue_status(&self, group: &str) -> Result<api::QueueStatusView> {
+        Ok(self.log.queue_status(group)?)
+    }
+
+    fn queue_configure(&self, group: &str, settings: api::QueueSettings) -> Result<api::Done> {
+        Ok(self.log.queue_configure(group, settings)?)
+    }
+
+    fn queue_reset(&self, group: &str, req: api::QueueReset) -> Result<api::Done> {
+        Ok(self.log.queue_reset(group, &req)?)
     }
 
     fn upload(&self, _: &[u8]) -> Result<api::Uploaded> {

@@ -251,6 +251,15 @@ pub fn parse_line(line: &str, format: Format) -> Result<api::NewEvent> {
     }
 }
 
+/// How `leat consume --queue` settles what it prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AckMode {
+    /// Accept each event once it is printed.
+    Auto,
+    /// Print each event's lock and leave it held.
+    Manual,
+}
+
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
     /// The stream to read.
@@ -266,8 +275,22 @@ pub struct ConsumeArgs {
     pub headers: bool,
     /// Read as this consumer group: start at its committed offsets (where it
     /// has some; `--from` elsewhere) and commit what was printed.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "queue")]
     pub group: Option<String>,
+    /// Consume as this queue group: each event is handed to one consumer of
+    /// the group at a time, under a lock, in no particular order (see
+    /// `leat queue`). `--from` and `--partition` do not apply.
+    #[arg(long, conflicts_with_all = ["from", "partition"])]
+    pub queue: Option<String>,
+    /// With --queue: `auto` accepts each event once printed; `manual` prints
+    /// its lock first (`LOCK<TAB>event`) and leaves it held, to be settled
+    /// with `leat queue accept|release|reject GROUP LOCK...` before the lock
+    /// expires (against a server: locks end with the process that holds them).
+    #[arg(long, value_enum, default_value_t = AckMode::Auto, requires = "queue")]
+    pub ack: AckMode,
+    /// With --queue: how long each lock lasts, in ms.
+    #[arg(long, default_value_t = api::DEFAULT_LOCK_MS, requires = "queue")]
+    pub lock_ms: u64,
     /// Keep waiting for new events (Ctrl-C to stop).
     #[arg(long)]
     pub follow: bool,

@@ -11,6 +11,7 @@ mod commands;
 mod new_cmd;
 mod process;
 mod progress;
+mod queue_cmd;
 mod remote;
 mod schema_cmd;
 mod serve;
@@ -108,8 +109,11 @@ enum Command {
     Schema(schema_cmd::SchemaCommand),
     /// Append events read from standard input, one per line.
     Produce(commands::ProduceArgs),
-    /// Print a stream's events.
+    /// Print a stream's events (with --queue: as a queue group).
     Consume(commands::ConsumeArgs),
+    /// Show, reset and configure queue groups; settle events by lock.
+    #[command(subcommand)]
+    Queue(queue_cmd::QueueCommand),
     /// Run a processor component over its input streams, in this process (local mode).
     Process(process::ProcessArgs),
     /// Upload a processor component to the server and deploy it.
@@ -188,7 +192,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stream(cmd) => commands::stream(&*backend()?, cmd),
         Command::Schema(cmd) => schema_cmd::schema(&*backend()?, cmd),
         Command::Produce(args) => commands::produce(&*backend()?, args),
+        Command::Consume(args) if args.queue.is_some() => queue_cmd::consume(&*backend()?, args),
         Command::Consume(args) => commands::consume(&*backend()?, args),
+        Command::Queue(cmd) => queue_cmd::queue(&*backend()?, cmd),
         Command::Deploy(args) => commands::deploy(&*backend()?, args),
         Command::Processor(cmd) => commands::processor(&*backend()?, cmd),
         Command::Status => commands::status(&*backend()?),

@@ -244,6 +244,32 @@ impl Backend for Remote {
         self.get("/v1/status")
     }
 
+    fn queue_acquire(&self, group: &str, req: api::QueueAcquire) -> Result<api::QueueAcquired> {
+        self.post(&format!("/v1/queues/{}/acquire", seg(group)), &req)
+    }
+
+    fn queue_act(
+        &self,
+        group: &str,
+        action: api::QueueAction,
+        req: api::QueueLocks,
+    ) -> Result<api::Done> {
+        self.post(&format!("/v1/queues/{}/{action}", seg(group)), &req)
+    }
+
+    fn queue_status(&self, group: &str) -> Result<api::QueueStatusView> {
+        self.get(&format!("/v1/queues/{}", seg(group)))
+    }
+
+    fn queue_configure(&self, group: &str, settings: api::QueueSettings) -> Result<api::Done> {
+        let url = self.url(&format!("/v1/queues/{}", seg(group)));
+        self.answer(self.auth(self.agent.put(url)).send_json(settings))
+    }
+
+    fn queue_reset(&self, group: &str, req: api::QueueReset) -> Result<api::Done> {
+        self.post(&format!("/v1/queues/{}/reset", seg(group)), &req)
+    }
+
     fn upload(&self, component: &[u8]) -> Result<api::Uploaded> {
         // The server would answer 413 before reading it all.
         if component.len() > api::MAX_BODY_BYTES {

@@ -80,8 +80,10 @@ impl ControlError {
     fn from_broker(e: &leat_broker::Error) -> Self {
         use leat_broker::Error as E;
         let kind = match e {
-            E::UnknownStream(_) => ErrorKind::NotFound,
-            E::StreamExists(_) | E::FencedGeneration { .. } => ErrorKind::Conflict,
+            E::UnknownStream(_) | E::UnknownQueue(_) => ErrorKind::NotFound,
+            E::StreamExists(_) | E::FencedGeneration { .. } | E::LockLost { .. } => {
+                ErrorKind::Conflict
+            }
             E::InvalidName { .. }
             | E::InvalidConfig(_)
             | E::PartitionOutOfRange { .. }

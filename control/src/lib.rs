@@ -21,6 +21,7 @@ mod error;
 mod log;
 mod metrics;
 mod processors;
+mod queues;
 mod registry;
 mod schemas;
 mod topologies;

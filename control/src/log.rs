@@ -42,6 +42,25 @@ fn text(b: &Option<Bytes>) -> Option<String> {
     b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
+/// An event as the API shows it.
+pub(crate) fn event_view(e: &leat_broker::Event) -> api::EventView {
+    api::EventView {
+        partition: e.partition,
+        offset: e.offset,
+        timestamp: e.timestamp,
+        key: text(&e.key),
+        value: text(&e.value),
+        headers: e
+            .headers
+            .iter()
+            .map(|h| api::HeaderView {
+                key: h.key.to_string(),
+                value: String::from_utf8_lossy(&h.value).into_owned(),
+            })
+            .collect(),
+    }
+}
+
 impl Log {
     /// The log of `broker`, whose schema registry is `schemas` (the
     /// runtime's, when there is one: one registry per log).
@@ -179,25 +198,7 @@ impl Log {
         self.events_read
             .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
         Ok(api::ReadView {
-            events: batch
-                .events
-                .iter()
-                .map(|e| api::EventView {
-                    partition: e.partition,
-                    offset: e.offset,
-                    timestamp: e.timestamp,
-                    key: text(&e.key),
-                    value: text(&e.value),
-                    headers: e
-                        .headers
-                        .iter()
-                        .map(|h| api::HeaderView {
-                            key: h.key.to_string(),
-                            value: String::from_utf8_lossy(&h.value).into_owned(),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            events: batch.events.iter().map(event_view).collect(),
             next_offset: batch.next_offset,
             high_watermark: batch.high_watermark,
         })

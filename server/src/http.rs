@@ -70,6 +70,8 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
             put(set_compatibility),
         )
         .route("/v1/groups/{group}/offsets", post(commit_offset))
+        .route("/v1/queues/{group}", get(queue_status).put(queue_configure))
+        .route("/v1/queues/{group}/{action}", post(queue_action))
         .route("/v1/topologies", get(topologies).post(apply_topology))
         .route("/v1/topologies/{name}", get(topology))
         .route("/v1/components", post(upload))
@@ -571,4 +573,81 @@ async fn change(
         }
     };
     Ok(Json(done))
+}
+
+// ---- queues
+
+async fn queue_status(
+    State(state): Shared,
+    Params(group): Params<String>,
+) -> Answer<api::QueueStatusView> {
+    Ok(Json(
+        blocking(&state, move |h| h.log().queue_status(&group)).await?,
+    ))
+}
+
+async fn queue_configure(
+    State(state): Shared,
+    Params(group): Params<String>,
+    JsonBody(body): JsonBody<api::QueueSettings>,
+) -> Answer<api::Done> {
+    Ok(Json(
+        blocking(&state, move |h| h.log().queue_configure(&group, body)).await?,
+    ))
+}
+
+/// `acquire`, `reset`, or a [`api::QueueAction`] on locks.
+async fn queue_action(
+    State(state): Shared,
+    Params((group, action)): Params<(String, String)>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    match action.as_str() {
+        "acquire" => {
+            let body: api::QueueAcquire = parse_json(&body)?;
+            Ok(Json(queue_acquire(&state, group, body).await?).into_response())
+        }
+        "reset" => {
+            let body: api::QueueReset = parse_json(&body)?;
+            let done = blocking(&state, move |h| h.log().queue_reset(&group, &body)).await?;
+            Ok(Json(done).into_response())
+        }
+        other => {
+            let action: api::QueueAction = other.parse().map_err(|_| {
+                ApiError::not_found(format!(
+                    "unknown queue action `{other}`: use acquire, accept, release, reject, renew or reset"
+                ))
+            })?;
+            let body: api::QueueLocks = parse_json(&body)?;
+            let done = blocking(&state, move |h| h.log().queue_act(&group, action, &body)).await?;
+            Ok(Json(done).into_response())
+        }
+    }
+}
+
+/// Acquires; while nothing is available, waits up to `wait_ms` (at most
+/// [`MAX_WAIT`]) for the broker's notification of an append or a release,
+/// or for the first lock to expire, and acquires again. Between tries the
+/// request holds no thread, only the broker's waker and a timer.
+async fn queue_acquire(
+    state: &Arc<ServerState>,
+    group: String,
+    body: api::QueueAcquire,
+) -> Result<api::QueueAcquired, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(body.wait_ms).min(MAX_WAIT);
+    let now_only = api::QueueAcquire { wait_ms: 0, ..body };
+    loop {
+        let (g, req) = (group.clone(), now_only.clone());
+        let got = blocking(state, move |h| h.log().queue_acquire(&g, &req)).await?;
+        if !got.events.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(got);
+        }
+        let (arrival, expiry) = state.host.log().queue_arrival(&group, &now_only.stream)?;
+        let until = match expiry {
+            Some(e) => deadline.min(tokio::time::Instant::now() + e),
+            None => deadline,
+        };
+        // Timing out is one of the ways the wait ends, not a failure.
+        let _ = tokio::time::timeout_at(until, arrival).await;
+    }
 }

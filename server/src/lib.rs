@@ -20,6 +20,10 @@
 //! | `GET /v1/streams/NAME/events?partition=P&from=O&max=N&wait_ms=W` | read one partition |
 //! | `GET /v1/streams/NAME/positions?from=F&group=G` | start offsets per partition |
 //! | `POST /v1/groups/GROUP/offsets` | commit a consumer group's offset |
+//! | `GET /v1/queues/GROUP`, `PUT /v1/queues/GROUP` | a queue group's status; its settings ([`leat_api::QueueSettings`]) |
+//! | `POST /v1/queues/GROUP/acquire` | lock events, long-polling up to `wait_ms` ([`leat_api::QueueAcquire`]) |
+//! | `POST /v1/queues/GROUP/{accept,release,reject,renew}` | settle or renew by lock ([`leat_api::QueueLocks`]) |
+//! | `POST /v1/queues/GROUP/reset` | move a queue group ([`leat_api::QueueReset`]) |
 //! | `POST /v1/components` | upload a component (binary body) |
 //! | `GET /v1/processors`, `POST /v1/processors` | list, deploy ([`leat_api::Deploy`]) |
 //! | `GET /v1/processors/NAME`, `DELETE /v1/processors/NAME` | status, undeploy |

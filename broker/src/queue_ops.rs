@@ -1,0 +1,655 @@
+//! Consuming a stream as a queue: the [`Broker`]'s queue-group calls.
+//!
+//! A queue group hands each event of a stream to one member at a time,
+//! under a time-limited lock; the member accepts it (done), releases it
+//! (handed out again) or rejects it (never again). Any number of members
+//! share a group, whatever the partition count; events of one partition may
+//! be handed to several members at once, so there is no ordering promise.
+//! Kafka calls these share groups (KIP-932).
+//!
+//! # Guarantees
+//!
+//! - **One holder at a time.** An event is held under at most one lock at a
+//!   time. A lock ends when it is settled, released, or expires; an expired
+//!   lock's event is handed out again, but until then its holder may still
+//!   settle it. A settlement under way (its commit not yet answered) keeps
+//!   its lock: it does not expire meanwhile.
+//! - **Accepted once.** An event is accepted at most once: a settlement
+//!   whose lock is not held is refused ([`Error::LockLost`]) and writes
+//!   nothing. Acceptances can be part of a [`Transaction`]
+//!   ([`Transaction::settle`]), with the outputs they caused: both commit,
+//!   or neither.
+//! - **Durable.** Acceptances, rejections and delivery counts are committed
+//!   like any transaction (journaled, group-committed). After a crash or a
+//!   restart nothing accepted or rejected is handed out again and nothing
+//!   else is lost; locks held at the crash are released (their delivery
+//!   counts kept).
+//! - **Bounded retries.** Each hand-out counts a delivery; an event handed
+//!   out [`QueueConfig::max_deliveries`] times without being accepted is
+//!   archived as rejected instead (and, with
+//!   [`QueueConfig::dead_letter`], appended to `<group>.dead`, in the same
+//!   commit).
+//! - **Compact.** Per partition the group stores its start (everything
+//!   below is done), counters, and one small row per event of its window
+//!   (at most [`MAX_WINDOW`] events past the start). Rows are removed as
+//!   the start moves on, so the bookkeeping does not grow with the number
+//!   of events consumed.
+//! - **Independent.** A queue group has its own tables: a consumer group
+//!   of the same name, or any consumer group reading the same stream, does
+//!   not see it, and the log itself is not changed.
+//! - Waiting ([`Broker::queue_acquire_wait`], [`Broker::queue_arrival`])
+//!   is woken by commits that append to the stream and by releases, and
+//!   times out at the next lock expiry: no polling.
+//!
+//! Known limit: a reset ([`Broker::queue_reset`]) racing with a settlement
+//! of the old window may leave that one event counted as done.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use crate::broker::{Broker, ReadLimits};
+use crate::catalog::{PartitionCursor, StreamEntry};
+use crate::error::{Error, Result};
+use crate::queue::{
+    self, Ack, Acquired, LockId, Outcome, PartQueue, Pick, QueueConfig, QueueOp,
+    QueuePartitionStatus, QueueStart, QueueStatus, QueueWrite, SharedPart, Slot,
+    DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK,
+};
+use crate::record::{Event, Record};
+use crate::shared::{self, Sleeper, Sleepers, Waiter};
+use crate::stream::{validate_name, StreamConfig};
+use crate::tables::{QUEUE_GROUPS, QUEUE_PARTS};
+use crate::transaction::Transaction;
+
+/// The most deliveries a group may allow per event.
+pub const MAX_DELIVERIES_LIMIT: u16 = 1000;
+
+/// The shortest lock.
+const MIN_LOCK: Duration = Duration::from_millis(1);
+
+/// What [`Broker::queue_arrival`] returns: completes once the group may find
+/// an event to acquire on its stream (appended, released, or past its
+/// window). Lock expiry is a matter of time: race it against a timer of
+/// [`Broker::queue_next_expiry`].
+pub struct QueueArrival {
+    id: u64,
+    broker: Broker,
+    group: String,
+    entry: Arc<StreamEntry>,
+    cursors: Vec<(Arc<PartitionCursor>, u64)>,
+    sleepers: Arc<Sleepers>,
+}
+
+impl QueueArrival {
+    fn ready(&self) -> bool {
+        self.broker.queue_has_work(&self.group, &self.entry)
+    }
+
+    fn deregister(&self) {
+        shared::deregister(self.id, &self.cursors);
+        self.sleepers.deregister(self.id);
+    }
+}
+
+impl std::future::Future for QueueArrival {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.ready() {
+            return std::task::Poll::Ready(());
+        }
+        // Registered, then checked again: a change between the first check
+        // and the registration would otherwise go unnoticed (see `Arrival`).
+        for (cursor, _) in &self.cursors {
+            cursor
+                .sleepers
+                .register(self.id, Sleeper::Task(cx.waker().clone()));
+        }
+        self.sleepers
+            .register(self.id, Sleeper::Task(cx.waker().clone()));
+        if self.ready() {
+            self.deregister();
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for QueueArrival {
+    fn drop(&mut self) {
+        self.deregister();
+    }
+}
+
+impl std::fmt::Debug for QueueArrival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueArrival")
+            .field("group", &self.group)
+            .field("stream", &self.entry.name)
+            .finish()
+    }
+}
+
+/// Events locked on one partition by an acquisition.
+struct Taken {
+    partition: u32,
+    part: SharedPart,
+    picks: Vec<Pick>,
+}
+
+fn validate_group(group: &str) -> Result<()> {
+    validate_name(group)?;
+    // Its dead-letter stream must be a valid name too.
+    validate_name(&format!("{group}{DEAD_SUFFIX}"))
+}
+
+impl Broker {
+    /// Sets `group`'s settings (see [`QueueConfig`]); with `dead_letter`,
+    /// creates `<group>.dead` (one partition) unless it exists.
+    pub fn queue_configure(&self, group: &str, config: QueueConfig) -> Result<()> {
+        validate_group(group)?;
+        if config.max_deliveries == 0 || config.max_deliveries > MAX_DELIVERIES_LIMIT {
+            return Err(Error::InvalidConfig(format!(
+                "max_deliveries must be 1 to {MAX_DELIVERIES_LIMIT}, not {}",
+                config.max_deliveries
+            )));
+        }
+        if config.dead_letter {
+            let dead = format!("{group}{DEAD_SUFFIX}");
+            match self.create_stream(&dead, StreamConfig::with_partitions(1)) {
+                Ok(_) | Err(Error::StreamExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Serializing plain data with derived impls cannot fail.
+        let json = serde_json::to_string(&config).unwrap_or_default();
+        let txn = self.shared.db.begin_write()?;
+        txn.open_table(QUEUE_GROUPS)?.insert(group, json.as_str())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// `group`'s settings (the defaults until it is configured).
+    pub fn queue_config(&self, group: &str) -> Result<QueueConfig> {
+        Ok(self.stored_config(group)?.unwrap_or_default())
+    }
+
+    fn stored_config(&self, group: &str) -> Result<Option<QueueConfig>> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(QUEUE_GROUPS)?;
+        let Some(json) = table.get(group)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(json.value())
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                what: format!("settings of queue group `{group}`"),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Hands up to `max_events` events of `stream` to the caller, each
+    /// under a lock of `lock_for` (1 ms to an hour), from any partitions;
+    /// none when nothing is available now (see
+    /// [`queue_acquire_wait`](Broker::queue_acquire_wait)). A group that
+    /// never consumed a partition starts at its log start. Events released
+    /// or whose lock expired come before new ones. An event delivered
+    /// `max_deliveries` times is archived instead (see the module docs).
+    /// Returns once the delivery counts are durable.
+    pub fn queue_acquire(
+        &self,
+        group: &str,
+        stream: &str,
+        max_events: usize,
+        lock_for: Duration,
+    ) -> Result<Vec<Acquired>> {
+        validate_group(group)?;
+        let lock_for = lock_for.clamp(MIN_LOCK, MAX_LOCK);
+        let mut left = max_events.clamp(1, MAX_ACQUIRE);
+        let config = self.queue_config(group)?;
+        let entry = self.entry(stream)?;
+        let count = entry.partitions.len();
+        let first = self.queues.rotate.fetch_add(1, Ordering::Relaxed) as usize;
+        let now = Instant::now();
+        let mut taken = Vec::new();
+        for i in 0..count {
+            let partition = ((first + i) % count) as u32;
+            let cursor = entry.cursor(partition)?;
+            let base = cursor.log_start.load(Ordering::Acquire);
+            let part = self.queues.part(
+                &self.shared.db,
+                (group.to_string(), entry.id, partition),
+                base,
+            )?;
+            let picks = queue::lock(&part).pick(
+                now,
+                left,
+                cursor.next(),
+                config.max_deliveries,
+                lock_for,
+                || self.queues.next_nonce(),
+            );
+            left -= picks.len().min(left);
+            if !picks.is_empty() {
+                taken.push(Taken {
+                    partition,
+                    part,
+                    picks,
+                });
+            }
+            if left == 0 {
+                break;
+            }
+        }
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outcome = self.deliver(group, &entry, &config, &taken);
+        if outcome.is_err() {
+            self.give_back(group, &taken);
+        }
+        outcome
+    }
+
+    /// Reads the picked events and commits their delivery counts (and the
+    /// archived and gone ones as done). On error the caller gives them back.
+    fn deliver(
+        &self,
+        group: &str,
+        entry: &StreamEntry,
+        config: &QueueConfig,
+        taken: &[Taken],
+    ) -> Result<Vec<Acquired>> {
+        let dead = format!("{group}{DEAD_SUFFIX}");
+        let dead_letter = config.dead_letter && self.entry(&dead).is_ok();
+        let mut txn = Transaction::new();
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        for t in taken {
+            let events = self.read_picked(entry, t)?;
+            let base = queue::lock(&t.part).start;
+            for pick in &t.picks {
+                let write = |op| QueueWrite {
+                    group: group.to_string(),
+                    stream: entry.id,
+                    partition: t.partition,
+                    base,
+                    op,
+                };
+                let offset = pick.offset;
+                match events.get(&offset) {
+                    None => {
+                        txn.queue.push(write(QueueOp::Settle {
+                            offset,
+                            outcome: Outcome::Gone,
+                        }));
+                        done.push((t.part.clone(), offset, pick.nonce, Outcome::Gone));
+                    }
+                    Some(event) if pick.archive => {
+                        txn.queue.push(write(QueueOp::Settle {
+                            offset,
+                            outcome: Outcome::Rejected,
+                        }));
+                        done.push((t.part.clone(), offset, pick.nonce, Outcome::Rejected));
+                        if dead_letter {
+                            txn.append(&dead, dead_record(entry, event, pick.deliveries));
+                        }
+                    }
+                    Some(event) => {
+                        txn.queue.push(write(QueueOp::Deliver {
+                            offset,
+                            deliveries: pick.deliveries,
+                        }));
+                        out.push(Acquired {
+                            stream: entry.name.clone(),
+                            event: event.clone(),
+                            lock: LockId {
+                                stream: entry.id,
+                                partition: t.partition,
+                                offset,
+                                nonce: pick.nonce,
+                            },
+                            delivery_count: pick.deliveries,
+                        });
+                    }
+                }
+            }
+        }
+        let pins = self.queues.pin_held(done);
+        let committed = self.commit(txn);
+        self.queues.finish(pins, committed.is_ok());
+        committed?;
+        Ok(out)
+    }
+
+    /// The events of `t`'s picks that are in the log, by offset.
+    fn read_picked(&self, entry: &StreamEntry, t: &Taken) -> Result<HashMap<u64, Event>> {
+        let wanted: BTreeSet<u64> = t.picks.iter().map(|p| p.offset).collect();
+        let (Some(&low), Some(&high)) = (wanted.first(), wanted.last()) else {
+            return Ok(HashMap::new());
+        };
+        let cursor = entry.cursor(t.partition)?;
+        let from = low.max(cursor.log_start.load(Ordering::Acquire));
+        if from > high {
+            return Ok(HashMap::new());
+        }
+        let limits = ReadLimits {
+            // The picks are below the partition's end, so the read reaches
+            // `high` (compaction's gaps only shorten it).
+            max_events: usize::try_from(high - from + 1).unwrap_or(usize::MAX),
+            max_bytes: usize::MAX,
+        };
+        let batch = self.read(&entry.name, t.partition, from, limits)?;
+        Ok(batch
+            .events
+            .into_iter()
+            .filter(|e| wanted.contains(&e.offset))
+            .map(|e| (e.offset, e))
+            .collect())
+    }
+
+    /// Makes picked events available again after a failed acquisition, with
+    /// the delivery that did not happen taken back.
+    fn give_back(&self, group: &str, taken: &[Taken]) {
+        for t in taken {
+            let mut q = queue::lock(&t.part);
+            for pick in &t.picks {
+                if let Some(slot) = q.slot_mut(pick.offset) {
+                    if let Slot::Acquired(h) | Slot::Settling(h, _) = *slot {
+                        if h.nonce == pick.nonce {
+                            let deliveries = if pick.archive {
+                                h.deliveries
+                            } else {
+                                h.deliveries.saturating_sub(1)
+                            };
+                            *slot = Slot::Available { deliveries };
+                        }
+                    }
+                }
+            }
+        }
+        self.queues.sleepers(group).wake_all();
+    }
+
+    /// [`queue_acquire`](Broker::queue_acquire), waiting up to `timeout`
+    /// while nothing is available: until an event is appended or released,
+    /// a lock expires, or `waiter` is interrupted. No polling.
+    pub fn queue_acquire_wait(
+        &self,
+        group: &str,
+        stream: &str,
+        max_events: usize,
+        lock_for: Duration,
+        timeout: Duration,
+        waiter: &mut Waiter,
+    ) -> Result<Vec<Acquired>> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let got = self.queue_acquire(group, stream, max_events, lock_for)?;
+            let now = Instant::now();
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(now),
+                None => Duration::MAX,
+            };
+            if !got.is_empty() || left.is_zero() {
+                return Ok(got);
+            }
+            let expiry = self.queue_next_expiry(group, stream)?;
+            let wait = expiry.map_or(left, |e| e.min(left));
+            let entry = self.entry(stream)?;
+            let cursors: Vec<_> = entry.partitions.iter().map(|c| (c.clone(), 0)).collect();
+            let sleepers = self.queues.sleepers(group);
+            let ready = shared::wait_until(&cursors, &sleepers, wait, waiter, || {
+                self.queue_has_work(group, &entry)
+            });
+            if !ready && wait == left {
+                // Timed out, or interrupted.
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// A future that completes once `group` may find an event of `stream`
+    /// to acquire: appended, released, or let into its window. It holds no
+    /// thread; race it against a timer (the caller's timeout, and
+    /// [`queue_next_expiry`](Broker::queue_next_expiry)).
+    pub fn queue_arrival(&self, group: &str, stream: &str) -> Result<QueueArrival> {
+        let entry = self.entry(stream)?;
+        Ok(QueueArrival {
+            id: shared::waiter_id(),
+            broker: self.clone(),
+            group: group.to_string(),
+            cursors: entry.partitions.iter().map(|c| (c.clone(), 0)).collect(),
+            sleepers: self.queues.sleepers(group),
+            entry,
+        })
+    }
+
+    /// How long until the first lock `group` holds on `stream` expires.
+    pub fn queue_next_expiry(&self, group: &str, stream: &str) -> Result<Option<Duration>> {
+        let entry = self.entry(stream)?;
+        let now = Instant::now();
+        Ok(self
+            .queues
+            .of_group(group)
+            .into_iter()
+            .filter(|(s, _, _)| *s == entry.id)
+            .filter_map(|(_, _, part)| queue::lock(&part).next_expiry())
+            .min()
+            .map(|at| at.saturating_duration_since(now)))
+    }
+
+    /// Whether an acquisition by `group` on `entry` may find something now.
+    fn queue_has_work(&self, group: &str, entry: &StreamEntry) -> bool {
+        let now = Instant::now();
+        entry.partitions.iter().enumerate().any(|(p, cursor)| {
+            let key = (group.to_string(), entry.id, p as u32);
+            match self.queues.loaded(&key) {
+                Some(part) => queue::lock(&part).has_work(now, cursor.next()),
+                // Not consumed yet: anything in the log is work.
+                None => cursor.next() > cursor.log_start.load(Ordering::Acquire),
+            }
+        })
+    }
+
+    /// Settles events `group` holds, all or none: `Accept` and `Reject`
+    /// durably (returns once committed), `Release` at once. A lock not held
+    /// refuses the whole call with [`Error::LockLost`].
+    pub fn queue_settle(&self, group: &str, locks: &[LockId], ack: Ack) -> Result<()> {
+        let mut txn = Transaction::new();
+        for lock in locks {
+            txn.settle(group, *lock, ack);
+        }
+        self.commit(txn).map(|_| ())
+    }
+
+    /// Extends the locks to `lock_for` from now (1 ms to an hour), all or
+    /// none: a lock not held refuses the call with [`Error::LockLost`].
+    pub fn queue_renew(&self, group: &str, locks: &[LockId], lock_for: Duration) -> Result<()> {
+        let lock_for = lock_for.clamp(MIN_LOCK, MAX_LOCK);
+        let now = Instant::now();
+        let expires = now.checked_add(lock_for).unwrap_or(now);
+        let parts = locks
+            .iter()
+            .map(|lock| {
+                self.queues
+                    .loaded(&(group.to_string(), lock.stream, lock.partition))
+                    .ok_or_else(|| Error::LockLost {
+                        group: group.to_string(),
+                        lock: lock.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Checked first, then renewed: a lock that expires in between (it
+        // had less than the time of this call left) is renewed all the same
+        // unless it was handed out again.
+        for pass in [false, true] {
+            for (lock, part) in locks.iter().zip(&parts) {
+                let mut q = queue::lock(part);
+                let held = match q.slot_mut(lock.offset) {
+                    Some(Slot::Acquired(h)) if h.nonce == lock.nonce => {
+                        if pass {
+                            h.expires = expires;
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                if !held && !pass {
+                    return Err(Error::LockLost {
+                        group: group.to_string(),
+                        lock: lock.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where `group` stands on each partition it consumed.
+    pub fn queue_status(&self, group: &str) -> Result<QueueStatus> {
+        let config = self.stored_config(group)?;
+        let mut keys: BTreeSet<(u32, u32)> = self
+            .queues
+            .of_group(group)
+            .into_iter()
+            .map(|(s, p, _)| (s, p))
+            .collect();
+        {
+            let txn = self.shared.db.begin_read()?;
+            let table = txn.open_table(QUEUE_PARTS)?;
+            for row in table.range((group, 0, 0)..=(group, u32::MAX, u32::MAX))? {
+                let (key, _) = row?;
+                let (_, s, p) = key.value();
+                keys.insert((s, p));
+            }
+        }
+        if keys.is_empty() && config.is_none() {
+            return Err(Error::UnknownQueue(group.to_string()));
+        }
+        let by_id: BTreeMap<u32, Arc<StreamEntry>> = self
+            .catalog()
+            .streams
+            .values()
+            .map(|e| (e.id, e.clone()))
+            .collect();
+        let now = Instant::now();
+        let mut partitions = Vec::new();
+        for (s, p) in keys {
+            let Some(entry) = by_id.get(&s) else {
+                continue;
+            };
+            let Ok(cursor) = entry.cursor(p) else {
+                continue;
+            };
+            let part = self.queues.part(
+                &self.shared.db,
+                (group.to_string(), s, p),
+                cursor.log_start.load(Ordering::Acquire),
+            )?;
+            let q = queue::lock(&part);
+            partitions.push(status_of(&entry.name, p, &q, cursor.next(), now));
+        }
+        partitions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+        Ok(QueueStatus {
+            group: group.to_string(),
+            config: config.unwrap_or_default(),
+            partitions,
+        })
+    }
+
+    /// Moves `group` on every partition of `stream` to `to`, forgetting its
+    /// window: held locks are lost, delivery counts start over; the
+    /// counters of accepted and rejected events stay.
+    pub fn queue_reset(&self, group: &str, stream: &str, to: QueueStart) -> Result<()> {
+        validate_group(group)?;
+        let entry = self.entry(stream)?;
+        let mut txn = Transaction::new();
+        for (p, cursor) in entry.partitions.iter().enumerate() {
+            let log_start = cursor.log_start.load(Ordering::Acquire);
+            let end = cursor.next();
+            let start = match to {
+                QueueStart::Earliest => log_start,
+                QueueStart::Latest => end,
+                QueueStart::Offset(o) => o.clamp(log_start, end),
+                QueueStart::Timestamp(ts) => self.offset_for_timestamp(stream, p as u32, ts)?,
+            };
+            txn.queue.push(QueueWrite {
+                group: group.to_string(),
+                stream: entry.id,
+                partition: p as u32,
+                base: start,
+                op: QueueOp::Reset { start },
+            });
+        }
+        self.commit(txn)?;
+        // Reloaded from what was just committed on next use.
+        self.queues.forget(group, entry.id);
+        self.queues.sleepers(group).wake_all();
+        Ok(())
+    }
+
+    /// Every queue group that is configured or consumed something, sorted.
+    pub fn queue_groups(&self) -> Result<Vec<String>> {
+        let txn = self.shared.db.begin_read()?;
+        let mut names = BTreeSet::new();
+        for row in txn.open_table(QUEUE_GROUPS)?.iter()? {
+            names.insert(row?.0.value().to_string());
+        }
+        for row in txn.open_table(QUEUE_PARTS)?.iter()? {
+            names.insert(row?.0.value().0.to_string());
+        }
+        Ok(names.into_iter().collect())
+    }
+}
+
+fn status_of(
+    stream: &str,
+    partition: u32,
+    q: &PartQueue,
+    end: u64,
+    now: Instant,
+) -> QueuePartitionStatus {
+    let (in_flight, oldest) = q.held();
+    QueuePartitionStatus {
+        stream: stream.to_string(),
+        partition,
+        start: q.start,
+        in_flight,
+        accepted: q.accepted,
+        rejected: q.rejected,
+        oldest_lock: oldest.map(|since| now.saturating_duration_since(since)),
+        lag: end
+            .saturating_sub(q.start)
+            .saturating_sub(q.done_in_window()),
+    }
+}
+
+/// The dead letter of `event`: the same key, value, timestamp and headers,
+/// with why and whence.
+fn dead_record(entry: &StreamEntry, event: &Event, deliveries: u16) -> Record {
+    let mut record = Record {
+        key: event.key.clone(),
+        value: event.value.clone(),
+        headers: event.headers.clone(),
+        timestamp: Some(event.timestamp),
+        partition: None,
+    };
+    record = record
+        .header(
+            DEAD_REASON_HEADER,
+            format!("delivered {deliveries} times without being accepted"),
+        )
+        .header(
+            DEAD_SOURCE_HEADER,
+            format!("{}/{}/{}", entry.name, event.partition, event.offset),
+        );
+    record
+}

@@ -317,8 +317,9 @@ pub(crate) fn apply(
                 let count = old.map_or(0, row_deliveries);
                 tables.rows.insert(key, row(count, Some(outcome)))?;
                 match outcome {
-                    Outcome::Accepted => accepted += 1,
-                    Outcome::Rejected => rejected += 1,
+                    // Saturating: a replayed journal is read as it is.
+                    Outcome::Accepted => accepted = accepted.saturating_add(1),
+                    Outcome::Rejected => rejected = rejected.saturating_add(1),
                     Outcome::Gone => {}
                 }
                 // The start moves over the done rows at its front.
@@ -332,7 +333,7 @@ pub(crate) fn apply(
                     if g != w.group || s != w.stream || p != w.partition {
                         break;
                     }
-                    if o != start + done.len() as u64 || !row_done(v.value()) {
+                    if start.checked_add(done.len() as u64) != Some(o) || !row_done(v.value()) {
                         break;
                     }
                     done.push(o);
@@ -342,7 +343,8 @@ pub(crate) fn apply(
                         .rows
                         .remove((w.group.as_str(), w.stream, w.partition, *o))?;
                 }
-                start += done.len() as u64;
+                // Saturating, as above: the rows found end below u64::MAX.
+                start = start.saturating_add(done.len() as u64);
             }
         }
     }

@@ -27,21 +27,28 @@ const MEMORY_LIMIT: usize = 8 << 20;
 const CALL_OUTPUTS: usize = 20_000;
 const CALL_BYTES: usize = 4 << 20;
 
+/// The per-call time limit of the tests whose guest must reach another
+/// limit first (bytes, outputs): 200 ms was overrun before it on a machine
+/// loaded 7-fold (the clean-clone CI of 995670e), which made them fail.
+const WORK_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn runtime(dir: &std::path::Path) -> Runtime {
-    runtime_with(
-        dir,
-        GuestLimits {
-            call_outputs: CALL_OUTPUTS,
-            call_bytes: CALL_BYTES,
-            ..GuestLimits::default()
-        },
-    )
+    runtime_timed(dir, CALL_TIMEOUT)
 }
 
-fn runtime_with(dir: &std::path::Path, limits: GuestLimits) -> Runtime {
+fn runtime_timed(dir: &std::path::Path, call_timeout: Duration) -> Runtime {
+    let limits = GuestLimits {
+        call_outputs: CALL_OUTPUTS,
+        call_bytes: CALL_BYTES,
+        ..GuestLimits::default()
+    };
+    runtime_with(dir, limits, call_timeout)
+}
+
+fn runtime_with(dir: &std::path::Path, limits: GuestLimits, call_timeout: Duration) -> Runtime {
     let broker = Broker::open(dir.join("log.redb")).unwrap();
     let engine = Engine::new(EngineConfig {
-        call_timeout: CALL_TIMEOUT,
+        call_timeout,
         memory_limit: MEMORY_LIMIT,
         epoch_tick: Duration::from_millis(5),
         cache_dir: None,
@@ -226,14 +233,19 @@ fn committed(broker: &Broker, name: &str, p: u32) -> Option<u64> {
 /// Runs a `mode` hostile guest under both policies next to `uppercase`, and
 /// checks containment. Each of `causes` must appear in the reported error.
 fn hostile_guest_is_contained(mode: &str, causes: &[&str]) {
-    hostile_guest_is_contained_with(mode, &[], causes)
+    hostile_guest_is_contained_with(mode, &[], causes, CALL_TIMEOUT)
 }
 
 /// [`hostile_guest_is_contained`] with more configuration for the guest.
-fn hostile_guest_is_contained_with(mode: &str, config: &[(&str, &str)], causes: &[&str]) {
+fn hostile_guest_is_contained_with(
+    mode: &str,
+    config: &[(&str, &str)],
+    causes: &[&str],
+    call_timeout: Duration,
+) {
     let names_cause = |error: &str| causes.iter().all(|c| error.contains(c));
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
+    let rt = runtime_timed(dir.path(), call_timeout);
     let broker = rt.broker().clone();
     let upper = deploy_uppercase(&rt);
     let code = rt.engine().load_file(&guest("hostile")).unwrap();
@@ -405,6 +417,7 @@ fn too_many_outputs_in_one_call_fail_the_batch_at_the_output_limit() {
         "flood",
         &[("count", &count)],
         &[&format!("more than {CALL_OUTPUTS} outputs in one call")],
+        WORK_TIMEOUT,
     );
 }
 
@@ -416,16 +429,19 @@ fn one_big_output_emitted_in_a_loop_fails_at_the_byte_limit() {
         &[&format!(
             "more than {CALL_BYTES} bytes of outputs and state in one call"
         )],
+        WORK_TIMEOUT,
     );
 }
 
 #[test]
 fn a_state_bomb_fails_at_the_byte_limit() {
-    hostile_guest_is_contained(
+    hostile_guest_is_contained_with(
         "state-bomb",
+        &[],
         &[&format!(
             "more than {CALL_BYTES} bytes of outputs and state in one call"
         )],
+        WORK_TIMEOUT,
     );
 }
 
@@ -448,7 +464,7 @@ fn a_log_flood_is_cut_at_the_time_limit() {
 #[test]
 fn many_outputs_of_a_one_event_batch_are_committed_without_a_huge_reservation() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime_with(dir.path(), GuestLimits::default());
+    let rt = runtime_with(dir.path(), GuestLimits::default(), WORK_TIMEOUT);
     let broker = rt.broker().clone();
     broker.create_stream("in", StreamConfig::default()).unwrap();
     broker

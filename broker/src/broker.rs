@@ -19,7 +19,7 @@ use crate::journal::Journal;
 use crate::maintenance::{self, MaintenanceHandle, MaintenanceReport};
 use crate::queue::Queues;
 use crate::record::{Event, Record};
-use crate::shared::{self, Shared, Sleeper, Waiter};
+use crate::shared::{self, Shared, Waiter};
 use crate::stream::{validate_name, PartitionInfo, StreamConfig, StreamInfo};
 use crate::tables::*;
 use crate::transaction::{Receipt, Transaction};
@@ -74,22 +74,11 @@ impl std::future::Future for Arrival {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        if self.ready() {
-            return std::task::Poll::Ready(());
-        }
-        // Register with each partition's cursor, then look again: a commit
-        // between the first look and the registration would otherwise go
-        // unnoticed. A cursor forgets its sleepers when it wakes them, so
-        // each poll registers again.
-        for (cursor, _) in &self.cursors {
-            let waker = cx.waker().clone();
-            cursor.sleepers.register(self.id, Sleeper::Task(waker));
-        }
-        if self.ready() {
-            shared::deregister(self.id, &self.cursors);
-            return std::task::Poll::Ready(());
-        }
-        std::task::Poll::Pending
+        shared::poll_woken(
+            || self.ready(),
+            || shared::register_task(self.id, &self.cursors, cx.waker()),
+            || shared::deregister(self.id, &self.cursors),
+        )
     }
 }
 

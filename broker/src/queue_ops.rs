@@ -102,23 +102,17 @@ impl std::future::Future for QueueArrival {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        if self.ready() {
-            return std::task::Poll::Ready(());
-        }
-        // Registered, then checked again: a change between the first check
-        // and the registration would otherwise go unnoticed (see `Arrival`).
-        for (cursor, _) in &self.cursors {
-            cursor
-                .sleepers
-                .register(self.id, Sleeper::Task(cx.waker().clone()));
-        }
-        self.sleepers
-            .register(self.id, Sleeper::Task(cx.waker().clone()));
-        if self.ready() {
-            self.deregister();
-            return std::task::Poll::Ready(());
-        }
-        std::task::Poll::Pending
+        // The partitions' cursors wake it on appends, the group's sleepers
+        // on releases.
+        shared::poll_woken(
+            || self.ready(),
+            || {
+                shared::register_task(self.id, &self.cursors, cx.waker());
+                self.sleepers
+                    .register(self.id, Sleeper::Task(cx.waker().clone()));
+            },
+            || self.deregister(),
+        )
     }
 }
 

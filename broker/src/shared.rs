@@ -197,6 +197,33 @@ impl Drop for Registration<'_> {
     }
 }
 
+/// The poll of a future that sleepers wake: ready at once, or `register`ed
+/// and then looked at again, since a change between the first look and the
+/// registration would otherwise go unnoticed (`deregister` then). A waking
+/// forgets its sleepers, so each poll registers again.
+pub(crate) fn poll_woken(
+    ready: impl Fn() -> bool,
+    register: impl FnOnce(),
+    deregister: impl FnOnce(),
+) -> std::task::Poll<()> {
+    if ready() {
+        return std::task::Poll::Ready(());
+    }
+    register();
+    if ready() {
+        deregister();
+        return std::task::Poll::Ready(());
+    }
+    std::task::Poll::Pending
+}
+
+/// Registers `waker` as `id`'s sleeper with each cursor.
+pub(crate) fn register_task(id: u64, cursors: &[(Arc<PartitionCursor>, u64)], waker: &Waker) {
+    for (cursor, _) in cursors {
+        cursor.sleepers.register(id, Sleeper::Task(waker.clone()));
+    }
+}
+
 pub(crate) fn deregister(id: u64, cursors: &[(Arc<PartitionCursor>, u64)]) {
     for (c, _) in cursors {
         c.sleepers.deregister(id);

@@ -91,13 +91,15 @@ fn released_events_come_back_and_rejected_ones_do_not() {
 fn an_expired_lock_redelivers_and_is_lost_once_handed_out_again() {
     let (_dir, broker) = broker();
     fill(&broker, "jobs", 1, 1);
-    let short = Duration::from_millis(30);
+    // Long enough that the second acquisition comes before it ends on a loaded
+    // machine (30 ms was not always).
+    let short = Duration::from_millis(500);
     let first = broker.queue_acquire("q", "jobs", 1, short).unwrap();
     assert!(broker
         .queue_acquire("q", "jobs", 1, short)
         .unwrap()
         .is_empty());
-    std::thread::sleep(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_millis(600));
     let second = broker.queue_acquire("q", "jobs", 1, LONG).unwrap();
     assert_eq!(values(&second), vec!["e0"]);
     assert_eq!(second[0].delivery_count, 2);

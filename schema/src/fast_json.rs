@@ -81,6 +81,8 @@ struct ObjectRules {
     /// Names (as bytes) and schemas of `properties` and of `required`
     /// names absent from them (any value).
     properties: Vec<(Box<[u8]>, Node)>,
+    /// The [`name_head`] of each of `properties`.
+    heads: Vec<u64>,
     /// Bit i: property i is required.
     required: u64,
     additional: Additional,
@@ -262,6 +264,7 @@ fn compile(schema: &Value, root: &Value, depth: u32) -> Option<Node> {
     if properties.is_some() || !required.is_empty() || max_properties.is_some() {
         let mut rules = ObjectRules {
             properties: Vec::new(),
+            heads: Vec::new(),
             required: 0,
             additional,
             max_properties,
@@ -286,10 +289,12 @@ fn compile(schema: &Value, root: &Value, depth: u32) -> Option<Node> {
         if rules.properties.len() > 64 {
             return None;
         }
+        rules.heads = rules.properties.iter().map(|(n, _)| name_head(n)).collect();
         node.object = Some(Box::new(rules));
     } else if !matches!(additional, Additional::Any) {
         node.object = Some(Box::new(ObjectRules {
             properties: Vec::new(),
+            heads: Vec::new(),
             required: 0,
             additional,
             max_properties: None,
@@ -474,31 +479,41 @@ fn literal_escape(c: char) -> bool {
     ".-/+*?()[]{}|^$\\".contains(c)
 }
 
-/// The index of the property `name`, searched from `from` on, then from
-/// the start.
-fn find(properties: &[(Box<[u8]>, Node)], from: usize, name: &[u8]) -> Option<usize> {
-    let (before, after) = properties.split_at(from.min(properties.len()));
-    let is = |(n, _): &(Box<[u8]>, Node)| **n == *name;
-    after
-        .iter()
-        .position(is)
-        .map(|i| from + i)
-        .or_else(|| before.iter().position(is))
+/// The index of the property `name` (whose [`name_head`] is `head`),
+/// searched from `from` on, then from the start.
+fn find(rules: &ObjectRules, from: usize, name: &[u8], head: u64) -> Option<usize> {
+    let count = rules.properties.len();
+    let is = |&i: &usize| {
+        let n = &rules.properties[i].0;
+        // Equal heads and lengths are equal names up to 8 bytes.
+        rules.heads[i] == head && n.len() == name.len() && (n.len() <= 8 || n[8..] == name[8..])
+    };
+    (from.min(count)..count).chain(0..from.min(count)).find(is)
 }
 
-/// Whether none of the eight bytes of `word` ends a plain run of a
-/// string: no `"`, `\`, control character or byte beyond ASCII. (The
-/// classic "has a zero byte" and "has a byte less than n" tests: exact as to
-/// whether any byte is one; a word they flag goes byte by byte.)
-fn plain_word(word: u64) -> bool {
+/// The high bits of the bytes of `word` (little-endian) that end a plain
+/// run of a string: `"`, `\`, a control character, a byte beyond ASCII. The
+/// classic "has a zero byte" and "has a byte less than n" tests: a borrow
+/// runs only upward from a byte that is one, so the lowest bit set is
+/// exactly the first such byte (bytes above it may be flagged wrongly).
+fn special_bytes(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let special = has_zero(word ^ (ONES * u64::from(b'"')))
+    has_zero(word ^ (ONES * u64::from(b'"')))
         | has_zero(word ^ (ONES * u64::from(b'\\')))
         | (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
-        | (word & HIGHS);
-    special == 0
+        | (word & HIGHS)
+}
+
+/// The first `min(8, len)` bytes of a property name, zero-padded: one
+/// comparison decides most lookups (see [`find`]).
+fn name_head(name: &[u8]) -> u64 {
+    let mut head = [0; 8];
+    for (h, b) in head.iter_mut().zip(name) {
+        *h = *b;
+    }
+    u64::from_le_bytes(head)
 }
 
 /// The schema `true`: any value (its syntax is still checked).
@@ -534,6 +549,29 @@ impl<'a> Scan<'a> {
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
             self.at += 1;
+        }
+    }
+
+    /// The [`name_head`] of `key`, the string just read (the cursor right
+    /// after its closing quote): eight bytes of the input from its first,
+    /// when the input has them.
+    #[inline]
+    fn head_of(&self, key: &[u8]) -> u64 {
+        debug_assert_eq!(
+            self.at
+                .checked_sub(1 + key.len())
+                .map(|start| &self.bytes[start..self.at - 1]),
+            Some(key)
+        );
+        let word = self
+            .at
+            .checked_sub(1 + key.len())
+            .and_then(|start| self.bytes.get(start..))
+            .and_then(<[u8]>::first_chunk::<8>);
+        match word {
+            Some(w) if key.len() >= 8 => u64::from_le_bytes(*w),
+            Some(w) => u64::from_le_bytes(*w) & ((1 << (8 * key.len())) - 1),
+            None => name_head(key),
         }
     }
 
@@ -648,6 +686,7 @@ impl<'a> Scan<'a> {
                 // An escaped key is left to jsonschema.
                 return false;
             };
+            let head = scan.head_of(key);
             scan.ws();
             if !scan.eat(b':') {
                 return false;
@@ -655,7 +694,7 @@ impl<'a> Scan<'a> {
             scan.ws();
             let schema = match rules {
                 None => &ANY,
-                Some(r) => match find(&r.properties, next, key) {
+                Some(r) => match find(r, next, key, head) {
                     Some(i) => {
                         next = i + 1;
                         // A repeated name: serde_json keeps the last value;
@@ -735,11 +774,15 @@ impl<'a> Scan<'a> {
         // Bytes of escapes beyond the one character each stands for.
         let mut overhead = 0;
         loop {
-            // Eight plain bytes at a time, then one by one.
-            while let Some(word) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>)
-                && plain_word(u64::from_le_bytes(*word))
-            {
-                at += 8;
+            // Eight bytes at a time to the first special one, then that
+            // byte (one by one only in the last seven bytes of the input).
+            if let Some(word) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+                let special = special_bytes(u64::from_le_bytes(*word));
+                if special == 0 {
+                    at += 8;
+                    continue;
+                }
+                at += (special.trailing_zeros() / 8) as usize;
             }
             let b = *bytes.get(at)?;
             if b == b'"' {
@@ -891,19 +934,58 @@ mod tests {
     }
 
     #[test]
-    fn plain_words_are_exactly_those_without_special_bytes() {
+    fn the_lowest_special_bit_is_the_first_special_byte() {
+        let special = |b: u8| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b);
+        let first = |word: [u8; 8]| word.iter().position(|&b| special(b));
+        let found = |word: [u8; 8]| {
+            let bits = special_bytes(u64::from_le_bytes(word));
+            (bits != 0).then_some(bits.trailing_zeros() as usize / 8)
+        };
+        // Each byte value at each place, among plain ones...
         for b in 0..=255u8 {
             for at in 0..8 {
                 let mut word = *b"abcdefgh";
                 word[at] = b;
-                let special = b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b);
-                assert_eq!(
-                    plain_word(u64::from_le_bytes(word)),
-                    !special,
-                    "{b} at {at}"
-                );
+                assert_eq!(found(word), first(word), "{b} at {at}");
             }
         }
+        // ...and words of bytes drawn from the edges, where borrows run.
+        let edges = [
+            0, 1, 0x1f, 0x20, 0x21, b'"', b'#', b'\\', 0x5d, 0x7f, 0x80, 0xff,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let word = x.to_le_bytes().map(|r| edges[usize::from(r) % edges.len()]);
+            assert_eq!(found(word), first(word), "{word:?}");
+        }
+    }
+
+    #[test]
+    fn property_heads_match_names_of_any_length() {
+        let p = plan(
+            r#"{"properties": {"a": {"type": "integer"}, "ab": {"type": "string"},
+                "abcdefgh": {"type": "integer"}, "abcdefghi": {"type": "string"},
+                "abcdefghij": {"type": "integer"}}, "additionalProperties": false}"#,
+        )
+        .unwrap();
+        assert!(p.accepts(br#"{"abcdefghij":1,"abcdefghi":"x","abcdefgh":2,"ab":"y","a":3}"#));
+        for wrong in [
+            r#"{"abcdefghi":1}"#,
+            r#"{"abcdefghij":"x"}"#,
+            r#"{"abcdefgh":"x"}"#,
+            r#"{"abcdefghk":1}"#,
+            r#"{"abc":1}"#,
+            r#"{"b":1}"#,
+        ] {
+            assert!(!p.accepts(wrong.as_bytes()), "{wrong}");
+        }
+        // A name at the very end of the input, with fewer than 8 bytes left.
+        let p = plan(r#"{"properties": {"a": {}}, "additionalProperties": false}"#).unwrap();
+        assert!(p.accepts(br#"{"a":1}"#));
+        assert!(!p.accepts(br#"{"b":1}"#));
     }
 
     #[test]

@@ -474,3 +474,73 @@ fn reads_need_the_token_hosts_are_checked_and_waiting_reads_starve_nothing() {
     let out = server.leat_with_token(None, &["stream", "create", "sneaky"], "");
     assert!(!out.status.success());
 }
+
+/// A restart starts the stored processors side by side (several threads):
+/// each comes back as it was (running or paused, its settings), and each
+/// running one processes what arrives, once.
+#[test]
+fn a_restart_brings_back_many_processors_each_as_it_was() {
+    let component = guest("uppercase");
+    let component = component.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let count = 20;
+    let paused = |i: usize| i % 4 == 1;
+    {
+        let server = Server::start(&data, TOKEN);
+        server.leat_ok(&["stream", "create", "in", "--partitions", "4"], "");
+        for i in 0..count {
+            let (name, out) = (format!("p{i}"), format!("out{i}"));
+            server.leat_ok(&["stream", "create", &out], "");
+            let instances = (1 + i % 3).to_string();
+            server.leat_ok(
+                &[
+                    "deploy",
+                    component,
+                    "--name",
+                    &name,
+                    "--input",
+                    "in",
+                    "--output",
+                    &out,
+                    "--instances",
+                    &instances,
+                ],
+                "",
+            );
+            if paused(i) {
+                server.leat_ok(&["processor", "pause", &name], "");
+            }
+        }
+        assert!(server.terminate(), "the server exits cleanly on SIGTERM");
+    }
+    let server = Server::start(&data, TOKEN);
+    let list = server.leat_ok(&["processor", "list"], "");
+    for i in 0..count {
+        // A paused processor runs no instance.
+        let (state, instances) = if paused(i) {
+            ("paused", 0)
+        } else {
+            ("running", 1 + i % 3)
+        };
+        assert!(
+            list.contains(&format!("p{i}\t{state}\tv1\t{instances} instance(s)")),
+            "p{i} {state}: {list}"
+        );
+    }
+    let input: String = (0..40).map(|i| format!("k{i}\tevent {i}\n")).collect();
+    server.leat_ok(&["produce", "in", "--format", "kv"], &input);
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (0..40).map(|i| format!("EVENT {i}")).collect();
+        v.sort();
+        v
+    };
+    for i in (0..count).filter(|&i| !paused(i)) {
+        let out = wait_for_events(&server, &format!("out{i}"), 40);
+        assert_eq!(values(&out), expected, "p{i}");
+    }
+    for i in (0..count).filter(|&i| paused(i)) {
+        assert_eq!(server.leat_ok(&["consume", &format!("out{i}")], ""), "");
+    }
+    assert!(server.terminate());
+}

@@ -13,6 +13,8 @@ step "guest toolchain"
 bash scripts/setup.sh
 step "kafka clients"
 bash scripts/setup-kafka-clients.sh
+step "browser (the console's tests)"
+bash scripts/setup-browser.sh
 step "guest components"
 bash scripts/build-guests.sh
 step "guest native tests"

@@ -156,6 +156,18 @@ pub struct ReadView {
     pub high_watermark: u64,
 }
 
+/// The answer to `GET /v1/streams/NAME/search?key=K&max=N`: the latest
+/// events of one key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchView {
+    /// The partition searched: the one the key's hash picks.
+    pub partition: u32,
+    /// The search looked at the events from this offset to the end.
+    pub scanned_from: u64,
+    /// The events with that key, newest first.
+    pub events: Vec<EventView>,
+}
+
 /// The answer to `GET /v1/streams/NAME/positions?from=..&group=..`: where
 /// to start reading each partition.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -697,4 +709,53 @@ pub struct QueueStatusView {
     pub settings: QueueSettings,
     /// Each partition it consumed.
     pub partitions: Vec<QueuePartitionView>,
+}
+
+/// What a state query looks for: one key, or every key with a prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateLookup {
+    /// The entry of this key.
+    Key(String),
+    /// The entries whose key starts with this prefix (empty: every entry).
+    Prefix(String),
+}
+
+/// The largest number of entries one state query answers.
+pub const MAX_STATE_ENTRIES: usize = 1000;
+
+/// `GET /v1/processors/NAME/state?key=K` or `?prefix=P` (with `partition`
+/// and `limit`): a processor's committed state (interactive queries).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateQuery {
+    /// The key or the prefix.
+    pub lookup: StateLookup,
+    /// One partition index only (default: every partition of the processor).
+    pub partition: Option<u32>,
+    /// Entries at most, over all partitions (capped at [`MAX_STATE_ENTRIES`]).
+    pub limit: usize,
+}
+
+/// One committed state entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateEntry {
+    /// The partition index whose state holds it.
+    pub partition: u32,
+    /// Its key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// The answer to a [`StateQuery`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateView {
+    /// The processor.
+    pub processor: String,
+    /// The partition indices searched.
+    pub partitions: Vec<u32>,
+    /// The entries found, by partition, then key.
+    pub entries: Vec<StateEntry>,
+    /// Whether more entries matched than were answered.
+    pub truncated: bool,
 }

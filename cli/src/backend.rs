@@ -103,6 +103,8 @@ pub trait Backend {
     fn apply_topology(&self, req: api::ApplyTopology) -> Result<api::Applied>;
     /// An applied topology's source.
     fn topology(&self, name: &str) -> Result<api::StoredTopology>;
+    /// A processor's committed state, by key or by key prefix.
+    fn state(&self, processor: &str, query: api::StateQuery) -> Result<api::StateView>;
 }
 
 /// Opens the log of a data directory.
@@ -304,6 +306,10 @@ impl Backend for Local {
         self.needs_server(
             "`leat topology apply` (to run a topology in this process: `leat run FILE`)",
         )
+    }
+
+    fn state(&self, processor: &str, query: api::StateQuery) -> Result<api::StateView> {
+        Ok(self.log.state(processor, &query)?)
     }
 
     fn topology(&self, name: &str) -> Result<api::StoredTopology> {

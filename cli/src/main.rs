@@ -15,6 +15,7 @@ mod queue_cmd;
 mod remote;
 mod schema_cmd;
 mod serve;
+mod state_cmd;
 mod topology_cmd;
 
 use std::path::PathBuf;
@@ -126,6 +127,9 @@ enum Command {
     /// Apply or show a business topology (`topology.toml`).
     #[command(subcommand)]
     Topology(topology_cmd::TopologyCommand),
+    /// Query a processor's committed state, by key or by key prefix.
+    #[command(subcommand)]
+    State(state_cmd::StateCommand),
     /// Run a whole topology in this process on the data directory's log.
     Run(topology_cmd::RunArgs),
     /// Write a new processor crate (Rust, leat-sdk) that builds as is.
@@ -199,6 +203,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Processor(cmd) => commands::processor(&*backend()?, cmd),
         Command::Status => commands::status(&*backend()?),
         Command::Topology(cmd) => topology_cmd::topology(&*backend()?, cmd),
+        Command::State(cmd) => state_cmd::state(&*backend()?, cmd),
     }
 }
 

@@ -324,4 +324,20 @@ impl Backend for Remote {
     fn topology(&self, name: &str) -> Result<api::StoredTopology> {
         self.get(&format!("/v1/topologies/{}", seg(name)))
     }
+
+    fn state(&self, processor: &str, query: api::StateQuery) -> Result<api::StateView> {
+        let (param, text) = match &query.lookup {
+            api::StateLookup::Key(k) => ("key", k),
+            api::StateLookup::Prefix(p) => ("prefix", p),
+        };
+        let mut req = self
+            .agent
+            .get(self.url(&format!("/v1/processors/{}/state", seg(processor))))
+            .query(param, text)
+            .query("limit", query.limit.to_string());
+        if let Some(p) = query.partition {
+            req = req.query("partition", p.to_string());
+        }
+        self.answer(self.auth(req).call())
+    }
 }

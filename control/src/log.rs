@@ -17,6 +17,10 @@ use crate::error::{ControlError, ErrorKind};
 /// Reads return at most this many events.
 pub const MAX_READ_EVENTS: usize = 10_000;
 
+/// A key search looks at most at this many of the latest events of the
+/// key's partition.
+pub const MAX_SEARCH_EVENTS: u64 = 100_000;
+
 /// A data directory's log, in the API's terms.
 pub struct Log {
     broker: Broker,
@@ -204,6 +208,61 @@ impl Log {
         })
     }
 
+    /// The latest events (newest first, at most `max`) whose key is `key`,
+    /// in the partition the key's hash picks (where keyed appends put
+    /// it), among the last [`MAX_SEARCH_EVENTS`] events of that partition.
+    pub fn search(
+        &self,
+        stream: &str,
+        key: &str,
+        max: usize,
+    ) -> Result<api::SearchView, ControlError> {
+        let info = self.broker.describe_stream(stream)?;
+        let count = u32::try_from(info.partitions.len()).unwrap_or(u32::MAX);
+        let partition = leat_broker::partition_for_key(key.as_bytes(), count);
+        let Some(extent) = info.partitions.get(partition as usize) else {
+            return Err(ControlError::invalid(format!("stream {stream} has no partition")));
+        };
+        let max = max.clamp(1, MAX_READ_EVENTS);
+        let floor = extent
+            .log_start
+            .max(extent.next_offset.saturating_sub(MAX_SEARCH_EVENTS));
+        let mut events = Vec::new();
+        let mut end = extent.next_offset;
+        // Chunks from the end backwards; each read forwards to the chunk's end.
+        while end > floor && events.len() < max {
+            let start = end.saturating_sub(1000).max(floor);
+            let mut chunk = Vec::new();
+            let mut from = start;
+            while from < end {
+                let limits = ReadLimits {
+                    max_events: usize::try_from(end - from).unwrap_or(MAX_READ_EVENTS),
+                    ..ReadLimits::default()
+                };
+                let batch = self.broker.read(stream, partition, from, limits)?;
+                if batch.events.is_empty() || batch.next_offset <= from {
+                    break;
+                }
+                chunk.extend(
+                    batch
+                        .events
+                        .iter()
+                        .filter(|e| e.offset < end && e.key.as_deref() == Some(key.as_bytes()))
+                        .map(event_view),
+                );
+                from = batch.next_offset;
+            }
+            events.extend(chunk.into_iter().rev());
+            end = start;
+        }
+        events.truncate(max);
+        Ok(api::SearchView {
+            partition,
+            scanned_from: end,
+            events,
+        })
+    }
+
     /// Blocks until one of `positions` (stream, partition, offset) has an
     /// event, or `timeout` passes.
     pub fn wait(
@@ -284,6 +343,84 @@ impl Log {
             .collect())
     }
 
+    /// A processor's committed state (never a batch in flight): the entry
+    /// of one key or the entries under a prefix, in each partition index
+    /// it has committed offsets for (or only `query.partition`). Works on a
+    /// data directory as on a server: the state is in the log, under the
+    /// runtime's scopes.
+    pub fn state(
+        &self,
+        processor: &str,
+        query: &api::StateQuery,
+    ) -> Result<api::StateView, ControlError> {
+        leat_broker::validate_name(processor)?;
+        let mut partitions: Vec<u32> = self
+            .broker
+            .groups()?
+            .into_iter()
+            .filter(|g| g.name == processor)
+            .flat_map(|g| g.positions.into_iter().map(|p| p.partition))
+            .collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        if partitions.is_empty() {
+            return Err(ControlError::not_found(format!(
+                    "processor {processor} has committed nothing (no consumer group of that name): \
+                     `leat processor list` or `leat status` names the processors"
+            )));
+        }
+        if let Some(p) = query.partition {
+            if !partitions.contains(&p) {
+                return Err(ControlError::invalid(format!(
+                    "processor {processor} has no partition {p}: its partitions are 0 to {}",
+                    partitions.last().copied().unwrap_or(0)
+                )));
+            }
+            partitions = vec![p];
+        }
+        let limit = query.limit.clamp(1, api::MAX_STATE_ENTRIES);
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        for &p in &partitions {
+            let scope = leat_runtime::state_scope(processor, p);
+            let found: Vec<(Vec<u8>, Vec<u8>)> = match &query.lookup {
+                api::StateLookup::Key(key) => self
+                    .broker
+                    .state_get(&scope, key.as_bytes())?
+                    .map(|v| (key.as_bytes().to_vec(), v))
+                    .into_iter()
+                    .collect(),
+                // Keys come in order: those with the prefix come first.
+                api::StateLookup::Prefix(prefix) => self
+                    .broker
+                    .state_range(&scope, prefix.as_bytes(), None, limit + 1 - entries.len())?
+                    .into_iter()
+                    .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+                    .collect(),
+            };
+            for (key, value) in found {
+                if entries.len() == limit {
+                    truncated = true;
+                    break;
+                }
+                entries.push(api::StateEntry {
+                    partition: p,
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    value: String::from_utf8_lossy(&value).into_owned(),
+                });
+            }
+            if truncated {
+                break;
+            }
+        }
+        Ok(api::StateView {
+            processor: processor.to_string(),
+            partitions,
+            entries,
+            truncated,
+        })
+    }
+
     /// Whether the log still takes writes: after a failed journal write or
     /// sync (a full disk) it refuses every commit until it is reopened, and
     /// the host must be restarted once the cause is fixed.
@@ -297,5 +434,100 @@ impl Log {
                 ),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leat_broker::Transaction;
+
+    fn log_with_state() -> (tempfile::TempDir, Log) {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(dir.path().join("log.redb")).unwrap();
+        broker
+            .create_stream("in", StreamConfig::with_partitions(2))
+            .unwrap();
+        let mut txn = Transaction::new();
+        for (p, key) in [(0, "apple"), (0, "apricot"), (1, "avocado"), (1, "banana")] {
+            let scope = leat_runtime::state_scope("fruits", p);
+            txn.put_state(&scope, key.into(), format!("{key}!").into_bytes());
+            txn.commit_offset("fruits", "in", p, 0);
+        }
+        broker.commit(txn).unwrap();
+        let schemas = Registry::open(&broker).unwrap();
+        (dir, Log::new(broker, schemas))
+    }
+
+    fn query(lookup: api::StateLookup, partition: Option<u32>, limit: usize) -> api::StateQuery {
+        api::StateQuery {
+            lookup,
+            partition,
+            limit,
+        }
+    }
+
+    fn keys(view: &api::StateView) -> Vec<(u32, &str)> {
+        view.entries
+            .iter()
+            .map(|e| (e.partition, e.key.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn state_by_key_and_prefix_per_partition() {
+        let (_dir, log) = log_with_state();
+        let key = |k: &str| api::StateLookup::Key(k.into());
+        let prefix = |k: &str| api::StateLookup::Prefix(k.into());
+
+        let got = log.state("fruits", &query(key("banana"), None, 10)).unwrap();
+        assert_eq!(got.partitions, vec![0, 1]);
+        assert_eq!(keys(&got), vec![(1, "banana")]);
+        assert_eq!(got.entries[0].value, "banana!");
+        let none = log.state("fruits", &query(key("banana"), Some(0), 10));
+        assert!(none.unwrap().entries.is_empty());
+
+        let a = log.state("fruits", &query(prefix("a"), None, 10)).unwrap();
+        assert_eq!(keys(&a), vec![(0, "apple"), (0, "apricot"), (1, "avocado")]);
+        assert!(!a.truncated);
+        let ap = log.state("fruits", &query(prefix("ap"), None, 10)).unwrap();
+        assert_eq!(keys(&ap), vec![(0, "apple"), (0, "apricot")]);
+        let all = log.state("fruits", &query(prefix(""), Some(1), 10)).unwrap();
+        assert_eq!(keys(&all), vec![(1, "avocado"), (1, "banana")]);
+        let two = log.state("fruits", &query(prefix(""), None, 2)).unwrap();
+        assert_eq!(keys(&two), vec![(0, "apple"), (0, "apricot")]);
+        assert!(two.truncated);
+        let three = log.state("fruits", &query(prefix(""), None, 3)).unwrap();
+        assert!(three.truncated, "banana is left");
+
+        let unknown = log.state("vegetables", &query(prefix(""), None, 10));
+        assert_eq!(unknown.unwrap_err().kind(), ErrorKind::NotFound);
+        let bad = log.state("fruits", &query(prefix(""), Some(7), 10));
+        assert_eq!(bad.unwrap_err().kind(), ErrorKind::Invalid);
+        let bad_name = log.state("../x", &query(prefix(""), None, 10));
+        assert_eq!(bad_name.unwrap_err().kind(), ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn search_finds_the_latest_events_of_a_key_newest_first() {
+        let (_dir, log) = log_with_state();
+        let events = (0..2500)
+            .map(|i| api::NewEvent {
+                key: Some(format!("k{}", i % 5)),
+                value: Some(i.to_string()),
+                ..Default::default()
+            })
+            .collect();
+        log.produce("in", api::Produce { events }).unwrap();
+        let found = log.search("in", "k3", 3).unwrap();
+        let values: Vec<_> = found.events.iter().map(|e| e.value.as_deref()).collect();
+        assert_eq!(values, vec![Some("2498"), Some("2493"), Some("2488")]);
+        assert!(found.events.iter().all(|e| e.partition == found.partition));
+        let all = log.search("in", "k3", 10_000).unwrap();
+        assert_eq!(all.events.len(), 500);
+        assert_eq!(all.scanned_from, 0);
+        assert!(log.search("in", "nope", 10).unwrap().events.is_empty());
+        let unknown = log.search("out", "k3", 10).unwrap_err();
+        assert_eq!(unknown.kind(), ErrorKind::NotFound);
     }
 }

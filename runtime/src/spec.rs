@@ -105,7 +105,7 @@ impl ProcessorSpec {
 
     /// The state scope of one partition index.
     pub(crate) fn scope(&self, partition: u32) -> String {
-        format!("{}/{partition}", self.name)
+        state_scope(&self.name, partition)
     }
 
     /// The configuration the guest's `init` receives: the deployment's pairs
@@ -163,4 +163,10 @@ impl ProcessorSpec {
         }
         Ok(())
     }
+}
+
+/// The broker's state scope of `processor`'s partition index `partition`:
+/// the state its guest reads and writes while processing that partition.
+pub fn state_scope(processor: &str, partition: u32) -> String {
+    format!("{processor}/{partition}")
 }

@@ -62,6 +62,7 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/streams/{name}", get(stream).delete(delete_stream))
         .route("/v1/streams/{name}/events", get(read).post(produce))
         .route("/v1/streams/{name}/positions", get(positions))
+        .route("/v1/streams/{name}/search", get(search))
         .route("/v1/streams/{name}/schema", get(schema).put(set_schema))
         .route("/v1/streams/{name}/schema/check", post(check_schema))
         .route("/v1/streams/{name}/schema/history", get(schema_history))
@@ -78,6 +79,9 @@ pub(crate) fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/processors", get(processors).post(deploy))
         .route("/v1/processors/{name}", get(processor).delete(undeploy))
         .route("/v1/processors/{name}/{action}", post(change))
+        .route("/v1/processors/{name}/state", get(processor_state))
+        // The web console's files.
+        .merge(crate::console::routes())
         // Confluent's Schema Registry API, for its clients and serializers.
         .merge(crate::confluent::routes().with_state(state.host.clone()))
         .fallback(no_route)
@@ -149,7 +153,8 @@ async fn guard(State(state): Shared, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let started = Instant::now();
     let reading = method == Method::GET || method == Method::HEAD;
-    let open = path == "/v1/health" || reading && state.open_reads;
+    let open = path == "/v1/health"
+        || reading && (state.open_reads || crate::console::is_asset(&path));
     let response = if !host_allowed(&state.allowed_hosts, req.headers()) {
         ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,
@@ -458,6 +463,28 @@ async fn read_waiting(
     }
 }
 
+/// `GET /v1/streams/NAME/search`'s query.
+#[derive(Deserialize)]
+struct SearchQuery {
+    key: String,
+    #[serde(default = "search_max")]
+    max: usize,
+}
+
+fn search_max() -> usize {
+    50
+}
+
+async fn search(
+    State(state): Shared,
+    Params(name): Params<String>,
+    QueryParams(q): QueryParams<SearchQuery>,
+) -> Answer<api::SearchView> {
+    Ok(Json(
+        blocking(&state, move |h| h.log().search(&name, &q.key, q.max)).await?,
+    ))
+}
+
 /// `GET /v1/streams/NAME/positions`'s query.
 #[derive(Deserialize)]
 struct PositionsQuery {
@@ -650,4 +677,38 @@ async fn queue_acquire(
         // Timing out is one of the ways the wait ends, not a failure.
         let _ = tokio::time::timeout_at(until, arrival).await;
     }
+}
+
+/// `GET /v1/processors/NAME/state`'s query: `key` or `prefix`.
+#[derive(Deserialize)]
+struct StateParams {
+    key: Option<String>,
+    prefix: Option<String>,
+    partition: Option<u32>,
+    limit: Option<usize>,
+}
+
+/// A processor's committed state, by key or by key prefix.
+async fn processor_state(
+    State(state): Shared,
+    Params(name): Params<String>,
+    QueryParams(q): QueryParams<StateParams>,
+) -> Answer<api::StateView> {
+    let lookup = match (q.key, q.prefix) {
+        (Some(key), None) => api::StateLookup::Key(key),
+        (None, Some(prefix)) => api::StateLookup::Prefix(prefix),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give one of `key=KEY` (one entry) or `prefix=PREFIX` (the entries under it)",
+            ))
+        }
+    };
+    let query = api::StateQuery {
+        lookup,
+        partition: q.partition,
+        limit: q.limit.unwrap_or(100),
+    };
+    Ok(Json(
+        blocking(&state, move |h| h.log().state(&name, &query)).await?,
+    ))
 }

@@ -19,6 +19,7 @@
 //! | `POST /v1/streams/NAME/events` | append ([`leat_api::Produce`]) |
 //! | `GET /v1/streams/NAME/events?partition=P&from=O&max=N&wait_ms=W` | read one partition |
 //! | `GET /v1/streams/NAME/positions?from=F&group=G` | start offsets per partition |
+//! | `GET /v1/streams/NAME/search?key=K&max=N` | the latest events of a key |
 //! | `POST /v1/groups/GROUP/offsets` | commit a consumer group's offset |
 //! | `GET /v1/queues/GROUP`, `PUT /v1/queues/GROUP` | a queue group's status; its settings ([`leat_api::QueueSettings`]) |
 //! | `POST /v1/queues/GROUP/acquire` | lock events, long-polling up to `wait_ms` ([`leat_api::QueueAcquire`]) |
@@ -30,8 +31,11 @@
 //! | `POST /v1/processors/NAME/{scale,pause,resume,reset}` | change a deployment |
 //! | `GET /v1/topologies`, `POST /v1/topologies` | list, apply ([`leat_api::ApplyTopology`]) |
 //! | `GET /v1/topologies/NAME` | a topology's source |
+//! | `GET /v1/processors/NAME/state?key=K` or `?prefix=P` (`&partition=I&limit=N`) | committed state |
+//! | `GET /`, `GET /console/*` | the web console's files (no token: they hold no data) |
 
 mod confluent;
+mod console;
 mod error;
 mod http;
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what the console's browser tests (tests/tests/console.rs) need,
+# idempotently, from the package registries:
+#  - Debian's `chromium` (driven headless at /usr/bin/chromium) and Node.js
+#    with npm, with apt-get when missing;
+#  - playwright-core, pinned by tests/browser/package-lock.json, with `npm ci`
+#    into tests/browser/node_modules (again only when the lock file changes).
+# Playwright downloads no browser here: the tests use Debian's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "setup-browser: $*"; }
+die() {
+  echo "setup-browser: error: $*" >&2
+  exit 1
+}
+
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 ||
+    die "${missing[*]} missing and there is no apt-get here: install them"
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "installing ${missing[*]} needs root: run this script as root"
+    as_root=(sudo)
+  fi
+  say "apt-get install ${missing[*]}"
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}" || die "apt-get install ${missing[*]} failed"
+fi
+say "$(/usr/bin/chromium --version 2>/dev/null || echo 'chromium: no version')"
+say "node $(node --version)"
+
+dir=tests/browser
+if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
+  say "npm ci in $dir"
+  (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) ||
+    die "npm ci in $dir failed"
+  cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+fi
+say "playwright-core $(node -p "require('./$dir/node_modules/playwright-core/package.json').version")"

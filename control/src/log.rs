@@ -221,7 +221,9 @@ impl Log {
         let count = u32::try_from(info.partitions.len()).unwrap_or(u32::MAX);
         let partition = leat_broker::partition_for_key(key.as_bytes(), count);
         let Some(extent) = info.partitions.get(partition as usize) else {
-            return Err(ControlError::invalid(format!("stream {stream} has no partition")));
+            return Err(ControlError::invalid(format!(
+                "stream {stream} has no partition"
+            )));
         };
         let max = max.clamp(1, MAX_READ_EVENTS);
         let floor = extent
@@ -365,7 +367,7 @@ impl Log {
         partitions.dedup();
         if partitions.is_empty() {
             return Err(ControlError::not_found(format!(
-                    "processor {processor} has committed nothing (no consumer group of that name): \
+                "processor {processor} has committed nothing (no consumer group of that name): \
                      `leat processor list` or `leat status` names the processors"
             )));
         }
@@ -480,7 +482,9 @@ mod tests {
         let key = |k: &str| api::StateLookup::Key(k.into());
         let prefix = |k: &str| api::StateLookup::Prefix(k.into());
 
-        let got = log.state("fruits", &query(key("banana"), None, 10)).unwrap();
+        let got = log
+            .state("fruits", &query(key("banana"), None, 10))
+            .unwrap();
         assert_eq!(got.partitions, vec![0, 1]);
         assert_eq!(keys(&got), vec![(1, "banana")]);
         assert_eq!(got.entries[0].value, "banana!");
@@ -492,7 +496,9 @@ mod tests {
         assert!(!a.truncated);
         let ap = log.state("fruits", &query(prefix("ap"), None, 10)).unwrap();
         assert_eq!(keys(&ap), vec![(0, "apple"), (0, "apricot")]);
-        let all = log.state("fruits", &query(prefix(""), Some(1), 10)).unwrap();
+        let all = log
+            .state("fruits", &query(prefix(""), Some(1), 10))
+            .unwrap();
         assert_eq!(keys(&all), vec![(1, "avocado"), (1, "banana")]);
         let two = log.state("fruits", &query(prefix(""), None, 2)).unwrap();
         assert_eq!(keys(&two), vec![(0, "apple"), (0, "apricot")]);

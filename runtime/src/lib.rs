@@ -42,8 +42,8 @@ pub use crate::guest::{NativeFn, ProcessorCode};
 pub use crate::imports::GuestLimits;
 pub use crate::processor::{assign, writer_of, ProcessorHandle, Runtime};
 pub use crate::spec::{
-    state_scope, ErrorPolicy, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE, MAX_COMMIT_EVENTS,
-    MAX_INSTANCES,
+    state_scope, ErrorPolicy, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE,
+    MAX_COMMIT_EVENTS, MAX_INSTANCES,
 };
 pub use crate::status::{
     CallStatus, InstanceStatus, LatencyHistogram, ProcessorStatus, StoppedPartition,

@@ -12,13 +12,21 @@ use axum::Router;
 
 /// `(path, content type, body)` of each file.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("/", "text/html; charset=utf-8", include_str!("../console/index.html")),
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../console/index.html"),
+    ),
     ("/console/app.js", JS, include_str!("../console/app.js")),
     ("/console/api.js", JS, include_str!("../console/api.js")),
     ("/console/dom.js", JS, include_str!("../console/dom.js")),
     ("/console/graph.js", JS, include_str!("../console/graph.js")),
     ("/console/pages.js", JS, include_str!("../console/pages.js")),
-    ("/console/style.css", "text/css; charset=utf-8", include_str!("../console/style.css")),
+    (
+        "/console/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../console/style.css"),
+    ),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";
@@ -35,9 +43,11 @@ pub(crate) fn is_asset(path: &str) -> bool {
 
 /// The routes of the console's files.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    ASSETS.iter().fold(Router::new(), |router, &(path, kind, body)| {
-        router.route(path, get(move || async move { asset(kind, body) }))
-    })
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, &(path, kind, body)| {
+            router.route(path, get(move || async move { asset(kind, body) }))
+        })
 }
 
 fn asset(kind: &'static str, body: &'static str) -> Response {

@@ -153,8 +153,8 @@ async fn guard(State(state): Shared, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let started = Instant::now();
     let reading = method == Method::GET || method == Method::HEAD;
-    let open = path == "/v1/health"
-        || reading && (state.open_reads || crate::console::is_asset(&path));
+    let open =
+        path == "/v1/health" || reading && (state.open_reads || crate::console::is_asset(&path));
     let response = if !host_allowed(&state.allowed_hosts, req.headers()) {
         ApiError::new(
             StatusCode::MISDIRECTED_REQUEST,

@@ -112,11 +112,27 @@ fn the_console_files_need_no_token_and_the_data_does() {
     let (status, page) = get("/");
     assert_eq!(status, 200);
     assert!(page.contains(r#"<script type="module" src="/console/app.js">"#));
-    for file in ["app.js", "api.js", "dom.js", "graph.js", "pages.js", "style.css"] {
+    for file in [
+        "app.js",
+        "api.js",
+        "dom.js",
+        "graph.js",
+        "pages.js",
+        "style.css",
+    ] {
         assert_eq!(get(&format!("/console/{file}")).0, 200, "{file}");
     }
-    assert_eq!(get("/console/nope.js").0, 401, "no route: the token comes first");
-    for data in ["/v1/processors", "/v1/streams", "/v1/topologies", "/metrics"] {
+    assert_eq!(
+        get("/console/nope.js").0,
+        401,
+        "no route: the token comes first"
+    );
+    for data in [
+        "/v1/processors",
+        "/v1/streams",
+        "/v1/topologies",
+        "/metrics",
+    ] {
         assert_eq!(get(data).0, 401, "{data}");
     }
 }
@@ -133,10 +149,7 @@ fn state_by_key_and_prefix_on_a_server_over_http_and_on_the_data_directory() {
         "{one}"
     );
     let scan = server.leat_ok(&["state", "scan", "paid-table", "--prefix", "o-"], "");
-    let mut keys: Vec<&str> = scan
-        .lines()
-        .filter_map(|l| l.split('\t').nth(1))
-        .collect();
+    let mut keys: Vec<&str> = scan.lines().filter_map(|l| l.split('\t').nth(1)).collect();
     keys.sort();
     assert_eq!(keys, ["o-1", "o-3"], "{scan}");
     let limited = server.leat(&["state", "scan", "paid-table", "--limit", "1"], "");
@@ -164,12 +177,16 @@ fn state_by_key_and_prefix_on_a_server_over_http_and_on_the_data_directory() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = request("/v1/processors/paid-table/state");
     assert_eq!(status, 400, "{body}");
-    let (status, body) = request("/v1/processors/paid-table/state?key=o-3&limit=99999999999999999999");
+    let (status, body) =
+        request("/v1/processors/paid-table/state?key=o-3&limit=99999999999999999999");
     assert_eq!(status, 400, "{body}");
     let (status, body) = request("/v1/processors/paid-table/state?key=o-3");
     assert_eq!(status, 200, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(view["entries"][0]["value"], "{\"amount\":99,\"type\":\"paid\"}");
+    assert_eq!(
+        view["entries"][0]["value"],
+        "{\"amount\":99,\"type\":\"paid\"}"
+    );
     let (status, body) = request("/v1/streams/orders/search?key=o-1");
     assert_eq!(status, 200, "{body}");
     let found: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -211,7 +228,10 @@ fn the_console_stays_responsive_with_100_processors_and_1000_partitions() {
         server.leat_ok(&["produce", &format!("in-{i}"), "--format", "kv"], &events);
     }
     let out = browser(&server, "bench");
-    let line = out.lines().find(|l| l.starts_with("BENCH ")).unwrap_or("no BENCH line");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("BENCH "))
+        .unwrap_or("no BENCH line");
     println!("{line}");
     assert!(line.starts_with("BENCH "), "{out}");
 }

@@ -4,7 +4,7 @@
 
 import { s, num, rate, shownState, streamHref, processorHref } from './dom.js';
 
-const W = 190, H = 58, GAP_X = 110, GAP_Y = 22, PAD = 20;
+const W = 190, H = 58, GAP_X = 80, GAP_Y = 22, PAD = 20;
 
 /** The streams and processors of `topology` (null: all of them). */
 export function model(processors, streams, topology) {

@@ -52,10 +52,11 @@ const capped = (rows) => rows.length > MAX_ROWS
   ? [rows.slice(0, MAX_ROWS), h('p', { class: 'muted' }, `showing ${MAX_ROWS} of ${num(rows.length)}`)]
   : [rows, null];
 
+/** A table, with a note when its rows were capped: one element, for replaceChildren. */
 function table(head, rows, attrs = {}) {
   const [shown, note] = capped(rows);
-  return [h('table', attrs, h('thead', {}, h('tr', {}, head.map((c) => h('th', {}, c)))),
-    h('tbody', {}, shown)), note];
+  return h('div', {}, h('table', attrs, h('thead', {}, h('tr', {}, head.map((c) => h('th', {}, c)))),
+    h('tbody', {}, shown)), note);
 }
 
 /** Asks for confirmation in the page's <dialog>; resolves to true on Confirm. */

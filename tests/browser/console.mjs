@@ -8,7 +8,7 @@
 // It fails (exit 1) on the first step that does not hold; screenshots go to OUT_DIR.
 
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import assert from 'node:assert/strict';
 
 const url = process.env.LEAT_URL;
@@ -17,6 +17,7 @@ const out = process.env.OUT_DIR ?? '.';
 const mode = process.argv[2] ?? 'e2e';
 assert.ok(url && tok, 'LEAT_URL and LEAT_TOKEN are needed');
 mkdirSync(out, { recursive: true });
+rmSync(`${out}/failure.png`, { force: true });
 
 const log = (...a) => console.log('console.mjs:', ...a);
 
@@ -55,7 +56,8 @@ const outside = [];
 context.on('request', (r) => { if (!r.url().startsWith(url) && !r.url().startsWith('data:')) outside.push(r.url()); });
 const page = await context.newPage();
 const errors = [];
-page.on('pageerror', (e) => errors.push(e.message));
+page.on('pageerror', (e) => { errors.push(e.message); log('error in the page:', e.message); });
+page.on('console', (m) => { if (m.type() === 'error') log('console error in the page:', m.text()); });
 page.setDefaultTimeout(30000);
 
 async function login(token) {
@@ -65,8 +67,15 @@ async function login(token) {
 }
 
 try {
-  if (mode === 'bench') await bench();
-  else await e2e();
+  try {
+    if (mode === 'bench') await bench();
+    else await e2e();
+  } catch (e) {
+    // What the page showed when the step failed.
+    await page.screenshot({ path: `${out}/failure.png`, fullPage: true }).catch(() => {});
+    log(`failed at ${page.url()}; the page's text:\n${await page.innerText('body').catch(() => '?')}`);
+    throw e;
+  }
   assert.deepEqual(outside, [], 'requests to other origins');
   assert.deepEqual(errors, [], 'errors in the page');
   log('ok');

@@ -53,6 +53,15 @@ fn demo_server(dir: &std::path::Path) -> Server {
 /// Runs tests/browser/console.mjs in `mode` against `server`; its output.
 fn browser(server: &Server, mode: &str) -> String {
     let dir = repo_root().join("tests/browser");
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        chromium.exists(),
+        "{} is missing: run `bash scripts/setup-browser.sh` (it installs Debian's \
+         chromium), or set CHROMIUM to a Chromium binary",
+        chromium.display()
+    );
     assert!(
         dir.join("node_modules/playwright-core").exists(),
         "playwright-core is not installed: run `bash scripts/setup-browser.sh` \
@@ -65,6 +74,7 @@ fn browser(server: &Server, mode: &str) -> String {
         .env("LEAT_URL", format!("http://{}", server.addr))
         .env("LEAT_TOKEN", &server.token)
         .env("OUT_DIR", artifacts())
+        .env("CHROMIUM", &chromium)
         .output()
         .expect("node is missing: run `bash scripts/setup-browser.sh`");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -233,5 +243,10 @@ fn the_console_stays_responsive_with_100_processors_and_1000_partitions() {
         .find(|l| l.starts_with("BENCH "))
         .unwrap_or("no BENCH line");
     println!("{line}");
-    assert!(line.starts_with("BENCH "), "{out}");
+    let figures: serde_json::Value = line
+        .strip_prefix("BENCH ")
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_else(|| panic!("no BENCH line of JSON:\n{out}"));
+    // Every processor and stream drawn: 100 processors, 200 streams.
+    assert_eq!(figures["nodes"], 300, "{line}");
 }

@@ -34,6 +34,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 say "$(/usr/bin/chromium --version 2>/dev/null || echo 'chromium: no version')"
 say "node $(node --version)"
+# playwright-core 1.65 asks for Node.js 20 or later (its package.json's engines);
+# Debian 12's own nodejs is 18.
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] ||
+  die "Node.js $(node --version) is too old for playwright-core (it needs 20 or later): install Node.js 20+ (e.g. NodeSource's nodejs package) and run this again"
 
 dir=tests/browser
 if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then

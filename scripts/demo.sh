@@ -83,14 +83,7 @@ $leat topology show orders --format text
 
 echo
 echo "== produce order events (JSON lines: key, value)"
-orders='{"key":"o-1","value":{"type":"created","customer":{"name":"Ada","country":"FR"},"total":30}}
-{"key":"o-2","value":{"type":"created","customer":{"name":"Bob","country":"DE"},"total":12}}
-{"key":"o-3","value":{"type":"created","customer":{"name":"Chloé","country":"FR"},"total":99}}
-{"key":"o-1","value":{"type":"paid","amount":30}}
-{"key":"o-1","value":{"type":"paid","amount":30}}
-{"key":"o-3","value":{"type":"paid","amount":99}}
-{"key":"o-1","value":{"type":"shipped","carrier":"La Poste"}}
-{"key":"o-4","value":{"type":"refunded","amount":5}}'
+orders=$(cat examples/orders.jsonl)
 echo "$orders"
 echo "$orders" | $leat produce orders --format json
 

@@ -20,17 +20,7 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null 2>&1 ||
-    die "${missing[*]} missing and there is no apt-get here: install them"
-  as_root=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "installing ${missing[*]} needs root: run this script as root"
-    as_root=(sudo)
-  fi
-  say "apt-get install ${missing[*]}"
-  "${as_root[@]}" apt-get update -qq
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends "${missing[@]}" || die "apt-get install ${missing[*]} failed"
+  bash scripts/apt-install.sh "${missing[@]}" || die "${missing[*]} missing: install them"
 fi
 say "$(/usr/bin/chromium --version 2>/dev/null || echo 'chromium: no version')"
 say "node $(node --version)"

@@ -19,17 +19,7 @@ out=target/kafka-clients
 mkdir -p "$out"
 
 if ! command -v kcat >/dev/null 2>&1; then
-  command -v apt-get >/dev/null 2>&1 ||
-    die "kcat is missing and there is no apt-get here: install kcat (librdkafka's command-line client)"
-  as_root=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "installing kcat needs root: run this script as root"
-    as_root=(sudo)
-  fi
-  say "apt-get install kcat"
-  "${as_root[@]}" apt-get update -qq
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends kcat || die "apt-get install kcat failed"
+  bash scripts/apt-install.sh kcat || die "kcat is missing: install kcat (librdkafka's command-line client)"
 fi
 say "kcat: $(kcat -V 2>&1 | sed -n "s/^Version \([^ ]*\).*librdkafka \([^ ]*\).*/\1 (librdkafka \2)/p")"
 

@@ -106,7 +106,7 @@ export function render(m, rates) {
       s('rect', { width: W, height: H, rx: 8 }),
       s('text', { x: 10, y: 18, class: 'name' }, cut(`⚙ ${p.name}`, 26)),
       s('text', { x: 10, y: 34, class: 'stat' }, `${state} · lag ${num(p.lag)}`),
-      err ? s('text', { x: 10, y: 50, class: 'err' }, cut(err, 30))
+      err ? s('text', { x: 10, y: 50, class: 'err' }, cut(err, 27))
         : s('text', { x: 10, y: 50, class: 'muted' }, `${p.instances.length} instance(s)`))));
   }
   for (const st of m.streams) {

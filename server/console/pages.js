@@ -158,11 +158,11 @@ export function processorPage(ctx, name) {
         h('div', { class: 'cards' }, sparkline(history.map((x) => x.rate), 'events/s'),
           sparkline(history.map((x) => x.latencyMs), 'batch latency, ms')),
         h('h2', {}, 'Errors'),
-        p.last_error || p.stopped.length
+        h('div', { id: 'errors' }, p.last_error || p.stopped.length
           ? [p.last_error ? h('pre', { class: 'error', id: 'last-error' }, p.last_error) : null,
             p.stopped.map((x) => h('p', { class: 'error' }, `partition ${x.stream}/${x.partition} stopped at `,
               h('a', { href: streamHref(x.stream, x.partition, x.offset) }, `offset ${x.offset}`), `: ${x.error}`))]
-          : h('p', { class: 'muted' }, 'none'),
+          : h('p', { class: 'muted' }, 'none')),
         h('h2', {}, 'Instances'),
         table(['instance', 'partitions'], p.instances.map((i) => h('tr', {}, h('td', {}, i.id),
           h('td', {}, i.partitions.length ? i.partitions.join(', ') : 'idle')))),

@@ -60,6 +60,12 @@ page.on('pageerror', (e) => { errors.push(e.message); log('error in the page:', 
 page.on('console', (m) => { if (m.type() === 'error') log('console error in the page:', m.text()); });
 page.setDefaultTimeout(30000);
 
+/** No DOM node printed as text (an array handed to replaceChildren shows `[object HTML...]`). */
+async function noObjectText(where) {
+  const text = await page.innerText('body');
+  assert.ok(!text.includes('[object '), `${where} shows an object as text:\n${text}`);
+}
+
 async function login(token) {
   await page.goto(`${url}/`);
   await page.fill('#token', token);
@@ -111,12 +117,17 @@ async function e2e() {
     const label = await page.textContent('[data-edge="orders->router"] text');
     assert.match(label, /^[0-9.,]+\/s$/);
     log(`graph with live rates: orders -> router ${label}`);
+    // The demo's o-4 (`refunded`) failed in the router: its last error shows on its node.
+    const error = await page.textContent('[data-node="processor:router"] text.err');
+    assert.ok(error.length > 0, 'the router shows no last error');
+    log(`router's last error on the graph: ${error}`);
     await page.screenshot({ path: `${out}/graph.png` });
 
     // A processor: pause, then resume, each confirmed, each seen by the API.
     await page.click('[data-node="processor:router"]');
     await page.waitForSelector('h1:has-text("router")');
     await page.waitForSelector('#positions tbody tr');
+    await page.waitForSelector('#last-error');
     for (const [button, state] of [['#pause', 'paused'], ['#resume', 'running']]) {
       await page.click(button);
       await page.waitForSelector('dialog#confirm[open]');
@@ -131,6 +142,7 @@ async function e2e() {
     await page.click('dialog#confirm button[value=cancel]');
     await new Promise((r) => setTimeout(r, 500));
     assert.equal((await apiGet('/v1/processors/router')).state, 'running');
+    await noObjectText('the processor page');
     await page.screenshot({ path: `${out}/processor.png`, fullPage: true });
 
     // Interactive query of paid-table's committed state.
@@ -138,6 +150,7 @@ async function e2e() {
     await page.fill('#state-text', 'o-1');
     await page.click('#state-form button');
     await page.waitForSelector('#state-result td:has-text("o-1")');
+    await noObjectText('the state query');
     log('paid-table state by key');
 
     // A stream: the tail, then an output's leat.source link to its input event.
@@ -154,12 +167,14 @@ async function e2e() {
     const shownKey = await page.textContent('#focus tr.event-focus td:nth-child(3)');
     assert.equal(shownKey, input.key);
     log(`followed leat.source ${source} to its input event (key ${input.key})`);
+    await noObjectText('the stream page');
     await page.screenshot({ path: `${out}/stream.png`, fullPage: true });
 
     // Search by key.
     await page.fill('#search-key', 'o-3');
     await page.click('#search-form button');
     await page.waitForSelector('#search-result tr[data-event]');
+    await noObjectText('the search');
     log('search by key');
   } finally {
     clearInterval(flow);

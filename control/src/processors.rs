@@ -14,10 +14,6 @@ use crate::registry::{
 };
 use crate::{Control, ControlError};
 
-/// How many processors a restart starts at once: enough that their
-/// durable commits share syncs of the log, few enough for 2 cores.
-const RESTORE_THREADS: usize = 8;
-
 impl Control {
     /// Whether `name` is a deployed processor (whose consumer group has
     /// that name).
@@ -74,9 +70,6 @@ impl Control {
         };
         let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         names.sort();
-        // Specs and components first, one by one (a component shared by
-        // many processors is loaded once)...
-        let mut restored = Vec::new();
         for path in names {
             let spec_path = path.join("spec.json");
             let stored: Stored = match std::fs::read(&spec_path)
@@ -89,53 +82,35 @@ impl Control {
                     continue;
                 }
             };
+            let name = stored.deploy.name.clone();
             let component = match self.component(&stored.deploy.component) {
                 Ok(c) => c,
                 Err(e) => {
-                    let name = &stored.deploy.name;
                     tracing::error!("cannot restore processor {name}: {}", e.message());
                     continue;
                 }
             };
-            restored.push(Managed {
+            let mut managed = Managed {
                 stored,
                 component,
                 deployment: None,
                 error: None,
                 base: Counters::default(),
                 sample: (Instant::now(), 0, 0.0),
-            });
-        }
-        // ...then the processors start side by side: each start commits a
-        // new generation durably, and concurrent commits share one sync of
-        // the log (group commit), where one after another paid one each.
-        let queue = Mutex::new(restored.iter_mut().filter(|m| !m.stored.paused));
-        std::thread::scope(|scope| {
-            for _ in 0..RESTORE_THREADS {
-                scope.spawn(|| loop {
-                    let Some(managed) = lock(&queue).next() else {
-                        return;
-                    };
-                    let name = &managed.stored.deploy.name;
-                    match self.start(&managed.stored, &managed.component) {
-                        Ok(d) => {
-                            tracing::info!("restored processor {name}");
-                            managed.deployment = Some(d);
-                        }
-                        Err(e) => {
-                            tracing::error!("cannot restart processor {name}: {}", e.message());
-                            managed.error = Some(e.message().to_string());
-                        }
+            };
+            if !managed.stored.paused {
+                match self.start(&managed.stored, &managed.component) {
+                    Ok(d) => {
+                        tracing::info!("restored processor {name}");
+                        managed.deployment = Some(d);
                     }
-                });
+                    Err(e) => {
+                        tracing::error!("cannot restart processor {name}: {}", e.message());
+                        managed.error = Some(e.message().to_string());
+                    }
+                }
             }
-        });
-        let mut processors = lock(&self.processors);
-        for managed in restored {
-            processors.insert(
-                managed.stored.deploy.name.clone(),
-                Arc::new(Mutex::new(managed)),
-            );
+            lock(&self.processors).insert(name, Arc::new(Mutex::new(managed)));
         }
     }
 

@@ -475,9 +475,9 @@ fn reads_need_the_token_hosts_are_checked_and_waiting_reads_starve_nothing() {
     assert!(!out.status.success());
 }
 
-/// A restart starts the stored processors side by side (several threads):
-/// each comes back as it was (running or paused, its settings), and each
-/// running one processes what arrives, once.
+/// A restart brings back many stored processors: each as it was (running
+/// or paused, its instances), and each running one processes what arrives,
+/// once.
 #[test]
 fn a_restart_brings_back_many_processors_each_as_it_was() {
     let component = guest("uppercase");

@@ -14,6 +14,7 @@
 #   FUZZ_TARGET_DIR=/tmp/t bash scripts/fuzz-smoke.sh  # build elsewhere than fuzz/target
 #   FUZZ_NO_REGRESSIONS=1 bash scripts/fuzz-smoke.sh    # skip fuzz/regressions (known, unfixed crashes)
 #   FUZZ_BUILD_ONLY=1 bash scripts/fuzz-smoke.sh        # build the targets, run nothing
+#   FUZZ_JOBS=1 bash scripts/fuzz-smoke.sh              # one target at a time (default: one per core)
 set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"
@@ -34,12 +35,14 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     "${NICE[@]}" cargo install --locked cargo-fuzz
 fi
 
+# The log's targets (AddressSanitizer), then the runtime's.
+log_targets=(batch_decode encoded_outputs journal_replay kafka_request schema_check)
 if [ $# -gt 0 ]; then
     targets=("$@")
 elif [ -n "${FUZZ_NO_RUNTIME:-}" ]; then
-    targets=(batch_decode encoded_outputs journal_replay kafka_request schema_check)
+    targets=("${log_targets[@]}")
 else
-    targets=(batch_decode encoded_outputs journal_replay kafka_request schema_check topology_parse http_request)
+    targets=("${log_targets[@]}" topology_parse http_request)
 fi
 # How each target is built. The log's targets: AddressSanitizer. Those of
 # the runtime (it pulls wasmtime, whose build under ASan takes 25 minutes
@@ -57,7 +60,16 @@ flags_for() {
 
 start=$(date +%s)
 echo "fuzz-smoke: building ${targets[*]}"
-for t in "${targets[@]}"; do
+to_build=("${targets[@]}")
+if [ "${targets[*]:0:${#log_targets[@]}}" = "${log_targets[*]}" ]; then
+    # All of the log's targets: one cargo run without a target name builds
+    # every binary but the runtime's (they require its feature), side by
+    # side: each is a long single-unit compile under ASan.
+    # shellcheck disable=SC2046 # the flags are words
+    "${NICE[@]}" cargo "$toolchain" fuzz build $(flags_for batch_decode)
+    to_build=("${targets[@]:${#log_targets[@]}}")
+fi
+for t in "${to_build[@]}"; do
     # shellcheck disable=SC2046 # the flags are words
     "${NICE[@]}" cargo "$toolchain" fuzz build $(flags_for "$t") "$t"
 done
@@ -69,24 +81,42 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failed=()
-for t in "${targets[@]}"; do
+# One fuzzer is one thread: FUZZ_JOBS targets run at once (the cores here).
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+# Runs target $1; its report goes to $work/$1.out, its exit status to $work/$1.rc.
+run_target() {
+    local t=$1 rc=0
     # New corpus entries go to a scratch directory (the first one given):
     # the committed seeds stay as they are.
-    dirs=("$work/$t" "corpus/$t")
+    local dirs=("$work/$t" "corpus/$t")
     mkdir -p "$work/$t"
     if [ -d "regressions/$t" ] && [ -z "${FUZZ_NO_REGRESSIONS:-}" ]; then
         dirs+=("regressions/$t")
     fi
     echo "fuzz-smoke: $t for $SECONDS_EACH s over ${dirs[*]:1}"
     # shellcheck disable=SC2046 # the flags are words
-    if ! "${NICE[@]}" cargo "$toolchain" fuzz run $(flags_for "$t") "$t" "${dirs[@]}" -- \
-        -max_total_time="$SECONDS_EACH" -print_final_stats=1 2>"$work/$t.log"; then
-        failed+=("$t")
-        grep -m 1 -A 2 'panicked at' "$work/$t.log" >&2 || true
-        grep -E '^(SUMMARY|Base64|artifact_prefix)' "$work/$t.log" >&2 || tail -n 40 "$work/$t.log" >&2
+    "${NICE[@]}" cargo "$toolchain" fuzz run $(flags_for "$t") "$t" "${dirs[@]}" -- \
+        -max_total_time="$SECONDS_EACH" -print_final_stats=1 2>"$work/$t.log" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        grep -m 1 -A 2 'panicked at' "$work/$t.log" || true
+        grep -E '^(SUMMARY|Base64|artifact_prefix)' "$work/$t.log" || tail -n 40 "$work/$t.log"
     else
         grep -E '^stat::number_of_executed_units|^Done' "$work/$t.log" || true
+    fi
+    echo "$rc" >"$work/$t.rc"
+}
+for t in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do
+        wait -n || true
+    done
+    run_target "$t" >"$work/$t.out" 2>&1 &
+done
+wait
+failed=()
+for t in "${targets[@]}"; do
+    cat "$work/$t.out"
+    if [ "$(cat "$work/$t.rc" 2>/dev/null || echo missing)" != 0 ]; then
+        failed+=("$t")
     fi
 done
 echo "fuzz-smoke: done in $(($(date +%s) - start)) s (build $((built - start)) s)"

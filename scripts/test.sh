@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine of this kind: installs the
 # guest toolchain if missing, builds the guest examples, runs their native
-# tests, checks formatting and lints, then runs the host workspace's tests
+# tests, checks formatting, lints and builds the host workspace, runs its tests
 # (unit, property, crash and end-to-end tests), then a short run of every
 # fuzz target (scripts/fuzz-smoke.sh, FUZZING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
 step() { echo "== $* ($((SECONDS - t0))s)"; }
+
+# The fuzz targets build from the start, in the background, at the lowest
+# priority: the stages below leave cores idle (downloads, a crate or a link
+# that one core waits on, tests waiting on servers and brokers), and this
+# build takes that idle time. `set -m` gives it a process group of its own
+# (so that a failing run stops its cargo) but keeps it in this session: on
+# a kernel that groups a session's processes for scheduling (autogroup),
+# `nice` only ranks processes of one session, and `setsid` would have made
+# the build an equal of the whole run.
+fuzz_log=$(mktemp)
+set -m
+FUZZ_NICE=19 FUZZ_BUILD_ONLY=1 bash scripts/fuzz-smoke.sh >"$fuzz_log" 2>&1 &
+fuzz_build=$!
+set +m
+trap 'kill -- "-$fuzz_build" 2>/dev/null || true' EXIT
 
 step "guest toolchain"
 bash scripts/setup.sh
@@ -21,20 +36,20 @@ step "guest native tests"
 bash scripts/test-guests.sh
 step "format"
 cargo fmt --all -- --check
-step "lints"
-cargo clippy --workspace --all-targets -- -D warnings
-step "host tests: build"
-cargo test --workspace --no-run
-# The fuzz targets build while the host tests run, at the lowest priority:
-# the tests wait on disks, servers and brokers for much of their run, and
-# the build takes that idle time (about a quarter of the whole run alone).
-step "host tests: run (the fuzz targets build beside them, nice 19)"
-fuzz_log=$(mktemp)
-# Its own process group, so that a failing test run stops its cargo too.
-FUZZ_NICE=19 FUZZ_BUILD_ONLY=1 setsid bash scripts/fuzz-smoke.sh >"$fuzz_log" 2>&1 &
-fuzz_build=$!
-trap 'kill -- "-$fuzz_build" 2>/dev/null || true' EXIT
-cargo test --workspace
+# Lints and the tests' build are one compilation: clippy is the workspace
+# crates' compiler (as under `cargo clippy`, which runs it over `cargo
+# check`), so the dependencies are compiled once, not checked and then
+# built. The same lints on every target (benches included), warnings
+# denied. The wrapper is cargo configuration, not environment, so that the
+# cargo runs of the tests (guest builds) do not inherit it; the run below
+# gives the same, or it would rebuild the workspace. CLIPPY_ARGS, clippy's
+# own arguments, does nothing without the wrapper.
+step "lints and host tests: build"
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+lint=(--config "build.rustc-workspace-wrapper=\"$(rustup which clippy-driver)\"")
+cargo test --workspace --all-targets --no-run "${lint[@]}"
+step "host tests: run (the fuzz targets may still build beside them)"
+cargo test --workspace "${lint[@]}"
 step "fuzz targets: waiting for their build"
 if ! wait "$fuzz_build"; then
     cat "$fuzz_log"

@@ -528,6 +528,55 @@ struct Answer {
     acquired: Vec<Acquired>,
 }
 
+/// A refused request: its top-level error code and message.
+type Refused = (i16, &'static str);
+
+/// The group and member a share request names, if it may use them.
+fn who(
+    shared: &Shared,
+    group: &Option<kafka_protocol::messages::GroupId>,
+    member: &Option<StrBytes>,
+) -> Result<(String, String), Refused> {
+    let (group, member) = match (group, member) {
+        (Some(g), Some(m)) if !m.is_empty() => (g.0.as_str().to_string(), m.as_str().to_string()),
+        _ => {
+            return Err((
+                codes::INVALID_REQUEST,
+                "a group id and a member id are needed",
+            ))
+        }
+    };
+    if let Some(code) = crate::group_api::refusal(shared, &group) {
+        return Err((code, "this group may not be used by a Kafka share consumer"));
+    }
+    Ok((group, member))
+}
+
+/// [`resolve`] on tokio's blocking pool.
+async fn resolve_ids(broker: &Broker, ids: Vec<Uuid>) -> Result<HashMap<Uuid, Topic>, Refused> {
+    let broker = broker.clone();
+    tokio::task::spawn_blocking(move || resolve(&broker, ids.into_iter()))
+        .await
+        .map_err(|_| (codes::KAFKA_STORAGE_ERROR, "resolving topic ids failed"))
+}
+
+/// [`settle`]s each partition's acknowledgements on tokio's blocking pool;
+/// each partition's error code.
+async fn settle_all<K: Send + 'static>(
+    broker: &Broker,
+    group: &str,
+    acks: Vec<(K, PartAcks)>,
+) -> Vec<(K, i16)> {
+    let (broker, group) = (broker.clone(), group.to_string());
+    tokio::task::spawn_blocking(move || {
+        acks.into_iter()
+            .map(|(key, a)| (key, settle(&broker, &group, a)))
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
 pub async fn share_fetch(shared: &Shared, req: ShareFetchRequest) -> ShareFetchResponse {
     let lock_ms = i32::try_from(shared.config.share_lock.as_millis()).unwrap_or(i32::MAX);
     let resp = ShareFetchResponse::default().with_acquisition_lock_timeout_ms(lock_ms);
@@ -536,18 +585,10 @@ pub async fn share_fetch(shared: &Shared, req: ShareFetchRequest) -> ShareFetchR
             .with_error_code(code)
             .with_error_message(Some(s(why)))
     };
-    let (group_id, member_id) = match (&req.group_id, &req.member_id) {
-        (Some(g), Some(m)) if !m.is_empty() => (g.0.as_str().to_string(), m.as_str().to_string()),
-        _ => {
-            return refuse(
-                codes::INVALID_REQUEST,
-                "a group id and a member id are needed",
-            )
-        }
+    let (group_id, member_id) = match who(shared, &req.group_id, &req.member_id) {
+        Ok(w) => w,
+        Err((code, why)) => return refuse(code, why),
     };
-    if let Some(code) = crate::group_api::refusal(shared, &group_id) {
-        return refuse(code, "this group may not be used by a Kafka share consumer");
-    }
     let epoch = req.share_session_epoch;
     let has_acks = req
         .topics
@@ -565,14 +606,11 @@ pub async fn share_fetch(shared: &Shared, req: ShareFetchRequest) -> ShareFetchR
         .topics
         .iter()
         .map(|t| t.topic_id)
-        .chain(req.forgotten_topics_data.iter().map(|t| t.topic_id));
-    let topics = {
-        let broker = broker.clone();
-        let ids: Vec<Uuid> = ids.collect();
-        match tokio::task::spawn_blocking(move || resolve(&broker, ids.into_iter())).await {
-            Ok(t) => t,
-            Err(_) => return refuse(codes::KAFKA_STORAGE_ERROR, "resolving topic ids failed"),
-        }
+        .chain(req.forgotten_topics_data.iter().map(|t| t.topic_id))
+        .collect();
+    let topics = match resolve_ids(broker, ids).await {
+        Ok(t) => t,
+        Err((code, why)) => return refuse(code, why),
     };
     let now = Instant::now();
     let mut answers: BTreeMap<(Uuid, i32), Answer> = BTreeMap::new();
@@ -626,16 +664,7 @@ pub async fn share_fetch(shared: &Shared, req: ShareFetchRequest) -> ShareFetchR
         session_parts = session.partitions.clone();
     }
     // Settle, then (closing) release the rest, or acquire.
-    let settled = {
-        let (broker, group) = (broker.clone(), group_id.clone());
-        tokio::task::spawn_blocking(move || {
-            acks.into_iter()
-                .map(|(key, a)| (key, settle(&broker, &group, a)))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default()
-    };
+    let settled = settle_all(broker, &group_id, acks).await;
     for (key, code) in settled {
         answers.entry(key).or_default().ack_error = code;
     }
@@ -862,25 +891,14 @@ pub async fn share_acknowledge(
             .with_error_code(code)
             .with_error_message(Some(s(why)))
     };
-    let (group_id, member_id) = match (&req.group_id, &req.member_id) {
-        (Some(g), Some(m)) if !m.is_empty() => (g.0.as_str().to_string(), m.as_str().to_string()),
-        _ => {
-            return refuse(
-                codes::INVALID_REQUEST,
-                "a group id and a member id are needed",
-            )
-        }
+    let (group_id, member_id) = match who(shared, &req.group_id, &req.member_id) {
+        Ok(w) => w,
+        Err((code, why)) => return refuse(code, why),
     };
-    if let Some(code) = crate::group_api::refusal(shared, &group_id) {
-        return refuse(code, "this group may not be used by a Kafka share consumer");
-    }
-    let topics = {
-        let broker = shared.broker.clone();
-        let ids: Vec<Uuid> = req.topics.iter().map(|t| t.topic_id).collect();
-        match tokio::task::spawn_blocking(move || resolve(&broker, ids.into_iter())).await {
-            Ok(t) => t,
-            Err(_) => return refuse(codes::KAFKA_STORAGE_ERROR, "resolving topic ids failed"),
-        }
+    let ids = req.topics.iter().map(|t| t.topic_id).collect();
+    let topics = match resolve_ids(&shared.broker, ids).await {
+        Ok(t) => t,
+        Err((code, why)) => return refuse(code, why),
     };
     let now = Instant::now();
     let mut answers: BTreeMap<(Uuid, i32), i16> = BTreeMap::new();
@@ -921,16 +939,7 @@ pub async fn share_acknowledge(
         }
         closing
     };
-    let settled = {
-        let (broker, group) = (shared.broker.clone(), group_id.clone());
-        tokio::task::spawn_blocking(move || {
-            acks.into_iter()
-                .map(|(key, a)| (key, settle(&broker, &group, a)))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default()
-    };
+    let settled = settle_all(&shared.broker, &group_id, acks).await;
     for (key, code) in settled {
         answers.insert(key, code);
     }

@@ -333,6 +333,28 @@ struct PartAcks {
 /// A partition's acknowledgement batches, as given.
 type Batches<'a> = Vec<(i64, i64, &'a [i8])>;
 
+/// An acknowledgement batch of ShareFetch or ShareAcknowledge.
+trait AckBatch {
+    /// First offset, last offset, acknowledge types.
+    fn parts(&self) -> (i64, i64, &[i8]);
+}
+
+impl AckBatch for kafka_protocol::messages::share_fetch_request::AcknowledgementBatch {
+    fn parts(&self) -> (i64, i64, &[i8]) {
+        (self.first_offset, self.last_offset, &self.acknowledge_types)
+    }
+}
+
+impl AckBatch for kafka_protocol::messages::share_acknowledge_request::AcknowledgementBatch {
+    fn parts(&self) -> (i64, i64, &[i8]) {
+        (self.first_offset, self.last_offset, &self.acknowledge_types)
+    }
+}
+
+fn batches_of<B: AckBatch>(batches: &[B]) -> Batches<'_> {
+    batches.iter().map(AckBatch::parts).collect()
+}
+
 /// Takes the locks `batches` acknowledge out of `session` (they are
 /// settled, or found lost, next). Gaps are skipped; an offset not held
 /// marks the partition INVALID_RECORD_STATE; a malformed batch
@@ -633,17 +655,7 @@ pub async fn share_fetch(shared: &Shared, req: ShareFetchRequest) -> ShareFetchR
                 match partition_of(&topics, t.topic_id, p.partition_index) {
                     Err(code) => entry.error = code,
                     Ok((name, index)) => {
-                        let batches: Batches = p
-                            .acknowledgement_batches
-                            .iter()
-                            .map(|b| {
-                                (
-                                    b.first_offset,
-                                    b.last_offset,
-                                    b.acknowledge_types.as_slice(),
-                                )
-                            })
-                            .collect();
+                        let batches = batches_of(&p.acknowledgement_batches);
                         if !batches.is_empty() {
                             acks.push((key, take_acks(session, &name, index, &batches)));
                         }
@@ -920,17 +932,7 @@ pub async fn share_acknowledge(
                         answers.insert(key, code);
                     }
                     Ok((name, index)) => {
-                        let batches: Batches = p
-                            .acknowledgement_batches
-                            .iter()
-                            .map(|b| {
-                                (
-                                    b.first_offset,
-                                    b.last_offset,
-                                    b.acknowledge_types.as_slice(),
-                                )
-                            })
-                            .collect();
+                        let batches = batches_of(&p.acknowledgement_batches);
                         answers.insert(key, codes::NONE);
                         acks.push((key, take_acks(session, &name, index, &batches)));
                     }
@@ -987,30 +989,17 @@ mod tests {
             Check::Refused(code, _) => code,
             _ => codes::NONE,
         };
-        assert_eq!(
-            refused(check_session(&mut g, "m", 1, true, now)),
-            codes::SHARE_SESSION_NOT_FOUND
-        );
-        assert_eq!(
-            refused(check_session(&mut g, "m", 0, false, now)),
-            codes::INVALID_SHARE_SESSION_EPOCH
-        );
-        assert!(matches!(
-            check_session(&mut g, "m", 0, true, now),
-            Check::Open
-        ));
-        assert!(matches!(
-            check_session(&mut g, "m", 1, true, now),
-            Check::Open
-        ));
-        assert_eq!(
-            refused(check_session(&mut g, "m", 1, true, now)),
-            codes::INVALID_SHARE_SESSION_EPOCH
-        );
-        assert!(matches!(
-            check_session(&mut g, "m", 2, false, now),
-            Check::Open
-        ));
+        for (epoch, opens, want) in [
+            (1, true, codes::SHARE_SESSION_NOT_FOUND),
+            (0, false, codes::INVALID_SHARE_SESSION_EPOCH),
+            (0, true, codes::NONE),
+            (1, true, codes::NONE),
+            (1, true, codes::INVALID_SHARE_SESSION_EPOCH),
+            (2, false, codes::NONE),
+        ] {
+            let got = refused(check_session(&mut g, "m", epoch, opens, now));
+            assert_eq!(got, want, "epoch {epoch}");
+        }
         assert!(matches!(
             check_session(&mut g, "m", -1, false, now),
             Check::Close

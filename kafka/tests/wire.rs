@@ -316,19 +316,23 @@ async fn malformed_and_unknown_requests_close_the_connection() {
     assert_eq!(c.authenticate(TOKEN).await.unwrap().error_code, 0);
 }
 
+/// Metadata v12 of every topic.
+async fn metadata_of_all(c: &mut Client) -> MetadataResponse {
+    c.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn produce_fetch_and_list_offsets_after_sasl() {
     let l = listen(1 << 20).await;
     let mut c = Client::connect(l.addr).await;
     assert_eq!(c.authenticate(TOKEN).await.unwrap().error_code, 0);
-    let meta: MetadataResponse = c
-        .call(
-            ApiKey::Metadata,
-            12,
-            &MetadataRequest::default().with_topics(None),
-        )
-        .await
-        .unwrap();
+    let meta = metadata_of_all(&mut c).await;
     assert_eq!(meta.brokers[0].port, i32::from(l.addr.port()));
     assert_eq!(meta.topics[0].partitions.len(), 2);
 
@@ -768,6 +772,17 @@ fn share_fetch_request(
                 )])])
 }
 
+/// [`share_fetch_request`] of member m1, answered.
+async fn share_fetch(
+    c: &mut Client,
+    topic: uuid::Uuid,
+    epoch: i32,
+    acks: &[(i64, i64, Vec<i8>)],
+) -> kafka_protocol::messages::ShareFetchResponse {
+    let req = share_fetch_request(topic, "m1", epoch, acks);
+    c.call(ApiKey::ShareFetch, 1, &req).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_share_group_member_acquires_releases_and_accepts() {
     use kafka_protocol::messages::{
@@ -786,14 +801,7 @@ async fn a_share_group_member_acquires_releases_and_accepts() {
         .await
         .unwrap();
     assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
-    let meta: MetadataResponse = c
-        .call(
-            ApiKey::Metadata,
-            12,
-            &MetadataRequest::default().with_topics(None),
-        )
-        .await
-        .unwrap();
+    let meta = metadata_of_all(&mut c).await;
     let topic = meta.topics[0].topic_id;
     assert!(!topic.is_nil());
 
@@ -819,23 +827,9 @@ async fn a_share_group_member_acquires_releases_and_accepts() {
     );
 
     // No session yet.
-    let f: ShareFetchResponse = c
-        .call(
-            ApiKey::ShareFetch,
-            1,
-            &share_fetch_request(topic, "m1", 1, &[]),
-        )
-        .await
-        .unwrap();
+    let f = share_fetch(&mut c, topic, 1, &[]).await;
     assert_eq!(f.error_code, 122, "SHARE_SESSION_NOT_FOUND");
-    let f: ShareFetchResponse = c
-        .call(
-            ApiKey::ShareFetch,
-            1,
-            &share_fetch_request(topic, "m1", 0, &[]),
-        )
-        .await
-        .unwrap();
+    let f = share_fetch(&mut c, topic, 0, &[]).await;
     assert_eq!(f.error_code, 0);
     assert_eq!(f.acquisition_lock_timeout_ms, 30_000);
     let p = &f.responses[0].partitions[0];
@@ -901,14 +895,7 @@ async fn a_share_group_member_acquires_releases_and_accepts() {
     );
 
     // Nothing left: a fetch waits its max_wait_ms and answers no records.
-    let f: ShareFetchResponse = c
-        .call(
-            ApiKey::ShareFetch,
-            1,
-            &share_fetch_request(topic, "m1", 4, &[]),
-        )
-        .await
-        .unwrap();
+    let f = share_fetch(&mut c, topic, 4, &[]).await;
     assert!(f
         .responses
         .iter()

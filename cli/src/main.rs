@@ -101,6 +101,11 @@ enum Command {
         /// in KiB (its records and offsets).
         #[arg(long, value_name = "KIB", default_value_t = 64 << 10, requires = "kafka_listen")]
         kafka_max_transaction_kib: u64,
+        /// How long a Kafka share consumer holds the records a ShareFetch
+        /// hands it before they are handed out again, in milliseconds
+        /// (Kafka's `group.share.record.lock.duration.ms`).
+        #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), requires = "kafka_listen")]
+        kafka_share_lock_ms: u64,
     },
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
@@ -172,6 +177,7 @@ fn run(cli: Cli) -> Result<()> {
             kafka_advertise,
             kafka_anonymous,
             kafka_max_transaction_kib,
+            kafka_share_lock_ms,
         } => {
             let options = serve::Options {
                 call_timeout: Duration::from_millis(guest_timeout_ms),
@@ -185,6 +191,7 @@ fn run(cli: Cli) -> Result<()> {
                     anonymous: kafka_anonymous,
                     max_transaction_bytes: usize::try_from(kafka_max_transaction_kib << 10)
                         .unwrap_or(usize::MAX),
+                    share_lock: Duration::from_millis(kafka_share_lock_ms),
                 }),
             };
             serve::serve(&data_dir, &listen, token, options)

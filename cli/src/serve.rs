@@ -85,6 +85,8 @@ pub struct KafkaOptions {
     pub anonymous: bool,
     /// What an open transaction may buffer, in bytes.
     pub max_transaction_bytes: usize,
+    /// How long a share consumer's records stay locked.
+    pub share_lock: std::time::Duration,
 }
 
 /// `--kafka-advertise`: a host (name or address) and a port other than 0.
@@ -183,6 +185,7 @@ pub fn serve(
                 config.anonymous = kafka.anonymous;
                 config.processors = Arc::new(ControlProcessors(control.clone()));
                 config.max_transaction_bytes = kafka.max_transaction_bytes;
+                config.share_lock = kafka.share_lock;
                 println!(
                     "leat: kafka listening on {kafka_local} (advertised as {host}:{port}, {})",
                     if kafka.anonymous {

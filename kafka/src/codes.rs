@@ -43,6 +43,10 @@ pub const CONCURRENT_TRANSACTIONS: i16 = 51;
 pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
 pub const UNKNOWN_PRODUCER_ID: i16 = 59;
 pub const PRODUCER_FENCED: i16 = 90;
+pub const FENCED_MEMBER_EPOCH: i16 = 110;
+pub const INVALID_RECORD_STATE: i16 = 121;
+pub const SHARE_SESSION_NOT_FOUND: i16 = 122;
+pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
 
 /// The Kafka error code for a broker error met serving a partition.
 pub fn of(e: &Error) -> i16 {

@@ -21,6 +21,7 @@ pub struct Shared {
     pub config: Config,
     pub groups: crate::groups::Coordinator,
     pub producers: Arc<crate::producers::Producers>,
+    pub shares: crate::share::Shares,
 }
 
 /// Where a connection is in SASL.

@@ -35,7 +35,7 @@ fn s(text: impl Into<String>) -> StrBytes {
 /// valid Leat group name (INVALID_GROUP_ID), or a deployed processor's
 /// group (GROUP_AUTHORIZATION_FAILED: its offsets move only with its own
 /// commits).
-fn refusal(shared: &Shared, group: &str) -> Option<i16> {
+pub(crate) fn refusal(shared: &Shared, group: &str) -> Option<i16> {
     if leat_broker::validate_name(group).is_err() {
         return Some(codes::INVALID_GROUP_ID);
     }

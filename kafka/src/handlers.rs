@@ -25,7 +25,7 @@ use leat_broker::{Broker, ReadLimits, StreamInfo};
 use crate::conn::{frame, Sasl, Session, Shared};
 use crate::producers::Outcome;
 use crate::request::{Body, Request, SUPPORTED};
-use crate::{admin, codes, group_api, records, MAX_WAIT_MS};
+use crate::{admin, codes, group_api, records, share, MAX_WAIT_MS};
 
 /// What the connection does after a request.
 pub enum Reply {
@@ -106,6 +106,9 @@ pub async fn handle(shared: &Shared, session: &mut Session, req: Request) -> Rep
         Body::OffsetFetch(r) => send(&group_api::offset_fetch(shared, r, version).await),
         Body::ListGroups(r) => send(&group_api::list_groups(shared, &r).await),
         Body::DescribeGroups(r) => send(&group_api::describe_groups(shared, &r, version)),
+        Body::ShareGroupHeartbeat(r) => send(&share::heartbeat(shared, &r).await),
+        Body::ShareFetch(r) => send(&share::share_fetch(shared, r).await),
+        Body::ShareAcknowledge(r) => send(&share::share_acknowledge(shared, r).await),
         Body::SaslHandshake(r) => {
             let (resp, next) = sasl_handshake(session, &r);
             if let Some(next) = next {
@@ -205,16 +208,23 @@ fn metadata(shared: &Shared, req: &MetadataRequest, version: i16) -> MetadataRes
     };
     let names: Vec<Option<String>> = match wanted {
         None => broker.list_streams().into_iter().map(Some).collect(),
-        Some(w) => w,
+        // Asked for by topic id (v10 and later): the stream with that id.
+        Some(w) => w
+            .into_iter()
+            .zip(req.topics.iter().flatten())
+            .map(|(name, t)| name.or_else(|| share::topic_name(broker, t.topic_id)))
+            .collect(),
     };
     let topics = names
         .into_iter()
         .map(|name| {
             let Some(name) = name else {
-                // Asked for by topic id: Leat streams have none yet.
                 return MetadataResponseTopic::default().with_error_code(codes::UNKNOWN_TOPIC_ID);
             };
-            let topic = MetadataResponseTopic::default().with_name(Some(topic_name(&name)));
+            let mut topic = MetadataResponseTopic::default().with_name(Some(topic_name(&name)));
+            if version >= 10 {
+                topic = topic.with_topic_id(share::topic_id(&name));
+            }
             match broker.describe_stream(&name) {
                 Ok(info) => topic.with_partitions(
                     (0..info.partitions.len() as i32)

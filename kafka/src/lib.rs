@@ -19,7 +19,8 @@
 //! - **APIs and versions.** ApiVersions 0-4, Metadata 0-12, Produce 3-10,
 //!   Fetch 4-12, ListOffsets 1-7, SaslHandshake 0-1, SaslAuthenticate 0-2,
 //!   FindCoordinator 0-3, InitProducerId 0-4, AddPartitionsToTxn 0-3,
-//!   AddOffsetsToTxn 0-3, EndTxn 0-3, TxnOffsetCommit 0-3, and the consumer-group APIs below. No feature is
+//!   AddOffsetsToTxn 0-3, EndTxn 0-3, TxnOffsetCommit 0-3, the consumer-group APIs below, and
+//!   ShareGroupHeartbeat 1, ShareFetch 1, ShareAcknowledge 1. No feature is
 //!   advertised (ApiVersions' finalized features are empty: no
 //!   `transaction.version`, so clients use the classic protocol).
 //!   An ApiVersions request newer than 4 gets a version-0 answer with
@@ -152,6 +153,12 @@
 //!   [`Processors::owns_group`]) may be read by OffsetFetch but not
 //!   joined or committed to: GROUP_AUTHORIZATION_FAILED (its offsets move
 //!   only with its own commits and `leat processor reset`).
+//! - **Share groups** (KIP-932: Kafka's `KafkaShareConsumer`, 4.1 and
+//!   later). A share group is the Leat queue group of the same name on each
+//!   topic it subscribes to; membership, share sessions, acknowledgements
+//!   and error codes are described in `share.rs`. Metadata v10 and later
+//!   gives each topic an id derived from its name (the share APIs name
+//!   topics by id), and answers a topic asked for by id.
 //! - **Errors.** Every error a client can cause is answered with Kafka's
 //!   error code for it (UNKNOWN_TOPIC_OR_PARTITION, OFFSET_OUT_OF_RANGE,
 //!   CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, ...) or closes the connection;
@@ -163,7 +170,9 @@
 //! Not yet: the consumer protocol of KIP-848 (ConsumerGroupHeartbeat),
 //! FindCoordinator v4+ (batched keys), OffsetFetch v8+ (several groups),
 //! DeleteGroups and OffsetDelete, DescribeProducers, DescribeTransactions
-//! and ListTransactions, fetch sessions (KIP-227), TLS.
+//! and ListTransactions, fetch sessions (KIP-227), TLS, ShareFetch and
+//! ShareAcknowledge v2 (lock renewal), the share-group admin APIs
+//! (ShareGroupDescribe, DescribeShareGroupOffsets, ...).
 #![deny(missing_docs)]
 
 mod admin;
@@ -175,6 +184,7 @@ mod handlers;
 mod producers;
 mod records;
 mod request;
+mod share;
 mod txn;
 
 use std::future::Future;
@@ -264,6 +274,10 @@ pub struct Config {
     /// How long a transactional id's producer id and epoch are kept after
     /// its last InitProducerId (Kafka's `transactional.id.expiration.ms`).
     pub transactional_id_expiration: Duration,
+    /// How long a share consumer holds the events a ShareFetch hands it
+    /// before they are handed out again (Kafka's
+    /// `group.share.record.lock.duration.ms`), 1 ms to an hour.
+    pub share_lock: Duration,
 }
 
 impl Config {
@@ -284,6 +298,7 @@ impl Config {
             max_open_transactions: 1024,
             producer_id_expiration: Duration::from_secs(24 * 3600),
             transactional_id_expiration: Duration::from_secs(7 * 24 * 3600),
+            share_lock: Duration::from_secs(30),
         }
     }
 }
@@ -316,6 +331,7 @@ pub async fn serve(
         config,
         groups: groups::Coordinator::default(),
         producers,
+        shares: share::Shares::default(),
     });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);

@@ -9,8 +9,8 @@ use kafka_protocol::messages::{
     DescribeGroupsRequest, EndTxnRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
-    TxnOffsetCommitRequest,
+    RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest, ShareAcknowledgeRequest,
+    ShareFetchRequest, ShareGroupHeartbeatRequest, SyncGroupRequest, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -42,6 +42,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
 ];
 
 /// The supported versions of `key`, if it is served.
@@ -80,6 +83,9 @@ pub enum Body {
     OffsetFetch(OffsetFetchRequest),
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
+    ShareGroupHeartbeat(ShareGroupHeartbeatRequest),
+    ShareFetch(ShareFetchRequest),
+    ShareAcknowledge(ShareAcknowledgeRequest),
 }
 
 /// A request this listener can answer.
@@ -203,6 +209,13 @@ pub fn decode(frame: Bytes, authenticated: bool) -> Result<Request, Refusal> {
         ApiKey::ListGroups => ListGroupsRequest::decode(&mut buf, version).map(Body::ListGroups),
         ApiKey::DescribeGroups => {
             DescribeGroupsRequest::decode(&mut buf, version).map(Body::DescribeGroups)
+        }
+        ApiKey::ShareGroupHeartbeat => {
+            ShareGroupHeartbeatRequest::decode(&mut buf, version).map(Body::ShareGroupHeartbeat)
+        }
+        ApiKey::ShareFetch => ShareFetchRequest::decode(&mut buf, version).map(Body::ShareFetch),
+        ApiKey::ShareAcknowledge => {
+            ShareAcknowledgeRequest::decode(&mut buf, version).map(Body::ShareAcknowledge)
         }
         _ => {
             return Err(Refusal::Close(format!(

@@ -316,19 +316,23 @@ async fn malformed_and_unknown_requests_close_the_connection() {
     assert_eq!(c.authenticate(TOKEN).await.unwrap().error_code, 0);
 }
 
+/// Metadata v12 of every topic.
+async fn metadata_of_all(c: &mut Client) -> MetadataResponse {
+    c.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(None),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn produce_fetch_and_list_offsets_after_sasl() {
     let l = listen(1 << 20).await;
     let mut c = Client::connect(l.addr).await;
     assert_eq!(c.authenticate(TOKEN).await.unwrap().error_code, 0);
-    let meta: MetadataResponse = c
-        .call(
-            ApiKey::Metadata,
-            12,
-            &MetadataRequest::default().with_topics(None),
-        )
-        .await
-        .unwrap();
+    let meta = metadata_of_all(&mut c).await;
     assert_eq!(meta.brokers[0].port, i32::from(l.addr.port()));
     assert_eq!(meta.topics[0].partitions.len(), 2);
 
@@ -733,4 +737,196 @@ async fn a_static_members_new_id_fences_the_old_one() {
         .await
         .unwrap();
     assert_eq!(ok.error_code, 0);
+}
+
+/// A share fetch of partition 0 of `topic`, acknowledging `acks` (first,
+/// last, types).
+fn share_fetch_request(
+    topic: uuid::Uuid,
+    member: &str,
+    epoch: i32,
+    acks: &[(i64, i64, Vec<i8>)],
+) -> kafka_protocol::messages::ShareFetchRequest {
+    use kafka_protocol::messages::share_fetch_request::{
+        AcknowledgementBatch, FetchPartition, FetchTopic,
+    };
+    kafka_protocol::messages::ShareFetchRequest::default()
+        .with_group_id(Some(GroupId(StrBytes::from_static_str("sg"))))
+        .with_member_id(Some(StrBytes::from_string(member.to_string())))
+        .with_share_session_epoch(epoch)
+        .with_max_wait_ms(100)
+        .with_max_records(10)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(topic)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition_index(0)
+                .with_acknowledgement_batches(
+                    acks.iter()
+                        .map(|(f, l, t)| {
+                            AcknowledgementBatch::default()
+                                .with_first_offset(*f)
+                                .with_last_offset(*l)
+                                .with_acknowledge_types(t.clone())
+                        })
+                        .collect(),
+                )])])
+}
+
+/// [`share_fetch_request`] of member m1, answered.
+async fn share_fetch(
+    c: &mut Client,
+    topic: uuid::Uuid,
+    epoch: i32,
+    acks: &[(i64, i64, Vec<i8>)],
+) -> kafka_protocol::messages::ShareFetchResponse {
+    let req = share_fetch_request(topic, "m1", epoch, acks);
+    c.call(ApiKey::ShareFetch, 1, &req).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_group_member_acquires_releases_and_accepts() {
+    use kafka_protocol::messages::{
+        ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchResponse,
+        ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse,
+    };
+    let l = listen(1 << 20).await;
+    let mut c = Client::connect(l.addr).await;
+    assert_eq!(c.authenticate(TOKEN).await.unwrap().error_code, 0);
+    let resp: ProduceResponse = c
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce_request(0, batch(&["a", "b", "c"], Compression::None)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    let meta = metadata_of_all(&mut c).await;
+    let topic = meta.topics[0].topic_id;
+    assert!(!topic.is_nil());
+
+    // Joining: epoch 1, every partition of the topic.
+    let hb: ShareGroupHeartbeatResponse = c
+        .call(
+            ApiKey::ShareGroupHeartbeat,
+            1,
+            &ShareGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("sg")))
+                .with_member_id(StrBytes::from_static_str("m1"))
+                .with_member_epoch(0)
+                .with_subscribed_topic_names(Some(vec![TopicName(StrBytes::from_static_str("s"))])),
+        )
+        .await
+        .unwrap();
+    assert_eq!((hb.error_code, hb.member_epoch), (0, 1));
+    let assigned = hb.assignment.unwrap().topic_partitions;
+    assert_eq!(assigned.len(), 1);
+    assert_eq!(
+        (assigned[0].topic_id, assigned[0].partitions.clone()),
+        (topic, vec![0, 1])
+    );
+
+    // No session yet.
+    let f = share_fetch(&mut c, topic, 1, &[]).await;
+    assert_eq!(f.error_code, 122, "SHARE_SESSION_NOT_FOUND");
+    let f = share_fetch(&mut c, topic, 0, &[]).await;
+    assert_eq!(f.error_code, 0);
+    assert_eq!(f.acquisition_lock_timeout_ms, 30_000);
+    let p = &f.responses[0].partitions[0];
+    assert_eq!(p.acquired_records.len(), 1);
+    let r = &p.acquired_records[0];
+    assert_eq!((r.first_offset, r.last_offset, r.delivery_count), (0, 2, 1));
+
+    // Release 0 (accept 1 and 2): 0 comes back with delivery count 2.
+    let f: ShareFetchResponse = c
+        .call(
+            ApiKey::ShareFetch,
+            1,
+            &share_fetch_request(topic, "m1", 1, &[(0, 2, vec![2, 1, 1])]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.error_code, 0);
+    let p = &f.responses[0].partitions[0];
+    assert_eq!(p.acknowledge_error_code, 0);
+    let r = &p.acquired_records[0];
+    assert_eq!((r.first_offset, r.last_offset, r.delivery_count), (0, 0, 2));
+
+    // A stale epoch; then accept 0 with ShareAcknowledge; 1 again is not held.
+    let ack = |epoch: i32, first: i64| {
+        use kafka_protocol::messages::share_acknowledge_request::{
+            AcknowledgePartition, AcknowledgeTopic, AcknowledgementBatch,
+        };
+        ShareAcknowledgeRequest::default()
+            .with_group_id(Some(GroupId(StrBytes::from_static_str("sg"))))
+            .with_member_id(Some(StrBytes::from_static_str("m1")))
+            .with_share_session_epoch(epoch)
+            .with_topics(vec![AcknowledgeTopic::default()
+                .with_topic_id(topic)
+                .with_partitions(vec![AcknowledgePartition::default()
+                    .with_partition_index(0)
+                    .with_acknowledgement_batches(vec![
+                        AcknowledgementBatch::default()
+                            .with_first_offset(first)
+                            .with_last_offset(first)
+                            .with_acknowledge_types(vec![1]),
+                    ])])])
+    };
+    let a: ShareAcknowledgeResponse = c
+        .call(ApiKey::ShareAcknowledge, 1, &ack(1, 0))
+        .await
+        .unwrap();
+    assert_eq!(a.error_code, 123, "INVALID_SHARE_SESSION_EPOCH");
+    let a: ShareAcknowledgeResponse = c
+        .call(ApiKey::ShareAcknowledge, 1, &ack(2, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.error_code, a.responses[0].partitions[0].error_code),
+        (0, 0)
+    );
+    let a: ShareAcknowledgeResponse = c
+        .call(ApiKey::ShareAcknowledge, 1, &ack(3, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.responses[0].partitions[0].error_code, 121,
+        "INVALID_RECORD_STATE"
+    );
+
+    // Nothing left: a fetch waits its max_wait_ms and answers no records.
+    let f = share_fetch(&mut c, topic, 4, &[]).await;
+    assert!(f
+        .responses
+        .iter()
+        .all(|t| t.partitions.iter().all(|p| p.acquired_records.is_empty())));
+    let status = l.broker.queue_status("sg").unwrap();
+    assert_eq!(
+        (status.partitions[0].accepted, status.partitions[0].start),
+        (3, 3)
+    );
+
+    // A stale member epoch is fenced; leaving answers epoch -1.
+    let beat = |epoch: i32| {
+        ShareGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("sg")))
+            .with_member_id(StrBytes::from_static_str("m1"))
+            .with_member_epoch(epoch)
+    };
+    let hb: ShareGroupHeartbeatResponse = c
+        .call(ApiKey::ShareGroupHeartbeat, 1, &beat(7))
+        .await
+        .unwrap();
+    assert_eq!(hb.error_code, 110, "FENCED_MEMBER_EPOCH");
+    let hb: ShareGroupHeartbeatResponse = c
+        .call(ApiKey::ShareGroupHeartbeat, 1, &beat(1))
+        .await
+        .unwrap();
+    assert_eq!((hb.error_code, hb.member_epoch), (0, 1));
+    assert!(hb.assignment.is_none());
+    let hb: ShareGroupHeartbeatResponse = c
+        .call(ApiKey::ShareGroupHeartbeat, 1, &beat(-1))
+        .await
+        .unwrap();
+    assert_eq!((hb.error_code, hb.member_epoch), (0, -1));
 }

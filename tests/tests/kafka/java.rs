@@ -9,7 +9,13 @@ use super::{clients_dir, start, wait_output, TOKEN};
 
 /// Runs `leat.KafkaCheck ARGS` with the jars setup-kafka-clients.sh built;
 /// its standard output, after asserting success.
-fn java_ok(args: &[&str]) -> String {
+pub fn java_ok(args: &[&str]) -> String {
+    java_class_ok("leat.KafkaCheck", args)
+}
+
+/// Runs the Java class `class` (of tests/kafka-clients/java) with `args`;
+/// its standard output, after asserting success.
+pub fn java_class_ok(class: &str, args: &[&str]) -> String {
     let lib = clients_dir().join("java/lib");
     assert!(
         lib.is_dir(),
@@ -19,7 +25,7 @@ fn java_ok(args: &[&str]) -> String {
     let child = Command::new("java")
         .arg("-cp")
         .arg(format!("{}/*", lib.display()))
-        .arg("leat.KafkaCheck")
+        .arg(class)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -29,7 +35,7 @@ fn java_ok(args: &[&str]) -> String {
     let out = wait_output(child, Duration::from_secs(180), &format!("java {args:?}"));
     assert!(
         out.status.success(),
-        "java {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        "java {class} {args:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -16,6 +16,7 @@ use leat_tests::Server;
 mod groups;
 mod java;
 mod schemas;
+mod share;
 mod txn;
 
 const TOKEN: &str = "kafka-test-token";

@@ -262,7 +262,7 @@ impl Broker {
         taken: &[Taken],
     ) -> Result<Vec<Acquired>> {
         let dead = format!("{group}{DEAD_SUFFIX}");
-        let dead_letter = config.dead_letter && self.entry(&dead).is_ok();
+        let keep_dead = config.dead_letter && self.entry(&dead).is_ok();
         let mut txn = Transaction::new();
         let mut out = Vec::new();
         let mut done = Vec::new();
@@ -292,8 +292,12 @@ impl Broker {
                             outcome: Outcome::Rejected,
                         }));
                         done.push((t.part.clone(), offset, pick.nonce, Outcome::Rejected));
-                        if dead_letter {
-                            txn.append(&dead, dead_record(entry, event, pick.deliveries));
+                        if keep_dead {
+                            let reason = format!(
+                                "delivered {} times without being accepted",
+                                pick.deliveries
+                            );
+                            txn.append(&dead, dead_letter(&entry.name, event, reason));
                         }
                     }
                     Some(event) => {
@@ -626,24 +630,20 @@ fn status_of(
     }
 }
 
-/// The dead letter of `event`: the same key, value, timestamp and headers,
-/// with why and whence.
-fn dead_record(entry: &StreamEntry, event: &Event, deliveries: u16) -> Record {
-    let mut record = Record {
+/// The dead letter of `event`, read from `stream`: the same key, value,
+/// timestamp and headers, with why ([`DEAD_REASON_HEADER`]) and whence
+/// ([`DEAD_SOURCE_HEADER`]), for a queue group's `<group>.dead`.
+pub fn dead_letter(stream: &str, event: &Event, reason: String) -> Record {
+    Record {
         key: event.key.clone(),
         value: event.value.clone(),
         headers: event.headers.clone(),
         timestamp: Some(event.timestamp),
         partition: None,
-    };
-    record = record
-        .header(
-            DEAD_REASON_HEADER,
-            format!("delivered {deliveries} times without being accepted"),
-        )
-        .header(
-            DEAD_SOURCE_HEADER,
-            format!("{}/{}/{}", entry.name, event.partition, event.offset),
-        );
-    record
+    }
+    .header(DEAD_REASON_HEADER, reason)
+    .header(
+        DEAD_SOURCE_HEADER,
+        format!("{stream}/{}/{}", event.partition, event.offset),
+    )
 }

@@ -8,7 +8,11 @@
 //! `LEAT_BENCH_ONLY` (`wasm` or `native`: that pipeline alone, no latency run),
 //! `LEAT_BENCH_COMMIT_EVENTS` (events per commit of a backlog, default the
 //! runtime's), `LEAT_BENCH_COMPONENT` (another component than `uppercase`, e.g. one built
-//! against an earlier WIT version from `tests/fixtures/`).
+//! against an earlier WIT version from `tests/fixtures/`), `LEAT_BENCH_QUEUE=N`
+//! (instead of Wasm against native: Wasm in stream mode, one instance per
+//! partition, against Wasm in queue mode with N instances, alternately, then
+//! the latency of each; with `LEAT_BENCH_PARTITIONS=1`, N instances on one
+//! partition against one).
 //! Prints medians; the runs of the two pipelines alternate so that both see
 //! the same machine. Beside events/s it prints the CPU time the process
 //! spent per event (all threads, from `/proc/self/stat` where there is one):
@@ -21,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use leat_broker::{Broker, ReadLimits, Record, StreamConfig};
 use leat_runtime::{
-    Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorSpec, RunMode, Runtime,
+    Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorMode, ProcessorSpec, RunMode,
+    Runtime,
 };
 
 /// The `leat` binary's allocator, so that the bench measures what it runs.
@@ -83,11 +88,23 @@ fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
     Runtime::new(broker, engine.clone()).unwrap()
 }
 
-fn spec() -> ProcessorSpec {
+/// How the processor runs: in stream mode, one instance per partition, or
+/// in queue mode with this many instances.
+#[derive(Clone, Copy)]
+enum Shape {
+    Stream,
+    Queue(u32),
+}
+
+fn spec(shape: Shape) -> ProcessorSpec {
     let mut spec = ProcessorSpec::new("upper", vec!["in".into()], vec!["out".into()]);
     spec.batch_size = 1000;
     spec.instances = partitions();
     spec.max_commit_events = env_usize("LEAT_BENCH_COMMIT_EVENTS", spec.max_commit_events);
+    if let Shape::Queue(instances) = shape {
+        spec.mode = ProcessorMode::Queue;
+        spec.instances = instances;
+    }
     spec
 }
 
@@ -118,7 +135,13 @@ struct Run {
 
 /// Loads `events` events into `in`, then times one processor consuming all
 /// of them into `out`, in a fresh data dir.
-fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode) -> Run {
+fn run_once(
+    dir: &Path,
+    engine: &Arc<Engine>,
+    events: usize,
+    code: ProcessorCode,
+    shape: Shape,
+) -> Run {
     let runtime = fresh_runtime(dir, engine);
     for chunk in (0..events).step_by(1000) {
         runtime
@@ -129,7 +152,7 @@ fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode
     let cpu_before = process_cpu();
     let start = Instant::now();
     let status = runtime
-        .start(spec(), code, RunMode::UntilCaughtUp)
+        .start(spec(shape), code, RunMode::UntilCaughtUp)
         .expect("start")
         .wait()
         .expect("run");
@@ -145,9 +168,15 @@ fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode
 /// A producer appends batches of 1,000 every 5 ms while the Wasm processor
 /// follows; a reader records, per output event, the time from the input's
 /// append (its timestamp) to the moment the output was readable.
-fn latencies(dir: &Path, engine: &Arc<Engine>, code: ProcessorCode, batches: usize) -> Vec<i64> {
+fn latencies(
+    dir: &Path,
+    engine: &Arc<Engine>,
+    code: ProcessorCode,
+    batches: usize,
+    shape: Shape,
+) -> Vec<i64> {
     let runtime = fresh_runtime(dir, engine);
-    let deployment = runtime.deploy(spec(), code).expect("deploy");
+    let deployment = runtime.deploy(spec(shape), code).expect("deploy");
     let broker = runtime.broker().clone();
     let producer = std::thread::spawn({
         let broker = broker.clone();
@@ -235,16 +264,33 @@ fn main() {
     // `LEAT_BENCH_ONLY=wasm` or `native` runs one pipeline, for a profiler.
     let only = std::env::var("LEAT_BENCH_ONLY").unwrap_or_default();
     let (run_wasm, run_native) = (only != "native", only != "wasm");
-    let mut wasm = Vec::new();
-    let mut native = Vec::new();
+    let queue = env_usize("LEAT_BENCH_QUEUE", 0) as u32;
+    // Wasm against native, or (`LEAT_BENCH_QUEUE`) stream against queue mode.
+    let (first, second) = match queue {
+        0 => (
+            ("wasm uppercase", Shape::Stream),
+            ("native closure", Shape::Stream),
+        ),
+        n => (
+            ("wasm, stream  ", Shape::Stream),
+            ("wasm, queue   ", Shape::Queue(n)),
+        ),
+    };
+    let code = |native: bool| {
+        if native {
+            ProcessorCode::Native(native_uppercase())
+        } else {
+            ProcessorCode::Wasm(component.clone())
+        }
+    };
+    let (mut firsts, mut seconds) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         if run_wasm {
-            let code = ProcessorCode::Wasm(component.clone());
-            wasm.push(run_once(dir.path(), &engine, events, code));
+            firsts.push(run_once(dir.path(), &engine, events, code(false), first.1));
         }
         if run_native {
-            let code = ProcessorCode::Native(native_uppercase());
-            native.push(run_once(dir.path(), &engine, events, code));
+            let c = code(queue == 0);
+            seconds.push(run_once(dir.path(), &engine, events, c, second.1));
         }
     }
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
@@ -257,12 +303,16 @@ fn main() {
         })
     };
     println!(
-        "pipeline: {events} events of 100 bytes, batches of 1000, {} partitions and instances, {} commits, median of {runs}",
+        "pipeline: {events} events of 100 bytes, batches of 1000, {} partitions and stream instances{}, {} commits, median of {runs}",
         partitions(),
+        match queue {
+            0 => String::new(),
+            n => format!(", {n} queue instances"),
+        },
         if durable() { "durable" } else { "non-durable" }
     );
     let mut rates = Vec::new();
-    for (label, runs) in [("wasm uppercase", wasm), ("native closure", native)] {
+    for (label, runs) in [(first.0, firsts), (second.0, seconds)] {
         if runs.is_empty() {
             continue;
         }
@@ -277,14 +327,25 @@ fn main() {
     let [w, n] = rates[..] else {
         return;
     };
-    println!("  wasm / native    {:>10.2}", w / n);
-    let l = latencies(dir.path(), &engine, ProcessorCode::Wasm(component), 200);
-    let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
-    println!(
-        "latency append -> committed output, wasm, 1000 events every 5 ms: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(1.0)
-    );
+    let shapes = match queue {
+        0 => {
+            println!("  wasm / native    {:>10.2}", w / n);
+            vec![("wasm", Shape::Stream)]
+        }
+        _ => {
+            println!("  queue / stream   {:>10.2}", n / w);
+            vec![(first.0.trim(), first.1), (second.0.trim(), second.1)]
+        }
+    };
+    for (label, shape) in shapes {
+        let l = latencies(dir.path(), &engine, code(false), 200, shape);
+        let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
+        println!(
+            "latency append -> committed output, {label}, 1000 events every 5 ms: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
 }

@@ -233,13 +233,12 @@ fn commit(
     let mut reasons: Vec<Option<String>> = vec![None; batch.len()];
     for r in rejections {
         // As for an output's cause: none or out of range is the last event.
-        let i = r
-            .cause
-            .map(|i| i as usize)
-            .filter(|&i| i < batch.len())
-            .unwrap_or(batch.len() - 1);
-        reasons[i].get_or_insert(r.reason);
+        let cause = r.cause.map(|i| i as usize).filter(|&i| i < batch.len());
+        if let Some(i) = cause.or(batch.len().checked_sub(1)) {
+            reasons[i].get_or_insert(r.reason);
+        }
     }
+    let stream = spec.inputs.first().map_or("", String::as_str);
     let dead = format!("{}{DEAD_SUFFIX}", spec.name);
     let dead_letters = reasons.iter().any(Option::is_some)
         && shared.broker.queue_config(&spec.name)?.dead_letter
@@ -250,11 +249,11 @@ fn commit(
             continue;
         };
         let event = &held.input.event;
-        tracing::warn!(processor = %spec.name, stream = %spec.inputs[0], partition = event.partition,
+        tracing::warn!(processor = %spec.name, stream, partition = event.partition,
             offset = event.offset, reason = %reason, "the processor rejected an event");
         if dead_letters {
             let reason = format!("rejected by processor {}: {reason}", spec.name);
-            txn.append(&dead, dead_letter(&spec.inputs[0], event, reason));
+            txn.append(&dead, dead_letter(stream, event, reason));
         }
         txn.settle(&spec.name, held.lock, Ack::Reject);
     }

@@ -119,7 +119,7 @@ impl Runtime {
         }
         if spec.mode == ProcessorMode::Queue && !self.broker.queue_groups()?.contains(&spec.name) {
             // A new queue group dead-letters what it gives up on; `leat
-            // queue configure` changes that, and a redeploy keeps it.
+            // queue config` changes that, and a redeploy keeps it.
             let config = QueueConfig {
                 dead_letter: true,
                 ..QueueConfig::default()

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use leat_broker::{dead_letter, Ack, Acquired, LockId, DEAD_SUFFIX};
+use leat_broker::{dead_letter, Ack, Acquired, LockId};
 
 use crate::batch::{Input, StateWrites};
 use crate::bindings::Failure;
@@ -135,14 +135,21 @@ fn handle(worker: &mut Worker, batch: Vec<Held>, lock_for: Duration) -> Result<E
             }
         }
         first = false;
-        let error = match attempt(worker, &batch)? {
-            Attempt::Done => continue,
-            Attempt::Fenced => {
+        let error = match attempt(worker, &batch) {
+            Ok(Attempt::Done) => continue,
+            Ok(Attempt::Fenced) => {
                 work.push(batch);
                 release(worker, work.iter().flatten());
                 return Ok(Exit::Fenced);
             }
-            Attempt::Failed(error) => error,
+            Ok(Attempt::Failed(error)) => error,
+            Err(e) => {
+                // No instance could be started, or the log failed: what is
+                // held goes back now rather than when its locks expire.
+                work.push(batch);
+                release(worker, work.iter().flatten());
+                return Err(e);
+            }
         };
         worker.note_failure(&error);
         let blamed = match batch.len() {
@@ -239,10 +246,11 @@ fn commit(
         }
     }
     let stream = spec.inputs.first().map_or("", String::as_str);
-    let dead = format!("{}{DEAD_SUFFIX}", spec.name);
-    let dead_letters = reasons.iter().any(Option::is_some)
-        && shared.broker.queue_config(&spec.name)?.dead_letter
-        && shared.broker.list_streams().contains(&dead);
+    let dead = if reasons.iter().any(Option::is_some) {
+        shared.broker.queue_dead_letters(&spec.name)?
+    } else {
+        None
+    };
     for (held, reason) in batch.iter().zip(reasons) {
         let Some(reason) = reason else {
             txn.settle(&spec.name, held.lock, Ack::Accept);
@@ -251,9 +259,9 @@ fn commit(
         let event = &held.input.event;
         tracing::warn!(processor = %spec.name, stream, partition = event.partition,
             offset = event.offset, reason = %reason, "the processor rejected an event");
-        if dead_letters {
+        if let Some(dead) = &dead {
             let reason = format!("rejected by processor {}: {reason}", spec.name);
-            txn.append(&dead, dead_letter(stream, event, reason));
+            txn.append(dead, dead_letter(stream, event, reason));
         }
         txn.settle(&spec.name, held.lock, Ack::Reject);
     }

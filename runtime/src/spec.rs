@@ -45,7 +45,7 @@ pub enum ProcessorMode {
     /// acquired events, in no particular order, and there is no state.
     /// A batch's outputs and acceptances commit together; a failed batch's
     /// events are released, and an event delivered `max_deliveries` times
-    /// is dead-lettered (see `leat queue configure`).
+    /// is dead-lettered (see `leat queue config`).
     Queue,
 }
 

@@ -12,12 +12,17 @@
 //! (instead of Wasm against native: Wasm in stream mode, one instance per
 //! partition, against Wasm in queue mode with N instances, alternately, then
 //! the latency of each; with `LEAT_BENCH_PARTITIONS=1`, N instances on one
-//! partition against one).
-//! Prints medians; the runs of the two pipelines alternate so that both see
-//! the same machine. Beside events/s it prints the CPU time the process
-//! spent per event (all threads, from `/proc/self/stat` where there is one):
-//! on a machine shared with other work it moves much less than the rate. Then measures end-to-end latency percentiles (append to
-//! committed output) with the Wasm processor following a steady producer.
+//! partition against one), `LEAT_BENCH_BATCH` (events per guest call, default
+//! 1000; 250 lets 8 queue instances share one partition's 2,000-event window).
+//! Prints medians, with the range of the runs, and the database file's growth
+//! per event while the processor ran (outputs and bookkeeping: in queue mode
+//! the queue group's, in stream mode the offsets'); the runs of the two
+//! pipelines alternate so that both see the same machine. Beside events/s it
+//! prints the CPU time the process spent per event (all threads, from
+//! `/proc/self/stat` where there is one): on a machine shared with other work
+//! it moves much less than the rate. Then measures end-to-end latency
+//! percentiles (append to committed output) with the Wasm processor
+//! following a steady producer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +42,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// (`LEAT_BENCH_PARTITIONS`, default 2: one per core of the reference machine).
 fn partitions() -> u32 {
     env_usize("LEAT_BENCH_PARTITIONS", 2).clamp(1, 64) as u32
+}
+
+/// Events per guest call (`LEAT_BENCH_BATCH`, default 1000). A queue group
+/// hands out at most 2,000 events of a partition at once: with 8 queue
+/// instances on one partition, batches of 250 keep them all busy.
+fn batch_size() -> usize {
+    env_usize("LEAT_BENCH_BATCH", 1000).max(1)
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -98,7 +110,7 @@ enum Shape {
 
 fn spec(shape: Shape) -> ProcessorSpec {
     let mut spec = ProcessorSpec::new("upper", vec!["in".into()], vec!["out".into()]);
-    spec.batch_size = 1000;
+    spec.batch_size = batch_size();
     spec.instances = partitions();
     spec.max_commit_events = env_usize("LEAT_BENCH_COMMIT_EVENTS", spec.max_commit_events);
     if let Shape::Queue(instances) = shape {
@@ -127,10 +139,12 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
-/// One measured run: wall time, and CPU time where it is known.
+/// One measured run: wall time, CPU time where it is known, and how many
+/// bytes the database file grew by while the processor ran.
 struct Run {
     wall: Duration,
     cpu: Option<Duration>,
+    grown: u64,
 }
 
 /// Loads `events` events into `in`, then times one processor consuming all
@@ -149,6 +163,11 @@ fn run_once(
             .append("in", records(chunk, 1000.min(events - chunk)))
             .expect("append");
     }
+    let file_size = || {
+        runtime.broker().sync().expect("sync");
+        std::fs::metadata(dir.join("log.redb")).map_or(0, |m| m.len())
+    };
+    let size_before = file_size();
     let cpu_before = process_cpu();
     let start = Instant::now();
     let status = runtime
@@ -162,7 +181,8 @@ fn run_once(
         .map(|(after, before)| after - before);
     assert_eq!(status.events_in as usize, events);
     assert_eq!(status.events_out as usize, events);
-    Run { wall, cpu }
+    let grown = file_size().saturating_sub(size_before);
+    Run { wall, cpu, grown }
 }
 
 /// A producer appends batches of 1,000 every 5 ms while the Wasm processor
@@ -232,13 +252,28 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// The median wall time of `runs`, and their median CPU time if every run has one.
-fn medians(runs: Vec<Run>) -> (Duration, Option<Duration>) {
+/// The median, shortest and longest wall times of `runs`, their median CPU
+/// time if every run has one, and their median growth of the database file.
+struct Summary {
+    wall: Duration,
+    fastest: Duration,
+    slowest: Duration,
+    cpu: Option<Duration>,
+    grown: u64,
+}
+
+fn summarize(runs: Vec<Run>) -> Summary {
     let cpu: Option<Vec<Duration>> = runs.iter().map(|r| r.cpu).collect();
-    (
-        median(runs.iter().map(|r| r.wall).collect()),
-        cpu.map(median),
-    )
+    let mut grown: Vec<u64> = runs.iter().map(|r| r.grown).collect();
+    grown.sort_unstable();
+    let walls: Vec<Duration> = runs.iter().map(|r| r.wall).collect();
+    Summary {
+        fastest: walls.iter().copied().min().unwrap_or_default(),
+        slowest: walls.iter().copied().max().unwrap_or_default(),
+        wall: median(walls),
+        cpu: cpu.map(median),
+        grown: grown[grown.len() / 2],
+    }
 }
 
 fn main() {
@@ -303,7 +338,8 @@ fn main() {
         })
     };
     println!(
-        "pipeline: {events} events of 100 bytes, batches of 1000, {} partitions and stream instances{}, {} commits, median of {runs}",
+        "pipeline: {events} events of 100 bytes, batches of {}, {} partitions and stream instances{}, {} commits, median of {runs}",
+        batch_size(),
         partitions(),
         match queue {
             0 => String::new(),
@@ -316,11 +352,20 @@ fn main() {
         if runs.is_empty() {
             continue;
         }
-        let (wall, cpu) = medians(runs);
+        let Summary {
+            wall,
+            fastest,
+            slowest,
+            cpu,
+            grown,
+        } = summarize(runs);
         println!(
-            "  {label}   {:>10.0} events/s  ({wall:?}{})",
+            "  {label}   {:>10.0} events/s  (runs {:.0}..{:.0}; {wall:?}{}; database +{:.1} bytes/event)",
             rate(wall),
-            per_event(cpu)
+            rate(slowest),
+            rate(fastest),
+            per_event(cpu),
+            grown as f64 / events as f64
         );
         rates.push(rate(wall));
     }

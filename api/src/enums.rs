@@ -120,6 +120,44 @@ impl fmt::Display for OnError {
     }
 }
 
+/// How a processor's instances share its inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessorMode {
+    /// Each instance owns partitions and reads them in order, with their
+    /// state; instances beyond the partition count stay idle.
+    #[default]
+    Stream,
+    /// The instances share its one input as a queue group: any number of
+    /// them work, in no order, without state; a failed event is delivered
+    /// again, up to the group's `max_deliveries`, then dead-lettered.
+    Queue,
+}
+
+impl FromStr for ProcessorMode {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "stream" => Ok(ProcessorMode::Stream),
+            "queue" => Ok(ProcessorMode::Queue),
+            other => Err(ParseError(format!(
+                "unknown processor mode `{other}`: use `stream` or `queue`"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ProcessorMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProcessorMode::Stream => "stream",
+            ProcessorMode::Queue => "queue",
+        })
+    }
+}
+
 /// How a deployed processor is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -182,6 +220,13 @@ mod tests {
             "\"record\""
         );
         assert_eq!("stop".parse::<OnError>(), Ok(OnError::Stop));
+        assert_eq!(
+            serde_json::to_string(&ProcessorMode::Queue).unwrap(),
+            "\"queue\""
+        );
+        assert_eq!("queue".parse(), Ok(ProcessorMode::Queue));
+        let err = "queues".parse::<ProcessorMode>().unwrap_err();
+        assert!(err.to_string().contains("use `stream` or `queue`"), "{err}");
         assert!("skip".parse::<OnError>().is_err());
         assert_eq!(
             serde_json::to_string(&ProcessorState::Failed).unwrap(),

@@ -22,7 +22,7 @@ pub use leat_schema::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use crate::enums::{OnError, ParseError, Position, ProcessorState, QueueAction};
+pub use crate::enums::{OnError, ParseError, Position, ProcessorMode, ProcessorState, QueueAction};
 
 /// The largest request body a server takes: 64 MiB. Larger ones are
 /// answered 413; clients refuse to send them.
@@ -211,9 +211,12 @@ pub struct Deploy {
     /// Configuration for the guest's `init`.
     #[serde(default)]
     pub config: Vec<(String, String)>,
-    /// Instances sharing the partitions.
+    /// Instances sharing the partitions (in queue mode: the events).
     #[serde(default = "one")]
     pub instances: u32,
+    /// Partitions owned by instances (`stream`), or a queue they share.
+    #[serde(default)]
+    pub mode: ProcessorMode,
     /// What to do with an event the processor keeps failing on.
     #[serde(default)]
     pub on_error: OnError,
@@ -294,8 +297,11 @@ pub struct Reset {
 pub struct InstanceView {
     /// Its index.
     pub id: u32,
-    /// The partition indices it owns (empty: idle).
+    /// The partition indices it owns (empty: idle, or in queue mode).
     pub partitions: Vec<u32>,
+    /// Batches it committed since it started.
+    #[serde(default)]
+    pub batches: u64,
 }
 
 /// A processor's committed position on one input partition.
@@ -379,6 +385,9 @@ pub struct ProcessorView {
     pub config: Vec<(String, String)>,
     /// `stop` or `record`.
     pub on_error: OnError,
+    /// `stream` or `queue`.
+    #[serde(default)]
+    pub mode: ProcessorMode,
     /// Events per guest call.
     #[serde(default)]
     pub batch_size: usize,

@@ -119,7 +119,7 @@ pub use crate::queue::{
     Ack, Acquired, BadLockId, LockId, QueueConfig, QueuePartitionStatus, QueueStart, QueueStatus,
     DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK, MAX_WINDOW,
 };
-pub use crate::queue_ops::{QueueArrival, MAX_DELIVERIES_LIMIT};
+pub use crate::queue_ops::{dead_letter, QueueArrival, MAX_DELIVERIES_LIMIT};
 pub use crate::record::{Event, Header, Record};
 pub use crate::shared::{WaitInterrupt, Waiter};
 pub use crate::stream::{

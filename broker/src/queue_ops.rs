@@ -175,6 +175,17 @@ impl Broker {
         Ok(self.stored_config(group)?.unwrap_or_default())
     }
 
+    /// The stream `group` appends what it gives up on to (`<group>.dead`,
+    /// see [`dead_letter`]), if it keeps dead letters and the stream exists.
+    pub fn queue_dead_letters(&self, group: &str) -> Result<Option<String>> {
+        Ok(self.dead_letters_of(group, &self.queue_config(group)?))
+    }
+
+    fn dead_letters_of(&self, group: &str, config: &QueueConfig) -> Option<String> {
+        let dead = format!("{group}{DEAD_SUFFIX}");
+        (config.dead_letter && self.entry(&dead).is_ok()).then_some(dead)
+    }
+
     fn stored_config(&self, group: &str) -> Result<Option<QueueConfig>> {
         let txn = self.shared.db.begin_read()?;
         let table = txn.open_table(QUEUE_GROUPS)?;
@@ -261,8 +272,7 @@ impl Broker {
         config: &QueueConfig,
         taken: &[Taken],
     ) -> Result<Vec<Acquired>> {
-        let dead = format!("{group}{DEAD_SUFFIX}");
-        let dead_letter = config.dead_letter && self.entry(&dead).is_ok();
+        let dead = self.dead_letters_of(group, config);
         let mut txn = Transaction::new();
         let mut out = Vec::new();
         let mut done = Vec::new();
@@ -292,8 +302,12 @@ impl Broker {
                             outcome: Outcome::Rejected,
                         }));
                         done.push((t.part.clone(), offset, pick.nonce, Outcome::Rejected));
-                        if dead_letter {
-                            txn.append(&dead, dead_record(entry, event, pick.deliveries));
+                        if let Some(dead) = &dead {
+                            let reason = format!(
+                                "delivered {} times without being accepted",
+                                pick.deliveries
+                            );
+                            txn.append(dead, dead_letter(&entry.name, event, reason));
                         }
                     }
                     Some(event) => {
@@ -626,24 +640,20 @@ fn status_of(
     }
 }
 
-/// The dead letter of `event`: the same key, value, timestamp and headers,
-/// with why and whence.
-fn dead_record(entry: &StreamEntry, event: &Event, deliveries: u16) -> Record {
-    let mut record = Record {
+/// The dead letter of `event`, read from `stream`: the same key, value,
+/// timestamp and headers, with why ([`DEAD_REASON_HEADER`]) and whence
+/// ([`DEAD_SOURCE_HEADER`]), for a queue group's `<group>.dead`.
+pub fn dead_letter(stream: &str, event: &Event, reason: String) -> Record {
+    Record {
         key: event.key.clone(),
         value: event.value.clone(),
         headers: event.headers.clone(),
         timestamp: Some(event.timestamp),
         partition: None,
-    };
-    record = record
-        .header(
-            DEAD_REASON_HEADER,
-            format!("delivered {deliveries} times without being accepted"),
-        )
-        .header(
-            DEAD_SOURCE_HEADER,
-            format!("{}/{}/{}", entry.name, event.partition, event.offset),
-        );
-    record
+    }
+    .header(DEAD_REASON_HEADER, reason)
+    .header(
+        DEAD_SOURCE_HEADER,
+        format!("{stream}/{}/{}", event.partition, event.offset),
+    )
 }

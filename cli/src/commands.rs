@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use leat_api::{self as api, CallLimits, OnError, Origin, Position, DEFAULT_COMMIT_EVENTS};
+use leat_api::{
+    self as api, CallLimits, OnError, Origin, Position, ProcessorMode, DEFAULT_COMMIT_EVENTS,
+};
 use leat_broker::CleanupPolicy;
 
 use crate::backend::Backend;
@@ -441,9 +443,15 @@ pub struct ProcessorFlags {
     /// Configuration `key=value` for the processor (repeatable).
     #[arg(long = "config", value_parser = parse_pair)]
     pub config: Vec<(String, String)>,
-    /// Number of instances sharing the partitions.
+    /// Number of instances sharing the partitions (in queue mode: the events).
     #[arg(long, default_value_t = 1)]
     pub instances: u32,
+    /// `stream`: each instance owns partitions, read in order, with their
+    /// state. `queue`: the instances share the one input as a queue group
+    /// (any number of them work, no order, no state; a failed event is
+    /// delivered again, then dead-lettered to NAME.dead: see `leat queue`).
+    #[arg(long, value_enum, default_value_t = ProcessorMode::Stream)]
+    pub mode: ProcessorMode,
     /// What to do with an event the processor keeps failing on.
     #[arg(long, value_enum, default_value_t = OnError::Stop)]
     pub on_error: OnError,
@@ -484,6 +492,7 @@ impl ProcessorFlags {
             config: self.config,
             instances: self.instances,
             on_error: self.on_error,
+            mode: self.mode,
             batch_size: self.batch_size,
             commit_events: self.commit_events,
             topology,
@@ -621,6 +630,7 @@ fn print_processor(p: &api::ProcessorView) {
         println!("  config: {}", config.join(", "));
     }
     println!("  on error: {}", p.on_error);
+    println!("  mode: {}", p.mode);
     for c in &p.calls {
         match p.call_stats.iter().find(|s| s.origin == c.to_string()) {
             Some(s) => println!(
@@ -644,16 +654,12 @@ fn print_processor(p: &api::ProcessorView) {
     );
     for i in &p.instances {
         let parts: Vec<String> = i.partitions.iter().map(u32::to_string).collect();
-        println!(
-            "  instance {}: partitions [{}]{}",
-            i.id,
-            parts.join(", "),
-            if i.partitions.is_empty() {
-                " (idle)"
-            } else {
-                ""
-            }
-        );
+        let owns = match p.mode {
+            ProcessorMode::Queue => "shares the queue".to_string(),
+            ProcessorMode::Stream if i.partitions.is_empty() => "partitions [] (idle)".to_string(),
+            ProcessorMode::Stream => format!("partitions [{}]", parts.join(", ")),
+        };
+        println!("  instance {}: {owns}, {} batches", i.id, i.batches);
     }
     print_positions(&p.positions);
     println!(

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use leat_broker::Broker;
 use leat_runtime::{
-    Engine, EngineConfig, ProcessorHandle, ProcessorSpec, ProcessorStatus, RunMode, Runtime,
+    Engine, EngineConfig, ProcessorHandle, ProcessorMode, ProcessorSpec, ProcessorStatus, RunMode,
+    Runtime,
 };
 
 use crate::backend::open_broker;
@@ -68,12 +69,30 @@ pub fn process(data_dir: &Path, args: ProcessArgs) -> Result<()> {
     Ok(())
 }
 
-/// Input events `spec` has not processed yet: its lag over its inputs.
+/// Input events `spec` has not processed yet: its lag over its inputs (in
+/// queue mode, its queue group's).
 pub fn lag(broker: &Broker, spec: &ProcessorSpec) -> Result<u64> {
+    let queue = match spec.mode {
+        ProcessorMode::Stream => None,
+        ProcessorMode::Queue => match broker.queue_status(&spec.name) {
+            Ok(status) => Some(status.partitions),
+            Err(leat_broker::Error::UnknownQueue(_)) => Some(Vec::new()),
+            Err(e) => return Err(e.into()),
+        },
+    };
     let mut lag = 0u64;
     for stream in &spec.inputs {
         let info = broker.describe_stream(stream)?;
         for (p, extent) in info.partitions.iter().enumerate() {
+            if let Some(queue) = &queue {
+                lag += queue
+                    .iter()
+                    .find(|q| q.stream == *stream && q.partition == p as u32)
+                    .map_or(extent.next_offset.saturating_sub(extent.log_start), |q| {
+                        q.lag
+                    });
+                continue;
+            }
             let committed = broker
                 .committed_offset(&spec.name, stream, p as u32)?
                 .unwrap_or(extent.log_start)

@@ -10,7 +10,7 @@ use leat_api as api;
 use leat_runtime::topology::{
     apply_streams, ApplyError, StreamChange, Topology, TopologyProcessor,
 };
-use leat_runtime::RunMode;
+use leat_runtime::{ProcessorMode, RunMode};
 
 use crate::backend::Backend;
 use crate::process::{lag, local_runtime, wait_with_progress};
@@ -117,6 +117,10 @@ fn deploy_of(t: &Topology, p: &TopologyProcessor, component: String) -> Result<a
             .on_error
             .parse()
             .with_context(|| format!("{}:{}: processor {}", t.file, p.line, p.name))?,
+        mode: match p.mode {
+            ProcessorMode::Stream => api::ProcessorMode::Stream,
+            ProcessorMode::Queue => api::ProcessorMode::Queue,
+        },
         batch_size: p.batch_size,
         commit_events: p.commit_events,
         topology: Some(t.name.clone()),

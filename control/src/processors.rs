@@ -369,6 +369,7 @@ impl Control {
             outputs: d.outputs.clone(),
             config: d.config.clone(),
             on_error: d.on_error,
+            mode: d.mode,
             batch_size: d.batch_size,
             commit_events: d.commit_events,
             generation: status.generation,
@@ -378,6 +379,7 @@ impl Control {
                 .map(|i| api::InstanceView {
                     id: i.id,
                     partitions: i.partitions.clone(),
+                    batches: i.batches,
                 })
                 .collect(),
             lag: positions.iter().map(|p| p.lag).sum(),

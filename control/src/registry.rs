@@ -9,8 +9,8 @@ use std::time::Instant;
 use leat_api as api;
 use leat_runtime::files::content_hash;
 use leat_runtime::{
-    Deployment, ErrorPolicy, LatencyHistogram, LoadedComponent, ProcessorSpec, ProcessorStatus,
-    ResetTo,
+    Deployment, ErrorPolicy, LatencyHistogram, LoadedComponent, ProcessorMode, ProcessorSpec,
+    ProcessorStatus, ResetTo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,10 @@ pub fn processor_spec(d: &api::Deploy) -> ProcessorSpec {
     spec.config = d.config.clone();
     spec.instances = d.instances;
     spec.on_error = error_policy(d.on_error);
+    spec.mode = match d.mode {
+        api::ProcessorMode::Stream => ProcessorMode::Stream,
+        api::ProcessorMode::Queue => ProcessorMode::Queue,
+    };
     spec.batch_size = d.batch_size;
     spec.max_commit_events = d.commit_events;
     spec.calls = d.calls.clone();

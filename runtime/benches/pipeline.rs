@@ -8,12 +8,21 @@
 //! `LEAT_BENCH_ONLY` (`wasm` or `native`: that pipeline alone, no latency run),
 //! `LEAT_BENCH_COMMIT_EVENTS` (events per commit of a backlog, default the
 //! runtime's), `LEAT_BENCH_COMPONENT` (another component than `uppercase`, e.g. one built
-//! against an earlier WIT version from `tests/fixtures/`).
-//! Prints medians; the runs of the two pipelines alternate so that both see
-//! the same machine. Beside events/s it prints the CPU time the process
-//! spent per event (all threads, from `/proc/self/stat` where there is one):
-//! on a machine shared with other work it moves much less than the rate. Then measures end-to-end latency percentiles (append to
-//! committed output) with the Wasm processor following a steady producer.
+//! against an earlier WIT version from `tests/fixtures/`), `LEAT_BENCH_QUEUE=N`
+//! (instead of Wasm against native: Wasm in stream mode, one instance per
+//! partition, against Wasm in queue mode with N instances, alternately, then
+//! the latency of each; with `LEAT_BENCH_PARTITIONS=1`, N instances on one
+//! partition against one), `LEAT_BENCH_BATCH` (events per guest call, default
+//! 1000; 250 lets 8 queue instances share one partition's 2,000-event window).
+//! Prints medians, with the range of the runs, and the database file's growth
+//! per event while the processor ran (outputs and bookkeeping: in queue mode
+//! the queue group's, in stream mode the offsets'); the runs of the two
+//! pipelines alternate so that both see the same machine. Beside events/s it
+//! prints the CPU time the process spent per event (all threads, from
+//! `/proc/self/stat` where there is one): on a machine shared with other work
+//! it moves much less than the rate. Then measures end-to-end latency
+//! percentiles (append to committed output) with the Wasm processor
+//! following a steady producer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use leat_broker::{Broker, ReadLimits, Record, StreamConfig};
 use leat_runtime::{
-    Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorSpec, RunMode, Runtime,
+    Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorMode, ProcessorSpec, RunMode,
+    Runtime,
 };
 
 /// The `leat` binary's allocator, so that the bench measures what it runs.
@@ -32,6 +42,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// (`LEAT_BENCH_PARTITIONS`, default 2: one per core of the reference machine).
 fn partitions() -> u32 {
     env_usize("LEAT_BENCH_PARTITIONS", 2).clamp(1, 64) as u32
+}
+
+/// Events per guest call (`LEAT_BENCH_BATCH`, default 1000). A queue group
+/// hands out at most 2,000 events of a partition at once: with 8 queue
+/// instances on one partition, batches of 250 keep them all busy.
+fn batch_size() -> usize {
+    env_usize("LEAT_BENCH_BATCH", 1000).max(1)
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -83,11 +100,23 @@ fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
     Runtime::new(broker, engine.clone()).unwrap()
 }
 
-fn spec() -> ProcessorSpec {
+/// How the processor runs: in stream mode, one instance per partition, or
+/// in queue mode with this many instances.
+#[derive(Clone, Copy)]
+enum Shape {
+    Stream,
+    Queue(u32),
+}
+
+fn spec(shape: Shape) -> ProcessorSpec {
     let mut spec = ProcessorSpec::new("upper", vec!["in".into()], vec!["out".into()]);
-    spec.batch_size = 1000;
+    spec.batch_size = batch_size();
     spec.instances = partitions();
     spec.max_commit_events = env_usize("LEAT_BENCH_COMMIT_EVENTS", spec.max_commit_events);
+    if let Shape::Queue(instances) = shape {
+        spec.mode = ProcessorMode::Queue;
+        spec.instances = instances;
+    }
     spec
 }
 
@@ -110,15 +139,23 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
-/// One measured run: wall time, and CPU time where it is known.
+/// One measured run: wall time, CPU time where it is known, and how many
+/// bytes the database file grew by while the processor ran.
 struct Run {
     wall: Duration,
     cpu: Option<Duration>,
+    grown: u64,
 }
 
 /// Loads `events` events into `in`, then times one processor consuming all
 /// of them into `out`, in a fresh data dir.
-fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode) -> Run {
+fn run_once(
+    dir: &Path,
+    engine: &Arc<Engine>,
+    events: usize,
+    code: ProcessorCode,
+    shape: Shape,
+) -> Run {
     let runtime = fresh_runtime(dir, engine);
     for chunk in (0..events).step_by(1000) {
         runtime
@@ -126,10 +163,15 @@ fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode
             .append("in", records(chunk, 1000.min(events - chunk)))
             .expect("append");
     }
+    let file_size = || {
+        runtime.broker().sync().expect("sync");
+        std::fs::metadata(dir.join("log.redb")).map_or(0, |m| m.len())
+    };
+    let size_before = file_size();
     let cpu_before = process_cpu();
     let start = Instant::now();
     let status = runtime
-        .start(spec(), code, RunMode::UntilCaughtUp)
+        .start(spec(shape), code, RunMode::UntilCaughtUp)
         .expect("start")
         .wait()
         .expect("run");
@@ -139,15 +181,22 @@ fn run_once(dir: &Path, engine: &Arc<Engine>, events: usize, code: ProcessorCode
         .map(|(after, before)| after - before);
     assert_eq!(status.events_in as usize, events);
     assert_eq!(status.events_out as usize, events);
-    Run { wall, cpu }
+    let grown = file_size().saturating_sub(size_before);
+    Run { wall, cpu, grown }
 }
 
 /// A producer appends batches of 1,000 every 5 ms while the Wasm processor
 /// follows; a reader records, per output event, the time from the input's
 /// append (its timestamp) to the moment the output was readable.
-fn latencies(dir: &Path, engine: &Arc<Engine>, code: ProcessorCode, batches: usize) -> Vec<i64> {
+fn latencies(
+    dir: &Path,
+    engine: &Arc<Engine>,
+    code: ProcessorCode,
+    batches: usize,
+    shape: Shape,
+) -> Vec<i64> {
     let runtime = fresh_runtime(dir, engine);
-    let deployment = runtime.deploy(spec(), code).expect("deploy");
+    let deployment = runtime.deploy(spec(shape), code).expect("deploy");
     let broker = runtime.broker().clone();
     let producer = std::thread::spawn({
         let broker = broker.clone();
@@ -203,13 +252,28 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// The median wall time of `runs`, and their median CPU time if every run has one.
-fn medians(runs: Vec<Run>) -> (Duration, Option<Duration>) {
+/// The median, shortest and longest wall times of `runs`, their median CPU
+/// time if every run has one, and their median growth of the database file.
+struct Summary {
+    wall: Duration,
+    fastest: Duration,
+    slowest: Duration,
+    cpu: Option<Duration>,
+    grown: u64,
+}
+
+fn summarize(runs: Vec<Run>) -> Summary {
     let cpu: Option<Vec<Duration>> = runs.iter().map(|r| r.cpu).collect();
-    (
-        median(runs.iter().map(|r| r.wall).collect()),
-        cpu.map(median),
-    )
+    let mut grown: Vec<u64> = runs.iter().map(|r| r.grown).collect();
+    grown.sort_unstable();
+    let walls: Vec<Duration> = runs.iter().map(|r| r.wall).collect();
+    Summary {
+        fastest: walls.iter().copied().min().unwrap_or_default(),
+        slowest: walls.iter().copied().max().unwrap_or_default(),
+        wall: median(walls),
+        cpu: cpu.map(median),
+        grown: grown[grown.len() / 2],
+    }
 }
 
 fn main() {
@@ -235,16 +299,33 @@ fn main() {
     // `LEAT_BENCH_ONLY=wasm` or `native` runs one pipeline, for a profiler.
     let only = std::env::var("LEAT_BENCH_ONLY").unwrap_or_default();
     let (run_wasm, run_native) = (only != "native", only != "wasm");
-    let mut wasm = Vec::new();
-    let mut native = Vec::new();
+    let queue = env_usize("LEAT_BENCH_QUEUE", 0) as u32;
+    // Wasm against native, or (`LEAT_BENCH_QUEUE`) stream against queue mode.
+    let (first, second) = match queue {
+        0 => (
+            ("wasm uppercase", Shape::Stream),
+            ("native closure", Shape::Stream),
+        ),
+        n => (
+            ("wasm, stream  ", Shape::Stream),
+            ("wasm, queue   ", Shape::Queue(n)),
+        ),
+    };
+    let code = |native: bool| {
+        if native {
+            ProcessorCode::Native(native_uppercase())
+        } else {
+            ProcessorCode::Wasm(component.clone())
+        }
+    };
+    let (mut firsts, mut seconds) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         if run_wasm {
-            let code = ProcessorCode::Wasm(component.clone());
-            wasm.push(run_once(dir.path(), &engine, events, code));
+            firsts.push(run_once(dir.path(), &engine, events, code(false), first.1));
         }
         if run_native {
-            let code = ProcessorCode::Native(native_uppercase());
-            native.push(run_once(dir.path(), &engine, events, code));
+            let c = code(queue == 0);
+            seconds.push(run_once(dir.path(), &engine, events, c, second.1));
         }
     }
     let rate = |d: Duration| events as f64 / d.as_secs_f64();
@@ -257,34 +338,59 @@ fn main() {
         })
     };
     println!(
-        "pipeline: {events} events of 100 bytes, batches of 1000, {} partitions and instances, {} commits, median of {runs}",
+        "pipeline: {events} events of 100 bytes, batches of {}, {} partitions and stream instances{}, {} commits, median of {runs}",
+        batch_size(),
         partitions(),
+        match queue {
+            0 => String::new(),
+            n => format!(", {n} queue instances"),
+        },
         if durable() { "durable" } else { "non-durable" }
     );
     let mut rates = Vec::new();
-    for (label, runs) in [("wasm uppercase", wasm), ("native closure", native)] {
+    for (label, runs) in [(first.0, firsts), (second.0, seconds)] {
         if runs.is_empty() {
             continue;
         }
-        let (wall, cpu) = medians(runs);
+        let Summary {
+            wall,
+            fastest,
+            slowest,
+            cpu,
+            grown,
+        } = summarize(runs);
         println!(
-            "  {label}   {:>10.0} events/s  ({wall:?}{})",
+            "  {label}   {:>10.0} events/s  (runs {:.0}..{:.0}; {wall:?}{}; database +{:.1} bytes/event)",
             rate(wall),
-            per_event(cpu)
+            rate(slowest),
+            rate(fastest),
+            per_event(cpu),
+            grown as f64 / events as f64
         );
         rates.push(rate(wall));
     }
     let [w, n] = rates[..] else {
         return;
     };
-    println!("  wasm / native    {:>10.2}", w / n);
-    let l = latencies(dir.path(), &engine, ProcessorCode::Wasm(component), 200);
-    let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
-    println!(
-        "latency append -> committed output, wasm, 1000 events every 5 ms: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(1.0)
-    );
+    let shapes = match queue {
+        0 => {
+            println!("  wasm / native    {:>10.2}", w / n);
+            vec![("wasm", Shape::Stream)]
+        }
+        _ => {
+            println!("  queue / stream   {:>10.2}", n / w);
+            vec![(first.0.trim(), first.1), (second.0.trim(), second.1)]
+        }
+    };
+    for (label, shape) in shapes {
+        let l = latencies(dir.path(), &engine, code(false), 200, shape);
+        let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
+        println!(
+            "latency append -> committed output, {label}, 1000 events every 5 ms: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+            pct(0.5),
+            pct(0.9),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
 }

@@ -48,6 +48,44 @@ impl Emitted {
     }
 }
 
+/// The stream a guest emits to, to reject the output's cause event with
+/// the output's value as the reason: never a stream's name (`:` is not
+/// allowed in one). Only a processor in queue mode may reject.
+pub use leat_layout::REJECT_STREAM;
+
+/// What [`declared_index`] returns for [`REJECT_STREAM`]: no output's index.
+pub(crate) const REJECTED: usize = usize::MAX;
+
+/// A guest's rejection of an event of its batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rejection {
+    /// The index in the batch of the rejected event, as the guest gave it.
+    pub cause: Option<u32>,
+    /// Why, for the operator.
+    pub reason: String,
+}
+
+/// Splits the rejections (outputs to [`REJECT_STREAM`]) off `emitted`.
+pub(crate) fn split_rejections(emitted: &mut Vec<Emitted>) -> Vec<Rejection> {
+    if emitted.iter().all(|e| e.stream != REJECTED) {
+        return Vec::new();
+    }
+    let (rejected, kept): (Vec<Emitted>, Vec<Emitted>) = std::mem::take(emitted)
+        .into_iter()
+        .partition(|e| e.stream == REJECTED);
+    *emitted = kept;
+    rejected
+        .into_iter()
+        .map(|e| Rejection {
+            cause: e.cause,
+            reason: e
+                .value
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// Where `out` may go: the index of its stream in `outputs`, or the failure
 /// of the batch that emitted it.
 pub(crate) fn declared(
@@ -59,13 +97,17 @@ pub(crate) fn declared(
 }
 
 /// The index in `outputs` of an output's `stream` (empty: the first
-/// declared output), or the failure of the batch, blaming `cause`.
+/// declared output; [`REJECT_STREAM`]: [`REJECTED`]), or the failure of the
+/// batch, blaming `cause`.
 pub(crate) fn declared_index(
     processor: &str,
     outputs: &[String],
     stream: &str,
     cause: Option<u32>,
 ) -> Result<usize, Failure> {
+    if stream == REJECT_STREAM {
+        return Ok(REJECTED);
+    }
     let first = (stream.is_empty() && !outputs.is_empty()).then_some(0);
     first
         .or_else(|| outputs.iter().position(|s| s == stream))
@@ -105,5 +147,30 @@ mod tests {
         );
         // No declared output: nothing for an empty stream to name.
         assert!(declared("p", &[], &output("")).is_err());
+    }
+
+    #[test]
+    fn rejections_are_split_off_the_outputs_in_order() {
+        let outputs = ["a".to_string()];
+        let mut emitted: Vec<Emitted> = [("a", "x"), (REJECT_STREAM, "bad"), ("", "y")]
+            .into_iter()
+            .map(|(stream, value)| {
+                let mut out = output(stream);
+                out.value = Some(value.into());
+                Emitted::from_wit(declared("p", &outputs, &out).unwrap(), out)
+            })
+            .collect();
+        let rejections = split_rejections(&mut emitted);
+        assert_eq!(
+            rejections,
+            [Rejection {
+                cause: Some(4),
+                reason: "bad".into()
+            }]
+        );
+        let kept: Vec<_> = emitted.iter().map(|e| e.value.clone().unwrap()).collect();
+        assert_eq!(kept, [&b"x"[..], &b"y"[..]]);
+        assert!(split_rejections(&mut emitted).is_empty());
+        assert_eq!(emitted.len(), 2);
     }
 }

@@ -4,12 +4,12 @@
 //! the change, and starts them again under a new group generation, so no
 //! event is lost or processed twice across the change.
 
-use leat_broker::Transaction;
+use leat_broker::{QueueStart, Transaction};
 
 use crate::error::{Error, Result};
 use crate::guest::ProcessorCode;
 use crate::processor::{ProcessorHandle, Runtime};
-use crate::spec::ProcessorSpec;
+use crate::spec::{ProcessorMode, ProcessorSpec};
 use crate::status::ProcessorStatus;
 use crate::worker::RunMode;
 
@@ -136,10 +136,24 @@ impl Deployment {
     }
 
     /// Moves the processor's committed offsets on every input partition, so
-    /// that it replays (or skips) events. State is kept.
+    /// that it replays (or skips) events. State is kept. In queue mode,
+    /// moves its queue group instead (see `Broker::queue_reset`).
     pub fn reset(&mut self, to: ResetTo) -> Result<()> {
         self.change(|d| {
             let broker = d.runtime.broker();
+            if d.spec.mode == ProcessorMode::Queue {
+                // Its queue group forgets its window: delivery counts start over.
+                let start = match to {
+                    ResetTo::Beginning => QueueStart::Earliest,
+                    ResetTo::End => QueueStart::Latest,
+                    ResetTo::Offset(o) => QueueStart::Offset(o),
+                    ResetTo::Timestamp(ts) => QueueStart::Timestamp(ts),
+                };
+                for stream in &d.spec.inputs {
+                    broker.queue_reset(&d.spec.name, stream, start)?;
+                }
+                return Ok(());
+            }
             let mut txn = Transaction::new();
             for stream in &d.spec.inputs {
                 let info = broker.describe_stream(stream)?;

@@ -9,7 +9,7 @@ use leat_broker::{Broker, Event as LogEvent};
 use wasmtime::component::{ComponentType, Func, Lower};
 use wasmtime::Store;
 
-use crate::batch::{declared, Emitted, Input, StateWrites};
+use crate::batch::{declared, split_rejections, Emitted, Input, Rejection, StateWrites};
 use crate::bindings::{Event, Failure, Header as WitHeader, Output, Runnable};
 use crate::encoded;
 use crate::engine::{Engine, LoadedComponent};
@@ -98,6 +98,17 @@ pub(crate) enum CallError {
     Trapped(String),
 }
 
+impl CallError {
+    /// The index of the event the guest blamed, if it is one of the
+    /// `len` events of the batch.
+    pub(crate) fn blamed(&self, len: usize) -> Option<usize> {
+        match self {
+            CallError::Failed(f) => f.event_index.map(|i| i as usize).filter(|&i| i < len),
+            CallError::Trapped(_) => None,
+        }
+    }
+}
+
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -111,6 +122,19 @@ impl std::fmt::Display for CallError {
 pub(crate) struct BatchResult {
     pub outputs: Vec<Emitted>,
     pub writes: StateWrites,
+    /// The events the guest rejected (queue mode only).
+    pub rejections: Vec<Rejection>,
+}
+
+impl BatchResult {
+    fn new(mut outputs: Vec<Emitted>, writes: StateWrites) -> BatchResult {
+        let rejections = split_rejections(&mut outputs);
+        BatchResult {
+            outputs,
+            writes,
+            rejections,
+        }
+    }
 }
 
 /// A processor written as a native Rust function, run in place of a Wasm
@@ -166,10 +190,7 @@ impl Instance {
                     })
                     .collect::<Result<_, Failure>>()
                     .map_err(CallError::Failed)?;
-                Ok(BatchResult {
-                    outputs,
-                    writes: StateWrites::new(),
-                })
+                Ok(BatchResult::new(outputs, StateWrites::new()))
             }
         }
     }
@@ -348,10 +369,10 @@ impl GuestInstance {
             Ok(Ok(())) => match violation {
                 // The guest went on as if the host had accepted the output.
                 Some(failure) => Err(CallError::Failed(failure)),
-                None => Ok(BatchResult {
-                    outputs: std::mem::take(&mut data.emitted),
-                    writes: std::mem::take(&mut data.writes),
-                }),
+                None => Ok(BatchResult::new(
+                    std::mem::take(&mut data.emitted),
+                    std::mem::take(&mut data.writes),
+                )),
             },
             Ok(Err(failure)) => Err(CallError::Failed(failure)),
             Err(trap) => Err(CallError::Trapped(explain(

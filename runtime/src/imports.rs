@@ -77,7 +77,8 @@ pub(crate) struct GuestState {
     pub(crate) limits: MemoryCap,
     budget: Budget,
     log: LogThrottle,
-    /// The state scope of the batch being processed.
+    /// The state scope of the batch being processed; empty in queue mode,
+    /// which has no state (see [`GuestState::no_state`]).
     pub(crate) scope: String,
     /// The timestamp `now` returns: the batch's last event.
     pub(crate) now: i64,
@@ -316,6 +317,24 @@ impl GuestState {
         }
     }
 
+    /// Whether the batch has no state (queue mode): then the state import
+    /// `call` fails the batch, with a message saying why and what to do.
+    fn no_state(&mut self, call: &str) -> bool {
+        if !self.scope.is_empty() {
+            return false;
+        }
+        self.violation.get_or_insert_with(|| Failure {
+            message: format!(
+                "processor `{}` runs in queue mode, which has no partition state, \
+                 but its batch called `{call}`: keep what must last in an output \
+                 stream, or deploy it with `--mode stream` to use the state",
+                self.processor
+            ),
+            event_index: None,
+        });
+        true
+    }
+
     /// Forgets what the previous call noted, before a new one.
     pub(crate) fn forget_call_notes(&mut self) {
         self.host_error = None;
@@ -430,6 +449,9 @@ impl processor::host::Host for GuestState {
     }
 
     fn state_get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        if self.no_state("state-get") {
+            return Ok(None);
+        }
         if let Some(written) = self.writes.get(&key).or_else(|| self.pending.get(&key)) {
             return Ok(written.clone());
         }
@@ -444,6 +466,9 @@ impl processor::host::Host for GuestState {
     }
 
     fn state_put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        if self.no_state("state-put") {
+            return Ok(());
+        }
         self.budget
             .charge(0, key.len() + value.len() + ENTRY_OVERHEAD)?;
         self.writes.insert(key, Some(value));
@@ -451,6 +476,9 @@ impl processor::host::Host for GuestState {
     }
 
     fn state_delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
+        if self.no_state("state-delete") {
+            return Ok(());
+        }
         self.budget.charge(0, key.len() + ENTRY_OVERHEAD)?;
         self.writes.insert(key, None);
         Ok(())
@@ -462,6 +490,9 @@ impl processor::host::Host for GuestState {
         end: Option<Vec<u8>>,
         limit: u32,
     ) -> wasmtime::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if self.no_state("state-range") {
+            return Ok(Vec::new());
+        }
         let limit = (limit as usize).min(self.budget.limits.range_entries);
         let in_range = |k: &[u8]| k >= start.as_slice() && end.as_deref().is_none_or(|e| k < e);
         // Earlier batches' writes first, so that this batch's win.

@@ -8,6 +8,11 @@
 //! group's generation. A crash at any point loses nothing and duplicates
 //! nothing.
 //!
+//! A processor in queue mode ([`ProcessorMode::Queue`]) is a queue group
+//! instead: any number of instances acquire events of its one input under
+//! locks, and each commits a batch's outputs with the acceptance of its
+//! events in one transaction; it has no state.
+//!
 //! Guests are sandboxed: they import only the `leat:processor/host`
 //! interface (no files, clock or randomness) and `leat:processor/http`,
 //! which reaches only the external services their deployment declares
@@ -28,12 +33,14 @@ mod imports;
 mod outbound;
 mod processor;
 mod provenance;
+mod queue_worker;
 mod shared;
 mod spec;
 mod status;
 pub mod topology;
 mod worker;
 
+pub use crate::batch::REJECT_STREAM;
 pub use crate::bindings::{Event, Failure, Header, Output};
 pub use crate::deployment::{Deployment, ResetTo};
 pub use crate::engine::{Engine, EngineConfig, LoadedComponent};
@@ -42,7 +49,7 @@ pub use crate::guest::{NativeFn, ProcessorCode};
 pub use crate::imports::GuestLimits;
 pub use crate::processor::{assign, writer_of, ProcessorHandle, Runtime};
 pub use crate::spec::{
-    state_scope, ErrorPolicy, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE,
+    state_scope, ErrorPolicy, ProcessorMode, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE,
     MAX_COMMIT_EVENTS, MAX_INSTANCES,
 };
 pub use crate::status::{

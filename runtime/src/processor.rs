@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, StreamConfig, Transaction, Waiter};
+use leat_broker::{Broker, QueueConfig, StreamConfig, Transaction, Waiter};
 use leat_schema::Registry;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::guest::{Instance, ProcessorCode};
+use crate::queue_worker;
 use crate::shared::Shared;
-use crate::spec::{ErrorPolicy, ProcessorSpec};
+use crate::spec::{ErrorPolicy, ProcessorMode, ProcessorSpec};
 use crate::status::{InstanceStatus, ProcessorStatus};
 use crate::worker::{Exit, RunMode, Worker};
 
@@ -116,6 +117,15 @@ impl Runtime {
                     .create_stream(&errors, StreamConfig::default())?;
             }
         }
+        if spec.mode == ProcessorMode::Queue && !self.broker.queue_groups()?.contains(&spec.name) {
+            // A new queue group dead-letters what it gives up on; `leat
+            // queue config` changes that, and a redeploy keeps it.
+            let config = QueueConfig {
+                dead_letter: true,
+                ..QueueConfig::default()
+            };
+            self.broker.queue_configure(&spec.name, config)?;
+        }
         let shared = Arc::new(Shared::new(
             spec,
             self.broker.clone(),
@@ -138,9 +148,10 @@ impl Runtime {
         };
         shared.status().name = shared.spec.name.clone();
         let workers = spawn_workers(&shared, generation, partitions, mode, Some(first))?;
-        let threads = match mode {
-            RunMode::UntilCaughtUp => workers,
-            RunMode::Follow => {
+        let threads = match (mode, shared.spec.mode) {
+            // A queue takes in new partitions by itself: nothing to coordinate.
+            (RunMode::UntilCaughtUp, _) | (_, ProcessorMode::Queue) => workers,
+            (RunMode::Follow, ProcessorMode::Stream) => {
                 let shared = shared.clone();
                 let coordinator = std::thread::Builder::new()
                     .name(format!("{}-coordinator", shared.spec.name))
@@ -301,7 +312,8 @@ fn join_all(threads: impl IntoIterator<Item = JoinHandle<Result<Exit>>>) -> Resu
 
 /// Spreads `partitions` over the instances of generation `generation`,
 /// records the assignment in the status, and starts a thread per instance
-/// that owns a partition (`first` is the instance already started, if any).
+/// that owns a partition, or per instance in queue mode, where they own
+/// none (`first` is the instance already started, if any).
 fn spawn_workers(
     shared: &Arc<Shared>,
     generation: u64,
@@ -309,7 +321,12 @@ fn spawn_workers(
     mode: RunMode,
     mut first: Option<Instance>,
 ) -> Result<Vec<JoinHandle<Result<Exit>>>> {
-    let assignment = assign(partitions, shared.spec.instances);
+    let queue = shared.spec.mode == ProcessorMode::Queue;
+    let assignment = if queue {
+        vec![Vec::new(); shared.spec.instances as usize]
+    } else {
+        assign(partitions, shared.spec.instances)
+    };
     {
         let mut status = shared.status();
         status.generation = generation;
@@ -319,15 +336,16 @@ fn spawn_workers(
             .map(|(id, partitions)| InstanceStatus {
                 id: id as u32,
                 partitions: partitions.clone(),
+                batches: 0,
             })
             .collect();
     }
     let mut threads = Vec::new();
     for (id, owned) in assignment.into_iter().enumerate() {
-        if owned.is_empty() {
+        if owned.is_empty() && !queue {
             continue; // Instances beyond the partition count stay idle.
         }
-        let worker = Worker::new(shared.clone(), owned, generation, first.take());
+        let worker = Worker::new(shared.clone(), id as u32, owned, generation, first.take());
         shared.thread_started();
         let thread = std::thread::Builder::new()
             .name(format!("{}-{id}", shared.spec.name))
@@ -437,9 +455,13 @@ fn supervise(mut worker: Worker, mode: RunMode) -> Result<Exit> {
     let mut backoff = RESTART_BACKOFF;
     loop {
         let started = Instant::now();
-        let partitions = worker.partitions().to_vec();
+        let (instance, partitions) = (worker.instance(), worker.partitions().to_vec());
         let generation = worker.generation();
-        let error = match worker.run(mode) {
+        let run = match shared.spec.mode {
+            ProcessorMode::Stream => worker.run(mode),
+            ProcessorMode::Queue => queue_worker::run(&mut worker, mode),
+        };
+        let error = match run {
             Ok(exit) => return Ok(exit),
             Err(e) if mode == RunMode::UntilCaughtUp => return Err(e),
             Err(e) => e,
@@ -464,7 +486,7 @@ fn supervise(mut worker: Worker, mode: RunMode) -> Result<Exit> {
             std::thread::sleep(Duration::from_millis(10));
         }
         backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
-        worker = Worker::new(shared.clone(), partitions, generation, None);
+        worker = Worker::new(shared.clone(), instance, partitions, generation, None);
     }
 }
 

@@ -32,6 +32,43 @@ impl std::str::FromStr for ErrorPolicy {
     }
 }
 
+/// How a processor's instances share its inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProcessorMode {
+    /// Each instance owns some partition indices and reads them in order,
+    /// with the partition's state; instances beyond the partition count
+    /// stay idle (the default).
+    #[default]
+    Stream,
+    /// The instances share the input as a queue group named after the
+    /// processor: any number of them work, each batch is any set of
+    /// acquired events, in no particular order, and there is no state.
+    /// A batch's outputs and acceptances commit together; a failed batch's
+    /// events are released, and an event delivered `max_deliveries` times
+    /// is dead-lettered (see `leat queue config`).
+    Queue,
+}
+
+impl std::str::FromStr for ProcessorMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stream" => Ok(ProcessorMode::Stream),
+            "queue" => Ok(ProcessorMode::Queue),
+            other => Err(format!("unknown mode `{other}`: use `stream` or `queue`")),
+        }
+    }
+}
+
+impl std::fmt::Display for ProcessorMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProcessorMode::Stream => "stream",
+            ProcessorMode::Queue => "queue",
+        })
+    }
+}
+
 /// A processor deployment.
 #[derive(Clone, Debug)]
 pub struct ProcessorSpec {
@@ -43,8 +80,10 @@ pub struct ProcessorSpec {
     pub outputs: Vec<String>,
     /// Key-value configuration handed to the guest's `init`.
     pub config: Vec<(String, String)>,
-    /// How many instances share the partitions.
+    /// How many instances share the partitions (in queue mode: the events).
     pub instances: u32,
+    /// Partitions owned by instances, or a queue shared by them.
+    pub mode: ProcessorMode,
     /// What to do with an event that keeps failing.
     pub on_error: ErrorPolicy,
     /// Most events in one guest call.
@@ -87,6 +126,7 @@ impl ProcessorSpec {
             outputs,
             config: Vec::new(),
             instances: 1,
+            mode: ProcessorMode::Stream,
             on_error: ErrorPolicy::Stop,
             batch_size: 1000,
             max_commit_events: DEFAULT_COMMIT_EVENTS,
@@ -115,6 +155,7 @@ impl ProcessorSpec {
         config.push(("leat.processor".into(), self.name.clone()));
         config.push(("leat.inputs".into(), self.inputs.join(",")));
         config.push(("leat.outputs".into(), self.outputs.join(",")));
+        config.push(("leat.mode".into(), self.mode.to_string()));
         config
     }
 
@@ -134,6 +175,13 @@ impl ProcessorSpec {
         }
         if let Some(s) = self.inputs.iter().find(|s| self.outputs.contains(s)) {
             return invalid(format!("`{s}` is both an input and an output"));
+        }
+        if self.mode == ProcessorMode::Queue && self.inputs.len() != 1 {
+            return invalid(format!(
+                "a processor in queue mode reads exactly one input stream (not {}): \
+                 deploy one processor per input",
+                self.inputs.len()
+            ));
         }
         if self.instances == 0 || self.instances > MAX_INSTANCES {
             return invalid(format!(

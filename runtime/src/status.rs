@@ -93,8 +93,10 @@ pub struct StoppedPartition {
 pub struct InstanceStatus {
     /// Its index among the processor's instances.
     pub id: u32,
-    /// The partition indices it owns (empty: idle).
+    /// The partition indices it owns (empty: idle, or in queue mode).
     pub partitions: Vec<u32>,
+    /// Batches it committed since it started.
+    pub batches: u64,
 }
 
 /// A processor's counters and condition.

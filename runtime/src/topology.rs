@@ -20,6 +20,8 @@
 //! outputs = ["greetings-upper"]
 //! instances = 2
 //! on_error = "stop"           # or "record"
+//! mode = "stream"             # or "queue": the instances share the one input
+//!                             # as a queue group, any number of them work
 //! config = { greeting = "hello" }
 //! calls = ["https://api.example.com"]   # external services it may call (HTTP)
 //! call_timeout_ms = 2000      # and their limits: call_max_response_bytes,
@@ -37,7 +39,7 @@ use std::path::{Path, PathBuf};
 use leat_broker::{Broker, CleanupPolicy, StreamConfig};
 use leat_calls::{CallLimits, Origin};
 
-use crate::spec::DEFAULT_COMMIT_EVENTS;
+use crate::spec::{ProcessorMode, DEFAULT_COMMIT_EVENTS};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -102,6 +104,8 @@ struct RawProcessor {
     #[serde(default)]
     on_error: Option<Spanned<String>>,
     #[serde(default)]
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
     batch_size: Option<usize>,
     #[serde(default)]
     commit_events: Option<usize>,
@@ -159,6 +163,8 @@ pub struct TopologyProcessor {
     pub instances: u32,
     /// `stop` or `record`.
     pub on_error: String,
+    /// Partitions owned by instances, or a queue they share.
+    pub mode: ProcessorMode,
     /// Events per guest call.
     pub batch_size: usize,
     /// Most events per commit of a backlog.
@@ -295,6 +301,23 @@ impl Topology {
                     ))
                 }
             };
+            let mode = match p.mode.as_ref() {
+                None => ProcessorMode::Stream,
+                Some(m) => m
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: String| err(at(m.span()), format!("processor `{name}`: {e}")))?,
+            };
+            if mode == ProcessorMode::Queue && p.inputs.len() != 1 {
+                return Err(err(
+                    line,
+                    format!(
+                        "processor `{name}` is in queue mode, which reads exactly one input \
+                         (not {}): declare one processor per input",
+                        p.inputs.len()
+                    ),
+                ));
+            }
             if p.instances == 0 {
                 return Err(err(
                     line,
@@ -363,6 +386,7 @@ impl Topology {
                     config,
                     instances: p.instances,
                     on_error,
+                    mode,
                     batch_size: p.batch_size.unwrap_or(1000),
                     commit_events: p.commit_events.unwrap_or(DEFAULT_COMMIT_EVENTS),
                     calls,
@@ -449,9 +473,13 @@ impl Topology {
         }
         for p in &self.processors {
             out.push_str(&format!(
-                "  processor {} x{}: {} -> {}\n",
+                "  processor {} x{}{}: {} -> {}\n",
                 p.name,
                 p.instances,
+                match p.mode {
+                    ProcessorMode::Stream => "",
+                    ProcessorMode::Queue => " (queue)",
+                },
                 p.inputs.join(", "),
                 if p.outputs.is_empty() {
                     "(no outputs)".to_string()
@@ -704,6 +732,32 @@ config = { mode = "loud", n = 3 }
             let e = Topology::parse(&text, "t.toml", Path::new("/x")).unwrap_err();
             assert!(e.to_string().contains(why) && e.line > 0, "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_mode_is_parsed_and_queue_mode_takes_one_input() {
+        let t = Topology::parse(GOOD, "t.toml", Path::new("/x")).unwrap();
+        assert_eq!(t.processors[0].mode, ProcessorMode::Stream);
+        let queue = GOOD.replace("instances = 2", "instances = 2\nmode = \"queue\"");
+        let t = Topology::parse(&queue, "t.toml", Path::new("/x")).unwrap();
+        assert_eq!(t.processors[0].mode, ProcessorMode::Queue);
+        assert!(t.to_text().contains("processor up x2 (queue): orders"));
+        let e = Topology::parse(
+            &GOOD.replace("instances = 2", "instances = 2\nmode = \"fifo\""),
+            "t.toml",
+            Path::new("/x"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("use `stream` or `queue`") && e.line == 19,
+            "{e}"
+        );
+        let two = queue.replace(
+            "inputs = [\"orders\"]",
+            "inputs = [\"orders\", \"orders-upper\"]",
+        );
+        let e = Topology::parse(&two, "t.toml", Path::new("/x")).unwrap_err();
+        assert!(e.to_string().contains("exactly one input"), "{e}");
     }
 
     #[test]

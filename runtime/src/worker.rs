@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::guest::{BatchResult, CallError, Instance};
 use crate::provenance::Provenance;
 use crate::shared::Shared;
-use crate::spec::ErrorPolicy;
+use crate::spec::{ErrorPolicy, ProcessorMode, ProcessorSpec};
 use crate::status::StoppedPartition;
 use leat_schema::Door;
 
@@ -43,21 +43,23 @@ pub(crate) enum Exit {
 
 /// Processed batches of one partition, waiting for their commit.
 #[derive(Default)]
-struct Staged {
-    txn: Transaction,
+pub(crate) struct Staged {
+    pub(crate) txn: Transaction,
     writes: StateWrites,
     /// Input index -> the offset after the last staged event.
     advanced: BTreeMap<usize, u64>,
-    events_in: u64,
-    events_out: u64,
+    pub(crate) events_in: u64,
+    pub(crate) events_out: u64,
     /// The bytes of the staged outputs and state writes (see `GuestLimits::commit_bytes`).
     bytes: usize,
     /// When each staged batch's guest call started.
-    started: Vec<Instant>,
+    pub(crate) started: Vec<Instant>,
 }
 
 pub(crate) struct Worker {
     shared: Arc<Shared>,
+    /// Its index among the processor's instances.
+    instance: u32,
     partitions: Vec<u32>,
     generation: u64,
     guest: Option<Instance>,
@@ -72,6 +74,7 @@ pub(crate) struct Worker {
 impl Worker {
     pub fn new(
         shared: Arc<Shared>,
+        instance: u32,
         partitions: Vec<u32>,
         generation: u64,
         guest: Option<Instance>,
@@ -82,6 +85,7 @@ impl Worker {
             provenance: Provenance::new(&shared.spec),
             waiter,
             shared,
+            instance,
             partitions,
             generation,
             guest,
@@ -94,12 +98,21 @@ impl Worker {
         self.shared.clone()
     }
 
+    pub fn instance(&self) -> u32 {
+        self.instance
+    }
+
     pub fn partitions(&self) -> &[u32] {
         &self.partitions
     }
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The wait for events, which a stop or rebalance interrupts.
+    pub(crate) fn waiter(&mut self) -> &mut Waiter {
+        &mut self.waiter
     }
 
     pub fn run(&mut self, mode: RunMode) -> Result<Exit> {
@@ -279,11 +292,12 @@ impl Worker {
         let mut failing = None;
         let mut batch = first;
         let commit_bytes = self.shared.engine.config().limits.commit_bytes;
+        let scope = self.shared.spec.scope(p);
         loop {
             let started = Instant::now();
-            match self.call(p, &batch, &mut staged.writes)? {
+            match self.call(&scope, &batch, &mut staged.writes)? {
                 Ok(result) => {
-                    self.stage(p, &mut staged, &batch, result, started);
+                    self.stage(&mut staged, &batch, result, started);
                     // Read on after it; `committed` is where a failure returns to.
                     for input in &batch {
                         self.positions
@@ -346,12 +360,13 @@ impl Worker {
     /// is asked to stop: a stop waits for one guest call at most.
     fn handle(&mut self, p: u32, batch: &[Input]) -> Result<Exit> {
         let mut attempt = 0;
+        let scope = self.shared.spec.scope(p);
         let error = loop {
             if self.stopping() {
                 return Ok(Exit::Done);
             }
             let started = Instant::now();
-            let outcome = match self.call(p, batch, &mut StateWrites::new())? {
+            let outcome = match self.call(&scope, batch, &mut StateWrites::new())? {
                 Ok(result) => match self.commit_one(p, batch, result, started) {
                     Ok(()) => return Ok(Exit::Done),
                     Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
@@ -382,14 +397,7 @@ impl Worker {
         if batch.len() == 1 {
             return self.apply_policy(p, &batch[0], error);
         }
-        let index = match &error {
-            CallError::Failed(f) => f
-                .event_index
-                .map(|i| i as usize)
-                .filter(|&i| i < batch.len()),
-            CallError::Trapped(_) => None,
-        };
-        let singles: &[Input] = match index {
+        let singles: &[Input] = match error.blamed(batch.len()) {
             // The guest named the event: commit what precedes it as one batch,
             // then the event alone meets the policy.
             Some(i) => {
@@ -473,19 +481,19 @@ impl Worker {
         });
     }
 
-    /// Calls the guest over the uncommitted writes in `pending`, starting a
-    /// fresh instance if the last one trapped. The outer error is the
-    /// worker's: no instance could be started (its `init` or `on-assigned`
-    /// fails), which is no event's fault, so no error policy applies.
-    fn call(
+    /// Calls the guest over the uncommitted writes in `pending` to the
+    /// state `scope` (empty: none, in queue mode), starting a fresh instance
+    /// if the last one trapped. The outer error is the worker's: no instance
+    /// could be started (its `init` or `on-assigned` fails), which is no
+    /// event's fault, so no error policy applies.
+    pub(crate) fn call(
         &mut self,
-        p: u32,
+        scope: &str,
         batch: &[Input],
         pending: &mut StateWrites,
     ) -> Result<Result<BatchResult, CallError>> {
         let shared = self.shared.clone();
         let spec = &shared.spec;
-        let scope = spec.scope(p);
         if self.guest.is_none() {
             self.guest = Some(self.shared.start_guest().map_err(|reason| Error::Init {
                 processor: spec.name.clone(),
@@ -497,9 +505,11 @@ impl Worker {
             unreachable!("started just above");
         };
         let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
-        let mut result = guest.process(&scope, streams, batch, pending);
+        let mut result = guest.process(scope, streams, batch, pending);
         if let Ok(done) = &mut result {
-            if let Err(failure) = check_schemas(&shared, done) {
+            if let Err(failure) =
+                check_rejections(spec, done).and_then(|()| check_schemas(&shared, done))
+            {
                 result = Err(CallError::Failed(failure));
             }
         }
@@ -528,12 +538,12 @@ impl Worker {
         Ok(())
     }
 
-    fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.shared.stopping()
     }
 
     /// Sleeps `delay`, or less if the processor is asked to stop.
-    fn pause(&self, delay: Duration) {
+    pub(crate) fn pause(&self, delay: Duration) {
         let until = Instant::now() + delay;
         while !self.stopping() {
             let left = until.saturating_duration_since(Instant::now());
@@ -553,14 +563,13 @@ impl Worker {
         started: Instant,
     ) -> Result<()> {
         let mut staged = Staged::default();
-        self.stage(p, &mut staged, batch, result, started);
+        self.stage(&mut staged, batch, result, started);
         self.commit_staged(p, staged)
     }
 
     /// Adds a processed batch's outputs, state writes and offsets to `staged`.
-    fn stage(
+    pub(crate) fn stage(
         &mut self,
-        p: u32,
         staged: &mut Staged,
         batch: &[Input],
         result: BatchResult,
@@ -607,7 +616,7 @@ impl Worker {
                 .unwrap_or(last);
             let stream = &spec.outputs[out.stream];
             let source = &spec.inputs[cause.stream];
-            let record = to_record(&mut self.provenance, out, source, p, &cause.event);
+            let record = to_record(&mut self.provenance, out, source, &cause.event);
             staged.txn.append(stream, record);
         }
         // Later writes replace earlier ones.
@@ -650,19 +659,28 @@ impl Worker {
         for (i, next) in advanced {
             self.positions.insert((i, p), next);
         }
+        self.count_commit(events_in, events_out, started);
+        Ok(())
+    }
+
+    /// Counts a commit of `events_in` events in, `events_out` out, of
+    /// batches whose guest calls started at `started`.
+    pub(crate) fn count_commit(&self, events_in: u64, events_out: u64, started: Vec<Instant>) {
         let mut status = self.shared.status();
         // Committing again: whatever made the worker fail has passed.
         status.failing = None;
         status.events_in += events_in;
         status.events_out += events_out;
         status.batches += started.len() as u64;
+        if let Some(me) = status.instances.get_mut(self.instance as usize) {
+            me.batches += started.len() as u64;
+        }
         for started in started {
             status.batch_latency.record(started.elapsed());
         }
-        Ok(())
     }
 
-    fn note_failure(&self, error: &CallError) {
+    pub(crate) fn note_failure(&self, error: &CallError) {
         tracing::warn!(processor = %self.shared.spec.name, error = %error, "batch failed: rolled back");
         let mut status = self.shared.status();
         status.failed_calls += 1;
@@ -688,17 +706,11 @@ impl Drop for Worker {
 const MAX_RESERVED_RECORDS: usize = 1 << 16;
 
 /// `out` as a record: its headers, then the provenance of `cause`, read
-/// from partition `p` of input `stream`; it takes `cause`'s timestamp.
-fn to_record(
-    provenance: &mut Provenance,
-    out: Emitted,
-    stream: &str,
-    p: u32,
-    cause: &LogEvent,
-) -> Record {
+/// from input `stream`; it takes `cause`'s timestamp.
+fn to_record(provenance: &mut Provenance, out: Emitted, stream: &str, cause: &LogEvent) -> Record {
     let mut headers = out.headers;
     headers.reserve_exact(2);
-    headers.extend(provenance.headers(stream, p, cause.offset));
+    headers.extend(provenance.headers(stream, cause.partition, cause.offset));
     Record {
         key: out.key,
         value: out.value,
@@ -741,8 +753,28 @@ fn check_schemas(shared: &Shared, result: &mut BatchResult) -> std::result::Resu
     Ok(())
 }
 
+/// Fails a batch that rejected an event unless its processor runs in queue
+/// mode: a stream reads its partitions in order, and a rejection would
+/// skip an event silently.
+fn check_rejections(
+    spec: &ProcessorSpec,
+    result: &BatchResult,
+) -> std::result::Result<(), Failure> {
+    match result.rejections.first() {
+        Some(r) if spec.mode != ProcessorMode::Queue => Err(Failure {
+            message: format!(
+                "the batch rejected an event ({}), which only a processor in queue mode may do: \
+                 fail the batch instead, and its error policy applies, or deploy it with `--mode queue`",
+                r.reason
+            ),
+            event_index: r.cause,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A broker error caused by what the batch wrote, not by the log itself.
-fn is_refusal(e: &leat_broker::Error) -> bool {
+pub(crate) fn is_refusal(e: &leat_broker::Error) -> bool {
     use leat_broker::Error as E;
     matches!(
         e,

@@ -3,6 +3,8 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use leat_layout::REJECT_STREAM;
+
 use crate::http::{CallError, Http, Request, Response};
 use crate::{Error, Event, Host, Level, Output};
 
@@ -116,6 +118,22 @@ impl<'h> Context<'h> {
         self.emit(Output::from_event(event))
     }
 
+    /// Rejects the event being processed (without one: the batch's last
+    /// event), for `reason`. In queue mode (`leat deploy --mode queue`),
+    /// the event is settled as rejected when the batch commits: it is never
+    /// delivered again, and it goes to the dead-letter stream `<name>.dead`
+    /// when the queue group keeps one (the default), with the reason in its
+    /// header `leat.dead.reason`. A processor in stream mode reads its
+    /// partitions in order and cannot skip an event: a rejection fails its
+    /// batch (return an error instead, and the error policy applies).
+    pub fn reject(&mut self, reason: impl Into<String>) -> Result<(), Error> {
+        let mut output = Output::to(REJECT_STREAM).value(reason.into());
+        if let Some(current) = self.current {
+            output.set_cause_if_unset(current.index);
+        }
+        self.host.emit(output)
+    }
+
     /// Calls to the external services the deployment declares: see
     /// [`http`](crate::http). A request without a cause is made for the event
     /// being processed, which its `Idempotency-Key` names.
@@ -143,6 +161,12 @@ impl<'h> Context<'h> {
     }
 
     /// Reads a key of the partition's state (this batch's writes included).
+    ///
+    /// State is a stream-mode feature: a processor deployed with `--mode
+    /// queue` has no partition state, and any state call (this one,
+    /// [`put`](Context::put), [`delete`](Context::delete),
+    /// [`range`](Context::range) and the methods built on them) fails its
+    /// batch with an error that says so.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
         self.host.state_get(key.as_ref())
     }
@@ -307,6 +331,24 @@ mod tests {
         let err = ctx.forward(&Event::new("in")).unwrap_err();
         assert_eq!(err.message(), "the processor declares no output stream");
         assert!(host.emitted().is_empty() && none.emitted().is_empty());
+    }
+
+    #[test]
+    fn reject_names_the_current_event_and_the_reason() {
+        let mut host = TestHost::new().with_outputs(["out"]);
+        let mut ctx = host.context();
+        ctx.set_current(3, &Event::new("in"));
+        ctx.reject("no such customer").unwrap();
+        ctx.clear_current();
+        ctx.reject(String::from("bad")).unwrap();
+        assert_eq!(
+            host.rejected(),
+            [
+                (Some(3), "no such customer".to_string()),
+                (None, "bad".to_string())
+            ]
+        );
+        assert!(host.emitted().is_empty(), "a rejection is no output");
     }
 
     #[test]

@@ -44,6 +44,19 @@
 //! state ([`Context::put`]), not in the processor's fields: fields are not
 //! rolled back, and a fresh instance starts from [`Processor::init`].
 //!
+//! # Queue mode
+//!
+//! A processor deployed with `--mode queue` (or `mode = "queue"` in a
+//! topology) shares its one input among any number of instances as a
+//! queue: a batch is any set of events, in no order, from any partitions.
+//! Its outputs commit with the acceptance of its events; a failed batch's
+//! events are delivered again, up to the queue group's `max_deliveries`,
+//! then dead-lettered. [`Context::reject`] gives up on an event for a
+//! reason. There is **no state** in queue mode: a state call
+//! ([`Context::get`], [`Context::put`]...) fails the batch with an error that
+//! says so. The configuration's reserved `leat.mode` is `queue` or
+//! `stream`.
+//!
 //! # Typed streams
 //!
 //! [`streams!`] declares the streams a processor reads and writes with the

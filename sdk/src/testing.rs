@@ -32,6 +32,8 @@
 
 use std::collections::BTreeMap;
 
+use leat_layout::REJECT_STREAM;
+
 use crate::http::{CallError, Request, Response};
 use crate::{Config, Context, Error, Event, Failure, Host, Level, Output, Processor};
 
@@ -46,6 +48,8 @@ pub struct TestHost {
     outputs: Vec<String>,
     state: BTreeMap<Vec<u8>, Vec<u8>>,
     emitted: Vec<Output>,
+    /// The events rejected (their index in the batch) and why.
+    rejected: Vec<(Option<u32>, String)>,
     logs: Vec<(Level, String)>,
     now: i64,
     /// Canned answers by URL, and the requests made.
@@ -69,6 +73,7 @@ impl TestHost {
             outputs: Vec::new(),
             state: BTreeMap::new(),
             emitted: Vec::new(),
+            rejected: Vec::new(),
             logs: Vec::new(),
             now: 0,
             responses: BTreeMap::new(),
@@ -166,12 +171,14 @@ impl TestHost {
         }
         let state_before = self.state.clone();
         let emitted_before = self.emitted.len();
+        let rejected_before = self.rejected.len();
         let result = processor.process_batch(&mut Context::new(self), events);
         match result {
             Ok(()) => Ok(self.emitted[emitted_before..].to_vec()),
             Err(failure) => {
                 self.state = state_before;
                 self.emitted.truncate(emitted_before);
+                self.rejected.truncate(rejected_before);
                 Err(failure)
             }
         }
@@ -180,6 +187,12 @@ impl TestHost {
     /// Every output emitted so far, in order.
     pub fn emitted(&self) -> &[Output] {
         &self.emitted
+    }
+
+    /// The events rejected so far ([`Context::reject`]), in order: each
+    /// one's index in its batch, and the reason.
+    pub fn rejected(&self) -> &[(Option<u32>, String)] {
+        &self.rejected
     }
 
     /// Takes the outputs emitted so far, leaving none.
@@ -218,6 +231,11 @@ impl Host for TestHost {
     }
 
     fn emit(&mut self, mut output: Output) -> Result<(), Error> {
+        if output.stream() == REJECT_STREAM {
+            let reason = output.value_str().unwrap_or_default().to_string();
+            self.rejected.push((output.caused_by(), reason));
+            return Ok(());
+        }
         if !output.has_stream() {
             let first = self
                 .outputs

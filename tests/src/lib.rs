@@ -140,6 +140,12 @@ pub fn outputs_per_source(
 
 /// Runs `leat` against the server at `addr` with `token` (or none).
 pub fn leat_remote(addr: &str, token: Option<&str>, args: &[&str], stdin: &str) -> Output {
+    run_with_stdin(&mut remote_command(addr, token, args), stdin)
+}
+
+/// The command `leat ARGS` against the server at `addr` with `token` (or
+/// none), not started: for a client the test runs alongside (and kills).
+pub fn remote_command(addr: &str, token: Option<&str>, args: &[&str]) -> Command {
     let mut command = Command::new(leat_bin());
     command
         .args(args)
@@ -149,7 +155,7 @@ pub fn leat_remote(addr: &str, token: Option<&str>, args: &[&str], stdin: &str) 
     if let Some(token) = token {
         command.env("LEAT_TOKEN", token);
     }
-    run_with_stdin(&mut command, stdin)
+    command
 }
 
 /// A `leat serve` child process on a free loopback port, killed when dropped

@@ -362,3 +362,201 @@ fn manual_acknowledgement_and_reset_from_the_command_line() {
     let again = server.leat_ok(&["consume", "jobs", "--queue", "q"], "");
     assert_eq!(again.lines().count(), 3, "{again}");
 }
+
+/// What the members of the kill test saw, per value.
+#[derive(Default)]
+struct Tally {
+    /// Accepts the server confirmed (200).
+    confirmed: BTreeMap<String, u32>,
+    /// Accepts whose answer was lost to the server's kill: done or not.
+    unknown: BTreeSet<String>,
+    /// Events printed by a member that was then killed before their accept.
+    dropped: BTreeSet<String>,
+    /// Members killed.
+    kills: usize,
+}
+
+/// The member process a slot of the kill test runs, if any.
+type Member = Arc<Mutex<Option<std::process::Child>>>;
+
+/// One member slot of the kill test: runs `leat consume --queue q --ack
+/// manual --follow` processes one after another in `member`, accepts (over
+/// HTTP, as the member's worker would) each event one prints, and SIGKILLs
+/// the first `kills` of them after `kill_after` events, with events printed
+/// and still held. Returns once `stop` is set and its member killed.
+fn member_slot(
+    addr: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+    member: Member,
+    tally: Arc<Mutex<Tally>>,
+    kills: usize,
+    kill_after: usize,
+) {
+    use std::io::BufRead;
+    let mut killed = 0;
+    loop {
+        let at = addr.lock().unwrap().clone();
+        let stdout = {
+            let mut current = member.lock().unwrap();
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let args = [
+                "consume",
+                "jobs",
+                "--queue",
+                "q",
+                "--ack",
+                "manual",
+                "--follow",
+                "--limit",
+                "20",
+                "--lock-ms",
+                "5000",
+            ];
+            let mut child = leat_tests::remote_command(&at, Some(TOKEN), &args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn a member");
+            let stdout = child.stdout.take().unwrap();
+            *current = Some(child);
+            stdout
+        };
+        let end = |member: &Member| {
+            if let Some(mut child) = member.lock().unwrap().take() {
+                let _ = child.kill(); // SIGKILL
+                child.wait().unwrap();
+            }
+        };
+        let doomed = killed < kills;
+        let mut printed = 0;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // LOCK \t partition:offset \t key \t value
+            let fields: Vec<&str> = line.split('\t').collect();
+            let (lock, value) = (fields[0].to_string(), fields[3].to_string());
+            printed += 1;
+            if doomed && printed > kill_after {
+                // The member dies holding this event and any it acquired
+                // with it: their locks must expire and others get them.
+                end(&member);
+                killed += 1;
+                let mut t = tally.lock().unwrap();
+                t.kills += 1;
+                t.dropped.insert(value);
+                break;
+            }
+            match settle(&at, "q", "accept", &[lock]) {
+                Some((200, _)) => *tally.lock().unwrap().confirmed.entry(value).or_default() += 1,
+                // The lock expired (a slow machine, or the server restarted
+                // and released it): the event comes again, to someone.
+                Some((409, _)) => {}
+                Some((code, body)) => panic!("accept answered {code}: {body}"),
+                None => {
+                    tally.lock().unwrap().unknown.insert(value);
+                }
+            }
+        }
+        end(&member);
+        if printed == 0 {
+            // The server is down or restarting.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn members_killed_holding_locks_and_a_server_kill_leave_every_event_accepted_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), TOKEN);
+    server.leat_ok(&["stream", "create", "jobs"], "");
+    // No event may be archived for its deliveries: every one must be
+    // accepted, however often its holder dies.
+    server.leat_ok(&["queue", "config", "q", "--max-deliveries", "1000"], "");
+    let (half, n) = (300, 600);
+    produce(&server, "jobs", half);
+    let addr = Arc::new(Mutex::new(server.addr.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally: Arc<Mutex<Tally>> = Arc::default();
+    // Three member slots; the first two members of each are killed.
+    let members: Vec<Member> = (0..3).map(|_| Member::default()).collect();
+    let slots: Vec<_> = members
+        .iter()
+        .enumerate()
+        .map(|(i, member)| {
+            let (addr, stop, tally) = (addr.clone(), stop.clone(), tally.clone());
+            let member = member.clone();
+            std::thread::spawn(move || member_slot(addr, stop, member, tally, 2, 3 + 5 * i))
+        })
+        .collect();
+    // Members die holding events; those come back when their locks expire,
+    // without a restart, and another member accepts them.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let t = tally.lock().unwrap();
+        if t.kills >= 3 && t.dropped.iter().any(|v| t.confirmed.contains_key(v)) {
+            break;
+        }
+        drop(t);
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // More work, and the server is killed in the middle of it.
+    let more: String = (half..n).map(|i| format!("v{i}\n")).collect();
+    server.leat_ok(&["produce", "jobs"], &more);
+    while tally.lock().unwrap().confirmed.len() < half + (n - half) / 4 {
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        tally.lock().unwrap().confirmed.len() < n,
+        "all was accepted before the server's kill: make the input larger"
+    );
+    let data = server.data_dir.clone();
+    server.kill();
+    let server = Server::start(&data, TOKEN);
+    *addr.lock().unwrap() = server.addr.clone();
+    // Done when the server says every event is accepted.
+    let s = loop {
+        let s = status(&server, "q");
+        if s["partitions"][0]["start"].as_u64() == Some(n as u64) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s}\n{}", server.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.store(true, Ordering::Relaxed);
+    for member in &members {
+        if let Some(child) = member.lock().unwrap().as_mut() {
+            let _ = child.kill();
+        }
+    }
+    for slot in slots {
+        slot.join().unwrap();
+    }
+    let p = &s["partitions"][0];
+    // The durable counter counts each acceptance: exactly n, none rejected.
+    assert_eq!(p["accepted"].as_u64(), Some(n as u64), "{s}");
+    assert_eq!(p["rejected"].as_u64(), Some(0), "{s}");
+    assert_eq!(p["lag"].as_u64(), Some(0), "{s}");
+    let tally = tally.lock().unwrap();
+    // Each slot kills its first two members once they print enough; a late
+    // one may find too few events left, and is only stopped at the end.
+    assert!(tally.kills >= 3, "{} member(s) killed", tally.kills);
+    // Per event: accepted once, as the server confirmed it (or its answer
+    // was lost to the server's kill); never twice, none lost.
+    for i in 0..n {
+        let v = format!("v{i}");
+        let confirmed = tally.confirmed.get(&v).copied().unwrap_or(0);
+        assert!(
+            confirmed == 1 || (confirmed == 0 && tally.unknown.contains(&v)),
+            "{v} accepted {confirmed} time(s) (answer lost: {})",
+            tally.unknown.contains(&v)
+        );
+    }
+    // Nothing more is handed out.
+    let (code, answer) = acquire(&server.addr, "q", "jobs", 100, 1000, 0).unwrap();
+    assert_eq!((code, events(&answer).len()), (200, 0), "{answer}");
+}

@@ -17,6 +17,11 @@ use std::ops::Range;
 /// cause in an output.
 pub const NONE: u32 = u32::MAX;
 
+/// The stream of an output that rejects its cause event, its value (UTF-8)
+/// being the reason, in a processor in queue mode (see `types.output` in
+/// `wit/processor.wit`). Never a stream's name: `:` is not allowed in one.
+pub const REJECT_STREAM: &str = "leat:reject";
+
 /// A length or an index as a `u32` field. Whatever a guest holds is under
 /// 4 GiB (its whole memory); a larger one would read back as malformed,
 /// never as something else.

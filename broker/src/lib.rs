@@ -120,7 +120,7 @@ pub use crate::queue::{
     DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK, MAX_WINDOW,
 };
 pub use crate::queue_ops::{dead_letter, QueueArrival, MAX_DELIVERIES_LIMIT};
-pub use crate::record::{Event, Header, Record};
+pub use crate::record::{Event, Header, Headers, Record};
 pub use crate::shared::{WaitInterrupt, Waiter};
 pub use crate::stream::{
     validate_name, CleanupPolicy, PartitionInfo, StreamConfig, StreamInfo, DEFAULT_MAX_EVENT_BYTES,

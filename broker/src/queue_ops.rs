@@ -647,7 +647,7 @@ pub fn dead_letter(stream: &str, event: &Event, reason: String) -> Record {
     Record {
         key: event.key.clone(),
         value: event.value.clone(),
-        headers: event.headers.clone(),
+        headers: event.headers.iter().cloned().collect(),
         timestamp: Some(event.timestamp),
         partition: None,
     }

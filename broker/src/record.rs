@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 /// A named header carried by an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +26,11 @@ impl Header {
     }
 }
 
+/// A record's headers, in order: the first is kept inline, so that an
+/// event with one header (a schema version stamp) costs no allocation; more
+/// spill to the heap as a `Vec` would.
+pub type Headers = SmallVec<[Header; 1]>;
+
 /// An event to append. The broker assigns its offset, and its timestamp when
 /// none is given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,7 +40,7 @@ pub struct Record {
     /// The value; `None` is a tombstone.
     pub value: Option<Bytes>,
     /// Headers, in order.
-    pub headers: Vec<Header>,
+    pub headers: Headers,
     /// Milliseconds since the Unix epoch; `None` means "now" at append.
     pub timestamp: Option<i64>,
     /// An explicit partition; `None` lets the partitioner choose.

@@ -429,7 +429,7 @@ mod tests {
         assert_eq!(records[1].value, None);
         assert_eq!(records[1].partition, Some(2));
         assert_eq!(records[1].timestamp, Some(1_700_000_000_007));
-        assert_eq!(records[0].headers, vec![Header::new("h", "v")]);
+        assert_eq!(records[0].headers[..], [Header::new("h", "v")]);
     }
 
     #[test]

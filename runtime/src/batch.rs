@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use leat_broker::{Bytes, Event as LogEvent, Header};
+use leat_broker::{Bytes, Event as LogEvent, Header, Headers};
 
 use crate::bindings::{Failure, Output};
 
@@ -26,7 +26,7 @@ pub(crate) struct Emitted {
     pub stream: usize,
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
-    pub headers: Vec<Header>,
+    pub headers: Headers,
     /// The index in the batch of the event it derives from, as the guest gave it.
     pub cause: Option<u32>,
 }

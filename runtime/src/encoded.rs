@@ -4,7 +4,7 @@
 //! documented in `wit/processor.wit`; this module and the SDK's `encoded`
 //! module are their only readers and writers.
 
-use leat_broker::{Bytes, Header};
+use leat_broker::{Bytes, Header, Headers};
 use leat_layout::{len32, put_bytes, put_maybe_bytes, put_u32, put_u64, Malformed, Reader, NONE};
 
 use crate::batch::{declared_index, Emitted, Input};
@@ -92,7 +92,7 @@ fn output(
     let value = reader.maybe_bytes("an output's value").map_err(malformed)?;
     let count = reader.u32("an output's header count").map_err(malformed)?;
     // A header takes at least 8 bytes.
-    let mut headers = Vec::with_capacity(reader.room(count, 8));
+    let mut headers = Headers::with_capacity(reader.room(count, 8));
     for _ in 0..count {
         let name = reader.text("a header name").map_err(malformed)?;
         let value = reader.bytes("a header value").map_err(malformed)?;
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(first.stream, 1);
         assert_eq!(first.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(first.value.as_deref(), Some(&b"v"[..]));
-        assert_eq!(first.headers, [Header::new("h", "1")]);
+        assert_eq!(first.headers[..], [Header::new("h", "1")]);
         assert_eq!(first.cause, Some(3));
         let second = &decoded[1];
         assert_eq!((second.stream, second.cause), (0, None), "empty: the first");

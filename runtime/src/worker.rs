@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Event as LogEvent, Header, ReadLimits, Record, Transaction, Waiter};
+use leat_broker::{Event as LogEvent, Header, Headers, ReadLimits, Record, Transaction, Waiter};
 
 use crate::batch::{Emitted, Input, StateWrites};
 use crate::bindings::Failure;
@@ -433,7 +433,7 @@ impl Worker {
             ErrorPolicy::Record => {
                 tracing::warn!(processor = %spec.name, stream, partition = p, offset = event.offset,
                     error = %reason, "event keeps failing: recorded on the error stream");
-                let mut headers = event.headers.clone();
+                let mut headers: Headers = event.headers.iter().cloned().collect();
                 headers.push(Header::new("leat.error", reason.clone()));
                 headers.extend(self.provenance.headers(stream, p, event.offset));
                 let record = Record {

@@ -2,19 +2,20 @@
 # recovery.sh BIN GB PROCS: how soon a host killed with SIGKILL commits
 # again, with a large log and many deployed processors (issue 19).
 #
-# 1. Fills a fresh data directory's stream `bulk` (8 partitions) with GB
-#    gibibytes of 64 KiB events, in local mode (`leat produce --data-dir`).
-# 2. Serves it and applies a topology of PROCS `uppercase` processors, each
+# 1. Serves a fresh data directory and fills its stream `bulk` (8
+#    partitions) with GB gibibytes of 64 KiB events (`leat produce`).
+# 2. Applies a topology of PROCS `uppercase` processors, each
 #    from `in` (4 partitions) to its own output, 2 instances each; waits
 #    until all run and have processed a first round of events.
-# 3. Appends to `in` from a loop of `leat produce` calls and, while it runs,
+# 3. Appends 50,000 events to `in` and, while the processors work on them,
 #    kills the server with SIGKILL.
 # 4. Starts `leat serve` again on the same directory and prints:
 #    answers   seconds until the server answers (it opens the log, recovers
 #              it, and restores every deployment before it listens)
-#    first     seconds until a commit is seen after the restart (the
-#              outputs' end offsets move between two polls of /v1/status,
-#              about 50 ms apart: an upper bound of the first commit)
+#    first     seconds until a processor has committed since the restart
+#              (the sum of their `events_in` in /v1/status is above 0);
+#              "<=answers" when one had by the time the server answered
+#              (processors start as they are restored, before it listens)
 #    caught-up seconds until every processor has consumed all of `in`
 # Run from the repository root; COMPONENT overrides the component.
 set -euo pipefail
@@ -22,8 +23,8 @@ bin=$(realpath "$1"); gb=$2; procs=$3
 component=$(realpath "${COMPONENT:-guest-examples/out/uppercase.wasm}")
 dir=${RECOVERY_DIR:-$(mktemp -d)}; port=$((17000 + RANDOM % 1000))
 export LEAT_SERVER=127.0.0.1:$port LEAT_TOKEN=tok
-pid=; feeder=
-trap '[ -n "$feeder" ] && kill $feeder 2>/dev/null; [ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+pid=
+trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
 serve() {
@@ -31,18 +32,20 @@ serve() {
   pid=$!
 }
 up() { for _ in $(seq 6000); do "$bin" status >/dev/null 2>&1 && return; sleep 0.01; done; echo "server not up" >&2; exit 1; }
-# The sum of the outputs' end offsets, and of what the processors consumed.
+# Events the processors committed since the server started (their
+# `events_in`), and their lag.
 progress() {
   curl -sf -H "Authorization: Bearer tok" "http://127.0.0.1:$port/v1/status" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
-ends = sum(p["next_offset"] for st in s["streams"] if st["name"].startswith("out") for p in st["partitions"])
-lag = sum(p["lag"] for g in s["groups"] if g["name"].startswith("p") for p in g["positions"])
-print(ends, lag)'
+done = sum(p["events_in"] for p in s["processors"])
+lag = sum(p["lag"] for p in s["processors"])
+print(done, lag)'
 }
 
-# 1. The bulk of the log, written without a server.
-"$bin" stream create bulk --partitions 8 --data-dir "$dir/data" >/dev/null
+# 1. The bulk of the log.
+serve; up
+"$bin" stream create bulk --partitions 8 >/dev/null
 t0=$(now)
 python3 -c '
 import sys
@@ -50,7 +53,7 @@ line = ("x" * 65535 + "\n").encode()
 out = sys.stdout.buffer
 for i in range(int(sys.argv[1]) * 16384):
     out.write(line)
-' "$gb" | "$bin" produce bulk --data-dir "$dir/data" >/dev/null
+' "$gb" | "$bin" produce bulk >/dev/null
 filled=$(since "$t0")
 size=$(du -sm "$dir/data" | cut -f1)
 
@@ -64,29 +67,27 @@ size=$(du -sm "$dir/data" | cut -f1)
       "$i" "$component" "$i"
   done
 } >"$dir/recovery.toml"
-serve; up
 "$bin" topology apply "$dir/recovery.toml" >/dev/null
 seq 1000 | "$bin" produce in >/dev/null
 for _ in $(seq 1200); do
-  read -r ends lag < <(progress)
-  [ "$ends" -ge $((1000 * procs)) ] && [ "$lag" -eq 0 ] && break
+  read -r done lag < <(progress)
+  [ "$done" -ge $((1000 * procs)) ] && [ "$lag" -eq 0 ] && break
   sleep 0.1
 done
 
-# 3. A kill in the middle of work.
-( while true; do seq 1000 | "$bin" produce in >/dev/null 2>&1 || true; done ) &
-feeder=$!
-sleep 3
+# 3. A kill in the middle of work: 50,000 more events for every processor.
+seq 50000 | "$bin" produce in >/dev/null
 kill -KILL $pid; wait $pid 2>/dev/null || true
-kill $feeder; wait $feeder 2>/dev/null || true; feeder=
+
 # 4. The restart.
 t0=$(now); serve; up; answers=$(since "$t0")
-read -r before lag0 < <(progress)
+read -r done0 lag0 < <(progress)
 first=
+[ "$done0" -gt 0 ] && first="<=$answers"
 for _ in $(seq 6000); do
-  read -r ends lag < <(progress)
-  [ -z "$first" ] && [ "$ends" -gt "$before" ] && first=$(since "$t0")
+  read -r done lag < <(progress)
+  [ -z "$first" ] && [ "$done" -gt 0 ] && first=$(since "$t0")
   [ "$lag" -eq 0 ] && break
 done
 caught=$(since "$t0")
-echo "$(basename "$bin") log=${size}MiB (filled in ${filled}s) procs=$procs backlog-at-restart=$lag0 restart: answers=${answers}s first-commit=${first:-none}s caught-up=${caught}s"
+echo "$(basename "$bin") log=${size}MiB (filled in ${filled}s) procs=$procs committed-when-answering=$done0 lag-when-answering=$lag0 restart: answers=${answers}s first-commit=${first:-none}s caught-up=${caught}s"

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -125,6 +125,8 @@ pub struct GroupInfo {
 #[derive(Clone)]
 pub struct Broker {
     pub(crate) shared: Arc<Shared>,
+    /// See [`Broker::opened_with_repair`].
+    opened_with_repair: bool,
     committer: Arc<Committer>,
     /// Queue groups' windows and locks (see `queue`).
     pub(crate) queues: Arc<Queues>,
@@ -186,8 +188,25 @@ impl Broker {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_error(Box::new(e)))?;
         }
-        let db = Database::create(&path).map_err(|e| open_error(Box::new(e)))?;
-        let txn = db.begin_write()?;
+        // redb calls this only when the file was left open by a crash and
+        // its last durable commit recorded no allocator state (a file
+        // written before quick repair; see `shared::begin_write`): it then
+        // reads every page, which takes seconds per GiB.
+        let repaired = Arc::new(AtomicBool::new(false));
+        let seen = repaired.clone();
+        let db = Database::builder()
+            .set_repair_callback(move |session| {
+                if !seen.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the log was not closed cleanly and records no allocator state: \
+                         reading the whole file to repair it"
+                    );
+                }
+                tracing::debug!(progress = session.progress(), "repairing the log");
+            })
+            .create(&path)
+            .map_err(|e| open_error(Box::new(e)))?;
+        let txn = shared::begin_write(&db)?;
         {
             txn.open_table(STREAMS)?;
             txn.open_table(PARTITIONS)?;
@@ -232,6 +251,7 @@ impl Broker {
         };
         Ok(Broker {
             shared,
+            opened_with_repair: repaired.load(Ordering::Relaxed),
             committer,
             queues: Arc::new(Queues::new()),
             _flusher: Arc::new(flusher),
@@ -243,6 +263,13 @@ impl Broker {
     #[cfg(test)]
     pub(crate) fn inject_journal_faults(&self, faults: &[crate::journal::Fault]) {
         self.committer.inject_faults(faults);
+    }
+
+    /// Whether opening the log had to repair its file by reading all of it:
+    /// only a file left by a crash of a version before quick repair (every
+    /// durable commit now records what a reopen needs).
+    pub fn opened_with_repair(&self) -> bool {
+        self.opened_with_repair
     }
 
     /// The database file.
@@ -260,7 +287,7 @@ impl Broker {
         if catalog.streams.contains_key(name) {
             return Err(Error::StreamExists(name.to_string()));
         }
-        let txn = self.shared.db.begin_write()?;
+        let txn = self.shared.begin_write()?;
         let id = {
             let mut meta = txn.open_table(META)?;
             let id = meta.get("next_stream_id")?.map_or(0, |v| v.value());
@@ -314,7 +341,7 @@ impl Broker {
             ..entry.config.clone()
         };
         config.validate()?;
-        let txn = self.shared.db.begin_write()?;
+        let txn = self.shared.begin_write()?;
         {
             let stored = StoredStream {
                 id: entry.id,
@@ -354,7 +381,7 @@ impl Broker {
         let mut catalog = self.catalog_mut();
         let entry = catalog.get(name)?.clone();
         let id = entry.id;
-        let txn = self.shared.db.begin_write()?;
+        let txn = self.shared.begin_write()?;
         {
             txn.open_table(STREAMS)?.remove(name)?;
             let count = entry.partitions.len() as u32;
@@ -705,7 +732,7 @@ impl Broker {
     /// Starts a new generation of `group` and returns it: from now on a
     /// commit that requires an older generation is refused.
     pub fn bump_generation(&self, group: &str) -> Result<u64> {
-        let txn = self.shared.db.begin_write()?;
+        let txn = self.shared.begin_write()?;
         let next = {
             let mut table = txn.open_table(GROUP_GENERATIONS)?;
             let next = table.get(group)?.map_or(0, |v| v.value()) + 1;

@@ -168,7 +168,7 @@ impl Committer {
         let undurable = std::mem::take(&mut writer.undurable);
         let flushed = if undurable.pending {
             let flush = |journal: &Journal| -> Result<()> {
-                let txn = shared.db.begin_write()?;
+                let txn = shared.begin_write()?;
                 journal.next_cycle(&txn)?;
                 Ok(txn.commit()?)
             };
@@ -382,7 +382,7 @@ fn apply_group(
 ) -> Result<(Vec<Result<Receipt>>, Mode)> {
     let journal = &mut writer.journal;
     journal.begin()?;
-    let mut txn = shared.db.begin_write()?;
+    let mut txn = shared.begin_write()?;
     let sync = group.iter().any(|r| needs_fsync(catalog, &r.txn));
     let mut outcomes = Vec::with_capacity(group.len());
     let mode = {

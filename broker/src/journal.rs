@@ -167,7 +167,7 @@ impl Journal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(open_error)?;
 
-        let txn = db.begin_write()?;
+        let txn = crate::shared::begin_write(db)?;
         let mut replayed = 0u64;
         let (id, last, layout, cycle) = {
             let mut meta = txn.open_table(META)?;

@@ -245,7 +245,7 @@ fn retain(
     };
     let mut first = true;
     loop {
-        let txn = shared.db.begin_write()?;
+        let txn = shared.begin_write()?;
         let done = {
             let Some((floor, log_start)) = extent_in(&txn, id, partition)? else {
                 return Ok(());
@@ -374,7 +374,7 @@ fn compact(
     let mut wrote = false;
     let mut out = Vec::new();
     for run in runs {
-        let mut txn = shared.db.begin_write()?;
+        let mut txn = shared.begin_write()?;
         // The last step below makes these durable with one fsync.
         txn.set_durability(Durability::None)?;
         let changed = {
@@ -439,7 +439,7 @@ fn compact(
     }
     if wrote {
         // An empty durable commit persists the non-durable ones before it.
-        shared.db.begin_write()?.commit()?;
+        shared.begin_write()?.commit()?;
     }
     if let Ok(cursor) = entry.cursor(partition) {
         cursor.compacted_to.store(end, Ordering::Release);

@@ -164,7 +164,7 @@ impl Broker {
         }
         // Serializing plain data with derived impls cannot fail.
         let json = serde_json::to_string(&config).unwrap_or_default();
-        let txn = self.shared.db.begin_write()?;
+        let txn = self.shared.begin_write()?;
         txn.open_table(QUEUE_GROUPS)?.insert(group, json.as_str())?;
         txn.commit()?;
         Ok(())

@@ -11,12 +11,23 @@ use leat_api as api;
 use leat_broker::Broker;
 use leat_control::Log;
 
+/// The most one append of `leat produce` carries: it is sent when either
+/// limit is reached.
+#[derive(Clone, Copy, Debug)]
+pub struct ProduceBatch {
+    /// Events.
+    pub events: usize,
+    /// Bytes of input lines.
+    pub bytes: usize,
+}
+
 /// What the commands need of a host: the routes of the HTTP API.
 pub trait Backend {
     /// Where the commands run, for messages: `data directory DIR`, `server ADDR`.
     fn describe(&self) -> String;
-    /// Events sent per append: each append is one atomic commit.
-    fn produce_batch(&self) -> usize;
+    /// The most `leat produce` sends per append: each append is one atomic
+    /// commit.
+    fn produce_batch(&self) -> ProduceBatch;
 
     /// Creates a stream.
     fn create_stream(&self, req: api::CreateStream) -> Result<api::StreamView>;
@@ -151,9 +162,12 @@ impl Backend for Local {
         format!("data directory {}", self.dir.display())
     }
 
-    fn produce_batch(&self) -> usize {
+    fn produce_batch(&self) -> ProduceBatch {
         // All of standard input in one commit.
-        usize::MAX
+        ProduceBatch {
+            events: usize::MAX,
+            bytes: usize::MAX,
+        }
     }
 
     fn create_stream(&self, req: api::CreateStream) -> Result<api::StreamView> {

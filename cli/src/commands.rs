@@ -158,6 +158,9 @@ pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
     backend.stream(&args.stream)?;
     // The events to send, with their line numbers.
     let mut batch: Vec<(usize, api::NewEvent)> = Vec::new();
+    let limit = backend.produce_batch();
+    // Bytes of the lines in `batch`.
+    let mut bytes = 0usize;
     let mut count = 0usize;
     let mut partitions = BTreeSet::new();
     let mut flush = |batch: &mut Vec<(usize, api::NewEvent)>| -> Result<()> {
@@ -202,8 +205,10 @@ pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
             format!("line {}: cannot parse as {name}", n + 1)
         })?;
         batch.push((n + 1, event));
-        if batch.len() >= backend.produce_batch() {
+        bytes += line.len();
+        if batch.len() >= limit.events || bytes >= limit.bytes {
             flush(&mut batch)?;
+            bytes = 0;
         }
     }
     flush(&mut batch)?;

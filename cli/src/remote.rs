@@ -9,7 +9,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ProduceBatch};
 
 /// The largest answer accepted: a read of 1,000 large events.
 const MAX_RESPONSE: u64 = 256 << 20;
@@ -142,8 +142,13 @@ impl Backend for Remote {
         format!("server {}", self.base)
     }
 
-    fn produce_batch(&self) -> usize {
-        PRODUCE_BATCH
+    fn produce_batch(&self) -> ProduceBatch {
+        ProduceBatch {
+            events: PRODUCE_BATCH,
+            // JSON escapes a byte in at most 6 (`\u001f`): an eighth of the
+            // body limit always fits, whatever the lines hold.
+            bytes: api::MAX_BODY_BYTES / 8,
+        }
     }
 
     fn create_stream(&self, req: api::CreateStream) -> Result<api::StreamView> {

@@ -544,3 +544,26 @@ fn a_restart_brings_back_many_processors_each_as_it_was() {
     }
     assert!(server.terminate());
 }
+
+/// `leat produce` splits its input by bytes as well as by events: 100 lines
+/// of 700 KiB (70 MiB, over the server's 64 MiB body limit in one request)
+/// all arrive, where one request of them was refused.
+#[test]
+fn produce_splits_large_input_under_the_body_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), TOKEN);
+    server.leat_ok(&["stream", "create", "big"], "");
+    let line = "x".repeat(700 << 10);
+    let input: String = (0..100).map(|_| format!("{line}\n")).collect();
+    assert!(
+        input.len() > 64 << 20,
+        "over the body limit (leat_api::MAX_BODY_BYTES)"
+    );
+    let produced = server.leat_ok(&["produce", "big"], &input);
+    assert!(
+        produced.contains("appended 100 event(s) to big"),
+        "{produced}"
+    );
+    let describe = server.leat_ok(&["stream", "describe", "big"], "");
+    assert!(describe.contains("offsets 0..100"), "{describe}");
+}

@@ -392,10 +392,7 @@ fn apply_group(
             offsets: txn.open_table(GROUP_OFFSETS)?,
             generations: txn.open_table(GROUP_GENERATIONS)?,
             state: txn.open_table(STATE)?,
-            queue: QueueTables {
-                parts: txn.open_table(QUEUE_PARTS)?,
-                rows: txn.open_table(QUEUE_ROWS)?,
-            },
+            queue: QueueTables::open(&txn)?,
         };
         for request in group {
             let outcome = match plan(catalog, &request.txn, &tables) {
@@ -683,8 +680,8 @@ fn write(
     }
     for w in &txn.queue {
         journal.queue(w);
-        queue::apply(&mut tables.queue, w)?;
     }
+    queue::apply(&mut tables.queue, &txn.queue)?;
     Ok(Receipt { placements })
 }
 

@@ -44,7 +44,7 @@
 //! Known limit: a reset ([`Broker::queue_reset`]) racing with a settlement
 //! of the old window may leave that one event counted as done.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,8 +56,8 @@ use crate::catalog::{PartitionCursor, StreamEntry};
 use crate::error::{Error, Result};
 use crate::queue::{
     self, Ack, Acquired, LockId, Outcome, PartQueue, Pick, QueueConfig, QueueOp,
-    QueuePartitionStatus, QueueStart, QueueStatus, QueueWrite, SharedPart, Slot,
-    DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK,
+    QueuePartitionStatus, QueueStart, QueueStatus, SharedPart, Slot, DEAD_REASON_HEADER,
+    DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK,
 };
 use crate::record::{Event, Record};
 use crate::shared::{self, Sleeper, Sleepers, Waiter};
@@ -131,7 +131,7 @@ impl std::fmt::Debug for QueueArrival {
     }
 }
 
-/// Events locked on one partition by an acquisition.
+/// Events locked on one partition by an acquisition, in offset order.
 struct Taken {
     partition: u32,
     part: SharedPart,
@@ -164,9 +164,13 @@ impl Broker {
         }
         // Serializing plain data with derived impls cannot fail.
         let json = serde_json::to_string(&config).unwrap_or_default();
+        let mut configs = self.queues.configs();
+        // Read again from redb if this fails.
+        configs.remove(group);
         let txn = self.shared.db.begin_write()?;
         txn.open_table(QUEUE_GROUPS)?.insert(group, json.as_str())?;
         txn.commit()?;
+        configs.insert(group.to_string(), config);
         Ok(())
     }
 
@@ -186,7 +190,21 @@ impl Broker {
         (config.dead_letter && self.entry(&dead).is_ok()).then_some(dead)
     }
 
+    /// `group`'s stored settings, read once per configured group (an
+    /// acquisition needs them; names never configured are not remembered).
     fn stored_config(&self, group: &str) -> Result<Option<QueueConfig>> {
+        let mut configs = self.queues.configs();
+        if let Some(config) = configs.get(group) {
+            return Ok(Some(*config));
+        }
+        let stored = self.read_config(group)?;
+        if let Some(config) = stored {
+            configs.insert(group.to_string(), config);
+        }
+        Ok(stored)
+    }
+
+    fn read_config(&self, group: &str) -> Result<Option<QueueConfig>> {
         let txn = self.shared.db.begin_read()?;
         let table = txn.open_table(QUEUE_GROUPS)?;
         let Some(json) = table.get(group)? else {
@@ -277,56 +295,54 @@ impl Broker {
         let mut out = Vec::new();
         let mut done = Vec::new();
         for t in taken {
-            let events = self.read_picked(entry, t)?;
+            let mut events = self.read_picked(entry, t)?.into_iter().peekable();
             let base = queue::lock(&t.part).start;
             for pick in &t.picks {
-                let write = |op| QueueWrite {
-                    group: group.to_string(),
-                    stream: entry.id,
-                    partition: t.partition,
-                    base,
-                    op,
-                };
                 let offset = pick.offset;
-                match events.get(&offset) {
-                    None => {
-                        txn.queue.push(write(QueueOp::Settle {
-                            offset,
-                            outcome: Outcome::Gone,
-                        }));
-                        done.push((t.part.clone(), offset, pick.nonce, Outcome::Gone));
-                    }
-                    Some(event) if pick.archive => {
-                        txn.queue.push(write(QueueOp::Settle {
-                            offset,
-                            outcome: Outcome::Rejected,
-                        }));
-                        done.push((t.part.clone(), offset, pick.nonce, Outcome::Rejected));
-                        if let Some(dead) = &dead {
+                // Both in offset order (see `Taken`).
+                while events.next_if(|e| e.offset < offset).is_some() {}
+                let event = events.next_if(|e| e.offset == offset);
+                let op = match &event {
+                    None => QueueOp::Settle {
+                        offset,
+                        count: 1,
+                        outcome: Outcome::Gone,
+                    },
+                    Some(_) if pick.archive => QueueOp::Settle {
+                        offset,
+                        count: 1,
+                        outcome: Outcome::Rejected,
+                    },
+                    Some(_) => QueueOp::Deliver {
+                        offset,
+                        count: 1,
+                        deliveries: pick.deliveries,
+                    },
+                };
+                queue::push(&mut txn.queue, (group, entry.id, t.partition), base, op);
+                match (event, op) {
+                    (event, QueueOp::Settle { outcome, .. }) => {
+                        done.push((t.part.clone(), offset, pick.nonce, outcome));
+                        if let (Some(event), Some(dead)) = (event, &dead) {
                             let reason = format!(
                                 "delivered {} times without being accepted",
                                 pick.deliveries
                             );
-                            txn.append(dead, dead_letter(&entry.name, event, reason));
+                            txn.append(dead, dead_letter(&entry.name, &event, reason));
                         }
                     }
-                    Some(event) => {
-                        txn.queue.push(write(QueueOp::Deliver {
+                    (Some(event), _) => out.push(Acquired {
+                        stream: entry.name.clone(),
+                        event,
+                        lock: LockId {
+                            stream: entry.id,
+                            partition: t.partition,
                             offset,
-                            deliveries: pick.deliveries,
-                        }));
-                        out.push(Acquired {
-                            stream: entry.name.clone(),
-                            event: event.clone(),
-                            lock: LockId {
-                                stream: entry.id,
-                                partition: t.partition,
-                                offset,
-                                nonce: pick.nonce,
-                            },
-                            delivery_count: pick.deliveries,
-                        });
-                    }
+                            nonce: pick.nonce,
+                        },
+                        delivery_count: pick.deliveries,
+                    }),
+                    (None, _) => {}
                 }
             }
         }
@@ -337,16 +353,17 @@ impl Broker {
         Ok(out)
     }
 
-    /// The events of `t`'s picks that are in the log, by offset.
-    fn read_picked(&self, entry: &StreamEntry, t: &Taken) -> Result<HashMap<u64, Event>> {
-        let wanted: BTreeSet<u64> = t.picks.iter().map(|p| p.offset).collect();
-        let (Some(&low), Some(&high)) = (wanted.first(), wanted.last()) else {
-            return Ok(HashMap::new());
+    /// The events of `t`'s picks that are in the log, in offset order, and
+    /// perhaps others between them.
+    fn read_picked(&self, entry: &StreamEntry, t: &Taken) -> Result<Vec<Event>> {
+        let (Some(low), Some(high)) = (t.picks.first(), t.picks.last()) else {
+            return Ok(Vec::new());
         };
+        let (low, high) = (low.offset, high.offset);
         let cursor = entry.cursor(t.partition)?;
         let from = low.max(cursor.log_start.load(Ordering::Acquire));
         if from > high {
-            return Ok(HashMap::new());
+            return Ok(Vec::new());
         }
         let limits = ReadLimits {
             // The picks are below the partition's end, so the read reaches
@@ -354,13 +371,7 @@ impl Broker {
             max_events: usize::try_from(high - from + 1).unwrap_or(usize::MAX),
             max_bytes: usize::MAX,
         };
-        let batch = self.read(&entry.name, t.partition, from, limits)?;
-        Ok(batch
-            .events
-            .into_iter()
-            .filter(|e| wanted.contains(&e.offset))
-            .map(|e| (e.offset, e))
-            .collect())
+        Ok(self.read(&entry.name, t.partition, from, limits)?.events)
     }
 
     /// Makes picked events available again after a failed acquisition, with
@@ -589,13 +600,8 @@ impl Broker {
                 QueueStart::Offset(o) => o.clamp(log_start, end),
                 QueueStart::Timestamp(ts) => self.offset_for_timestamp(stream, p as u32, ts)?,
             };
-            txn.queue.push(QueueWrite {
-                group: group.to_string(),
-                stream: entry.id,
-                partition: p as u32,
-                base: start,
-                op: QueueOp::Reset { start },
-            });
+            let op = QueueOp::Reset { start };
+            queue::push(&mut txn.queue, (group, entry.id, p as u32), start, op);
         }
         self.commit(txn)?;
         // Reloaded from what was just committed on next use.

@@ -777,8 +777,9 @@ pub(crate) struct Queues {
 }
 
 /// Settlements under way: each (partition, offset, nonce, outcome), undone
-/// or completed by [`Queues::finish`].
+/// or completed by [`Queues::finish`], and who waits on their groups.
 #[must_use]
+#[derive(Default)]
 pub(crate) struct Pins {
     group_sleepers: Vec<Arc<Sleepers>>,
     pins: Vec<(SharedPart, u64, u64, Option<Outcome>)>,
@@ -877,19 +878,29 @@ impl Queues {
         settles: &[(String, LockId, Ack)],
         writes: &mut Vec<QueueWrite>,
     ) -> Result<Pins> {
-        let mut pins = Pins {
-            group_sleepers: Vec::new(),
-            pins: Vec::new(),
-        };
+        let mut pins = Pins::default();
+        // The partition of the settlement before: a batch's are mostly on one.
+        let mut last: Option<((&str, u32, u32), SharedPart)> = None;
         for (group, id, ack) in settles {
             let lost = || Error::LockLost {
                 group: group.clone(),
                 lock: id.to_string(),
             };
-            let key = (group.clone(), id.stream, id.partition);
-            let Some(part) = self.loaded(&key) else {
-                self.finish(pins, false);
-                return Err(lost());
+            let at = (group.as_str(), id.stream, id.partition);
+            let part = match &last {
+                Some((seen, part)) if *seen == at => part.clone(),
+                _ => {
+                    let key = (group.clone(), id.stream, id.partition);
+                    let Some(part) = self.loaded(&key) else {
+                        self.finish(pins, false);
+                        return Err(lost());
+                    };
+                    if last.as_ref().is_none_or(|((g, _, _), _)| *g != group) {
+                        pins.group_sleepers.push(self.sleepers(group));
+                    }
+                    last = Some((at, part.clone()));
+                    part
+                }
             };
             let mut q = lock(&part);
             let base = q.start;
@@ -921,19 +932,17 @@ impl Queues {
                     outcome,
                 };
                 push(writes, (group, id.stream, id.partition), base, op);
-            } else {
-                pins.group_sleepers.push(self.sleepers(group));
             }
             pins.pins.push((part, id.offset, id.nonce, outcome));
         }
         Ok(pins)
     }
 
-    /// Pins events the caller holds (`queue_ops`' acquisitions, for the
+    /// Pins events `group` holds (`queue_ops`' acquisitions, for the
     /// events it archives or finds gone) as [`Queues::pin`] does.
-    pub(crate) fn pin_held(&self, held: Vec<(SharedPart, u64, u64, Outcome)>) -> Pins {
+    pub(crate) fn pin_held(&self, group: &str, held: Vec<(SharedPart, u64, u64, Outcome)>) -> Pins {
         let mut pins = Pins {
-            group_sleepers: Vec::new(),
+            group_sleepers: vec![self.sleepers(group)],
             pins: Vec::new(),
         };
         for (part, offset, nonce, outcome) in held {
@@ -952,8 +961,11 @@ impl Queues {
     }
 
     /// Completes the settlements once their commit is made (`committed`),
-    /// or gives the events back to their holders when it failed.
+    /// or gives the events back to their holders when it failed. Wakes who
+    /// waits on their groups if that frees an event: one released, or a
+    /// start moved (letting events into a window that may have been full).
     pub(crate) fn finish(&self, pins: Pins, committed: bool) {
+        let mut freed = false;
         for (part, offset, nonce, outcome) in pins.pins {
             let mut q = lock(&part);
             // None: a reset dropped the window meanwhile.
@@ -976,11 +988,14 @@ impl Queues {
             match (committed, outcome) {
                 (true, Some(Outcome::Accepted)) => q.accepted += 1,
                 (true, Some(Outcome::Rejected)) => q.rejected += 1,
+                (true, None) => freed = true,
                 _ => {}
             }
+            let start = q.start;
             q.advance();
+            freed |= q.start != start;
         }
-        if committed {
+        if freed {
             for s in pins.group_sleepers {
                 s.wake_all();
             }

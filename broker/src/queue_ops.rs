@@ -346,7 +346,7 @@ impl Broker {
                 }
             }
         }
-        let pins = self.queues.pin_held(done);
+        let pins = self.queues.pin_held(group, done);
         let committed = self.commit(txn);
         self.queues.finish(pins, committed.is_ok());
         committed?;
@@ -463,6 +463,27 @@ impl Broker {
             .filter_map(|(_, _, part)| queue::lock(&part).next_expiry())
             .min()
             .map(|at| at.saturating_duration_since(now)))
+    }
+
+    /// How many events of `stream` `group` has not taken into its window
+    /// yet: waiting for room in it, or never looked at. With none, and none
+    /// to acquire, every event left is held by a member.
+    pub fn queue_backlog(&self, group: &str, stream: &str) -> Result<u64> {
+        let entry = self.entry(stream)?;
+        let mut backlog = 0u64;
+        for (p, cursor) in entry.partitions.iter().enumerate() {
+            let key = (group.to_string(), entry.id, p as u32);
+            let taken = match self.queues.loaded(&key) {
+                Some(part) => {
+                    let q = queue::lock(&part);
+                    q.start.saturating_add(q.slots.len() as u64)
+                }
+                // Not consumed yet (or not since the log was opened).
+                None => cursor.log_start.load(Ordering::Acquire),
+            };
+            backlog = backlog.saturating_add(cursor.next().saturating_sub(taken));
+        }
+        Ok(backlog)
     }
 
     /// Whether an acquisition by `group` on `entry` may find something now.

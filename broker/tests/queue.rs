@@ -337,6 +337,36 @@ fn members_waiting_are_woken_by_appends_and_releases() {
 }
 
 #[test]
+fn a_member_waiting_at_a_full_window_is_woken_when_its_front_is_accepted() {
+    let (_dir, broker) = broker();
+    fill(&broker, "jobs", 1, MAX_WINDOW + 10);
+    let front = broker.queue_acquire("q", "jobs", 1, LONG).unwrap();
+    let rest = broker.queue_acquire("q", "jobs", MAX_WINDOW, LONG).unwrap();
+    assert_eq!(rest.len(), MAX_WINDOW - 1);
+    assert_eq!(broker.queue_backlog("q", "jobs").unwrap(), 10);
+    let locks: Vec<_> = rest.iter().map(|a| a.lock).collect();
+    broker.queue_settle("q", &locks, Ack::Accept).unwrap();
+    // Nothing to acquire, 10 events wait for room: no append or release
+    // will come, the acceptance of the front must wake the wait.
+    let b = broker.clone();
+    let waiting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let got = b
+            .queue_acquire_wait("q", "jobs", 100, LONG, LONG, &mut Waiter::new())
+            .unwrap();
+        (got, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    broker
+        .queue_settle("q", &[front[0].lock], Ack::Accept)
+        .unwrap();
+    let (got, waited) = waiting.join().unwrap();
+    assert_eq!(got.len(), 10);
+    assert!(waited < LONG / 4, "woken only by the timeout: {waited:?}");
+    assert_eq!(broker.queue_backlog("q", "jobs").unwrap(), 0);
+}
+
+#[test]
 fn many_members_over_one_partition_all_work_and_accept_each_event_once() {
     let (_dir, broker) = broker();
     let n = 2000;

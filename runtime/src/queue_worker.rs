@@ -55,14 +55,16 @@ pub(crate) fn run(worker: &mut Worker, mode: RunMode) -> Result<Exit> {
         return Ok(Exit::Done); // `ProcessorSpec::validate` refuses this.
     };
     let lock_for = lock_time(shared.engine.config().call_timeout);
-    let wait = match mode {
-        RunMode::UntilCaughtUp => Duration::ZERO,
-        RunMode::Follow => IDLE_RECHECK,
-    };
+    // With `UntilCaughtUp`: set while events wait for room in the window.
+    let mut full = false;
     let exit = loop {
         if worker.stopping() {
             break Exit::Done;
         }
+        let wait = match mode {
+            RunMode::UntilCaughtUp if !full => Duration::ZERO,
+            _ => IDLE_RECHECK,
+        };
         let acquired = shared.broker.queue_acquire_wait(
             &spec.name,
             stream,
@@ -73,10 +75,17 @@ pub(crate) fn run(worker: &mut Worker, mode: RunMode) -> Result<Exit> {
         )?;
         if acquired.is_empty() {
             if mode == RunMode::UntilCaughtUp {
-                break Exit::Done;
+                // Events past a full window come in as the members holding
+                // its front settle them (which wakes the wait); without
+                // any, every event left is another member's.
+                full = shared.broker.queue_backlog(&spec.name, stream)? > 0;
+                if !full {
+                    break Exit::Done;
+                }
             }
             continue;
         }
+        full = false;
         let batch = acquired
             .into_iter()
             .map(

@@ -30,16 +30,20 @@
 //!   [`QueueConfig::dead_letter`], appended to `<group>.dead`, in the same
 //!   commit).
 //! - **Compact.** Per partition the group stores its start (everything
-//!   below is done), counters, and one small row per event of its window
-//!   (at most [`MAX_WINDOW`] events past the start). Rows are removed as
-//!   the start moves on, so the bookkeeping does not grow with the number
-//!   of events consumed.
+//!   below is done), counters, a mark below which events were delivered
+//!   once, and one small row per event of its window (at most
+//!   [`MAX_WINDOW`] events past the start) that the mark does not describe:
+//!   delivered again, or done ahead of the start. Rows are removed as the
+//!   start moves on, so the bookkeeping does not grow with the number of
+//!   events consumed; events handed out and accepted in offset order write
+//!   none.
 //! - **Independent.** A queue group has its own tables: a consumer group
 //!   of the same name, or any consumer group reading the same stream, does
 //!   not see it, and the log itself is not changed.
 //! - Waiting ([`Broker::queue_acquire_wait`], [`Broker::queue_arrival`])
-//!   is woken by commits that append to the stream and by releases, and
-//!   times out at the next lock expiry: no polling.
+//!   is woken by commits that append to the stream, by releases, and by
+//!   settlements that move a partition's start (letting events into a full
+//!   window), and times out at the next lock expiry: no polling.
 //!
 //! Known limit: a reset ([`Broker::queue_reset`]) racing with a settlement
 //! of the old window may leave that one event counted as done.
@@ -420,19 +424,58 @@ impl Broker {
             if !got.is_empty() || left.is_zero() {
                 return Ok(got);
             }
-            let expiry = self.queue_next_expiry(group, stream)?;
-            let wait = expiry.map_or(left, |e| e.min(left));
             let entry = self.entry(stream)?;
-            let cursors: Vec<_> = entry.partitions.iter().map(|c| (c.clone(), 0)).collect();
-            let sleepers = self.queues.sleepers(group);
-            let ready = shared::wait_until(&cursors, &sleepers, wait, waiter, || {
+            let (ready, expired) = self.wait_on_group(group, &entry, left, waiter, || {
                 self.queue_has_work(group, &entry)
-            });
-            if !ready && wait == left {
+            })?;
+            if !ready && !expired {
                 // Timed out, or interrupted.
                 return Ok(Vec::new());
             }
         }
+    }
+
+    /// Waits up to `timeout` while `group` finds nothing of `stream` to
+    /// acquire but events wait for room in its window (see
+    /// [`queue_backlog`](Broker::queue_backlog)): until the members holding
+    /// its front settle them, a lock expires, none is left, or `waiter` is
+    /// interrupted. Returns whether anything is left for `group` to
+    /// acquire, now or once there is room: `false` means that every event
+    /// left is held by a member. For a member that stops once the stream is
+    /// consumed. No polling.
+    pub fn queue_wait_for_room(
+        &self,
+        group: &str,
+        stream: &str,
+        timeout: Duration,
+        waiter: &mut Waiter,
+    ) -> Result<bool> {
+        let entry = self.entry(stream)?;
+        let left = || self.queue_has_work(group, &entry) || self.backlog_of(group, &entry) > 0;
+        self.wait_on_group(group, &entry, timeout, waiter, || {
+            self.queue_has_work(group, &entry) || self.backlog_of(group, &entry) == 0
+        })?;
+        Ok(left())
+    }
+
+    /// Waits up to `timeout`, and no longer than until the first lock of
+    /// `group` on `entry` expires, until `ready`, woken by appends to
+    /// `entry` and by the group's releases and settlements. Whether it was
+    /// `ready`, and whether the wait ended at the expiry.
+    fn wait_on_group(
+        &self,
+        group: &str,
+        entry: &StreamEntry,
+        timeout: Duration,
+        waiter: &mut Waiter,
+        ready: impl Fn() -> bool,
+    ) -> Result<(bool, bool)> {
+        let expiry = self.queue_next_expiry(group, &entry.name)?;
+        let wait = expiry.map_or(timeout, |e| e.min(timeout));
+        let cursors: Vec<_> = entry.partitions.iter().map(|c| (c.clone(), 0)).collect();
+        let sleepers = self.queues.sleepers(group);
+        let woken = shared::wait_until(&cursors, &sleepers, wait, waiter, ready);
+        Ok((woken, wait < timeout))
     }
 
     /// A future that completes once `group` may find an event of `stream`
@@ -470,6 +513,10 @@ impl Broker {
     /// to acquire, every event left is held by a member.
     pub fn queue_backlog(&self, group: &str, stream: &str) -> Result<u64> {
         let entry = self.entry(stream)?;
+        Ok(self.backlog_of(group, &entry))
+    }
+
+    fn backlog_of(&self, group: &str, entry: &StreamEntry) -> u64 {
         let mut backlog = 0u64;
         for (p, cursor) in entry.partitions.iter().enumerate() {
             let key = (group.to_string(), entry.id, p as u32);
@@ -483,7 +530,7 @@ impl Broker {
             };
             backlog = backlog.saturating_add(cursor.next().saturating_sub(taken));
         }
-        Ok(backlog)
+        backlog
     }
 
     /// Whether an acquisition by `group` on `entry` may find something now.

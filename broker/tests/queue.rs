@@ -367,6 +367,40 @@ fn a_member_waiting_at_a_full_window_is_woken_when_its_front_is_accepted() {
 }
 
 #[test]
+fn waiting_for_room_ends_with_an_event_let_in_or_with_none_left() {
+    let (_dir, broker) = broker();
+    fill(&broker, "jobs", 1, MAX_WINDOW + 1);
+    let mut waiter = Waiter::new();
+    let front = broker.queue_acquire("q", "jobs", 1, LONG).unwrap();
+    let rest = broker.queue_acquire("q", "jobs", MAX_WINDOW, LONG).unwrap();
+    let locks: Vec<_> = rest.iter().map(|a| a.lock).collect();
+    broker.queue_settle("q", &locks, Ack::Accept).unwrap();
+    // One event waits past the window: the front's acceptance lets it in.
+    let b = broker.clone();
+    let waiting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let left = b
+            .queue_wait_for_room("q", "jobs", LONG, &mut Waiter::new())
+            .unwrap();
+        (left, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    broker
+        .queue_settle("q", &[front[0].lock], Ack::Accept)
+        .unwrap();
+    let (left, waited) = waiting.join().unwrap();
+    assert!(left);
+    assert!(waited < LONG / 4, "woken only by the timeout: {waited:?}");
+    // Held by a member, nothing past the window: nothing is left to wait for.
+    let last = broker.queue_acquire("q", "jobs", 10, LONG).unwrap();
+    assert_eq!(last.len(), 1);
+    let left = broker
+        .queue_wait_for_room("q", "jobs", LONG, &mut waiter)
+        .unwrap();
+    assert!(!left);
+}
+
+#[test]
 fn many_members_over_one_partition_all_work_and_accept_each_event_once() {
     let (_dir, broker) = broker();
     let n = 2000;

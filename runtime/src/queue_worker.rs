@@ -55,16 +55,14 @@ pub(crate) fn run(worker: &mut Worker, mode: RunMode) -> Result<Exit> {
         return Ok(Exit::Done); // `ProcessorSpec::validate` refuses this.
     };
     let lock_for = lock_time(shared.engine.config().call_timeout);
-    // With `UntilCaughtUp`: set while events wait for room in the window.
-    let mut full = false;
+    let wait = match mode {
+        RunMode::UntilCaughtUp => Duration::ZERO,
+        RunMode::Follow => IDLE_RECHECK,
+    };
     let exit = loop {
         if worker.stopping() {
             break Exit::Done;
         }
-        let wait = match mode {
-            RunMode::UntilCaughtUp if !full => Duration::ZERO,
-            _ => IDLE_RECHECK,
-        };
         let acquired = shared.broker.queue_acquire_wait(
             &spec.name,
             stream,
@@ -74,18 +72,21 @@ pub(crate) fn run(worker: &mut Worker, mode: RunMode) -> Result<Exit> {
             worker.waiter(),
         )?;
         if acquired.is_empty() {
-            if mode == RunMode::UntilCaughtUp {
-                // Events past a full window come in as the members holding
-                // its front settle them (which wakes the wait); without
-                // any, every event left is another member's.
-                full = shared.broker.queue_backlog(&spec.name, stream)? > 0;
-                if !full {
-                    break Exit::Done;
-                }
+            // Caught up once every event left is another instance's; events
+            // past a full window come in as the instances holding its front
+            // settle them.
+            if mode == RunMode::UntilCaughtUp
+                && !shared.broker.queue_wait_for_room(
+                    &spec.name,
+                    stream,
+                    IDLE_RECHECK,
+                    worker.waiter(),
+                )?
+            {
+                break Exit::Done;
             }
             continue;
         }
-        full = false;
         let batch = acquired
             .into_iter()
             .map(

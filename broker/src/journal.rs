@@ -1039,6 +1039,65 @@ mod tests {
         assert_eq!(values(&broker_in(&again)), ["e0", "e1", "e2"]);
     }
 
+    /// The queue state a record's payload leaves in a fresh database:
+    /// (start, accepted, rejected), the mark, the event rows.
+    fn replayed_queue(payload: &[u8]) -> (Option<(u64, u64, u64)>, Option<u64>, usize) {
+        let backend = redb::backends::InMemoryBackend::new();
+        let db = redb::Database::builder()
+            .create_with_backend(backend)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut tables = ReplayTables {
+            batches: txn.open_table(BATCHES).unwrap(),
+            time_index: txn.open_table(TIME_INDEX).unwrap(),
+            offsets: txn.open_table(GROUP_OFFSETS).unwrap(),
+            state: txn.open_table(STATE).unwrap(),
+            queue: QueueTables::open(&txn).unwrap(),
+        };
+        replay(payload, &mut tables).unwrap();
+        let part = ("g", 1, 0);
+        let queue = &tables.queue;
+        (
+            queue.parts.get(part).unwrap().map(|v| v.value()),
+            queue.delivered.get(part).unwrap().map(|v| v.value()),
+            redb::ReadableTableMetadata::len(&queue.rows).unwrap() as usize,
+        )
+    }
+
+    /// An `OP_QUEUE` on group `g`, stream 1, partition 0: its kind, offset
+    /// and the rest.
+    fn queue_op(kind: u8, offset: u64, rest: &[u8]) -> Vec<u8> {
+        let mut op = vec![OP_QUEUE];
+        op.extend_from_slice(&1u32.to_le_bytes());
+        op.extend_from_slice(&0u32.to_le_bytes());
+        op.extend_from_slice(&0u64.to_le_bytes());
+        put_bytes(&mut op, b"g");
+        op.push(kind);
+        op.extend_from_slice(&offset.to_le_bytes());
+        op.extend_from_slice(rest);
+        op
+    }
+
+    #[test]
+    fn queue_ops_of_one_event_and_of_runs_are_both_replayed() {
+        let accepted = Outcome::Accepted as u8;
+        // Two events handed out once, the first accepted: one op an event,
+        // as written before runs...
+        let mut single = queue_op(QUEUE_DELIVER_1, 0, &1u16.to_le_bytes());
+        single.extend(queue_op(QUEUE_DELIVER_1, 1, &1u16.to_le_bytes()));
+        single.extend(queue_op(QUEUE_SETTLE_1, 0, &[accepted]));
+        // ... and as runs.
+        let mut deliver = 2u32.to_le_bytes().to_vec();
+        deliver.extend_from_slice(&1u16.to_le_bytes());
+        let mut settle = 1u32.to_le_bytes().to_vec();
+        settle.push(accepted);
+        let mut runs = queue_op(QUEUE_DELIVER, 0, &deliver);
+        runs.extend(queue_op(QUEUE_SETTLE, 0, &settle));
+        let expected = (Some((1, 1, 0)), Some(2), 0);
+        assert_eq!(replayed_queue(&single), expected);
+        assert_eq!(replayed_queue(&runs), expected);
+    }
+
     #[test]
     fn the_journal_sits_beside_the_database() {
         assert_eq!(

@@ -217,6 +217,7 @@ impl Broker {
             txn.open_table(STATE)?;
             txn.open_table(QUEUE_PARTS)?;
             txn.open_table(QUEUE_ROWS)?;
+            txn.open_table(QUEUE_DELIVERED)?;
             txn.open_table(QUEUE_GROUPS)?;
             let mut meta = txn.open_table(META)?;
             if meta.get("format")?.is_none() {
@@ -399,6 +400,8 @@ impl Broker {
                 .retain(|(_, stream, _), _| stream != id)?;
             txn.open_table(QUEUE_ROWS)?
                 .retain(|(_, stream, _, _), _| stream != id)?;
+            txn.open_table(QUEUE_DELIVERED)?
+                .retain(|(_, stream, _), _| stream != id)?;
         }
         txn.commit()?;
         catalog.streams.remove(name);

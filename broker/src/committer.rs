@@ -147,14 +147,19 @@ impl Committer {
     /// Commits the queued requests (at most `MAX_GROUP`) as one group, then
     /// hands the lead on.
     fn lead(&self, shared: &Shared) {
-        let _hand_on = Lead { committer: self };
-        let group: Vec<Request> = {
-            let mut queue = self.lock_queue();
-            let take = queue.requests.len().min(MAX_GROUP);
-            queue.requests.drain(..take).collect()
+        let answered = {
+            let _hand_on = Lead { committer: self };
+            let group: Vec<Request> = {
+                let mut queue = self.lock_queue();
+                let take = queue.requests.len().min(MAX_GROUP);
+                queue.requests.drain(..take).collect()
+            };
+            let mut writer = self.lock_writer();
+            commit_group(shared, group, &mut writer, &self.progress)
         };
-        let mut writer = self.lock_writer();
-        commit_group(shared, group, &mut writer, &self.progress);
+        // Freed once the lead is handed on: the next group does not wait
+        // for its records to be dropped.
+        drop(answered);
     }
 
     /// Makes every group applied without durability durable with one
@@ -275,7 +280,13 @@ struct Pending {
     unindexed: u32,
 }
 
-fn commit_group(shared: &Shared, group: Vec<Request>, writer: &mut Writer, progress: &Progress) {
+/// Commits `group` and answers it; returns it, answered, for the caller to free.
+fn commit_group(
+    shared: &Shared,
+    group: Vec<Request>,
+    writer: &mut Writer,
+    progress: &Progress,
+) -> Vec<Request> {
     let catalog = match shared.catalog.read() {
         Ok(c) => c,
         Err(poisoned) => poisoned.into_inner(),
@@ -350,19 +361,18 @@ fn commit_group(shared: &Shared, group: Vec<Request>, writer: &mut Writer, progr
         }
     };
     drop(catalog);
-    answer(group, answers);
+    answer(&group, answers);
+    group
 }
 
-/// Answers every request with its outcome (`None`: answered later), then
-/// frees the transactions.
-fn answer(group: Vec<Request>, outcomes: Vec<Option<Result<Receipt>>>) {
+/// Answers every request with its outcome (`None`: answered later).
+fn answer(group: &[Request], outcomes: Vec<Option<Result<Receipt>>>) {
     for (request, outcome) in group.iter().zip(outcomes) {
         // A caller that gave up waiting is not an error.
         if let Some(outcome) = outcome {
             let _ = request.reply.send(Reply::Done(outcome));
         }
     }
-    drop(group);
 }
 
 fn storage_failure(message: &str) -> Error {
@@ -392,10 +402,7 @@ fn apply_group(
             offsets: txn.open_table(GROUP_OFFSETS)?,
             generations: txn.open_table(GROUP_GENERATIONS)?,
             state: txn.open_table(STATE)?,
-            queue: QueueTables {
-                parts: txn.open_table(QUEUE_PARTS)?,
-                rows: txn.open_table(QUEUE_ROWS)?,
-            },
+            queue: QueueTables::open(&txn)?,
         };
         for request in group {
             let outcome = match plan(catalog, &request.txn, &tables) {
@@ -683,8 +690,8 @@ fn write(
     }
     for w in &txn.queue {
         journal.queue(w);
-        queue::apply(&mut tables.queue, w)?;
     }
+    queue::apply(&mut tables.queue, &txn.queue)?;
     Ok(Receipt { placements })
 }
 

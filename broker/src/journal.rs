@@ -56,8 +56,12 @@
 //!     4 state put    | len u32 | scope | len u32 | key | len u32 | value
 //!     5 state delete | len u32 | scope | len u32 | key
 //!     6 queue        | stream u32 | partition u32 | base u64 | len u32 | group
-//!                    | kind u8 (1 deliver, 2 settle, 3 reset) | offset u64
-//!                    | deliveries u16 (deliver) or outcome u8 (settle)
+//!                    | kind u8 | offset u64 (the start, for a reset) | then by kind:
+//!                      4 deliver: count u32 | deliveries u16
+//!                      5 settle: count u32 | outcome u8
+//!                      3 reset: nothing
+//!                      1 deliver, 2 settle: as 4 and 5 without the count (1),
+//!                      from before events of one write were counted
 //! ```
 //! Layout 1 (`"LEATJNL1"`) had no cycle: `record: len u32 | seq u64 | crc32
 //! u32 (of seq and payload) | payload`. An open still replays such a journal
@@ -98,6 +102,15 @@ const OP_GROUP_OFFSET: u8 = 3;
 const OP_STATE_PUT: u8 = 4;
 const OP_STATE_DELETE: u8 = 5;
 const OP_QUEUE: u8 = 6;
+
+/// The kinds of an `OP_QUEUE`: one event handed out or settled (written
+/// before writes counted their events; still replayed), a reset, a run of
+/// events handed out or settled.
+const QUEUE_DELIVER_1: u8 = 1;
+const QUEUE_SETTLE_1: u8 = 2;
+const QUEUE_RESET: u8 = 3;
+const QUEUE_DELIVER: u8 = 4;
+const QUEUE_SETTLE: u8 = 5;
 
 /// The journal's file and the record of the group being committed. Only the
 /// caller leading a group commit touches it.
@@ -196,10 +209,7 @@ impl Journal {
                 time_index: txn.open_table(TIME_INDEX)?,
                 offsets: txn.open_table(GROUP_OFFSETS)?,
                 state: txn.open_table(STATE)?,
-                queue: QueueTables {
-                    parts: txn.open_table(QUEUE_PARTS)?,
-                    rows: txn.open_table(QUEUE_ROWS)?,
-                },
+                queue: QueueTables::open(&txn)?,
             };
             let mut last = applied;
             let found = layout.map(|layout| records(records_bytes, layout));
@@ -365,18 +375,28 @@ impl Journal {
         r.extend_from_slice(&w.base.to_le_bytes());
         put_bytes(r, w.group.as_bytes());
         match w.op {
-            QueueOp::Deliver { offset, deliveries } => {
-                r.push(1);
+            QueueOp::Deliver {
+                offset,
+                count,
+                deliveries,
+            } => {
+                r.push(QUEUE_DELIVER);
                 r.extend_from_slice(&offset.to_le_bytes());
+                r.extend_from_slice(&count.to_le_bytes());
                 r.extend_from_slice(&deliveries.to_le_bytes());
             }
-            QueueOp::Settle { offset, outcome } => {
-                r.push(2);
+            QueueOp::Settle {
+                offset,
+                count,
+                outcome,
+            } => {
+                r.push(QUEUE_SETTLE);
                 r.extend_from_slice(&offset.to_le_bytes());
+                r.extend_from_slice(&count.to_le_bytes());
                 r.push(outcome as u8);
             }
             QueueOp::Reset { start } => {
-                r.push(3);
+                r.push(QUEUE_RESET);
                 r.extend_from_slice(&start.to_le_bytes());
             }
         }
@@ -709,16 +729,24 @@ fn replay(mut payload: &[u8], tables: &mut ReplayTables<'_>) -> Result<(), Strin
                 let kind = reader.take::<1>()?[0];
                 let offset = reader.u64()?;
                 let op = match kind {
-                    1 => QueueOp::Deliver {
+                    QUEUE_DELIVER_1 | QUEUE_DELIVER => QueueOp::Deliver {
                         offset,
+                        count: match kind {
+                            QUEUE_DELIVER => reader.u32()?,
+                            _ => 1,
+                        },
                         deliveries: u16::from_le_bytes(reader.take()?),
                     },
-                    2 => QueueOp::Settle {
+                    QUEUE_SETTLE_1 | QUEUE_SETTLE => QueueOp::Settle {
                         offset,
+                        count: match kind {
+                            QUEUE_SETTLE => reader.u32()?,
+                            _ => 1,
+                        },
                         outcome: Outcome::from_u8(reader.take::<1>()?[0])
                             .ok_or_else(|| "an unknown queue outcome".to_string())?,
                     },
-                    3 => QueueOp::Reset { start: offset },
+                    QUEUE_RESET => QueueOp::Reset { start: offset },
                     other => return Err(format!("unknown queue op {other}")),
                 };
                 let w = QueueWrite {
@@ -728,7 +756,7 @@ fn replay(mut payload: &[u8], tables: &mut ReplayTables<'_>) -> Result<(), Strin
                     base,
                     op,
                 };
-                queue::apply(&mut tables.queue, &w).map_err(storage)?;
+                queue::apply(&mut tables.queue, &[w]).map_err(storage)?;
             }
             other => return Err(format!("unknown op {other}")),
         }
@@ -1009,6 +1037,65 @@ mod tests {
             std::fs::copy(crash.join(name), again.join(name)).unwrap();
         }
         assert_eq!(values(&broker_in(&again)), ["e0", "e1", "e2"]);
+    }
+
+    /// The queue state a record's payload leaves in a fresh database:
+    /// (start, accepted, rejected), the mark, the event rows.
+    fn replayed_queue(payload: &[u8]) -> (Option<(u64, u64, u64)>, Option<u64>, usize) {
+        let backend = redb::backends::InMemoryBackend::new();
+        let db = redb::Database::builder()
+            .create_with_backend(backend)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut tables = ReplayTables {
+            batches: txn.open_table(BATCHES).unwrap(),
+            time_index: txn.open_table(TIME_INDEX).unwrap(),
+            offsets: txn.open_table(GROUP_OFFSETS).unwrap(),
+            state: txn.open_table(STATE).unwrap(),
+            queue: QueueTables::open(&txn).unwrap(),
+        };
+        replay(payload, &mut tables).unwrap();
+        let part = ("g", 1, 0);
+        let queue = &tables.queue;
+        (
+            queue.parts.get(part).unwrap().map(|v| v.value()),
+            queue.delivered.get(part).unwrap().map(|v| v.value()),
+            redb::ReadableTableMetadata::len(&queue.rows).unwrap() as usize,
+        )
+    }
+
+    /// An `OP_QUEUE` on group `g`, stream 1, partition 0: its kind, offset
+    /// and the rest.
+    fn queue_op(kind: u8, offset: u64, rest: &[u8]) -> Vec<u8> {
+        let mut op = vec![OP_QUEUE];
+        op.extend_from_slice(&1u32.to_le_bytes());
+        op.extend_from_slice(&0u32.to_le_bytes());
+        op.extend_from_slice(&0u64.to_le_bytes());
+        put_bytes(&mut op, b"g");
+        op.push(kind);
+        op.extend_from_slice(&offset.to_le_bytes());
+        op.extend_from_slice(rest);
+        op
+    }
+
+    #[test]
+    fn queue_ops_of_one_event_and_of_runs_are_both_replayed() {
+        let accepted = Outcome::Accepted as u8;
+        // Two events handed out once, the first accepted: one op an event,
+        // as written before runs...
+        let mut single = queue_op(QUEUE_DELIVER_1, 0, &1u16.to_le_bytes());
+        single.extend(queue_op(QUEUE_DELIVER_1, 1, &1u16.to_le_bytes()));
+        single.extend(queue_op(QUEUE_SETTLE_1, 0, &[accepted]));
+        // ... and as runs.
+        let mut deliver = 2u32.to_le_bytes().to_vec();
+        deliver.extend_from_slice(&1u16.to_le_bytes());
+        let mut settle = 1u32.to_le_bytes().to_vec();
+        settle.push(accepted);
+        let mut runs = queue_op(QUEUE_DELIVER, 0, &deliver);
+        runs.extend(queue_op(QUEUE_SETTLE, 0, &settle));
+        let expected = (Some((1, 1, 0)), Some(2), 0);
+        assert_eq!(replayed_queue(&single), expected);
+        assert_eq!(replayed_queue(&runs), expected);
     }
 
     #[test]

@@ -7,31 +7,40 @@
 //! - `QUEUE_PARTS[(group, stream, partition)] = (start, accepted, rejected)`:
 //!   every offset below `start` is done (accepted, rejected or gone); the
 //!   start only moves forward, except by a reset.
+//! - `QUEUE_DELIVERED[(group, stream, partition)] = mark`: every offset in
+//!   `start..mark` without a row was delivered once and is not done. The
+//!   mark only moves forward (a reset removes it); one at or below the start
+//!   says nothing. Events handed out for the first time in offset order, the
+//!   common case, thus move the mark and write no row.
 //! - `QUEUE_ROWS[(group, stream, partition, offset)]` exists only for
-//!   `offset >= start` and an event delivered at least once: its delivery
-//!   count and whether it is done. A done row is never made undone (a late
-//!   write of a smaller count or of "pending" is ignored); done rows at the
-//!   start are removed as the start moves over them. So a partition holds at
-//!   most [`MAX_WINDOW`] rows, whatever the number of events acknowledged.
+//!   `offset >= start` and an event delivered at least once that the mark
+//!   does not cover (delivered again, or past the mark) or done ahead of the
+//!   start: its delivery count and whether it is done. A done row is never
+//!   made undone (a late write of a smaller count or of "pending" is
+//!   ignored); done rows at the start are removed as the start moves over
+//!   them. So a partition holds at most [`MAX_WINDOW`] rows, whatever the
+//!   number of events acknowledged, and events accepted in offset order
+//!   leave none.
 //! - In memory, a [`PartQueue`]'s `slots` cover `start..start + slots.len()`
 //!   (at most [`MAX_WINDOW`]); its front slot is never `Done` (the start
 //!   moves over it), and it agrees with redb once the commits it is waiting
 //!   for are applied. Locks live only in memory: a restart releases them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use redb::{ReadableDatabase, ReadableTable, Table};
+use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::record::Event;
 use crate::shared::Sleepers;
-use crate::tables::{QUEUE_PARTS, QUEUE_ROWS};
+use crate::tables::{QUEUE_DELIVERED, QUEUE_PARTS, QUEUE_ROWS};
 
 /// The most events past a partition's start a queue group has in its window
 /// (delivered and not done, or done behind one that is not): Kafka's default
@@ -216,7 +225,7 @@ pub struct QueueStatus {
     pub partitions: Vec<QueuePartitionStatus>,
 }
 
-/// How a settled event is done, in a [`QueueWrite::Settle`].
+/// How a settled event is done, in a [`QueueOp::Settle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Accepted = 1,
@@ -252,12 +261,85 @@ pub(crate) struct QueueWrite {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum QueueOp {
-    /// `offset` was handed out; it has been `deliveries` times.
-    Deliver { offset: u64, deliveries: u16 },
-    /// `offset` is done.
-    Settle { offset: u64, outcome: Outcome },
+    /// `offset..offset + count` were handed out; each has been `deliveries` times.
+    Deliver {
+        offset: u64,
+        count: u32,
+        deliveries: u16,
+    },
+    /// `offset..offset + count` are done.
+    Settle {
+        offset: u64,
+        count: u32,
+        outcome: Outcome,
+    },
     /// Everything is forgotten; the start is `start`.
     Reset { start: u64 },
+}
+
+impl QueueOp {
+    /// The offsets it names (none for a reset).
+    fn offsets(&self) -> Range<u64> {
+        match *self {
+            QueueOp::Deliver { offset, count, .. } | QueueOp::Settle { offset, count, .. } => {
+                offset..offset.saturating_add(u64::from(count))
+            }
+            QueueOp::Reset { .. } => 0..0,
+        }
+    }
+}
+
+/// Adds `op` on `group`'s `stream`/`partition` (starting at `base` if new)
+/// to `writes`, folded into the last write when it continues it (the same
+/// partition and op, the next offset): a batch of events settled or handed
+/// out together is one write, one journal op.
+pub(crate) fn push(
+    writes: &mut Vec<QueueWrite>,
+    (group, stream, partition): (&str, u32, u32),
+    base: u64,
+    op: QueueOp,
+) {
+    if let Some(last) = writes.last_mut() {
+        if (last.group.as_str(), last.stream, last.partition) == (group, stream, partition) {
+            let next = last.op.offsets().end;
+            let grown = match (&mut last.op, op) {
+                (
+                    QueueOp::Deliver {
+                        count, deliveries, ..
+                    },
+                    QueueOp::Deliver {
+                        offset,
+                        count: more,
+                        deliveries: d,
+                    },
+                ) if *deliveries == d && offset == next => count.checked_add(more).map(|c| {
+                    *count = c;
+                }),
+                (
+                    QueueOp::Settle { count, outcome, .. },
+                    QueueOp::Settle {
+                        offset,
+                        count: more,
+                        outcome: o,
+                    },
+                ) if *outcome == o && offset == next => count.checked_add(more).map(|c| {
+                    *count = c;
+                }),
+                _ => None,
+            };
+            // The first write's base holds: it made the partition's row.
+            if grown.is_some() {
+                return;
+            }
+        }
+    }
+    writes.push(QueueWrite {
+        group: group.to_string(),
+        stream,
+        partition,
+        base,
+        op,
+    });
 }
 
 /// `QUEUE_ROWS`' value: the delivery count, and in the bits above it the
@@ -278,77 +360,165 @@ fn row_deliveries(value: u32) -> u16 {
 pub(crate) struct QueueTables<'t> {
     pub parts: Table<'t, (&'static str, u32, u32), (u64, u64, u64)>,
     pub rows: Table<'t, (&'static str, u32, u32, u64), u32>,
+    pub delivered: Table<'t, (&'static str, u32, u32), u64>,
 }
 
-/// Applies one write (see [`QueueWrite`]).
+impl<'t> QueueTables<'t> {
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self, redb::TableError> {
+        Ok(QueueTables {
+            parts: txn.open_table(QUEUE_PARTS)?,
+            rows: txn.open_table(QUEUE_ROWS)?,
+            delivered: txn.open_table(QUEUE_DELIVERED)?,
+        })
+    }
+}
+
+/// Applies a commit's writes (see [`QueueWrite`]) in order; the writes in a
+/// row on one partition together, reading and writing each stored row once.
 pub(crate) fn apply(
     tables: &mut QueueTables<'_>,
-    w: &QueueWrite,
+    writes: &[QueueWrite],
 ) -> Result<(), redb::StorageError> {
-    let part = (w.group.as_str(), w.stream, w.partition);
+    let mut rest = writes;
+    while let Some(first) = rest.first() {
+        let is_reset = |w: &QueueWrite| matches!(w.op, QueueOp::Reset { .. });
+        let run = if is_reset(first) {
+            1
+        } else {
+            rest.iter()
+                .take_while(|w| {
+                    (&w.group, w.stream, w.partition)
+                        == (&first.group, first.stream, first.partition)
+                        && !is_reset(w)
+                })
+                .count()
+        };
+        let (now, after) = rest.split_at(run);
+        apply_run(tables, now)?;
+        rest = after;
+    }
+    Ok(())
+}
+
+/// Applies writes of one partition, none a reset unless it is alone.
+fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), redb::StorageError> {
+    let Some(w) = run.first() else {
+        return Ok(());
+    };
+    let (g, s, p) = (w.group.as_str(), w.stream, w.partition);
     let (mut start, mut accepted, mut rejected) = tables
         .parts
-        .get(part)?
+        .get((g, s, p))?
         .map_or((w.base, 0, 0), |v| v.value());
-    let rows = (w.group.as_str(), w.stream, w.partition, 0)
-        ..=(w.group.as_str(), w.stream, w.partition, u64::MAX);
-    match w.op {
-        QueueOp::Reset { start: to } => {
-            tables.rows.retain_in(rows, |_, _| false)?;
-            start = to;
+    let stored_mark = tables.delivered.get((g, s, p))?.map(|v| v.value());
+    if let QueueOp::Reset { start: to } = w.op {
+        tables
+            .rows
+            .retain_in((g, s, p, 0)..=(g, s, p, u64::MAX), |_, _| false)?;
+        if stored_mark.is_some() {
+            tables.delivered.remove((g, s, p))?;
         }
-        QueueOp::Deliver { offset, deliveries } => {
-            if offset >= start {
-                let key = (w.group.as_str(), w.stream, w.partition, offset);
-                let old = tables.rows.get(key)?.map(|v| v.value());
-                match old {
-                    Some(old) if row_done(old) => {}
-                    old => {
-                        let count = deliveries.max(old.map_or(0, row_deliveries));
-                        tables.rows.insert(key, row(count, None))?;
-                    }
-                }
-            }
-        }
-        QueueOp::Settle { offset, outcome } => {
-            let key = (w.group.as_str(), w.stream, w.partition, offset);
-            let old = tables.rows.get(key)?.map(|v| v.value());
-            if offset >= start && !old.is_some_and(row_done) {
-                let count = old.map_or(0, row_deliveries);
-                tables.rows.insert(key, row(count, Some(outcome)))?;
-                match outcome {
-                    // Saturating: a replayed journal is read as it is.
-                    Outcome::Accepted => accepted = accepted.saturating_add(1),
-                    Outcome::Rejected => rejected = rejected.saturating_add(1),
-                    Outcome::Gone => {}
-                }
-                // The start moves over the done rows at its front.
-                let mut done = Vec::new();
-                for r in tables
-                    .rows
-                    .range((w.group.as_str(), w.stream, w.partition, start)..)?
-                {
-                    let (k, v) = r?;
-                    let (g, s, p, o) = k.value();
-                    if g != w.group || s != w.stream || p != w.partition {
-                        break;
-                    }
-                    if start.checked_add(done.len() as u64) != Some(o) || !row_done(v.value()) {
-                        break;
-                    }
-                    done.push(o);
-                }
-                for o in &done {
-                    tables
-                        .rows
-                        .remove((w.group.as_str(), w.stream, w.partition, *o))?;
-                }
-                // Saturating, as above: the rows found end below u64::MAX.
-                start = start.saturating_add(done.len() as u64);
-            }
+        tables.parts.insert((g, s, p), (to, accepted, rejected))?;
+        return Ok(());
+    }
+    // Offsets in `start..mark` without a row were delivered once.
+    let mut mark = stored_mark.unwrap_or(start).max(start);
+    // The stored rows of the offsets the writes name.
+    let end = run
+        .iter()
+        .map(|w| w.op.offsets().end)
+        .max()
+        .unwrap_or(start);
+    let mut rows = BTreeMap::new();
+    if end > start {
+        for r in tables.rows.range((g, s, p, start)..(g, s, p, end))? {
+            let (k, v) = r?;
+            rows.insert(k.value().3, v.value());
         }
     }
-    tables.parts.insert(part, (start, accepted, rejected))?;
+    let stored = rows.clone();
+    for w in run {
+        match w.op {
+            QueueOp::Deliver { deliveries, .. } => {
+                for offset in w.op.offsets().filter(|&o| o >= start) {
+                    match rows.get(&offset).copied() {
+                        Some(old) if row_done(old) => {}
+                        Some(old) => {
+                            rows.insert(offset, row(deliveries.max(row_deliveries(old)), None));
+                        }
+                        None if deliveries == 1 => {
+                            // Offsets with a row need no mark: it moves over
+                            // them, and over a first delivery right after.
+                            while mark < offset && rows.contains_key(&mark) {
+                                mark += 1;
+                            }
+                            if offset == mark {
+                                mark = offset + 1;
+                            } else if offset > mark {
+                                rows.insert(offset, row(1, None));
+                            }
+                        }
+                        None => {
+                            let once = u16::from(offset < mark);
+                            rows.insert(offset, row(deliveries.max(once), None));
+                        }
+                    }
+                }
+            }
+            QueueOp::Settle { outcome, .. } => {
+                for offset in w.op.offsets().filter(|&o| o >= start) {
+                    let old = rows.get(&offset).copied();
+                    if old.is_some_and(row_done) {
+                        continue;
+                    }
+                    let count = old.map_or(u16::from(offset < mark), row_deliveries);
+                    rows.insert(offset, row(count, Some(outcome)));
+                    match outcome {
+                        // Saturating: a replayed journal is read as it is.
+                        Outcome::Accepted => accepted = accepted.saturating_add(1),
+                        Outcome::Rejected => rejected = rejected.saturating_add(1),
+                        Outcome::Gone => {}
+                    }
+                }
+            }
+            // Alone in its run (see `apply`).
+            QueueOp::Reset { .. } => {}
+        }
+    }
+    // The start moves over the done rows at its front: those the writes
+    // named, then the stored ones after them.
+    while rows.get(&start).is_some_and(|&v| row_done(v)) {
+        rows.remove(&start);
+        start += 1;
+    }
+    let mut after = Vec::new();
+    if start >= end {
+        for r in tables.rows.range((g, s, p, start)..=(g, s, p, u64::MAX))? {
+            let (k, v) = r?;
+            if start.checked_add(after.len() as u64) != Some(k.value().3) || !row_done(v.value()) {
+                break;
+            }
+            after.push(k.value().3);
+        }
+        // Saturating, as above: the rows found end below u64::MAX.
+        start = start.saturating_add(after.len() as u64);
+    }
+    let passed = stored.keys().filter(|o| !rows.contains_key(o));
+    for &o in passed.chain(&after) {
+        tables.rows.remove((g, s, p, o))?;
+    }
+    for (&o, &value) in &rows {
+        if stored.get(&o) != Some(&value) {
+            tables.rows.insert((g, s, p, o), value)?;
+        }
+    }
+    tables
+        .parts
+        .insert((g, s, p), (start, accepted, rejected))?;
+    // A mark at or below the start says nothing: not written.
+    if mark > start && stored_mark != Some(mark) {
+        tables.delivered.insert((g, s, p), mark)?;
+    }
     Ok(())
 }
 
@@ -402,11 +572,13 @@ pub(crate) struct PartQueue {
 }
 
 impl PartQueue {
-    /// The state stored: the partition's row (none: it starts at `base`)
-    /// and its event rows in offset order.
+    /// The state stored: the partition's row (none: it starts at `base`),
+    /// its event rows in offset order, and its mark (offsets below it
+    /// without a row were delivered once).
     pub(crate) fn load(
         part: Option<(u64, u64, u64)>,
         rows: impl IntoIterator<Item = (u64, u32)>,
+        mark: Option<u64>,
         base: u64,
     ) -> PartQueue {
         let (start, accepted, rejected) = part.unwrap_or((base, 0, 0));
@@ -415,6 +587,10 @@ impl PartQueue {
             slots: VecDeque::new(),
             accepted,
             rejected,
+        };
+        let mark = mark.unwrap_or(start).max(start);
+        let unrowed = |index: usize| Slot::Available {
+            deliveries: u16::from(start + (index as u64) < mark),
         };
         for (offset, value) in rows {
             // Rows past the window are not written (see `pick`); one below
@@ -426,7 +602,7 @@ impl PartQueue {
                 break;
             }
             while q.slots.len() < index {
-                q.slots.push_back(Slot::Available { deliveries: 0 });
+                q.slots.push_back(unrowed(q.slots.len()));
             }
             q.slots.push_back(if row_done(value) {
                 Slot::Done
@@ -435,6 +611,10 @@ impl PartQueue {
                     deliveries: row_deliveries(value),
                 }
             });
+        }
+        let marked = usize::try_from(mark - start).map_or(MAX_WINDOW, |m| m.min(MAX_WINDOW));
+        while q.slots.len() < marked {
+            q.slots.push_back(unrowed(q.slots.len()));
         }
         q.advance();
         q
@@ -465,8 +645,8 @@ impl PartQueue {
     }
 
     /// Locks up to `want` events for `lock_for`: the available ones of the
-    /// window first, in offset order, then new ones below `end` while the
-    /// window has room. Each gets a fresh lock from `nonce`.
+    /// window first, then new ones below `end` while the window has room;
+    /// all in offset order. Each gets a fresh lock from `nonce`.
     pub(crate) fn pick(
         &mut self,
         now: Instant,
@@ -591,11 +771,15 @@ pub(crate) struct Queues {
     nonce: AtomicU64,
     /// Rotates the partition acquisitions start from.
     pub rotate: AtomicU32,
+    /// The settings of the configured groups, as stored, once read (see
+    /// `queue_ops`).
+    configs: Mutex<HashMap<String, QueueConfig>>,
 }
 
 /// Settlements under way: each (partition, offset, nonce, outcome), undone
-/// or completed by [`Queues::finish`].
+/// or completed by [`Queues::finish`], and who waits on their groups.
 #[must_use]
+#[derive(Default)]
 pub(crate) struct Pins {
     group_sleepers: Vec<Arc<Sleepers>>,
     pins: Vec<(SharedPart, u64, u64, Option<Outcome>)>,
@@ -615,6 +799,12 @@ impl Queues {
     /// A fresh lock nonce.
     pub(crate) fn next_nonce(&self) -> u64 {
         self.nonce.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The configured groups' settings read so far; who changes the stored
+    /// ones holds it meanwhile.
+    pub(crate) fn configs(&self) -> MutexGuard<'_, HashMap<String, QueueConfig>> {
+        self.configs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<PartKey, SharedPart>> {
@@ -637,12 +827,16 @@ impl Queues {
         let rows = txn.open_table(QUEUE_ROWS)?;
         let (g, s, p) = (key.0.as_str(), key.1, key.2);
         let stored = parts.get((g, s, p))?.map(|v| v.value());
+        let mark = txn
+            .open_table(QUEUE_DELIVERED)?
+            .get((g, s, p))?
+            .map(|v| v.value());
         let mut found = Vec::new();
         for r in rows.range((g, s, p, 0)..=(g, s, p, u64::MAX))? {
             let (k, v) = r?;
             found.push((k.value().3, v.value()));
         }
-        let loaded = Arc::new(Mutex::new(PartQueue::load(stored, found, base)));
+        let loaded = Arc::new(Mutex::new(PartQueue::load(stored, found, mark, base)));
         // Another caller may have loaded it meanwhile: theirs is kept.
         Ok(self.map().entry(key).or_insert(loaded).clone())
     }
@@ -684,19 +878,29 @@ impl Queues {
         settles: &[(String, LockId, Ack)],
         writes: &mut Vec<QueueWrite>,
     ) -> Result<Pins> {
-        let mut pins = Pins {
-            group_sleepers: Vec::new(),
-            pins: Vec::new(),
-        };
+        let mut pins = Pins::default();
+        // The partition of the settlement before: a batch's are mostly on one.
+        let mut last: Option<((&str, u32, u32), SharedPart)> = None;
         for (group, id, ack) in settles {
             let lost = || Error::LockLost {
                 group: group.clone(),
                 lock: id.to_string(),
             };
-            let key = (group.clone(), id.stream, id.partition);
-            let Some(part) = self.loaded(&key) else {
-                self.finish(pins, false);
-                return Err(lost());
+            let at = (group.as_str(), id.stream, id.partition);
+            let part = match &last {
+                Some((seen, part)) if *seen == at => part.clone(),
+                _ => {
+                    let key = (group.clone(), id.stream, id.partition);
+                    let Some(part) = self.loaded(&key) else {
+                        self.finish(pins, false);
+                        return Err(lost());
+                    };
+                    if last.as_ref().is_none_or(|((g, _, _), _)| *g != group) {
+                        pins.group_sleepers.push(self.sleepers(group));
+                    }
+                    last = Some((at, part.clone()));
+                    part
+                }
             };
             let mut q = lock(&part);
             let base = q.start;
@@ -722,29 +926,23 @@ impl Queues {
             }
             drop(q);
             if let Some(outcome) = outcome {
-                writes.push(QueueWrite {
-                    group: group.clone(),
-                    stream: id.stream,
-                    partition: id.partition,
-                    base,
-                    op: QueueOp::Settle {
-                        offset: id.offset,
-                        outcome,
-                    },
-                });
-            } else {
-                pins.group_sleepers.push(self.sleepers(group));
+                let op = QueueOp::Settle {
+                    offset: id.offset,
+                    count: 1,
+                    outcome,
+                };
+                push(writes, (group, id.stream, id.partition), base, op);
             }
             pins.pins.push((part, id.offset, id.nonce, outcome));
         }
         Ok(pins)
     }
 
-    /// Pins events the caller holds (`queue_ops`' acquisitions, for the
+    /// Pins events `group` holds (`queue_ops`' acquisitions, for the
     /// events it archives or finds gone) as [`Queues::pin`] does.
-    pub(crate) fn pin_held(&self, held: Vec<(SharedPart, u64, u64, Outcome)>) -> Pins {
+    pub(crate) fn pin_held(&self, group: &str, held: Vec<(SharedPart, u64, u64, Outcome)>) -> Pins {
         let mut pins = Pins {
-            group_sleepers: Vec::new(),
+            group_sleepers: vec![self.sleepers(group)],
             pins: Vec::new(),
         };
         for (part, offset, nonce, outcome) in held {
@@ -763,8 +961,11 @@ impl Queues {
     }
 
     /// Completes the settlements once their commit is made (`committed`),
-    /// or gives the events back to their holders when it failed.
+    /// or gives the events back to their holders when it failed. Wakes who
+    /// waits on their groups if that frees an event: one released, or a
+    /// start moved (letting events into a window that may have been full).
     pub(crate) fn finish(&self, pins: Pins, committed: bool) {
+        let mut freed = false;
         for (part, offset, nonce, outcome) in pins.pins {
             let mut q = lock(&part);
             // None: a reset dropped the window meanwhile.
@@ -787,11 +988,14 @@ impl Queues {
             match (committed, outcome) {
                 (true, Some(Outcome::Accepted)) => q.accepted += 1,
                 (true, Some(Outcome::Rejected)) => q.rejected += 1,
+                (true, None) => freed = true,
                 _ => {}
             }
+            let start = q.start;
             q.advance();
+            freed |= q.start != start;
         }
-        if committed {
+        if freed {
             for s in pins.group_sleepers {
                 s.wake_all();
             }
@@ -828,7 +1032,7 @@ mod tests {
     #[test]
     fn the_window_is_bounded_and_old_events_come_first() {
         let now = Instant::now();
-        let mut q = PartQueue::load(None, [], 10);
+        let mut q = PartQueue::load(None, [], None, 10);
         let picks = q.pick(now, 5000, 100_000, 5, Duration::from_secs(1), counter());
         assert_eq!(picks.len(), MAX_WINDOW);
         assert_eq!(picks[0].offset, 10);
@@ -850,7 +1054,7 @@ mod tests {
     #[test]
     fn past_max_deliveries_an_event_is_picked_to_archive() {
         let mut now = Instant::now();
-        let mut q = PartQueue::load(None, [], 0);
+        let mut q = PartQueue::load(None, [], None, 0);
         for round in 1..=3u16 {
             let p = q.pick(now, 1, 1, 2, Duration::from_millis(1), counter());
             assert_eq!(p.len(), 1);
@@ -865,6 +1069,7 @@ mod tests {
         let q = PartQueue::load(
             Some((5, 7, 1)),
             [(3, done), (5, done), (6, row(2, None)), (8, done)],
+            None,
             0,
         );
         assert_eq!(q.start, 6);
@@ -877,5 +1082,203 @@ mod tests {
             ]
         );
         assert_eq!((q.accepted, q.rejected), (7, 1));
+    }
+
+    #[test]
+    fn loading_counts_one_delivery_below_the_mark() {
+        let q = PartQueue::load(
+            Some((5, 0, 0)),
+            [(6, row(3, None)), (7, row(1, Some(Outcome::Accepted)))],
+            Some(10),
+            0,
+        );
+        let once = Slot::Available { deliveries: 1 };
+        let expected = [
+            once,
+            Slot::Available { deliveries: 3 },
+            Slot::Done,
+            once,
+            once,
+        ];
+        assert_eq!(q.slots, expected);
+    }
+
+    const PART: (&str, u32, u32) = ("g", 1, 0);
+
+    fn write(op: QueueOp) -> QueueWrite {
+        QueueWrite {
+            group: PART.0.to_string(),
+            stream: PART.1,
+            partition: PART.2,
+            base: 0,
+            op,
+        }
+    }
+
+    fn memory_db() -> redb::Database {
+        let backend = redb::backends::InMemoryBackend::new();
+        redb::Database::builder()
+            .create_with_backend(backend)
+            .unwrap()
+    }
+
+    /// Applies `chunks` of writes, each chunk in one call, one transaction.
+    fn apply_chunks(db: &redb::Database, chunks: &[&[QueueWrite]]) {
+        for chunk in chunks {
+            let txn = db.begin_write().unwrap();
+            apply(&mut QueueTables::open(&txn).unwrap(), chunk).unwrap();
+            txn.commit().unwrap();
+        }
+    }
+
+    /// What redb holds for `PART`: its row, its mark, and its event rows.
+    type Stored = (Option<(u64, u64, u64)>, Option<u64>, Vec<(u64, u32)>);
+
+    fn stored(db: &redb::Database) -> Stored {
+        let txn = db.begin_read().unwrap();
+        let part = txn.open_table(QUEUE_PARTS).unwrap().get(PART).unwrap();
+        let mark = txn.open_table(QUEUE_DELIVERED).unwrap().get(PART).unwrap();
+        let (g, s, p) = PART;
+        let rows = txn
+            .open_table(QUEUE_ROWS)
+            .unwrap()
+            .range((g, s, p, 0)..=(g, s, p, u64::MAX))
+            .unwrap()
+            .map(|r| r.map(|(k, v)| (k.value().3, v.value())).unwrap())
+            .collect();
+        (part.map(|v| v.value()), mark.map(|v| v.value()), rows)
+    }
+
+    #[test]
+    fn events_handed_out_and_accepted_in_order_leave_no_row() {
+        let db = memory_db();
+        let deliver = |offset, count| {
+            write(QueueOp::Deliver {
+                offset,
+                count,
+                deliveries: 1,
+            })
+        };
+        let accept = |offset, count| {
+            write(QueueOp::Settle {
+                offset,
+                count,
+                outcome: Outcome::Accepted,
+            })
+        };
+        // Two members' batches, the second accepted first.
+        apply_chunks(&db, &[&[deliver(0, 250)], &[deliver(250, 250)]]);
+        assert_eq!(stored(&db), (Some((0, 0, 0)), Some(500), vec![]));
+        apply_chunks(&db, &[&[accept(250, 250)]]);
+        assert_eq!(stored(&db).2.len(), 250, "done ahead of the start");
+        apply_chunks(&db, &[&[accept(0, 250)]]);
+        assert_eq!(stored(&db), (Some((500, 500, 0)), Some(500), vec![]));
+        // In order: no row at all.
+        apply_chunks(&db, &[&[deliver(500, 250), accept(500, 100)]]);
+        apply_chunks(&db, &[&[accept(600, 150)]]);
+        assert_eq!(stored(&db), (Some((750, 750, 0)), Some(750), vec![]));
+    }
+
+    /// A model of the writes, one event at a time with a row per event
+    /// delivered (as before marks and runs): start, counters and each
+    /// offset's (deliveries, done).
+    #[derive(Default)]
+    struct Model {
+        start: u64,
+        accepted: u64,
+        rejected: u64,
+        rows: BTreeMap<u64, (u16, bool)>,
+    }
+
+    impl Model {
+        fn apply(&mut self, op: QueueOp) {
+            if let QueueOp::Reset { start } = op {
+                self.rows.clear();
+                self.start = start;
+                return;
+            }
+            for offset in op.offsets() {
+                let old = self.rows.get(&offset).copied();
+                if offset < self.start || old.is_some_and(|(_, done)| done) {
+                    continue;
+                }
+                let count = old.map_or(0, |(c, _)| c);
+                match op {
+                    QueueOp::Deliver { deliveries, .. } => {
+                        self.rows.insert(offset, (deliveries.max(count), false));
+                    }
+                    QueueOp::Settle { outcome, .. } => {
+                        self.rows.insert(offset, (count, true));
+                        match outcome {
+                            Outcome::Accepted => self.accepted += 1,
+                            Outcome::Rejected => self.rejected += 1,
+                            Outcome::Gone => {}
+                        }
+                        while self.rows.get(&self.start).is_some_and(|r| r.1) {
+                            self.rows.remove(&self.start);
+                            self.start += 1;
+                        }
+                    }
+                    QueueOp::Reset { .. } => {}
+                }
+            }
+        }
+    }
+
+    fn op_strategy() -> impl proptest::strategy::Strategy<Value = QueueOp> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0..40u64, 1..12u32, 1..4u16).prop_map(|(offset, count, deliveries)| {
+                QueueOp::Deliver { offset, count, deliveries }
+            }),
+            6 => (0..40u64, 1..12u32, 1..4u8).prop_map(|(offset, count, o)| QueueOp::Settle {
+                offset,
+                count,
+                outcome: Outcome::from_u8(o).unwrap_or(Outcome::Gone),
+            }),
+            1 => (0..30u64).prop_map(|start| QueueOp::Reset { start }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Writes applied together (runs of events, several writes in one
+        /// call) leave what one event at a time would: the same start,
+        /// counters, delivery counts and done events, once loaded.
+        #[test]
+        fn writes_applied_together_match_one_event_at_a_time(
+            ops in proptest::collection::vec(op_strategy(), 1..40),
+            cuts in proptest::collection::vec(0..40usize, 0..8),
+        ) {
+            let mut model = Model::default();
+            for op in &ops {
+                model.apply(*op);
+            }
+            let mut writes = Vec::new();
+            for op in &ops {
+                push(&mut writes, PART, 0, *op);
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(writes.len())).collect();
+            cuts.push(0);
+            cuts.push(writes.len());
+            cuts.sort_unstable();
+            let chunks: Vec<&[QueueWrite]> = cuts.windows(2).map(|w| &writes[w[0]..w[1]]).collect();
+            let db = memory_db();
+            apply_chunks(&db, &chunks);
+            let (part, mark, rows) = stored(&db);
+            let (start, accepted, rejected) = part.unwrap_or_default();
+            proptest::prop_assert_eq!((start, accepted, rejected), (model.start, model.accepted, model.rejected));
+            proptest::prop_assert!(rows.len() <= model.rows.len(), "{rows:?}");
+            let q = PartQueue::load(part, rows, mark, 0);
+            for offset in start..start + 60 {
+                let slot = usize::try_from(offset - q.start).ok().and_then(|i| q.slots.get(i));
+                let got = match slot {
+                    Some(Slot::Done) => (0, true),
+                    Some(Slot::Available { deliveries }) => (*deliveries, false),
+                    _ => (0, false),
+                };
+                let want = model.rows.get(&offset).map_or((0, false), |&(c, done)| if done { (0, true) } else { (c, false) });
+                proptest::prop_assert_eq!(got, want, "offset {}", offset);
+            }
+        }
     }
 }

@@ -30,21 +30,25 @@
 //!   [`QueueConfig::dead_letter`], appended to `<group>.dead`, in the same
 //!   commit).
 //! - **Compact.** Per partition the group stores its start (everything
-//!   below is done), counters, and one small row per event of its window
-//!   (at most [`MAX_WINDOW`] events past the start). Rows are removed as
-//!   the start moves on, so the bookkeeping does not grow with the number
-//!   of events consumed.
+//!   below is done), counters, a mark below which events were delivered
+//!   once, and one small row per event of its window (at most
+//!   [`MAX_WINDOW`] events past the start) that the mark does not describe:
+//!   delivered again, or done ahead of the start. Rows are removed as the
+//!   start moves on, so the bookkeeping does not grow with the number of
+//!   events consumed; events handed out and accepted in offset order write
+//!   none.
 //! - **Independent.** A queue group has its own tables: a consumer group
 //!   of the same name, or any consumer group reading the same stream, does
 //!   not see it, and the log itself is not changed.
 //! - Waiting ([`Broker::queue_acquire_wait`], [`Broker::queue_arrival`])
-//!   is woken by commits that append to the stream and by releases, and
-//!   times out at the next lock expiry: no polling.
+//!   is woken by commits that append to the stream, by releases, and by
+//!   settlements that move a partition's start (letting events into a full
+//!   window), and times out at the next lock expiry: no polling.
 //!
 //! Known limit: a reset ([`Broker::queue_reset`]) racing with a settlement
 //! of the old window may leave that one event counted as done.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,8 +60,8 @@ use crate::catalog::{PartitionCursor, StreamEntry};
 use crate::error::{Error, Result};
 use crate::queue::{
     self, Ack, Acquired, LockId, Outcome, PartQueue, Pick, QueueConfig, QueueOp,
-    QueuePartitionStatus, QueueStart, QueueStatus, QueueWrite, SharedPart, Slot,
-    DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK,
+    QueuePartitionStatus, QueueStart, QueueStatus, SharedPart, Slot, DEAD_REASON_HEADER,
+    DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK,
 };
 use crate::record::{Event, Record};
 use crate::shared::{self, Sleeper, Sleepers, Waiter};
@@ -131,7 +135,7 @@ impl std::fmt::Debug for QueueArrival {
     }
 }
 
-/// Events locked on one partition by an acquisition.
+/// Events locked on one partition by an acquisition, in offset order.
 struct Taken {
     partition: u32,
     part: SharedPart,
@@ -164,9 +168,13 @@ impl Broker {
         }
         // Serializing plain data with derived impls cannot fail.
         let json = serde_json::to_string(&config).unwrap_or_default();
+        let mut configs = self.queues.configs();
+        // Read again from redb if this fails.
+        configs.remove(group);
         let txn = self.shared.begin_write()?;
         txn.open_table(QUEUE_GROUPS)?.insert(group, json.as_str())?;
         txn.commit()?;
+        configs.insert(group.to_string(), config);
         Ok(())
     }
 
@@ -186,7 +194,21 @@ impl Broker {
         (config.dead_letter && self.entry(&dead).is_ok()).then_some(dead)
     }
 
+    /// `group`'s stored settings, read once per configured group (an
+    /// acquisition needs them; names never configured are not remembered).
     fn stored_config(&self, group: &str) -> Result<Option<QueueConfig>> {
+        let mut configs = self.queues.configs();
+        if let Some(config) = configs.get(group) {
+            return Ok(Some(*config));
+        }
+        let stored = self.read_config(group)?;
+        if let Some(config) = stored {
+            configs.insert(group.to_string(), config);
+        }
+        Ok(stored)
+    }
+
+    fn read_config(&self, group: &str) -> Result<Option<QueueConfig>> {
         let txn = self.shared.db.begin_read()?;
         let table = txn.open_table(QUEUE_GROUPS)?;
         let Some(json) = table.get(group)? else {
@@ -277,76 +299,75 @@ impl Broker {
         let mut out = Vec::new();
         let mut done = Vec::new();
         for t in taken {
-            let events = self.read_picked(entry, t)?;
+            let mut events = self.read_picked(entry, t)?.into_iter().peekable();
             let base = queue::lock(&t.part).start;
             for pick in &t.picks {
-                let write = |op| QueueWrite {
-                    group: group.to_string(),
-                    stream: entry.id,
-                    partition: t.partition,
-                    base,
-                    op,
-                };
                 let offset = pick.offset;
-                match events.get(&offset) {
-                    None => {
-                        txn.queue.push(write(QueueOp::Settle {
-                            offset,
-                            outcome: Outcome::Gone,
-                        }));
-                        done.push((t.part.clone(), offset, pick.nonce, Outcome::Gone));
-                    }
-                    Some(event) if pick.archive => {
-                        txn.queue.push(write(QueueOp::Settle {
-                            offset,
-                            outcome: Outcome::Rejected,
-                        }));
-                        done.push((t.part.clone(), offset, pick.nonce, Outcome::Rejected));
-                        if let Some(dead) = &dead {
+                // Both in offset order (see `Taken`).
+                while events.next_if(|e| e.offset < offset).is_some() {}
+                let event = events.next_if(|e| e.offset == offset);
+                let op = match &event {
+                    None => QueueOp::Settle {
+                        offset,
+                        count: 1,
+                        outcome: Outcome::Gone,
+                    },
+                    Some(_) if pick.archive => QueueOp::Settle {
+                        offset,
+                        count: 1,
+                        outcome: Outcome::Rejected,
+                    },
+                    Some(_) => QueueOp::Deliver {
+                        offset,
+                        count: 1,
+                        deliveries: pick.deliveries,
+                    },
+                };
+                queue::push(&mut txn.queue, (group, entry.id, t.partition), base, op);
+                match (event, op) {
+                    (event, QueueOp::Settle { outcome, .. }) => {
+                        done.push((t.part.clone(), offset, pick.nonce, outcome));
+                        if let (Some(event), Some(dead)) = (event, &dead) {
                             let reason = format!(
                                 "delivered {} times without being accepted",
                                 pick.deliveries
                             );
-                            txn.append(dead, dead_letter(&entry.name, event, reason));
+                            txn.append(dead, dead_letter(&entry.name, &event, reason));
                         }
                     }
-                    Some(event) => {
-                        txn.queue.push(write(QueueOp::Deliver {
+                    (Some(event), _) => out.push(Acquired {
+                        stream: entry.name.clone(),
+                        event,
+                        lock: LockId {
+                            stream: entry.id,
+                            partition: t.partition,
                             offset,
-                            deliveries: pick.deliveries,
-                        }));
-                        out.push(Acquired {
-                            stream: entry.name.clone(),
-                            event: event.clone(),
-                            lock: LockId {
-                                stream: entry.id,
-                                partition: t.partition,
-                                offset,
-                                nonce: pick.nonce,
-                            },
-                            delivery_count: pick.deliveries,
-                        });
-                    }
+                            nonce: pick.nonce,
+                        },
+                        delivery_count: pick.deliveries,
+                    }),
+                    (None, _) => {}
                 }
             }
         }
-        let pins = self.queues.pin_held(done);
+        let pins = self.queues.pin_held(group, done);
         let committed = self.commit(txn);
         self.queues.finish(pins, committed.is_ok());
         committed?;
         Ok(out)
     }
 
-    /// The events of `t`'s picks that are in the log, by offset.
-    fn read_picked(&self, entry: &StreamEntry, t: &Taken) -> Result<HashMap<u64, Event>> {
-        let wanted: BTreeSet<u64> = t.picks.iter().map(|p| p.offset).collect();
-        let (Some(&low), Some(&high)) = (wanted.first(), wanted.last()) else {
-            return Ok(HashMap::new());
+    /// The events of `t`'s picks that are in the log, in offset order, and
+    /// perhaps others between them.
+    fn read_picked(&self, entry: &StreamEntry, t: &Taken) -> Result<Vec<Event>> {
+        let (Some(low), Some(high)) = (t.picks.first(), t.picks.last()) else {
+            return Ok(Vec::new());
         };
+        let (low, high) = (low.offset, high.offset);
         let cursor = entry.cursor(t.partition)?;
         let from = low.max(cursor.log_start.load(Ordering::Acquire));
         if from > high {
-            return Ok(HashMap::new());
+            return Ok(Vec::new());
         }
         let limits = ReadLimits {
             // The picks are below the partition's end, so the read reaches
@@ -354,13 +375,7 @@ impl Broker {
             max_events: usize::try_from(high - from + 1).unwrap_or(usize::MAX),
             max_bytes: usize::MAX,
         };
-        let batch = self.read(&entry.name, t.partition, from, limits)?;
-        Ok(batch
-            .events
-            .into_iter()
-            .filter(|e| wanted.contains(&e.offset))
-            .map(|e| (e.offset, e))
-            .collect())
+        Ok(self.read(&entry.name, t.partition, from, limits)?.events)
     }
 
     /// Makes picked events available again after a failed acquisition, with
@@ -409,19 +424,58 @@ impl Broker {
             if !got.is_empty() || left.is_zero() {
                 return Ok(got);
             }
-            let expiry = self.queue_next_expiry(group, stream)?;
-            let wait = expiry.map_or(left, |e| e.min(left));
             let entry = self.entry(stream)?;
-            let cursors: Vec<_> = entry.partitions.iter().map(|c| (c.clone(), 0)).collect();
-            let sleepers = self.queues.sleepers(group);
-            let ready = shared::wait_until(&cursors, &sleepers, wait, waiter, || {
+            let (ready, expired) = self.wait_on_group(group, &entry, left, waiter, || {
                 self.queue_has_work(group, &entry)
-            });
-            if !ready && wait == left {
+            })?;
+            if !ready && !expired {
                 // Timed out, or interrupted.
                 return Ok(Vec::new());
             }
         }
+    }
+
+    /// Waits up to `timeout` while `group` finds nothing of `stream` to
+    /// acquire but events wait for room in its window (see
+    /// [`queue_backlog`](Broker::queue_backlog)): until the members holding
+    /// its front settle them, a lock expires, none is left, or `waiter` is
+    /// interrupted. Returns whether anything is left for `group` to
+    /// acquire, now or once there is room: `false` means that every event
+    /// left is held by a member. For a member that stops once the stream is
+    /// consumed. No polling.
+    pub fn queue_wait_for_room(
+        &self,
+        group: &str,
+        stream: &str,
+        timeout: Duration,
+        waiter: &mut Waiter,
+    ) -> Result<bool> {
+        let entry = self.entry(stream)?;
+        let left = || self.queue_has_work(group, &entry) || self.backlog_of(group, &entry) > 0;
+        self.wait_on_group(group, &entry, timeout, waiter, || {
+            self.queue_has_work(group, &entry) || self.backlog_of(group, &entry) == 0
+        })?;
+        Ok(left())
+    }
+
+    /// Waits up to `timeout`, and no longer than until the first lock of
+    /// `group` on `entry` expires, until `ready`, woken by appends to
+    /// `entry` and by the group's releases and settlements. Whether it was
+    /// `ready`, and whether the wait ended at the expiry.
+    fn wait_on_group(
+        &self,
+        group: &str,
+        entry: &StreamEntry,
+        timeout: Duration,
+        waiter: &mut Waiter,
+        ready: impl Fn() -> bool,
+    ) -> Result<(bool, bool)> {
+        let expiry = self.queue_next_expiry(group, &entry.name)?;
+        let wait = expiry.map_or(timeout, |e| e.min(timeout));
+        let cursors: Vec<_> = entry.partitions.iter().map(|c| (c.clone(), 0)).collect();
+        let sleepers = self.queues.sleepers(group);
+        let woken = shared::wait_until(&cursors, &sleepers, wait, waiter, ready);
+        Ok((woken, wait < timeout))
     }
 
     /// A future that completes once `group` may find an event of `stream`
@@ -452,6 +506,31 @@ impl Broker {
             .filter_map(|(_, _, part)| queue::lock(&part).next_expiry())
             .min()
             .map(|at| at.saturating_duration_since(now)))
+    }
+
+    /// How many events of `stream` `group` has not taken into its window
+    /// yet: waiting for room in it, or never looked at. With none, and none
+    /// to acquire, every event left is held by a member.
+    pub fn queue_backlog(&self, group: &str, stream: &str) -> Result<u64> {
+        let entry = self.entry(stream)?;
+        Ok(self.backlog_of(group, &entry))
+    }
+
+    fn backlog_of(&self, group: &str, entry: &StreamEntry) -> u64 {
+        let mut backlog = 0u64;
+        for (p, cursor) in entry.partitions.iter().enumerate() {
+            let key = (group.to_string(), entry.id, p as u32);
+            let taken = match self.queues.loaded(&key) {
+                Some(part) => {
+                    let q = queue::lock(&part);
+                    q.start.saturating_add(q.slots.len() as u64)
+                }
+                // Not consumed yet (or not since the log was opened).
+                None => cursor.log_start.load(Ordering::Acquire),
+            };
+            backlog = backlog.saturating_add(cursor.next().saturating_sub(taken));
+        }
+        backlog
     }
 
     /// Whether an acquisition by `group` on `entry` may find something now.
@@ -589,13 +668,8 @@ impl Broker {
                 QueueStart::Offset(o) => o.clamp(log_start, end),
                 QueueStart::Timestamp(ts) => self.offset_for_timestamp(stream, p as u32, ts)?,
             };
-            txn.queue.push(QueueWrite {
-                group: group.to_string(),
-                stream: entry.id,
-                partition: p as u32,
-                base: start,
-                op: QueueOp::Reset { start },
-            });
+            let op = QueueOp::Reset { start };
+            queue::push(&mut txn.queue, (group, entry.id, p as u32), start, op);
         }
         self.commit(txn)?;
         // Reloaded from what was just committed on next use.

@@ -45,6 +45,10 @@ pub(crate) const QUEUE_PARTS: TableDefinition<(&str, u32, u32), (u64, u64, u64)>
 /// for the events of a queue group's window only (see `queue`).
 pub(crate) const QUEUE_ROWS: TableDefinition<(&str, u32, u32, u64), u32> =
     TableDefinition::new("queue_rows");
+/// (queue group, stream id, partition) -> the mark below which events
+/// without a row were delivered once (see `queue`).
+pub(crate) const QUEUE_DELIVERED: TableDefinition<(&str, u32, u32), u64> =
+    TableDefinition::new("queue_delivered");
 /// queue group -> JSON of its `QueueConfig`.
 pub(crate) const QUEUE_GROUPS: TableDefinition<&str, &str> = TableDefinition::new("queue_groups");
 /// Counters: `next_stream_id`; `format` (2 once the time index is sparse and

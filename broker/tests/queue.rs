@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{broker, open, read_all, Rng};
 use leat_broker::{
-    Ack, Error, QueueConfig, QueueStart, Record, StreamConfig, Transaction, Waiter,
+    Ack, Error, LockId, QueueConfig, QueueStart, Record, StreamConfig, Transaction, Waiter,
     DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, MAX_WINDOW,
 };
 
@@ -334,6 +334,63 @@ fn members_waiting_are_woken_by_appends_and_releases() {
         )
         .unwrap();
     assert!(short.is_empty());
+}
+
+/// Fills `stream` (one partition) with `MAX_WINDOW + past` events and takes
+/// its whole window: the front held, whose lock is returned, the rest
+/// accepted; `past` events wait for room.
+fn full_window(broker: &leat_broker::Broker, stream: &str, past: usize) -> LockId {
+    fill(broker, stream, 1, MAX_WINDOW + past);
+    let front = broker.queue_acquire("q", stream, 1, LONG).unwrap();
+    let rest = broker.queue_acquire("q", stream, MAX_WINDOW, LONG).unwrap();
+    assert_eq!(rest.len(), MAX_WINDOW - 1);
+    let locks: Vec<_> = rest.iter().map(|a| a.lock).collect();
+    broker.queue_settle("q", &locks, Ack::Accept).unwrap();
+    assert_eq!(broker.queue_backlog("q", stream).unwrap() as usize, past);
+    front[0].lock
+}
+
+/// Runs `wait` on another thread, accepts `front` meanwhile, and checks that
+/// this woke the wait (no append or release comes) rather than its timeout.
+fn woken_by_accepting<T: Send + 'static>(
+    broker: &leat_broker::Broker,
+    front: LockId,
+    wait: impl FnOnce(leat_broker::Broker) -> T + Send + 'static,
+) -> T {
+    let b = broker.clone();
+    let waiting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        (wait(b), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    broker.queue_settle("q", &[front], Ack::Accept).unwrap();
+    let (got, waited) = waiting.join().unwrap();
+    assert!(waited < LONG / 4, "woken only by the timeout: {waited:?}");
+    got
+}
+
+#[test]
+fn members_waiting_at_a_full_window_are_woken_when_its_front_is_accepted() {
+    let (_dir, broker) = broker();
+    let front = full_window(&broker, "jobs", 10);
+    let got = woken_by_accepting(&broker, front, |b| {
+        b.queue_acquire_wait("q", "jobs", 100, LONG, LONG, &mut Waiter::new())
+            .unwrap()
+    });
+    assert_eq!(got.len(), 10);
+    assert_eq!(broker.queue_backlog("q", "jobs").unwrap(), 0);
+    // Every event left is held by a member: nothing to wait for.
+    let left = broker
+        .queue_wait_for_room("q", "jobs", LONG, &mut Waiter::new())
+        .unwrap();
+    assert!(!left);
+    // A wait for room ends with an event let in.
+    let front = full_window(&broker, "more", 1);
+    let left = woken_by_accepting(&broker, front, |b| {
+        b.queue_wait_for_room("q", "more", LONG, &mut Waiter::new())
+            .unwrap()
+    });
+    assert!(left);
 }
 
 #[test]

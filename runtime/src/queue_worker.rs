@@ -72,7 +72,17 @@ pub(crate) fn run(worker: &mut Worker, mode: RunMode) -> Result<Exit> {
             worker.waiter(),
         )?;
         if acquired.is_empty() {
-            if mode == RunMode::UntilCaughtUp {
+            // Caught up once every event left is another instance's; events
+            // past a full window come in as the instances holding its front
+            // settle them.
+            if mode == RunMode::UntilCaughtUp
+                && !shared.broker.queue_wait_for_room(
+                    &spec.name,
+                    stream,
+                    IDLE_RECHECK,
+                    worker.waiter(),
+                )?
+            {
                 break Exit::Done;
             }
             continue;

@@ -12,17 +12,7 @@
 set -euo pipefail
 bin=$(realpath "$1"); procs=$2; inst=$3
 component=$(realpath "${COMPONENT:-guest-examples/out/uppercase.wasm}")
-dir=$(mktemp -d); port=$((17000 + RANDOM % 1000))
-export LEAT_SERVER=127.0.0.1:$port LEAT_TOKEN=tok
-pid=
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
-serve() {
-  "$bin" serve --data-dir "$dir/data" --listen 127.0.0.1:$port --token tok >>"$dir/out" 2>&1 &
-  pid=$!
-}
-up() { for _ in $(seq 600); do "$bin" status >/dev/null 2>&1 && return; sleep 0.05; done; echo "server not up" >&2; exit 1; }
+. "$(dirname "$0")/serve.sh"
 running() {
   for _ in $(seq 1200); do
     n=$("$bin" processor list 2>/dev/null | awk -F'\t' '$2=="running"' | wc -l)

@@ -21,17 +21,7 @@
 set -euo pipefail
 bin=$(realpath "$1"); gb=$2; procs=$3
 component=$(realpath "${COMPONENT:-guest-examples/out/uppercase.wasm}")
-dir=${RECOVERY_DIR:-$(mktemp -d)}; port=$((17000 + RANDOM % 1000))
-export LEAT_SERVER=127.0.0.1:$port LEAT_TOKEN=tok
-pid=
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
-serve() {
-  "$bin" serve --data-dir "$dir/data" --listen 127.0.0.1:$port --token tok >>"$dir/out" 2>&1 &
-  pid=$!
-}
-up() { for _ in $(seq 6000); do "$bin" status >/dev/null 2>&1 && return; sleep 0.01; done; echo "server not up" >&2; exit 1; }
+. "$(dirname "$0")/serve.sh"
 # Events the processors committed since the server started (their
 # `events_in`), and their lag.
 progress() {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the console's browser tests (tests/tests/console.rs) need,
+# Installs what the console's browser tests (tests/tests/e2e/console.rs) need,
 # idempotently, from the package registries:
 #  - Debian's `chromium` (driven headless at /usr/bin/chromium) and Node.js
 #    with npm, with apt-get when missing;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real Kafka clients the tests drive (tests/tests/kafka.rs),
+# Installs the real Kafka clients the tests drive (tests/tests/e2e/kafka/),
 # idempotently, from the package registries:
 #  - kcat (librdkafka), Debian's package, with apt-get when missing;
 #  - confluent-kafka, kafka-python and aiokafka (tests/kafka-clients/

@@ -658,7 +658,32 @@ pub struct QueueLocks {
     pub lock_ms: u64,
 }
 
-/// `PUT /v1/queues/GROUP`: a queue group's settings.
+/// `PUT /v1/queues/GROUP`: changes to a queue group's settings; what a
+/// request leaves out stays as it was (the defaults, for a group never
+/// configured: see [`QueueSettings`]).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettingsChange {
+    /// An event handed out this many times without being accepted is
+    /// archived as rejected (1 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliveries: Option<u16>,
+    /// Whether an archived event is also appended to `GROUP.dead`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<bool>,
+}
+
+impl QueueSettings {
+    /// These settings with `change` applied.
+    pub fn changed(self, change: QueueSettingsChange) -> QueueSettings {
+        QueueSettings {
+            max_deliveries: change.max_deliveries.unwrap_or(self.max_deliveries),
+            dead_letter: change.dead_letter.unwrap_or(self.dead_letter),
+        }
+    }
+}
+
+/// A queue group's settings (in [`QueueStatusView`]).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct QueueSettings {
     /// An event handed out this many times without being accepted is

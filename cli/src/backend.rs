@@ -88,7 +88,7 @@ pub trait Backend {
     /// Where a queue group stands.
     fn queue_status(&self, group: &str) -> Result<api::QueueStatusView>;
     /// Sets a queue group's settings.
-    fn queue_configure(&self, group: &str, settings: api::QueueSettings) -> Result<api::Done>;
+    fn queue_configure(&self, group: &str, change: api::QueueSettingsChange) -> Result<api::Done>;
     /// Moves a queue group on a stream.
     fn queue_reset(&self, group: &str, req: api::QueueReset) -> Result<api::Done>;
 
@@ -272,8 +272,8 @@ impl Backend for Local {
         Ok(self.log.queue_status(group)?)
     }
 
-    fn queue_configure(&self, group: &str, settings: api::QueueSettings) -> Result<api::Done> {
-        Ok(self.log.queue_configure(group, settings)?)
+    fn queue_configure(&self, group: &str, change: api::QueueSettingsChange) -> Result<api::Done> {
+        Ok(self.log.queue_configure(group, change)?)
     }
 
     fn queue_reset(&self, group: &str, req: api::QueueReset) -> Result<api::Done> {

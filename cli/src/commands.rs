@@ -292,7 +292,8 @@ pub struct ConsumeArgs {
     /// With --queue: `auto` accepts each event once printed; `manual` prints
     /// its lock first (`LOCK<TAB>event`) and leaves it held, to be settled
     /// with `leat queue accept|release|reject GROUP LOCK...` before the lock
-    /// expires (against a server: locks end with the process that holds them).
+    /// expires (held by the server; against a data directory, locks live in
+    /// this command's process and end with it).
     #[arg(long, value_enum, default_value_t = AckMode::Auto, requires = "queue")]
     pub ack: AckMode,
     /// With --queue: how long each lock lasts, in ms.

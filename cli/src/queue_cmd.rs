@@ -36,17 +36,20 @@ pub enum QueueCommand {
         #[arg(long)]
         to: Position,
     },
-    /// Set a queue group's settings.
+    /// Change a queue group's settings; those not given stay as they are
+    /// (for a new group: 5 deliveries, no dead letters).
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
     Config {
         /// The queue group.
         group: String,
         /// Archive an event as rejected once handed out this many times
         /// without being accepted (1 to 1000).
-        #[arg(long, default_value_t = 5)]
-        max_deliveries: u16,
-        /// Also append archived events to `GROUP.dead` (created if missing).
-        #[arg(long)]
-        dead_letter: bool,
+        #[arg(long, group = "change")]
+        max_deliveries: Option<u16>,
+        /// Also append archived events to `GROUP.dead` (created if
+        /// missing); `--dead-letter false` stops it.
+        #[arg(long, group = "change", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        dead_letter: Option<bool>,
     },
     /// Accept held events (done): `leat consume --queue G --ack manual` prints their locks.
     Accept {
@@ -100,7 +103,7 @@ pub fn queue(backend: &dyn Backend, cmd: QueueCommand) -> Result<()> {
             dead_letter,
         } => backend.queue_configure(
             &group,
-            api::QueueSettings {
+            api::QueueSettingsChange {
                 max_deliveries,
                 dead_letter,
             },

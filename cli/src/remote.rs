@@ -266,9 +266,9 @@ impl Backend for Remote {
         self.get(&format!("/v1/queues/{}", seg(group)))
     }
 
-    fn queue_configure(&self, group: &str, settings: api::QueueSettings) -> Result<api::Done> {
+    fn queue_configure(&self, group: &str, change: api::QueueSettingsChange) -> Result<api::Done> {
         let url = self.url(&format!("/v1/queues/{}", seg(group)));
-        self.answer(self.auth(self.agent.put(url)).send_json(settings))
+        self.answer(self.auth(self.agent.put(url)).send_json(change))
     }
 
     fn queue_reset(&self, group: &str, req: api::QueueReset) -> Result<api::Done> {

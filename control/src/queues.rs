@@ -120,12 +120,20 @@ impl Log {
         })
     }
 
-    /// Sets a queue group's settings.
+    /// Changes a queue group's settings: what `change` leaves out stays as
+    /// it was. (A read, then a write: of two changes to one group at once,
+    /// the later write holds both its own fields and what it read.)
     pub fn queue_configure(
         &self,
         group: &str,
-        settings: api::QueueSettings,
+        change: api::QueueSettingsChange,
     ) -> Result<api::Done, ControlError> {
+        let current = self.broker().queue_config(group)?;
+        let settings = api::QueueSettings {
+            max_deliveries: current.max_deliveries,
+            dead_letter: current.dead_letter,
+        }
+        .changed(change);
         self.broker().queue_configure(
             group,
             QueueConfig {

@@ -616,7 +616,7 @@ async fn queue_status(
 async fn queue_configure(
     State(state): Shared,
     Params(group): Params<String>,
-    JsonBody(body): JsonBody<api::QueueSettings>,
+    JsonBody(body): JsonBody<api::QueueSettingsChange>,
 ) -> Answer<api::Done> {
     Ok(Json(
         blocking(&state, move |h| h.log().queue_configure(&group, body)).await?,

@@ -21,7 +21,7 @@
 //! | `GET /v1/streams/NAME/positions?from=F&group=G` | start offsets per partition |
 //! | `GET /v1/streams/NAME/search?key=K&max=N` | the latest events of a key |
 //! | `POST /v1/groups/GROUP/offsets` | commit a consumer group's offset |
-//! | `GET /v1/queues/GROUP`, `PUT /v1/queues/GROUP` | a queue group's status; its settings ([`leat_api::QueueSettings`]) |
+//! | `GET /v1/queues/GROUP`, `PUT /v1/queues/GROUP` | a queue group's status; changes to its settings ([`leat_api::QueueSettingsChange`]: what a request leaves out stays) |
 //! | `POST /v1/queues/GROUP/acquire` | lock events, long-polling up to `wait_ms` ([`leat_api::QueueAcquire`]) |
 //! | `POST /v1/queues/GROUP/{accept,release,reject,renew}` | settle or renew by lock ([`leat_api::QueueLocks`]) |
 //! | `POST /v1/queues/GROUP/reset` | move a queue group ([`leat_api::QueueReset`]) |

@@ -2,7 +2,7 @@
 //! `wasi:cli/environment` (to read the host's environment variables). Leat
 //! gives guests nothing but `leat:processor/host`, so the host must refuse
 //! it at load time with an error that names the import. Used by
-//! `tests/tests/hostile.rs` and `tests/tests/hostile_server.rs`.
+//! `tests/tests/e2e/hostile.rs` and `tests/tests/e2e/hostile_server.rs`.
 
 use leat_sdk::{Config, Context, Error, Event, Processor};
 

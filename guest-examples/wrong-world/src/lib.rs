@@ -1,7 +1,7 @@
 //! `wrong-world`: a WebAssembly component that is not a Leat processor. It
 //! targets its own world (`wit/world.wit`, package `leat:processor@0.2.0`,
 //! which exports a `guest` interface of another shape than Leat's), so the
-//! host must refuse it at load time. Used by `tests/tests/hostile.rs`.
+//! host must refuse it at load time. Used by `tests/tests/e2e/hostile.rs`.
 
 wit_bindgen::generate!({
     world: "processor",

@@ -255,6 +255,27 @@ fn past_max_deliveries_an_event_is_archived_and_dead_lettered() {
         ("jobs", "1", "1", "1"),
         "{shown}"
     );
+    // A change names what it changes; the rest stays.
+    let set = server.leat_ok(&["queue", "config", "q", "--max-deliveries", "3"], "");
+    assert!(
+        set.contains("max_deliveries 3, dead letters to q.dead"),
+        "{set}"
+    );
+    let set = server.leat_ok(&["queue", "config", "q", "--dead-letter", "false"], "");
+    assert!(set.contains("max_deliveries 3, dead letters off"), "{set}");
+    // A misspelt field is an error, not a change of nothing.
+    let body = r#"{"max_deliverie": 4}"#;
+    let request = format!(
+        "PUT /v1/queues/q HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.addr,
+        body.len()
+    );
+    let (code, answer) = leat_tests::http_request(&server.addr, request.as_bytes());
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("max_deliverie"), "{answer}");
+    let out = server.leat(&["queue", "config", "q"], "");
+    assert!(!out.status.success(), "a change of nothing is refused");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! `RSS_BOUND`, `uppercase` keeps committing, and the hostile processor ends
 //! with a stopped partition or in state `failed`, with a `last_error` that
 //! says why. The figures (RSS, the healthy processor's rate during each
-//! attack) are printed: `cargo test -p leat-tests --test hostile_server --
+//! attack) are printed: `cargo test -p leat-tests --test e2e hostile_server:: --
 //! --nocapture`.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! Event schemas end to end (issue 14): `leat schema` on a server and on a
 //! data directory, validation at the HTTP and command-line doors and of a
 //! processor's outputs, the version header on replay, topologies' `schema`
-//! files. The Kafka door and Confluent's clients: tests/tests/kafka/schemas.rs.
+//! files. The Kafka door and Confluent's clients: tests/tests/e2e/kafka/schemas.rs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -14,7 +14,7 @@ const TOKEN: &str = "console-token-1234";
 
 /// The demo's order events (scripts/demo.sh): o-4's `refunded` is no type
 /// the router knows, so it lands in router.errors (on_error = record).
-const ORDERS: &str = include_str!("../../examples/orders.jsonl");
+const ORDERS: &str = include_str!("../../../examples/orders.jsonl");
 
 /// Where the screenshots go.
 fn artifacts() -> PathBuf {
@@ -211,7 +211,7 @@ fn state_by_key_and_prefix_on_a_server_over_http_and_on_the_data_directory() {
 }
 
 /// The responsiveness figures: 100 processors over 1,000 partitions.
-/// `cargo test -p leat-tests --test console -- --ignored --nocapture`
+/// `cargo test -p leat-tests --test e2e console:: -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement: run it with --ignored --nocapture"]
 fn the_console_stays_responsive_with_100_processors_and_1000_partitions() {

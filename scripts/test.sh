@@ -19,7 +19,7 @@ step() { echo "== $* ($((SECONDS - t0))s)"; }
 # the build an equal of the whole run.
 fuzz_log=$(mktemp)
 set -m
-FUZZ_NICE=19 FUZZ_BUILD_ONLY=1 bash scripts/fuzz-smoke.sh >"$fuzz_log" 2>&1 &
+FUZZ_NICE=19 FUZZ_OPT_LEVEL=1 FUZZ_BUILD_ONLY=1 bash scripts/fuzz-smoke.sh >"$fuzz_log" 2>&1 &
 fuzz_build=$!
 set +m
 trap 'kill -- "-$fuzz_build" 2>/dev/null || true' EXIT
@@ -58,5 +58,5 @@ if ! wait "$fuzz_build"; then
 fi
 tail -n 1 "$fuzz_log"
 step "fuzz smoke (every target over its seeds and regressions, then 20 s each)"
-FUZZ_NICE=0 bash scripts/fuzz-smoke.sh
+FUZZ_NICE=0 FUZZ_OPT_LEVEL=1 bash scripts/fuzz-smoke.sh
 step "done"

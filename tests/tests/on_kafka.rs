@@ -419,6 +419,14 @@ fn a_processor_that_writes_state_is_refused_on_kafka_with_a_clear_error() {
     let text = format!(
         r#"name = "wc"
 
+[[streams]]
+name = "{input}"
+partitions = 1
+
+[[streams]]
+name = "{group}-counts"
+partitions = 1
+
 [[processors]]
 name = "{group}"
 component = "{}"

@@ -22,7 +22,16 @@ set -m
 FUZZ_NICE=19 FUZZ_OPT_LEVEL=1 FUZZ_BUILD_ONLY=1 bash scripts/fuzz-smoke.sh >"$fuzz_log" 2>&1 &
 fuzz_build=$!
 set +m
-trap 'kill -- "-$fuzz_build" 2>/dev/null || true' EXIT
+# On any exit: the fuzz build, and the Kafka broker if one was started.
+kafka_started=
+kafka_dir=$PWD/target/kafka/test-broker
+cleanup() {
+    kill -- "-$fuzz_build" 2>/dev/null || true
+    if [ -n "$kafka_started" ]; then
+        KAFKA_DIR=$kafka_dir bash scripts/kafka-broker.sh stop || true
+    fi
+}
+trap cleanup EXIT
 
 step "guest toolchain"
 bash scripts/setup.sh
@@ -48,6 +57,12 @@ step "lints and host tests: build"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 lint=(--config "build.rustc-workspace-wrapper=\"$(rustup which clippy-driver)\"")
 cargo test --workspace --all-targets --no-run "${lint[@]}"
+# One Apache Kafka 4.4 broker for the whole run (tests/tests/on_kafka.rs:
+# Leat on Kafka), its address in LEAT_TEST_KAFKA_BOOTSTRAP; stopped on exit.
+step "kafka broker (scripts/kafka-broker.sh)"
+kafka_started=1
+LEAT_TEST_KAFKA_BOOTSTRAP=$(KAFKA_DIR=$kafka_dir bash scripts/kafka-broker.sh start)
+export LEAT_TEST_KAFKA_BOOTSTRAP
 step "host tests: run (the fuzz targets may still build beside them)"
 cargo test --workspace "${lint[@]}"
 step "fuzz targets: waiting for their build"

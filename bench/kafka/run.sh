@@ -22,7 +22,8 @@
 #     --raw bench/kafka/results/*-1000000/raw.jsonl
 #
 # Needs: cargo, python3 (venv), Java 17+ and Maven (Kafka's jars from Maven
-# Central, bench/kafka/pom.xml). CARGO_TARGET_DIR is honoured.
+# Central, bench/kafka/pom.xml, fetched and started by scripts/kafka-broker.sh).
+# CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -44,7 +45,6 @@ die() {
 }
 
 work=$repo/target/bench-kafka
-lib=$work/lib
 venv=$repo/target/kafka-clients/venv
 python=$venv/bin/python
 cargo_target=${CARGO_TARGET_DIR:-$repo/target}
@@ -153,14 +153,9 @@ say "clients: scripts/setup-kafka-clients.sh"
 run bash scripts/setup-kafka-clients.sh >"$work/setup-clients.log" 2>&1 ||
   die "scripts/setup-kafka-clients.sh failed: see $work/setup-clients.log"
 
-pom_stamp=$(sha256sum bench/kafka/pom.xml | cut -c1-16)
-if [ "$(cat "$lib/stamp" 2>/dev/null)" != "$pom_stamp" ]; then
-  say "Apache Kafka's jars: mvn dependency:copy-dependencies (bench/kafka/pom.xml)"
-  rm -rf "$lib"
-  run mvn -q -B -f bench/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory="$lib" \
-    >"$work/mvn.log" 2>&1 || die "mvn dependency:copy-dependencies failed: see $work/mvn.log"
-  echo "$pom_stamp" >"$lib/stamp"
-fi
+say "Apache Kafka's jars: scripts/kafka-broker.sh fetch"
+lib=$(bash scripts/kafka-broker.sh fetch 2>"$work/fetch.log") ||
+  die "scripts/kafka-broker.sh fetch failed: $(tail -n 5 "$work/fetch.log")"
 kafka_version=$(find "$lib" -name 'kafka_2.13-*.jar' | sed 's/.*kafka_2\.13-\(.*\)\.jar/\1/')
 [ -n "$kafka_version" ] || die "no kafka_2.13 jar in $lib"
 
@@ -171,21 +166,6 @@ case " $TARGETS " in
       die "cargo build failed: see $work/cargo.log"
     ;;
 esac
-
-# log4j2: INFO to standard output (redirected to the broker's log file).
-cat >"$work/log4j2.properties" <<'EOF'
-status = warn
-appender.out.type = Console
-appender.out.name = OUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = OUT
-logger.kafka.name = kafka
-logger.kafka.level = INFO
-logger.state.name = state.change.logger
-logger.state.level = WARN
-EOF
 
 # --- 2. Machine ------------------------------------------------------------
 mkdir -p "$results"
@@ -244,45 +224,19 @@ run_leat() {
 run_kafka() {
   local round=$1 flavour=$2
   local dir=$run_dir/$flavour-$round
-  mkdir -p "$dir/logs"
-  local port cport
-  port=$(free_port)
-  cport=$(free_port)
-  {
-    echo "process.roles=broker,controller"
-    echo "node.id=1"
-    echo "controller.quorum.voters=1@127.0.0.1:$cport"
-    echo "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
-    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$port"
-    echo "controller.listener.names=CONTROLLER"
-    echo "inter.broker.listener.name=PLAINTEXT"
-    echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
-    echo "log.dirs=$dir/logs"
-    # Kafka's config/server.properties for one node.
-    echo "num.partitions=1"
-    echo "offsets.topic.replication.factor=1"
-    echo "share.coordinator.state.topic.replication.factor=1"
-    echo "share.coordinator.state.topic.min.isr=1"
-    echo "transaction.state.log.replication.factor=1"
-    echo "transaction.state.log.min.isr=1"
-    if [ "$flavour" = kafka-flush1 ]; then
-      echo "log.flush.interval.messages=1"
-    fi
-  } >"$dir/server.properties"
-  local cp="$lib/*"
-  local jvm=(-Xmx1G -Xms1G -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20
-    -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent
-    -Djava.awt.headless=true "-Dlog4j2.configurationFile=$work/log4j2.properties")
-  local cluster
-  cluster=$(java -cp "$cp" "-Dlog4j2.configurationFile=$work/log4j2.properties" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-  [ -n "$cluster" ] || die "kafka.tools.StorageTool random-uuid printed nothing"
-  run java -cp "$cp" "-Dlog4j2.configurationFile=$work/log4j2.properties" kafka.tools.StorageTool format \
-    -t "$cluster" -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
-    die "kafka.tools.StorageTool format failed: $(tail -n 5 "$dir/format.log")"
-  java "${jvm[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" </dev/null >"$dir/server.log" 2>&1 &
-  local pid=$!
+  # One KRaft node on fresh storage and free ports (scripts/kafka-broker.sh:
+  # Kafka's config/server.properties for one node), with the flavour's setting.
+  local extra= address port
+  if [ "$flavour" = kafka-flush1 ]; then
+    extra="log.flush.interval.messages=1"
+  fi
+  address=$(KAFKA_DIR=$dir KAFKA_EXTRA=$extra START_TIMEOUT=$START_TIMEOUT \
+    bash scripts/kafka-broker.sh start 2>"$run_dir/$flavour-$round-start.log") ||
+    die "kafka ($flavour) did not start: $(tail -n 5 "$run_dir/$flavour-$round-start.log")"
+  port=${address##*:}
+  local pid
+  pid=$(cat "$dir/pid")
   pids+=("$pid")
-  wait_for_log "$pid" "$dir/server.log" "Kafka Server started" "kafka ($flavour)"
   run timeout 120 "$python" bench/kafka/bench.py create --bootstrap "127.0.0.1:$port" --topic "$topic" \
     --partitions "$PARTITIONS" >"$dir/create.log" 2>&1 ||
     die "creating the topic on kafka failed: $(tail -n 5 "$dir/create.log")"

@@ -9,6 +9,7 @@
 mod backend;
 mod commands;
 mod new_cmd;
+mod on_kafka;
 mod process;
 mod progress;
 mod queue_cmd;

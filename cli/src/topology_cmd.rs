@@ -53,6 +53,20 @@ pub struct RunArgs {
     /// instead of running until Ctrl-C or SIGTERM.
     #[arg(long)]
     pub once: bool,
+    /// Run on this Apache Kafka cluster (`HOST:PORT[,...]`) instead of the
+    /// data directory's log: streams are topics, each processor a consumer
+    /// group, exactly-once through Kafka transactions. Stateless processors
+    /// only, for now.
+    #[arg(long, value_name = "HOST:PORT[,...]", env = "LEAT_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: Option<String>,
+    /// The replication factor of the topics created on Kafka.
+    #[arg(long, default_value_t = 1, requires = "kafka_bootstrap")]
+    pub kafka_replication: u16,
+    /// This host's name among the Leat hosts sharing the processors on
+    /// Kafka: the same on every restart, different on each host (it names
+    /// the transactional ids). Default: the machine's host name.
+    #[arg(long, requires = "kafka_bootstrap")]
+    pub kafka_host_id: Option<String>,
 }
 
 fn print_graph(t: &Topology, format: GraphFormat) {
@@ -105,7 +119,11 @@ pub fn topology(backend: &dyn Backend, cmd: TopologyCommand) -> Result<()> {
 
 /// The deploy request of a topology's processor (`component`: its id, or
 /// empty to run it in this process).
-fn deploy_of(t: &Topology, p: &TopologyProcessor, component: String) -> Result<api::Deploy> {
+pub(crate) fn deploy_of(
+    t: &Topology,
+    p: &TopologyProcessor,
+    component: String,
+) -> Result<api::Deploy> {
     Ok(api::Deploy {
         name: p.name.clone(),
         component,
@@ -220,6 +238,9 @@ fn apply(backend: &dyn Backend, file: &Path) -> Result<()> {
 
 /// `leat run`: the whole topology in this process, on the data directory's log.
 pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
+    if args.kafka_bootstrap.is_some() {
+        return crate::on_kafka::run(args);
+    }
     let topology = Topology::load(&args.file)?;
     let runtime = local_runtime(data_dir)?;
     let broker = runtime.broker();

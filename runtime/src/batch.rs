@@ -12,9 +12,10 @@ use crate::bindings::{Failure, Output};
 pub(crate) type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// An event read from the log, with the index of the input it came from.
-pub(crate) struct Input {
+pub struct Input {
     /// Index in the processor's declared inputs.
     pub stream: usize,
+    /// The event, with its partition and offset in that input.
     pub event: LogEvent,
 }
 

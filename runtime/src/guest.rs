@@ -245,7 +245,7 @@ impl GuestInstance {
         component: &LoadedComponent,
         spec: &ProcessorSpec,
         calls: Option<Arc<Calls>>,
-        broker: Broker,
+        broker: Option<Broker>,
     ) -> Result<GuestInstance, String> {
         let config = spec.init_config();
         let processor = spec.name.as_str();

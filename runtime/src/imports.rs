@@ -73,7 +73,9 @@ impl Default for GuestLimits {
 pub(crate) struct GuestState {
     processor: Arc<str>,
     outputs: Arc<[String]>,
-    broker: Broker,
+    /// Where committed state is read; `None` on a log that keeps no state
+    /// for the processor (Kafka, for now): every state import fails the batch.
+    broker: Option<Broker>,
     pub(crate) limits: MemoryCap,
     budget: Budget,
     log: LogThrottle,
@@ -289,7 +291,7 @@ impl GuestState {
         processor: &str,
         outputs: &[String],
         calls: CallState,
-        broker: Broker,
+        broker: Option<Broker>,
         memory_limit: usize,
         limits: &GuestLimits,
     ) -> GuestState {
@@ -317,9 +319,22 @@ impl GuestState {
         }
     }
 
-    /// Whether the batch has no state (queue mode): then the state import
+    /// Whether the batch has no state (queue mode, or a log without state
+    /// for the processor: no broker): then the state import
     /// `call` fails the batch, with a message saying why and what to do.
     fn no_state(&mut self, call: &str) -> bool {
+        if self.broker.is_none() {
+            self.violation.get_or_insert_with(|| Failure {
+                message: format!(
+                    "processor `{}` runs on Kafka, where Leat keeps no processor state yet, \
+                     but its batch called `{call}`: run it on the embedded log (without \
+                     --kafka-bootstrap) to use the state",
+                    self.processor
+                ),
+                event_index: None,
+            });
+            return true;
+        }
         if !self.scope.is_empty() {
             return false;
         }
@@ -455,7 +470,10 @@ impl processor::host::Host for GuestState {
         if let Some(written) = self.writes.get(&key).or_else(|| self.pending.get(&key)) {
             return Ok(written.clone());
         }
-        Ok(match self.broker.state_get(&self.scope, &key) {
+        let Some(broker) = &self.broker else {
+            return Ok(None);
+        };
+        Ok(match broker.state_get(&self.scope, &key) {
             Ok(v) => v,
             Err(e) => {
                 self.host_error
@@ -504,7 +522,10 @@ impl processor::host::Host for GuestState {
             .collect();
         // Each overlay entry hides at most one committed key: reading that
         // many more committed keys is enough to fill `limit`.
-        let committed = match self.broker.state_range(
+        let Some(broker) = &self.broker else {
+            return Ok(Vec::new());
+        };
+        let committed = match broker.state_range(
             &self.scope,
             &start,
             end.as_deref(),

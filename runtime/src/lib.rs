@@ -36,11 +36,12 @@ mod provenance;
 mod queue_worker;
 mod shared;
 mod spec;
+mod standalone;
 mod status;
 pub mod topology;
 mod worker;
 
-pub use crate::batch::REJECT_STREAM;
+pub use crate::batch::{Input, REJECT_STREAM};
 pub use crate::bindings::{Event, Failure, Header, Output};
 pub use crate::deployment::{Deployment, ResetTo};
 pub use crate::engine::{Engine, EngineConfig, LoadedComponent};
@@ -52,6 +53,7 @@ pub use crate::spec::{
     state_scope, ErrorPolicy, ProcessorMode, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE,
     MAX_COMMIT_EVENTS, MAX_INSTANCES,
 };
+pub use crate::standalone::{BatchFailure, BatchOutput, GuestRunner};
 pub use crate::status::{
     CallStatus, InstanceStatus, LatencyHistogram, ProcessorStatus, StoppedPartition,
     LATENCY_BUCKETS,

@@ -145,7 +145,7 @@ impl Shared {
                 component,
                 &self.spec,
                 self.calls.clone(),
-                self.broker.clone(),
+                Some(self.broker.clone()),
             )
             .map(Instance::Wasm),
         }

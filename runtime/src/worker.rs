@@ -707,7 +707,12 @@ const MAX_RESERVED_RECORDS: usize = 1 << 16;
 
 /// `out` as a record: its headers, then the provenance of `cause`, read
 /// from input `stream`; it takes `cause`'s timestamp.
-fn to_record(provenance: &mut Provenance, out: Emitted, stream: &str, cause: &LogEvent) -> Record {
+pub(crate) fn to_record(
+    provenance: &mut Provenance,
+    out: Emitted,
+    stream: &str,
+    cause: &LogEvent,
+) -> Record {
     let mut headers = out.headers;
     headers.reserve_exact(2);
     headers.extend(provenance.headers(stream, cause.partition, cause.offset));
@@ -756,7 +761,7 @@ fn check_schemas(shared: &Shared, result: &mut BatchResult) -> std::result::Resu
 /// Fails a batch that rejected an event unless its processor runs in queue
 /// mode: a stream reads its partitions in order, and a rejection would
 /// skip an event silently.
-fn check_rejections(
+pub(crate) fn check_rejections(
     spec: &ProcessorSpec,
     result: &BatchResult,
 ) -> std::result::Result<(), Failure> {

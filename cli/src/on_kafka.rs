@@ -1,0 +1,190 @@
+//! `leat run --kafka-bootstrap`: a topology's processors on an Apache Kafka
+//! cluster, through `leat-on-kafka`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use leat_broker::CleanupPolicy;
+use leat_on_kafka::{ensure_topics, run_processor, KafkaOptions, TopicChange, TopicSpec};
+use leat_runtime::topology::Topology;
+use leat_runtime::{Engine, EngineConfig, ErrorPolicy, RunMode};
+
+use crate::topology_cmd::{deploy_of, RunArgs};
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let Some(bootstrap) = args.kafka_bootstrap.clone() else {
+        bail!("--kafka-bootstrap is required to run on Kafka");
+    };
+    let topology = Topology::load(&args.file)?;
+    // Within the file: a stream has one writer (Kafka has no record of
+    // Leat's writers yet).
+    topology.check_writers(|_| None)?;
+    let mut options = KafkaOptions::new(bootstrap);
+    if let Some(host) = args.kafka_host_id.clone() {
+        options.host = host;
+    }
+    if args.kafka_replication == 0 {
+        bail!("--kafka-replication must be at least 1");
+    }
+
+    let engine =
+        Arc::new(Engine::new(EngineConfig::default()).context("starting the Wasm engine")?);
+    let mut prepared = Vec::new();
+    for p in &topology.processors {
+        let component = engine
+            .load_file(&p.component)
+            .with_context(|| format!("{}:{}: processor {}", topology.file, p.line, p.name))?;
+        let spec = leat_control::processor_spec(&deploy_of(&topology, p, String::new())?);
+        prepared.push((spec, component));
+    }
+
+    // The topics: the file's streams as it declares them, then any output
+    // or error stream it does not declare, with one partition.
+    let mut topics: Vec<TopicSpec> = topology
+        .streams
+        .iter()
+        .map(|s| TopicSpec {
+            name: s.name.clone(),
+            partitions: s.partitions,
+            replication: args.kafka_replication,
+            config: topic_config(&s.cleanup),
+        })
+        .collect();
+    let mut named: BTreeSet<String> = topics.iter().map(|t| t.name.clone()).collect();
+    for (spec, _) in &prepared {
+        let errors = (spec.on_error == ErrorPolicy::Record).then(|| spec.error_stream());
+        for stream in spec.outputs.iter().cloned().chain(errors) {
+            if named.insert(stream.clone()) {
+                topics.push(TopicSpec {
+                    name: stream,
+                    partitions: 1,
+                    replication: args.kafka_replication,
+                    config: topic_config(&CleanupPolicy::Retain),
+                });
+            }
+        }
+    }
+    let changes = ensure_topics(&options, &topics)?;
+    for (t, change) in topics.iter().zip(changes) {
+        if change == TopicChange::Created {
+            println!("created topic {} ({} partitions)", t.name, t.partitions);
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.once {
+        // Each processor until it has caught up, in file order, until a
+        // whole pass processes nothing (so chains of processors settle).
+        loop {
+            let mut progress = 0;
+            for (spec, component) in &prepared {
+                let report = run_processor(
+                    engine.clone(),
+                    spec.clone(),
+                    component.clone(),
+                    &options,
+                    RunMode::UntilCaughtUp,
+                    stop.clone(),
+                )?;
+                if report.events_in > 0 {
+                    println!(
+                        "processor {}: {} event(s) in, {} event(s) out, {} transaction(s)",
+                        spec.name, report.events_in, report.events_out, report.transactions
+                    );
+                }
+                progress += report.events_in;
+            }
+            if progress == 0 {
+                break;
+            }
+        }
+        println!("topology {}: caught up", topology.name);
+        return Ok(());
+    }
+
+    // Until Ctrl-C or SIGTERM: a thread waits for the signal and sets `stop`.
+    let signals = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(crate::serve::shutdown_signal());
+                signals.store(true, Ordering::Release);
+            }
+        })
+        .context("starting the signal handler")?;
+    let running: Vec<_> = prepared
+        .into_iter()
+        .map(|(spec, component)| {
+            let (engine, options, stop) = (engine.clone(), options.clone(), stop.clone());
+            let name = spec.name.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("processor-{name}"))
+                .spawn(move || {
+                    run_processor(engine, spec, component, &options, RunMode::Follow, stop)
+                });
+            thread.map(|t| (name, t))
+        })
+        .collect::<std::io::Result<_>>()
+        .context("starting the processors")?;
+    println!(
+        "running topology {} on Kafka ({} processor(s)); Ctrl-C to stop",
+        topology.name,
+        running.len()
+    );
+    let mut failed = None;
+    for (name, thread) in running {
+        match thread.join() {
+            Ok(Ok(report)) => println!(
+                "processor {name}: {} event(s) in, {} event(s) out, {} transaction(s), {} aborted",
+                report.events_in, report.events_out, report.transactions, report.aborted
+            ),
+            Ok(Err(e)) => {
+                // One processor failing stops the topology.
+                stop.store(true, Ordering::Release);
+                failed.get_or_insert(anyhow::Error::new(e).context(format!("processor {name}")));
+            }
+            Err(_) => {
+                stop.store(true, Ordering::Release);
+                failed.get_or_insert(anyhow::anyhow!("processor {name}: its thread panicked"));
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A Leat stream's cleanup as Kafka topic settings. Leat keeps events
+/// forever by default, Kafka for 7 days: a retained stream gets
+/// `retention.ms=-1`.
+fn topic_config(cleanup: &CleanupPolicy) -> Vec<(String, String)> {
+    let set = |k: &str, v: String| (k.to_owned(), v);
+    match cleanup {
+        CleanupPolicy::Retain => vec![set("retention.ms", "-1".into())],
+        CleanupPolicy::Delete {
+            max_age_ms,
+            max_bytes,
+        } => {
+            let mut config = vec![set("cleanup.policy", "delete".into())];
+            config.push(set(
+                "retention.ms",
+                max_age_ms.map_or("-1".into(), |ms| ms.to_string()),
+            ));
+            if let Some(bytes) = max_bytes {
+                config.push(set("retention.bytes", bytes.to_string()));
+            }
+            config
+        }
+        CleanupPolicy::Compact { tombstone_grace_ms } => vec![
+            set("cleanup.policy", "compact".into()),
+            set("delete.retention.ms", tombstone_grace_ms.to_string()),
+        ],
+    }
+}

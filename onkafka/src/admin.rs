@@ -1,0 +1,86 @@
+//! Topics for a processor's streams, made with Kafka's admin API.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+
+use crate::error::{Error, Result};
+use crate::KafkaOptions;
+
+/// A topic to have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Its name.
+    pub name: String,
+    /// Its partition count, when created.
+    pub partitions: u32,
+    /// Its replication factor, when created.
+    pub replication: u16,
+    /// Topic settings when created (`cleanup.policy`, `retention.ms`, ...).
+    pub config: Vec<(String, String)>,
+}
+
+/// What [`ensure_topics`] did to one topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopicChange {
+    /// It was created.
+    Created,
+    /// It existed (left as it is, whatever its partition count).
+    Existed,
+}
+
+/// How long an admin call may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates the topics that do not exist yet; blocks the calling thread.
+pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec<TopicChange>> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &options.bootstrap);
+    for (k, v) in &options.client_settings {
+        config.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().map_err(|source| Error::Client {
+            what: "admin client".into(),
+            source,
+        })?;
+    let mut new_topics = Vec::with_capacity(topics.len());
+    for t in topics {
+        let partitions = i32::try_from(t.partitions).map_err(|_| Error::Topic {
+            topic: t.name.clone(),
+            reason: format!("{} partitions is more than Kafka allows", t.partitions),
+        })?;
+        let mut topic = NewTopic::new(
+            &t.name,
+            partitions,
+            TopicReplication::Fixed(i32::from(t.replication)),
+        );
+        for (k, v) in &t.config {
+            topic = topic.set(k, v);
+        }
+        new_topics.push(topic);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let results =
+        futures_executor::block_on(admin.create_topics(&new_topics, &opts)).map_err(|source| {
+            Error::Client {
+                what: "create topics".into(),
+                source,
+            }
+        })?;
+    topics
+        .iter()
+        .zip(results)
+        .map(|(t, result)| match result {
+            Ok(_) => Ok(TopicChange::Created),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => Ok(TopicChange::Existed),
+            Err((_, code)) => Err(Error::Topic {
+                topic: t.name.clone(),
+                reason: format!("cannot be created: {code}"),
+            }),
+        })
+        .collect()
+}

@@ -1,0 +1,59 @@
+//! The crate's error type.
+
+/// What went wrong running a processor on Kafka.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A Kafka client could not be created or configured.
+    #[error("kafka client ({what}): {source}")]
+    Client {
+        /// Which client or call.
+        what: String,
+        /// What librdkafka said.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A topic could not be created or described.
+    #[error("topic `{topic}`: {reason}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// What the cluster said.
+        reason: String,
+    },
+    /// The processor's spec or guest was refused, or its guest failed to start.
+    #[error(transparent)]
+    Runtime(#[from] leat_runtime::Error),
+    /// An event kept failing and the processor's error policy is `stop`:
+    /// nothing of its batch was committed; its partition resumes there.
+    #[error(
+        "processor `{processor}`: event {topic}/{partition}@{offset} keeps failing: {reason} \
+         (on_error = stop: nothing from it on was committed; fix the processor or its input and run again)"
+    )]
+    Stopped {
+        /// The processor.
+        processor: String,
+        /// Where the event is.
+        topic: String,
+        /// Its partition.
+        partition: u32,
+        /// Its offset.
+        offset: u64,
+        /// The last failure.
+        reason: String,
+    },
+    /// A Kafka transaction kept failing: nothing of it was committed.
+    #[error("processor `{processor}`: {reason}")]
+    Transactions {
+        /// The processor.
+        processor: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// An instance thread could not be started or panicked.
+    #[error("instance thread: {0}")]
+    Thread(String),
+}
+
+/// `Result` with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,159 @@
+//! Leat's processors on an Apache Kafka cluster instead of the embedded log.
+//!
+//! The same `.wasm` processors run unchanged ([`leat_runtime::GuestRunner`]
+//! calls them): streams are Kafka topics, a processor is a Kafka consumer
+//! group (`group.id` = its name), and each of its instances is one OS thread
+//! with one consumer and one transactional producer (exactly-once v2,
+//! KIP-447). A batch's outputs and its input offsets commit in one Kafka
+//! transaction (`send_offsets_to_transaction` with the consumer's group
+//! metadata, so a zombie of an older generation is fenced); readers use
+//! `isolation.level=read_committed`. A failed transaction is aborted and the
+//! batch is read again from the committed offsets, so every input's outputs
+//! are committed exactly once.
+//!
+//! Partitions are spread by Kafka's group protocol: several Leat hosts
+//! pointed at the same cluster share a processor's partitions, and a
+//! rebalance calls the guest's `on-revoked` / `on-assigned`.
+//!
+//! Not yet: processor state (a state import fails the batch, saying so),
+//! queue mode, schema checks of outputs.
+
+#![deny(missing_docs)]
+
+mod admin;
+mod error;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use leat_runtime::{Engine, ProcessorCode, ProcessorSpec, RunMode};
+
+pub use crate::admin::{ensure_topics, TopicChange, TopicSpec};
+pub use crate::error::{Error, Result};
+
+/// Where and as whom to run.
+#[derive(Clone, Debug)]
+pub struct KafkaOptions {
+    /// `bootstrap.servers`: `HOST:PORT[,...]`.
+    pub bootstrap: String,
+    /// This host's name in the cluster, unique among the Leat hosts that
+    /// run the same processor and the same on every restart: it names the
+    /// instances' transactional ids and static group members
+    /// (`leat-PROCESSOR-HOST-INSTANCE`), so that a restarted host takes its
+    /// instances' place at once (aborting what a killed one left open)
+    /// while two hosts never fence each other.
+    pub host: String,
+    /// Extra librdkafka settings for every client (`key`, `value`), after
+    /// Leat's own: for security settings and tuning.
+    pub client_settings: Vec<(String, String)>,
+}
+
+impl KafkaOptions {
+    /// Options for `bootstrap`, with this machine's host name.
+    pub fn new(bootstrap: impl Into<String>) -> KafkaOptions {
+        KafkaOptions {
+            bootstrap: bootstrap.into(),
+            host: default_host(),
+            client_settings: Vec::new(),
+        }
+    }
+}
+
+/// This machine's host name, or `leat` if it has none readable.
+pub fn default_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "leat".to_owned())
+}
+
+/// What a processor's instances did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Input events whose batch committed.
+    pub events_in: u64,
+    /// Outputs committed (error records included).
+    pub events_out: u64,
+    /// Kafka transactions committed.
+    pub transactions: u64,
+    /// Transactions aborted (their batches were processed again).
+    pub aborted: u64,
+}
+
+/// The counters the instances of one processor share.
+#[derive(Default)]
+pub(crate) struct Counters {
+    events_in: AtomicU64,
+    events_out: AtomicU64,
+    transactions: AtomicU64,
+    aborted: AtomicU64,
+}
+
+impl Counters {
+    fn report(&self) -> Report {
+        Report {
+            events_in: self.events_in.load(Ordering::Relaxed),
+            events_out: self.events_out.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+            aborted: self.aborted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Runs `spec.instances` instances of a processor on the cluster, each on
+/// its own OS thread, until `stop` is set (in [`RunMode::Follow`]) or until
+/// each has caught up with its assigned partitions
+/// ([`RunMode::UntilCaughtUp`]); returns what they did, or the first
+/// instance's error. The output topics must exist (see [`ensure_topics`]).
+pub fn run_processor(
+    engine: Arc<Engine>,
+    spec: ProcessorSpec,
+    code: impl Into<ProcessorCode>,
+    options: &KafkaOptions,
+    mode: RunMode,
+    stop: Arc<AtomicBool>,
+) -> Result<Report> {
+    let code = code.into();
+    let counters = Arc::new(Counters::default());
+    // Checks the spec and the guest's `init` before any client starts.
+    drop(leat_runtime::GuestRunner::new(
+        engine.clone(),
+        spec.clone(),
+        code.clone(),
+    )?);
+    let threads: Vec<_> = (0..spec.instances)
+        .map(|instance| {
+            let setup = worker::Setup {
+                engine: engine.clone(),
+                spec: spec.clone(),
+                code: code.clone(),
+                options: options.clone(),
+                instance,
+                mode,
+                stop: stop.clone(),
+                counters: counters.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("kafka-{}-{instance}", spec.name))
+                .spawn(move || worker::run(setup))
+        })
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::Thread(e.to_string()))?;
+    let mut first_error = None;
+    for thread in threads {
+        let outcome = thread
+            .join()
+            .unwrap_or_else(|_| Err(Error::Thread("an instance thread panicked".into())));
+        if let Err(e) = outcome {
+            // One instance failing stops the others: a processor runs whole.
+            stop.store(true, Ordering::Release);
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(counters.report()),
+    }
+}

@@ -1,0 +1,239 @@
+//! A processor's guest called batch by batch by a caller that keeps the log
+//! itself (Leat on Kafka, `leat-on-kafka`): the same guest code, limits,
+//! output checks and provenance headers as the embedded log's worker, but
+//! the caller reads the inputs and commits the outputs and offsets.
+//!
+//! No state yet: the guest has no broker to read committed state from, so a
+//! state import fails the batch with an error saying so. No schema checks
+//! either (the schema registry lives in the embedded log).
+
+use std::sync::Arc;
+
+use leat_broker::{Header, Headers, Record};
+
+use crate::batch::{Input, StateWrites};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::guest::{CallError, GuestInstance, Instance, ProcessorCode};
+use crate::outbound::Calls;
+use crate::provenance::Provenance;
+use crate::spec::{ProcessorMode, ProcessorSpec};
+use crate::worker::{check_rejections, to_record};
+
+/// An output of a batch, ready to be written: its declared output and the
+/// record, with the provenance headers and its cause's timestamp.
+#[derive(Debug)]
+pub struct BatchOutput {
+    /// Index in the processor's declared outputs.
+    pub output: usize,
+    /// The record; `partition` is `None` (partitioned by key).
+    pub record: Record,
+}
+
+/// Why a batch failed: nothing of it may be written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct BatchFailure {
+    /// What the guest or the host said.
+    pub message: String,
+    /// The index in the batch of the event blamed, if any.
+    pub event_index: Option<usize>,
+    /// Whether the guest trapped (ran out of time or memory, panicked):
+    /// the next call starts a fresh instance.
+    pub trapped: bool,
+}
+
+/// One instance of a processor's code, for a caller that owns the log.
+/// Not `Sync`: one thread calls it.
+pub struct GuestRunner {
+    spec: ProcessorSpec,
+    engine: Arc<Engine>,
+    code: ProcessorCode,
+    calls: Option<Arc<Calls>>,
+    /// `None` after a trap, until the next call starts a fresh one.
+    guest: Option<Instance>,
+    /// The partitions the guest was last told it owns, told again to a
+    /// fresh instance.
+    partitions: Vec<u32>,
+    provenance: Provenance,
+}
+
+impl std::fmt::Debug for GuestRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestRunner")
+            .field("processor", &self.spec.name)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuestRunner {
+    /// Checks `spec`, starts an instance of `code` and calls its `init`
+    /// with the deployment's configuration. Queue mode is refused: it
+    /// needs the embedded log's queue groups.
+    pub fn new(
+        engine: Arc<Engine>,
+        spec: ProcessorSpec,
+        code: impl Into<ProcessorCode>,
+    ) -> Result<GuestRunner> {
+        spec.validate()?;
+        if spec.mode == ProcessorMode::Queue {
+            return Err(Error::InvalidSpec {
+                processor: spec.name.clone(),
+                reason: "queue mode needs the embedded log's queue groups: \
+                         run it in stream mode on Kafka"
+                    .into(),
+            });
+        }
+        let mut runner = GuestRunner {
+            calls: Calls::new(&spec.calls, spec.call_limits),
+            provenance: Provenance::new(&spec),
+            spec,
+            engine,
+            code: code.into(),
+            guest: None,
+            partitions: Vec::new(),
+        };
+        runner.start()?;
+        Ok(runner)
+    }
+
+    /// The processor's deployment.
+    pub fn spec(&self) -> &ProcessorSpec {
+        &self.spec
+    }
+
+    fn start(&mut self) -> Result<&mut Instance> {
+        if self.guest.is_none() {
+            let instance = match &self.code {
+                ProcessorCode::Native(f) => Instance::Native(f.clone()),
+                ProcessorCode::Wasm(component) => Instance::Wasm(
+                    GuestInstance::start(
+                        &self.engine,
+                        component,
+                        &self.spec,
+                        self.calls.clone(),
+                        None,
+                    )
+                    .map_err(|reason| self.init_error(reason))?,
+                ),
+            };
+            let guest = self.guest.insert(instance);
+            if !self.partitions.is_empty() {
+                if let Err(reason) = guest.assigned(&self.partitions) {
+                    self.guest = None;
+                    return Err(self.init_error(reason));
+                }
+            }
+        }
+        match self.guest.as_mut() {
+            Some(guest) => Ok(guest),
+            None => unreachable!("started just above"),
+        }
+    }
+
+    fn init_error(&self, reason: String) -> Error {
+        Error::Init {
+            processor: self.spec.name.clone(),
+            reason,
+        }
+    }
+
+    /// Tells the guest it now owns `partitions` (its `on-assigned`). A trap
+    /// there is an [`Error::Init`]: no event's fault.
+    pub fn assigned(&mut self, partitions: &[u32]) -> Result<()> {
+        self.partitions = partitions.to_vec();
+        let guest = self.start()?;
+        if let Err(reason) = guest.assigned(partitions) {
+            self.guest = None;
+            return Err(self.init_error(reason));
+        }
+        Ok(())
+    }
+
+    /// Tells the guest it no longer owns `partitions` (its `on-revoked`).
+    pub fn revoked(&mut self, partitions: &[u32]) {
+        self.partitions.retain(|p| !partitions.contains(p));
+        if let Some(guest) = self.guest.as_mut() {
+            guest.revoked(partitions);
+        }
+    }
+
+    /// The record the `record` error policy writes to the processor's error
+    /// stream for `input`, which kept failing with `reason`: the event with
+    /// a `leat.error` header and the provenance headers, as on the embedded log.
+    pub fn error_record(&mut self, input: &Input, reason: &str) -> Record {
+        let event = &input.event;
+        let stream = &self.spec.inputs[input.stream];
+        let mut headers: Headers = event.headers.iter().cloned().collect();
+        headers.push(Header::new("leat.error", reason.to_owned()));
+        headers.extend(
+            self.provenance
+                .headers(stream, event.partition, event.offset),
+        );
+        Record {
+            key: event.key.clone(),
+            value: event.value.clone(),
+            headers,
+            timestamp: Some(event.timestamp),
+            partition: None,
+        }
+    }
+
+    /// Calls the guest once on `batch` (events of one partition index, in
+    /// order). The outer error: no instance could be started. The inner
+    /// one: the batch failed, and none of its outputs may be written.
+    pub fn process(
+        &mut self,
+        batch: &[Input],
+    ) -> Result<std::result::Result<Vec<BatchOutput>, BatchFailure>> {
+        let Some(last) = batch.last() else {
+            return Ok(Ok(Vec::new()));
+        };
+        if self.guest.is_none() {
+            self.start()?;
+        }
+        let Some(guest) = self.guest.as_mut() else {
+            unreachable!("started just above");
+        };
+        let spec = &self.spec;
+        let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
+        // No scope: there is no state (see the module comment).
+        let mut result = guest.process("", streams, batch, &mut StateWrites::new());
+        if let Ok(done) = &result {
+            if let Err(failure) = check_rejections(spec, done) {
+                result = Err(CallError::Failed(failure));
+            }
+        }
+        let done = match result {
+            Ok(done) => done,
+            Err(error) => {
+                let trapped = matches!(error, CallError::Trapped(_));
+                if trapped {
+                    // A trapped instance may be in any state: never reuse it.
+                    self.guest = None;
+                }
+                return Ok(Err(BatchFailure {
+                    message: error.to_string(),
+                    event_index: error.blamed(batch.len()),
+                    trapped,
+                }));
+            }
+        };
+        let outputs = done
+            .outputs
+            .into_iter()
+            .map(|out| {
+                let cause = out
+                    .cause
+                    .and_then(|i| batch.get(i as usize))
+                    .unwrap_or(last);
+                let output = out.stream;
+                let source = &spec.inputs[cause.stream];
+                let record = to_record(&mut self.provenance, out, source, &cause.event);
+                BatchOutput { output, record }
+            })
+            .collect();
+        Ok(Ok(outputs))
+    }
+}

@@ -28,6 +28,8 @@ kafka_dir=$PWD/target/kafka/test-broker
 cleanup() {
     kill -- "-$fuzz_build" 2>/dev/null || true
     if [ -n "$kafka_started" ]; then
+        # A start still under way would leave its broker behind.
+        wait "$kafka_start" 2>/dev/null || true
         KAFKA_DIR=$kafka_dir bash scripts/kafka-broker.sh stop || true
     fi
 }
@@ -39,6 +41,16 @@ step "kafka clients"
 bash scripts/setup-kafka-clients.sh
 step "browser (the console's tests)"
 bash scripts/setup-browser.sh
+# One Apache Kafka 4.4 broker for the whole run (tests/tests/e2e/on_kafka.rs:
+# Leat on Kafka), its address in LEAT_TEST_KAFKA_BOOTSTRAP; stopped on exit.
+# It starts now, beside the builds (the jars' download and the JVM's start
+# are mostly waiting), and the tests wait for it.
+step "kafka broker: starting beside the builds (scripts/kafka-broker.sh)"
+kafka_started=1
+kafka_out=$(mktemp)
+kafka_log=$(mktemp)
+KAFKA_DIR=$kafka_dir bash scripts/kafka-broker.sh start >"$kafka_out" 2>"$kafka_log" &
+kafka_start=$!
 step "guest components"
 bash scripts/build-guests.sh
 step "guest native tests"
@@ -57,12 +69,15 @@ step "lints and host tests: build"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 lint=(--config "build.rustc-workspace-wrapper=\"$(rustup which clippy-driver)\"")
 cargo test --workspace --all-targets --no-run "${lint[@]}"
-# One Apache Kafka 4.4 broker for the whole run (tests/tests/on_kafka.rs:
-# Leat on Kafka), its address in LEAT_TEST_KAFKA_BOOTSTRAP; stopped on exit.
-step "kafka broker (scripts/kafka-broker.sh)"
-kafka_started=1
-LEAT_TEST_KAFKA_BOOTSTRAP=$(KAFKA_DIR=$kafka_dir bash scripts/kafka-broker.sh start)
+step "kafka broker: waiting for its start"
+if ! wait "$kafka_start"; then
+    cat "$kafka_log"
+    echo "the Kafka broker did not start (scripts/kafka-broker.sh start)" >&2
+    exit 1
+fi
+LEAT_TEST_KAFKA_BOOTSTRAP=$(cat "$kafka_out")
 export LEAT_TEST_KAFKA_BOOTSTRAP
+echo "kafka broker at $LEAT_TEST_KAFKA_BOOTSTRAP"
 step "host tests: run (the fuzz targets may still build beside them)"
 cargo test --workspace "${lint[@]}"
 step "fuzz targets: waiting for their build"

@@ -1,5 +1,6 @@
 //! The end-to-end tests: the `leat` binary, its server, the guest examples,
-//! the Kafka listener with real Kafka clients, the console in a real browser.
+//! the Kafka listener with real Kafka clients, Leat on a real Kafka broker,
+//! the console in a real browser.
 //!
 //! One test binary, each area in its module: every integration test binary
 //! links the whole runtime (wasmtime and cranelift), and cargo runs test
@@ -18,6 +19,7 @@ mod groups;
 mod hostile;
 mod hostile_server;
 mod kafka;
+mod on_kafka;
 mod queue;
 mod queue_mode;
 mod schemas;

@@ -2,7 +2,7 @@
 //! an idempotent producer, a consumer group, a transactional
 //! consume-transform-produce loop read back with read_committed.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use super::{clients_dir, start, wait_output, TOKEN};
@@ -22,7 +22,7 @@ pub fn java_class_ok(class: &str, args: &[&str]) -> String {
         "{} is missing: run `bash scripts/setup-kafka-clients.sh`",
         lib.display()
     );
-    let child = Command::new("java")
+    let child = super::client("java")
         .arg("-cp")
         .arg(format!("{}/*", lib.display()))
         .arg(class)

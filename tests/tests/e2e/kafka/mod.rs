@@ -21,6 +21,17 @@ mod txn;
 
 const TOKEN: &str = "kafka-test-token";
 
+/// A command for a Kafka client, in the environment it was installed for.
+/// `cargo test` puts the build scripts' library dirs on LD_LIBRARY_PATH,
+/// among them rdkafka-sys's own librdkafka.so.1 (the tests of Leat on
+/// Kafka link it): kcat, and confluent-kafka's bundled librdkafka, would
+/// load that one (built without zstd) instead of their own.
+fn client(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(program);
+    command.env_remove("LD_LIBRARY_PATH");
+    command
+}
+
 /// `kcat` on the PATH, or a failure saying how to get it.
 fn kcat_bin() -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -54,7 +65,7 @@ pub fn python(script: &str, args: &[&str], timeout: Duration) -> Output {
     let script = leat_tests::repo_root()
         .join("tests/kafka-clients/python")
         .join(script);
-    let child = Command::new(python)
+    let child = client(python)
         .arg(&script)
         .args(args)
         .stdin(Stdio::null())
@@ -144,7 +155,7 @@ fn sasl(password: &str) -> Vec<String> {
 
 /// Runs kcat with `args` and `stdin`, killing it after `timeout`.
 fn kcat(args: &[String], stdin: &str, timeout: Duration) -> Output {
-    let mut child = Command::new(kcat_bin())
+    let mut child = client(kcat_bin())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

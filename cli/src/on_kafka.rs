@@ -21,7 +21,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Within the file: a stream has one writer (Kafka has no record of
     // Leat's writers yet).
     topology.check_writers(|_| None)?;
-    let mut options = KafkaOptions::new(bootstrap);
+    let mut options = KafkaOptions::new(bootstrap.to_string());
     if let Some(host) = args.kafka_host_id.clone() {
         options.host = host;
     }

@@ -113,6 +113,44 @@ impl std::str::FromStr for HostPort {
     }
 }
 
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `--kafka-bootstrap`: one or more HOST:PORT, comma-separated.
+#[derive(Clone, Debug)]
+pub struct Bootstrap(Vec<HostPort>);
+
+impl std::str::FromStr for Bootstrap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Bootstrap, String> {
+        let servers = s
+            .split(',')
+            .map(|one| one.trim().parse())
+            .collect::<Result<Vec<HostPort>, String>>()?;
+        Ok(Bootstrap(servers))
+    }
+}
+
+impl std::fmt::Display for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, server) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{server}")?;
+        }
+        Ok(())
+    }
+}
+
 /// The host and port Kafka clients are told to connect to, for a listener
 /// bound at `local`.
 fn advertised(local: SocketAddr) -> (String, u16) {
@@ -273,5 +311,27 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Ctrl-C received"),
         () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bootstrap;
+
+    #[test]
+    fn a_bootstrap_list_is_checked_at_the_command_line() {
+        let ok: Bootstrap = "kafka-1:9092, 10.0.0.2:9093,[::1]:9094".parse().unwrap();
+        assert_eq!(ok.to_string(), "kafka-1:9092,10.0.0.2:9093,[::1]:9094");
+        for bad in [
+            "",
+            "kafka-1",
+            "kafka-1:0",
+            "kafka-1:9092,",
+            ":9092",
+            "h:99999",
+        ] {
+            let err = bad.parse::<Bootstrap>().unwrap_err();
+            assert!(err.contains("is not HOST:PORT"), "{bad}: {err}");
+        }
     }
 }

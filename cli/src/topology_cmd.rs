@@ -58,7 +58,7 @@ pub struct RunArgs {
     /// group, exactly-once through Kafka transactions. Stateless processors
     /// only, for now.
     #[arg(long, value_name = "HOST:PORT[,...]", env = "LEAT_KAFKA_BOOTSTRAP")]
-    pub kafka_bootstrap: Option<String>,
+    pub kafka_bootstrap: Option<crate::serve::Bootstrap>,
     /// The replication factor of the topics created on Kafka.
     #[arg(long, default_value_t = 1, requires = "kafka_bootstrap")]
     pub kafka_replication: u16,

@@ -229,6 +229,11 @@ fn leat_run(file: &str, bootstrap: &str, extra: &[&str]) -> Command {
             "test",
         ])
         .args(extra)
+        // The state caches go to the data directory: the test's, beside the file.
+        .env(
+            "LEAT_DATA_DIR",
+            Path::new(file).parent().unwrap().join("leat-data"),
+        )
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null());
     command
@@ -423,44 +428,307 @@ fn sigkilled_mid_stream_and_restarted_still_commits_each_result_exactly_once() {
     assert_exactly_once(&seen, &input, n);
 }
 
-#[test]
-fn a_processor_that_writes_state_is_refused_on_kafka_with_a_clear_error() {
-    let bootstrap = bootstrap();
-    let (input, group) = (unique("words"), unique("wc"));
-    create_topic(&bootstrap, &input, 1);
-    produce(&bootstrap, &input, 1);
-    let dir = tempfile::tempdir().unwrap();
+/// The words the word-count tests produce, each event one of them, keyed
+/// by it (so that each word is counted on one partition).
+const WORDS: [&str; 12] = [
+    "apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "iris", "juniper",
+    "kiwi", "lemon",
+];
+
+/// Writes events `from..to` (value and key `WORDS[i * 7 % 12]`, so that the
+/// words interleave) with a plain idempotent producer.
+fn produce_words(bootstrap: &str, topic: &str, from: usize, to: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for i in from..to {
+        let word = WORDS[i * 7 % WORDS.len()];
+        let mut record = BaseRecord::to(topic).key(word).payload(word);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(50));
+                    record = back;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Asserts that the word counts in `seen` are exactly once each: for every
+/// word produced `k` times among events `0..n`, the counts 1..=k, each once
+/// (one per input event), and nothing else.
+fn assert_counts_exactly_once(seen: &[Seen], n: usize) {
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..n {
+        *expected
+            .entry(WORDS[i * 7 % WORDS.len()].to_owned())
+            .or_default() += 1;
+    }
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for s in seen {
+        assert_eq!(s.key, s.key.to_lowercase(), "{s:?}");
+        let count: u64 = s.value.parse().unwrap_or_else(|_| panic!("{s:?}"));
+        counts.entry(s.key.clone()).or_default().push(count);
+    }
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "the words counted"
+    );
+    for (word, mut got) in counts {
+        got.sort_unstable();
+        let k = expected[&word];
+        let want: Vec<u64> = (1..=k).collect();
+        if got != want {
+            let mut dup = got.clone();
+            dup.dedup();
+            panic!(
+                "word {word:?} produced {k} times: {} count(s) emitted, {} distinct, last {:?} \
+                 (each of 1..={k} once expected)",
+                got.len(),
+                dup.len(),
+                got.last()
+            );
+        }
+    }
+    assert_eq!(seen.len(), n);
+}
+
+fn write_word_count(
+    dir: &Path,
+    input: &str,
+    output: &str,
+    processor: &str,
+    batch: usize,
+) -> String {
     let text = format!(
-        r#"name = "wc"
+        r#"name = "wc-on-kafka"
 
 [[streams]]
 name = "{input}"
-partitions = 1
+partitions = {PARTITIONS}
 
 [[streams]]
-name = "{group}-counts"
-partitions = 1
+name = "{output}"
+partitions = {PARTITIONS}
 
 [[processors]]
-name = "{group}"
+name = "{processor}"
 component = "{}"
 inputs = ["{input}"]
-outputs = ["{group}-counts"]
+outputs = ["{output}"]
+instances = 2
+batch_size = {batch}
 "#,
         guest("word-count").display()
     );
-    let file = dir.path().join("topology.toml");
+    let file = dir.join("topology.toml");
     std::fs::write(&file, text).unwrap();
-    let out = leat_run(file.to_str().unwrap(), &bootstrap, &["--once"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    file.to_str().unwrap().to_owned()
+}
+
+/// The restores a run's log (RUST_LOG=leat_on_kafka=info) reports.
+fn restores(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("state restored from the changelog"))
+        .collect()
+}
+
+#[test]
+fn word_count_on_kafka_keeps_its_counts_in_a_changelog_and_restores_them() {
+    let bootstrap = bootstrap();
+    let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_word_count(dir.path(), &input, &output, &group, 200);
+    create_topic(&bootstrap, &input, PARTITIONS);
+    let n = 3_000;
+    produce_words(&bootstrap, &input, 0, n);
+
+    let started = Instant::now();
+    let out = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr.contains("runs on Kafka, where Leat keeps no processor state yet")
-            && stderr.contains(&format!("{input}/0@0")),
-        "{stderr}"
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    // Nothing was committed: the event is still there for a run that can.
-    assert_eq!(committed_now(&bootstrap, &group, &input), 0);
+    assert!(
+        stdout.contains(&format!("created topic {group}-changelog")),
+        "{stdout}"
+    );
+    eprintln!(
+        "word-count --once on Kafka: {n} events in {:?}",
+        started.elapsed()
+    );
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
+
+    // More words, counted on top of the cached counts.
+    produce_words(&bootstrap, &input, n, 2 * n);
+    let out = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), 2 * n);
+
+    // More again, with an empty cache: the counts come back from the changelog.
+    produce_words(&bootstrap, &input, 2 * n, 3 * n);
+    let fresh = dir.path().join("fresh-state");
+    let started = Instant::now();
+    let out = leat_run(
+        &file,
+        &bootstrap,
+        &["--once", "--kafka-state-dir", fresh.to_str().unwrap()],
+    )
+    .env("RUST_LOG", "warn,leat_on_kafka=info")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let log = format!("{stdout}\n{stderr}");
+    let restored = restores(&log);
+    assert!(!restored.is_empty(), "no restore reported: {log}");
+    eprintln!(
+        "--once from an empty cache: {:?}, restores: {restored:#?}",
+        started.elapsed()
+    );
+    assert!(fresh.join(format!("{group}.redb")).exists());
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), 3 * n);
+
+    // The changelog: compacted, one record per word at most once compacted;
+    // read_committed, it holds every word's last count.
+    let changelog = read_committed(&bootstrap, &format!("{group}-changelog"));
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for c in changelog {
+        last.insert(c.key, c.value);
+    }
+    let mut expected: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..3 * n {
+        let w = WORDS[i * 7 % WORDS.len()].to_owned();
+        let c = expected
+            .get(&w)
+            .map_or(0, |c: &String| c.parse::<u64>().unwrap());
+        expected.insert(w, (c + 1).to_string());
+    }
+    assert_eq!(last, expected);
+}
+
+#[test]
+fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() {
+    let bootstrap = bootstrap();
+    let n = 20_000;
+    let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_word_count(dir.path(), &input, &output, &group, 50);
+    create_topic(&bootstrap, &input, PARTITIONS);
+    produce_words(&bootstrap, &input, 0, n);
+
+    let log = |i: usize| std::fs::File::create(dir.path().join(format!("run-{i}.log"))).unwrap();
+    let state_dir = |fresh: bool, run: usize| {
+        let name = if fresh {
+            format!("fresh-{run}")
+        } else {
+            "state".into()
+        };
+        dir.path().join(name).to_str().unwrap().to_owned()
+    };
+    let mut kills = Vec::new();
+    let mut run = 0;
+    let started = Instant::now();
+    // Killed 4 times, each soon after some progress; the third restart
+    // starts from an empty cache (a restore of every count from the
+    // changelog) and the runs after it keep that cache.
+    let mut current = state_dir(false, 0);
+    for (delay_ms, fresh) in [(400u64, false), (900, false), (150, true), (1_200, false)] {
+        run += 1;
+        if fresh {
+            current = state_dir(true, run);
+        }
+        let mut child = leat_run(&file, &bootstrap, &["--kafka-state-dir", &current])
+            .env("RUST_LOG", "warn,leat_on_kafka=info")
+            .stdout(log(run))
+            .stderr(log(run + 100))
+            .spawn()
+            .unwrap();
+        let before = committed_now(&bootstrap, &group, &input);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while committed(&bootstrap, &group, &input).is_none_or(|c| c == before)
+            && (before as usize) < n
+        {
+            assert!(Instant::now() < deadline, "no progress in 60 s (run {run})");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "leat run ended (run {run})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        kills.push(committed_now(&bootstrap, &group, &input));
+        kill(&mut child);
+    }
+    eprintln!("committed input offsets just before each SIGKILL: {kills:?} of {n}");
+    assert!(
+        (kills[2] as usize) < n,
+        "the third kill came after the end: use more events or smaller batches"
+    );
+
+    run += 1;
+    let mut child = leat_run(&file, &bootstrap, &["--kafka-state-dir", &current])
+        .env("RUST_LOG", "warn,leat_on_kafka=info")
+        .stdout(log(run))
+        .stderr(log(run + 100))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let log_file = dir.path().join(format!("run-{run}.log"));
+    while !std::fs::read_to_string(&log_file)
+        .unwrap_or_default()
+        .contains("running topology")
+    {
+        assert!(Instant::now() < deadline, "the last leat run did not start");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the last leat run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while committed(&bootstrap, &group, &input).is_none_or(|c| (c as usize) < n) {
+        assert!(
+            Instant::now() < deadline,
+            "not done 240 s after the last restart"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the last leat run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the last run: {status}");
+    eprintln!(
+        "{n} events, {} SIGKILLs, done in {:?}",
+        kills.len(),
+        started.elapsed()
+    );
+    for r in 1..=run {
+        let text = std::fs::read_to_string(dir.path().join(format!("run-{}.log", r + 100)))
+            .unwrap_or_default();
+        eprintln!("run {r}: {:#?}", restores(&text));
+    }
+
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
 }

@@ -71,6 +71,9 @@ enum Fault {
     Reconnect(String),
     /// The processor must stop (the `stop` error policy).
     Fatal(Error),
+    /// `stop` was set while a partition's state was being restored: the
+    /// instance ends before any batch reads the half-restored cache.
+    Stopped,
 }
 
 impl From<KafkaError> for Fault {
@@ -98,6 +101,7 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
         let reason = match outcome {
             Ok(()) => return Ok(()),
             Err(Fault::Fatal(e)) => return Err(e),
+            Err(Fault::Stopped) => return Ok(()),
             Err(Fault::Reconnect(reason)) => reason,
         };
         if setup.counters.transactions.load(Ordering::Relaxed) > committed_before {
@@ -427,19 +431,27 @@ impl<'a> Worker<'a> {
             .clear();
         self.producer.begin_transaction()?;
         match self.fill_and_commit(batch) {
-            Ok(outputs) => {
+            Ok((outputs, writes)) => {
                 let counters = &self.setup.counters;
                 counters.events_in.fetch_add(events, Ordering::Relaxed);
                 counters.events_out.fetch_add(outputs, Ordering::Relaxed);
                 counters.transactions.fetch_add(1, Ordering::Relaxed);
-                // Delivery reports, which the transaction's commit awaited.
-                self.producer.poll(Duration::ZERO);
-                Ok(())
+                // Committed: nothing to abort from here on. A cache that
+                // cannot be updated makes the worker reconnect, and the
+                // next assignment restores it from the changelog.
+                match &self.setup.cache {
+                    Some(cache) => self.apply_committed(&cache.clone(), writes),
+                    None => {
+                        // Delivery reports, which the transaction's commit awaited.
+                        self.producer.poll(Duration::ZERO);
+                        Ok(())
+                    }
+                }
             }
             Err(fault) => {
                 let abortable = match &fault {
                     Fault::Reconnect(_) => true,
-                    Fault::Fatal(_) => false,
+                    Fault::Fatal(_) | Fault::Stopped => false,
                 };
                 let aborted = self.producer.abort_transaction(CALL_TIMEOUT);
                 self.setup.counters.aborted.fetch_add(1, Ordering::Relaxed);
@@ -449,6 +461,7 @@ impl<'a> Worker<'a> {
                 let reason = match &fault {
                     Fault::Reconnect(r) => r.clone(),
                     Fault::Fatal(e) => e.to_string(),
+                    Fault::Stopped => "stopped".into(),
                 };
                 tracing::warn!(processor = %self.setup.spec.name, instance = self.setup.instance,
                     %reason, "kafka transaction aborted: the batch is read again");
@@ -465,8 +478,12 @@ impl<'a> Worker<'a> {
     }
 
     /// Runs the guest over `batch`, one call per partition index, sends the
-    /// outputs and the offsets, and commits; the number of outputs.
-    fn fill_and_commit(&mut self, batch: Vec<Input>) -> Result<u64, Fault> {
+    /// outputs, the state changes and the offsets, and commits; the number
+    /// of outputs and the state writes of each partition index.
+    fn fill_and_commit(
+        &mut self,
+        batch: Vec<Input>,
+    ) -> Result<(u64, BTreeMap<u32, StateWrites>), Fault> {
         let mut by_partition: BTreeMap<u32, Vec<Input>> = BTreeMap::new();
         let mut next: BTreeMap<(usize, u32), u64> = BTreeMap::new();
         for input in batch {
@@ -505,10 +522,7 @@ impl<'a> Worker<'a> {
         self.producer
             .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
         self.producer.commit_transaction(CALL_TIMEOUT)?;
-        if let Some(cache) = &self.setup.cache {
-            self.apply_committed(cache, writes)?;
-        }
-        Ok(sent)
+        Ok((sent, writes))
     }
 
     /// Sends `writes`, the state changes of partition index `partition`, to
@@ -528,15 +542,18 @@ impl<'a> Worker<'a> {
     }
 
     /// Applies a committed transaction's state writes to the cache, with the
-    /// changelog offsets after them. A failure reconnects: the cache is then
-    /// behind the changelog, and the partitions' next assignment restores it.
+    /// changelog offsets after them. A failure reconnects (never aborts: the
+    /// transaction is committed): the cache is then behind the changelog,
+    /// and the partitions' next assignment restores it.
     fn apply_committed(
         &mut self,
         cache: &StateCache,
         writes: BTreeMap<u32, StateWrites>,
     ) -> Result<(), Fault> {
         // Serves the delivery reports, which the commit awaited.
-        self.producer.flush(CALL_TIMEOUT)?;
+        self.producer
+            .flush(CALL_TIMEOUT)
+            .map_err(|e| Fault::Reconnect(format!("delivery reports after a commit: {e}")))?;
         let delivered = std::mem::take(
             &mut *self
                 .producer
@@ -625,11 +642,10 @@ impl<'a> Worker<'a> {
                 reading.insert(p, (scope, Vec::new()));
             }
         }
-        if reading.is_empty() {
-            return Ok(());
-        }
-        reader.assign(&from)?;
         let mut restored = 0u64;
+        if !reading.is_empty() {
+            reader.assign(&from)?;
+        }
         // Applied in chunks, each with the offset after it.
         const CHUNK: usize = 10_000;
         let flush = |scope: &str, records: &mut Restored| {
@@ -647,7 +663,7 @@ impl<'a> Worker<'a> {
         let mut open = reading.len();
         while open > 0 {
             if self.setup.stop.load(Ordering::Acquire) {
-                return Ok(());
+                return Err(Fault::Stopped);
             }
             match reader.poll(POLL_WAIT) {
                 None => {}

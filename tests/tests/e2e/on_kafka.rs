@@ -218,6 +218,11 @@ batch_size = {batch}
 }
 
 fn leat_run(file: &str, bootstrap: &str, extra: &[&str]) -> Command {
+    leat_run_as(file, bootstrap, "test", extra)
+}
+
+/// [`leat_run`] as Leat host `host` (`--kafka-host-id`).
+fn leat_run_as(file: &str, bootstrap: &str, host: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(leat_bin());
     command
         .args([
@@ -226,7 +231,7 @@ fn leat_run(file: &str, bootstrap: &str, extra: &[&str]) -> Command {
             "--kafka-bootstrap",
             bootstrap,
             "--kafka-host-id",
-            "test",
+            host,
         ])
         .args(extra)
         // The state caches go to the data directory: the test's, beside the file.
@@ -643,11 +648,18 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
     let mut kills = Vec::new();
     let mut run = 0;
     let started = Instant::now();
-    // Killed 4 times, each soon after some progress; the third restart
-    // starts from an empty cache (a restore of every count from the
-    // changelog) and the runs after it keep that cache.
+    // Killed 4 times, a while after its partitions were assigned (not
+    // after progress seen in the committed offsets: while transactions
+    // keep committing, a read_committed offset fetch rarely finds them
+    // stable); the third restart starts from an empty cache (a restore of
+    // every count from the changelog), and the runs after it keep that one.
     let mut current = state_dir(false, 0);
-    for (delay_ms, fresh) in [(400u64, false), (900, false), (150, true), (1_200, false)] {
+    for (delay_ms, fresh) in [
+        (1_500u64, false),
+        (2_500, false),
+        (1_000, true),
+        (3_000, false),
+    ] {
         run += 1;
         if fresh {
             current = state_dir(true, run);
@@ -658,26 +670,28 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
             .stderr(log(run + 100))
             .spawn()
             .unwrap();
-        let before = committed_now(&bootstrap, &group, &input);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while committed(&bootstrap, &group, &input).is_none_or(|c| c == before)
-            && (before as usize) < n
+        let err_log = dir.path().join(format!("run-{}.log", run + 100));
+        while !std::fs::read_to_string(&err_log)
+            .unwrap_or_default()
+            .contains("kafka assigned partitions")
         {
-            assert!(Instant::now() < deadline, "no progress in 60 s (run {run})");
+            assert!(
+                Instant::now() < deadline,
+                "no assignment in 60 s (run {run})"
+            );
             assert!(
                 child.try_wait().unwrap().is_none(),
                 "leat run ended (run {run})"
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(delay_ms));
-        kills.push(committed_now(&bootstrap, &group, &input));
+        kills.push(committed(&bootstrap, &group, &input));
         kill(&mut child);
     }
-    eprintln!("committed input offsets just before each SIGKILL: {kills:?} of {n}");
-    assert!(
-        (kills[2] as usize) < n,
-        "the third kill came after the end: use more events or smaller batches"
+    eprintln!(
+        "committed input offsets just before each SIGKILL (None: not stable then): {kills:?} of {n}"
     );
 
     run += 1;
@@ -724,11 +738,100 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
         kills.len(),
         started.elapsed()
     );
+    // The kills came mid-stream: the last run still had events to count.
+    let last = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        last.lines()
+            .any(|l| l.starts_with("processor ") && !l.contains(": 0 event(s) in")),
+        "the last run counted nothing: the kills came after the end ({last})"
+    );
+    // The run with an empty cache restored counts from the changelog.
+    let fresh_log = std::fs::read_to_string(dir.path().join("run-103.log")).unwrap();
+    assert!(
+        restores(&fresh_log)
+            .iter()
+            .any(|l| !l.contains("records=0")),
+        "the run with an empty cache restored nothing: {fresh_log}"
+    );
     for r in 1..=run {
         let text = std::fs::read_to_string(dir.path().join(format!("run-{}.log", r + 100)))
             .unwrap_or_default();
         eprintln!("run {r}: {:#?}", restores(&text));
     }
 
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
+}
+
+#[test]
+fn two_hosts_share_word_count_and_one_is_sigkilled_each_count_exactly_once() {
+    let bootstrap = bootstrap();
+    let n = 20_000;
+    let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_word_count(dir.path(), &input, &output, &group, 50);
+    // One instance per host: each host gets 2 of the 4 partitions.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("instances = 2", "instances = 1");
+    std::fs::write(&file, text).unwrap();
+    create_topic(&bootstrap, &input, PARTITIONS);
+    produce_words(&bootstrap, &input, 0, n);
+
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let started = Instant::now();
+    let spawn = |host: &str| {
+        leat_run_as(&file, &bootstrap, host, &[])
+            .env("RUST_LOG", "warn,leat_on_kafka=info")
+            .stdout(log(&format!("{host}.out")))
+            .stderr(log(&format!("{host}.err")))
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn("host-a");
+    let mut b = spawn("host-b");
+    // Both hosts own partitions before the kill: each has restored (or
+    // found empty) the state of its own.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let owns = |host: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{host}.err")))
+            .unwrap_or_default()
+            .contains("kafka assigned partitions")
+    };
+    while !(owns("host-a") && owns("host-b"))
+        || committed(&bootstrap, &group, &input).is_none_or(|c| c < 2_000)
+    {
+        assert!(Instant::now() < deadline, "no shared progress in 120 s");
+        assert!(a.try_wait().unwrap().is_none(), "host-a ended");
+        assert!(b.try_wait().unwrap().is_none(), "host-b ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at_kill = committed_now(&bootstrap, &group, &input);
+    kill(&mut b);
+    eprintln!("host-b SIGKILLed at {at_kill} of {n} input offsets committed");
+    assert!((at_kill as usize) < n, "the kill came after the end");
+
+    // Host a takes host b's partitions once the group gives up on b (its
+    // session timeout) and b's open transaction is aborted (its timeout),
+    // restores their counts from the changelog and finishes.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while committed(&bootstrap, &group, &input).is_none_or(|c| (c as usize) < n) {
+        assert!(Instant::now() < deadline, "not done 300 s after the kill");
+        assert!(a.try_wait().unwrap().is_none(), "host-a ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = a.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = a.wait().unwrap();
+    assert!(status.success(), "host-a: {status}");
+    let a_log = std::fs::read_to_string(dir.path().join("host-a.err")).unwrap();
+    eprintln!(
+        "{n} events on 2 hosts, one SIGKILLed, done in {:?}; host-a's restores: {:#?}",
+        started.elapsed(),
+        restores(&a_log)
+    );
     assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
 }

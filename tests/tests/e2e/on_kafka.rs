@@ -629,7 +629,9 @@ fn word_count_on_kafka_keeps_its_counts_in_a_changelog_and_restores_them() {
 #[test]
 fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() {
     let bootstrap = bootstrap();
-    let n = 20_000;
+    // Enough for the 4 runs killed below to leave work for the last one
+    // (2,000 to 3,000 events a second here, in a debug build).
+    let n = 60_000;
     let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
     let dir = tempfile::tempdir().unwrap();
     let file = write_word_count(dir.path(), &input, &output, &group, 50);
@@ -655,10 +657,10 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
     // every count from the changelog), and the runs after it keep that one.
     let mut current = state_dir(false, 0);
     for (delay_ms, fresh) in [
-        (1_500u64, false),
-        (2_500, false),
-        (1_000, true),
-        (3_000, false),
+        (1_000u64, false),
+        (1_500, false),
+        (800, true),
+        (1_200, false),
     ] {
         run += 1;
         if fresh {

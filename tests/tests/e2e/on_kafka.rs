@@ -767,7 +767,7 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
 #[test]
 fn two_hosts_share_word_count_and_one_is_sigkilled_each_count_exactly_once() {
     let bootstrap = bootstrap();
-    let n = 20_000;
+    let n = 60_000;
     let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
     let dir = tempfile::tempdir().unwrap();
     let file = write_word_count(dir.path(), &input, &output, &group, 50);
@@ -799,18 +799,18 @@ fn two_hosts_share_word_count_and_one_is_sigkilled_each_count_exactly_once() {
             .unwrap_or_default()
             .contains("kafka assigned partitions")
     };
-    while !(owns("host-a") && owns("host-b"))
-        || committed(&bootstrap, &group, &input).is_none_or(|c| c < 2_000)
-    {
-        assert!(Instant::now() < deadline, "no shared progress in 120 s");
+    while !(owns("host-a") && owns("host-b")) {
+        assert!(Instant::now() < deadline, "not both assigned in 120 s");
         assert!(a.try_wait().unwrap().is_none(), "host-a ended");
         assert!(b.try_wait().unwrap().is_none(), "host-b ended");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let at_kill = committed_now(&bootstrap, &group, &input);
+    // A while of shared work (the committed offsets are rarely stable
+    // while transactions commit: not a progress signal to wait on).
+    std::thread::sleep(Duration::from_millis(1_500));
+    let at_kill = committed(&bootstrap, &group, &input);
     kill(&mut b);
-    eprintln!("host-b SIGKILLed at {at_kill} of {n} input offsets committed");
-    assert!((at_kill as usize) < n, "the kill came after the end");
+    eprintln!("host-b SIGKILLed at {at_kill:?} of {n} input offsets committed (None: not stable)");
 
     // Host a takes host b's partitions once the group gives up on b (its
     // session timeout) and b's open transaction is aborted (its timeout),
@@ -834,6 +834,12 @@ fn two_hosts_share_word_count_and_one_is_sigkilled_each_count_exactly_once() {
         "{n} events on 2 hosts, one SIGKILLed, done in {:?}; host-a's restores: {:#?}",
         started.elapsed(),
         restores(&a_log)
+    );
+    // Host a took over partitions host b had counted on: their counts
+    // came from the changelog.
+    assert!(
+        restores(&a_log).iter().any(|l| !l.contains("records=0")),
+        "host-a restored nothing: {a_log}"
     );
     assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
 }

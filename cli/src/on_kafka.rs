@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use leat_broker::CleanupPolicy;
-use leat_on_kafka::{ensure_topics, run_processor, KafkaOptions, TopicChange, TopicSpec};
+use leat_on_kafka::{
+    changelog_topic, ensure_topics, run_processor, topic_partitions, KafkaOptions, TopicChange,
+    TopicSpec,
+};
 use leat_runtime::topology::Topology;
 use leat_runtime::{Engine, EngineConfig, ErrorPolicy, RunMode};
 
 use crate::topology_cmd::{deploy_of, RunArgs};
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
     let Some(bootstrap) = args.kafka_bootstrap.clone() else {
         bail!("--kafka-bootstrap is required to run on Kafka");
     };
@@ -25,6 +28,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(host) = args.kafka_host_id.clone() {
         options.host = host;
     }
+    options.state_dir = Some(
+        args.kafka_state_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("kafka-state").join(&options.host)),
+    );
     if args.kafka_replication == 0 {
         bail!("--kafka-replication must be at least 1");
     }
@@ -64,6 +72,31 @@ pub fn run(args: RunArgs) -> Result<()> {
                     config: topic_config(&CleanupPolicy::Retain),
                 });
             }
+        }
+    }
+    // Each processor's state changelog: compacted (only each key's last
+    // change matters), one partition per partition index of its inputs.
+    for (spec, _) in &prepared {
+        let mut partitions = 1;
+        for input in &spec.inputs {
+            let declared = topics
+                .iter()
+                .find(|t| &t.name == input)
+                .map(|t| t.partitions);
+            let n = match declared {
+                Some(n) => n,
+                None => topic_partitions(&options, input)?.unwrap_or(1),
+            };
+            partitions = partitions.max(n);
+        }
+        let name = changelog_topic(&spec.name);
+        if named.insert(name.clone()) {
+            topics.push(TopicSpec {
+                name,
+                partitions,
+                replication: args.kafka_replication,
+                config: vec![("cleanup.policy".into(), "compact".into())],
+            });
         }
     }
     let changes = ensure_topics(&options, &topics)?;

@@ -55,8 +55,7 @@ pub struct RunArgs {
     pub once: bool,
     /// Run on this Apache Kafka cluster (`HOST:PORT[,...]`) instead of the
     /// data directory's log: streams are topics, each processor a consumer
-    /// group, exactly-once through Kafka transactions. Stateless processors
-    /// only, for now.
+    /// group, exactly-once through Kafka transactions.
     #[arg(long, value_name = "HOST:PORT[,...]", env = "LEAT_KAFKA_BOOTSTRAP")]
     pub kafka_bootstrap: Option<crate::serve::Bootstrap>,
     /// The replication factor of the topics created on Kafka.
@@ -67,6 +66,11 @@ pub struct RunArgs {
     /// the transactional ids). Default: the machine's host name.
     #[arg(long, requires = "kafka_bootstrap")]
     pub kafka_host_id: Option<String>,
+    /// Where the processors' local state caches live on Kafka (restored
+    /// from their changelog topics when missing or behind). Default:
+    /// `kafka-state/HOST-ID` in the data directory.
+    #[arg(long, value_name = "DIR", requires = "kafka_bootstrap")]
+    pub kafka_state_dir: Option<std::path::PathBuf>,
 }
 
 fn print_graph(t: &Topology, format: GraphFormat) {
@@ -239,7 +243,7 @@ fn apply(backend: &dyn Backend, file: &Path) -> Result<()> {
 /// `leat run`: the whole topology in this process, on the data directory's log.
 pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
     if args.kafka_bootstrap.is_some() {
-        return crate::on_kafka::run(args);
+        return crate::on_kafka::run(data_dir, args);
     }
     let topology = Topology::load(&args.file)?;
     let runtime = local_runtime(data_dir)?;

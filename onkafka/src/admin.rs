@@ -5,6 +5,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
 use crate::error::{Error, Result};
@@ -83,4 +84,29 @@ pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec
             }),
         })
         .collect()
+}
+
+/// The partition count of `topic`, or `None` if it does not exist.
+pub fn topic_partitions(options: &KafkaOptions, topic: &str) -> Result<Option<u32>> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &options.bootstrap);
+    for (k, v) in &options.client_settings {
+        config.set(k, v);
+    }
+    let client: BaseConsumer = config.create().map_err(|source| Error::Client {
+        what: "metadata client".into(),
+        source,
+    })?;
+    let metadata = client
+        .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+        .map_err(|source| Error::Client {
+            what: format!("metadata of `{topic}`"),
+            source,
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len() as u32)
+        .filter(|&n| n > 0))
 }

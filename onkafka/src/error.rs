@@ -50,6 +50,14 @@ pub enum Error {
         /// The last failure.
         reason: String,
     },
+    /// The local state cache could not be opened, read or written.
+    #[error("state cache {}: {reason}", path.display())]
+    Cache {
+        /// Its file.
+        path: std::path::PathBuf,
+        /// What redb or the file system said.
+        reason: String,
+    },
     /// An instance thread could not be started or panicked.
     #[error("instance thread: {0}")]
     Thread(String),

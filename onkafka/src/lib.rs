@@ -15,12 +15,21 @@
 //! pointed at the same cluster share a processor's partitions, and a
 //! rebalance calls the guest's `on-revoked` / `on-assigned`.
 //!
-//! Not yet: processor state (a state import fails the batch, saying so),
-//! queue mode, schema checks of outputs.
+//! State: a batch's state writes go to the processor's compacted changelog
+//! topic ([`changelog_topic`], keyed by the state key, a tombstone for a
+//! delete, partition = the input partition index) in the same transaction
+//! as its outputs and offsets; the guest reads them from a local redb cache
+//! (one file per processor under [`KafkaOptions::state_dir`]), applied
+//! only after the transaction committed and restored from the changelog
+//! (read_committed, to its end) when a partition is assigned, before the
+//! guest's `on-assigned` and the partition's first batch.
+//!
+//! Not yet: queue mode, schema checks of outputs.
 
 #![deny(missing_docs)]
 
 mod admin;
+mod cache;
 mod error;
 mod worker;
 
@@ -29,7 +38,7 @@ use std::sync::Arc;
 
 use leat_runtime::{Engine, ProcessorCode, ProcessorSpec, RunMode};
 
-pub use crate::admin::{ensure_topics, TopicChange, TopicSpec};
+pub use crate::admin::{ensure_topics, topic_partitions, TopicChange, TopicSpec};
 pub use crate::error::{Error, Result};
 
 /// Where and as whom to run.
@@ -47,6 +56,15 @@ pub struct KafkaOptions {
     /// Extra librdkafka settings for every client (`key`, `value`), after
     /// Leat's own: for security settings and tuning.
     pub client_settings: Vec<(String, String)>,
+    /// Where the processors' local state caches live (one redb file per
+    /// processor); `None`: no state, a state import fails the batch.
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+/// The compacted topic that holds `processor`'s state changes: as many
+/// partitions as its widest input, `cleanup.policy=compact`.
+pub fn changelog_topic(processor: &str) -> String {
+    format!("{processor}-changelog")
 }
 
 impl KafkaOptions {
@@ -56,6 +74,7 @@ impl KafkaOptions {
             bootstrap: bootstrap.into(),
             host: default_host(),
             client_settings: Vec::new(),
+            state_dir: None,
         }
     }
 }
@@ -80,6 +99,8 @@ pub struct Report {
     pub transactions: u64,
     /// Transactions aborted (their batches were processed again).
     pub aborted: u64,
+    /// Changelog records applied to the local state cache by restores.
+    pub restored: u64,
 }
 
 /// The counters the instances of one processor share.
@@ -89,6 +110,7 @@ pub(crate) struct Counters {
     events_out: AtomicU64,
     transactions: AtomicU64,
     aborted: AtomicU64,
+    restored: AtomicU64,
 }
 
 impl Counters {
@@ -98,6 +120,7 @@ impl Counters {
             events_out: self.events_out.load(Ordering::Relaxed),
             transactions: self.transactions.load(Ordering::Relaxed),
             aborted: self.aborted.load(Ordering::Relaxed),
+            restored: self.restored.load(Ordering::Relaxed),
         }
     }
 }
@@ -117,6 +140,11 @@ pub fn run_processor(
 ) -> Result<Report> {
     let code = code.into();
     let counters = Arc::new(Counters::default());
+    // Shared by the instances: a partition may move between them.
+    let cache = match &options.state_dir {
+        Some(dir) => Some(Arc::new(cache::StateCache::open(dir, &spec.name)?)),
+        None => None,
+    };
     // Checks the spec and the guest's `init` before any client starts.
     drop(leat_runtime::GuestRunner::new(
         engine.clone(),
@@ -134,6 +162,7 @@ pub fn run_processor(
                 mode,
                 stop: stop.clone(),
                 counters: counters.clone(),
+                cache: cache.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("kafka-{}-{instance}", spec.name))

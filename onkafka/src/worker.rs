@@ -12,25 +12,34 @@
 //!   transaction; a transaction that fails is aborted and its events are
 //!   read again from the committed offsets, so each input's outputs are
 //!   committed exactly once.
+//! - A batch's state writes go to the changelog in its transaction and to
+//!   the local cache only after the commit (see `cache.rs`); a partition's
+//!   state is restored from the changelog when it is assigned, after its
+//!   committed offsets are stable (a read_committed consumer's offset
+//!   fetch waits for an open transaction holding offsets, KIP-447, so the
+//!   restore sees every write of the batches before those offsets), and
+//!   before the guest's `on-assigned` and its first batch.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use leat_runtime::broker::{Bytes, Event, Header, Record};
 use leat_runtime::{
-    BatchFailure, Engine, ErrorPolicy, GuestRunner, Input, ProcessorCode, ProcessorSpec, RunMode,
+    state_scope, BatchFailure, Engine, ErrorPolicy, GuestRunner, Input, ProcessorCode,
+    ProcessorSpec, RunMode, StateStore, StateWrites,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::cache::StateCache;
 use crate::error::{Error, Result};
-use crate::{Counters, KafkaOptions};
+use crate::{changelog_topic, Counters, KafkaOptions};
 
 /// What an instance thread is given.
 pub(crate) struct Setup {
@@ -42,6 +51,8 @@ pub(crate) struct Setup {
     pub mode: RunMode,
     pub stop: Arc<AtomicBool>,
     pub counters: Arc<Counters>,
+    /// The processor's state cache; `None`: no state.
+    pub cache: Option<Arc<StateCache>>,
 }
 
 /// How long one poll waits for events: also how soon a stop is seen.
@@ -60,6 +71,9 @@ enum Fault {
     Reconnect(String),
     /// The processor must stop (the `stop` error policy).
     Fatal(Error),
+    /// `stop` was set while a partition's state was being restored: the
+    /// instance ends before any batch reads the half-restored cache.
+    Stopped,
 }
 
 impl From<KafkaError> for Fault {
@@ -70,8 +84,13 @@ impl From<KafkaError> for Fault {
 
 /// Runs one instance until it is done, reconnecting after a fault.
 pub(crate) fn run(setup: Setup) -> Result<()> {
-    let mut runner =
-        GuestRunner::new(setup.engine.clone(), setup.spec.clone(), setup.code.clone())?;
+    let state = setup.cache.clone().map(|c| -> Arc<dyn StateStore> { c });
+    let mut runner = GuestRunner::with_state(
+        setup.engine.clone(),
+        setup.spec.clone(),
+        setup.code.clone(),
+        state,
+    )?;
     let mut reconnects = 0;
     loop {
         if setup.stop.load(Ordering::Acquire) {
@@ -82,6 +101,7 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
         let reason = match outcome {
             Ok(()) => return Ok(()),
             Err(Fault::Fatal(e)) => return Err(e),
+            Err(Fault::Stopped) => return Ok(()),
             Err(Fault::Reconnect(reason)) => reason,
         };
         if setup.counters.transactions.load(Ordering::Relaxed) > committed_before {
@@ -144,6 +164,33 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// Notes the changelog offsets of the records the producer delivered, by
+/// partition: the highest of each since the last take.
+struct Delivered {
+    changelog: String,
+    offsets: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl ClientContext for Delivered {}
+
+impl ProducerContext for Delivered {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Ok(m) = result {
+            if m.topic() == self.changelog {
+                let mut offsets = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+                let o = offsets.entry(m.partition()).or_insert(m.offset());
+                *o = (*o).max(m.offset());
+            }
+        }
+    }
+}
+
+/// Changelog records read by a restore and not applied yet: key, value
+/// (`None`: a tombstone) and offset.
+type Restored = Vec<(Vec<u8>, Option<Vec<u8>>, i64)>;
+
 /// An output on its way: the index of its topic in `Worker::topics`.
 struct Out {
     topic: usize,
@@ -154,7 +201,9 @@ struct Worker<'a> {
     setup: &'a Setup,
     runner: &'a mut GuestRunner,
     consumer: BaseConsumer<GroupContext>,
-    producer: BaseProducer,
+    producer: BaseProducer<Delivered>,
+    /// The processor's changelog topic.
+    changelog: String,
     /// The outputs' topics, then the error stream's.
     topics: Vec<String>,
     /// The partition indices the guest was told it owns.
@@ -189,7 +238,13 @@ impl<'a> Worker<'a> {
         for (k, v) in &options.client_settings {
             config.set(k, v);
         }
-        let producer: BaseProducer = config.create().map_err(client("producer"))?;
+        let changelog = changelog_topic(&spec.name);
+        let producer: BaseProducer<Delivered> = config
+            .create_with_context(Delivered {
+                changelog: changelog.clone(),
+                offsets: Mutex::default(),
+            })
+            .map_err(client("producer"))?;
         // Fences an older producer with this id and aborts its open
         // transaction (one a killed host left behind).
         producer.init_transactions(CALL_TIMEOUT)?;
@@ -231,6 +286,7 @@ impl<'a> Worker<'a> {
             runner,
             consumer,
             producer,
+            changelog,
             topics,
             partitions: Vec::new(),
             assigned_once: false,
@@ -315,6 +371,9 @@ impl<'a> Worker<'a> {
                     self.rebalancing = false;
                     tracing::info!(processor = %self.setup.spec.name, instance = self.setup.instance,
                         ?partitions, "kafka assigned partitions");
+                    if let Some(cache) = self.setup.cache.clone() {
+                        self.restore(&cache, &partitions)?;
+                    }
                     self.runner
                         .assigned(&partitions)
                         .map_err(|e| Fault::Reconnect(e.to_string()))?;
@@ -363,21 +422,36 @@ impl<'a> Worker<'a> {
     /// are read again.
     fn transact(&mut self, batch: Vec<Input>) -> Result<(), Fault> {
         let events = batch.len() as u64;
+        // Offsets an aborted transaction's records were delivered at.
+        self.producer
+            .context()
+            .offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.producer.begin_transaction()?;
         match self.fill_and_commit(batch) {
-            Ok(outputs) => {
+            Ok((outputs, writes)) => {
                 let counters = &self.setup.counters;
                 counters.events_in.fetch_add(events, Ordering::Relaxed);
                 counters.events_out.fetch_add(outputs, Ordering::Relaxed);
                 counters.transactions.fetch_add(1, Ordering::Relaxed);
-                // Delivery reports, which the transaction's commit awaited.
-                self.producer.poll(Duration::ZERO);
-                Ok(())
+                // Committed: nothing to abort from here on. A cache that
+                // cannot be updated makes the worker reconnect, and the
+                // next assignment restores it from the changelog.
+                match &self.setup.cache {
+                    Some(cache) => self.apply_committed(&cache.clone(), writes),
+                    None => {
+                        // Delivery reports, which the transaction's commit awaited.
+                        self.producer.poll(Duration::ZERO);
+                        Ok(())
+                    }
+                }
             }
             Err(fault) => {
                 let abortable = match &fault {
                     Fault::Reconnect(_) => true,
-                    Fault::Fatal(_) => false,
+                    Fault::Fatal(_) | Fault::Stopped => false,
                 };
                 let aborted = self.producer.abort_transaction(CALL_TIMEOUT);
                 self.setup.counters.aborted.fetch_add(1, Ordering::Relaxed);
@@ -387,6 +461,7 @@ impl<'a> Worker<'a> {
                 let reason = match &fault {
                     Fault::Reconnect(r) => r.clone(),
                     Fault::Fatal(e) => e.to_string(),
+                    Fault::Stopped => "stopped".into(),
                 };
                 tracing::warn!(processor = %self.setup.spec.name, instance = self.setup.instance,
                     %reason, "kafka transaction aborted: the batch is read again");
@@ -403,8 +478,12 @@ impl<'a> Worker<'a> {
     }
 
     /// Runs the guest over `batch`, one call per partition index, sends the
-    /// outputs and the offsets, and commits; the number of outputs.
-    fn fill_and_commit(&mut self, batch: Vec<Input>) -> Result<u64, Fault> {
+    /// outputs, the state changes and the offsets, and commits; the number
+    /// of outputs and the state writes of each partition index.
+    fn fill_and_commit(
+        &mut self,
+        batch: Vec<Input>,
+    ) -> Result<(u64, BTreeMap<u32, StateWrites>), Fault> {
         let mut by_partition: BTreeMap<u32, Vec<Input>> = BTreeMap::new();
         let mut next: BTreeMap<(usize, u32), u64> = BTreeMap::new();
         for input in batch {
@@ -418,10 +497,17 @@ impl<'a> Worker<'a> {
                 .push(input);
         }
         let mut sent = 0;
-        for (_, inputs) in by_partition {
-            for out in self.outputs_of(&inputs)? {
+        // Each partition index's state writes, in the order of its calls.
+        let mut writes: BTreeMap<u32, StateWrites> = BTreeMap::new();
+        for (partition, inputs) in by_partition {
+            let mut pending = StateWrites::new();
+            for out in self.outputs_of(&inputs, &mut pending)? {
                 self.send(&out)?;
                 sent += 1;
+            }
+            if !pending.is_empty() {
+                self.send_changes(partition, &pending)?;
+                writes.insert(partition, pending);
             }
         }
         let mut offsets = TopicPartitionList::new();
@@ -436,13 +522,193 @@ impl<'a> Worker<'a> {
         self.producer
             .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
         self.producer.commit_transaction(CALL_TIMEOUT)?;
-        Ok(sent)
+        Ok((sent, writes))
+    }
+
+    /// Sends `writes`, the state changes of partition index `partition`, to
+    /// the changelog, inside the open transaction.
+    fn send_changes(&self, partition: u32, writes: &StateWrites) -> Result<(), Fault> {
+        let p = i32::try_from(partition)
+            .map_err(|_| Fault::Reconnect(format!("partition {partition} is out of range")))?;
+        for (key, value) in writes {
+            let mut record: BaseRecord<'_, [u8], [u8]> =
+                BaseRecord::to(&self.changelog).partition(p).key(&key[..]);
+            if let Some(value) = value {
+                record = record.payload(&value[..]);
+            }
+            self.produce(record, &self.changelog)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a committed transaction's state writes to the cache, with the
+    /// changelog offsets after them. A failure reconnects (never aborts: the
+    /// transaction is committed): the cache is then behind the changelog,
+    /// and the partitions' next assignment restores it.
+    fn apply_committed(
+        &mut self,
+        cache: &StateCache,
+        writes: BTreeMap<u32, StateWrites>,
+    ) -> Result<(), Fault> {
+        // Serves the delivery reports, which the commit awaited.
+        self.producer
+            .flush(CALL_TIMEOUT)
+            .map_err(|e| Fault::Reconnect(format!("delivery reports after a commit: {e}")))?;
+        let delivered = std::mem::take(
+            &mut *self
+                .producer
+                .context()
+                .offsets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for (partition, writes) in writes {
+            let scope = state_scope(&self.setup.spec.name, partition);
+            let next = i32::try_from(partition)
+                .ok()
+                .and_then(|p| delivered.get(&p))
+                .and_then(|&o| u64::try_from(o).ok())
+                .map(|o| o + 1);
+            cache
+                .apply(
+                    &scope,
+                    writes.iter().map(|(k, v)| (&k[..], v.as_deref())),
+                    next,
+                )
+                .map_err(|e| Fault::Reconnect(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Brings the cache of `partitions` up to their changelog's end
+    /// (read_committed), once their committed offsets are stable.
+    fn restore(&mut self, cache: &StateCache, partitions: &[u32]) -> Result<(), Fault> {
+        let started = Instant::now();
+        let spec = &self.setup.spec;
+        // Waits for a transaction that holds these partitions' offsets (one
+        // of the previous owner) to end: its changelog records are then
+        // committed or aborted, and below the end the restore reads to.
+        let mut inputs = TopicPartitionList::new();
+        for topic in &spec.inputs {
+            for &p in partitions {
+                inputs.add_partition(topic, p as i32);
+            }
+        }
+        self.consumer.committed_offsets(inputs, CALL_TIMEOUT)?;
+
+        let options = &self.setup.options;
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &options.bootstrap)
+            .set("client.id", format!("leat-{}-restore", spec.name))
+            // Assigned, not subscribed: no group, nothing committed.
+            .set("group.id", format!("leat-{}-restore", spec.name))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            // The end of each partition (its last stable offset) is reported.
+            .set("enable.partition.eof", "true");
+        for (k, v) in &options.client_settings {
+            config.set(k, v);
+        }
+        let reader: BaseConsumer = config.create().map_err(|source| {
+            Fault::Fatal(Error::Client {
+                what: "changelog reader".into(),
+                source,
+            })
+        })?;
+        let mut from = TopicPartitionList::new();
+        let mut reading = BTreeMap::new();
+        for &partition in partitions {
+            let scope = state_scope(&spec.name, partition);
+            let p = partition as i32;
+            let applied = cache
+                .applied(&scope)
+                .map_err(|e| Fault::Reconnect(e.to_string()))?;
+            let (low, high) = reader.fetch_watermarks(&self.changelog, p, CALL_TIMEOUT)?;
+            let (low, high) = (low.max(0) as u64, high.max(0) as u64);
+            let mut start = applied;
+            if applied > high || applied < low {
+                // Not the changelog the cache followed (recreated, or its
+                // start moved past what the cache has): from scratch.
+                tracing::warn!(processor = %spec.name, partition, applied, low, high,
+                    "the state cache does not match the changelog: restored from its start");
+                cache
+                    .clear(&scope)
+                    .map_err(|e| Fault::Reconnect(e.to_string()))?;
+                start = low;
+            }
+            if start < high {
+                from.add_partition_offset(&self.changelog, p, Offset::Offset(start as i64))?;
+                reading.insert(p, (scope, Vec::new()));
+            }
+        }
+        let mut restored = 0u64;
+        if !reading.is_empty() {
+            reader.assign(&from)?;
+        }
+        // Applied in chunks, each with the offset after it.
+        const CHUNK: usize = 10_000;
+        let flush = |scope: &str, records: &mut Restored| {
+            let next = records.last().map(|r| r.2 as u64 + 1);
+            cache
+                .apply(
+                    scope,
+                    records.iter().map(|(k, v, _)| (&k[..], v.as_deref())),
+                    next,
+                )
+                .map_err(|e| Fault::Reconnect(e.to_string()))?;
+            records.clear();
+            Ok::<(), Fault>(())
+        };
+        let mut open = reading.len();
+        while open > 0 {
+            if self.setup.stop.load(Ordering::Acquire) {
+                return Err(Fault::Stopped);
+            }
+            match reader.poll(POLL_WAIT) {
+                None => {}
+                Some(Ok(m)) => {
+                    let Some((scope, records)) = reading.get_mut(&m.partition()) else {
+                        continue;
+                    };
+                    // A record without a key is none of Leat's: skipped.
+                    if let Some(key) = m.key() {
+                        records.push((key.to_vec(), m.payload().map(<[u8]>::to_vec), m.offset()));
+                        restored += 1;
+                        if records.len() >= CHUNK {
+                            flush(scope, records)?;
+                        }
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some((scope, records)) = reading.get_mut(&p) {
+                        flush(scope, records)?;
+                        open -= 1;
+                        reading.remove(&p);
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        self.setup
+            .counters
+            .restored
+            .fetch_add(restored, Ordering::Relaxed);
+        tracing::info!(processor = %spec.name, instance = self.setup.instance, ?partitions,
+            records = restored, elapsed = ?started.elapsed(), "state restored from the changelog");
+        Ok(())
     }
 
     /// The outputs of `inputs` (events of one partition index): the guest's,
     /// or, for an event that keeps failing, the error policy's.
-    fn outputs_of(&mut self, inputs: &[Input]) -> Result<Vec<Out>, Fault> {
-        let failure = match self.call_retrying(inputs)? {
+    /// `pending`: the state writes of the calls before, on the same
+    /// partition index in this transaction; a successful call's are added.
+    fn outputs_of(
+        &mut self,
+        inputs: &[Input],
+        pending: &mut StateWrites,
+    ) -> Result<Vec<Out>, Fault> {
+        let failure = match self.call_retrying(inputs, pending)? {
             Ok(outputs) => return Ok(outputs),
             Err(failure) => failure,
         };
@@ -454,13 +720,13 @@ impl<'a> Worker<'a> {
         let mut outputs = Vec::new();
         match failure.event_index {
             Some(i) if i < inputs.len() => {
-                outputs.extend(self.outputs_of(&inputs[..i])?);
-                outputs.extend(self.outputs_of(&inputs[i..=i])?);
-                outputs.extend(self.outputs_of(&inputs[i + 1..])?);
+                outputs.extend(self.outputs_of(&inputs[..i], pending)?);
+                outputs.extend(self.outputs_of(&inputs[i..=i], pending)?);
+                outputs.extend(self.outputs_of(&inputs[i + 1..], pending)?);
             }
             _ => {
                 for input in inputs {
-                    outputs.extend(self.outputs_of(std::slice::from_ref(input))?);
+                    outputs.extend(self.outputs_of(std::slice::from_ref(input), pending)?);
                 }
             }
         }
@@ -471,6 +737,7 @@ impl<'a> Worker<'a> {
     fn call_retrying(
         &mut self,
         inputs: &[Input],
+        pending: &mut StateWrites,
     ) -> Result<std::result::Result<Vec<Out>, BatchFailure>, Fault> {
         if inputs.is_empty() {
             return Ok(Ok(Vec::new()));
@@ -481,17 +748,19 @@ impl<'a> Worker<'a> {
         loop {
             let result = self
                 .runner
-                .process(inputs)
+                .process(inputs, pending)
                 .map_err(|e| Fault::Reconnect(e.to_string()))?;
             match result {
-                Ok(outputs) => {
-                    return Ok(Ok(outputs
+                Ok(done) => {
+                    pending.extend(done.writes);
+                    return Ok(Ok(done
+                        .outputs
                         .into_iter()
                         .map(|o| Out {
                             topic: o.output,
                             record: o.record,
                         })
-                        .collect()))
+                        .collect()));
                 }
                 Err(failure) => {
                     tracing::warn!(processor = %self.setup.spec.name, error = %failure,
@@ -551,6 +820,11 @@ impl<'a> Worker<'a> {
         if let Some(ts) = r.timestamp {
             record = record.timestamp(ts);
         }
+        self.produce(record, &self.topics[out.topic])
+    }
+
+    /// Hands `record` to the producer, waiting while its queue is full.
+    fn produce(&self, mut record: BaseRecord<'_, [u8], [u8]>, topic: &str) -> Result<(), Fault> {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -561,7 +835,7 @@ impl<'a> Worker<'a> {
                 }
                 Err((e, _)) => {
                     return Err(Fault::Fatal(Error::Client {
-                        what: format!("producing to `{}`", self.topics[out.topic]),
+                        what: format!("producing to `{topic}`"),
                         source: e,
                     }))
                 }

@@ -8,8 +8,8 @@ use leat_broker::{Bytes, Event as LogEvent, Header, Headers};
 
 use crate::bindings::{Failure, Output};
 
-/// The state writes of a batch: `None` deletes.
-pub(crate) type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// The state writes of a batch, by key: `None` deletes.
+pub type StateWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// An event read from the log, with the index of the input it came from.
 pub struct Input {

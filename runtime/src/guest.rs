@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leat_broker::{Broker, Event as LogEvent};
+use leat_broker::Event as LogEvent;
 use wasmtime::component::{ComponentType, Func, Lower};
 use wasmtime::Store;
 
@@ -245,7 +245,7 @@ impl GuestInstance {
         component: &LoadedComponent,
         spec: &ProcessorSpec,
         calls: Option<Arc<Calls>>,
-        broker: Option<Broker>,
+        broker: Option<Arc<dyn crate::state::StateStore>>,
     ) -> Result<GuestInstance, String> {
         let config = spec.init_config();
         let processor = spec.name.as_str();

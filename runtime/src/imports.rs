@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leat_broker::{Broker, Bytes};
+use leat_broker::Bytes;
+
+use crate::state::StateStore;
 use wasmtime::Store;
 
 use crate::batch::{declared, Emitted, StateWrites};
@@ -73,9 +75,10 @@ impl Default for GuestLimits {
 pub(crate) struct GuestState {
     processor: Arc<str>,
     outputs: Arc<[String]>,
-    /// Where committed state is read; `None` on a log that keeps no state
-    /// for the processor (Kafka, for now): every state import fails the batch.
-    broker: Option<Broker>,
+    /// Where committed state is read (the embedded log, or Leat on Kafka's
+    /// local cache); `None` for a caller that keeps no state for the
+    /// processor: every state import fails the batch.
+    broker: Option<Arc<dyn StateStore>>,
     pub(crate) limits: MemoryCap,
     budget: Budget,
     log: LogThrottle,
@@ -291,7 +294,7 @@ impl GuestState {
         processor: &str,
         outputs: &[String],
         calls: CallState,
-        broker: Option<Broker>,
+        broker: Option<Arc<dyn StateStore>>,
         memory_limit: usize,
         limits: &GuestLimits,
     ) -> GuestState {
@@ -319,16 +322,16 @@ impl GuestState {
         }
     }
 
-    /// Whether the batch has no state (queue mode, or a log without state
-    /// for the processor: no broker): then the state import
+    /// Whether the batch has no state (queue mode, or a caller without a
+    /// state store for the processor): then the state import
     /// `call` fails the batch, with a message saying why and what to do.
     fn no_state(&mut self, call: &str) -> bool {
         if self.broker.is_none() {
             self.violation.get_or_insert_with(|| Failure {
                 message: format!(
-                    "processor `{}` runs on Kafka, where Leat keeps no processor state yet, \
-                     but its batch called `{call}`: run it on the embedded log (without \
-                     --kafka-bootstrap) to use the state",
+                    "processor `{}` runs without a state store, \
+                     but its batch called `{call}`: give it one (Leat on Kafka does) \
+                     or run it on the embedded log to use the state",
                     self.processor
                 ),
                 event_index: None,
@@ -473,7 +476,7 @@ impl processor::host::Host for GuestState {
         let Some(broker) = &self.broker else {
             return Ok(None);
         };
-        Ok(match broker.state_get(&self.scope, &key) {
+        Ok(match broker.get(&self.scope, &key) {
             Ok(v) => v,
             Err(e) => {
                 self.host_error
@@ -525,7 +528,7 @@ impl processor::host::Host for GuestState {
         let Some(broker) = &self.broker else {
             return Ok(Vec::new());
         };
-        let committed = match broker.state_range(
+        let committed = match broker.range(
             &self.scope,
             &start,
             end.as_deref(),

@@ -37,11 +37,12 @@ mod queue_worker;
 mod shared;
 mod spec;
 mod standalone;
+mod state;
 mod status;
 pub mod topology;
 mod worker;
 
-pub use crate::batch::{Input, REJECT_STREAM};
+pub use crate::batch::{Input, StateWrites, REJECT_STREAM};
 pub use crate::bindings::{Event, Failure, Header, Output};
 pub use crate::deployment::{Deployment, ResetTo};
 pub use crate::engine::{Engine, EngineConfig, LoadedComponent};
@@ -53,7 +54,8 @@ pub use crate::spec::{
     state_scope, ErrorPolicy, ProcessorMode, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE,
     MAX_COMMIT_EVENTS, MAX_INSTANCES,
 };
-pub use crate::standalone::{BatchFailure, BatchOutput, GuestRunner};
+pub use crate::standalone::{BatchDone, BatchFailure, BatchOutput, GuestRunner};
+pub use crate::state::{StateEntries, StateError, StateStore};
 pub use crate::status::{
     CallStatus, InstanceStatus, LatencyHistogram, ProcessorStatus, StoppedPartition,
     LATENCY_BUCKETS,

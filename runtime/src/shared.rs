@@ -145,7 +145,7 @@ impl Shared {
                 component,
                 &self.spec,
                 self.calls.clone(),
-                Some(self.broker.clone()),
+                Some(Arc::new(self.broker.clone())),
             )
             .map(Instance::Wasm),
         }

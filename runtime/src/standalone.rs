@@ -3,9 +3,13 @@
 //! output checks and provenance headers as the embedded log's worker, but
 //! the caller reads the inputs and commits the outputs and offsets.
 //!
-//! No state yet: the guest has no broker to read committed state from, so a
-//! state import fails the batch with an error saying so. No schema checks
-//! either (the schema registry lives in the embedded log).
+//! State: the caller gives a [`StateStore`] holding the committed state
+//! (Leat on Kafka: its local cache); a batch's state reads see its own
+//! writes, then the `pending` writes of the calls before it that will
+//! commit with it, then the store, as on the embedded log. The batch's
+//! writes are handed back beside its outputs, for the caller to commit with
+//! them. Without a store, a state import fails the batch, saying so. No
+//! schema checks (the schema registry lives in the embedded log).
 
 use std::sync::Arc;
 
@@ -18,6 +22,7 @@ use crate::guest::{CallError, GuestInstance, Instance, ProcessorCode};
 use crate::outbound::Calls;
 use crate::provenance::Provenance;
 use crate::spec::{ProcessorMode, ProcessorSpec};
+use crate::state::StateStore;
 use crate::worker::{check_rejections, to_record};
 
 /// An output of a batch, ready to be written: its declared output and the
@@ -28,6 +33,16 @@ pub struct BatchOutput {
     pub output: usize,
     /// The record; `partition` is `None` (partitioned by key).
     pub record: Record,
+}
+
+/// What a successful call produced, not yet committed.
+#[derive(Debug, Default)]
+pub struct BatchDone {
+    /// Its outputs, in order.
+    pub outputs: Vec<BatchOutput>,
+    /// Its state writes (`None` deletes), in the scope of the batch's
+    /// partition index.
+    pub writes: StateWrites,
 }
 
 /// Why a batch failed: nothing of it may be written.
@@ -50,6 +65,8 @@ pub struct GuestRunner {
     engine: Arc<Engine>,
     code: ProcessorCode,
     calls: Option<Arc<Calls>>,
+    /// Where the guest's committed state is read; `None`: no state.
+    state: Option<Arc<dyn StateStore>>,
     /// `None` after a trap, until the next call starts a fresh one.
     guest: Option<Instance>,
     /// The partitions the guest was last told it owns, told again to a
@@ -76,6 +93,17 @@ impl GuestRunner {
         spec: ProcessorSpec,
         code: impl Into<ProcessorCode>,
     ) -> Result<GuestRunner> {
+        GuestRunner::with_state(engine, spec, code, None)
+    }
+
+    /// [`GuestRunner::new`], with the guest's committed state read from
+    /// `state` (none: a state import fails the batch).
+    pub fn with_state(
+        engine: Arc<Engine>,
+        spec: ProcessorSpec,
+        code: impl Into<ProcessorCode>,
+        state: Option<Arc<dyn StateStore>>,
+    ) -> Result<GuestRunner> {
         spec.validate()?;
         if spec.mode == ProcessorMode::Queue {
             return Err(Error::InvalidSpec {
@@ -87,6 +115,7 @@ impl GuestRunner {
         }
         let mut runner = GuestRunner {
             calls: Calls::new(&spec.calls, spec.call_limits),
+            state,
             provenance: Provenance::new(&spec),
             spec,
             engine,
@@ -113,7 +142,7 @@ impl GuestRunner {
                         component,
                         &self.spec,
                         self.calls.clone(),
-                        None,
+                        self.state.clone(),
                     )
                     .map_err(|reason| self.init_error(reason))?,
                 ),
@@ -181,14 +210,18 @@ impl GuestRunner {
     }
 
     /// Calls the guest once on `batch` (events of one partition index, in
-    /// order). The outer error: no instance could be started. The inner
-    /// one: the batch failed, and none of its outputs may be written.
+    /// order), its state reads seeing `pending` (the uncommitted writes of
+    /// the calls before it on the same partition index that will commit
+    /// with it) over the store. The outer error: no instance could be
+    /// started. The inner one: the batch failed, and none of its outputs
+    /// or writes may be written.
     pub fn process(
         &mut self,
         batch: &[Input],
-    ) -> Result<std::result::Result<Vec<BatchOutput>, BatchFailure>> {
+        pending: &mut StateWrites,
+    ) -> Result<std::result::Result<BatchDone, BatchFailure>> {
         let Some(last) = batch.last() else {
-            return Ok(Ok(Vec::new()));
+            return Ok(Ok(BatchDone::default()));
         };
         if self.guest.is_none() {
             self.start()?;
@@ -198,8 +231,8 @@ impl GuestRunner {
         };
         let spec = &self.spec;
         let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
-        // No scope: there is no state (see the module comment).
-        let mut result = guest.process("", streams, batch, &mut StateWrites::new());
+        let scope = spec.scope(last.event.partition);
+        let mut result = guest.process(&scope, streams, batch, pending);
         if let Ok(done) = &result {
             if let Err(failure) = check_rejections(spec, done) {
                 result = Err(CallError::Failed(failure));
@@ -234,6 +267,9 @@ impl GuestRunner {
                 BatchOutput { output, record }
             })
             .collect();
-        Ok(Ok(outputs))
+        Ok(Ok(BatchDone {
+            outputs,
+            writes: done.writes,
+        }))
     }
 }

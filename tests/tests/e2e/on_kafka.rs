@@ -218,6 +218,11 @@ batch_size = {batch}
 }
 
 fn leat_run(file: &str, bootstrap: &str, extra: &[&str]) -> Command {
+    leat_run_as(file, bootstrap, "test", extra)
+}
+
+/// [`leat_run`] as Leat host `host` (`--kafka-host-id`).
+fn leat_run_as(file: &str, bootstrap: &str, host: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(leat_bin());
     command
         .args([
@@ -226,9 +231,14 @@ fn leat_run(file: &str, bootstrap: &str, extra: &[&str]) -> Command {
             "--kafka-bootstrap",
             bootstrap,
             "--kafka-host-id",
-            "test",
+            host,
         ])
         .args(extra)
+        // The state caches go to the data directory: the test's, beside the file.
+        .env(
+            "LEAT_DATA_DIR",
+            Path::new(file).parent().unwrap().join("leat-data"),
+        )
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null());
     command
@@ -423,44 +433,413 @@ fn sigkilled_mid_stream_and_restarted_still_commits_each_result_exactly_once() {
     assert_exactly_once(&seen, &input, n);
 }
 
-#[test]
-fn a_processor_that_writes_state_is_refused_on_kafka_with_a_clear_error() {
-    let bootstrap = bootstrap();
-    let (input, group) = (unique("words"), unique("wc"));
-    create_topic(&bootstrap, &input, 1);
-    produce(&bootstrap, &input, 1);
-    let dir = tempfile::tempdir().unwrap();
+/// The words the word-count tests produce, each event one of them, keyed
+/// by it (so that each word is counted on one partition).
+const WORDS: [&str; 12] = [
+    "apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "iris", "juniper",
+    "kiwi", "lemon",
+];
+
+/// Writes events `from..to` (value and key `WORDS[i * 7 % 12]`, so that the
+/// words interleave) with a plain idempotent producer.
+fn produce_words(bootstrap: &str, topic: &str, from: usize, to: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for i in from..to {
+        let word = WORDS[i * 7 % WORDS.len()];
+        let mut record = BaseRecord::to(topic).key(word).payload(word);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(50));
+                    record = back;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Asserts that the word counts in `seen` are exactly once each: for every
+/// word produced `k` times among events `0..n`, the counts 1..=k, each once
+/// (one per input event), and nothing else.
+fn assert_counts_exactly_once(seen: &[Seen], n: usize) {
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..n {
+        *expected
+            .entry(WORDS[i * 7 % WORDS.len()].to_owned())
+            .or_default() += 1;
+    }
+    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for s in seen {
+        assert_eq!(s.key, s.key.to_lowercase(), "{s:?}");
+        let count: u64 = s.value.parse().unwrap_or_else(|_| panic!("{s:?}"));
+        counts.entry(s.key.clone()).or_default().push(count);
+    }
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "the words counted"
+    );
+    for (word, mut got) in counts {
+        got.sort_unstable();
+        let k = expected[&word];
+        let want: Vec<u64> = (1..=k).collect();
+        if got != want {
+            let mut dup = got.clone();
+            dup.dedup();
+            panic!(
+                "word {word:?} produced {k} times: {} count(s) emitted, {} distinct, last {:?} \
+                 (each of 1..={k} once expected)",
+                got.len(),
+                dup.len(),
+                got.last()
+            );
+        }
+    }
+    assert_eq!(seen.len(), n);
+}
+
+fn write_word_count(
+    dir: &Path,
+    input: &str,
+    output: &str,
+    processor: &str,
+    batch: usize,
+) -> String {
     let text = format!(
-        r#"name = "wc"
+        r#"name = "wc-on-kafka"
 
 [[streams]]
 name = "{input}"
-partitions = 1
+partitions = {PARTITIONS}
 
 [[streams]]
-name = "{group}-counts"
-partitions = 1
+name = "{output}"
+partitions = {PARTITIONS}
 
 [[processors]]
-name = "{group}"
+name = "{processor}"
 component = "{}"
 inputs = ["{input}"]
-outputs = ["{group}-counts"]
+outputs = ["{output}"]
+instances = 2
+batch_size = {batch}
 "#,
         guest("word-count").display()
     );
-    let file = dir.path().join("topology.toml");
+    let file = dir.join("topology.toml");
     std::fs::write(&file, text).unwrap();
-    let out = leat_run(file.to_str().unwrap(), &bootstrap, &["--once"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    file.to_str().unwrap().to_owned()
+}
+
+/// The restores a run's log (RUST_LOG=leat_on_kafka=info) reports.
+fn restores(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("state restored from the changelog"))
+        .collect()
+}
+
+#[test]
+fn word_count_on_kafka_keeps_its_counts_in_a_changelog_and_restores_them() {
+    let bootstrap = bootstrap();
+    let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_word_count(dir.path(), &input, &output, &group, 200);
+    create_topic(&bootstrap, &input, PARTITIONS);
+    let n = 3_000;
+    produce_words(&bootstrap, &input, 0, n);
+
+    let started = Instant::now();
+    let out = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr.contains("runs on Kafka, where Leat keeps no processor state yet")
-            && stderr.contains(&format!("{input}/0@0")),
-        "{stderr}"
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    // Nothing was committed: the event is still there for a run that can.
-    assert_eq!(committed_now(&bootstrap, &group, &input), 0);
+    assert!(
+        stdout.contains(&format!("created topic {group}-changelog")),
+        "{stdout}"
+    );
+    eprintln!(
+        "word-count --once on Kafka: {n} events in {:?}",
+        started.elapsed()
+    );
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
+
+    // More words, counted on top of the cached counts.
+    produce_words(&bootstrap, &input, n, 2 * n);
+    let out = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), 2 * n);
+
+    // More again, with an empty cache: the counts come back from the changelog.
+    produce_words(&bootstrap, &input, 2 * n, 3 * n);
+    let fresh = dir.path().join("fresh-state");
+    let started = Instant::now();
+    let out = leat_run(
+        &file,
+        &bootstrap,
+        &["--once", "--kafka-state-dir", fresh.to_str().unwrap()],
+    )
+    .env("RUST_LOG", "warn,leat_on_kafka=info")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let log = format!("{stdout}\n{stderr}");
+    let restored = restores(&log);
+    assert!(!restored.is_empty(), "no restore reported: {log}");
+    eprintln!(
+        "--once from an empty cache: {:?}, restores: {restored:#?}",
+        started.elapsed()
+    );
+    assert!(fresh.join(format!("{group}.redb")).exists());
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), 3 * n);
+
+    // The changelog: compacted, one record per word at most once compacted;
+    // read_committed, it holds every word's last count.
+    let changelog = read_committed(&bootstrap, &format!("{group}-changelog"));
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for c in changelog {
+        last.insert(c.key, c.value);
+    }
+    let mut expected: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..3 * n {
+        let w = WORDS[i * 7 % WORDS.len()].to_owned();
+        let c = expected
+            .get(&w)
+            .map_or(0, |c: &String| c.parse::<u64>().unwrap());
+        expected.insert(w, (c + 1).to_string());
+    }
+    assert_eq!(last, expected);
+}
+
+#[test]
+fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() {
+    let bootstrap = bootstrap();
+    // Enough for the 4 runs killed below to leave work for the last one
+    // (2,000 to 3,000 events a second here, in a debug build).
+    let n = 60_000;
+    let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_word_count(dir.path(), &input, &output, &group, 50);
+    create_topic(&bootstrap, &input, PARTITIONS);
+    produce_words(&bootstrap, &input, 0, n);
+
+    let log = |i: usize| std::fs::File::create(dir.path().join(format!("run-{i}.log"))).unwrap();
+    let state_dir = |fresh: bool, run: usize| {
+        let name = if fresh {
+            format!("fresh-{run}")
+        } else {
+            "state".into()
+        };
+        dir.path().join(name).to_str().unwrap().to_owned()
+    };
+    let mut kills = Vec::new();
+    let mut run = 0;
+    let started = Instant::now();
+    // Killed 4 times, a while after its partitions were assigned (not
+    // after progress seen in the committed offsets: while transactions
+    // keep committing, a read_committed offset fetch rarely finds them
+    // stable); the third restart starts from an empty cache (a restore of
+    // every count from the changelog), and the runs after it keep that one.
+    let mut current = state_dir(false, 0);
+    for (delay_ms, fresh) in [
+        (1_000u64, false),
+        (1_500, false),
+        (800, true),
+        (1_200, false),
+    ] {
+        run += 1;
+        if fresh {
+            current = state_dir(true, run);
+        }
+        let mut child = leat_run(&file, &bootstrap, &["--kafka-state-dir", &current])
+            .env("RUST_LOG", "warn,leat_on_kafka=info")
+            .stdout(log(run))
+            .stderr(log(run + 100))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let err_log = dir.path().join(format!("run-{}.log", run + 100));
+        while !std::fs::read_to_string(&err_log)
+            .unwrap_or_default()
+            .contains("kafka assigned partitions")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no assignment in 60 s (run {run})"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "leat run ended (run {run})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        kills.push(committed(&bootstrap, &group, &input));
+        kill(&mut child);
+    }
+    eprintln!(
+        "committed input offsets just before each SIGKILL (None: not stable then): {kills:?} of {n}"
+    );
+
+    run += 1;
+    let mut child = leat_run(&file, &bootstrap, &["--kafka-state-dir", &current])
+        .env("RUST_LOG", "warn,leat_on_kafka=info")
+        .stdout(log(run))
+        .stderr(log(run + 100))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let log_file = dir.path().join(format!("run-{run}.log"));
+    while !std::fs::read_to_string(&log_file)
+        .unwrap_or_default()
+        .contains("running topology")
+    {
+        assert!(Instant::now() < deadline, "the last leat run did not start");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the last leat run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while committed(&bootstrap, &group, &input).is_none_or(|c| (c as usize) < n) {
+        assert!(
+            Instant::now() < deadline,
+            "not done 240 s after the last restart"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the last leat run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the last run: {status}");
+    eprintln!(
+        "{n} events, {} SIGKILLs, done in {:?}",
+        kills.len(),
+        started.elapsed()
+    );
+    // The kills came mid-stream: the last run still had events to count.
+    let last = std::fs::read_to_string(&log_file).unwrap();
+    assert!(
+        last.lines()
+            .any(|l| l.starts_with("processor ") && !l.contains(": 0 event(s) in")),
+        "the last run counted nothing: the kills came after the end ({last})"
+    );
+    // The run with an empty cache restored counts from the changelog.
+    let fresh_log = std::fs::read_to_string(dir.path().join("run-103.log")).unwrap();
+    assert!(
+        restores(&fresh_log)
+            .iter()
+            .any(|l| !l.contains("records=0")),
+        "the run with an empty cache restored nothing: {fresh_log}"
+    );
+    for r in 1..=run {
+        let text = std::fs::read_to_string(dir.path().join(format!("run-{}.log", r + 100)))
+            .unwrap_or_default();
+        eprintln!("run {r}: {:#?}", restores(&text));
+    }
+
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
+}
+
+#[test]
+fn two_hosts_share_word_count_and_one_is_sigkilled_each_count_exactly_once() {
+    let bootstrap = bootstrap();
+    let n = 60_000;
+    let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_word_count(dir.path(), &input, &output, &group, 50);
+    // One instance per host: each host gets 2 of the 4 partitions.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("instances = 2", "instances = 1");
+    std::fs::write(&file, text).unwrap();
+    create_topic(&bootstrap, &input, PARTITIONS);
+    produce_words(&bootstrap, &input, 0, n);
+
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let started = Instant::now();
+    let spawn = |host: &str| {
+        leat_run_as(&file, &bootstrap, host, &[])
+            .env("RUST_LOG", "warn,leat_on_kafka=info")
+            .stdout(log(&format!("{host}.out")))
+            .stderr(log(&format!("{host}.err")))
+            .spawn()
+            .unwrap()
+    };
+    let mut a = spawn("host-a");
+    let mut b = spawn("host-b");
+    // Both hosts own partitions before the kill: each has restored (or
+    // found empty) the state of its own.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let owns = |host: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{host}.err")))
+            .unwrap_or_default()
+            .contains("kafka assigned partitions")
+    };
+    while !(owns("host-a") && owns("host-b")) {
+        assert!(Instant::now() < deadline, "not both assigned in 120 s");
+        assert!(a.try_wait().unwrap().is_none(), "host-a ended");
+        assert!(b.try_wait().unwrap().is_none(), "host-b ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A while of shared work (the committed offsets are rarely stable
+    // while transactions commit: not a progress signal to wait on).
+    std::thread::sleep(Duration::from_millis(1_500));
+    let at_kill = committed(&bootstrap, &group, &input);
+    kill(&mut b);
+    eprintln!("host-b SIGKILLed at {at_kill:?} of {n} input offsets committed (None: not stable)");
+
+    // Host a takes host b's partitions once the group gives up on b (its
+    // session timeout) and b's open transaction is aborted (its timeout),
+    // restores their counts from the changelog and finishes.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while committed(&bootstrap, &group, &input).is_none_or(|c| (c as usize) < n) {
+        assert!(Instant::now() < deadline, "not done 300 s after the kill");
+        assert!(a.try_wait().unwrap().is_none(), "host-a ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = a.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = a.wait().unwrap();
+    assert!(status.success(), "host-a: {status}");
+    let a_log = std::fs::read_to_string(dir.path().join("host-a.err")).unwrap();
+    eprintln!(
+        "{n} events on 2 hosts, one SIGKILLed, done in {:?}; host-a's restores: {:#?}",
+        started.elapsed(),
+        restores(&a_log)
+    );
+    // Host a took over partitions host b had counted on: their counts
+    // came from the changelog.
+    assert!(
+        restores(&a_log).iter().any(|l| !l.contains("records=0")),
+        "host-a restored nothing: {a_log}"
+    );
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
 }

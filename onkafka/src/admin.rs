@@ -6,7 +6,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::error::{Error, Result};
 use crate::KafkaOptions;
@@ -65,11 +65,19 @@ pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec
         new_topics.push(topic);
     }
     let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let started = std::time::Instant::now();
     let results =
         futures_executor::block_on(admin.create_topics(&new_topics, &opts)).map_err(|source| {
-            Error::Client {
-                what: "create topics".into(),
-                source,
+            // (`rdkafka_error_code` is None for admin errors: match the variant.)
+            match source {
+                KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut) => Error::Unreachable {
+                    bootstrap: options.bootstrap.clone(),
+                    after: started.elapsed(),
+                },
+                _ => Error::Client {
+                    what: "create topics".into(),
+                    source,
+                },
             }
         })?;
     topics

@@ -5,13 +5,28 @@
 #[non_exhaustive]
 pub enum Error {
     /// A Kafka client could not be created or configured.
-    #[error("kafka client ({what}): {source}")]
+    // The cause is the source, not part of this text: error reports that
+    // print the chain (anyhow's `{:#}`) would say it twice.
+    #[error("kafka client ({what})")]
     Client {
         /// Which client or call.
         what: String,
         /// What librdkafka said.
         #[source]
         source: rdkafka::error::KafkaError,
+    },
+    /// No broker of the cluster answered in time.
+    #[error(
+        "no Kafka broker answered at {bootstrap} within {} s: is the cluster running and \
+         reachable from here? (to try Leat on Kafka: `bash scripts/kafka-broker.sh start` \
+         starts one and prints its address)",
+        after.as_secs()
+    )]
+    Unreachable {
+        /// The bootstrap servers tried.
+        bootstrap: String,
+        /// How long it waited for an answer.
+        after: std::time::Duration,
     },
     /// A topic could not be created or described.
     #[error("topic `{topic}`: {reason}")]

@@ -126,6 +126,7 @@ pub use crate::stream::{
     validate_name, CleanupPolicy, PartitionInfo, StreamConfig, StreamInfo, DEFAULT_MAX_EVENT_BYTES,
     MAX_NAME_LEN,
 };
+pub use crate::tables::scoped_range;
 pub use crate::transaction::{Receipt, Transaction};
 pub use bytes::Bytes;
 

@@ -63,3 +63,35 @@ pub(crate) const TIME_INDEX_EVERY: u32 = 32;
 
 /// `META["format"]` of a log whose appends write only their batches.
 pub(crate) const FORMAT: u64 = 2;
+
+/// State entries: (key, value) pairs in key order.
+pub type StateEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The entries of `scope` in a state table keyed by (scope, key): from
+/// `start` up to `end` (excluded), at most `limit`, in key order. The
+/// broker's state and the processors' state caches on Kafka
+/// (leat-on-kafka) share this layout and this read.
+pub fn scoped_range<T>(
+    table: &T,
+    scope: &str,
+    start: &[u8],
+    end: Option<&[u8]>,
+    limit: usize,
+) -> std::result::Result<StateEntries, redb::StorageError>
+where
+    T: redb::ReadableTable<(&'static str, &'static [u8]), &'static [u8]>,
+{
+    let mut out = Vec::new();
+    for row in table.range((scope, start)..)? {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, value) = row?;
+        let (s, k) = key.value();
+        if s != scope || end.is_some_and(|end| k >= end) {
+            break;
+        }
+        out.push((k.to_vec(), value.value().to_vec()));
+    }
+    Ok(out)
+}

@@ -151,18 +151,8 @@ impl StateStore for StateCache {
     ) -> std::result::Result<StateEntries, StateError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(STATE)?;
-        let mut out = Vec::new();
-        for row in table.range((scope, start)..)? {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, value) = row?;
-            let (s, k) = key.value();
-            if s != scope || end.is_some_and(|end| k >= end) {
-                break;
-            }
-            out.push((k.to_vec(), value.value().to_vec()));
-        }
-        Ok(out)
+        Ok(leat_runtime::broker::scoped_range(
+            &table, scope, start, end, limit,
+        )?)
     }
 }

@@ -312,6 +312,63 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
     )
 }
 
+/// Waits until `log` holds `line`, failing if `child` ends first or at `deadline`.
+fn wait_for_line(child: &mut Child, log: &Path, line: &str, deadline: Instant) {
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(line)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no `{line}` in {}",
+            log.display()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "leat run ended before `{line}` ({})",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lets the last `leat run` (stdout in `log`) commit all `n` input events,
+/// then stops it with SIGTERM; its output. Within 240 s.
+fn run_to_the_end(
+    mut child: Child,
+    log: &Path,
+    bootstrap: &str,
+    group: &str,
+    input: &str,
+    n: usize,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    // Running (its SIGTERM handler set) before anything else: the runs
+    // before may have committed everything already.
+    wait_for_line(&mut child, log, "running topology", deadline);
+    while committed(bootstrap, group, input).is_none_or(|c| (c as usize) < n) {
+        assert!(
+            Instant::now() < deadline,
+            "not done 240 s after the last restart"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the last leat run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    let stdout = std::fs::read_to_string(log).unwrap();
+    assert!(status.success(), "the last run: {status}: {stdout}");
+    stdout
+}
+
 fn kill(child: &mut Child) {
     // SIGKILL: no chance to finish a transaction or leave the group.
     child.kill().unwrap();
@@ -348,22 +405,9 @@ fn sigkilled_mid_stream_and_restarted_still_commits_each_result_exactly_once() {
             .stderr(log(run + 100))
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
         let err_log = dir.path().join(format!("run-{}.log", run + 100));
-        while !std::fs::read_to_string(&err_log)
-            .unwrap_or_default()
-            .contains("kafka assigned partitions")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no assignment in 60 s (run {run})"
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "leat run ended (run {run})"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        wait_for_line(&mut child, &err_log, "kafka assigned partitions", deadline);
         std::thread::sleep(Duration::from_millis(delay_ms));
         kills.push(committed(&bootstrap, &group, &input));
         kill(&mut child);
@@ -374,46 +418,13 @@ fn sigkilled_mid_stream_and_restarted_still_commits_each_result_exactly_once() {
 
     // The last run goes to the end and is stopped with SIGTERM.
     run += 1;
-    let mut child = leat_run(&file, &bootstrap, &[])
+    let child = leat_run(&file, &bootstrap, &[])
         .stdout(log(run))
         .stderr(log(run + 100))
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    // Running (its SIGTERM handler set) before anything else: the runs
-    // before may have committed everything already.
     let log_file = dir.path().join(format!("run-{run}.log"));
-    while !std::fs::read_to_string(&log_file)
-        .unwrap_or_default()
-        .contains("running topology")
-    {
-        assert!(Instant::now() < deadline, "the last leat run did not start");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the last leat run ended early"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    while committed(&bootstrap, &group, &input).is_none_or(|c| (c as usize) < n) {
-        assert!(
-            Instant::now() < deadline,
-            "not done 240 s after the last restart"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the last leat run ended early"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.wait().unwrap();
-    let stdout = std::fs::read_to_string(&log_file).unwrap();
-    assert!(status.success(), "the last run: {status}: {stdout}");
+    let stdout = run_to_the_end(child, &log_file, &bootstrap, &group, &input, n);
     eprintln!(
         "{n} events, {} SIGKILLs, done in {:?}",
         kills.len(),
@@ -671,22 +682,9 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
             .stderr(log(run + 100))
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
         let err_log = dir.path().join(format!("run-{}.log", run + 100));
-        while !std::fs::read_to_string(&err_log)
-            .unwrap_or_default()
-            .contains("kafka assigned partitions")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no assignment in 60 s (run {run})"
-            );
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "leat run ended (run {run})"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        wait_for_line(&mut child, &err_log, "kafka assigned partitions", deadline);
         std::thread::sleep(Duration::from_millis(delay_ms));
         kills.push(committed(&bootstrap, &group, &input));
         kill(&mut child);
@@ -696,51 +694,21 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
     );
 
     run += 1;
-    let mut child = leat_run(&file, &bootstrap, &["--kafka-state-dir", &current])
+    let child = leat_run(&file, &bootstrap, &["--kafka-state-dir", &current])
         .env("RUST_LOG", "warn,leat_on_kafka=info")
         .stdout(log(run))
         .stderr(log(run + 100))
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
     let log_file = dir.path().join(format!("run-{run}.log"));
-    while !std::fs::read_to_string(&log_file)
-        .unwrap_or_default()
-        .contains("running topology")
-    {
-        assert!(Instant::now() < deadline, "the last leat run did not start");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the last leat run ended early"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    while committed(&bootstrap, &group, &input).is_none_or(|c| (c as usize) < n) {
-        assert!(
-            Instant::now() < deadline,
-            "not done 240 s after the last restart"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the last leat run ended early"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "the last run: {status}");
+    let stdout = run_to_the_end(child, &log_file, &bootstrap, &group, &input, n);
     eprintln!(
         "{n} events, {} SIGKILLs, done in {:?}",
         kills.len(),
         started.elapsed()
     );
     // The kills came mid-stream: the last run still had events to count.
-    let last = std::fs::read_to_string(&log_file).unwrap();
+    let last = stdout;
     assert!(
         last.lines()
             .any(|l| l.starts_with("processor ") && !l.contains(": 0 event(s) in")),

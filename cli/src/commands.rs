@@ -690,7 +690,7 @@ fn print_processor(p: &api::ProcessorView) {
     }
 }
 
-fn print_positions(positions: &[api::PositionView]) {
+pub(crate) fn print_positions(positions: &[api::PositionView]) {
     for pos in positions {
         println!(
             "  {}/{}: committed {}, lag {}",

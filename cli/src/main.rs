@@ -129,7 +129,14 @@ enum Command {
     #[command(subcommand)]
     Processor(commands::ProcessorCommand),
     /// Show each processor's instances, partitions, offsets, lag, rate and errors.
-    Status,
+    Status {
+        /// Ask this Apache Kafka cluster (`HOST:PORT[,...]`) instead: each
+        /// processor's consumer group, which host owns which partitions,
+        /// its committed offsets and lag (processors run by `leat run
+        /// --kafka-bootstrap`).
+        #[arg(long, value_name = "HOST:PORT[,...]", env = "LEAT_KAFKA_BOOTSTRAP")]
+        kafka_bootstrap: Option<serve::Bootstrap>,
+    },
     /// Apply or show a business topology (`topology.toml`).
     #[command(subcommand)]
     Topology(topology_cmd::TopologyCommand),
@@ -209,7 +216,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Queue(cmd) => queue_cmd::queue(&*backend()?, cmd),
         Command::Deploy(args) => commands::deploy(&*backend()?, args),
         Command::Processor(cmd) => commands::processor(&*backend()?, cmd),
-        Command::Status => commands::status(&*backend()?),
+        Command::Status {
+            kafka_bootstrap: Some(bootstrap),
+        } => on_kafka::status(&bootstrap),
+        Command::Status { .. } => commands::status(&*backend()?),
         Command::Topology(cmd) => topology_cmd::topology(&*backend()?, cmd),
         Command::State(cmd) => state_cmd::state(&*backend()?, cmd),
     }

@@ -7,14 +7,18 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use leat_broker::CleanupPolicy;
+use leat_control::Log;
 use leat_on_kafka::{
-    changelog_topic, ensure_topics, run_processor, topic_partitions, KafkaOptions, TopicChange,
-    TopicSpec,
+    changelog_topic, cluster_status, ensure_topics, run_processor, topic_partitions, KafkaOptions,
+    Observer, Restoring, TopicChange, TopicSpec,
 };
+use leat_runtime::schema::Registry;
 use leat_runtime::topology::Topology;
 use leat_runtime::{Engine, EngineConfig, ErrorPolicy, RunMode};
 
-use crate::topology_cmd::{deploy_of, RunArgs};
+use crate::progress::{Bars, Progress};
+use crate::serve::Bootstrap;
+use crate::topology_cmd::{deploy_of, set_schemas, RunArgs};
 
 pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
     let Some(bootstrap) = args.kafka_bootstrap.clone() else {
@@ -35,6 +39,20 @@ pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
     );
     if args.kafka_replication == 0 {
         bail!("--kafka-replication must be at least 1");
+    }
+    options.observer = Some(Arc::new(RestoreBars::default()));
+    // The file's schemas: kept in the data directory's registry (Kafka has
+    // none of Leat's), registered where they changed, and checked against
+    // the outputs. The log is opened only then: hosts without schemas may
+    // share a data directory.
+    let declares_schemas =
+        (topology.streams.iter()).any(|s| s.schema.is_some() || s.key_schema.is_some());
+    if declares_schemas {
+        let broker = crate::backend::open_broker(data_dir)?;
+        let registry = Registry::open(&broker).context("opening the schema registry")?;
+        let log = Log::new(broker, registry.clone());
+        set_schemas(&topology, &|stream, req| Ok(log.set_schema(stream, req)?))?;
+        options.schemas = Some(registry);
     }
 
     let engine =
@@ -174,8 +192,13 @@ pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
     for (name, thread) in running {
         match thread.join() {
             Ok(Ok(report)) => println!(
-                "processor {name}: {} event(s) in, {} event(s) out, {} transaction(s), {} aborted",
-                report.events_in, report.events_out, report.transactions, report.aborted
+                "processor {name}: {} event(s) in, {} event(s) out, {} transaction(s), {} aborted, \
+                 {} state record(s) restored",
+                report.events_in,
+                report.events_out,
+                report.transactions,
+                report.aborted,
+                report.restored
             ),
             Ok(Err(e)) => {
                 // One processor failing stops the topology.
@@ -220,4 +243,74 @@ fn topic_config(cleanup: &CleanupPolicy) -> Vec<(String, String)> {
             set("delete.retention.ms", tombstone_grace_ms.to_string()),
         ],
     }
+}
+
+/// The restores' progress bars (on standard error, when a terminal).
+#[derive(Debug, Default)]
+struct RestoreBars(Bars);
+
+impl Observer for RestoreBars {
+    fn restoring(
+        &self,
+        processor: &str,
+        instance: u32,
+        partitions: &[u32],
+        offsets: u64,
+    ) -> Box<dyn Restoring> {
+        let label = format!("{processor}/{instance}: restoring the state of {partitions:?}");
+        Box::new(self.0.add(label, offsets))
+    }
+}
+
+impl Restoring for Progress {
+    fn advance(&self, offsets: u64) {
+        self.inc(offsets);
+    }
+}
+
+/// `leat status --kafka-bootstrap`: each consumer group on the cluster,
+/// its members (a processor's instances, on their hosts) with their
+/// partitions, its committed offsets and lag.
+pub fn status(bootstrap: &Bootstrap) -> Result<()> {
+    let options = KafkaOptions::new(bootstrap.to_string());
+    let status = cluster_status(&options)?;
+    println!(
+        "Kafka cluster {bootstrap}: {} topic(s), {} consumer group(s)",
+        status.topics.len(),
+        status.groups.len()
+    );
+    for g in &status.groups {
+        let lag: u64 = g.positions.iter().map(|p| p.lag).sum();
+        println!(
+            "group {} ({}, {} member(s)), lag {lag}",
+            g.name,
+            g.state,
+            g.members.len()
+        );
+        for m in &g.members {
+            let owned: Vec<String> = m
+                .partitions
+                .iter()
+                .map(|(topic, p)| format!("{topic}/{p}"))
+                .collect();
+            println!(
+                "  member {} at {}: partitions [{}]",
+                m.client_id,
+                m.address,
+                owned.join(", ")
+            );
+        }
+        let positions: Vec<leat_api::PositionView> = g
+            .positions
+            .iter()
+            .map(|p| leat_api::PositionView {
+                stream: p.topic.clone(),
+                partition: p.partition,
+                committed: p.committed,
+                lag: p.lag,
+            })
+            .collect();
+        crate::commands::print_positions(&positions);
+    }
+    Ok(())
 }

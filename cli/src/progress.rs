@@ -5,7 +5,7 @@
 
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressFinish, ProgressStyle};
 
 /// A progress bar: `label [=====>      ] done/total  42%  1234/s`.
 pub struct Progress(ProgressBar);
@@ -29,16 +29,7 @@ impl Progress {
         }
         // `ProgressBar::new` draws on standard error, and not at all when
         // it is not a terminal.
-        let style =
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {percent:>3}% {per_sec:.0}")
-                .map(|s| s.progress_chars("=> "))
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
-        Progress(
-            ProgressBar::new(total)
-                .with_style(style)
-                .with_message(label.into())
-                .with_finish(ProgressFinish::AndClear),
-        )
+        Progress(bar(label.into(), total))
     }
 
     /// Moves the bar to `done` units.
@@ -54,5 +45,30 @@ impl Progress {
     /// Erases the bar, so that the next line prints cleanly.
     pub fn clear(&self) {
         self.0.finish_and_clear();
+    }
+}
+
+/// A bar of `total` units: `label [=====>      ] done/total  42%  1234/s`.
+fn bar(label: String, total: u64) -> ProgressBar {
+    let style =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {percent:>3}% {per_sec:.0}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(total)
+        .with_style(style)
+        .with_message(label)
+        .with_finish(ProgressFinish::AndClear)
+}
+
+/// Bars drawn together, a line each, on standard error when it is a
+/// terminal: work that runs side by side (the restores of several
+/// instances).
+#[derive(Debug, Default)]
+pub struct Bars(MultiProgress);
+
+impl Bars {
+    /// A new bar for `total` units, drawn below the others until dropped.
+    pub fn add(&self, label: impl Into<String>, total: u64) -> Progress {
+        Progress(self.0.add(bar(label.into(), total)))
     }
 }

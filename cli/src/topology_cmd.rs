@@ -153,7 +153,7 @@ pub(crate) fn deploy_of(
 
 /// Registers the schema files the topology's streams name, where they
 /// differ from the streams' latest versions; `set` is the backend's.
-fn set_schemas(
+pub(crate) fn set_schemas(
     topology: &Topology,
     set: &dyn Fn(&str, api::SetSchema) -> Result<api::SchemaSet>,
 ) -> Result<()> {

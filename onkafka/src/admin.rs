@@ -34,20 +34,56 @@ pub enum TopicChange {
 }
 
 /// How long an admin call may take.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Creates the topics that do not exist yet; blocks the calling thread.
-pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec<TopicChange>> {
+/// A client's configuration: the bootstrap servers, then Leat's `settings`,
+/// then the user's (`KafkaOptions::client_settings`), which win.
+pub(crate) fn client_config(options: &KafkaOptions, settings: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &options.bootstrap);
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
     for (k, v) in &options.client_settings {
         config.set(k, v);
     }
+    config
+}
+
+/// A failed call as the crate's error: [`Error::Unreachable`] when no
+/// broker answered (librdkafka says so as a timeout or a transport
+/// failure), else the client's error for `what`.
+pub(crate) fn unreachable_or(
+    options: &KafkaOptions,
+    source: KafkaError,
+    what: &str,
+    started: std::time::Instant,
+) -> Error {
+    let timed_out = matches!(
+        source.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::BrokerTransportFailure)
+    );
+    if timed_out {
+        return Error::Unreachable {
+            bootstrap: options.bootstrap.clone(),
+            after: started.elapsed(),
+        };
+    }
+    Error::Client {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// Creates the topics that do not exist yet; blocks the calling thread.
+pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec<TopicChange>> {
     let admin: AdminClient<DefaultClientContext> =
-        config.create().map_err(|source| Error::Client {
-            what: "admin client".into(),
-            source,
-        })?;
+        client_config(options, &[])
+            .create()
+            .map_err(|source| Error::Client {
+                what: "admin client".into(),
+                source,
+            })?;
     let mut new_topics = Vec::with_capacity(topics.len());
     for t in topics {
         let partitions = i32::try_from(t.partitions).map_err(|_| Error::Topic {
@@ -96,15 +132,13 @@ pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec
 
 /// The partition count of `topic`, or `None` if it does not exist.
 pub fn topic_partitions(options: &KafkaOptions, topic: &str) -> Result<Option<u32>> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &options.bootstrap);
-    for (k, v) in &options.client_settings {
-        config.set(k, v);
-    }
-    let client: BaseConsumer = config.create().map_err(|source| Error::Client {
-        what: "metadata client".into(),
-        source,
-    })?;
+    let client: BaseConsumer =
+        client_config(options, &[])
+            .create()
+            .map_err(|source| Error::Client {
+                what: "metadata client".into(),
+                source,
+            })?;
     let metadata = client
         .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
         .map_err(|source| Error::Client {

@@ -24,12 +24,16 @@
 //! (read_committed, to its end) when a partition is assigned, before the
 //! guest's `on-assigned` and the partition's first batch.
 //!
-//! Not yet: queue mode, schema checks of outputs.
+//! Schemas: with [`KafkaOptions::schemas`], outputs are checked against
+//! their topics' schemas before they are sent, as on the embedded log.
+//!
+//! Not yet: queue mode.
 
 #![deny(missing_docs)]
 
 mod admin;
 mod cache;
+mod cluster;
 mod error;
 mod worker;
 
@@ -39,10 +43,13 @@ use std::sync::Arc;
 use leat_runtime::{Engine, ProcessorCode, ProcessorSpec, RunMode};
 
 pub use crate::admin::{ensure_topics, topic_partitions, TopicChange, TopicSpec};
+pub use crate::cluster::{
+    cluster_status, ClusterStatus, GroupPosition, GroupStatus, MemberStatus, TopicStatus,
+};
 pub use crate::error::{Error, Result};
 
 /// Where and as whom to run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KafkaOptions {
     /// `bootstrap.servers`: `HOST:PORT[,...]`.
     pub bootstrap: String,
@@ -59,6 +66,47 @@ pub struct KafkaOptions {
     /// Where the processors' local state caches live (one redb file per
     /// processor); `None`: no state, a state import fails the batch.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Told of the instances' long steps (restores), e.g. to draw their
+    /// progress; `None`: nobody is told.
+    pub observer: Option<Arc<dyn Observer>>,
+    /// The streams' schemas: each output is checked against its topic's
+    /// and stamped with the versions, and one that does not match fails
+    /// its batch (the error policy applies), as on the embedded log.
+    /// `None`: outputs are not checked.
+    pub schemas: Option<leat_runtime::schema::Registry>,
+}
+
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaOptions")
+            .field("bootstrap", &self.bootstrap)
+            .field("host", &self.host)
+            .field("state_dir", &self.state_dir)
+            .field("schemas", &self.schemas.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Told of what the instances do that takes a while, from their threads.
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// `instance` of `processor` starts restoring the state of `partitions`
+    /// from the changelog: `offsets` changelog offsets to read (an upper
+    /// bound of the records: compaction and transaction markers leave
+    /// offsets without one). The restore is over when the returned value
+    /// is dropped.
+    fn restoring(
+        &self,
+        processor: &str,
+        instance: u32,
+        partitions: &[u32],
+        offsets: u64,
+    ) -> Box<dyn Restoring>;
+}
+
+/// A restore under way (see [`Observer::restoring`]).
+pub trait Restoring {
+    /// `offsets` more changelog offsets were read.
+    fn advance(&self, offsets: u64);
 }
 
 /// The compacted topic that holds `processor`'s state changes: as many
@@ -75,6 +123,8 @@ impl KafkaOptions {
             host: default_host(),
             client_settings: Vec::new(),
             state_dir: None,
+            observer: None,
+            schemas: None,
         }
     }
 }

@@ -91,6 +91,9 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
         setup.code.clone(),
         state,
     )?;
+    if let Some(schemas) = &setup.options.schemas {
+        runner.check_outputs(schemas.clone());
+    }
     let mut reconnects = 0;
     loop {
         if setup.stop.load(Ordering::Acquire) {
@@ -190,6 +193,18 @@ impl ProducerContext for Delivered {
 /// Changelog records read by a restore and not applied yet: key, value
 /// (`None`: a tombstone) and offset.
 type Restored = Vec<(Vec<u8>, Option<Vec<u8>>, i64)>;
+
+/// A changelog partition being restored.
+struct Reading {
+    /// Its state scope in the cache.
+    scope: String,
+    /// Its records read and not applied yet.
+    records: Restored,
+    /// The offset after the last one read.
+    next: u64,
+    /// Where the restore ends: the changelog's last stable offset.
+    end: u64,
+}
 
 /// An output on its way: the index of its topic in `Worker::topics`.
 struct Out {
@@ -639,13 +654,31 @@ impl<'a> Worker<'a> {
             }
             if start < high {
                 from.add_partition_offset(&self.changelog, p, Offset::Offset(start as i64))?;
-                reading.insert(p, (scope, Vec::new()));
+                let records = Vec::new();
+                reading.insert(
+                    p,
+                    Reading {
+                        scope,
+                        records,
+                        next: start,
+                        end: high,
+                    },
+                );
             }
         }
         let mut restored = 0u64;
+        let mut progress = None;
         if !reading.is_empty() {
             reader.assign(&from)?;
+            let total: u64 = reading.values().map(|r| r.end - r.next).sum();
+            progress = (options.observer.as_ref())
+                .map(|o| o.restoring(&spec.name, self.setup.instance, partitions, total));
         }
+        let advance = |n: u64| {
+            if let (Some(p), true) = (&progress, n > 0) {
+                p.advance(n);
+            }
+        };
         // Applied in chunks, each with the offset after it.
         const CHUNK: usize = 10_000;
         let flush = |scope: &str, records: &mut Restored| {
@@ -668,21 +701,28 @@ impl<'a> Worker<'a> {
             match reader.poll(POLL_WAIT) {
                 None => {}
                 Some(Ok(m)) => {
-                    let Some((scope, records)) = reading.get_mut(&m.partition()) else {
+                    let Some(r) = reading.get_mut(&m.partition()) else {
                         continue;
                     };
+                    let offset = m.offset().max(0) as u64;
+                    advance((offset + 1).saturating_sub(r.next));
+                    r.next = offset + 1;
                     // A record without a key is none of Leat's: skipped.
                     if let Some(key) = m.key() {
-                        records.push((key.to_vec(), m.payload().map(<[u8]>::to_vec), m.offset()));
+                        r.records
+                            .push((key.to_vec(), m.payload().map(<[u8]>::to_vec), m.offset()));
                         restored += 1;
-                        if records.len() >= CHUNK {
-                            flush(scope, records)?;
+                        if r.records.len() >= CHUNK {
+                            flush(&r.scope, &mut r.records)?;
                         }
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    if let Some((scope, records)) = reading.get_mut(&p) {
-                        flush(scope, records)?;
+                    if let Some(r) = reading.get_mut(&p) {
+                        // Transaction markers and compacted records are
+                        // offsets without a record.
+                        advance(r.end.saturating_sub(r.next));
+                        flush(&r.scope, &mut r.records)?;
                         open -= 1;
                         reading.remove(&p);
                     }

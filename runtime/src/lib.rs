@@ -63,3 +63,4 @@ pub use crate::status::{
 pub use crate::worker::RunMode;
 pub use leat_broker as broker;
 pub use leat_calls as calls;
+pub use leat_schema as schema;

@@ -8,8 +8,12 @@
 //! writes, then the `pending` writes of the calls before it that will
 //! commit with it, then the store, as on the embedded log. The batch's
 //! writes are handed back beside its outputs, for the caller to commit with
-//! them. Without a store, a state import fails the batch, saying so. No
-//! schema checks (the schema registry lives in the embedded log).
+//! them. Without a store, a state import fails the batch, saying so.
+//!
+//! Schemas: given a registry ([`GuestRunner::check_outputs`]), outputs are
+//! checked against their streams' schemas and stamped with the versions,
+//! and one that does not match fails its batch, as on the embedded log.
+//! Without one, nothing is checked.
 
 use std::sync::Arc;
 
@@ -23,7 +27,8 @@ use crate::outbound::Calls;
 use crate::provenance::Provenance;
 use crate::spec::{ProcessorMode, ProcessorSpec};
 use crate::state::StateStore;
-use crate::worker::{check_rejections, to_record};
+use crate::worker::{check_rejections, check_schemas, to_record};
+use leat_schema::Registry;
 
 /// An output of a batch, ready to be written: its declared output and the
 /// record, with the provenance headers and its cause's timestamp.
@@ -67,6 +72,8 @@ pub struct GuestRunner {
     calls: Option<Arc<Calls>>,
     /// Where the guest's committed state is read; `None`: no state.
     state: Option<Arc<dyn StateStore>>,
+    /// The outputs' schemas; `None`: not checked.
+    schemas: Option<Registry>,
     /// `None` after a trap, until the next call starts a fresh one.
     guest: Option<Instance>,
     /// The partitions the guest was last told it owns, told again to a
@@ -116,6 +123,7 @@ impl GuestRunner {
         let mut runner = GuestRunner {
             calls: Calls::new(&spec.calls, spec.call_limits),
             state,
+            schemas: None,
             provenance: Provenance::new(&spec),
             spec,
             engine,
@@ -125,6 +133,13 @@ impl GuestRunner {
         };
         runner.start()?;
         Ok(runner)
+    }
+
+    /// Checks the outputs of every batch from now on against their
+    /// streams' schemas in `schemas` (stamping them with the versions): an
+    /// output that does not match fails its batch, blaming its cause.
+    pub fn check_outputs(&mut self, schemas: Registry) {
+        self.schemas = Some(schemas);
     }
 
     /// The processor's deployment.
@@ -233,8 +248,12 @@ impl GuestRunner {
         let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
         let scope = spec.scope(last.event.partition);
         let mut result = guest.process(&scope, streams, batch, pending);
-        if let Ok(done) = &result {
-            if let Err(failure) = check_rejections(spec, done) {
+        if let Ok(done) = &mut result {
+            let checked = check_rejections(spec, done).and_then(|()| match &self.schemas {
+                Some(schemas) => check_schemas(spec, schemas, done),
+                None => Ok(()),
+            });
+            if let Err(failure) = checked {
                 result = Err(CallError::Failed(failure));
             }
         }

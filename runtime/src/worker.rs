@@ -21,7 +21,7 @@ use crate::provenance::Provenance;
 use crate::shared::Shared;
 use crate::spec::{ErrorPolicy, ProcessorMode, ProcessorSpec};
 use crate::status::StoppedPartition;
-use leat_schema::Door;
+use leat_schema::{Door, Registry};
 
 /// Whether a worker stops once it has caught up or waits for more events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -507,8 +507,8 @@ impl Worker {
         let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
         let mut result = guest.process(scope, streams, batch, pending);
         if let Ok(done) = &mut result {
-            if let Err(failure) =
-                check_rejections(spec, done).and_then(|()| check_schemas(&shared, done))
+            if let Err(failure) = check_rejections(spec, done)
+                .and_then(|()| check_schemas(spec, &shared.schemas, done))
             {
                 result = Err(CallError::Failed(failure));
             }
@@ -728,10 +728,13 @@ pub(crate) fn to_record(
 /// Checks a batch's outputs against their streams' schemas and stamps them
 /// with the schema versions. An output that does not match fails its batch,
 /// blaming its cause event, so that the error policy meets that event.
-fn check_schemas(shared: &Shared, result: &mut BatchResult) -> std::result::Result<(), Failure> {
-    let outputs = &shared.spec.outputs;
+pub(crate) fn check_schemas(
+    spec: &ProcessorSpec,
+    schemas: &Registry,
+    result: &mut BatchResult,
+) -> std::result::Result<(), Failure> {
     // One lookup per declared output per batch; `None` for most streams.
-    let checkers: Vec<_> = outputs.iter().map(|s| shared.schemas.checker(s)).collect();
+    let checkers: Vec<_> = spec.outputs.iter().map(|s| schemas.checker(s)).collect();
     if checkers.iter().all(Option::is_none) {
         return Ok(());
     }

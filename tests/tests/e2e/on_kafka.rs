@@ -57,18 +57,26 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// Writes `n` events (key `k<i>`, value `event-<i>`) with a plain
-/// (idempotent, not transactional) producer.
+/// Writes `n` events (key `k<i>`, value `event-<i>`).
 fn produce(bootstrap: &str, topic: &str, n: usize) {
+    let records = (0..n).map(|i| (format!("k{i}"), format!("event-{i}")));
+    produce_records(bootstrap, topic, records);
+}
+
+/// Writes `records` (key, value), in order, with a plain (idempotent, not
+/// transactional) producer, partitioned as a Java producer would.
+fn produce_records(
+    bootstrap: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = (String, String)>,
+) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    for i in 0..n {
-        let key = format!("k{i}");
-        let value = format!("event-{i}");
+    for (key, value) in records {
         let mut record = BaseRecord::to(topic).key(&key).payload(&value);
         loop {
             match producer.send(record) {
@@ -89,6 +97,9 @@ struct Seen {
     key: String,
     value: String,
     source: String,
+    /// Its other headers than the provenance ones (`leat.source`,
+    /// `leat.processor`).
+    headers: BTreeMap<String, String>,
 }
 
 /// Everything committed on `topic`, read with read_committed from the start
@@ -138,18 +149,17 @@ fn read_committed(bootstrap: &str, topic: &str) -> Vec<Seen> {
             let m = m.unwrap();
             let text =
                 |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
-            let source = m
-                .headers()
-                .and_then(|hs| {
-                    hs.iter()
-                        .find(|h| h.key == "leat.source")
-                        .map(|h| text(h.value))
-                })
-                .unwrap_or_default();
+            let mut headers: BTreeMap<String, String> = (m.headers().into_iter())
+                .flat_map(|hs| hs.iter())
+                .map(|h| (h.key.to_owned(), text(h.value)))
+                .collect();
+            let source = headers.remove("leat.source").unwrap_or_default();
+            headers.remove("leat.processor");
             seen.push(Seen {
                 key: text(m.key()),
                 value: text(m.payload()),
                 source,
+                headers,
             });
         }
     }
@@ -280,6 +290,201 @@ fn uppercase_on_kafka_commits_each_result_exactly_once() {
         String::from_utf8_lossy(&again.stderr)
     );
     assert_eq!(read_committed(&bootstrap, &output).len(), n);
+}
+
+#[test]
+fn outputs_on_kafka_are_checked_against_the_topology_s_schemas() {
+    let bootstrap = bootstrap();
+    let n = 1_000;
+    let (input, output, processor) = (unique("in"), unique("out"), unique("up"));
+    let dir = tempfile::tempdir().unwrap();
+    // uppercase turns `{"n":1}` into `{"N":1}`: the output's schema wants
+    // an integer `N`, so the inputs whose `n` is a string fail their batch
+    // and go to the error stream (on_error = "record").
+    std::fs::write(
+        dir.path().join("out.schema.json"),
+        r#"{"type":"object","properties":{"N":{"type":"integer"}},"required":["N"]}"#,
+    )
+    .unwrap();
+    let file = write_topology(dir.path(), &input, &output, &processor, 50);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let text = text
+        .replacen(
+            &format!("name = \"{output}\"\n"),
+            &format!("name = \"{output}\"\nschema = \"out.schema.json\"\n"),
+            1,
+        )
+        .replace("instances = 2\n", "instances = 2\non_error = \"record\"\n");
+    std::fs::write(&file, text).unwrap();
+    create_topic(&bootstrap, &input, PARTITIONS);
+    let bad = |i: usize| i % 100 == 7;
+    let values = (0..n).map(|i| {
+        let n = if bad(i) {
+            format!("\"x{i}\"")
+        } else {
+            i.to_string()
+        };
+        (format!("k{i}"), format!("{{\"n\":{n}}}"))
+    });
+    produce_records(&bootstrap, &input, values);
+
+    let out = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Registered in the data directory's registry, as version 1.
+    assert!(
+        stdout.contains(&format!("{output}-value: version 1")),
+        "{stdout}"
+    );
+
+    let seen = read_committed(&bootstrap, &output);
+    let mut good: Vec<usize> = seen
+        .iter()
+        .map(|s| {
+            assert_eq!(
+                s.headers.get("leat.schema-version").map(String::as_str),
+                Some("1"),
+                "{s:?}"
+            );
+            s.key[1..].parse().unwrap()
+        })
+        .collect();
+    good.sort();
+    let expected: Vec<usize> = (0..n).filter(|&i| !bad(i)).collect();
+    assert_eq!(good, expected, "each valid output once, no invalid one");
+
+    let errors = read_committed(&bootstrap, &format!("{processor}.errors"));
+    let mut failed: Vec<usize> = errors
+        .iter()
+        .map(|e| {
+            let why = e
+                .headers
+                .get("leat.error")
+                .map(String::as_str)
+                .unwrap_or_default();
+            assert!(
+                why.contains("does not match the stream's value schema"),
+                "{e:?}"
+            );
+            e.key[1..].parse().unwrap()
+        })
+        .collect();
+    failed.sort();
+    let expected: Vec<usize> = (0..n).filter(|&i| bad(i)).collect();
+    assert_eq!(
+        failed, expected,
+        "each invalid input in the error stream once"
+    );
+}
+
+/// `leat status --kafka-bootstrap`: the output's lines for `group`:
+/// its header, its members' lines and its positions (topic/partition →
+/// committed, lag).
+struct GroupLines {
+    header: String,
+    members: Vec<String>,
+    positions: BTreeMap<String, (u64, u64)>,
+}
+
+fn kafka_status(bootstrap: &str, group: &str) -> Option<GroupLines> {
+    let out = Command::new(leat_bin())
+        .args(["status", "--kafka-bootstrap", bootstrap])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "leat status: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("group {group} (")));
+    let header = lines.next()?.to_owned();
+    let mut group = GroupLines {
+        header,
+        members: Vec::new(),
+        positions: BTreeMap::new(),
+    };
+    for line in lines.take_while(|l| l.starts_with("  ")) {
+        if let Some(member) = line.strip_prefix("  member ") {
+            group.members.push(member.to_owned());
+        } else if let Some((at, rest)) = line.trim().split_once(": committed ") {
+            let (committed, lag) = rest.split_once(", lag ").unwrap();
+            let pos = (committed.parse().unwrap(), lag.parse().unwrap());
+            group.positions.insert(at.to_owned(), pos);
+        }
+    }
+    Some(group)
+}
+
+#[test]
+fn status_on_kafka_shows_which_host_owns_which_partition_and_the_lag() {
+    let bootstrap = bootstrap();
+    let n = 2_000;
+    let (input, output, processor) = (unique("in"), unique("out"), unique("up"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_topology(dir.path(), &input, &output, &processor, 100);
+    create_topic(&bootstrap, &input, PARTITIONS);
+    produce(&bootstrap, &input, n);
+
+    let log = dir.path().join("host-a.log");
+    let mut child = leat_run_as(&file, &bootstrap, "host-a", &[])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Both instances (the topology's `instances = 2`) in the group, every
+    // partition owned once, everything committed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let running = loop {
+        assert!(child.try_wait().unwrap().is_none(), "leat run ended early");
+        if let Some(g) = kafka_status(&bootstrap, &processor) {
+            let committed: u64 = g.positions.values().map(|p| p.0).sum();
+            if g.members.len() == 2 && committed == n as u64 && g.header.ends_with("lag 0") {
+                break g;
+            }
+            assert!(Instant::now() < deadline, "{}: {:?}", g.header, g.members);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no group {processor} in the status"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let mut owned = Vec::new();
+    for (i, member) in running.members.iter().enumerate() {
+        // `leat-PROCESSOR-HOST-INSTANCE at ADDRESS: partitions [TOPIC/P, ...]`
+        let (who, partitions) = member.split_once(": partitions ").unwrap();
+        assert!(
+            who.starts_with(&format!("leat-{processor}-host-a-{i} at ")),
+            "{member}"
+        );
+        let list = partitions.trim_matches(['[', ']']);
+        owned.extend(
+            list.split(", ")
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    owned.sort();
+    let all: Vec<String> = (0..PARTITIONS).map(|p| format!("{input}/{p}")).collect();
+    assert_eq!(owned, all, "each partition owned by one instance");
+    assert_eq!(running.positions.len(), PARTITIONS as usize);
+    assert!(running.positions.keys().all(|k| k.starts_with(&input)));
+    kill(&mut child);
+
+    // Nobody reads now: what is produced is lag.
+    produce(&bootstrap, &input, 300);
+    let stopped = kafka_status(&bootstrap, &processor).unwrap();
+    let committed: u64 = stopped.positions.values().map(|p| p.0).sum();
+    let lag: u64 = stopped.positions.values().map(|p| p.1).sum();
+    assert_eq!((committed, lag), (n as u64, 300), "{:?}", stopped.positions);
+    assert!(stopped.header.ends_with("lag 300"), "{}", stopped.header);
 }
 
 /// The sum of the group's committed offsets on `topic`, once they are
@@ -453,26 +658,12 @@ const WORDS: [&str; 12] = [
 /// Writes events `from..to` (value and key `WORDS[i * 7 % 12]`, so that the
 /// words interleave) with a plain idempotent producer.
 fn produce_words(bootstrap: &str, topic: &str, from: usize, to: usize) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("partitioner", "murmur2_random")
-        .set("enable.idempotence", "true")
-        .create()
-        .unwrap();
-    for i in from..to {
-        let word = WORDS[i * 7 % WORDS.len()];
-        let mut record = BaseRecord::to(topic).key(word).payload(word);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    producer.poll(Duration::from_millis(50));
-                    record = back;
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
+    let words = (from..to).map(|i| WORDS[i * 7 % WORDS.len()]);
+    produce_records(
+        bootstrap,
+        topic,
+        words.map(|w| (w.to_owned(), w.to_owned())),
+    );
 }
 
 /// Asserts that the word counts in `seen` are exactly once each: for every

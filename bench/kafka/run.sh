@@ -38,11 +38,10 @@ KEEP=${KEEP:-0}
 TIMEOUT=${TIMEOUT:-900}
 START_TIMEOUT=${START_TIMEOUT:-120}
 
-say() { echo "bench-kafka: $*" >&2; }
-die() {
-  echo "bench-kafka: error: $*" >&2
-  exit 1
-}
+bench_name=bench-kafka
+# say, die, run, bench_cleanup:
+# shellcheck source=bench/kafka/common.sh
+source bench/kafka/common.sh
 
 work=$repo/target/bench-kafka
 venv=$repo/target/kafka-clients/venv
@@ -54,45 +53,10 @@ results=$repo/bench/kafka/results/$stamp-$COUNT
 run_dir=$work/run-$stamp
 mkdir -p "$work" "$run_dir"
 
-# The brokers this script started, and the command it waits for (`run`),
-# stopped on any exit.
-pids=()
-kid=
-cleanup() {
-  local status=$? pid
-  for pid in $kid "${pids[@]+"${pids[@]}"}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in $kid "${pids[@]+"${pids[@]}"}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-  # Logs and data are kept when the run failed, for its error message.
-  if [ "$KEEP" != 1 ] && [ "$status" = 0 ]; then
-    rm -rf "$run_dir"
-  fi
-  # A run that did not finish leaves no results under bench/kafka/results.
-  if [ "$status" != 0 ] && [ -d "$results" ] && [ ! -f "$results/table.md" ]; then
-    echo "bench-kafka: the run did not finish; what it measured: $work/incomplete/${results##*/}, logs: $run_dir" >&2
-    mkdir -p "$work/incomplete"
-    rm -rf "$work/incomplete/${results##*/}"
-    mv "$results" "$work/incomplete/" || true
-  fi
-}
-trap cleanup EXIT
+# The brokers this script started (pids) and the command it waits for,
+# stopped on any exit (bench/kafka/common.sh).
+trap 'bench_cleanup $? bench-kafka' EXIT
 trap 'exit 130' INT TERM
-
-# Runs a command in the background and waits for it: bash runs a trap only
-# once the foreground command is done, but interrupts `wait` at once, so
-# Ctrl-C (or a TERM) stops the run now, `cleanup` killing the command.
-run() {
-  local status=0
-  "$@" &
-  kid=$!
-  wait "$kid" || status=$?
-  kid=
-  return "$status"
-}
 
 stop_broker() {
   local pid=$1 i

@@ -59,13 +59,8 @@ trap 'bench_cleanup $? bench-kafka' EXIT
 trap 'exit 130' INT TERM
 
 stop_broker() {
-  local pid=$1 i
-  kill "$pid" 2>/dev/null || true
-  for i in $(seq 1 300); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-    if [ "$i" = 300 ]; then kill -9 "$pid" 2>/dev/null || true; fi
-  done
+  local pid=$1
+  stop_process "$pid"
   wait "$pid" 2>/dev/null || true
   local kept=()
   for p in "${pids[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
@@ -82,21 +77,9 @@ free_port() {
   "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Waits until `pattern` is in `log`, failing when `pid` exits first or
-# after START_TIMEOUT seconds.
-wait_for_log() {
-  local pid=$1 log=$2 pattern=$3 what=$4 i
-  for i in $(seq 1 $((START_TIMEOUT * 10))); do
-    if grep -q "$pattern" "$log" 2>/dev/null; then return 0; fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$log" >&2 || true
-      die "$what exited before it was ready (log: $log)"
-    fi
-    sleep 0.1
-  done
-  tail -n 30 "$log" >&2 || true
-  die "$what not ready after ${START_TIMEOUT}s (log: $log)"
-}
+# wait_for_log PID LOG PATTERN TIMEOUT WHAT: until LOG holds PATTERN;
+# stop_process PID: SIGTERM, SIGKILL 30 s later.
+. scripts/lib/processes.sh
 
 # --- 1. What the run needs -------------------------------------------------
 for target in $TARGETS; do
@@ -170,7 +153,7 @@ run_leat() {
     --kafka-listen "127.0.0.1:$kport" </dev/null >"$dir/serve.log" 2>&1 &
   local pid=$!
   pids+=("$pid")
-  wait_for_log "$pid" "$dir/serve.log" "kafka listening on" "leat serve"
+  wait_for_log "$pid" "$dir/serve.log" "kafka listening on" "$START_TIMEOUT" "leat serve" || die "$wait_error"
   run env "LEAT_SERVER=127.0.0.1:$http" "LEAT_TOKEN=$token" timeout 60 "$leat" stream create "$topic" \
     --partitions "$PARTITIONS" >"$dir/create.log" 2>&1 ||
     die "leat stream create failed: $(cat "$dir/create.log")"

@@ -11,6 +11,8 @@ use leat_runtime::{
 };
 use leat_tests::guest;
 
+use crate::cases;
+
 fn runtime(dir: &std::path::Path) -> Runtime {
     let broker = Broker::open(dir.join("log.redb")).unwrap();
     let engine = Engine::new(EngineConfig {
@@ -401,23 +403,13 @@ fn materialize_builds_the_latest_value_table_and_emits_its_changes() {
     let broker = rt.broker().clone();
     create(&broker, "users", 2);
     create(&broker, "users-table", 2);
+    let record = |(key, value): (Option<&'static str>, Option<&'static str>)| match (key, value) {
+        (Some(k), Some(v)) => Record::keyed(k, v),
+        (Some(k), None) => Record::tombstone(k),
+        (None, v) => Record::value(v.unwrap()),
+    };
     broker
-        .append(
-            "users",
-            [
-                Record::keyed("alice", "v1"),
-                Record::keyed("bob", "b1"),
-                Record::keyed("alice", "v1"), // No change: nothing emitted.
-                Record::keyed("alice", "v2"),
-                Record::tombstone("bob"),
-                Record::tombstone("carol"), // Not in the table: nothing emitted.
-                Record::value("unkeyed"),   // Not an entity event: skipped.
-                Record::keyed("carol", "c1"),
-                Record::keyed("dave", "d1"),
-                Record::keyed("dave", "d2"),
-                Record::tombstone("dave"),
-            ],
-        )
+        .append("users", cases::MATERIALIZE_IN.map(record))
         .unwrap();
     let status = run(
         &rt,
@@ -429,17 +421,7 @@ fn materialize_builds_the_latest_value_table_and_emits_its_changes() {
     assert!(status.stopped.is_empty() && status.recorded_errors == 0);
 
     let changes = read_all(&broker, "users-table");
-    let changes_per_key = per_key(&changes);
-    let expected: BTreeMap<String, Vec<Option<String>>> = [
-        ("alice", vec![some("v1"), some("v2")]),
-        ("bob", vec![some("b1"), None]),
-        ("carol", vec![some("c1")]),
-        ("dave", vec![some("d1"), some("d2"), None]),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    assert_eq!(changes_per_key, expected);
+    assert_eq!(per_key(&changes), cases::materialize_changes());
     // Each change is an entity event: keyed, in its key's partition.
     for e in &changes {
         assert_eq!(e.partition, partition_for_key(e.key.as_deref().unwrap(), 2));
@@ -454,20 +436,13 @@ fn materialize_builds_the_latest_value_table_and_emits_its_changes() {
             table.insert(k, v);
         }
     }
-    let expected: BTreeMap<String, String> = [("alice", "v2"), ("carol", "c1")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    assert_eq!(table, expected);
+    assert_eq!(table, cases::materialize_table());
     assert_committed_to_end(&broker, "table", "users");
 
     // A second run applies only the new events, to the committed table: a
     // value equal to the stored one changes nothing, a tombstone deletes.
     broker
-        .append(
-            "users",
-            [Record::keyed("alice", "v2"), Record::tombstone("alice")],
-        )
+        .append("users", cases::MATERIALIZE_MORE.map(record))
         .unwrap();
     let status = run(
         &rt,
@@ -477,7 +452,7 @@ fn materialize_builds_the_latest_value_table_and_emits_its_changes() {
     assert_eq!((status.events_in, status.events_out), (2, 1), "{status:?}");
     assert_eq!(
         per_key(&read_all(&broker, "users-table"))["alice"],
-        [some("v1"), some("v2"), None]
+        cases::ALICE_CHANGES.map(|v| v.map(str::to_owned))
     );
     let alice = partition_for_key(b"alice", 2);
     assert!(!state(&broker, &format!("table/{alice}")).contains_key("alice"));
@@ -489,63 +464,25 @@ fn router_splits_keyed_events_into_one_stream_per_type() {
     let rt = runtime(dir.path());
     let broker = rt.broker().clone();
     create(&broker, "orders", 3);
-    let outputs = ["orders.created", "orders.paid", "orders.shipped"];
-    for s in outputs {
+    let outputs = cases::ORDER_TYPES.map(|t| format!("orders.{t}"));
+    for s in &outputs {
         create(&broker, s, 3);
     }
-    let order = |id: &str, kind: &str, n: u32| {
-        Record::keyed(id.to_string(), format!(r#"{{"type":"{kind}","n":{n}}}"#))
+    let orders = cases::ORDERS.map(|(id, kind, n)| {
+        Record::keyed(id.to_string(), cases::order_value(kind, n))
             .header("trace", format!("{id}-{n}"))
-    };
-    broker
-        .append(
-            "orders",
-            [
-                order("o1", "created", 1),
-                order("o2", "created", 2),
-                order("o1", "paid", 3),
-                order("o3", "created", 4),
-                order("o1", "shipped", 5),
-                order("o2", "paid", 6),
-                order("o3", "refunded", 7), // Not a declared output.
-                order("o3", "paid", 8),
-            ],
-        )
-        .unwrap();
+    });
+    broker.append("orders", orders).unwrap();
+    let outputs = outputs.each_ref().map(String::as_str);
     let mut router = spec("router", "orders", &outputs, &[("prefix", "orders.")]);
     router.on_error = ErrorPolicy::Record;
     let status = run(&rt, "router", router);
     assert_eq!((status.events_in, status.events_out), (7, 7), "{status:?}");
     assert_eq!(status.recorded_errors, 1, "{status:?}");
 
-    let value = |kind: &str, n: u32| some(&format!(r#"{{"type":"{kind}","n":{n}}}"#));
-    let expect =
-        |entries: Vec<(&str, Vec<Option<String>>)>| -> BTreeMap<String, Vec<Option<String>>> {
-            entries
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect()
-        };
-    assert_eq!(
-        per_key(&read_all(&broker, "orders.created")),
-        expect(vec![
-            ("o1", vec![value("created", 1)]),
-            ("o2", vec![value("created", 2)]),
-            ("o3", vec![value("created", 4)]),
-        ])
-    );
-    assert_eq!(
-        per_key(&read_all(&broker, "orders.paid")),
-        expect(vec![
-            ("o1", vec![value("paid", 3)]),
-            ("o2", vec![value("paid", 6)]),
-            ("o3", vec![value("paid", 8)]),
-        ])
-    );
-    assert_eq!(
-        per_key(&read_all(&broker, "orders.shipped")),
-        expect(vec![("o1", vec![value("shipped", 5)])])
-    );
+    for (stream, expected) in outputs.iter().zip(cases::routed()) {
+        assert_eq!(per_key(&read_all(&broker, stream)), expected, "{stream}");
+    }
     // Whole events: key, value and headers; same key, same partition.
     for stream in outputs {
         for e in read_all(&broker, stream) {
@@ -557,7 +494,7 @@ fn router_splits_keyed_events_into_one_stream_per_type() {
         }
     }
     let errors = read_all(&broker, "router.errors");
-    assert_eq!(pairs(&errors), [(some("o3"), value("refunded", 7))]);
+    assert_eq!(pairs(&errors), [cases::order_error()]);
     let reason = text(errors[0].header("leat.error")).unwrap();
     assert!(reason.contains("orders.refunded"), "{reason}");
     assert_committed_to_end(&broker, "router", "orders");

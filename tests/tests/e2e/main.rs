@@ -11,6 +11,7 @@
 
 mod authoring;
 mod calls;
+mod cases;
 mod console;
 mod crash;
 mod disk_full;

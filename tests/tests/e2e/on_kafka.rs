@@ -12,14 +12,17 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use leat_broker::partition_for_key;
 use leat_tests::{guest, leat_bin};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+
+use crate::cases::{self, PerKey};
 
 const PARTITIONS: i32 = 4;
 
@@ -57,27 +60,54 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
-/// Writes `n` events (key `k<i>`, value `event-<i>`).
-fn produce(bootstrap: &str, topic: &str, n: usize) {
-    let records = (0..n).map(|i| (format!("k{i}"), format!("event-{i}")));
-    produce_records(bootstrap, topic, records);
+/// One record to write: key, value (`None`: a tombstone) and headers.
+#[derive(Default)]
+struct Rec {
+    key: Option<String>,
+    value: Option<String>,
+    headers: Vec<(String, String)>,
 }
 
-/// Writes `records` (key, value), in order, with a plain (idempotent, not
-/// transactional) producer, partitioned as a Java producer would.
-fn produce_records(
-    bootstrap: &str,
-    topic: &str,
-    records: impl IntoIterator<Item = (String, String)>,
-) {
+impl Rec {
+    fn keyed(key: &str, value: &str) -> Rec {
+        Rec {
+            key: Some(key.into()),
+            value: Some(value.into()),
+            ..Rec::default()
+        }
+    }
+
+    fn header(mut self, key: &str, value: &str) -> Rec {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Writes `records`, in order, with a plain (idempotent, not
+/// transactional) producer that partitions keyed records with murmur2, as
+/// Java's (and Leat's) partitioner does.
+fn produce_records(bootstrap: &str, topic: &str, records: impl IntoIterator<Item = Rec>) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .create()
         .unwrap();
-    for (key, value) in records {
-        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
+    for r in records {
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in &r.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic).headers(headers);
+        if let Some(key) = &r.key {
+            record = record.key(key);
+        }
+        if let Some(value) = &r.value {
+            record = record.payload(value);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -91,15 +121,58 @@ fn produce_records(
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
+/// Writes `n` events (key `k<i>`, value `event-<i>`).
+fn produce(bootstrap: &str, topic: &str, n: usize) {
+    produce_records(
+        bootstrap,
+        topic,
+        (0..n).map(|i| Rec::keyed(&format!("k{i}"), &format!("event-{i}"))),
+    );
+}
+
 /// One output as the test sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Seen {
     key: String,
+    /// Empty for a tombstone (see `tombstone`).
     value: String,
+    tombstone: bool,
+    partition: i32,
+    /// `leat.source`'s value.
     source: String,
-    /// Its other headers than the provenance ones (`leat.source`,
-    /// `leat.processor`).
-    headers: BTreeMap<String, String>,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// The value, `None` for a tombstone.
+    fn value(&self) -> Option<String> {
+        (!self.tombstone).then(|| self.value.clone())
+    }
+
+    fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The values of each key, in offset order (a key lives in one partition);
+/// `None`: a tombstone.
+fn per_key(seen: &[Seen]) -> PerKey {
+    let mut map = PerKey::new();
+    for s in seen {
+        map.entry(s.key.clone()).or_default().push(s.value());
+    }
+    map
+}
+
+/// The number of partitions of `topic`.
+fn partitions_of(consumer: &BaseConsumer, topic: &str) -> i32 {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .unwrap();
+    metadata.topics()[0].partitions().len() as i32
 }
 
 /// Everything committed on `topic`, read with read_committed from the start
@@ -112,10 +185,7 @@ fn read_committed(bootstrap: &str, topic: &str) -> Vec<Seen> {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .unwrap();
-    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let partitions = partitions_of(&consumer, topic);
     let mut tpl = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for p in 0..partitions {
@@ -149,15 +219,24 @@ fn read_committed(bootstrap: &str, topic: &str) -> Vec<Seen> {
             let m = m.unwrap();
             let text =
                 |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
-            let mut headers: BTreeMap<String, String> = (m.headers().into_iter())
-                .flat_map(|hs| hs.iter())
-                .map(|h| (h.key.to_owned(), text(h.value)))
-                .collect();
-            let source = headers.remove("leat.source").unwrap_or_default();
-            headers.remove("leat.processor");
+            let headers: Vec<(String, String)> = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_owned(), text(h.value)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let source = headers
+                .iter()
+                .find(|(k, _)| k == "leat.source")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
             seen.push(Seen {
                 key: text(m.key()),
                 value: text(m.payload()),
+                tombstone: m.payload().is_none(),
+                partition: m.partition(),
                 source,
                 headers,
             });
@@ -199,32 +278,42 @@ fn assert_exactly_once(seen: &[Seen], input: &str, n: usize) {
     }
 }
 
-fn write_topology(dir: &Path, input: &str, output: &str, processor: &str, batch: usize) -> String {
-    let component = guest("uppercase");
-    let text = format!(
-        r#"name = "on-kafka"
-
-[[streams]]
-name = "{input}"
-partitions = {PARTITIONS}
-
-[[streams]]
-name = "{output}"
-partitions = {PARTITIONS}
-
-[[processors]]
-name = "{processor}"
-component = "{}"
-inputs = ["{input}"]
-outputs = ["{output}"]
-instances = 2
-batch_size = {batch}
-"#,
-        component.display()
+/// A topology file in `dir` (its path) with one processor, `processor`,
+/// running the guest example `example` from `input` to `outputs`, each of
+/// them a stream of `partitions` partitions; `more`: more lines of the
+/// processor's table (`instances = 2`, `config = {...}`).
+fn write_one_processor(
+    dir: &Path,
+    example: &str,
+    processor: &str,
+    (input, outputs): (&str, &[&str]),
+    partitions: u32,
+    more: &str,
+) -> String {
+    let mut text = format!("name = \"{example}-on-kafka\"\n");
+    for stream in std::iter::once(&input).chain(outputs) {
+        text += &format!("\n[[streams]]\nname = \"{stream}\"\npartitions = {partitions}\n");
+    }
+    text += &format!(
+        "\n[[processors]]\nname = \"{processor}\"\ncomponent = \"{}\"\ninputs = [\"{input}\"]\n\
+         outputs = {outputs:?}\n{more}\n",
+        guest(example).display()
     );
     let file = dir.join("topology.toml");
     std::fs::write(&file, text).unwrap();
     file.to_str().unwrap().to_owned()
+}
+
+/// uppercase from `input` to `output`, 2 instances.
+fn write_topology(dir: &Path, input: &str, output: &str, processor: &str, batch: usize) -> String {
+    write_one_processor(
+        dir,
+        "uppercase",
+        processor,
+        (input, &[output]),
+        PARTITIONS as u32,
+        &format!("instances = 2\nbatch_size = {batch}"),
+    )
 }
 
 fn leat_run(file: &str, bootstrap: &str, extra: &[&str]) -> Command {
@@ -254,6 +343,21 @@ fn leat_run_as(file: &str, bootstrap: &str, host: &str, extra: &[&str]) -> Comma
     command
 }
 
+/// Runs `leat run FILE --once` on Kafka (`extra`: more arguments), failing
+/// the test if it fails; its standard output.
+fn run_once(file: &str, bootstrap: &str, extra: &[&str]) -> String {
+    let out = leat_run(file, bootstrap, &[&["--once"], extra].concat())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "leat run --once failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn uppercase_on_kafka_commits_each_result_exactly_once() {
     let bootstrap = bootstrap();
@@ -265,10 +369,7 @@ fn uppercase_on_kafka_commits_each_result_exactly_once() {
     produce(&bootstrap, &input, n);
 
     let started = Instant::now();
-    let out = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "leat run failed: {stdout}\n{stderr}");
+    let stdout = run_once(&file, &bootstrap, &[]);
     assert!(
         stdout.contains(&format!("created topic {output}")),
         "{stdout}"
@@ -283,12 +384,7 @@ fn uppercase_on_kafka_commits_each_result_exactly_once() {
     assert_exactly_once(&seen, &input, n);
 
     // Again: everything is committed, so nothing more comes out.
-    let again = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    run_once(&file, &bootstrap, &[]);
     assert_eq!(read_committed(&bootstrap, &output).len(), n);
 }
 
@@ -306,15 +402,20 @@ fn outputs_on_kafka_are_checked_against_the_topology_s_schemas() {
         r#"{"type":"object","properties":{"N":{"type":"integer"}},"required":["N"]}"#,
     )
     .unwrap();
-    let file = write_topology(dir.path(), &input, &output, &processor, 50);
-    let text = std::fs::read_to_string(&file).unwrap();
-    let text = text
-        .replacen(
-            &format!("name = \"{output}\"\n"),
-            &format!("name = \"{output}\"\nschema = \"out.schema.json\"\n"),
-            1,
-        )
-        .replace("instances = 2\n", "instances = 2\non_error = \"record\"\n");
+    let more = "instances = 2\nbatch_size = 50\non_error = \"record\"";
+    let file = write_one_processor(
+        dir.path(),
+        "uppercase",
+        &processor,
+        (&input, &[&output]),
+        PARTITIONS as u32,
+        more,
+    );
+    let text = std::fs::read_to_string(&file).unwrap().replacen(
+        &format!("name = \"{output}\"\n"),
+        &format!("name = \"{output}\"\nschema = \"out.schema.json\"\n"),
+        1,
+    );
     std::fs::write(&file, text).unwrap();
     create_topic(&bootstrap, &input, PARTITIONS);
     let bad = |i: usize| i % 100 == 7;
@@ -324,17 +425,11 @@ fn outputs_on_kafka_are_checked_against_the_topology_s_schemas() {
         } else {
             i.to_string()
         };
-        (format!("k{i}"), format!("{{\"n\":{n}}}"))
+        Rec::keyed(&format!("k{i}"), &format!("{{\"n\":{n}}}"))
     });
     produce_records(&bootstrap, &input, values);
 
-    let out = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_once(&file, &bootstrap, &[]);
     // Registered in the data directory's registry, as version 1.
     assert!(
         stdout.contains(&format!("{output}-value: version 1")),
@@ -345,11 +440,7 @@ fn outputs_on_kafka_are_checked_against_the_topology_s_schemas() {
     let mut good: Vec<usize> = seen
         .iter()
         .map(|s| {
-            assert_eq!(
-                s.headers.get("leat.schema-version").map(String::as_str),
-                Some("1"),
-                "{s:?}"
-            );
+            assert_eq!(s.header("leat.schema-version"), Some("1"), "{s:?}");
             s.key[1..].parse().unwrap()
         })
         .collect();
@@ -361,11 +452,7 @@ fn outputs_on_kafka_are_checked_against_the_topology_s_schemas() {
     let mut failed: Vec<usize> = errors
         .iter()
         .map(|e| {
-            let why = e
-                .headers
-                .get("leat.error")
-                .map(String::as_str)
-                .unwrap_or_default();
+            let why = e.header("leat.error").unwrap_or_default();
             assert!(
                 why.contains("does not match the stream's value schema"),
                 "{e:?}"
@@ -487,19 +574,180 @@ fn status_on_kafka_shows_which_host_owns_which_partition_and_the_lag() {
     assert!(stopped.header.ends_with("lag 300"), "{}", stopped.header);
 }
 
+/// The events in and out `leat run --once`'s output reports for
+/// `processor`, summed over its passes.
+fn processed(stdout: &str, processor: &str) -> (u64, u64) {
+    let prefix = format!("processor {processor}: ");
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            // `A event(s) in, B event(s) out, C transaction(s)`
+            let mut numbers = rest
+                .split(", ")
+                .map(|part| part.split(' ').next().unwrap().parse::<u64>().unwrap());
+            (numbers.next().unwrap(), numbers.next().unwrap())
+        })
+        .fold((0, 0), |(i, o), (di, dout)| (i + di, o + dout))
+}
+
+/// The table a state changelog holds, read_committed: each key's last
+/// value, a tombstone deleting it. Each record is in the partition of its
+/// key among `partitions` (the input partition whose state it is).
+fn changelog_table(bootstrap: &str, changelog: &str, partitions: u32) -> BTreeMap<String, String> {
+    let mut table = BTreeMap::new();
+    for c in read_committed(bootstrap, changelog) {
+        assert_eq!(
+            c.partition as u32,
+            partition_for_key(c.key.as_bytes(), partitions),
+            "{c:?}"
+        );
+        match c.value() {
+            Some(v) => table.insert(c.key, v),
+            None => table.remove(&c.key),
+        };
+    }
+    table
+}
+
+/// examples.rs's `materialize_builds_the_latest_value_table_and_emits_its_changes`
+/// on Kafka: the table is the processor's changelog topic.
+#[test]
+fn materialize_on_kafka_builds_the_latest_value_table_and_emits_its_changes() {
+    let bootstrap = bootstrap();
+    let (input, output, table) = (unique("users"), unique("users-table"), unique("table"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_one_processor(
+        dir.path(),
+        "materialize",
+        &table,
+        (input.as_str(), &[output.as_str()]),
+        2,
+        "",
+    );
+    create_topic(&bootstrap, &input, 2);
+    let rec = |(key, value): (Option<&str>, Option<&str>)| Rec {
+        key: key.map(str::to_owned),
+        value: value.map(str::to_owned),
+        ..Rec::default()
+    };
+    produce_records(&bootstrap, &input, cases::MATERIALIZE_IN.map(rec));
+    let stdout = run_once(&file, &bootstrap, &[]);
+    assert_eq!(processed(&stdout, &table), (11, 8), "{stdout}");
+
+    let changes = read_committed(&bootstrap, &output);
+    assert_eq!(per_key(&changes), cases::materialize_changes());
+    // Each change is an entity event: keyed, in its key's partition.
+    for c in &changes {
+        assert_eq!(
+            c.partition as u32,
+            partition_for_key(c.key.as_bytes(), 2),
+            "{c:?}"
+        );
+    }
+
+    // The table: the latest value per key, deleted keys gone, each key in
+    // its partition's state.
+    let changelog = format!("{table}-changelog");
+    assert_eq!(
+        changelog_table(&bootstrap, &changelog, 2),
+        cases::materialize_table()
+    );
+    assert_eq!(committed(&bootstrap, &table, &input), Some(11));
+
+    // A second run applies only the new events, to the committed table: a
+    // value equal to the stored one changes nothing, a tombstone deletes.
+    produce_records(&bootstrap, &input, cases::MATERIALIZE_MORE.map(rec));
+    let stdout = run_once(&file, &bootstrap, &[]);
+    assert_eq!(processed(&stdout, &table), (2, 1), "{stdout}");
+    assert_eq!(
+        per_key(&read_committed(&bootstrap, &output))["alice"],
+        cases::ALICE_CHANGES.map(|v| v.map(str::to_owned))
+    );
+    let table = changelog_table(&bootstrap, &changelog, 2);
+    assert_eq!(table.keys().collect::<Vec<_>>(), ["carol"]);
+}
+
+/// examples.rs's `router_splits_keyed_events_into_one_stream_per_type` on
+/// Kafka.
+#[test]
+fn router_on_kafka_splits_keyed_events_into_one_stream_per_type() {
+    let bootstrap = bootstrap();
+    let (input, router) = (unique("orders"), unique("router"));
+    // The router's configured prefix names the output topics.
+    let prefix = format!("{}.", unique("orders"));
+    let outputs = cases::ORDER_TYPES.map(|t| format!("{prefix}{t}"));
+    let outputs = outputs.each_ref().map(String::as_str);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_one_processor(
+        dir.path(),
+        "router",
+        &router,
+        (input.as_str(), &outputs[..]),
+        3,
+        &format!("config = {{ prefix = \"{prefix}\" }}\non_error = \"record\""),
+    );
+    create_topic(&bootstrap, &input, 3);
+    let orders = cases::ORDERS.map(|(id, kind, n)| {
+        Rec::keyed(id, &cases::order_value(kind, n)).header("trace", &format!("{id}-{n}"))
+    });
+    produce_records(&bootstrap, &input, orders);
+    let stdout = run_once(&file, &bootstrap, &[]);
+    // On Kafka, the event that failed counts in (its batch committed) and
+    // its error record out: 7 routed events and 1 error record.
+    assert_eq!(processed(&stdout, &router), (8, 8), "{stdout}");
+
+    let read = outputs.map(|o| read_committed(&bootstrap, o));
+    for (stream, expected) in read.iter().zip(cases::routed()) {
+        assert_eq!(per_key(stream), expected);
+    }
+    // Whole events: key, value and headers; same key, same partition.
+    for e in read.iter().flatten() {
+        assert_eq!(e.partition as u32, partition_for_key(e.key.as_bytes(), 3));
+        let n = e.value.rsplit(':').next().unwrap().trim_end_matches('}');
+        assert_eq!(e.header("trace"), Some(&*format!("{}-{n}", e.key)), "{e:?}");
+        assert!(e.source.starts_with(&format!("{input}/")), "{e:?}");
+    }
+    let errors = read_committed(&bootstrap, &format!("{router}.errors"));
+    let pairs: Vec<_> = errors
+        .iter()
+        .map(|e| (Some(e.key.clone()), e.value()))
+        .collect();
+    assert_eq!(pairs, [cases::order_error()]);
+    let reason = errors[0].header("leat.error").unwrap();
+    assert!(reason.contains(&format!("{prefix}refunded")), "{reason}");
+    assert_eq!(errors[0].header("trace"), Some("o3-7"));
+    assert_eq!(committed(&bootstrap, &router, &input), Some(8));
+}
+
 /// The sum of the group's committed offsets on `topic`, once they are
 /// stable: `None` while a transaction holding offsets is open (one a killed
 /// run left, until its restart aborts it) or the query fails.
 fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<i64> {
+    group_offsets(bootstrap, group, topic, "read_committed")
+}
+
+/// The sum of the group's committed offsets on `topic` as they are now,
+/// not waiting for a transaction holding offsets to end (only a
+/// read_committed consumer asks for stable offsets, KIP-447): what is
+/// committed so far.
+fn committed_so_far(bootstrap: &str, group: &str, topic: &str) -> i64 {
+    group_offsets(bootstrap, group, topic, "read_uncommitted")
+        .unwrap_or_else(|| panic!("the offsets of {group} on {topic}: no answer"))
+}
+
+/// The sum of the group's committed offsets on `topic`, asked by a
+/// consumer of `isolation` (`read_committed`: stable offsets only).
+fn group_offsets(bootstrap: &str, group: &str, topic: &str, isolation: &str) -> Option<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions_of(&consumer, topic) {
         tpl.add_partition(topic, p);
     }
     let offsets = consumer
@@ -656,13 +904,41 @@ const WORDS: [&str; 12] = [
 ];
 
 /// Writes events `from..to` (value and key `WORDS[i * 7 % 12]`, so that the
-/// words interleave) with a plain idempotent producer.
+/// words interleave).
 fn produce_words(bootstrap: &str, topic: &str, from: usize, to: usize) {
-    let words = (from..to).map(|i| WORDS[i * 7 % WORDS.len()]);
     produce_records(
         bootstrap,
         topic,
-        words.map(|w| (w.to_owned(), w.to_owned())),
+        (from..to).map(|i| {
+            let word = WORDS[i * 7 % WORDS.len()];
+            Rec::keyed(word, word)
+        }),
+    );
+}
+
+/// How many times each word is among events `0..n` of `produce_words`.
+fn word_totals(n: usize) -> BTreeMap<String, u64> {
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..n {
+        *totals
+            .entry(WORDS[i * 7 % WORDS.len()].to_owned())
+            .or_default() += 1;
+    }
+    totals
+}
+
+/// Asserts that the state in `group`'s changelog (read_committed, each
+/// record in the partition of its word) holds each word's count among
+/// events `0..n`.
+fn assert_changelog_counts(bootstrap: &str, group: &str, n: usize) {
+    let expected: BTreeMap<String, String> = word_totals(n)
+        .into_iter()
+        .map(|(w, k)| (w, k.to_string()))
+        .collect();
+    assert_eq!(
+        changelog_table(bootstrap, &format!("{group}-changelog"), PARTITIONS as u32),
+        expected,
+        "the counts in the changelog"
     );
 }
 
@@ -670,12 +946,7 @@ fn produce_words(bootstrap: &str, topic: &str, from: usize, to: usize) {
 /// word produced `k` times among events `0..n`, the counts 1..=k, each once
 /// (one per input event), and nothing else.
 fn assert_counts_exactly_once(seen: &[Seen], n: usize) {
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..n {
-        *expected
-            .entry(WORDS[i * 7 % WORDS.len()].to_owned())
-            .or_default() += 1;
-    }
+    let expected = word_totals(n);
     let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for s in seen {
         assert_eq!(s.key, s.key.to_lowercase(), "{s:?}");
@@ -706,37 +977,22 @@ fn assert_counts_exactly_once(seen: &[Seen], n: usize) {
     assert_eq!(seen.len(), n);
 }
 
+/// word-count from `input` to `output`, `instances` instances.
 fn write_word_count(
     dir: &Path,
-    input: &str,
-    output: &str,
+    (input, output): (&str, &str),
     processor: &str,
+    instances: u32,
     batch: usize,
 ) -> String {
-    let text = format!(
-        r#"name = "wc-on-kafka"
-
-[[streams]]
-name = "{input}"
-partitions = {PARTITIONS}
-
-[[streams]]
-name = "{output}"
-partitions = {PARTITIONS}
-
-[[processors]]
-name = "{processor}"
-component = "{}"
-inputs = ["{input}"]
-outputs = ["{output}"]
-instances = 2
-batch_size = {batch}
-"#,
-        guest("word-count").display()
-    );
-    let file = dir.join("topology.toml");
-    std::fs::write(&file, text).unwrap();
-    file.to_str().unwrap().to_owned()
+    write_one_processor(
+        dir,
+        "word-count",
+        processor,
+        (input, &[output]),
+        PARTITIONS as u32,
+        &format!("instances = {instances}\nbatch_size = {batch}"),
+    )
 }
 
 /// The restores a run's log (RUST_LOG=leat_on_kafka=info) reports.
@@ -751,19 +1007,13 @@ fn word_count_on_kafka_keeps_its_counts_in_a_changelog_and_restores_them() {
     let bootstrap = bootstrap();
     let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
     let dir = tempfile::tempdir().unwrap();
-    let file = write_word_count(dir.path(), &input, &output, &group, 200);
+    let file = write_word_count(dir.path(), (&input, &output), &group, 2, 200);
     create_topic(&bootstrap, &input, PARTITIONS);
     let n = 3_000;
     produce_words(&bootstrap, &input, 0, n);
 
     let started = Instant::now();
-    let out = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_once(&file, &bootstrap, &[]);
     assert!(
         stdout.contains(&format!("created topic {group}-changelog")),
         "{stdout}"
@@ -776,12 +1026,7 @@ fn word_count_on_kafka_keeps_its_counts_in_a_changelog_and_restores_them() {
 
     // More words, counted on top of the cached counts.
     produce_words(&bootstrap, &input, n, 2 * n);
-    let out = leat_run(&file, &bootstrap, &["--once"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_once(&file, &bootstrap, &[]);
     assert_counts_exactly_once(&read_committed(&bootstrap, &output), 2 * n);
 
     // More again, with an empty cache: the counts come back from the changelog.
@@ -809,22 +1054,9 @@ fn word_count_on_kafka_keeps_its_counts_in_a_changelog_and_restores_them() {
     assert!(fresh.join(format!("{group}.redb")).exists());
     assert_counts_exactly_once(&read_committed(&bootstrap, &output), 3 * n);
 
-    // The changelog: compacted, one record per word at most once compacted;
-    // read_committed, it holds every word's last count.
-    let changelog = read_committed(&bootstrap, &format!("{group}-changelog"));
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
-    for c in changelog {
-        last.insert(c.key, c.value);
-    }
-    let mut expected: BTreeMap<String, String> = BTreeMap::new();
-    for i in 0..3 * n {
-        let w = WORDS[i * 7 % WORDS.len()].to_owned();
-        let c = expected
-            .get(&w)
-            .map_or(0, |c: &String| c.parse::<u64>().unwrap());
-        expected.insert(w, (c + 1).to_string());
-    }
-    assert_eq!(last, expected);
+    // The changelog: compacted; read_committed, it holds every word's
+    // last count.
+    assert_changelog_counts(&bootstrap, &group, 3 * n);
 }
 
 #[test]
@@ -835,7 +1067,7 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
     let n = 60_000;
     let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
     let dir = tempfile::tempdir().unwrap();
-    let file = write_word_count(dir.path(), &input, &output, &group, 50);
+    let file = write_word_count(dir.path(), (&input, &output), &group, 2, 50);
     create_topic(&bootstrap, &input, PARTITIONS);
     produce_words(&bootstrap, &input, 0, n);
 
@@ -920,76 +1152,131 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
     }
 
     assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
+    assert_changelog_counts(&bootstrap, &group, n);
 }
 
+/// A seeded generator (splitmix64) for moments that vary from run to run:
+/// the seed is printed, and `LEAT_TEST_SEED=<seed>` replays a run's.
+struct Rng(u64);
+
+impl Rng {
+    /// From `LEAT_TEST_SEED`, or from the clock; printed.
+    fn seeded(what: &str) -> Rng {
+        let seed = match std::env::var("LEAT_TEST_SEED") {
+            Ok(s) => s.parse().expect("LEAT_TEST_SEED: an unsigned integer"),
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64,
+        };
+        eprintln!("{what}: seed {seed} (LEAT_TEST_SEED={seed} replays it)");
+        Rng(seed)
+    }
+
+    /// Uniform in `0..n` (near enough for a test's timing).
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// Issue 13: two Leat hosts share word-count (one instance each, so each
+/// owns 2 of the 4 partitions); host b is SIGKILLed 10 times at random
+/// moments (seeded) while they process 100,000 events, restarted after
+/// each kill but the last (every third restart from an empty state cache,
+/// so restored whole from the changelog), and host a takes over b's
+/// partitions after the last. Each count is committed exactly once: a count
+/// emitted after a restore is the restored count plus one, so a restore
+/// missing a committed write (or holding an aborted one) would repeat (or
+/// skip) a count, which `assert_counts_exactly_once` finds; the changelog
+/// ends with every word's total.
 #[test]
-fn two_hosts_share_word_count_and_one_is_sigkilled_each_count_exactly_once() {
+fn two_hosts_share_word_count_and_one_is_sigkilled_10_times_each_count_exactly_once() {
     let bootstrap = bootstrap();
-    let n = 60_000;
+    let n = 100_000;
+    let kills = 10;
+    let mut rng = Rng::seeded("the moments of the SIGKILLs");
     let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
     let dir = tempfile::tempdir().unwrap();
-    let file = write_word_count(dir.path(), &input, &output, &group, 50);
-    // One instance per host: each host gets 2 of the 4 partitions.
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("instances = 2", "instances = 1");
-    std::fs::write(&file, text).unwrap();
+    let file = write_word_count(dir.path(), (&input, &output), &group, 1, 100);
     create_topic(&bootstrap, &input, PARTITIONS);
     produce_words(&bootstrap, &input, 0, n);
 
-    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-    let started = Instant::now();
-    let spawn = |host: &str| {
-        leat_run_as(&file, &bootstrap, host, &[])
+    let path = |name: &str| dir.path().join(name);
+    let spawn = |host: &str, run: &str, state: &str| {
+        let log = |ext: &str| std::fs::File::create(path(&format!("{run}.{ext}"))).unwrap();
+        leat_run_as(&file, &bootstrap, host, &["--kafka-state-dir", state])
             .env("RUST_LOG", "warn,leat_on_kafka=info")
-            .stdout(log(&format!("{host}.out")))
-            .stderr(log(&format!("{host}.err")))
+            .stdout(log("out"))
+            .stderr(log("err"))
             .spawn()
             .unwrap()
     };
-    let mut a = spawn("host-a");
-    let mut b = spawn("host-b");
-    // Both hosts own partitions before the kill: each has restored (or
-    // found empty) the state of its own.
+    let state_of = |name: &str| path(name).to_str().unwrap().to_owned();
+    let started = Instant::now();
+    let mut a = spawn("host-a", "a", &state_of("a-state"));
+    let mut b_state = state_of("b-state");
+    let mut b = spawn("host-b", "b-1", &b_state);
     let deadline = Instant::now() + Duration::from_secs(120);
-    let owns = |host: &str| {
-        std::fs::read_to_string(dir.path().join(format!("{host}.err")))
-            .unwrap_or_default()
-            .contains("kafka assigned partitions")
-    };
-    while !(owns("host-a") && owns("host-b")) {
-        assert!(Instant::now() < deadline, "not both assigned in 120 s");
+    wait_for_line(
+        &mut a,
+        &path("a.err"),
+        "kafka assigned partitions",
+        deadline,
+    );
+
+    // Each kill a random while (0 to 2 s) after b's partitions were
+    // assigned: during the restore of its state, in a batch, between two.
+    let mut at_kills = Vec::new();
+    for k in 1..=kills {
+        let log = path(&format!("b-{k}.err"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        wait_for_line(&mut b, &log, "kafka assigned partitions", deadline);
+        let delay = rng.below(2_000);
+        std::thread::sleep(Duration::from_millis(delay));
         assert!(a.try_wait().unwrap().is_none(), "host-a ended");
-        assert!(b.try_wait().unwrap().is_none(), "host-b ended");
-        std::thread::sleep(Duration::from_millis(50));
+        let so_far = committed_so_far(&bootstrap, &group, &input);
+        kill(&mut b);
+        at_kills.push((delay, so_far));
+        // Mid-stream: input events were left to commit.
+        assert!(
+            (so_far as usize) < n,
+            "kill {k} came after the end: the kills take longer than the processing \
+             ({at_kills:?})"
+        );
+        if k < kills {
+            if k % 3 == 0 {
+                b_state = state_of(&format!("b-fresh-{k}"));
+            }
+            b = spawn("host-b", &format!("b-{}", k + 1), &b_state);
+        }
     }
-    // A while of shared work (the committed offsets are rarely stable
-    // while transactions commit: not a progress signal to wait on).
-    std::thread::sleep(Duration::from_millis(1_500));
-    let at_kill = committed(&bootstrap, &group, &input);
-    kill(&mut b);
-    eprintln!("host-b SIGKILLed at {at_kill:?} of {n} input offsets committed (None: not stable)");
+    eprintln!(
+        "host-b SIGKILLed {kills} times, (ms after its assignment, input offsets committed \
+         then): {at_kills:?} of {n}, in {:?}",
+        started.elapsed()
+    );
 
     // Host a takes host b's partitions once the group gives up on b (its
     // session timeout) and b's open transaction is aborted (its timeout),
     // restores their counts from the changelog and finishes.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while committed(&bootstrap, &group, &input).is_none_or(|c| (c as usize) < n) {
-        assert!(Instant::now() < deadline, "not done 300 s after the kill");
-        assert!(a.try_wait().unwrap().is_none(), "host-a ended");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let pid = a.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = a.wait().unwrap();
-    assert!(status.success(), "host-a: {status}");
-    let a_log = std::fs::read_to_string(dir.path().join("host-a.err")).unwrap();
+    run_to_the_end(a, &path("a.out"), &bootstrap, &group, &input, n);
+    let a_log = std::fs::read_to_string(path("a.err")).unwrap();
+    let b_restores: Vec<String> = (1..=kills)
+        .flat_map(|k| {
+            let text = std::fs::read_to_string(path(&format!("b-{k}.err"))).unwrap();
+            restores(&text)
+                .into_iter()
+                .map(|l| format!("b-{k}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     eprintln!(
-        "{n} events on 2 hosts, one SIGKILLed, done in {:?}; host-a's restores: {:#?}",
+        "{n} events on 2 hosts, host-b SIGKILLed {kills} times, done in {:?}; \
+         host-a's restores: {:#?}; host-b's: {b_restores:#?}",
         started.elapsed(),
         restores(&a_log)
     );
@@ -1000,4 +1287,6 @@ fn two_hosts_share_word_count_and_one_is_sigkilled_each_count_exactly_once() {
         "host-a restored nothing: {a_log}"
     );
     assert_counts_exactly_once(&read_committed(&bootstrap, &output), n);
+    // The state: every word's last count in the changelog is its total.
+    assert_changelog_counts(&bootstrap, &group, n);
 }

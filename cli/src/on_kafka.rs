@@ -41,6 +41,9 @@ pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
         bail!("--kafka-replication must be at least 1");
     }
     options.observer = Some(Arc::new(RestoreBars::default()));
+    options.client_settings = (args.kafka_setting.iter())
+        .map(|s| (s.key.clone(), s.value.clone()))
+        .collect();
     // The file's schemas: kept in the data directory's registry (Kafka has
     // none of Leat's), registered where they changed, and checked against
     // the outputs. The log is opened only then: hosts without schemas may

@@ -151,6 +151,31 @@ impl std::fmt::Display for Bootstrap {
     }
 }
 
+/// `--kafka-setting`: a librdkafka setting, `KEY=VALUE`.
+#[derive(Clone, Debug)]
+pub struct KafkaSetting {
+    /// The property, e.g. `session.timeout.ms`.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl std::str::FromStr for KafkaSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<KafkaSetting, String> {
+        match s.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok(KafkaSetting {
+                key: key.trim().to_owned(),
+                value: value.to_owned(),
+            }),
+            _ => Err(format!(
+                "`{s}` is not KEY=VALUE (a librdkafka property, e.g. session.timeout.ms=10000)"
+            )),
+        }
+    }
+}
+
 /// The host and port Kafka clients are told to connect to, for a listener
 /// bound at `local`.
 fn advertised(local: SocketAddr) -> (String, u16) {

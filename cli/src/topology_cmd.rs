@@ -71,6 +71,12 @@ pub struct RunArgs {
     /// `kafka-state/HOST-ID` in the data directory.
     #[arg(long, value_name = "DIR", requires = "kafka_bootstrap")]
     pub kafka_state_dir: Option<std::path::PathBuf>,
+    /// A librdkafka setting for every Kafka client of the processors
+    /// (repeatable), after Leat's own, e.g. `session.timeout.ms=10000`,
+    /// `transaction.timeout.ms=20000` (how soon a killed host's partitions
+    /// and open transaction are taken over), `security.protocol=...`.
+    #[arg(long, value_name = "KEY=VALUE", requires = "kafka_bootstrap")]
+    pub kafka_setting: Vec<crate::serve::KafkaSetting>,
 }
 
 fn print_graph(t: &Topology, format: GraphFormat) {

@@ -1208,7 +1208,17 @@ fn two_hosts_share_word_count_and_one_is_sigkilled_10_times_each_count_exactly_o
     let path = |name: &str| dir.path().join(name);
     let spawn = |host: &str, run: &str, state: &str| {
         let log = |ext: &str| std::fs::File::create(path(&format!("{run}.{ext}"))).unwrap();
+        // Host a takes b's partitions 6 s after b's last kill (the group's
+        // least session timeout), and b's open transaction is aborted
+        // within 10 s (Kafka's defaults: 45 s, 60 s).
+        let settings = [
+            "--kafka-setting",
+            "session.timeout.ms=6000",
+            "--kafka-setting",
+            "transaction.timeout.ms=10000",
+        ];
         leat_run_as(&file, &bootstrap, host, &["--kafka-state-dir", state])
+            .args(settings)
             .env("RUST_LOG", "warn,leat_on_kafka=info")
             .stdout(log("out"))
             .stderr(log("err"))

@@ -105,13 +105,15 @@ in=$run-in out=$run-out words=$run-words counts=$run-counts upper=$run-upper wc=
     printf 'instances = 2\nbatch_size = 200\n'
   done
 } >"$work/topology.toml"
+# Called in a subshell, which it replaces (exec): `$!` is then leat's pid,
+# and the SIGTERM below reaches leat, not a shell waiting for it.
 leat_run() {
-  LEAT_DATA_DIR=$work/data "$leat" run "$work/topology.toml" --kafka-bootstrap "$bootstrap" \
+  LEAT_DATA_DIR=$work/data exec "$leat" run "$work/topology.toml" --kafka-bootstrap "$bootstrap" \
     --kafka-replication 3 --kafka-host-id check "$@" </dev/null
 }
 
 say "the topics, with 3 replicas: leat run --once --kafka-replication 3"
-leat_run --once >"$work/create.log" 2>&1 || die "leat run --once failed: $(tail -n 5 "$work/create.log")"
+(leat_run --once) >"$work/create.log" 2>&1 || die "leat run --once failed: $(tail -n 5 "$work/create.log")"
 py describe --bootstrap "$bootstrap" --topics "$in" "$out" "$words" "$counts" "$wc-changelog" "$upper-changelog"
 
 say "writing $N events to $in and $N words to $words"
@@ -141,7 +143,7 @@ wait_progress() {
 
 say "leat run --kafka-bootstrap $bootstrap --kafka-replication 3 (uppercase and word-count)"
 started=$SECONDS
-RUST_LOG=warn,leat_on_kafka=info leat_run >"$work/leat.out" 2>"$work/leat.err" &
+(RUST_LOG=warn,leat_on_kafka=info leat_run) >"$work/leat.out" 2>"$work/leat.err" &
 leat_pid=$!
 wait_progress $((2 * N / 3))
 say "$(progress) of $((2 * N)) inputs committed: SIGKILL of node $KILL_NODE"

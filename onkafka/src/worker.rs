@@ -216,7 +216,8 @@ struct Worker<'a> {
     setup: &'a Setup,
     runner: &'a mut GuestRunner,
     consumer: BaseConsumer<GroupContext>,
-    producer: BaseProducer<Delivered>,
+    /// Shared with the thread that sends a batch's offsets.
+    producer: Arc<BaseProducer<Delivered>>,
     /// The processor's changelog topic.
     changelog: String,
     /// The outputs' topics, then the error stream's.
@@ -300,7 +301,7 @@ impl<'a> Worker<'a> {
             setup,
             runner,
             consumer,
-            producer,
+            producer: Arc::new(producer),
             changelog,
             topics,
             partitions: Vec::new(),
@@ -534,8 +535,33 @@ impl<'a> Worker<'a> {
             .consumer
             .group_metadata()
             .ok_or_else(|| Fault::Reconnect("the consumer has no group metadata".into()))?;
-        self.producer
-            .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
+        // librdkafka's `send_offsets_to_transaction` can wait forever, past
+        // its timeout, once the group coordinator's broker has died
+        // (librdkafka issues #5456 and #5511, open; seen here with
+        // scripts/kafka-cluster-check.sh): it runs on a thread of its own,
+        // and when it does not return in time the instance reconnects. The
+        // new producer (same transactional id) fences this one and aborts
+        // its transaction; the stuck thread keeps this producer alive.
+        let producer = Arc::clone(&self.producer);
+        let (done, offsets_sent) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("kafka-offsets-{}", self.setup.instance))
+            .spawn(move || {
+                let result =
+                    producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT);
+                let _ = done.send(result);
+            })
+            .map_err(|e| Fault::Reconnect(format!("starting the offsets thread: {e}")))?;
+        match offsets_sent.recv_timeout(CALL_TIMEOUT + Duration::from_secs(5)) {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Fault::Reconnect(format!(
+                    "send_offsets_to_transaction did not return within {} s \
+                     (librdkafka #5456: the group coordinator's broker died)",
+                    CALL_TIMEOUT.as_secs() + 5
+                )))
+            }
+        }
         self.producer.commit_transaction(CALL_TIMEOUT)?;
         Ok((sent, writes))
     }

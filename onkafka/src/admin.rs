@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, FromClientConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -50,6 +50,20 @@ pub(crate) fn client_config(options: &KafkaOptions, settings: &[(&str, &str)]) -
     config
 }
 
+/// A client of [`client_config`]'s settings, or the error naming `what`.
+pub(crate) fn create_client<C: FromClientConfig>(
+    options: &KafkaOptions,
+    settings: &[(&str, &str)],
+    what: &str,
+) -> Result<C> {
+    client_config(options, settings)
+        .create()
+        .map_err(|source| Error::Client {
+            what: what.to_owned(),
+            source,
+        })
+}
+
 /// A failed call as the crate's error: [`Error::Unreachable`] when no
 /// broker answered (librdkafka says so as a timeout or a transport
 /// failure), else the client's error for `what`.
@@ -77,13 +91,7 @@ pub(crate) fn unreachable_or(
 
 /// Creates the topics that do not exist yet; blocks the calling thread.
 pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec<TopicChange>> {
-    let admin: AdminClient<DefaultClientContext> =
-        client_config(options, &[])
-            .create()
-            .map_err(|source| Error::Client {
-                what: "admin client".into(),
-                source,
-            })?;
+    let admin: AdminClient<DefaultClientContext> = create_client(options, &[], "admin client")?;
     let mut new_topics = Vec::with_capacity(topics.len());
     for t in topics {
         let partitions = i32::try_from(t.partitions).map_err(|_| Error::Topic {
@@ -132,13 +140,7 @@ pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec
 
 /// The partition count of `topic`, or `None` if it does not exist.
 pub fn topic_partitions(options: &KafkaOptions, topic: &str) -> Result<Option<u32>> {
-    let client: BaseConsumer =
-        client_config(options, &[])
-            .create()
-            .map_err(|source| Error::Client {
-                what: "metadata client".into(),
-                source,
-            })?;
+    let client: BaseConsumer = create_client(options, &[], "metadata client")?;
     let metadata = client
         .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
         .map_err(|source| Error::Client {

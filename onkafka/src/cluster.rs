@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::admin::{client_config, unreachable_or, ADMIN_TIMEOUT};
+use crate::admin::{create_client, unreachable_or, ADMIN_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::KafkaOptions;
 
@@ -80,9 +80,8 @@ pub fn cluster_status(options: &KafkaOptions) -> Result<ClusterStatus> {
     // read_committed: the ends asked below are the last stable offsets
     // (this client's offset fetch would wait for open transactions: the
     // groups' offsets are asked by another client).
-    let client: BaseConsumer = client_config(options, &[("isolation.level", "read_committed")])
-        .create()
-        .map_err(client_error("status client"))?;
+    let settings = [("isolation.level", "read_committed")];
+    let client: BaseConsumer = create_client(options, &settings, "status client")?;
     let started = std::time::Instant::now();
     let metadata = client
         .fetch_metadata(None, ADMIN_TIMEOUT)
@@ -102,19 +101,12 @@ pub fn cluster_status(options: &KafkaOptions) -> Result<ClusterStatus> {
     }
     // Each partition's last stable offset: `offsets_for_times` at the end
     // (timestamp -1, "latest"), in one request per broker.
-    let mut ends: BTreeMap<(String, u32), u64> = BTreeMap::new();
+    let mut ends = BTreeMap::new();
     if partitions.count() > 0 {
         let found = client
             .offsets_for_times(partitions.clone(), ADMIN_TIMEOUT)
             .map_err(client_error("end offsets"))?;
-        for e in found.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                ends.insert(
-                    (e.topic().to_owned(), e.partition() as u32),
-                    o.max(0) as u64,
-                );
-            }
-        }
+        ends = offsets_in(&found);
     }
     let topics = counts
         .iter()
@@ -148,33 +140,25 @@ pub fn cluster_status(options: &KafkaOptions) -> Result<ClusterStatus> {
         // The group's offsets, asked as a member would (no subscription:
         // this client never joins the group). read_uncommitted: the last
         // committed offsets, without waiting for open transactions.
-        let reader: BaseConsumer = client_config(
-            options,
-            &[
-                ("group.id", g.name()),
-                ("enable.auto.commit", "false"),
-                ("isolation.level", "read_uncommitted"),
-            ],
-        )
-        .create()
-        .map_err(client_error("offset reader"))?;
+        let settings = [
+            ("group.id", g.name()),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_uncommitted"),
+        ];
+        let reader: BaseConsumer = create_client(options, &settings, "offset reader")?;
         let mut positions = Vec::new();
         if partitions.count() > 0 {
             let committed = reader
                 .committed_offsets(partitions.clone(), ADMIN_TIMEOUT)
                 .map_err(client_error("committed offsets"))?;
-            for e in committed.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    let (topic, partition) = (e.topic().to_owned(), e.partition() as u32);
-                    let committed = o.max(0) as u64;
-                    let end = ends.get(&(topic.clone(), partition)).copied().unwrap_or(0);
-                    positions.push(GroupPosition {
-                        topic,
-                        partition,
-                        committed,
-                        lag: end.saturating_sub(committed),
-                    });
-                }
+            for ((topic, partition), committed) in offsets_in(&committed) {
+                let end = ends.get(&(topic.clone(), partition)).copied().unwrap_or(0);
+                positions.push(GroupPosition {
+                    topic,
+                    partition,
+                    committed,
+                    lag: end.saturating_sub(committed),
+                });
             }
         }
         positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -187,6 +171,19 @@ pub fn cluster_status(options: &KafkaOptions) -> Result<ClusterStatus> {
     }
     groups.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(ClusterStatus { topics, groups })
+}
+
+/// The offsets `list` holds (its elements without one left out), by topic
+/// and partition.
+fn offsets_in(list: &TopicPartitionList) -> BTreeMap<(String, u32), u64> {
+    let offset = |e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>| match e.offset() {
+        Offset::Offset(o) => Some((
+            (e.topic().to_owned(), e.partition() as u32),
+            o.max(0) as u64,
+        )),
+        _ => None,
+    };
+    list.elements().iter().filter_map(offset).collect()
 }
 
 /// The partitions of a member's assignment (Kafka's consumer protocol,

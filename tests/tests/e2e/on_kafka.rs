@@ -316,6 +316,32 @@ fn write_topology(dir: &Path, input: &str, output: &str, processor: &str, batch:
     )
 }
 
+/// A fresh uppercase case: an input topic holding `n` events (see
+/// [`produce`]) and a topology over it in `dir` (2 instances, `batch`
+/// events per guest call).
+struct Uppercase {
+    dir: tempfile::TempDir,
+    input: String,
+    output: String,
+    processor: String,
+    file: String,
+}
+
+fn uppercase_over(bootstrap: &str, n: usize, batch: usize) -> Uppercase {
+    let (input, output, processor) = (unique("in"), unique("out"), unique("up"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_topology(dir.path(), &input, &output, &processor, batch);
+    create_topic(bootstrap, &input, PARTITIONS);
+    produce(bootstrap, &input, n);
+    Uppercase {
+        dir,
+        input,
+        output,
+        processor,
+        file,
+    }
+}
+
 fn leat_run(file: &str, bootstrap: &str, extra: &[&str]) -> Command {
     leat_run_as(file, bootstrap, "test", extra)
 }
@@ -346,13 +372,18 @@ fn leat_run_as(file: &str, bootstrap: &str, host: &str, extra: &[&str]) -> Comma
 /// Runs `leat run FILE --once` on Kafka (`extra`: more arguments), failing
 /// the test if it fails; its standard output.
 fn run_once(file: &str, bootstrap: &str, extra: &[&str]) -> String {
-    let out = leat_run(file, bootstrap, &[&["--once"], extra].concat())
-        .output()
-        .unwrap();
+    let command = leat_run(file, bootstrap, &[&["--once"], extra].concat());
+    stdout_of(command, "leat run --once")
+}
+
+/// Runs `command` (`what`) to its end and returns its standard output,
+/// failing with both outputs if it did not succeed.
+fn stdout_of(mut command: Command, what: &str) -> String {
+    let out = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "leat run --once failed: {stdout}\n{}",
+        "{what} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
@@ -362,11 +393,13 @@ fn run_once(file: &str, bootstrap: &str, extra: &[&str]) -> String {
 fn uppercase_on_kafka_commits_each_result_exactly_once() {
     let bootstrap = bootstrap();
     let n = 10_000;
-    let (input, output) = (unique("in"), unique("out"));
-    let dir = tempfile::tempdir().unwrap();
-    let file = write_topology(dir.path(), &input, &output, &unique("up"), 500);
-    create_topic(&bootstrap, &input, PARTITIONS);
-    produce(&bootstrap, &input, n);
+    let Uppercase {
+        dir: _dir,
+        input,
+        output,
+        file,
+        ..
+    } = uppercase_over(&bootstrap, n, 500);
 
     let started = Instant::now();
     let stdout = run_once(&file, &bootstrap, &[]);
@@ -478,16 +511,9 @@ struct GroupLines {
 }
 
 fn kafka_status(bootstrap: &str, group: &str) -> Option<GroupLines> {
-    let out = Command::new(leat_bin())
-        .args(["status", "--kafka-bootstrap", bootstrap])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "leat status: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut command = Command::new(leat_bin());
+    command.args(["status", "--kafka-bootstrap", bootstrap]);
+    let stdout = stdout_of(command, "leat status");
     let mut lines = stdout
         .lines()
         .skip_while(|l| !l.starts_with(&format!("group {group} (")));
@@ -513,11 +539,13 @@ fn kafka_status(bootstrap: &str, group: &str) -> Option<GroupLines> {
 fn status_on_kafka_shows_which_host_owns_which_partition_and_the_lag() {
     let bootstrap = bootstrap();
     let n = 2_000;
-    let (input, output, processor) = (unique("in"), unique("out"), unique("up"));
-    let dir = tempfile::tempdir().unwrap();
-    let file = write_topology(dir.path(), &input, &output, &processor, 100);
-    create_topic(&bootstrap, &input, PARTITIONS);
-    produce(&bootstrap, &input, n);
+    let Uppercase {
+        dir,
+        input,
+        processor,
+        file,
+        ..
+    } = uppercase_over(&bootstrap, n, 100);
 
     let log = dir.path().join("host-a.log");
     let mut child = leat_run_as(&file, &bootstrap, "host-a", &[])
@@ -833,13 +861,15 @@ fn sigkilled_mid_stream_and_restarted_still_commits_each_result_exactly_once() {
     let bootstrap = bootstrap();
     // Enough for the 4 runs killed below to leave work for the last one.
     let n = 60_000;
-    let (input, output, group) = (unique("in"), unique("out"), unique("up"));
-    let dir = tempfile::tempdir().unwrap();
     // Small batches: many transactions, so that kills land between and
     // inside them.
-    let file = write_topology(dir.path(), &input, &output, &group, 50);
-    create_topic(&bootstrap, &input, PARTITIONS);
-    produce(&bootstrap, &input, n);
+    let Uppercase {
+        dir,
+        input,
+        output,
+        processor: group,
+        file,
+    } = uppercase_over(&bootstrap, n, 50);
 
     let log = |i: usize| std::fs::File::create(dir.path().join(format!("run-{i}.log"))).unwrap();
     let mut kills = Vec::new();

@@ -250,7 +250,20 @@ impl<'a> Worker<'a> {
             // Java's default partitioner for keyed records (murmur2, as Leat's
             // embedded log does): a key lands where a Kafka Streams or Java
             // producer would put it. Unkeyed records are spread at random.
-            .set("partitioner", "murmur2_random");
+            .set("partitioner", "murmur2_random")
+            // A batch's records are all produced before its commit waits
+            // for them: lingering only delays that wait (5 ms, librdkafka's
+            // default, was most of a transaction's wait for its records).
+            .set("linger.ms", "0")
+            // A transaction begun right after the last one's commit meets
+            // CONCURRENT_TRANSACTIONS until the coordinator has written the
+            // last one's markers, and librdkafka retries AddOffsetsToTxn
+            // after `retry.backoff.ms` (100 ms, doubling up to 1 s): most
+            // transactions paid it. Retried after 2 ms, doubling up to 20
+            // ms (the Java producer's 20 ms for this error), that wait went
+            // from a median of 85 ms to 2-3 ms (BENCHMARKS.md, issue 13).
+            .set("retry.backoff.ms", "2")
+            .set("retry.backoff.max.ms", "20");
         for (k, v) in &options.client_settings {
             config.set(k, v);
         }
@@ -457,11 +470,7 @@ impl<'a> Worker<'a> {
                 // next assignment restores it from the changelog.
                 match &self.setup.cache {
                     Some(cache) => self.apply_committed(&cache.clone(), writes),
-                    None => {
-                        // Delivery reports, which the transaction's commit awaited.
-                        self.producer.poll(Duration::ZERO);
-                        Ok(())
-                    }
+                    None => Ok(()),
                 }
             }
             Err(fault) => {
@@ -500,6 +509,8 @@ impl<'a> Worker<'a> {
         &mut self,
         batch: Vec<Input>,
     ) -> Result<(u64, BTreeMap<u32, StateWrites>), Fault> {
+        let started = Instant::now();
+        let events = batch.len();
         let mut by_partition: BTreeMap<u32, Vec<Input>> = BTreeMap::new();
         let mut next: BTreeMap<(usize, u32), u64> = BTreeMap::new();
         for input in batch {
@@ -512,6 +523,42 @@ impl<'a> Worker<'a> {
                 .or_default()
                 .push(input);
         }
+        // The batch's offsets are known before the guest runs: they go into
+        // the transaction (two round trips, AddOffsetsToTxn to the
+        // transaction coordinator and TxnOffsetCommit to the group's) while
+        // it runs. They commit or abort with the rest of the transaction.
+        let offsets = self.send_offsets(next)?;
+        let filled = self.fill(by_partition);
+        let guest_done = Instant::now();
+        // Waited for even when the guest failed: an abort must not meet
+        // the offsets call still under way (librdkafka refuses a second
+        // transactional call while one runs).
+        let offsets_sent = offsets.wait();
+        let (sent, writes) = filled?;
+        offsets_sent?;
+        let offsets_done = Instant::now();
+        serve_delivery_reports(&self.producer)?;
+        let delivered = Instant::now();
+        self.producer.commit_transaction(CALL_TIMEOUT)?;
+        // Where a transaction's time goes (the Kafka Streams benchmark's
+        // per-step figures: RUST_LOG=leat_on_kafka=debug).
+        tracing::debug!(processor = %self.setup.spec.name, instance = self.setup.instance,
+            events, outputs = sent,
+            guest_and_send_us = (guest_done - started).as_micros() as u64,
+            offsets_wait_us = (offsets_done - guest_done).as_micros() as u64,
+            delivery_us = (delivered - offsets_done).as_micros() as u64,
+            commit_us = delivered.elapsed().as_micros() as u64,
+            "kafka transaction committed");
+        Ok((sent, writes))
+    }
+
+    /// Runs the guest over each partition index's events and sends their
+    /// outputs and state changes; the number of outputs and the state
+    /// writes of each partition index.
+    fn fill(
+        &mut self,
+        by_partition: BTreeMap<u32, Vec<Input>>,
+    ) -> Result<(u64, BTreeMap<u32, StateWrites>), Fault> {
         let mut sent = 0;
         // Each partition index's state writes, in the order of its calls.
         let mut writes: BTreeMap<u32, StateWrites> = BTreeMap::new();
@@ -526,6 +573,21 @@ impl<'a> Worker<'a> {
                 writes.insert(partition, pending);
             }
         }
+        Ok((sent, writes))
+    }
+
+    /// Starts sending `next` (input index and partition: the offset after
+    /// the batch's last event) to the open transaction, on a thread of its
+    /// own.
+    ///
+    /// librdkafka's `send_offsets_to_transaction` can wait forever, past its
+    /// timeout, once the group coordinator's broker has died (librdkafka
+    /// issues #5456 and #5511, open; seen here with
+    /// scripts/kafka-cluster-check.sh): when it does not return in time,
+    /// the instance reconnects. The new producer (same transactional id)
+    /// fences this one and aborts its transaction; the stuck thread keeps
+    /// this producer alive.
+    fn send_offsets(&self, next: BTreeMap<(usize, u32), u64>) -> Result<OffsetsSent, Fault> {
         let mut offsets = TopicPartitionList::new();
         for ((i, partition), next) in next {
             let topic = &self.setup.spec.inputs[i];
@@ -535,35 +597,16 @@ impl<'a> Worker<'a> {
             .consumer
             .group_metadata()
             .ok_or_else(|| Fault::Reconnect("the consumer has no group metadata".into()))?;
-        // librdkafka's `send_offsets_to_transaction` can wait forever, past
-        // its timeout, once the group coordinator's broker has died
-        // (librdkafka issues #5456 and #5511, open; seen here with
-        // scripts/kafka-cluster-check.sh): it runs on a thread of its own,
-        // and when it does not return in time the instance reconnects. The
-        // new producer (same transactional id) fences this one and aborts
-        // its transaction; the stuck thread keeps this producer alive.
         let producer = Arc::clone(&self.producer);
-        let (done, offsets_sent) = std::sync::mpsc::channel();
+        let (done, result) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name(format!("kafka-offsets-{}", self.setup.instance))
             .spawn(move || {
-                let result =
-                    producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT);
-                let _ = done.send(result);
+                let sent = producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT);
+                let _ = done.send(sent);
             })
             .map_err(|e| Fault::Reconnect(format!("starting the offsets thread: {e}")))?;
-        match offsets_sent.recv_timeout(CALL_TIMEOUT + Duration::from_secs(5)) {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(Fault::Reconnect(format!(
-                    "send_offsets_to_transaction did not return within {} s \
-                     (librdkafka #5456: the group coordinator's broker died)",
-                    CALL_TIMEOUT.as_secs() + 5
-                )))
-            }
-        }
-        self.producer.commit_transaction(CALL_TIMEOUT)?;
-        Ok((sent, writes))
+        Ok(OffsetsSent(result))
     }
 
     /// Sends `writes`, the state changes of partition index `partition`, to
@@ -591,10 +634,7 @@ impl<'a> Worker<'a> {
         cache: &StateCache,
         writes: BTreeMap<u32, StateWrites>,
     ) -> Result<(), Fault> {
-        // Serves the delivery reports, which the commit awaited.
-        self.producer
-            .flush(CALL_TIMEOUT)
-            .map_err(|e| Fault::Reconnect(format!("delivery reports after a commit: {e}")))?;
+        // The delivery reports were served before the commit.
         let delivered = std::mem::take(
             &mut *self
                 .producer
@@ -938,6 +978,47 @@ impl<'a> Worker<'a> {
         }
         Ok(())
     }
+}
+
+/// A batch's offsets on their way into the open transaction
+/// ([`Worker::send_offsets`]).
+struct OffsetsSent(std::sync::mpsc::Receiver<rdkafka::error::KafkaResult<()>>);
+
+impl OffsetsSent {
+    /// Waits for the offsets' call to return, a few seconds past its own
+    /// timeout at most (see [`Worker::send_offsets`]).
+    fn wait(self) -> Result<(), Fault> {
+        match self.0.recv_timeout(CALL_TIMEOUT + Duration::from_secs(5)) {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(Fault::Reconnect(format!(
+                "send_offsets_to_transaction did not return within {} s \
+                 (librdkafka #5456: the group coordinator's broker died)",
+                CALL_TIMEOUT.as_secs() + 5
+            ))),
+        }
+    }
+}
+
+/// Serves the producer's delivery reports until none is outstanding: every
+/// record of the transaction is acknowledged and its changelog offset
+/// noted. Called before `commit_transaction`, whose flush then has nothing
+/// to wait for: rust-rdkafka's `flush` polls for 100 ms whenever anything
+/// is outstanding, and its `poll` returns at its deadline, not at the
+/// first report, so every commit took 101 ms (median, 2 instances of
+/// uppercase on one local broker); with the reports served here, 1 to 2 ms.
+fn serve_delivery_reports(producer: &BaseProducer<Delivered>) -> Result<(), Fault> {
+    let deadline = Instant::now() + CALL_TIMEOUT;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(Fault::Reconnect(format!(
+                "{} record(s) not acknowledged within {} s",
+                producer.in_flight_count(),
+                CALL_TIMEOUT.as_secs()
+            )));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// `message` as an event of input `i` of `spec`; `None` for a topic the

@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leat_broker::partition_for_key;
@@ -123,10 +125,15 @@ fn produce_records(bootstrap: &str, topic: &str, records: impl IntoIterator<Item
 
 /// Writes `n` events (key `k<i>`, value `event-<i>`).
 fn produce(bootstrap: &str, topic: &str, n: usize) {
+    produce_range(bootstrap, topic, 0, n);
+}
+
+/// Writes events `from..to` of [`produce`]'s.
+fn produce_range(bootstrap: &str, topic: &str, from: usize, to: usize) {
     produce_records(
         bootstrap,
         topic,
-        (0..n).map(|i| Rec::keyed(&format!("k{i}"), &format!("event-{i}"))),
+        (from..to).map(|i| Rec::keyed(&format!("k{i}"), &format!("event-{i}"))),
     );
 }
 
@@ -850,6 +857,45 @@ fn run_to_the_end(
     stdout
 }
 
+/// Events that arrive while a test kills Leat hosts: `0..n` written by
+/// `write(from, to)` on a thread, 1,000 every fifth of a second or so, the
+/// last `reserve` held back until [`Feed::finish`]. Preloaded, they were
+/// all processed within a few kills (a transaction takes a few
+/// milliseconds); fed, every kill lands in a live stream, with events left
+/// for after the kills.
+struct Feed {
+    kills_over: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Feed {
+    fn start(n: usize, reserve: usize, write: impl Fn(usize, usize) + Send + 'static) -> Feed {
+        let kills_over = Arc::new(AtomicBool::new(false));
+        let over = kills_over.clone();
+        let thread = std::thread::spawn(move || {
+            let chunk = 1_000;
+            let mut next = 0;
+            while next + reserve < n && !over.load(Ordering::Acquire) {
+                let to = (next + chunk).min(n - reserve);
+                write(next, to);
+                next = to;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            while !over.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            write(next, n);
+        });
+        Feed { kills_over, thread }
+    }
+
+    /// Writes the rest, once the kills are over.
+    fn finish(self) {
+        self.kills_over.store(true, Ordering::Release);
+        self.thread.join().expect("the feeding thread");
+    }
+}
+
 fn kill(child: &mut Child) {
     // SIGKILL: no chance to finish a transaction or leave the group.
     child.kill().unwrap();
@@ -859,17 +905,23 @@ fn kill(child: &mut Child) {
 #[test]
 fn sigkilled_mid_stream_and_restarted_still_commits_each_result_exactly_once() {
     let bootstrap = bootstrap();
-    // Enough for the 4 runs killed below to leave work for the last one.
     let n = 60_000;
     // Small batches: many transactions, so that kills land between and
-    // inside them.
+    // inside them. The events arrive while the 4 runs are killed, the last
+    // 10,000 after them (see `Feed`).
     let Uppercase {
         dir,
         input,
         output,
         processor: group,
         file,
-    } = uppercase_over(&bootstrap, n, 50);
+    } = uppercase_over(&bootstrap, 0, 50);
+    let feed = {
+        let (bootstrap, input) = (bootstrap.clone(), input.clone());
+        Feed::start(n, 10_000, move |from, to| {
+            produce_range(&bootstrap, &input, from, to)
+        })
+    };
 
     let log = |i: usize| std::fs::File::create(dir.path().join(format!("run-{i}.log"))).unwrap();
     let mut kills = Vec::new();
@@ -898,6 +950,7 @@ fn sigkilled_mid_stream_and_restarted_still_commits_each_result_exactly_once() {
     eprintln!(
         "committed input offsets just before each SIGKILL (None: not stable then): {kills:?} of {n}"
     );
+    feed.finish();
 
     // The last run goes to the end and is stopped with SIGTERM.
     run += 1;
@@ -1092,14 +1145,19 @@ fn word_count_on_kafka_keeps_its_counts_in_a_changelog_and_restores_them() {
 #[test]
 fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() {
     let bootstrap = bootstrap();
-    // Enough for the 4 runs killed below to leave work for the last one
-    // (2,000 to 3,000 events a second here, in a debug build).
+    // The events arrive while the 4 runs are killed, the last 10,000 after
+    // them (see `Feed`).
     let n = 60_000;
     let (input, output, group) = (unique("words"), unique("counts"), unique("wc"));
     let dir = tempfile::tempdir().unwrap();
     let file = write_word_count(dir.path(), (&input, &output), &group, 2, 50);
     create_topic(&bootstrap, &input, PARTITIONS);
-    produce_words(&bootstrap, &input, 0, n);
+    let feed = {
+        let (bootstrap, input) = (bootstrap.clone(), input.clone());
+        Feed::start(n, 10_000, move |from, to| {
+            produce_words(&bootstrap, &input, from, to)
+        })
+    };
 
     let log = |i: usize| std::fs::File::create(dir.path().join(format!("run-{i}.log"))).unwrap();
     let state_dir = |fresh: bool, run: usize| {
@@ -1145,6 +1203,7 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
     eprintln!(
         "committed input offsets just before each SIGKILL (None: not stable then): {kills:?} of {n}"
     );
+    feed.finish();
 
     run += 1;
     let child = leat_run(&file, &bootstrap, &["--kafka-state-dir", &current])
@@ -1215,7 +1274,8 @@ impl Rng {
 
 /// Issue 13: two Leat hosts share word-count (one instance each, so each
 /// owns 2 of the 4 partitions); host b is SIGKILLed 10 times at random
-/// moments (seeded) while they process 100,000 events, restarted after
+/// moments (seeded) while they process 100,000 events (arriving while the
+/// kills go on, the last 10,000 after them: see below), restarted after
 /// each kill but the last (every third restart from an empty state cache,
 /// so restored whole from the changelog), and host a takes over b's
 /// partitions after the last. Each count is committed exactly once: a count
@@ -1233,7 +1293,12 @@ fn two_hosts_share_word_count_and_one_is_sigkilled_10_times_each_count_exactly_o
     let dir = tempfile::tempdir().unwrap();
     let file = write_word_count(dir.path(), (&input, &output), &group, 1, 100);
     create_topic(&bootstrap, &input, PARTITIONS);
-    produce_words(&bootstrap, &input, 0, n);
+    let feed = {
+        let (bootstrap, input) = (bootstrap.clone(), input.clone());
+        Feed::start(n, 10_000, move |from, to| {
+            produce_words(&bootstrap, &input, from, to)
+        })
+    };
 
     let path = |name: &str| dir.path().join(name);
     let spawn = |host: &str, run: &str, state: &str| {
@@ -1281,12 +1346,9 @@ fn two_hosts_share_word_count_and_one_is_sigkilled_10_times_each_count_exactly_o
         let so_far = committed_so_far(&bootstrap, &group, &input);
         kill(&mut b);
         at_kills.push((delay, so_far));
-        // Mid-stream: input events were left to commit.
-        assert!(
-            (so_far as usize) < n,
-            "kill {k} came after the end: the kills take longer than the processing \
-             ({at_kills:?})"
-        );
+        // Mid-stream: input events were left to commit (the feed holds
+        // the last 10,000 back until the kills are over).
+        assert!((so_far as usize) < n, "kill {k}: {at_kills:?}");
         if k < kills {
             if k % 3 == 0 {
                 b_state = state_of(&format!("b-fresh-{k}"));
@@ -1299,6 +1361,7 @@ fn two_hosts_share_word_count_and_one_is_sigkilled_10_times_each_count_exactly_o
          then): {at_kills:?} of {n}, in {:?}",
         started.elapsed()
     );
+    feed.finish();
 
     // Host a takes host b's partitions once the group gives up on b (its
     // session timeout) and b's open transaction is aborted (its timeout),

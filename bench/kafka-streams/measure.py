@@ -477,8 +477,11 @@ def table(args):
         for r in wrong:
             out.append(f"\n**WRONG RESULT** ({r['system']}, round {r['round']}): {'; '.join(r['problems'])}")
         out.append("")
-        out.append("| metric | " + " | ".join(systems) + " | leat / kstreams |")
-        out.append("|---|" + "---|" * (len(systems) + 1))
+        # The ratios: Leat against Kafka Streams, and against leat-base
+        # (another leat binary) when the run had one.
+        ratios = [(a, b) for a, b in (("leat", "kstreams"), ("leat", "leat-base")) if a in systems and b in systems]
+        out.append("| metric | " + " | ".join(systems) + "".join(f" | {a} / {b}" for a, b in ratios) + " |")
+        out.append("|---|" + "---|" * (len(systems) + len(ratios)))
         for name, get, fmt in metrics:
             cells, med = [], {}
             for s in systems:
@@ -491,8 +494,8 @@ def table(args):
                 if len(values) > 1:
                     cell += f" ({fmt.format(min(values))}–{fmt.format(max(values))})"
                 cells.append(cell)
-            ratio = f"{med['leat'] / med['kstreams']:.2f}×" if med.get("leat") and med.get("kstreams") else "–"
-            out.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} |")
+            shown = [f"{med[a] / med[b]:.2f}×" if med.get(a) and med.get(b) else "–" for a, b in ratios]
+            out.append(f"| {name} | " + " | ".join(cells + shown) + " |")
         out.append("")
         out.append("| round | system | events/s | p99 ms | correct | leat txns | load before | load after |")
         out.append("|---|---|---|---|---|---|---|---|")

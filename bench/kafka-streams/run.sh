@@ -5,6 +5,7 @@
 #
 #   bash bench/kafka-streams/run.sh                          # 1,000,000 events, 3 rounds
 #   COUNT=100000 ROUNDS=1 bash bench/kafka-streams/run.sh
+#   LEAT_BASE=/path/to/an/older/leat SYSTEMS="leat leat-base kstreams" bash bench/kafka-streams/run.sh   # before / after too
 #
 # Each round runs every workload (WORKLOADS) on every system (SYSTEMS), the
 # systems' order alternating from round to round (leat first in odd rounds),
@@ -38,6 +39,9 @@ INSTANCES=${INSTANCES:-2}
 BATCH=${BATCH:-1000}
 WORKLOADS=${WORKLOADS:-uppercase word-count}
 SYSTEMS=${SYSTEMS:-leat kstreams}
+# With `leat-base` in SYSTEMS: another leat binary (say, one built from an
+# earlier commit), run exactly as `leat` is, for a before / after in one run.
+LEAT_BASE=${LEAT_BASE:-}
 # The latency phase: events/s per workload, and its length.
 RATE_UPPERCASE=${RATE_UPPERCASE:-5000}
 RATE_WORD_COUNT=${RATE_WORD_COUNT:-1000}
@@ -72,12 +76,16 @@ for v in COUNT COUNT_UPPERCASE COUNT_WORD_COUNT ROUNDS SIZE PARTITIONS INSTANCES
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer, not '${!v}'"
 done
 for s in $SYSTEMS; do
-  case $s in leat | kstreams) ;; *) die "unknown system $s in SYSTEMS (leat, kstreams)" ;; esac
+  case $s in
+    leat | kstreams) ;;
+    leat-base) [ -x "$LEAT_BASE" ] || die "SYSTEMS has leat-base: LEAT_BASE must be a leat binary, not '$LEAT_BASE'" ;;
+    *) die "unknown system $s in SYSTEMS (leat, leat-base, kstreams)" ;;
+  esac
 done
 for w in $WORKLOADS; do
   case $w in uppercase | word-count) ;; *) die "unknown workload $w in WORKLOADS (uppercase, word-count)" ;; esac
   case " $SYSTEMS " in
-    *" leat "*)
+    *" leat "* | *" leat-base "*)
       [ -f "guest-examples/out/$w.wasm" ] ||
         die "guest-examples/out/$w.wasm is missing: bash scripts/build-guests.sh"
       ;;
@@ -162,10 +170,12 @@ one_run() {
   fi
   local cmd=()
   case $system in
-    leat)
+    leat | leat-base)
+      local binary=$leat
+      [ "$system" = leat-base ] && binary=$LEAT_BASE
       leat_topology "$dir/topology.toml" "$workload" "in-$name" "out-$name" "$name"
       ready="kafka assigned partitions"
-      cmd=(env "LEAT_DATA_DIR=$dir/data" "RUST_LOG=warn,leat_on_kafka=info" "$leat" run "$dir/topology.toml"
+      cmd=(env "LEAT_DATA_DIR=$dir/data" "RUST_LOG=warn,leat_on_kafka=info" "$binary" run "$dir/topology.toml"
         --kafka-bootstrap "$bootstrap" --kafka-host-id bench --kafka-state-dir "$dir/state")
       ;;
     kstreams)

@@ -11,7 +11,10 @@
 //! - A batch's offsets are committed only with its outputs, in the same
 //!   transaction; a transaction that fails is aborted and its events are
 //!   read again from the committed offsets, so each input's outputs are
-//!   committed exactly once.
+//!   committed exactly once. They are sent while the guest runs, and that
+//!   call has returned before the transaction is committed or aborted.
+//! - Every record of a transaction is acknowledged (its delivery report
+//!   served) before the commit is asked for.
 //! - A batch's state writes go to the changelog in its transaction and to
 //!   the local cache only after the commit (see `cache.rs`); a partition's
 //!   state is restored from the changelog when it is assigned, after its
@@ -1006,17 +1009,28 @@ impl OffsetsSent {
 /// is outstanding, and its `poll` returns at its deadline, not at the
 /// first report, so every commit took 101 ms (median, 2 instances of
 /// uppercase on one local broker); with the reports served here, 1 to 2 ms.
+///
+/// Each report is taken as it comes (`poll` with no wait takes one), with a
+/// sleep of `REPORT_WAIT` while none comes: `poll` with a wait of 1 ms
+/// spun (rust-rdkafka rounds what is left of its deadline down to 0 ms),
+/// and two instances used 24 CPU seconds in a 35-second run instead of 6.
 fn serve_delivery_reports(producer: &BaseProducer<Delivered>) -> Result<(), Fault> {
+    const REPORT_WAIT: Duration = Duration::from_micros(200);
     let deadline = Instant::now() + CALL_TIMEOUT;
-    while producer.in_flight_count() > 0 {
-        if Instant::now() >= deadline {
-            return Err(Fault::Reconnect(format!(
-                "{} record(s) not acknowledged within {} s",
-                producer.in_flight_count(),
-                CALL_TIMEOUT.as_secs()
-            )));
+    let mut outstanding = producer.in_flight_count();
+    while outstanding > 0 {
+        producer.poll(Duration::ZERO);
+        let now = producer.in_flight_count();
+        if now == outstanding {
+            if Instant::now() >= deadline {
+                return Err(Fault::Reconnect(format!(
+                    "{now} record(s) not acknowledged within {} s",
+                    CALL_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(REPORT_WAIT);
         }
-        producer.poll(Duration::from_millis(1));
+        outstanding = now;
     }
     Ok(())
 }

@@ -559,6 +559,7 @@ fn status_on_kafka_shows_which_host_owns_which_partition_and_the_lag() {
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
+        .map(Host)
         .unwrap();
     // Both instances (the topology's `instances = 2`) in the group, every
     // partition owned once, everything committed.
@@ -823,7 +824,7 @@ fn wait_for_line(child: &mut Child, log: &Path, line: &str, deadline: Instant) {
 /// Lets the last `leat run` (stdout in `log`) commit all `n` input events,
 /// then stops it with SIGTERM; its output. Within 240 s.
 fn run_to_the_end(
-    mut child: Child,
+    mut child: Host,
     log: &Path,
     bootstrap: &str,
     group: &str,
@@ -896,6 +897,31 @@ impl Feed {
     }
 }
 
+/// A `leat run` process, SIGKILLed when dropped: a test that fails midway
+/// leaves no process behind (one did, its instances still in their group).
+struct Host(Child);
+
+impl std::ops::Deref for Host {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // Already ended (killed or stopped and waited for): both fail, harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn kill(child: &mut Child) {
     // SIGKILL: no chance to finish a transaction or leave the group.
     child.kill().unwrap();
@@ -939,6 +965,7 @@ fn sigkilled_mid_stream_and_restarted_still_commits_each_result_exactly_once() {
             .stdout(log(run))
             .stderr(log(run + 100))
             .spawn()
+            .map(Host)
             .unwrap();
         let err_log = dir.path().join(format!("run-{}.log", run + 100));
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -958,6 +985,7 @@ fn sigkilled_mid_stream_and_restarted_still_commits_each_result_exactly_once() {
         .stdout(log(run))
         .stderr(log(run + 100))
         .spawn()
+        .map(Host)
         .unwrap();
     let log_file = dir.path().join(format!("run-{run}.log"));
     let stdout = run_to_the_end(child, &log_file, &bootstrap, &group, &input, n);
@@ -1192,6 +1220,7 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
             .stdout(log(run))
             .stderr(log(run + 100))
             .spawn()
+            .map(Host)
             .unwrap();
         let err_log = dir.path().join(format!("run-{}.log", run + 100));
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -1211,6 +1240,7 @@ fn word_count_sigkilled_mid_stream_and_restored_counts_each_word_exactly_once() 
         .stdout(log(run))
         .stderr(log(run + 100))
         .spawn()
+        .map(Host)
         .unwrap();
     let log_file = dir.path().join(format!("run-{run}.log"));
     let stdout = run_to_the_end(child, &log_file, &bootstrap, &group, &input, n);
@@ -1318,6 +1348,7 @@ fn two_hosts_share_word_count_and_one_is_sigkilled_10_times_each_count_exactly_o
             .stdout(log("out"))
             .stderr(log("err"))
             .spawn()
+            .map(Host)
             .unwrap()
     };
     let state_of = |name: &str| path(name).to_str().unwrap().to_owned();

@@ -88,20 +88,20 @@ pub struct StreamView {
 /// One event to append.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NewEvent {
-    /// Its key (`null`: unkeyed).
-    #[serde(default)]
+    /// Its key (`null` or absent: unkeyed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Its value (`null`: a tombstone).
     #[serde(default)]
     pub value: Option<String>,
     /// Its headers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// An explicit partition instead of the key's.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<u32>,
     /// An explicit timestamp (ms since the epoch) instead of the append time.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
 }
 

@@ -21,8 +21,9 @@ pub struct ProduceBatch {
     pub bytes: usize,
 }
 
-/// What the commands need of a host: the routes of the HTTP API.
-pub trait Backend {
+/// What the commands need of a host: the routes of the HTTP API. `Sync`:
+/// `leat produce` sends from one thread while it reads on another.
+pub trait Backend: Sync {
     /// Where the commands run, for messages: `data directory DIR`, `server ADDR`.
     fn describe(&self) -> String;
     /// The most `leat produce` sends per append: each append is one atomic

@@ -13,7 +13,7 @@ use leat_api::{
 };
 use leat_broker::CleanupPolicy;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ProduceBatch};
 use crate::progress::Progress;
 
 /// How a stream forgets events.
@@ -156,21 +156,88 @@ pub struct ProduceArgs {
 pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
     // Fail early on an unknown stream.
     backend.stream(&args.stream)?;
-    // The events to send, with their line numbers.
-    let mut batch: Vec<(usize, api::NewEvent)> = Vec::new();
     let limit = backend.produce_batch();
+    // The appends are sent in order by one thread while this one reads and
+    // parses the next: a server's commit and the client's reading overlap.
+    // One is queued at most, so that memory stays bounded by the batch.
+    let (to_sender, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
+    std::thread::scope(|scope| {
+        let sender = scope.spawn(|| send_batches(backend, &args.stream, batches));
+        let read = read_batches(args.format, limit, &to_sender);
+        // The sender ends once the queued batches are sent, or at its first
+        // refusal (the reader then stops at its next batch).
+        drop(to_sender);
+        let sent = sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread sending the events panicked"))?;
+        // The sender's error first: it says how far the appends went.
+        let (count, partitions) = sent?;
+        read?;
+        println!(
+            "appended {count} event(s) to {} ({} partition(s) touched)",
+            args.stream,
+            partitions.len()
+        );
+        Ok(())
+    })
+}
+
+/// Events to append in one commit, with their line numbers.
+type Batch = Vec<(usize, api::NewEvent)>;
+
+/// Reads standard input into batches of at most `limit` and hands them on,
+/// until the input ends, a line cannot be parsed, or the sender stopped.
+fn read_batches(
+    format: Format,
+    limit: ProduceBatch,
+    to_sender: &std::sync::mpsc::SyncSender<Batch>,
+) -> Result<()> {
+    let mut batch = Batch::new();
     // Bytes of the lines in `batch`.
     let mut bytes = 0usize;
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading standard input")?;
+        if line.is_empty() {
+            continue;
+        }
+        let event = parse_line(&line, format).with_context(|| {
+            let format = format.to_possible_value();
+            let name = format.as_ref().map_or("", |v| v.get_name());
+            format!("line {}: cannot parse as {name}", n + 1)
+        })?;
+        batch.push((n + 1, event));
+        bytes += line.len();
+        if batch.len() >= limit.events || bytes >= limit.bytes {
+            if to_sender.send(std::mem::take(&mut batch)).is_err() {
+                // The sender stopped at a refusal, which it reports.
+                return Ok(());
+            }
+            bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        // An error here means the sender stopped, and says why.
+        let _ = to_sender.send(batch);
+    }
+    Ok(())
+}
+
+/// Appends each batch in order; returns how many events were appended and to
+/// which partitions, or the first refusal.
+fn send_batches(
+    backend: &dyn Backend,
+    stream: &str,
+    batches: std::sync::mpsc::Receiver<Batch>,
+) -> Result<(usize, BTreeSet<u32>)> {
     let mut count = 0usize;
     let mut partitions = BTreeSet::new();
-    let mut flush = |batch: &mut Vec<(usize, api::NewEvent)>| -> Result<()> {
+    for batch in batches {
         let (Some(&(first, _)), Some(&(last, _))) = (batch.first(), batch.last()) else {
-            return Ok(());
+            continue;
         };
-        let (lines, events): (Vec<usize>, Vec<api::NewEvent>) =
-            std::mem::take(batch).into_iter().unzip();
+        let (lines, events): (Vec<usize>, Vec<api::NewEvent>) = batch.into_iter().unzip();
         let produced = backend
-            .produce(&args.stream, api::Produce { events })
+            .produce(stream, api::Produce { events })
             .with_context(|| {
                 // Empty lines are skipped, so event N is line first + N only
                 // where none was.
@@ -192,32 +259,8 @@ pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
             })?;
         count += produced.placements.len();
         partitions.extend(produced.placements.iter().map(|p| p.0));
-        Ok(())
-    };
-    for (n, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.context("reading standard input")?;
-        if line.is_empty() {
-            continue;
-        }
-        let event = parse_line(&line, args.format).with_context(|| {
-            let format = args.format.to_possible_value();
-            let name = format.as_ref().map_or("", |v| v.get_name());
-            format!("line {}: cannot parse as {name}", n + 1)
-        })?;
-        batch.push((n + 1, event));
-        bytes += line.len();
-        if batch.len() >= limit.events || bytes >= limit.bytes {
-            flush(&mut batch)?;
-            bytes = 0;
-        }
     }
-    flush(&mut batch)?;
-    println!(
-        "appended {count} event(s) to {} ({} partition(s) touched)",
-        args.stream,
-        partitions.len()
-    );
-    Ok(())
+    Ok((count, partitions))
 }
 
 /// One line of `leat produce`'s input as an event.

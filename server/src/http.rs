@@ -252,7 +252,15 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 /// A JSON body, whatever its `Content-Type`.
 struct JsonBody<T>(T);
 
+/// Parses a JSON body with `serde_json` alone; only a body that fails is
+/// parsed again by axum's `Json`, whose error names the failing field's path.
+/// That path tracking cost about a third of the server's CPU in `leat
+/// produce` (BENCHMARKS.md, issue 19), for an error that most bodies never
+/// have.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     match Json::<T>::from_bytes(bytes) {
         Ok(Json(v)) => Ok(v),
         // "Failed to parse the request body as JSON: ..." and the like.

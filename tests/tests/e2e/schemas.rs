@@ -74,6 +74,44 @@ fn events(server: &Server, stream: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// `leat produce` sends a request while it reads the next: a refusal after
+/// whole requests were appended keeps them, stops the command, and names the
+/// line and how many events went before it.
+#[test]
+fn produce_stops_at_the_first_refused_request_and_keeps_those_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), TOKEN);
+    server.leat_ok(&["stream", "create", "orders"], "");
+    let v1 = write(files.path(), "v1.json", ORDER_V1);
+    server.leat_ok(&["schema", "set", "orders", &v1], "");
+    // Two requests of 5,000 (leat's batch), the third refused at its
+    // first line, a fourth never sent.
+    let mut input = String::new();
+    for i in 0..10_000 {
+        input.push_str(&format!("{{\"id\":\"o{i}\",\"qty\":1}}\n"));
+    }
+    input.push_str("{\"id\":\"bad\",\"qty\":0}\n");
+    for i in 0..6_000 {
+        input.push_str(&format!("{{\"id\":\"later{i}\",\"qty\":1}}\n"));
+    }
+    let out = server.leat(&["produce", "orders"], &input);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lines 10001 to 15000 of standard input were refused"),
+        "{err}"
+    );
+    assert!(err.contains("(10000 event(s) before them were)"), "{err}");
+    let describe = server.leat_ok(&["stream", "describe", "orders"], "");
+    let total: u64 = describe
+        .lines()
+        .filter_map(|l| l.split("offsets 0..").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(total, 10_000, "{describe}");
+}
+
 #[test]
 fn produced_events_are_checked_against_the_current_version_and_carry_it() {
     let dir = tempfile::tempdir().unwrap();

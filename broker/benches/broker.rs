@@ -10,7 +10,7 @@
 //! At the end a summary gives criterion's medians as events/s, MB/s (of event
 //! values) and the ratio of each append to its limit; then a paired run
 //! alternates append and limit, which keeps the ratio honest on a disk that
-//! other work shares.
+//! other work shares; then 1, 4 and 16 callers append at once.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -251,6 +251,54 @@ fn paired() {
 /// several times.
 const PAIRED_ROUNDS: usize = 600;
 
+/// Callers committing at once, each appending batches of 100 events to its
+/// own partition, each commit durable: group commit folds the transactions
+/// queued together into one journal record and one sync, and while one
+/// group's record is synced the next group is applied. Each count runs
+/// `CONCURRENT_COMMITS` commits in all, on a fresh log.
+fn concurrent() {
+    println!(
+        "
+concurrent durable appends of 100 events ({CONCURRENT_COMMITS} commits per line):"
+    );
+    println!("{:<10} {:>14} {:>14}", "callers", "events/s", "commits/s");
+    for callers in [1usize, 4, 16] {
+        let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+        let broker = open(&dir);
+        broker
+            .create_stream("s", StreamConfig::with_partitions(callers as u32))
+            .unwrap();
+        let each = CONCURRENT_COMMITS / callers;
+        let start = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            for caller in 0..callers {
+                let broker = &broker;
+                scope.spawn(move || {
+                    let batch: Vec<Record> = records(100)
+                        .into_iter()
+                        .map(|r| r.to_partition(caller as u32))
+                        .collect();
+                    for _ in 0..each {
+                        broker.append("s", batch.clone()).unwrap();
+                    }
+                });
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let commits = (each * callers) as f64;
+        println!(
+            "{:<10} {:>14.0} {:>14.0}",
+            callers,
+            commits * 100.0 / secs,
+            commits / secs
+        );
+    }
+}
+
+/// Commits per line of [`concurrent`]: about 5 s for one caller at the
+/// reference machine's fsync.
+const CONCURRENT_COMMITS: usize = 4_800;
+
 fn main() {
     let mut c = Criterion::default()
         .sample_size(20)
@@ -263,5 +311,6 @@ fn main() {
     c.final_summary();
     summary();
     paired();
+    concurrent();
     let _ = std::fs::remove_dir_all(bench_dir());
 }

@@ -34,6 +34,21 @@ fn values(server: &Server, stream: &str) -> BTreeMap<String, u32> {
     counts
 }
 
+/// The values of `stream` once it holds at least `n` events: a group's
+/// status counts an acceptance as soon as its commit is applied, and its
+/// outputs are readable once their partition ends are published, a moment
+/// later.
+fn values_of(server: &Server, stream: &str, n: u32) -> BTreeMap<String, u32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let values = values(server, stream);
+        if values.values().sum::<u32>() >= n || Instant::now() > deadline {
+            return values;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sums a counter over the partitions of a queue group's status.
 fn queue_sum(status: &Value, field: &str) -> u64 {
     status["partitions"]
@@ -115,7 +130,7 @@ fn four_queue_instances_on_one_partition_all_work_and_commit_each_output_once_ac
     assert!(batches.iter().all(|&b| b > 0), "an idle instance: {view}");
     // One output per event, committed once: none lost to the kill, none
     // written twice by a batch redelivered after it.
-    let outputs = values(&server, "done");
+    let outputs = values_of(&server, "done", n as u32);
     let twice: Vec<_> = outputs.iter().filter(|(_, &c)| c > 1).collect();
     assert!(twice.is_empty(), "outputs written twice: {twice:?}");
     let expected: BTreeSet<String> = numbered(n).iter().map(|v| format!("done {v}")).collect();
@@ -160,11 +175,12 @@ fn a_failing_event_is_released_until_dead_lettered_and_a_rejected_one_at_once() 
     assert_eq!(queue_sum(&status, "accepted"), 30, "{status}");
     assert_eq!(queue_sum(&status, "rejected"), 2, "{status}");
     // Each of the other events has its one output; the two have none.
-    let outputs = values(&server, "done");
+    let outputs = values_of(&server, "done", 30);
     assert_eq!(outputs.len(), 30, "{outputs:?}");
     assert!(outputs.values().all(|&c| c == 1), "{outputs:?}");
     assert!(!outputs.contains_key("done boom") && !outputs.contains_key("done nope"));
     // Both are dead letters, with why.
+    values_of(&server, "workers.dead", 2);
     let dead = server.leat_ok(&["consume", "workers.dead", "--headers"], "");
     let line = |value: &str| -> String {
         dead.lines()
@@ -260,8 +276,8 @@ fn a_stream_mode_processor_and_a_queue_mode_processor_read_one_stream_at_once() 
     server.wait_for_processor("up", |v| {
         v["events_in"].as_u64() == Some(n as u64) && v["lag"].as_u64() == Some(0)
     });
-    let upper = values(&server, "upper");
-    let done = values(&server, "done");
+    let upper = values_of(&server, "upper", n as u32);
+    let done = values_of(&server, "done", n as u32);
     let expect = |f: &dyn Fn(&String) -> String| -> BTreeMap<String, u32> {
         input.iter().map(|v| (f(v), 1)).collect()
     };

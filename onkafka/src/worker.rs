@@ -65,6 +65,55 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reconnections in a row without a committed transaction before the
 /// instance gives up.
 const MAX_RECONNECTS: u32 = 8;
+/// How long a consumer may take to leave its group when it is dropped
+/// (see [`Closing`]).
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// A consumer that leaves its group on a thread of its own when dropped,
+/// and is given up after [`CLOSE_WAIT`]. rust-rdkafka's drop closes the
+/// consumer and serves the group's events until it is closed; when the
+/// group hands out partitions meanwhile (another instance left), the
+/// `rd_kafka_assign` of that rebalance can wait forever (librdkafka issue
+/// 4884): seen as `leat run --once` hanging at its end in a CI run, the
+/// instance's thread stuck in `BaseConsumer::drop`. Given up, the consumer
+/// is left to the process's end; the group's coordinator drops the member
+/// after its session timeout, and a static member is replaced at once by
+/// the next with its id.
+struct Closing(Option<BaseConsumer<GroupContext>>);
+
+impl std::ops::Deref for Closing {
+    type Target = BaseConsumer<GroupContext>;
+
+    fn deref(&self) -> &Self::Target {
+        match &self.0 {
+            Some(consumer) => consumer,
+            // Taken only by `drop`, after which nothing derefs it.
+            None => unreachable!("a Closing consumer is used after its drop"),
+        }
+    }
+}
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let Some(consumer) = self.0.take() else {
+            return;
+        };
+        let (closed, wait) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = closed.send(());
+            });
+        // Not spawned: the consumer was dropped here, with the closure.
+        if spawned.is_ok() && wait.recv_timeout(CLOSE_WAIT).is_err() {
+            tracing::warn!(
+                "a consumer took over {CLOSE_WAIT:?} to leave its group; given up \
+                 (librdkafka issue 4884)"
+            );
+        }
+    }
+}
 
 /// Why a connected worker ended early.
 enum Fault {
@@ -218,7 +267,7 @@ struct Out {
 struct Worker<'a> {
     setup: &'a Setup,
     runner: &'a mut GuestRunner,
-    consumer: BaseConsumer<GroupContext>,
+    consumer: Closing,
     /// Shared with the thread that sends a batch's offsets.
     producer: Arc<BaseProducer<Delivered>>,
     /// The processor's changelog topic.
@@ -316,7 +365,7 @@ impl<'a> Worker<'a> {
         Ok(Worker {
             setup,
             runner,
-            consumer,
+            consumer: Closing(Some(consumer)),
             producer: Arc::new(producer),
             changelog,
             topics,

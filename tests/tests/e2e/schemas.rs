@@ -74,16 +74,21 @@ fn events(server: &Server, stream: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// A server with a stream `orders`, and the path of `ORDER_V1` written in
+/// `files` (not yet set).
+fn orders_server(dir: &Path, files: &Path) -> (Server, String) {
+    let server = Server::start(dir, TOKEN);
+    server.leat_ok(&["stream", "create", "orders"], "");
+    (server, write(files, "v1.json", ORDER_V1))
+}
+
 /// `leat produce` sends a request while it reads the next: a refusal after
 /// whole requests were appended keeps them, stops the command, and names the
 /// line and how many events went before it.
 #[test]
 fn produce_stops_at_the_first_refused_request_and_keeps_those_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let files = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), TOKEN);
-    server.leat_ok(&["stream", "create", "orders"], "");
-    let v1 = write(files.path(), "v1.json", ORDER_V1);
+    let (dir, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (server, v1) = orders_server(dir.path(), files.path());
     server.leat_ok(&["schema", "set", "orders", &v1], "");
     // Two requests of 5,000 (leat's batch), the third refused at its
     // first line, a fourth never sent.
@@ -114,11 +119,8 @@ fn produce_stops_at_the_first_refused_request_and_keeps_those_before() {
 
 #[test]
 fn produced_events_are_checked_against_the_current_version_and_carry_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let files = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), TOKEN);
-    server.leat_ok(&["stream", "create", "orders"], "");
-    let v1 = write(files.path(), "v1.json", ORDER_V1);
+    let (dir, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (server, v1) = orders_server(dir.path(), files.path());
     let out = server.leat_ok(&["schema", "set", "orders", &v1], "");
     assert!(out.contains("orders-value version 1 registered"), "{out}");
     let again = server.leat_ok(&["schema", "set", "orders", &v1], "");

@@ -38,6 +38,9 @@ pub trait Backend: Sync {
     fn stream(&self, name: &str) -> Result<api::StreamView>;
     /// Deletes a stream and its events.
     fn delete_stream(&self, name: &str) -> Result<api::Done>;
+    /// Appends each line of `text` (UTF-8, lines ending with `\n`, empty
+    /// ones skipped) as an unkeyed event's value, in one commit.
+    fn produce_text(&self, stream: &str, text: Vec<u8>) -> Result<api::Produced>;
     /// Appends events in one commit.
     fn produce(&self, stream: &str, req: api::Produce) -> Result<api::Produced>;
     /// Where to start reading each partition.
@@ -189,6 +192,10 @@ impl Backend for Local {
 
     fn produce(&self, stream: &str, req: api::Produce) -> Result<api::Produced> {
         Ok(self.log.produce(stream, req)?)
+    }
+
+    fn produce_text(&self, stream: &str, text: Vec<u8>) -> Result<api::Produced> {
+        Ok(self.log.produce_lines(stream, text.into())?)
     }
 
     fn positions(

@@ -160,12 +160,16 @@ pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
     // The appends are sent in order by one thread while this one reads and
     // parses the next: a server's commit and the client's reading overlap.
     // One is queued at most, so that memory stays bounded by the batch.
-    let (to_sender, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
+    let (to_sender, appends) = std::sync::mpsc::sync_channel::<Append>(1);
     std::thread::scope(|scope| {
-        let sender = scope.spawn(|| send_batches(backend, &args.stream, batches));
-        let read = read_batches(args.format, limit, &to_sender);
-        // The sender ends once the queued batches are sent, or at its first
-        // refusal (the reader then stops at its next batch).
+        let sender = scope.spawn(|| send_appends(backend, &args.stream, appends));
+        let read = match args.format {
+            // Sent as they are read: no JSON on either side.
+            Format::Text => read_text(limit, &to_sender),
+            format => read_events(format, limit, &to_sender),
+        };
+        // The sender ends once the queued appends are sent, or at its first
+        // refusal (the reader then stops at its next append).
         drop(to_sender);
         let sent = sender
             .join()
@@ -182,22 +186,70 @@ pub fn produce(backend: &dyn Backend, args: ProduceArgs) -> Result<()> {
     })
 }
 
-/// Events to append in one commit, with their line numbers.
-type Batch = Vec<(usize, api::NewEvent)>;
+/// One append of `leat produce`: one request, one commit.
+struct Append {
+    /// The input line of each event, in order (empty lines are skipped).
+    lines: Lines,
+    body: AppendBody,
+}
 
-/// Reads standard input into batches of at most `limit` and hands them on,
-/// until the input ends, a line cannot be parsed, or the sender stopped.
-fn read_batches(
+enum AppendBody {
+    Events(Vec<api::NewEvent>),
+    /// Lines of text, each a value, without empty ones.
+    Text(Vec<u8>),
+}
+
+/// Input line numbers: a run while no line was skipped, then each.
+enum Lines {
+    Run { first: usize, last: usize },
+    Each(Vec<usize>),
+}
+
+impl Lines {
+    fn push(lines: &mut Option<Lines>, n: usize, skipped: bool) {
+        *lines = Some(match lines.take() {
+            None => Lines::Run { first: n, last: n },
+            Some(Lines::Run { first, .. }) if !skipped => Lines::Run { first, last: n },
+            Some(Lines::Run { first, last }) => {
+                let mut each: Vec<usize> = (first..=last).collect();
+                each.push(n);
+                Lines::Each(each)
+            }
+            Some(Lines::Each(mut each)) => {
+                each.push(n);
+                Lines::Each(each)
+            }
+        });
+    }
+
+    fn first_and_last(&self) -> (usize, usize) {
+        match self {
+            Lines::Run { first, last } => (*first, *last),
+            Lines::Each(each) => (
+                each.first().copied().unwrap_or_default(),
+                each.last().copied().unwrap_or_default(),
+            ),
+        }
+    }
+}
+
+/// Reads standard input into appends of events of `format` of at most
+/// `limit` and hands them on, until the input ends, a line cannot be
+/// parsed, or the sender stopped.
+fn read_events(
     format: Format,
     limit: ProduceBatch,
-    to_sender: &std::sync::mpsc::SyncSender<Batch>,
+    to_sender: &std::sync::mpsc::SyncSender<Append>,
 ) -> Result<()> {
-    let mut batch = Batch::new();
-    // Bytes of the lines in `batch`.
+    let mut events = Vec::new();
+    let mut lines = None;
+    let mut skipped = false;
+    // Bytes of the lines in `events`.
     let mut bytes = 0usize;
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.context("reading standard input")?;
         if line.is_empty() {
+            skipped = lines.is_some();
             continue;
         }
         let event = parse_line(&line, format).with_context(|| {
@@ -205,58 +257,111 @@ fn read_batches(
             let name = format.as_ref().map_or("", |v| v.get_name());
             format!("line {}: cannot parse as {name}", n + 1)
         })?;
-        batch.push((n + 1, event));
+        events.push(event);
+        Lines::push(&mut lines, n + 1, std::mem::take(&mut skipped));
         bytes += line.len();
-        if batch.len() >= limit.events || bytes >= limit.bytes {
-            if to_sender.send(std::mem::take(&mut batch)).is_err() {
+        if events.len() >= limit.events || bytes >= limit.bytes {
+            let append = Append {
+                lines: lines.take().unwrap_or(Lines::Each(Vec::new())),
+                body: AppendBody::Events(std::mem::take(&mut events)),
+            };
+            if to_sender.send(append).is_err() {
                 // The sender stopped at a refusal, which it reports.
                 return Ok(());
             }
             bytes = 0;
         }
     }
-    if !batch.is_empty() {
+    if let Some(lines) = lines {
         // An error here means the sender stopped, and says why.
-        let _ = to_sender.send(batch);
+        let _ = to_sender.send(Append {
+            lines,
+            body: AppendBody::Events(events),
+        });
     }
     Ok(())
 }
 
-/// Appends each batch in order; returns how many events were appended and to
-/// which partitions, or the first refusal.
-fn send_batches(
+/// Reads standard input as lines of text into appends of at most `limit`,
+/// as they are (a `\r` before a line's end kept for the server to drop),
+/// without the empty lines, and hands them on.
+fn read_text(limit: ProduceBatch, to_sender: &std::sync::mpsc::SyncSender<Append>) -> Result<()> {
+    let mut stdin = std::io::stdin().lock();
+    let mut text = Vec::new();
+    let mut lines = None;
+    let mut count = 0usize;
+    let mut skipped = false;
+    for n in 1.. {
+        let start = text.len();
+        let read = stdin
+            .read_until(b'\n', &mut text)
+            .context("reading standard input")?;
+        if read == 0 {
+            break;
+        }
+        // An empty line, or a lone `\r` at the end: nothing to append.
+        if matches!(&text[start..], b"\n" | b"\r\n" | b"\r") {
+            text.truncate(start);
+            skipped = lines.is_some();
+            continue;
+        }
+        if !text.ends_with(b"\n") {
+            // The last line, without its end.
+            text.push(b'\n');
+        }
+        Lines::push(&mut lines, n, std::mem::take(&mut skipped));
+        count += 1;
+        if count >= limit.events || text.len() >= limit.bytes {
+            let append = Append {
+                lines: lines.take().unwrap_or(Lines::Each(Vec::new())),
+                body: AppendBody::Text(std::mem::take(&mut text)),
+            };
+            if to_sender.send(append).is_err() {
+                return Ok(());
+            }
+            count = 0;
+        }
+    }
+    if let Some(lines) = lines {
+        let _ = to_sender.send(Append {
+            lines,
+            body: AppendBody::Text(text),
+        });
+    }
+    Ok(())
+}
+
+/// Sends each append in order; returns how many events were appended and
+/// to which partitions, or the first refusal.
+fn send_appends(
     backend: &dyn Backend,
     stream: &str,
-    batches: std::sync::mpsc::Receiver<Batch>,
+    appends: std::sync::mpsc::Receiver<Append>,
 ) -> Result<(usize, BTreeSet<u32>)> {
     let mut count = 0usize;
     let mut partitions = BTreeSet::new();
-    for batch in batches {
-        let (Some(&(first, _)), Some(&(last, _))) = (batch.first(), batch.last()) else {
-            continue;
+    for Append { lines, body } in appends {
+        let sent = match body {
+            AppendBody::Events(events) => backend.produce(stream, api::Produce { events }),
+            AppendBody::Text(text) => backend.produce_text(stream, text),
         };
-        let (lines, events): (Vec<usize>, Vec<api::NewEvent>) = batch.into_iter().unzip();
-        let produced = backend
-            .produce(stream, api::Produce { events })
-            .with_context(|| {
-                // Empty lines are skipped, so event N is line first + N only
-                // where none was.
-                if first == last {
-                    return format!(
-                        "line {first} of standard input was refused ({count} event(s) \
-                         before it were appended)"
-                    );
-                }
-                let at = if last - first + 1 == lines.len() {
-                    format!("event N of the request is line {first} + N")
-                } else {
-                    format!("its events are lines {lines:?}")
-                };
-                format!(
-                    "lines {first} to {last} of standard input were refused, none of them \
-                     appended ({count} event(s) before them were); {at}"
-                )
-            })?;
+        let produced = sent.with_context(|| {
+            let (first, last) = lines.first_and_last();
+            if first == last {
+                return format!(
+                    "line {first} of standard input was refused ({count} event(s) \
+                     before it were appended)"
+                );
+            }
+            let at = match &lines {
+                Lines::Run { .. } => format!("event N of the request is line {first} + N"),
+                Lines::Each(each) => format!("its events are lines {each:?}"),
+            };
+            format!(
+                "lines {first} to {last} of standard input were refused, none of them \
+                 appended ({count} event(s) before them were); {at}"
+            )
+        })?;
         count += produced.placements.len();
         partitions.extend(produced.placements.iter().map(|p| p.0));
     }

@@ -171,6 +171,14 @@ impl Backend for Remote {
         self.post(&format!("/v1/streams/{}/events", seg(stream)), &req)
     }
 
+    fn produce_text(&self, stream: &str, text: Vec<u8>) -> Result<api::Produced> {
+        let url = self.url(&format!("/v1/streams/{}/events", seg(stream)));
+        let req = self
+            .auth(self.agent.post(url))
+            .header("Content-Type", "text/plain; charset=utf-8");
+        self.answer(req.send(&text[..]))
+    }
+
     fn set_schema(&self, stream: &str, req: api::SetSchema) -> Result<api::SchemaSet> {
         let url = self.url(&format!("/v1/streams/{}/schema", seg(stream)));
         self.answer(self.auth(self.agent.put(url)).send_json(&req))

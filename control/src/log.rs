@@ -156,10 +156,7 @@ impl Log {
     /// (an Avro value is given as JSON and stored as a datum): the first that
     /// does not match refuses the whole request, naming its position.
     pub fn produce(&self, stream: &str, req: api::Produce) -> Result<api::Produced, ControlError> {
-        refuse_internal(stream)?;
-        self.broker.describe_stream(stream)?;
-        let count = req.events.len() as u64;
-        let mut records: Vec<Record> = req
+        let records = req
             .events
             .into_iter()
             .map(|e| {
@@ -176,6 +173,53 @@ impl Log {
                 r
             })
             .collect();
+        self.append(stream, records)
+    }
+
+    /// Appends each line of `text` as an unkeyed event's value, in one
+    /// commit, as [`Log::produce`] does: lines end with `\n` (a `\r` before
+    /// it is dropped), empty ones are skipped, and the text must be UTF-8.
+    /// No copy: the values are slices of `text`.
+    pub fn produce_lines(&self, stream: &str, text: Bytes) -> Result<api::Produced, ControlError> {
+        if let Err(e) = std::str::from_utf8(&text) {
+            // Its index among the events: the non-empty lines before it.
+            let before = &text[..e.valid_up_to()];
+            let lines = before.split(|&b| b == b'\n').count();
+            let event = before
+                .split(|&b| b == b'\n')
+                .take(lines - 1)
+                .filter(|l| !matches!(l, [] | [b'\r']))
+                .count();
+            return Err(ControlError::invalid(format!(
+                "event {event} is not UTF-8 text"
+            )));
+        }
+        let mut records = Vec::new();
+        let mut start = 0;
+        while start < text.len() {
+            let end = memchr::memchr(b'\n', &text[start..]).map_or(text.len(), |i| start + i);
+            let mut value_end = end;
+            if value_end > start && text[value_end - 1] == b'\r' {
+                value_end -= 1;
+            }
+            if value_end > start {
+                records.push(Record::value(text.slice(start..value_end)));
+            }
+            start = end + 1;
+        }
+        self.append(stream, records)
+    }
+
+    /// Checks `records` against the stream's schemas and appends them in one
+    /// commit.
+    fn append(
+        &self,
+        stream: &str,
+        mut records: Vec<Record>,
+    ) -> Result<api::Produced, ControlError> {
+        refuse_internal(stream)?;
+        self.broker.describe_stream(stream)?;
+        let count = records.len() as u64;
         self.schemas
             .check_records(stream, Door::Text, &mut records)
             .map_err(|e| ControlError::invalid(e.to_string()))?;
@@ -474,6 +518,34 @@ mod tests {
             .iter()
             .map(|e| (e.partition, e.key.as_str()))
             .collect()
+    }
+
+    fn values(log: &Log, stream: &str) -> Vec<String> {
+        let read = log.read(stream, 0, 0, MAX_READ_EVENTS).unwrap();
+        read.events.into_iter().filter_map(|e| e.value).collect()
+    }
+
+    #[test]
+    fn lines_of_text_are_values_without_their_ends_or_the_empty_lines() {
+        let (_dir, log) = log_with_state();
+        log.create_stream(api::CreateStream {
+            name: "t".into(),
+            partitions: 1,
+            cleanup: Default::default(),
+            max_event_bytes: None,
+        })
+        .unwrap();
+        let body = "a\r\n\nb c\n\r\n\rd\ne".as_bytes().to_vec();
+        let produced = log.produce_lines("t", body.into()).unwrap();
+        assert_eq!(produced.placements, [(0, 0), (0, 1), (0, 2), (0, 3)]);
+        assert_eq!(values(&log, "t"), ["a", "b c", "\rd", "e"]);
+        // Not UTF-8: refused whole, naming the event (empty lines not counted).
+        let bad = b"x\n\ny\nz\xff\n".to_vec();
+        let err = log.produce_lines("t", bad.into()).unwrap_err();
+        assert!(err.to_string().contains("event 2 is not UTF-8"), "{err}");
+        assert_eq!(values(&log, "t").len(), 4);
+        // The registry's own stream is refused as through the JSON door.
+        assert!(log.produce_lines(SCHEMAS_STREAM, "x\n".into()).is_err());
     }
 
     #[test]

@@ -341,14 +341,27 @@ async fn delete_stream(State(state): Shared, Params(name): Params<String>) -> An
     ))
 }
 
+/// `POST /v1/streams/NAME/events`: a JSON [`api::Produce`], or, with
+/// `Content-Type: text/plain`, one value per line (see
+/// [`leat_control::Log::produce_lines`]), which needs no JSON on either
+/// side.
 async fn produce(
     State(state): Shared,
     Params(name): Params<String>,
-    JsonBody(body): JsonBody<api::Produce>,
+    headers: HeaderMap,
+    Body(body): Body,
 ) -> Answer<api::Produced> {
-    Ok(Json(
-        blocking(&state, move |h| h.log().produce(&name, body)).await?,
-    ))
+    let text = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    let produced = if text {
+        blocking(&state, move |h| h.log().produce_lines(&name, body)).await?
+    } else {
+        let req: api::Produce = parse_json(&body)?;
+        blocking(&state, move |h| h.log().produce(&name, req)).await?
+    };
+    Ok(Json(produced))
 }
 
 /// `GET /v1/streams/NAME/schema[/history]`'s query.

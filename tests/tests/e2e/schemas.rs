@@ -115,6 +115,14 @@ fn produce_stops_at_the_first_refused_request_and_keeps_those_before() {
         .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     assert_eq!(total, 10_000, "{describe}");
+    // With an empty line skipped, the error lists the lines of the events.
+    let out = server.leat(
+        &["produce", "orders"],
+        "{\"id\":\"a\",\"qty\":1}\r\n\nnot json\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("its events are lines [1, 3]"), "{err}");
+    assert!(err.contains("event 1 does not match"), "{err}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use leat_tests::{guest, http_request, metric, Server};
+use leat_tests::{guest, http_request, leat_ok, metric, Server};
 
 const TOKEN: &str = "test-token-1234";
 
@@ -543,6 +543,29 @@ fn a_restart_brings_back_many_processors_each_as_it_was() {
         assert_eq!(server.leat_ok(&["consume", &format!("out{i}")], ""), "");
     }
     assert!(server.terminate());
+}
+
+/// Text lines go to the server as they are: their `\r\n` ends are taken and
+/// the empty lines skipped, as a local `leat produce` does.
+#[test]
+fn produce_sends_text_lines_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), TOKEN);
+    server.leat_ok(&["stream", "create", "t"], "");
+    let out = server.leat_ok(&["produce", "t"], "a\r\n\nb c\n\r\nlast");
+    assert!(out.contains("appended 3 event(s) to t"), "{out}");
+    assert_eq!(
+        values(&server.leat_ok(&["consume", "t"], "")),
+        ["a", "b c", "last"]
+    );
+    // The same in local mode.
+    let local = tempfile::tempdir().unwrap();
+    leat_ok(local.path(), &["stream", "create", "t"], "");
+    leat_ok(local.path(), &["produce", "t"], "a\r\n\nb c\n\r\nlast");
+    assert_eq!(
+        values(&leat_ok(local.path(), &["consume", "t"], "")),
+        ["a", "b c", "last"]
+    );
 }
 
 /// `leat produce` splits its input by bytes as well as by events: 100 lines

@@ -233,6 +233,50 @@ impl Lines {
     }
 }
 
+/// The input lines of the append being read, and the channel to the
+/// sender: what `read_events` and `read_text` share.
+struct Handing<'a> {
+    to_sender: &'a std::sync::mpsc::SyncSender<Append>,
+    lines: Option<Lines>,
+    /// Whether an empty line was skipped since the last line taken.
+    skipped: bool,
+}
+
+impl<'a> Handing<'a> {
+    fn new(to_sender: &'a std::sync::mpsc::SyncSender<Append>) -> Self {
+        Handing {
+            to_sender,
+            lines: None,
+            skipped: false,
+        }
+    }
+
+    /// Notes an empty line, which appends nothing.
+    fn skip(&mut self) {
+        self.skipped = self.lines.is_some();
+    }
+
+    /// Notes line `n` (from 1) as the next event of the append.
+    fn take(&mut self, n: usize) {
+        Lines::push(&mut self.lines, n, std::mem::take(&mut self.skipped));
+    }
+
+    /// Hands `body`, the events of the lines taken, on to the sender;
+    /// `false` once the sender stopped at a refusal, which it reports.
+    fn hand_on(&mut self, body: AppendBody) -> bool {
+        let lines = self.lines.take().unwrap_or(Lines::Each(Vec::new()));
+        self.to_sender.send(Append { lines, body }).is_ok()
+    }
+
+    /// Hands on the last append, if a line was taken since the one before.
+    fn finish(mut self, body: AppendBody) {
+        if self.lines.is_some() {
+            // `false` means the sender stopped, and says why.
+            self.hand_on(body);
+        }
+    }
+}
+
 /// Reads standard input into appends of events of `format` of at most
 /// `limit` and hands them on, until the input ends, a line cannot be
 /// parsed, or the sender stopped.
@@ -241,15 +285,14 @@ fn read_events(
     limit: ProduceBatch,
     to_sender: &std::sync::mpsc::SyncSender<Append>,
 ) -> Result<()> {
+    let mut handing = Handing::new(to_sender);
     let mut events = Vec::new();
-    let mut lines = None;
-    let mut skipped = false;
     // Bytes of the lines in `events`.
     let mut bytes = 0usize;
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.context("reading standard input")?;
         if line.is_empty() {
-            skipped = lines.is_some();
+            handing.skip();
             continue;
         }
         let event = parse_line(&line, format).with_context(|| {
@@ -258,27 +301,16 @@ fn read_events(
             format!("line {}: cannot parse as {name}", n + 1)
         })?;
         events.push(event);
-        Lines::push(&mut lines, n + 1, std::mem::take(&mut skipped));
+        handing.take(n + 1);
         bytes += line.len();
         if events.len() >= limit.events || bytes >= limit.bytes {
-            let append = Append {
-                lines: lines.take().unwrap_or(Lines::Each(Vec::new())),
-                body: AppendBody::Events(std::mem::take(&mut events)),
-            };
-            if to_sender.send(append).is_err() {
-                // The sender stopped at a refusal, which it reports.
+            if !handing.hand_on(AppendBody::Events(std::mem::take(&mut events))) {
                 return Ok(());
             }
             bytes = 0;
         }
     }
-    if let Some(lines) = lines {
-        // An error here means the sender stopped, and says why.
-        let _ = to_sender.send(Append {
-            lines,
-            body: AppendBody::Events(events),
-        });
-    }
+    handing.finish(AppendBody::Events(events));
     Ok(())
 }
 
@@ -286,11 +318,11 @@ fn read_events(
 /// as they are (a `\r` before a line's end kept for the server to drop),
 /// without the empty lines, and hands them on.
 fn read_text(limit: ProduceBatch, to_sender: &std::sync::mpsc::SyncSender<Append>) -> Result<()> {
+    let mut handing = Handing::new(to_sender);
     let mut stdin = std::io::stdin().lock();
     let mut text = Vec::new();
-    let mut lines = None;
+    // Lines in `text`.
     let mut count = 0usize;
-    let mut skipped = false;
     for n in 1.. {
         let start = text.len();
         let read = stdin
@@ -302,32 +334,23 @@ fn read_text(limit: ProduceBatch, to_sender: &std::sync::mpsc::SyncSender<Append
         // An empty line, or a lone `\r` at the end: nothing to append.
         if matches!(&text[start..], b"\n" | b"\r\n" | b"\r") {
             text.truncate(start);
-            skipped = lines.is_some();
+            handing.skip();
             continue;
         }
         if !text.ends_with(b"\n") {
             // The last line, without its end.
             text.push(b'\n');
         }
-        Lines::push(&mut lines, n, std::mem::take(&mut skipped));
+        handing.take(n);
         count += 1;
         if count >= limit.events || text.len() >= limit.bytes {
-            let append = Append {
-                lines: lines.take().unwrap_or(Lines::Each(Vec::new())),
-                body: AppendBody::Text(std::mem::take(&mut text)),
-            };
-            if to_sender.send(append).is_err() {
+            if !handing.hand_on(AppendBody::Text(std::mem::take(&mut text))) {
                 return Ok(());
             }
             count = 0;
         }
     }
-    if let Some(lines) = lines {
-        let _ = to_sender.send(Append {
-            lines,
-            body: AppendBody::Text(text),
-        });
-    }
+    handing.finish(AppendBody::Text(text));
     Ok(())
 }
 

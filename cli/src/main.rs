@@ -107,6 +107,10 @@ enum Command {
         /// (Kafka's `group.share.record.lock.duration.ms`).
         #[arg(long, value_name = "MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), requires = "kafka_listen")]
         kafka_share_lock_ms: u64,
+        /// Run the deployed processors on a Kafka cluster instead of the
+        /// data directory's log (its topics are then the streams).
+        #[command(flatten)]
+        cluster: on_kafka::ClusterArgs,
     },
     /// Create, list, describe or delete streams.
     #[command(subcommand)]
@@ -186,7 +190,15 @@ fn run(cli: Cli) -> Result<()> {
             kafka_anonymous,
             kafka_max_transaction_kib,
             kafka_share_lock_ms,
+            cluster,
         } => {
+            let on_kafka = cluster.on_kafka(&data_dir)?;
+            if on_kafka.is_some() && kafka_listen.is_some() {
+                anyhow::bail!(
+                    "--kafka-listen serves the data directory's streams to Kafka clients, and \
+                     with --kafka-bootstrap the streams are the cluster's topics: use one or the other"
+                );
+            }
             let options = serve::Options {
                 call_timeout: Duration::from_millis(guest_timeout_ms),
                 memory_limit: (guest_memory_mib as usize) << 20,
@@ -201,6 +213,7 @@ fn run(cli: Cli) -> Result<()> {
                         .unwrap_or(usize::MAX),
                     share_lock: Duration::from_millis(kafka_share_lock_ms),
                 }),
+                on_kafka,
             };
             serve::serve(&data_dir, &listen, token, options)
         }

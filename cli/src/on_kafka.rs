@@ -1,49 +1,94 @@
 //! `leat run --kafka-bootstrap`: a topology's processors on an Apache Kafka
 //! cluster, through `leat-on-kafka`.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use leat_broker::CleanupPolicy;
-use leat_control::Log;
+use leat_control::{topic_config, Log, OnKafka};
 use leat_on_kafka::{
-    changelog_topic, cluster_status, ensure_topics, run_processor, topic_partitions, KafkaOptions,
-    Observer, Restoring, TopicChange, TopicSpec,
+    cluster_status, ensure_topics, processor_topics, run_processor, KafkaOptions, Observer,
+    Restoring, TopicChange, TopicSpec,
 };
 use leat_runtime::schema::Registry;
 use leat_runtime::topology::Topology;
-use leat_runtime::{Engine, EngineConfig, ErrorPolicy, RunMode};
+use leat_runtime::{Engine, EngineConfig, RunMode};
 
 use crate::progress::{Bars, Progress};
 use crate::serve::Bootstrap;
 use crate::topology_cmd::{deploy_of, set_schemas, RunArgs};
 
+/// Where the processors run on Kafka: `leat run` and `leat serve` take the
+/// same flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// Run on this Apache Kafka cluster (`HOST:PORT[,...]`) instead of the
+    /// data directory's log: streams are topics, each processor a consumer
+    /// group, exactly-once through Kafka transactions.
+    #[arg(long, value_name = "HOST:PORT[,...]", env = "LEAT_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: Option<Bootstrap>,
+    /// The replication factor of the topics created on Kafka.
+    #[arg(long, default_value_t = 1, requires = "kafka_bootstrap")]
+    pub kafka_replication: u16,
+    /// This host's name among the Leat hosts sharing the processors on
+    /// Kafka: the same on every restart, different on each host (it names
+    /// the transactional ids). Default: the machine's host name.
+    #[arg(long, requires = "kafka_bootstrap")]
+    pub kafka_host_id: Option<String>,
+    /// Where the processors' local state caches live on Kafka (restored
+    /// from their changelog topics when missing or behind). Default:
+    /// `kafka-state/HOST-ID` in the data directory.
+    #[arg(long, value_name = "DIR", requires = "kafka_bootstrap")]
+    pub kafka_state_dir: Option<std::path::PathBuf>,
+    /// A librdkafka setting for every Kafka client of the processors
+    /// (repeatable), after Leat's own, e.g. `session.timeout.ms=10000`,
+    /// `transaction.timeout.ms=20000` (how soon a killed host's partitions
+    /// and open transaction are taken over), `security.protocol=...`.
+    #[arg(long, value_name = "KEY=VALUE", requires = "kafka_bootstrap")]
+    pub kafka_setting: Vec<crate::serve::KafkaSetting>,
+}
+
+impl ClusterArgs {
+    /// The cluster to run on, `None` without `--kafka-bootstrap`.
+    pub fn on_kafka(&self, data_dir: &std::path::Path) -> Result<Option<OnKafka>> {
+        let Some(bootstrap) = &self.kafka_bootstrap else {
+            return Ok(None);
+        };
+        if self.kafka_replication == 0 {
+            bail!("--kafka-replication must be at least 1");
+        }
+        let mut options = KafkaOptions::new(bootstrap.to_string());
+        if let Some(host) = self.kafka_host_id.clone() {
+            options.host = host;
+        }
+        options.state_dir = Some(
+            self.kafka_state_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("kafka-state").join(&options.host)),
+        );
+        options.client_settings = (self.kafka_setting.iter())
+            .map(|s| (s.key.clone(), s.value.clone()))
+            .collect();
+        Ok(Some(OnKafka {
+            options,
+            replication: self.kafka_replication,
+        }))
+    }
+}
+
 pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
-    let Some(bootstrap) = args.kafka_bootstrap.clone() else {
+    let Some(OnKafka {
+        mut options,
+        replication,
+    }) = args.kafka.on_kafka(data_dir)?
+    else {
         bail!("--kafka-bootstrap is required to run on Kafka");
     };
     let topology = Topology::load(&args.file)?;
     // Within the file: a stream has one writer (Kafka has no record of
     // Leat's writers yet).
     topology.check_writers(|_| None)?;
-    let mut options = KafkaOptions::new(bootstrap.to_string());
-    if let Some(host) = args.kafka_host_id.clone() {
-        options.host = host;
-    }
-    options.state_dir = Some(
-        args.kafka_state_dir
-            .clone()
-            .unwrap_or_else(|| data_dir.join("kafka-state").join(&options.host)),
-    );
-    if args.kafka_replication == 0 {
-        bail!("--kafka-replication must be at least 1");
-    }
     options.observer = Some(Arc::new(RestoreBars::default()));
-    options.client_settings = (args.kafka_setting.iter())
-        .map(|s| (s.key.clone(), s.value.clone()))
-        .collect();
     // The file's schemas: kept in the data directory's registry (Kafka has
     // none of Leat's), registered where they changed, and checked against
     // the outputs. The log is opened only then: hosts without schemas may
@@ -77,48 +122,13 @@ pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
         .map(|s| TopicSpec {
             name: s.name.clone(),
             partitions: s.partitions,
-            replication: args.kafka_replication,
+            replication,
             config: topic_config(&s.cleanup),
         })
         .collect();
-    let mut named: BTreeSet<String> = topics.iter().map(|t| t.name.clone()).collect();
     for (spec, _) in &prepared {
-        let errors = (spec.on_error == ErrorPolicy::Record).then(|| spec.error_stream());
-        for stream in spec.outputs.iter().cloned().chain(errors) {
-            if named.insert(stream.clone()) {
-                topics.push(TopicSpec {
-                    name: stream,
-                    partitions: 1,
-                    replication: args.kafka_replication,
-                    config: topic_config(&CleanupPolicy::Retain),
-                });
-            }
-        }
-    }
-    // Each processor's state changelog: compacted (only each key's last
-    // change matters), one partition per partition index of its inputs.
-    for (spec, _) in &prepared {
-        let mut partitions = 1;
-        for input in &spec.inputs {
-            let declared = topics
-                .iter()
-                .find(|t| &t.name == input)
-                .map(|t| t.partitions);
-            let n = match declared {
-                Some(n) => n,
-                None => topic_partitions(&options, input)?.unwrap_or(1),
-            };
-            partitions = partitions.max(n);
-        }
-        let name = changelog_topic(&spec.name);
-        if named.insert(name.clone()) {
-            topics.push(TopicSpec {
-                name,
-                partitions,
-                replication: args.kafka_replication,
-                config: vec![("cleanup.policy".into(), "compact".into())],
-            });
-        }
+        let more = processor_topics(&options, spec, &topics, replication)?;
+        topics.extend(more);
     }
     let changes = ensure_topics(&options, &topics)?;
     for (t, change) in topics.iter().zip(changes) {
@@ -217,34 +227,6 @@ pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
     match failed {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-/// A Leat stream's cleanup as Kafka topic settings. Leat keeps events
-/// forever by default, Kafka for 7 days: a retained stream gets
-/// `retention.ms=-1`.
-fn topic_config(cleanup: &CleanupPolicy) -> Vec<(String, String)> {
-    let set = |k: &str, v: String| (k.to_owned(), v);
-    match cleanup {
-        CleanupPolicy::Retain => vec![set("retention.ms", "-1".into())],
-        CleanupPolicy::Delete {
-            max_age_ms,
-            max_bytes,
-        } => {
-            let mut config = vec![set("cleanup.policy", "delete".into())];
-            config.push(set(
-                "retention.ms",
-                max_age_ms.map_or("-1".into(), |ms| ms.to_string()),
-            ));
-            if let Some(bytes) = max_bytes {
-                config.push(set("retention.bytes", bytes.to_string()));
-            }
-            config
-        }
-        CleanupPolicy::Compact { tombstone_grace_ms } => vec![
-            set("cleanup.policy", "compact".into()),
-            set("delete.retention.ms", tombstone_grace_ms.to_string()),
-        ],
     }
 }
 

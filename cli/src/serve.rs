@@ -73,6 +73,8 @@ pub struct Options {
     pub max_connections: usize,
     /// The Kafka listener, if any.
     pub kafka: Option<KafkaOptions>,
+    /// The Kafka cluster the processors run on, if not on the log.
+    pub on_kafka: Option<leat_control::OnKafka>,
 }
 
 /// `--kafka-listen` and the flags that go with it.
@@ -223,9 +225,20 @@ pub fn serve(
         // Restores the processors kept in the data directory, before either
         // listener accepts a connection.
         let schemas = runtime.schemas().clone();
-        let control = tokio::task::spawn_blocking(move || Control::open(&control_dir, runtime))
-            .await
-            .context("restoring the processors")?;
+        let on_kafka = options.on_kafka;
+        if let Some(k) = &on_kafka {
+            tracing::info!(
+                "processors run on the Kafka cluster at {} as host {}",
+                k.options.bootstrap,
+                k.options.host
+            );
+        }
+        let control = tokio::task::spawn_blocking(move || match on_kafka {
+            Some(kafka) => Control::open_on_kafka(&control_dir, runtime, kafka),
+            None => Control::open(&control_dir, runtime),
+        })
+        .await
+        .context("restoring the processors")?;
         let control = Arc::new(control);
         // One signal stops both listeners.
         let (stop, stopped) = tokio::sync::watch::channel(false);

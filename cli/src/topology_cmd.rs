@@ -53,30 +53,9 @@ pub struct RunArgs {
     /// instead of running until Ctrl-C or SIGTERM.
     #[arg(long)]
     pub once: bool,
-    /// Run on this Apache Kafka cluster (`HOST:PORT[,...]`) instead of the
-    /// data directory's log: streams are topics, each processor a consumer
-    /// group, exactly-once through Kafka transactions.
-    #[arg(long, value_name = "HOST:PORT[,...]", env = "LEAT_KAFKA_BOOTSTRAP")]
-    pub kafka_bootstrap: Option<crate::serve::Bootstrap>,
-    /// The replication factor of the topics created on Kafka.
-    #[arg(long, default_value_t = 1, requires = "kafka_bootstrap")]
-    pub kafka_replication: u16,
-    /// This host's name among the Leat hosts sharing the processors on
-    /// Kafka: the same on every restart, different on each host (it names
-    /// the transactional ids). Default: the machine's host name.
-    #[arg(long, requires = "kafka_bootstrap")]
-    pub kafka_host_id: Option<String>,
-    /// Where the processors' local state caches live on Kafka (restored
-    /// from their changelog topics when missing or behind). Default:
-    /// `kafka-state/HOST-ID` in the data directory.
-    #[arg(long, value_name = "DIR", requires = "kafka_bootstrap")]
-    pub kafka_state_dir: Option<std::path::PathBuf>,
-    /// A librdkafka setting for every Kafka client of the processors
-    /// (repeatable), after Leat's own, e.g. `session.timeout.ms=10000`,
-    /// `transaction.timeout.ms=20000` (how soon a killed host's partitions
-    /// and open transaction are taken over), `security.protocol=...`.
-    #[arg(long, value_name = "KEY=VALUE", requires = "kafka_bootstrap")]
-    pub kafka_setting: Vec<crate::serve::KafkaSetting>,
+    /// Run on a Kafka cluster instead of the data directory's log.
+    #[command(flatten)]
+    pub kafka: crate::on_kafka::ClusterArgs,
 }
 
 fn print_graph(t: &Topology, format: GraphFormat) {
@@ -198,7 +177,10 @@ pub(crate) fn set_schemas(
 fn apply(backend: &dyn Backend, file: &Path) -> Result<()> {
     let topology = Topology::load(file)?;
     set_schemas(&topology, &|s, req| backend.set_schema(s, req))?;
-    let streams = backend.streams()?;
+    // The status's streams: a server whose streams are a Kafka cluster's
+    // topics has none to show (and refuses `streams`); it checks the
+    // writers it knows itself.
+    let streams = backend.status()?.streams;
     topology.check_writers(|s| {
         streams
             .iter()
@@ -248,7 +230,7 @@ fn apply(backend: &dyn Backend, file: &Path) -> Result<()> {
 
 /// `leat run`: the whole topology in this process, on the data directory's log.
 pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
-    if args.kafka_bootstrap.is_some() {
+    if args.kafka.kafka_bootstrap.is_some() {
         return crate::on_kafka::run(data_dir, args);
     }
     let topology = Topology::load(&args.file)?;

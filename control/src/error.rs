@@ -128,3 +128,16 @@ impl From<leat_runtime::Error> for ControlError {
         ControlError::new(kind, e.to_string())
     }
 }
+
+impl From<leat_on_kafka::Error> for ControlError {
+    fn from(e: leat_on_kafka::Error) -> Self {
+        use leat_on_kafka::Error as E;
+        let kind = match e {
+            E::Runtime(r) => return r.into(),
+            E::Unreachable { .. } => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        };
+        let message = e.chain();
+        ControlError::new(kind, message)
+    }
+}

@@ -36,10 +36,27 @@ use leat_broker::Broker;
 use leat_runtime::{LoadedComponent, Runtime};
 
 pub use crate::error::{ControlError, ErrorKind};
+use crate::log::group_view;
 pub use crate::log::{Log, MAX_READ_EVENTS};
 pub use crate::metrics::ControlMetrics;
 pub use crate::registry::processor_spec;
 use crate::registry::Managed;
+pub use crate::topologies::topic_config;
+pub use leat_on_kafka::KafkaOptions;
+
+/// Where the processors run when not on the data directory's log: an
+/// Apache Kafka cluster (`leat serve --kafka-bootstrap`). Its topics are
+/// the streams; each processor is a consumer group there, shared with the
+/// other hosts that deploy it; the data directory keeps the deployments,
+/// the components, the topologies and the schema registry.
+#[derive(Clone, Debug)]
+pub struct OnKafka {
+    /// The cluster and this host's name in it, its state caches and its
+    /// client settings.
+    pub options: KafkaOptions,
+    /// The replication factor of the topics a deployment creates.
+    pub replication: u16,
+}
 
 /// The control plane of one data directory.
 pub struct Control {
@@ -49,22 +66,45 @@ pub struct Control {
     processors: Mutex<BTreeMap<String, Arc<Mutex<Managed>>>>,
     components: Mutex<HashMap<String, LoadedComponent>>,
     started: Instant,
+    kafka: Option<OnKafka>,
 }
 
 impl Control {
     /// Opens the control plane of `dir` over `runtime` (whose log is the
     /// directory's) and restarts the processors stored there.
     pub fn open(dir: &Path, runtime: Runtime) -> Control {
+        Control::open_with(dir, runtime, None)
+    }
+
+    /// Opens the control plane of `dir` with its processors on the Kafka
+    /// cluster of `kafka` (see [`OnKafka`]), and restarts them there.
+    /// Outputs are checked against the registry's schemas, as on the log.
+    pub fn open_on_kafka(dir: &Path, runtime: Runtime, mut kafka: OnKafka) -> Control {
+        kafka.options.schemas = Some(runtime.schemas().clone());
+        Control::open_with(dir, runtime, Some(kafka))
+    }
+
+    fn open_with(dir: &Path, runtime: Runtime, kafka: Option<OnKafka>) -> Control {
+        let mut log = Log::new(runtime.broker().clone(), runtime.schemas().clone());
+        if let Some(k) = &kafka {
+            log = log.on_kafka(k.options.bootstrap.clone());
+        }
         let control = Control {
-            log: Log::new(runtime.broker().clone(), runtime.schemas().clone()),
+            log,
             runtime,
             dir: dir.to_path_buf(),
             processors: Mutex::new(BTreeMap::new()),
             components: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            kafka,
         };
         control.restore();
         control
+    }
+
+    /// The Kafka cluster the processors run on, if not on the log.
+    pub fn on_kafka(&self) -> Option<&OnKafka> {
+        self.kafka.as_ref()
     }
 
     fn broker(&self) -> &Broker {
@@ -107,14 +147,47 @@ impl Control {
     }
 
     /// The whole picture: streams, processors, consumer groups.
+    /// On Kafka: no streams (they are the cluster's topics), and the
+    /// processors' groups as the cluster has them.
     pub fn status(&self) -> Result<api::StatusView, ControlError> {
+        let (streams, groups) = match &self.kafka {
+            None => (self.log.streams()?, self.log.groups()?),
+            Some(_) => (Vec::new(), self.groups()?.iter().map(group_view).collect()),
+        };
         Ok(api::StatusView {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: self.uptime_secs(),
-            streams: self.log.streams()?,
+            streams,
             processors: self.processors()?,
-            groups: self.log.groups()?,
+            groups,
         })
+    }
+
+    /// The consumer groups and their committed offsets: the log's, or on
+    /// Kafka the cluster's.
+    fn groups(&self) -> Result<Vec<leat_broker::GroupInfo>, ControlError> {
+        let Some(kafka) = &self.kafka else {
+            return Ok(self.broker().groups()?);
+        };
+        let cluster = leat_on_kafka::cluster_status(&kafka.options)?;
+        Ok(cluster
+            .groups
+            .into_iter()
+            .map(|g| leat_broker::GroupInfo {
+                name: g.name,
+                generation: 0,
+                positions: g
+                    .positions
+                    .into_iter()
+                    .map(|p| leat_broker::GroupPosition {
+                        stream: p.topic,
+                        partition: p.partition,
+                        committed: p.committed,
+                        lag: p.lag,
+                    })
+                    .collect(),
+            })
+            .collect())
     }
 }
 

@@ -30,6 +30,10 @@ pub struct Log {
     events_produced: AtomicU64,
     /// Events returned by [`Log::read`].
     events_read: AtomicU64,
+    /// The Kafka cluster (its bootstrap servers) whose topics are the
+    /// streams, when the processors run there: the calls on this log's
+    /// streams are then refused (see [`Log::here`]).
+    kafka: Option<String>,
 }
 
 /// Refuses writes and deletion of the registry's own stream.
@@ -65,6 +69,22 @@ pub(crate) fn event_view(e: &leat_broker::Event) -> api::EventView {
     }
 }
 
+/// A group as the API shows it.
+pub(crate) fn group_view(g: &leat_broker::GroupInfo) -> api::GroupView {
+    api::GroupView {
+        name: g.name.clone(),
+        generation: g.generation,
+        positions: (g.positions.iter())
+            .map(|p| api::PositionView {
+                stream: p.stream.clone(),
+                partition: p.partition,
+                committed: p.committed,
+                lag: p.lag,
+            })
+            .collect(),
+    }
+}
+
 impl Log {
     /// The log of `broker`, whose schema registry is `schemas` (the
     /// runtime's, when there is one: one registry per log).
@@ -74,6 +94,29 @@ impl Log {
             schemas,
             events_produced: AtomicU64::new(0),
             events_read: AtomicU64::new(0),
+            kafka: None,
+        }
+    }
+
+    /// This log, whose streams are the topics of the Kafka cluster at
+    /// `bootstrap` instead: it keeps the schema registry, and refuses the
+    /// calls on streams, offsets, queues and state with what to use.
+    pub fn on_kafka(mut self, bootstrap: String) -> Log {
+        self.kafka = Some(bootstrap);
+        self
+    }
+
+    /// Refuses a call on the streams when they are a Kafka cluster's topics.
+    pub(crate) fn here(&self) -> Result<(), ControlError> {
+        match &self.kafka {
+            None => Ok(()),
+            Some(bootstrap) => Err(ControlError::invalid(format!(
+                "this server's streams are the topics of the Kafka cluster at {bootstrap}: \
+                 create, produce and read them with Kafka's clients and tools \
+                 (kafka-topics.sh, kafka-console-producer.sh, kafka-console-consumer.sh), or \
+                 declare them in a topology (`leat topology apply`); `leat status` shows the \
+                 processors' consumer groups and lag"
+            ))),
         }
     }
 
@@ -97,6 +140,7 @@ impl Log {
 
     /// One stream's settings, extents and writer.
     pub fn stream(&self, name: &str) -> Result<api::StreamView, ControlError> {
+        self.here()?;
         let info = self.broker.describe_stream(name)?;
         Ok(api::StreamView {
             name: info.name,
@@ -116,6 +160,7 @@ impl Log {
 
     /// Creates a stream.
     pub fn create_stream(&self, req: api::CreateStream) -> Result<api::StreamView, ControlError> {
+        self.here()?;
         let mut config = StreamConfig {
             partitions: req.partitions,
             cleanup: req.cleanup,
@@ -131,6 +176,7 @@ impl Log {
 
     /// Every stream.
     pub fn streams(&self) -> Result<Vec<api::StreamView>, ControlError> {
+        self.here()?;
         let mut out = Vec::new();
         for name in self.broker.list_streams() {
             match self.stream(&name) {
@@ -144,6 +190,7 @@ impl Log {
 
     /// Deletes a stream and its events.
     pub fn delete_stream(&self, name: &str) -> Result<api::Done, ControlError> {
+        self.here()?;
         refuse_internal(name)?;
         self.broker.delete_stream(name)?;
         Ok(api::Done {
@@ -156,6 +203,7 @@ impl Log {
     /// (an Avro value is given as JSON and stored as a datum): the first that
     /// does not match refuses the whole request, naming its position.
     pub fn produce(&self, stream: &str, req: api::Produce) -> Result<api::Produced, ControlError> {
+        self.here()?;
         let records = req
             .events
             .into_iter()
@@ -181,6 +229,7 @@ impl Log {
     /// it is dropped), empty ones are skipped, and the text must be UTF-8.
     /// No copy: the values are slices of `text`.
     pub fn produce_lines(&self, stream: &str, text: Bytes) -> Result<api::Produced, ControlError> {
+        self.here()?;
         if let Err(e) = std::str::from_utf8(&text) {
             // Its index among the events: the non-empty lines before it.
             let before = &text[..e.valid_up_to()];
@@ -238,6 +287,7 @@ impl Log {
         from: u64,
         max: usize,
     ) -> Result<api::ReadView, ControlError> {
+        self.here()?;
         let limits = ReadLimits {
             max_events: max.clamp(1, MAX_READ_EVENTS),
             ..ReadLimits::default()
@@ -261,6 +311,7 @@ impl Log {
         key: &str,
         max: usize,
     ) -> Result<api::SearchView, ControlError> {
+        self.here()?;
         let info = self.broker.describe_stream(stream)?;
         let count = u32::try_from(info.partitions.len()).unwrap_or(u32::MAX);
         let partition = leat_broker::partition_for_key(key.as_bytes(), count);
@@ -316,6 +367,7 @@ impl Log {
         positions: &[(String, u32, u64)],
         timeout: Duration,
     ) -> Result<(), ControlError> {
+        self.here()?;
         self.broker.wait_for_any(positions, timeout)?;
         Ok(())
     }
@@ -328,6 +380,7 @@ impl Log {
         from: api::Position,
         group: Option<&str>,
     ) -> Result<api::Positions, ControlError> {
+        self.here()?;
         let broker = &self.broker;
         let info = broker.describe_stream(stream)?;
         let mut offsets = Vec::new();
@@ -355,6 +408,7 @@ impl Log {
         group: &str,
         req: api::CommitOffset,
     ) -> Result<api::Done, ControlError> {
+        self.here()?;
         leat_broker::validate_name(group)?;
         self.broker
             .commit_offset(group, &req.stream, req.partition, req.offset)?;
@@ -368,25 +422,8 @@ impl Log {
 
     /// Every consumer group with its committed offsets and lag.
     pub fn groups(&self) -> Result<Vec<api::GroupView>, ControlError> {
-        Ok(self
-            .broker
-            .groups()?
-            .into_iter()
-            .map(|g| api::GroupView {
-                name: g.name,
-                generation: g.generation,
-                positions: g
-                    .positions
-                    .into_iter()
-                    .map(|p| api::PositionView {
-                        stream: p.stream,
-                        partition: p.partition,
-                        committed: p.committed,
-                        lag: p.lag,
-                    })
-                    .collect(),
-            })
-            .collect())
+        self.here()?;
+        Ok(self.broker.groups()?.iter().map(group_view).collect())
     }
 
     /// A processor's committed state (never a batch in flight): the entry
@@ -399,6 +436,7 @@ impl Log {
         processor: &str,
         query: &api::StateQuery,
     ) -> Result<api::StateView, ControlError> {
+        self.here()?;
         leat_broker::validate_name(processor)?;
         let mut partitions: Vec<u32> = self
             .broker

@@ -104,9 +104,14 @@ impl EncodeMetric for Latency<'_> {
 impl Collector for ControlMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let control = &self.0;
-        let views = control
-            .processors()
-            .and_then(|p| Ok((p, control.log.streams()?)));
+        let views = control.processors().and_then(|p| {
+            // On Kafka the streams are the cluster's topics: none here.
+            let streams = match control.kafka {
+                None => control.log.streams()?,
+                Some(_) => Vec::new(),
+            };
+            Ok((p, streams))
+        });
         let (processors, streams) = match views {
             Ok(views) => views,
             Err(e) => {

@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use leat_api::{self as api, Action, ProcessorState};
 use leat_runtime::files::write_atomic;
-use leat_runtime::{Deployment, LatencyHistogram, LoadedComponent, ProcessorSpec};
+use leat_runtime::{LatencyHistogram, LoadedComponent, ProcessorMode, ProcessorSpec};
 
 use crate::registry::{
-    component_id, lock, processor_spec, reset_to, valid_component_id, Counters, Managed, Stored,
+    component_id, lock, processor_spec, reset_to, valid_component_id, Counters, Deployment,
+    Managed, Stored,
 };
 use crate::{Control, ControlError};
 
@@ -126,7 +127,36 @@ impl Control {
         component: &LoadedComponent,
     ) -> Result<Deployment, ControlError> {
         let spec = Self::spec_of(stored)?;
-        Ok(self.runtime.deploy(spec, component.clone())?)
+        let Some(kafka) = &self.kafka else {
+            return Ok(Deployment::Log(
+                self.runtime.deploy(spec, component.clone())?,
+            ));
+        };
+        if spec.mode == ProcessorMode::Queue {
+            return Err(ControlError::invalid(format!(
+                "processor {}: queue mode does not run on Kafka yet (deploy it in stream mode, \
+                 or on a server without --kafka-bootstrap)",
+                spec.name
+            )));
+        }
+        let options = &kafka.options;
+        for input in &spec.inputs {
+            if leat_on_kafka::topic_partitions(options, input)?.is_none() {
+                return Err(ControlError::not_found(format!(
+                    "processor {}: stream `{input}` is not a topic of the Kafka cluster at {}: \
+                     create it first (kafka-topics.sh --create, or a topology's streams)",
+                    spec.name, options.bootstrap
+                )));
+            }
+        }
+        let topics = leat_on_kafka::processor_topics(options, &spec, &[], kafka.replication)?;
+        leat_on_kafka::ensure_topics(options, &topics)?;
+        Ok(Deployment::Kafka(leat_on_kafka::Deployment::start(
+            self.runtime.engine().clone(),
+            spec,
+            component.clone(),
+            options.clone(),
+        )?))
     }
 
     fn persist(&self, stored: &Stored) -> Result<(), ControlError> {
@@ -264,16 +294,16 @@ impl Control {
                     d.scale(deploy.instances)?;
                 }
                 if deploy.component != old.component {
-                    d.upgrade(component.clone())?;
+                    d.upgrade(component.clone().into())?;
                 }
-                Ok::<(), leat_runtime::Error>(())
+                Ok::<(), ControlError>(())
             })();
             if let Err(e) = changed {
                 // What ran before keeps running.
                 if was_running {
                     d.resume()?;
                 }
-                return Err(e.into());
+                return Err(e);
             }
             let version = d.spec().version;
             m.stored.version = version;
@@ -324,14 +354,14 @@ impl Control {
     /// Every processor's view.
     pub fn processors(&self) -> Result<Vec<api::ProcessorView>, ControlError> {
         let all: Vec<_> = lock(&self.processors).values().cloned().collect();
-        let groups = self.broker().groups()?;
+        let groups = self.groups()?;
         Ok(all.iter().map(|m| Self::view(&lock(m), &groups)).collect())
     }
 
     /// One processor's view.
     pub fn processor(&self, name: &str) -> Result<api::ProcessorView, ControlError> {
         let m = self.managed(name)?;
-        let groups = self.broker().groups()?;
+        let groups = self.groups()?;
         let m = lock(&m);
         Ok(Self::view(&m, &groups))
     }

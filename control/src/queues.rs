@@ -20,6 +20,7 @@ impl Log {
         group: &str,
         req: &api::QueueAcquire,
     ) -> Result<api::QueueAcquired, ControlError> {
+        self.here()?;
         let lock = Duration::from_millis(req.lock_ms);
         let got = if req.wait_ms == 0 {
             self.broker()
@@ -55,6 +56,7 @@ impl Log {
         group: &str,
         stream: &str,
     ) -> Result<(impl Future<Output = ()> + Send + 'static, Option<Duration>), ControlError> {
+        self.here()?;
         let broker = self.broker();
         Ok((
             broker.queue_arrival(group, stream)?,
@@ -69,6 +71,7 @@ impl Log {
         action: api::QueueAction,
         req: &api::QueueLocks,
     ) -> Result<api::Done, ControlError> {
+        self.here()?;
         let broker = self.broker();
         let ack = match action {
             api::QueueAction::Accept => Ack::Accept,
@@ -94,6 +97,7 @@ impl Log {
 
     /// Where a queue group stands.
     pub fn queue_status(&self, group: &str) -> Result<api::QueueStatusView, ControlError> {
+        self.here()?;
         let status = self.broker().queue_status(group)?;
         Ok(api::QueueStatusView {
             group: status.group,
@@ -128,6 +132,7 @@ impl Log {
         group: &str,
         change: api::QueueSettingsChange,
     ) -> Result<api::Done, ControlError> {
+        self.here()?;
         let current = self.broker().queue_config(group)?;
         let settings = api::QueueSettings {
             max_deliveries: current.max_deliveries,
@@ -161,6 +166,7 @@ impl Log {
         group: &str,
         req: &api::QueueReset,
     ) -> Result<api::Done, ControlError> {
+        self.here()?;
         let to = match req.to {
             api::Position::Beginning => QueueStart::Earliest,
             api::Position::End => QueueStart::Latest,

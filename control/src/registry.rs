@@ -9,7 +9,7 @@ use std::time::Instant;
 use leat_api as api;
 use leat_runtime::files::content_hash;
 use leat_runtime::{
-    Deployment, ErrorPolicy, LatencyHistogram, LoadedComponent, ProcessorMode, ProcessorSpec,
+    ErrorPolicy, LatencyHistogram, LoadedComponent, ProcessorCode, ProcessorMode, ProcessorSpec,
     ProcessorStatus, ResetTo,
 };
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,84 @@ impl Counters {
         self.failed_calls += s.failed_calls;
         self.traps += s.traps;
         self.latency.merge(&s.batch_latency);
+    }
+}
+
+/// A deployment's running instances: on the data directory's log, or on
+/// a Kafka cluster (`leat serve --kafka-bootstrap`).
+pub(crate) enum Deployment {
+    Log(leat_runtime::Deployment),
+    Kafka(leat_on_kafka::Deployment),
+}
+
+impl Deployment {
+    pub(crate) fn spec(&self) -> &ProcessorSpec {
+        match self {
+            Deployment::Log(d) => d.spec(),
+            Deployment::Kafka(d) => d.spec(),
+        }
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        match self {
+            Deployment::Log(d) => d.is_running(),
+            Deployment::Kafka(d) => d.is_running(),
+        }
+    }
+
+    pub(crate) fn status(&self) -> ProcessorStatus {
+        match self {
+            Deployment::Log(d) => d.status(),
+            Deployment::Kafka(d) => d.status(),
+        }
+    }
+
+    pub(crate) fn pause(&mut self) -> Result<(), ControlError> {
+        match self {
+            Deployment::Log(d) => Ok(d.pause()?),
+            Deployment::Kafka(d) => Ok(d.pause()?),
+        }
+    }
+
+    pub(crate) fn resume(&mut self) -> Result<(), ControlError> {
+        match self {
+            Deployment::Log(d) => Ok(d.resume()?),
+            Deployment::Kafka(d) => Ok(d.resume()?),
+        }
+    }
+
+    pub(crate) fn scale(&mut self, instances: u32) -> Result<(), ControlError> {
+        match self {
+            Deployment::Log(d) => Ok(d.scale(instances)?),
+            Deployment::Kafka(d) => Ok(d.scale(instances)?),
+        }
+    }
+
+    pub(crate) fn upgrade(&mut self, code: ProcessorCode) -> Result<(), ControlError> {
+        match self {
+            Deployment::Log(d) => Ok(d.upgrade(code)?),
+            Deployment::Kafka(d) => Ok(d.upgrade(code)?),
+        }
+    }
+
+    pub(crate) fn reset(&mut self, to: ResetTo) -> Result<(), ControlError> {
+        match self {
+            Deployment::Log(d) => Ok(d.reset(to)?),
+            Deployment::Kafka(d) => Err(ControlError::invalid(format!(
+                "processor {} runs on Kafka, whose group offsets this server does not move yet: \
+                 pause it, then move group {} with Kafka's tools \
+                 (kafka-consumer-groups.sh --reset-offsets), and resume it",
+                d.spec().name,
+                d.spec().name
+            ))),
+        }
+    }
+
+    pub(crate) fn undeploy(self) -> Result<ProcessorStatus, ControlError> {
+        match self {
+            Deployment::Log(d) => Ok(d.undeploy()?),
+            Deployment::Kafka(d) => Ok(d.undeploy()?),
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use leat_api as api;
+use leat_broker::CleanupPolicy;
+use leat_on_kafka::{retained, TopicChange, TopicSpec};
 use leat_runtime::files::write_atomic;
 use leat_runtime::topology::{apply_streams, ApplyError, StreamChange, TopologyStream};
 
@@ -62,10 +64,30 @@ impl Control {
                 line: 0,
             })
             .collect();
-        let changes = apply_streams(broker, &t.file, &streams).map_err(|e| match e {
-            ApplyError::Conflict(c) => ControlError::conflict(c.to_string()),
-            ApplyError::Broker(b) => b.into(),
-        })?;
+        let changes = match &self.kafka {
+            None => apply_streams(broker, &t.file, &streams).map_err(|e| match e {
+                ApplyError::Conflict(c) => ControlError::conflict(c.to_string()),
+                ApplyError::Broker(b) => b.into(),
+            })?,
+            // Topics are created if missing, and otherwise left as they are.
+            Some(kafka) => {
+                let topics: Vec<TopicSpec> = (streams.iter())
+                    .map(|s| TopicSpec {
+                        name: s.name.clone(),
+                        partitions: s.partitions,
+                        replication: kafka.replication,
+                        config: topic_config(&s.cleanup),
+                    })
+                    .collect();
+                leat_on_kafka::ensure_topics(&kafka.options, &topics)?
+                    .into_iter()
+                    .map(|change| match change {
+                        TopicChange::Created => StreamChange::Created,
+                        TopicChange::Existed => StreamChange::Unchanged,
+                    })
+                    .collect()
+            }
+        };
         for (s, change) in streams.iter().zip(changes) {
             let action = match change {
                 StreamChange::Created => "created",
@@ -132,5 +154,33 @@ impl Control {
             .unwrap_or_default();
         names.sort();
         Ok(names)
+    }
+}
+
+/// A Leat stream's cleanup as Kafka topic settings. Leat keeps events
+/// forever by default, Kafka for 7 days: a retained stream gets
+/// `retention.ms=-1`.
+pub fn topic_config(cleanup: &CleanupPolicy) -> Vec<(String, String)> {
+    let set = |k: &str, v: String| (k.to_owned(), v);
+    match cleanup {
+        CleanupPolicy::Retain => retained(),
+        CleanupPolicy::Delete {
+            max_age_ms,
+            max_bytes,
+        } => {
+            let mut config = vec![set("cleanup.policy", "delete".into())];
+            config.push(set(
+                "retention.ms",
+                max_age_ms.map_or("-1".into(), |ms| ms.to_string()),
+            ));
+            if let Some(bytes) = max_bytes {
+                config.push(set("retention.bytes", bytes.to_string()));
+            }
+            config
+        }
+        CleanupPolicy::Compact { tombstone_grace_ms } => vec![
+            set("cleanup.policy", "compact".into()),
+            set("delete.retention.ms", tombstone_grace_ms.to_string()),
+        ],
     }
 }

@@ -8,8 +8,10 @@ use rdkafka::config::{ClientConfig, FromClientConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use leat_runtime::{ErrorPolicy, ProcessorSpec};
+
 use crate::error::{Error, Result};
-use crate::KafkaOptions;
+use crate::{changelog_topic, KafkaOptions};
 
 /// A topic to have.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,4 +155,56 @@ pub fn topic_partitions(options: &KafkaOptions, topic: &str) -> Result<Option<u3
         .find(|t| t.name() == topic && t.error().is_none())
         .map(|t| t.partitions().len() as u32)
         .filter(|&n| n > 0))
+}
+
+/// The settings of a topic that keeps its events forever, as Leat's
+/// streams do by default (Kafka's default is 7 days).
+pub fn retained() -> Vec<(String, String)> {
+    vec![("retention.ms".into(), "-1".into())]
+}
+
+/// The topics `spec` writes that `declared` does not name: its outputs
+/// and error stream (one partition, [`retained`]) and its state changelog
+/// ([`changelog_topic`]: compacted, one partition per partition index of
+/// its widest input, whose width is `declared`'s, else the cluster's, else
+/// 1). Asks the cluster only for inputs `declared` does not name.
+pub fn processor_topics(
+    options: &KafkaOptions,
+    spec: &ProcessorSpec,
+    declared: &[TopicSpec],
+    replication: u16,
+) -> Result<Vec<TopicSpec>> {
+    let named =
+        |name: &str, more: &[TopicSpec]| declared.iter().chain(more).any(|t| t.name == name);
+    let mut topics = Vec::new();
+    let errors = (spec.on_error == ErrorPolicy::Record).then(|| spec.error_stream());
+    for stream in spec.outputs.iter().cloned().chain(errors) {
+        if !named(&stream, &topics) {
+            topics.push(TopicSpec {
+                name: stream,
+                partitions: 1,
+                replication,
+                config: retained(),
+            });
+        }
+    }
+    let mut partitions = 1;
+    for input in &spec.inputs {
+        let known = declared.iter().chain(&topics).find(|t| &t.name == input);
+        let n = match known {
+            Some(t) => t.partitions,
+            None => topic_partitions(options, input)?.unwrap_or(1),
+        };
+        partitions = partitions.max(n);
+    }
+    let changelog = changelog_topic(&spec.name);
+    if !named(&changelog, &topics) {
+        topics.push(TopicSpec {
+            name: changelog,
+            partitions,
+            replication,
+            config: vec![("cleanup.policy".into(), "compact".into())],
+        });
+    }
+    Ok(topics)
 }

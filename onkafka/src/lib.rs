@@ -34,18 +34,23 @@
 mod admin;
 mod cache;
 mod cluster;
+mod deployment;
 mod error;
 mod worker;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use leat_runtime::{Engine, ProcessorCode, ProcessorSpec, RunMode};
 
-pub use crate::admin::{ensure_topics, topic_partitions, TopicChange, TopicSpec};
+pub use crate::admin::{
+    ensure_topics, processor_topics, retained, topic_partitions, TopicChange, TopicSpec,
+};
 pub use crate::cluster::{
     cluster_status, ClusterStatus, GroupPosition, GroupStatus, MemberStatus, TopicStatus,
 };
+pub use crate::deployment::Deployment;
 pub use crate::error::{Error, Result};
 
 /// Where and as whom to run.
@@ -161,9 +166,26 @@ pub(crate) struct Counters {
     transactions: AtomicU64,
     aborted: AtomicU64,
     restored: AtomicU64,
+    /// Each running instance's partitions, by instance index.
+    owned: Mutex<BTreeMap<u32, Vec<u32>>>,
 }
 
 impl Counters {
+    /// Records the partitions `instance` owns now (none: it left).
+    pub(crate) fn own(&self, instance: u32, partitions: &[u32]) {
+        let mut owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        if partitions.is_empty() {
+            owned.remove(&instance);
+        } else {
+            owned.insert(instance, partitions.to_vec());
+        }
+    }
+
+    /// Each running instance's partitions, by instance index.
+    fn owned(&self) -> BTreeMap<u32, Vec<u32>> {
+        self.owned.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn report(&self) -> Report {
         Report {
             events_in: self.events_in.load(Ordering::Relaxed),
@@ -188,8 +210,22 @@ pub fn run_processor(
     mode: RunMode,
     stop: Arc<AtomicBool>,
 ) -> Result<Report> {
-    let code = code.into();
     let counters = Arc::new(Counters::default());
+    run_counted(engine, spec, code.into(), options, mode, stop, &counters)?;
+    Ok(counters.report())
+}
+
+/// [`run_processor`], counting into `counters` (which a [`Deployment`]
+/// reads while it runs).
+fn run_counted(
+    engine: Arc<Engine>,
+    spec: ProcessorSpec,
+    code: ProcessorCode,
+    options: &KafkaOptions,
+    mode: RunMode,
+    stop: Arc<AtomicBool>,
+    counters: &Arc<Counters>,
+) -> Result<()> {
     // Shared by the instances: a partition may move between them.
     let cache = match &options.state_dir {
         Some(dir) => Some(Arc::new(cache::StateCache::open(dir, &spec.name)?)),
@@ -233,6 +269,6 @@ pub fn run_processor(
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok(counters.report()),
+        None => Ok(()),
     }
 }

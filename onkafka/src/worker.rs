@@ -380,6 +380,7 @@ impl<'a> Worker<'a> {
         // The guest's `on-revoked` when the instance leaves its partitions.
         let partitions = std::mem::take(&mut self.partitions);
         self.runner.revoked(&partitions);
+        self.setup.counters.own(self.setup.instance, &[]);
         outcome
     }
 
@@ -446,6 +447,9 @@ impl<'a> Worker<'a> {
                     self.rebalancing = true;
                     self.runner.revoked(&partitions);
                     self.partitions.retain(|p| !partitions.contains(p));
+                    self.setup
+                        .counters
+                        .own(self.setup.instance, &self.partitions);
                 }
                 Change::Assigned(partitions) => {
                     self.assigned_once = true;
@@ -458,6 +462,7 @@ impl<'a> Worker<'a> {
                     self.runner
                         .assigned(&partitions)
                         .map_err(|e| Fault::Reconnect(e.to_string()))?;
+                    self.setup.counters.own(self.setup.instance, &partitions);
                     self.partitions = partitions;
                 }
             }

@@ -77,8 +77,9 @@ impl Runtime {
         &self.broker
     }
 
-    /// The Wasm engine.
-    pub fn engine(&self) -> &Engine {
+    /// The Wasm engine (an `Arc`: processors run elsewhere, e.g. on Kafka,
+    /// share it).
+    pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
 

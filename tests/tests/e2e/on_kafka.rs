@@ -1424,3 +1424,177 @@ fn two_hosts_share_word_count_and_one_is_sigkilled_10_times_each_count_exactly_o
     // The state: every word's last count in the changelog is its total.
     assert_changelog_counts(&bootstrap, &group, n);
 }
+
+/// `leat serve --kafka-bootstrap` as Leat host `host`, on its own data
+/// directory under `dir`.
+fn serve_on_kafka(dir: &Path, bootstrap: &str, host: &str) -> leat_tests::Server {
+    leat_tests::Server::start_with(
+        &dir.join(host),
+        "secret",
+        &[
+            "--kafka-bootstrap",
+            bootstrap,
+            "--kafka-host-id",
+            host,
+            // A paused host's static members leave the group at their
+            // session's end: 10 s, not librdkafka's 45.
+            "--kafka-setting",
+            "session.timeout.ms=10000",
+        ],
+    )
+}
+
+/// The processor `name`'s view on `server`.
+fn processor_view(server: &leat_tests::Server, name: &str) -> serde_json::Value {
+    let (status, body) = server.get(&format!("/v1/processors/{name}"));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The partitions `view`'s instances own.
+fn owned(view: &serde_json::Value) -> usize {
+    (view["instances"].as_array().unwrap().iter())
+        .map(|i| i["partitions"].as_array().unwrap().len())
+        .sum()
+}
+
+/// Polls the processor's views on `servers` until they satisfy `done` (a
+/// rebalance may be under way, counters lag the commits a little), failing
+/// after a minute; the first two views then (the second `Null` with one
+/// server).
+fn settled(
+    servers: &[&leat_tests::Server],
+    processor: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> (serde_json::Value, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let views: Vec<_> = servers
+            .iter()
+            .map(|s| processor_view(s, processor))
+            .collect();
+        if done(&views) {
+            let mut views = views.into_iter();
+            return (
+                views.next().unwrap(),
+                views.next().unwrap_or(serde_json::Value::Null),
+            );
+        }
+        assert!(Instant::now() < deadline, "never settled: {views:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reads `topic` (read_committed) until it holds `n` records or two
+/// minutes pass; what it holds then.
+fn read_until(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    servers: &[&leat_tests::Server],
+) -> Vec<Seen> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = read_committed(bootstrap, topic);
+        if seen.len() >= n {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} outputs after 2 minutes; servers' logs:\n{}",
+            seen.len(),
+            servers
+                .iter()
+                .map(|s| s.logs())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn servers_on_kafka_share_a_deployed_processor_and_commit_each_result_exactly_once() {
+    let bootstrap = bootstrap();
+    let (input, output, processor) = (unique("in"), unique("out"), unique("up"));
+    let dir = tempfile::tempdir().unwrap();
+    create_topic(&bootstrap, &input, PARTITIONS);
+    let n = 6_000;
+    produce(&bootstrap, &input, n);
+
+    // Two hosts deploy the same processor through their HTTP APIs: one
+    // consumer group, the 4 partitions spread over both.
+    let a = serve_on_kafka(dir.path(), &bootstrap, "a");
+    let b = serve_on_kafka(dir.path(), &bootstrap, "b");
+    for server in [&a, &b] {
+        let out = server.deploy(
+            &guest("uppercase"),
+            &processor,
+            (&input, &output),
+            &["--batch-size", "100"],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    let seen = read_until(&bootstrap, &output, n, &[&a, &b]);
+    assert_exactly_once(&seen, &input, n);
+    // Each host owns some of the partitions (Kafka's group protocol, once
+    // a rebalance is over), both counted every input once between them,
+    // and the views show the group's committed offsets from the cluster.
+    let (va, vb) = settled(&[&a, &b], &processor, |views| {
+        let owned: Vec<usize> = views.iter().map(owned).collect();
+        let events_in: u64 = views.iter().map(|v| v["events_in"].as_u64().unwrap()).sum();
+        owned.iter().sum::<usize>() == PARTITIONS as usize
+            && owned.iter().all(|&n| n > 0)
+            && events_in == n as u64
+    });
+    assert_eq!(
+        (&va["state"], &vb["state"]),
+        (&"running".into(), &"running".into())
+    );
+    assert_eq!(
+        va["positions"].as_array().unwrap().len(),
+        PARTITIONS as usize,
+        "{va}"
+    );
+    assert_eq!(va["lag"], 0, "{va}");
+
+    // Paused on one host, the other takes every partition and goes on.
+    a.leat_ok(&["processor", "pause", &processor], "");
+    produce_range(&bootstrap, &input, n, n + 2_000);
+    let seen = read_until(&bootstrap, &output, n + 2_000, &[&a, &b]);
+    assert_exactly_once(&seen, &input, n + 2_000);
+    settled(&[&b], &processor, |v| owned(&v[0]) == PARTITIONS as usize);
+    assert_eq!(processor_view(&a, &processor)["state"], "paused");
+
+    // The streams are the cluster's topics: the server says where they are.
+    let listed = a.leat(&["stream", "list"], "");
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(!listed.status.success(), "{listed:?}");
+    assert!(
+        stderr.contains("topics of the Kafka cluster at"),
+        "{stderr}"
+    );
+
+    // A restarted host resumes its deployment on the cluster.
+    let a = {
+        assert!(a.terminate(), "the server did not stop cleanly");
+        serve_on_kafka(dir.path(), &bootstrap, "a")
+    };
+    a.leat_ok(&["processor", "resume", &processor], "");
+    produce_range(&bootstrap, &input, n + 2_000, n + 3_000);
+    let seen = read_until(&bootstrap, &output, n + 3_000, &[&a, &b]);
+    assert_exactly_once(&seen, &input, n + 3_000);
+    for server in [&a, &b] {
+        server.leat_ok(&["processor", "undeploy", &processor], "");
+    }
+
+    // A topology applied through a server creates its topics and deploys.
+    let (input, output, processor) = (unique("in"), unique("out"), unique("up"));
+    let file = write_topology(dir.path(), &input, &output, &processor, 100);
+    let applied = a.leat_ok(&["topology", "apply", &file], "");
+    assert!(applied.contains(&input), "{applied}");
+    produce(&bootstrap, &input, 500);
+    let seen = read_until(&bootstrap, &output, 500, &[&a]);
+    assert_exactly_once(&seen, &input, 500);
+    settled(&[&a], &processor, |v| owned(&v[0]) == PARTITIONS as usize);
+}

@@ -235,10 +235,10 @@ pub fn serve(
         }
         let control = tokio::task::spawn_blocking(move || match on_kafka {
             Some(kafka) => Control::open_on_kafka(&control_dir, runtime, kafka),
-            None => Control::open(&control_dir, runtime),
+            None => Ok(Control::open(&control_dir, runtime)),
         })
         .await
-        .context("restoring the processors")?;
+        .context("restoring the processors")??;
         let control = Arc::new(control);
         // One signal stops both listeners.
         let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod kafka_streams;
 mod log;
 mod metrics;
 mod processors;
@@ -73,22 +74,27 @@ impl Control {
     /// Opens the control plane of `dir` over `runtime` (whose log is the
     /// directory's) and restarts the processors stored there.
     pub fn open(dir: &Path, runtime: Runtime) -> Control {
-        Control::open_with(dir, runtime, None)
+        let log = Log::new(runtime.broker().clone(), runtime.schemas().clone());
+        Control::open_with(dir, runtime, log, None)
     }
 
     /// Opens the control plane of `dir` with its processors on the Kafka
     /// cluster of `kafka` (see [`OnKafka`]), and restarts them there.
     /// Outputs are checked against the registry's schemas, as on the log.
-    pub fn open_on_kafka(dir: &Path, runtime: Runtime, mut kafka: OnKafka) -> Control {
+    /// Its streams are the cluster's topics (see [`Log::on_kafka`]).
+    pub fn open_on_kafka(
+        dir: &Path,
+        runtime: Runtime,
+        mut kafka: OnKafka,
+    ) -> Result<Control, ControlError> {
         kafka.options.schemas = Some(runtime.schemas().clone());
-        Control::open_with(dir, runtime, Some(kafka))
+        let topics = leat_on_kafka::Topics::new(&kafka.options)?;
+        let log = Log::new(runtime.broker().clone(), runtime.schemas().clone())
+            .on_kafka(topics, kafka.replication);
+        Ok(Control::open_with(dir, runtime, log, Some(kafka)))
     }
 
-    fn open_with(dir: &Path, runtime: Runtime, kafka: Option<OnKafka>) -> Control {
-        let mut log = Log::new(runtime.broker().clone(), runtime.schemas().clone());
-        if let Some(k) = &kafka {
-            log = log.on_kafka(k.options.bootstrap.clone());
-        }
+    fn open_with(dir: &Path, runtime: Runtime, log: Log, kafka: Option<OnKafka>) -> Control {
         let control = Control {
             log,
             runtime,
@@ -147,13 +153,13 @@ impl Control {
     }
 
     /// The whole picture: streams, processors, consumer groups.
-    /// On Kafka: no streams (they are the cluster's topics), and the
-    /// processors' groups as the cluster has them.
+    /// On Kafka, the groups as the cluster has them.
     pub fn status(&self) -> Result<api::StatusView, ControlError> {
-        let (streams, groups) = match &self.kafka {
-            None => (self.log.streams()?, self.log.groups()?),
-            Some(_) => (Vec::new(), self.groups()?.iter().map(group_view).collect()),
+        let groups = match &self.kafka {
+            None => self.log.groups()?,
+            Some(_) => self.groups()?.iter().map(group_view).collect(),
         };
+        let streams = self.log.streams()?;
         Ok(api::StatusView {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: self.uptime_secs(),

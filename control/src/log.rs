@@ -13,6 +13,7 @@ use leat_broker::{Broker, Bytes, ReadLimits, Record, StreamConfig};
 use leat_schema::{Door, Registry, SCHEMAS_STREAM};
 
 use crate::error::{ControlError, ErrorKind};
+use crate::kafka_streams::KafkaStreams;
 
 /// Reads return at most this many events.
 pub const MAX_READ_EVENTS: usize = 10_000;
@@ -30,10 +31,10 @@ pub struct Log {
     events_produced: AtomicU64,
     /// Events returned by [`Log::read`].
     events_read: AtomicU64,
-    /// The Kafka cluster (its bootstrap servers) whose topics are the
-    /// streams, when the processors run there: the calls on this log's
-    /// streams are then refused (see [`Log::here`]).
-    kafka: Option<String>,
+    /// The Kafka cluster whose topics are the streams, when the processors
+    /// run there: the calls on streams go to it, and the others (queues,
+    /// state, key search) are refused (see [`Log::here`]).
+    kafka: Option<KafkaStreams>,
 }
 
 /// Refuses writes and deletion of the registry's own stream.
@@ -98,24 +99,30 @@ impl Log {
         }
     }
 
-    /// This log, whose streams are the topics of the Kafka cluster at
-    /// `bootstrap` instead: it keeps the schema registry, and refuses the
-    /// calls on streams, offsets, queues and state with what to use.
-    pub fn on_kafka(mut self, bootstrap: String) -> Log {
-        self.kafka = Some(bootstrap);
+    /// This log, whose streams are the topics of `topics`'s Kafka cluster
+    /// instead (created with `replication`): it keeps the schema registry,
+    /// checks appends against it, and refuses the calls on queues, state
+    /// and key search.
+    pub fn on_kafka(mut self, topics: leat_on_kafka::Topics, replication: u16) -> Log {
+        let bootstrap = topics.options().bootstrap.clone();
+        self.kafka = Some(KafkaStreams {
+            topics,
+            replication,
+            bootstrap,
+        });
         self
     }
 
-    /// Refuses a call on the streams when they are a Kafka cluster's topics.
+    /// Refuses a call the streams cannot answer when they are a Kafka
+    /// cluster's topics.
     pub(crate) fn here(&self) -> Result<(), ControlError> {
         match &self.kafka {
             None => Ok(()),
-            Some(bootstrap) => Err(ControlError::invalid(format!(
-                "this server's streams are the topics of the Kafka cluster at {bootstrap}: \
-                 create, produce and read them with Kafka's clients and tools \
-                 (kafka-topics.sh, kafka-console-producer.sh, kafka-console-consumer.sh), or \
-                 declare them in a topology (`leat topology apply`); `leat status` shows the \
-                 processors' consumer groups and lag"
+            Some(k) => Err(ControlError::invalid(format!(
+                "this server's streams are the topics of the Kafka cluster at {}: queue \
+                 groups, processors' state and key search are not served on Kafka yet \
+                 (streams, produce, consume and offsets are)",
+                k.bootstrap
             ))),
         }
     }
@@ -140,7 +147,9 @@ impl Log {
 
     /// One stream's settings, extents and writer.
     pub fn stream(&self, name: &str) -> Result<api::StreamView, ControlError> {
-        self.here()?;
+        if let Some(k) = &self.kafka {
+            return k.stream(name);
+        }
         let info = self.broker.describe_stream(name)?;
         Ok(api::StreamView {
             name: info.name,
@@ -160,7 +169,12 @@ impl Log {
 
     /// Creates a stream.
     pub fn create_stream(&self, req: api::CreateStream) -> Result<api::StreamView, ControlError> {
-        self.here()?;
+        if let Some(k) = &self.kafka {
+            leat_broker::validate_name(&req.name)?;
+            k.create(&req)?;
+            tracing::info!("created topic {}", req.name);
+            return k.stream(&req.name);
+        }
         let mut config = StreamConfig {
             partitions: req.partitions,
             cleanup: req.cleanup,
@@ -176,7 +190,9 @@ impl Log {
 
     /// Every stream.
     pub fn streams(&self) -> Result<Vec<api::StreamView>, ControlError> {
-        self.here()?;
+        if let Some(k) = &self.kafka {
+            return k.streams();
+        }
         let mut out = Vec::new();
         for name in self.broker.list_streams() {
             match self.stream(&name) {
@@ -190,9 +206,11 @@ impl Log {
 
     /// Deletes a stream and its events.
     pub fn delete_stream(&self, name: &str) -> Result<api::Done, ControlError> {
-        self.here()?;
         refuse_internal(name)?;
-        self.broker.delete_stream(name)?;
+        match &self.kafka {
+            Some(k) => k.delete(name)?,
+            None => self.broker.delete_stream(name)?,
+        }
         Ok(api::Done {
             message: format!("deleted stream {name}"),
         })
@@ -203,7 +221,6 @@ impl Log {
     /// (an Avro value is given as JSON and stored as a datum): the first that
     /// does not match refuses the whole request, naming its position.
     pub fn produce(&self, stream: &str, req: api::Produce) -> Result<api::Produced, ControlError> {
-        self.here()?;
         let records = req
             .events
             .into_iter()
@@ -229,7 +246,6 @@ impl Log {
     /// it is dropped), empty ones are skipped, and the text must be UTF-8.
     /// No copy: the values are slices of `text`.
     pub fn produce_lines(&self, stream: &str, text: Bytes) -> Result<api::Produced, ControlError> {
-        self.here()?;
         if let Err(e) = std::str::from_utf8(&text) {
             // Its index among the events: the non-empty lines before it.
             let before = &text[..e.valid_up_to()];
@@ -267,16 +283,21 @@ impl Log {
         mut records: Vec<Record>,
     ) -> Result<api::Produced, ControlError> {
         refuse_internal(stream)?;
-        self.broker.describe_stream(stream)?;
+        if self.kafka.is_none() {
+            self.broker.describe_stream(stream)?;
+        }
         let count = records.len() as u64;
         self.schemas
             .check_records(stream, Door::Text, &mut records)
             .map_err(|e| ControlError::invalid(e.to_string()))?;
-        let receipt = self.broker.append(stream, records)?;
+        let produced = match &self.kafka {
+            Some(k) => k.append(stream, &records)?,
+            None => api::Produced {
+                placements: self.broker.append(stream, records)?.placements,
+            },
+        };
         self.events_produced.fetch_add(count, Ordering::Relaxed);
-        Ok(api::Produced {
-            placements: receipt.placements,
-        })
+        Ok(produced)
     }
 
     /// Reads up to `max` events (at most [`MAX_READ_EVENTS`]) of one partition from `from`.
@@ -287,7 +308,16 @@ impl Log {
         from: u64,
         max: usize,
     ) -> Result<api::ReadView, ControlError> {
-        self.here()?;
+        if let Some(k) = &self.kafka {
+            let read = (k.topics).read(stream, partition, from, max.clamp(1, MAX_READ_EVENTS))?;
+            self.events_read
+                .fetch_add(read.events.len() as u64, Ordering::Relaxed);
+            return Ok(api::ReadView {
+                events: read.events.iter().map(event_view).collect(),
+                next_offset: read.next_offset,
+                high_watermark: read.end,
+            });
+        }
         let limits = ReadLimits {
             max_events: max.clamp(1, MAX_READ_EVENTS),
             ..ReadLimits::default()
@@ -380,7 +410,9 @@ impl Log {
         from: api::Position,
         group: Option<&str>,
     ) -> Result<api::Positions, ControlError> {
-        self.here()?;
+        if let Some(k) = &self.kafka {
+            return self.kafka_positions(k, stream, from, group);
+        }
         let broker = &self.broker;
         let info = broker.describe_stream(stream)?;
         let mut offsets = Vec::new();
@@ -402,16 +434,49 @@ impl Log {
         Ok(api::Positions { offsets })
     }
 
+    /// [`Log::positions`] on a Kafka cluster's topic.
+    fn kafka_positions(
+        &self,
+        k: &KafkaStreams,
+        stream: &str,
+        from: api::Position,
+        group: Option<&str>,
+    ) -> Result<api::Positions, ControlError> {
+        let info = k.stream(stream)?;
+        let count = info.partitions.len() as u32;
+        let committed = match group {
+            Some(group) => k.topics.committed(group, stream, count)?,
+            None => vec![None; count as usize],
+        };
+        let mut offsets = Vec::with_capacity(count as usize);
+        for (p, (extent, committed)) in info.partitions.iter().zip(committed).enumerate() {
+            let (start, end) = (extent.log_start, extent.next_offset);
+            offsets.push(match (committed, from) {
+                (Some(o), _) => o.clamp(start, end),
+                (None, api::Position::Beginning) => start,
+                (None, api::Position::End) => end,
+                (None, api::Position::Offset(o)) => o.clamp(start, end),
+                (None, api::Position::Timestamp(ts)) => {
+                    k.topics.offset_for_time(stream, p as u32, ts)?
+                }
+            });
+        }
+        Ok(api::Positions { offsets })
+    }
+
     /// Commits a consumer group's offset.
     pub fn commit_offset(
         &self,
         group: &str,
         req: api::CommitOffset,
     ) -> Result<api::Done, ControlError> {
-        self.here()?;
         leat_broker::validate_name(group)?;
-        self.broker
-            .commit_offset(group, &req.stream, req.partition, req.offset)?;
+        match &self.kafka {
+            Some(k) => (k.topics).commit(group, &req.stream, req.partition, req.offset)?,
+            None => self
+                .broker
+                .commit_offset(group, &req.stream, req.partition, req.offset)?,
+        }
         Ok(api::Done {
             message: format!(
                 "group {group} at {}/{}:{}",

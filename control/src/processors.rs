@@ -516,7 +516,15 @@ impl Control {
         let mut m = lock(&m);
         let was_running = m.running();
         m.stop_counting()?;
+        let inputs = m.stored.deploy.inputs.clone();
         match m.deployment.as_mut() {
+            Some(d @ Deployment::Kafka(_)) => {
+                let moved = self.move_group(name, &inputs, to);
+                if was_running {
+                    d.resume()?;
+                }
+                moved?;
+            }
             Some(d) => {
                 d.reset(target)?;
                 if was_running {
@@ -532,6 +540,34 @@ impl Control {
         Ok(api::Done {
             message: format!("processor {name} reset to {to}"),
         })
+    }
+
+    /// Commits `group`'s offsets on the Kafka topics `inputs` at `to`.
+    /// Kafka takes them only from outside a group without members.
+    fn move_group(
+        &self,
+        group: &str,
+        inputs: &[String],
+        to: api::Position,
+    ) -> Result<(), ControlError> {
+        for stream in inputs {
+            let offsets = self.log.positions(stream, to, None)?.offsets;
+            for (partition, offset) in (0u32..).zip(offsets) {
+                let commit = api::CommitOffset {
+                    stream: stream.clone(),
+                    partition,
+                    offset,
+                };
+                self.log.commit_offset(group, commit).map_err(|e| {
+                    ControlError::conflict(format!(
+                        "Kafka did not move group {group}'s offsets ({e}): it does while the \
+                         group has no members; pause processor {group} on every host, wait \
+                         for their sessions to end (session.timeout.ms), then reset it"
+                    ))
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Stops a processor for good and forgets it (its offsets and state stay in the log).

@@ -112,11 +112,10 @@ impl Deployment {
     pub(crate) fn reset(&mut self, to: ResetTo) -> Result<(), ControlError> {
         match self {
             Deployment::Log(d) => Ok(d.reset(to)?),
-            Deployment::Kafka(d) => Err(ControlError::invalid(format!(
-                "processor {} runs on Kafka, whose group offsets this server does not move yet: \
-                 pause it, then move group {} with Kafka's tools \
-                 (kafka-consumer-groups.sh --reset-offsets), and resume it",
-                d.spec().name,
+            // `Control::reset` moves a Kafka group's offsets itself, with
+            // the cluster's topics, which a deployment does not hold.
+            Deployment::Kafka(d) => Err(ControlError::internal(format!(
+                "processor {}: a Kafka deployment is reset by the control plane",
                 d.spec().name
             ))),
         }

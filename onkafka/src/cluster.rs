@@ -175,7 +175,7 @@ pub fn cluster_status(options: &KafkaOptions) -> Result<ClusterStatus> {
 
 /// The offsets `list` holds (its elements without one left out), by topic
 /// and partition.
-fn offsets_in(list: &TopicPartitionList) -> BTreeMap<(String, u32), u64> {
+pub(crate) fn offsets_in(list: &TopicPartitionList) -> BTreeMap<(String, u32), u64> {
     let offset = |e: &rdkafka::topic_partition_list::TopicPartitionListElem<'_>| match e.offset() {
         Offset::Offset(o) => Some((
             (e.topic().to_owned(), e.partition() as u32),

@@ -36,6 +36,7 @@ mod cache;
 mod cluster;
 mod deployment;
 mod error;
+mod topics;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -52,6 +53,7 @@ pub use crate::cluster::{
 };
 pub use crate::deployment::Deployment;
 pub use crate::error::{Error, Result};
+pub use crate::topics::{Read, TopicInfo, Topics};
 
 /// Where and as whom to run.
 #[derive(Clone)]

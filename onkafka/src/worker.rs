@@ -36,12 +36,13 @@ use leat_runtime::{
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::cache::StateCache;
 use crate::error::{Error, Result};
+use crate::topics::kafka_headers;
 use crate::{changelog_topic, Counters, KafkaOptions};
 
 /// What an instance thread is given.
@@ -965,15 +966,8 @@ impl<'a> Worker<'a> {
     /// Hands `out` to the producer, inside the open transaction.
     fn send(&self, out: &Out) -> Result<(), Fault> {
         let r = &out.record;
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-        for h in &r.headers {
-            headers = headers.insert(KafkaHeader {
-                key: &h.key,
-                value: Some(&h.value[..]),
-            });
-        }
         let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&self.topics[out.topic]).headers(headers);
+            BaseRecord::to(&self.topics[out.topic]).headers(kafka_headers(r));
         if let Some(key) = &r.key {
             record = record.key(&key[..]);
         }

@@ -1566,14 +1566,64 @@ fn servers_on_kafka_share_a_deployed_processor_and_commit_each_result_exactly_on
     settled(&[&b], &processor, |v| owned(&v[0]) == PARTITIONS as usize);
     assert_eq!(processor_view(&a, &processor)["state"], "paused");
 
-    // The streams are the cluster's topics: the server says where they are.
-    let listed = a.leat(&["stream", "list"], "");
-    let stderr = String::from_utf8_lossy(&listed.stderr);
-    assert!(!listed.status.success(), "{listed:?}");
+    // The streams are the cluster's topics: created, listed, appended to
+    // and read through the server, a consumer group's offsets committed
+    // on the cluster.
+    let extra = unique("s");
+    a.leat_ok(&["stream", "create", &extra, "--partitions", "2"], "");
+    let listed = a.leat_ok(&["stream", "list"], "");
     assert!(
-        stderr.contains("topics of the Kafka cluster at"),
-        "{stderr}"
+        listed.contains(&extra) && listed.contains(&input),
+        "{listed}"
     );
+    a.leat_ok(&["produce", &extra], "one\ntwo\nthree\n");
+    a.leat_ok(&["produce", &extra, "--format", "kv"], "k\tfour\n");
+    let direct: BTreeSet<String> = read_committed(&bootstrap, &extra)
+        .into_iter()
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(
+        direct,
+        ["four", "one", "three", "two"].map(String::from).into()
+    );
+    // `P:O<TAB>KEY<TAB>VALUE` lines: (key, value), sorted.
+    let pairs = |out: &str| {
+        let mut pairs: Vec<(String, String)> = (out.lines())
+            .map(|l| {
+                let fields: Vec<&str> = l.split('\t').collect();
+                (fields[1].to_owned(), fields[2].to_owned())
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    let consumed = a.leat_ok(
+        &["consume", &extra, "--group", "readers", "--limit", "4"],
+        "",
+    );
+    let unkeyed = |v: &str| ("<none>".to_owned(), v.to_owned());
+    assert_eq!(
+        pairs(&consumed),
+        [
+            unkeyed("one"),
+            unkeyed("three"),
+            unkeyed("two"),
+            ("k".to_owned(), "four".to_owned()),
+        ],
+        "{consumed}"
+    );
+    // Read again by the group: only what came after its committed offsets.
+    a.leat_ok(&["produce", &extra], "five\n");
+    let again = a.leat_ok(
+        &["consume", &extra, "--group", "readers", "--limit", "1"],
+        "",
+    );
+    assert_eq!(pairs(&again), [unkeyed("five")], "{again}");
+    // What is not served on Kafka says so.
+    let queue = a.leat(&["queue", "status", "jobs"], "");
+    let stderr = String::from_utf8_lossy(&queue.stderr);
+    assert!(!queue.status.success(), "{queue:?}");
+    assert!(stderr.contains("not served on Kafka"), "{stderr}");
 
     // A restarted host resumes its deployment on the cluster.
     let a = {
@@ -1597,4 +1647,38 @@ fn servers_on_kafka_share_a_deployed_processor_and_commit_each_result_exactly_on
     let seen = read_until(&bootstrap, &output, 500, &[&a]);
     assert_exactly_once(&seen, &input, 500);
     settled(&[&a], &processor, |v| owned(&v[0]) == PARTITIONS as usize);
+
+    // Reset: Kafka moves a group's offsets once it has no members (the
+    // paused host's leave at their session's end); the processor then
+    // processes every input again.
+    a.leat_ok(&["processor", "pause", &processor], "");
+    let reset = [
+        "processor",
+        "reset",
+        processor.as_str(),
+        "--to",
+        "beginning",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = a.leat(&reset, "");
+        if out.status.success() {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("while the group has no members"),
+            "{stderr}"
+        );
+        assert!(Instant::now() < deadline, "never reset: {stderr}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    a.leat_ok(&["processor", "resume", &processor], "");
+    let seen = read_until(&bootstrap, &output, 1_000, &[&a]);
+    let mut times: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &seen {
+        *times.entry(&s.value).or_default() += 1;
+    }
+    assert_eq!(times.len(), 500, "{times:?}");
+    assert!(times.values().all(|&n| n == 2), "{times:?}");
 }

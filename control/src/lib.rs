@@ -24,6 +24,7 @@ mod metrics;
 mod processors;
 mod queues;
 mod registry;
+mod restores;
 mod schemas;
 mod topologies;
 
@@ -68,6 +69,8 @@ pub struct Control {
     components: Mutex<HashMap<String, LoadedComponent>>,
     started: Instant,
     kafka: Option<OnKafka>,
+    /// The state restores under way on Kafka.
+    restores: Arc<restores::Restores>,
 }
 
 impl Control {
@@ -75,7 +78,7 @@ impl Control {
     /// directory's) and restarts the processors stored there.
     pub fn open(dir: &Path, runtime: Runtime) -> Control {
         let log = Log::new(runtime.broker().clone(), runtime.schemas().clone());
-        Control::open_with(dir, runtime, log, None)
+        Control::open_with(dir, runtime, log, None, Arc::default())
     }
 
     /// Opens the control plane of `dir` with its processors on the Kafka
@@ -88,13 +91,21 @@ impl Control {
         mut kafka: OnKafka,
     ) -> Result<Control, ControlError> {
         kafka.options.schemas = Some(runtime.schemas().clone());
+        let restores = Arc::new(restores::Restores::default());
+        kafka.options.observer = Some(restores.clone());
         let topics = leat_on_kafka::Topics::new(&kafka.options)?;
         let log = Log::new(runtime.broker().clone(), runtime.schemas().clone())
             .on_kafka(topics, kafka.replication);
-        Ok(Control::open_with(dir, runtime, log, Some(kafka)))
+        Ok(Control::open_with(dir, runtime, log, Some(kafka), restores))
     }
 
-    fn open_with(dir: &Path, runtime: Runtime, log: Log, kafka: Option<OnKafka>) -> Control {
+    fn open_with(
+        dir: &Path,
+        runtime: Runtime,
+        log: Log,
+        kafka: Option<OnKafka>,
+        restores: Arc<restores::Restores>,
+    ) -> Control {
         let control = Control {
             log,
             runtime,
@@ -103,6 +114,7 @@ impl Control {
             components: Mutex::new(HashMap::new()),
             started: Instant::now(),
             kafka,
+            restores,
         };
         control.restore();
         control

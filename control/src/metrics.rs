@@ -220,6 +220,14 @@ impl Collector for ControlMetrics {
             "Input events per second over the last seconds.",
             per(ps, |p| ConstGauge::new(p.events_per_sec)),
         )?;
+        if control.kafka.is_some() {
+            family(
+                e,
+                "leat_processor_restore_offsets_remaining",
+                "On Kafka: changelog offsets this host's restores of the processor's state have left to read.",
+                per(ps, |p| ConstGauge::new(control.restores.remaining(&p.name))),
+            )?;
+        }
         family(
             e,
             "leat_stream_end_offset",

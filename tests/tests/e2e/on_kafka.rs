@@ -1647,6 +1647,14 @@ fn servers_on_kafka_share_a_deployed_processor_and_commit_each_result_exactly_on
     let seen = read_until(&bootstrap, &output, 500, &[&a]);
     assert_exactly_once(&seen, &input, 500);
     settled(&[&a], &processor, |v| owned(&v[0]) == PARTITIONS as usize);
+    // Its state restores (none: uppercase keeps no state) are a metric.
+    let metrics = leat_tests::fetch_metrics(&a);
+    let series = format!("leat_processor_restore_offsets_remaining{{processor=\"{processor}\"}}");
+    assert_eq!(
+        leat_tests::metric(&metrics, &series),
+        Some(0.0),
+        "{metrics}"
+    );
 
     // Reset: Kafka moves a group's offsets once it has no members (the
     // paused host's leave at their session's end); the processor then

@@ -209,6 +209,13 @@ impl<'a> Registration<'a> {
         }
         Registration { id, cursors }
     }
+
+    /// Registers the sleeper again with the cursors whose waking forgot it.
+    pub(crate) fn renew(&self, sleeper: impl Fn() -> Sleeper) {
+        for (c, _) in self.cursors {
+            c.sleepers.register(self.id, sleeper());
+        }
+    }
 }
 
 impl Drop for Registration<'_> {
@@ -261,11 +268,14 @@ pub(crate) fn wait(
         return true;
     }
     let signal = &waiter.signal;
-    // Registered before the checks in `sleep`: a commit that publishes
-    // after a check finds the registration and notifies under the signal's
-    // mutex, which this thread holds until it sleeps.
-    let _registered = Registration::new(signal.id, cursors, || Sleeper::Thread(signal.clone()));
-    sleep(waiter, timeout, || any_ready(cursors))
+    let sleeper = || Sleeper::Thread(signal.clone());
+    let registered = Registration::new(signal.id, cursors, sleeper);
+    sleep(
+        waiter,
+        timeout,
+        || registered.renew(sleeper),
+        || any_ready(cursors),
+    )
 }
 
 /// Blocks until the catalog's layout is `ready` (checked after registering
@@ -278,8 +288,8 @@ pub(crate) fn wait_for_layout(
     ready: impl Fn() -> bool,
 ) -> bool {
     let signal = &waiter.signal;
-    layout.register(signal.id, Sleeper::Thread(signal.clone()));
-    let ready = sleep(waiter, timeout, ready);
+    let register = || layout.register(signal.id, Sleeper::Thread(signal.clone()));
+    let ready = sleep(waiter, timeout, register, ready);
     layout.deregister(waiter.signal.id);
     ready
 }
@@ -296,20 +306,39 @@ pub(crate) fn wait_until(
     ready: impl Fn() -> bool,
 ) -> bool {
     let signal = &waiter.signal;
-    let _registered = Registration::new(signal.id, cursors, || Sleeper::Thread(signal.clone()));
-    extra.register(signal.id, Sleeper::Thread(signal.clone()));
-    let ready = sleep(waiter, timeout, ready);
+    let sleeper = || Sleeper::Thread(signal.clone());
+    let registered = Registration::new(signal.id, cursors, sleeper);
+    let register = || {
+        registered.renew(sleeper);
+        extra.register(signal.id, sleeper());
+    };
+    let ready = sleep(waiter, timeout, register, ready);
     extra.deregister(waiter.signal.id);
     ready
 }
 
 /// Sleeps on `waiter`'s signal until `ready`, an interrupt or `timeout`.
-/// The caller has registered the signal with whatever makes `ready` true.
-fn sleep(waiter: &Waiter, timeout: Duration, ready: impl Fn() -> bool) -> bool {
+///
+/// `register` registers the signal with whatever makes `ready` true, and
+/// is called before each check (under the signal's mutex, so that a
+/// change after a check notifies this thread once it sleeps): a waking
+/// forgets its sleepers, and it may come late. A commit publishes an end,
+/// this thread reads up to it and sleeps again, then the commit wakes the
+/// cursor's sleepers: this thread wakes, is not ready, and without
+/// registering again it would sleep through every later commit until its
+/// timeout (seen as reads in the pipeline bench's latency run waiting
+/// their full 5 s at 500,000 events/s).
+fn sleep(
+    waiter: &Waiter,
+    timeout: Duration,
+    register: impl Fn(),
+    ready: impl Fn() -> bool,
+) -> bool {
     let signal = &waiter.signal;
     let deadline = Instant::now().checked_add(timeout);
     let mut interrupted = signal.lock();
     loop {
+        register();
         if ready() {
             return true;
         }
@@ -333,5 +362,37 @@ fn sleep(waiter: &Waiter, timeout: Duration, ready: impl Fn() -> bool) -> bool {
             .wait_timeout(interrupted, left)
             .unwrap_or_else(|p| p.into_inner())
             .0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit publishes an end, the reader reads up to it and waits
+    /// again, then the commit's waking arrives: the next commit must still
+    /// wake the reader.
+    #[test]
+    fn a_late_waking_for_an_end_already_read_does_not_lose_the_next_one() {
+        let cursor = Arc::new(PartitionCursor::new(1, 0, 0, 0));
+        let started = Instant::now();
+        let reader = std::thread::spawn({
+            let cursors = vec![(cursor.clone(), 1)];
+            move || wait(&cursors, Duration::from_secs(20), &mut Waiter::new())
+        });
+        while cursor.sleepers.lock().is_empty() {
+            std::thread::yield_now();
+        }
+        // The late waking of the commit that published 1.
+        cursor.sleepers.wake_all();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!reader.is_finished(), "woken with nothing new");
+        cursor.publish(2);
+        cursor.sleepers.wake_all();
+        assert!(reader.join().unwrap());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the reader slept through the commit until its timeout"
+        );
     }
 }

@@ -22,7 +22,9 @@
 //! `/proc/self/stat` where there is one): on a machine shared with other work
 //! it moves much less than the rate. Then measures end-to-end latency
 //! percentiles (append to committed output) with the Wasm processor
-//! following a steady producer.
+//! following a steady producer; with `LEAT_BENCH_LATENCY_SECONDS=N`, also
+//! for N seconds at half of the peak just measured, or at
+//! `LEAT_BENCH_LATENCY_RATE` events/s (issue 19's load).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,14 +187,16 @@ fn run_once(
     Run { wall, cpu, grown }
 }
 
-/// A producer appends batches of 1,000 every 5 ms while the Wasm processor
-/// follows; a reader records, per output event, the time from the input's
-/// append (its timestamp) to the moment the output was readable.
+/// A producer appends `per_tick` events every 5 ms (on a fixed schedule:
+/// a slow append does not lower the rate, it makes the next one come
+/// sooner), `ticks` times, while the Wasm processor follows; a reader
+/// records, per output event, the time from the input's append (its
+/// timestamp) to the moment the output was readable.
 fn latencies(
     dir: &Path,
     engine: &Arc<Engine>,
     code: ProcessorCode,
-    batches: usize,
+    (per_tick, ticks): (usize, usize),
     shape: Shape,
 ) -> Vec<i64> {
     let runtime = fresh_runtime(dir, engine);
@@ -201,18 +205,20 @@ fn latencies(
     let producer = std::thread::spawn({
         let broker = broker.clone();
         move || {
-            for b in 0..batches {
+            let start = Instant::now();
+            for b in 0..ticks {
                 broker
-                    .append("in", records(b * 1000, 1000))
+                    .append("in", records(b * per_tick, per_tick))
                     .expect("append");
-                std::thread::sleep(Duration::from_millis(5));
+                let next = start + TICK * (b as u32 + 1);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
         }
     });
     let mut seen = 0;
     let mut positions = vec![0u64; partitions() as usize];
     let mut samples = Vec::new();
-    while seen < batches * 1000 {
+    while seen < ticks * per_tick {
         let waiting: Vec<(String, u32, u64)> = positions
             .iter()
             .enumerate()
@@ -245,6 +251,22 @@ fn latencies(
     deployment.undeploy().expect("undeploy");
     samples.sort();
     samples
+}
+
+/// The latency runs' producer appends once per tick.
+const TICK: Duration = Duration::from_millis(5);
+
+/// Prints the percentiles of `l` (sorted latencies, ms) for `label`.
+fn print_latencies(label: &str, load: &str, l: &[i64]) {
+    let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
+    println!(
+        "latency append -> committed output, {label}, {load}: p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0)
+    );
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -382,15 +404,29 @@ fn main() {
             vec![(first.0.trim(), first.1), (second.0.trim(), second.1)]
         }
     };
-    for (label, shape) in shapes {
-        let l = latencies(dir.path(), &engine, code(false), 200, shape);
-        let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
-        println!(
-            "latency append -> committed output, {label}, 1000 events every 5 ms: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-            pct(0.5),
-            pct(0.9),
-            pct(0.99),
-            pct(1.0)
+    for (label, shape) in shapes.iter().copied() {
+        let l = latencies(dir.path(), &engine, code(false), (1000, 200), shape);
+        print_latencies(label, "1000 events every 5 ms", &l);
+    }
+    // Issue 19's load: half of the peak just measured (the first shape's
+    // median), or `LEAT_BENCH_LATENCY_RATE` events/s (half of a sustained
+    // peak, measured apart with many more events), for
+    // `LEAT_BENCH_LATENCY_SECONDS`, long enough to cross many checkpoints.
+    let seconds = env_usize("LEAT_BENCH_LATENCY_SECONDS", 0);
+    if seconds > 0 {
+        let rate = match env_usize("LEAT_BENCH_LATENCY_RATE", 0) {
+            0 => w / 2.0,
+            r => r as f64,
+        };
+        let per_tick = (rate * TICK.as_secs_f64()).round().max(1.0) as usize;
+        let ticks = seconds * 1000 / TICK.as_millis() as usize;
+        let load = format!(
+            "{per_tick} events every 5 ms ({:.0} events/s) for {seconds} s",
+            per_tick as f64 / TICK.as_secs_f64()
         );
+        for (label, shape) in shapes {
+            let l = latencies(dir.path(), &engine, code(false), (per_tick, ticks), shape);
+            print_latencies(label, &load, &l);
+        }
     }
 }

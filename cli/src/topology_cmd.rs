@@ -177,10 +177,7 @@ pub(crate) fn set_schemas(
 fn apply(backend: &dyn Backend, file: &Path) -> Result<()> {
     let topology = Topology::load(file)?;
     set_schemas(&topology, &|s, req| backend.set_schema(s, req))?;
-    // The status's streams: a server whose streams are a Kafka cluster's
-    // topics has none to show (and refuses `streams`); it checks the
-    // writers it knows itself.
-    let streams = backend.status()?.streams;
+    let streams = backend.streams()?;
     topology.check_writers(|s| {
         streams
             .iter()

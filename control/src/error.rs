@@ -135,6 +135,7 @@ impl From<leat_on_kafka::Error> for ControlError {
         let kind = match e {
             E::Runtime(r) => return r.into(),
             E::Unreachable { .. } => ErrorKind::Unavailable,
+            E::GroupActive { .. } => ErrorKind::Conflict,
             _ => ErrorKind::Internal,
         };
         let message = e.chain();

@@ -23,12 +23,16 @@ impl KafkaStreams {
     pub(crate) fn stream(&self, name: &str) -> Result<api::StreamView, ControlError> {
         match self.topics.topic(name)? {
             Some(info) => Ok(view(&info)),
-            None => Err(ControlError::not_found(format!(
-                "unknown stream `{name}`: no such topic on the Kafka cluster at {}; \
-                 create it with `leat stream create {name}`",
-                self.bootstrap
-            ))),
+            None => Err(self.unknown(name)),
         }
+    }
+
+    fn unknown(&self, name: &str) -> ControlError {
+        ControlError::not_found(format!(
+            "unknown stream `{name}`: no such topic on the Kafka cluster at {}; \
+             create it with `leat stream create {name}`",
+            self.bootstrap
+        ))
     }
 
     pub(crate) fn streams(&self) -> Result<Vec<api::StreamView>, ControlError> {
@@ -66,12 +70,13 @@ impl KafkaStreams {
         stream: &str,
         records: &[Record],
     ) -> Result<api::Produced, ControlError> {
-        let info = self.stream(stream)?;
+        let Some(count) = self.topics.partitions(stream)? else {
+            return Err(self.unknown(stream));
+        };
         for (i, r) in records.iter().enumerate() {
-            if let Some(p) = r.partition.filter(|&p| p as usize >= info.partitions.len()) {
+            if let Some(p) = r.partition.filter(|&p| p >= count) {
                 return Err(ControlError::invalid(format!(
-                    "event {i}: stream {stream} has no partition {p} ({} partitions)",
-                    info.partitions.len()
+                    "event {i}: stream {stream} has no partition {p} ({count} partitions)"
                 )));
             }
         }

@@ -187,7 +187,15 @@ impl Control {
         let Some(kafka) = &self.kafka else {
             return Ok(self.broker().groups()?);
         };
-        let cluster = leat_on_kafka::cluster_status(&kafka.options)?;
+        // The processors are listed without offsets and lag when the
+        // cluster does not answer.
+        let cluster = match leat_on_kafka::cluster_status(&kafka.options) {
+            Ok(cluster) => cluster,
+            Err(e) => {
+                tracing::warn!("the Kafka cluster's groups: {}", e.chain());
+                return Ok(Vec::new());
+            }
+        };
         Ok(cluster
             .groups
             .into_iter()

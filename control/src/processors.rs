@@ -99,7 +99,10 @@ impl Control {
                 base: Counters::default(),
                 sample: (Instant::now(), 0, 0.0),
             };
-            if !managed.stored.paused {
+            if let Some(e) = self.elsewhere(&managed.stored) {
+                tracing::error!("not restarted: {e}");
+                managed.error = Some(e);
+            } else if !managed.stored.paused {
                 match self.start(&managed.stored, &managed.component) {
                     Ok(d) => {
                         tracing::info!("restored processor {name}");
@@ -113,6 +116,29 @@ impl Control {
             }
             lock(&self.processors).insert(name, Arc::new(Mutex::new(managed)));
         }
+    }
+
+    /// Why `stored` does not run here: it was deployed on the other kind
+    /// of log (its offsets and state are there).
+    fn elsewhere(&self, stored: &Stored) -> Option<String> {
+        let name = &stored.deploy.name;
+        match (&stored.kafka, &self.kafka) {
+            (Some(cluster), None) => Some(format!(
+                "processor {name} was deployed on the Kafka cluster at {cluster}: start the \
+                 server with --kafka-bootstrap to run it there, or deploy it again to run it \
+                 on this data directory's log"
+            )),
+            (None, Some(_)) => Some(format!(
+                "processor {name} was deployed on this data directory's log: start the server \
+                 without --kafka-bootstrap to run it there, or deploy it again to run it on Kafka"
+            )),
+            _ => None,
+        }
+    }
+
+    /// The Kafka cluster this server runs processors on, if any.
+    fn kafka_bootstrap(&self) -> Option<String> {
+        (self.kafka.as_ref()).map(|k| k.options.bootstrap.clone())
     }
 
     fn spec_of(stored: &Stored) -> Result<ProcessorSpec, ControlError> {
@@ -234,6 +260,7 @@ impl Control {
                 deploy,
                 version: 1,
                 paused: false,
+                kafka: self.kafka_bootstrap(),
             };
             let deployment = self.start(&stored, &component)?;
             if let Err(e) = self.persist(&stored) {
@@ -279,6 +306,7 @@ impl Control {
                 deploy: deploy.clone(),
                 version: m.stored.version + 1,
                 paused: false,
+                kafka: m.stored.kafka.clone(),
             };
             self.runtime
                 .check_init(&Self::spec_of(&next)?, &component.clone().into())?;
@@ -318,6 +346,8 @@ impl Control {
             m.stored.version += 1;
         }
         m.stored.deploy = deploy;
+        // Deployed again: it runs where this server runs processors.
+        m.stored.kafka = self.kafka_bootstrap();
         m.component = component;
         m.error = None;
         if m.deployment.is_none() {
@@ -489,6 +519,9 @@ impl Control {
     pub fn resume(&self, name: &str) -> Result<api::Done, ControlError> {
         let m = self.managed(name)?;
         let mut m = lock(&m);
+        if let Some(e) = self.elsewhere(&m.stored) {
+            return Err(ControlError::conflict(e));
+        }
         if !m.running() {
             match m.deployment.as_mut() {
                 Some(d) => d.resume()?,
@@ -515,16 +548,24 @@ impl Control {
         let m = self.managed(name)?;
         let mut m = lock(&m);
         let was_running = m.running();
-        m.stop_counting()?;
-        let inputs = m.stored.deploy.inputs.clone();
-        match m.deployment.as_mut() {
-            Some(d @ Deployment::Kafka(_)) => {
-                let moved = self.move_group(name, &inputs, to);
-                if was_running {
-                    d.resume()?;
-                }
-                moved?;
+        let done = Ok(api::Done {
+            message: format!("processor {name} reset to {to}"),
+        });
+        if self.kafka.is_some() {
+            if was_running {
+                // Its own instances are members until their sessions end.
+                return Err(ControlError::conflict(format!(
+                    "processor {name} runs on Kafka, which moves its group's offsets only while \
+                     the group has no members: pause it on every host, wait for their sessions \
+                     to end (session.timeout.ms), then reset it"
+                )));
             }
+            let inputs = m.stored.deploy.inputs.clone();
+            self.move_group(name, &inputs, to)?;
+            return done;
+        }
+        m.stop_counting()?;
+        match m.deployment.as_mut() {
             Some(d) => {
                 d.reset(target)?;
                 if was_running {
@@ -537,13 +578,12 @@ impl Control {
                 )))
             }
         }
-        Ok(api::Done {
-            message: format!("processor {name} reset to {to}"),
-        })
+        done
     }
 
     /// Commits `group`'s offsets on the Kafka topics `inputs` at `to`.
-    /// Kafka takes them only from outside a group without members.
+    /// Kafka takes them only from outside a group without members (the
+    /// error says so).
     fn move_group(
         &self,
         group: &str,
@@ -558,13 +598,7 @@ impl Control {
                     partition,
                     offset,
                 };
-                self.log.commit_offset(group, commit).map_err(|e| {
-                    ControlError::conflict(format!(
-                        "Kafka did not move group {group}'s offsets ({e}): it does while the \
-                         group has no members; pause processor {group} on every host, wait \
-                         for their sessions to end (session.timeout.ms), then reset it"
-                    ))
-                })?;
+                self.log.commit_offset(group, commit)?;
             }
         }
         Ok(())

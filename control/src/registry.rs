@@ -28,6 +28,11 @@ pub(crate) struct Stored {
     pub(crate) deploy: api::Deploy,
     pub(crate) version: u32,
     pub(crate) paused: bool,
+    /// The Kafka cluster (its bootstrap servers) it was deployed on;
+    /// `None`: the data directory's log. A server restarts it only on the
+    /// same kind of log: its offsets and state are there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kafka: Option<String>,
 }
 
 /// Counters carried over the restarts of a deployment's instances.

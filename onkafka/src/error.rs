@@ -73,6 +73,17 @@ pub enum Error {
         /// What redb or the file system said.
         reason: String,
     },
+    /// Kafka takes a group's offsets from outside it only while it has no
+    /// members.
+    #[error(
+        "group `{group}` has members (consumers, or a processor's instances on some host, \
+         which leave at their session's end, session.timeout.ms): Kafka moves its offsets \
+         only while it has none"
+    )]
+    GroupActive {
+        /// The group.
+        group: String,
+    },
     /// An instance thread could not be started or panicked.
     #[error("instance thread: {0}")]
     Thread(String),

@@ -20,8 +20,6 @@ use crate::cluster::offsets_in;
 use crate::error::{Error, Result};
 use crate::KafkaOptions;
 
-/// How long an append waits for its records' acknowledgements.
-const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The settings [`TopicInfo::config`] always has: what a stream's cleanup
 /// and largest event are read from.
 pub const ALWAYS: [&str; 5] = [
@@ -96,6 +94,8 @@ impl Topics {
                 // log, and the processors' outputs) put them.
                 ("partitioner", "murmur2_random"),
                 ("linger.ms", "1"),
+                // Each record is acknowledged or failed within this.
+                ("message.timeout.ms", "30000"),
             ],
             "producer",
         )?;
@@ -106,6 +106,10 @@ impl Topics {
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("isolation.level", "read_committed"),
+                // A read that reaches the end says so at once: past a
+                // transaction's last record, its commit marker takes an
+                // offset that no record fills.
+                ("enable.partition.eof", "true"),
             ],
             "reader",
         )?;
@@ -213,6 +217,22 @@ impl Topics {
         Ok(())
     }
 
+    /// The partition count of `topic` (`None`: no such topic), from the
+    /// producer's metadata: no admin call, no lock.
+    pub fn partitions(&self, topic: &str) -> Result<Option<u32>> {
+        let started = Instant::now();
+        let metadata = self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), ADMIN_TIMEOUT)
+            .map_err(|e| unreachable_or(&self.options, e, "metadata", started))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as u32))
+    }
+
     /// Deletes a topic and its records.
     pub fn delete(&self, name: &str) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
@@ -271,9 +291,8 @@ impl Topics {
                 }
             }
         }
-        self.producer
-            .flush(APPEND_TIMEOUT)
-            .map_err(client(format!("append to {topic}")))?;
+        // Each future ends with its record's acknowledgement or failure
+        // (`message.timeout.ms`); other requests' records are not waited for.
         let mut placements = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             match futures_executor::block_on(delivery) {
@@ -321,7 +340,12 @@ impl Topics {
             }
             match reader.poll(left) {
                 None => break,
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                // Everything before the end the read started from is
+                // read, or a marker or an aborted record.
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    read.next_offset = read.next_offset.max(high);
+                    break;
+                }
                 Some(Err(e)) => return Err(client(what())(e)),
                 Some(Ok(m)) => {
                     read.next_offset = m.offset() as u64 + 1;
@@ -344,7 +368,13 @@ impl Topics {
     fn group_client(&self, group: &str) -> Result<BaseConsumer> {
         create_client(
             &self.options,
-            &[("group.id", group), ("enable.auto.commit", "false")],
+            &[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                // Offsets as committed, without waiting for a member's
+                // open transaction (see `cluster_status`).
+                ("isolation.level", "read_uncommitted"),
+            ],
             "group client",
         )
     }
@@ -400,9 +430,23 @@ impl Topics {
         let o = i64::try_from(offset).unwrap_or(i64::MAX);
         tpl.add_partition_offset(topic, p, Offset::Offset(o))
             .map_err(client(format!("offset of group {group}")))?;
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(client(format!("commit group {group}'s offset")))
+        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
+            let active = matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::UnknownMemberId
+                        | RDKafkaErrorCode::IllegalGeneration
+                        | RDKafkaErrorCode::RebalanceInProgress
+                )
+            );
+            if active {
+                Error::GroupActive {
+                    group: group.to_owned(),
+                }
+            } else {
+                client(format!("commit group {group}'s offset"))(e)
+            }
+        })
     }
 }
 

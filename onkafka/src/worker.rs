@@ -174,7 +174,15 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
         }
         tracing::warn!(processor = %setup.spec.name, instance = setup.instance, %reason,
             "kafka worker reconnects");
-        std::thread::sleep(Duration::from_millis(100 * 2u64.pow(reconnects.min(6))));
+        // In steps, so that a pause or an undeploy does not wait it out.
+        let backoff = Duration::from_millis(100 * 2u64.pow(reconnects.min(6)));
+        let until = std::time::Instant::now() + backoff;
+        while std::time::Instant::now() < until {
+            if setup.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

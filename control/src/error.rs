@@ -136,6 +136,9 @@ impl From<leat_on_kafka::Error> for ControlError {
             E::Runtime(r) => return r.into(),
             E::Unreachable { .. } => ErrorKind::Unavailable,
             E::GroupActive { .. } => ErrorKind::Conflict,
+            // The cluster refused a topic as asked (its partitions, its
+            // replication, its settings).
+            E::Topic { .. } => ErrorKind::Invalid,
             _ => ErrorKind::Internal,
         };
         let message = e.chain();

@@ -64,6 +64,34 @@ impl KafkaStreams {
         Ok(self.topics.delete(name)?)
     }
 
+    /// Up to `max` committed events of `stream`/`partition` from `from`
+    /// (below the partition's start: from its start; past its end: an
+    /// error, as on the embedded log).
+    pub(crate) fn read(
+        &self,
+        stream: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+    ) -> Result<leat_on_kafka::Read, ControlError> {
+        let Some(count) = self.topics.partitions(stream)? else {
+            return Err(self.unknown(stream));
+        };
+        if partition >= count {
+            return Err(ControlError::invalid(format!(
+                "stream {stream} has no partition {partition} ({count} partitions)"
+            )));
+        }
+        let read = self.topics.read(stream, partition, from, max)?;
+        if from > read.end {
+            return Err(ControlError::invalid(format!(
+                "offset {from} of {stream}/{partition} is past its end, {}",
+                read.end
+            )));
+        }
+        Ok(read)
+    }
+
     /// Appends `records` (checked against the schemas already).
     pub(crate) fn append(
         &self,

@@ -309,7 +309,7 @@ impl Log {
         max: usize,
     ) -> Result<api::ReadView, ControlError> {
         if let Some(k) = &self.kafka {
-            let read = (k.topics).read(stream, partition, from, max.clamp(1, MAX_READ_EVENTS))?;
+            let read = k.read(stream, partition, from, max.clamp(1, MAX_READ_EVENTS))?;
             self.events_read
                 .fetch_add(read.events.len() as u64, Ordering::Relaxed);
             return Ok(api::ReadView {

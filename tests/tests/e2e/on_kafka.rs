@@ -1619,6 +1619,18 @@ fn servers_on_kafka_share_a_deployed_processor_and_commit_each_result_exactly_on
         "",
     );
     assert_eq!(pairs(&again), [unkeyed("five")], "{again}");
+    // Reads of what is not there say so, as on the embedded log.
+    let missing = a.leat(&["consume", &unique("missing")], "");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("unknown stream"), "{stderr}");
+    let (status, body) = a.get(&format!("/v1/streams/{extra}/events?partition=5"));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = a.get(&format!("/v1/streams/{extra}/events?partition=0&from=999"));
+    assert_eq!(
+        (status, body.contains("past its end")),
+        (400, true),
+        "{body}"
+    );
     // What is not served on Kafka says so.
     let queue = a.leat(&["queue", "status", "jobs"], "");
     let stderr = String::from_utf8_lossy(&queue.stderr);

@@ -12,7 +12,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::admin::{create_client, unreachable_or, ADMIN_TIMEOUT};
@@ -258,17 +258,16 @@ impl Topics {
     pub fn append(&self, topic: &str, records: &[Record]) -> Result<Vec<(u32, u64)>> {
         let mut deliveries = Vec::with_capacity(records.len());
         for r in records {
-            let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(topic).headers(kafka_headers(r));
-            if let Some(key) = &r.key {
-                record = record.key(&key[..]);
-            }
-            if let Some(value) = &r.value {
-                record = record.payload(&value[..]);
-            }
-            if let Some(ms) = r.timestamp {
-                record = record.timestamp(ms);
-            }
+            // The worker's record, for the producer that returns futures.
+            let base = kafka_record(topic, r);
+            let mut record = FutureRecord {
+                topic,
+                partition: None,
+                key: base.key,
+                payload: base.payload,
+                timestamp: base.timestamp,
+                headers: base.headers,
+            };
             if let Some(p) = r.partition {
                 let p = i32::try_from(p).map_err(|_| Error::Topic {
                     topic: topic.to_owned(),
@@ -450,8 +449,9 @@ impl Topics {
     }
 }
 
-/// A record's headers as Kafka's.
-pub(crate) fn kafka_headers(r: &Record) -> OwnedHeaders {
+/// `r` as a Kafka record for `topic`: its key, value, headers and
+/// timestamp; the partition is left to the producer's partitioner.
+pub(crate) fn kafka_record<'a>(topic: &'a str, r: &'a Record) -> BaseRecord<'a, [u8], [u8]> {
     let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
     for h in &r.headers {
         headers = headers.insert(KafkaHeader {
@@ -459,7 +459,15 @@ pub(crate) fn kafka_headers(r: &Record) -> OwnedHeaders {
             value: Some(&h.value[..]),
         });
     }
-    headers
+    BaseRecord {
+        topic,
+        partition: None,
+        key: r.key.as_deref(),
+        payload: r.value.as_deref(),
+        timestamp: r.timestamp,
+        headers: Some(headers),
+        delivery_opaque: (),
+    }
 }
 
 /// A record read from Kafka as a log event.

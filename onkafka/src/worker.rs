@@ -42,7 +42,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::cache::StateCache;
 use crate::error::{Error, Result};
-use crate::topics::kafka_headers;
+use crate::topics::kafka_record;
 use crate::{changelog_topic, Counters, KafkaOptions};
 
 /// What an instance thread is given.
@@ -973,19 +973,8 @@ impl<'a> Worker<'a> {
 
     /// Hands `out` to the producer, inside the open transaction.
     fn send(&self, out: &Out) -> Result<(), Fault> {
-        let r = &out.record;
-        let mut record: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(&self.topics[out.topic]).headers(kafka_headers(r));
-        if let Some(key) = &r.key {
-            record = record.key(&key[..]);
-        }
-        if let Some(value) = &r.value {
-            record = record.payload(&value[..]);
-        }
-        if let Some(ts) = r.timestamp {
-            record = record.timestamp(ts);
-        }
-        self.produce(record, &self.topics[out.topic])
+        let topic = &self.topics[out.topic];
+        self.produce(kafka_record(topic, &out.record), topic)
     }
 
     /// Hands `record` to the producer, waiting while its queue is full.

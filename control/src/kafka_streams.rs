@@ -5,7 +5,7 @@
 
 use leat_api as api;
 use leat_broker::{CleanupPolicy, Record, DEFAULT_MAX_EVENT_BYTES};
-use leat_on_kafka::{TopicChange, TopicInfo, TopicSpec, Topics};
+use leat_on_kafka::{StateEntries, StateLookup, TopicChange, TopicInfo, TopicSpec, Topics};
 
 use crate::error::ControlError;
 use crate::topologies::topic_config;
@@ -111,6 +111,42 @@ impl KafkaStreams {
         Ok(api::Produced {
             placements: self.topics.append(stream, records)?,
         })
+    }
+
+    /// `processor`'s committed state entries that `lookup` matches, read
+    /// from its changelog topic: in `only`, or in each partition index of
+    /// the changelog; the partition indices read and the entries.
+    pub(crate) fn state(
+        &self,
+        processor: &str,
+        only: Option<u32>,
+        lookup: &api::StateLookup,
+    ) -> Result<(Vec<u32>, StateEntries), ControlError> {
+        let changelog = leat_on_kafka::changelog_topic(processor);
+        let Some(count) = self.topics.partitions(&changelog)? else {
+            return Err(ControlError::not_found(format!(
+                "processor {processor} has no state on the Kafka cluster at {}: no topic \
+                 {changelog}, which deploying or running it on Kafka creates (`leat processor \
+                 list` or `leat status` names the processors)",
+                self.bootstrap
+            )));
+        };
+        let partitions: Vec<u32> = match only {
+            Some(p) if p >= count => {
+                return Err(ControlError::invalid(format!(
+                    "processor {processor} has no partition {p}: its partitions are 0 to {}",
+                    count - 1
+                )))
+            }
+            Some(p) => vec![p],
+            None => (0..count).collect(),
+        };
+        let lookup = match lookup {
+            api::StateLookup::Key(k) => StateLookup::Key(k.as_bytes()),
+            api::StateLookup::Prefix(p) => StateLookup::Prefix(p.as_bytes()),
+        };
+        let entries = self.topics.state(&changelog, &partitions, lookup)?;
+        Ok((partitions, entries))
     }
 }
 

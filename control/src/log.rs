@@ -101,8 +101,8 @@ impl Log {
 
     /// This log, whose streams are the topics of `topics`'s Kafka cluster
     /// instead (created with `replication`): it keeps the schema registry,
-    /// checks appends against it, and refuses the calls on queues, state
-    /// and key search.
+    /// checks appends against it, reads processors' state from their
+    /// changelogs, and refuses the calls on queues and key search.
     pub fn on_kafka(mut self, topics: leat_on_kafka::Topics, replication: u16) -> Log {
         let bootstrap = topics.options().bootstrap.clone();
         self.kafka = Some(KafkaStreams {
@@ -120,8 +120,8 @@ impl Log {
             None => Ok(()),
             Some(k) => Err(ControlError::invalid(format!(
                 "this server's streams are the topics of the Kafka cluster at {}: queue \
-                 groups, processors' state and key search are not served on Kafka yet \
-                 (streams, produce, consume and offsets are)",
+                 groups and key search are not served on Kafka yet (streams, produce, \
+                 consume, offsets and processors' state are)",
                 k.bootstrap
             ))),
         }
@@ -495,52 +495,36 @@ impl Log {
     /// of one key or the entries under a prefix, in each partition index
     /// it has committed offsets for (or only `query.partition`). Works on a
     /// data directory as on a server: the state is in the log, under the
-    /// runtime's scopes.
+    /// runtime's scopes. On Kafka, it is read from the processor's
+    /// changelog topic, whichever host owns the partitions.
     pub fn state(
         &self,
         processor: &str,
         query: &api::StateQuery,
     ) -> Result<api::StateView, ControlError> {
-        self.here()?;
         leat_broker::validate_name(processor)?;
-        let mut partitions: Vec<u32> = self
-            .broker
-            .groups()?
-            .into_iter()
-            .filter(|g| g.name == processor)
-            .flat_map(|g| g.positions.into_iter().map(|p| p.partition))
-            .collect();
-        partitions.sort_unstable();
-        partitions.dedup();
-        if partitions.is_empty() {
-            return Err(ControlError::not_found(format!(
-                "processor {processor} has committed nothing (no consumer group of that name): \
-                     `leat processor list` or `leat status` names the processors"
-            )));
-        }
-        if let Some(p) = query.partition {
-            if !partitions.contains(&p) {
-                return Err(ControlError::invalid(format!(
-                    "processor {processor} has no partition {p}: its partitions are 0 to {}",
-                    partitions.last().copied().unwrap_or(0)
-                )));
+        let (partitions, mut on_kafka) = match &self.kafka {
+            Some(k) => {
+                let (partitions, entries) = k.state(processor, query.partition, &query.lookup)?;
+                (partitions, Some(entries))
             }
-            partitions = vec![p];
-        }
+            None => (self.state_partitions(processor, query.partition)?, None),
+        };
         let limit = query.limit.clamp(1, api::MAX_STATE_ENTRIES);
         let mut entries = Vec::new();
         let mut truncated = false;
         for &p in &partitions {
             let scope = leat_runtime::state_scope(processor, p);
-            let found: Vec<(Vec<u8>, Vec<u8>)> = match &query.lookup {
-                api::StateLookup::Key(key) => self
+            let found: Vec<(Vec<u8>, Vec<u8>)> = match (&mut on_kafka, &query.lookup) {
+                (Some(entries), _) => entries.remove(&p).unwrap_or_default().into_iter().collect(),
+                (None, api::StateLookup::Key(key)) => self
                     .broker
                     .state_get(&scope, key.as_bytes())?
                     .map(|v| (key.as_bytes().to_vec(), v))
                     .into_iter()
                     .collect(),
                 // Keys come in order: those with the prefix come first.
-                api::StateLookup::Prefix(prefix) => self
+                (None, api::StateLookup::Prefix(prefix)) => self
                     .broker
                     .state_range(&scope, prefix.as_bytes(), None, limit + 1 - entries.len())?
                     .into_iter()
@@ -568,6 +552,40 @@ impl Log {
             entries,
             truncated,
         })
+    }
+
+    /// The partition indices of `processor`'s state on the embedded log:
+    /// those its group has committed offsets for (or only `only`).
+    fn state_partitions(
+        &self,
+        processor: &str,
+        only: Option<u32>,
+    ) -> Result<Vec<u32>, ControlError> {
+        let mut partitions: Vec<u32> = self
+            .broker
+            .groups()?
+            .into_iter()
+            .filter(|g| g.name == processor)
+            .flat_map(|g| g.positions.into_iter().map(|p| p.partition))
+            .collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        if partitions.is_empty() {
+            return Err(ControlError::not_found(format!(
+                "processor {processor} has committed nothing (no consumer group of that name): \
+                     `leat processor list` or `leat status` names the processors"
+            )));
+        }
+        if let Some(p) = only {
+            if !partitions.contains(&p) {
+                return Err(ControlError::invalid(format!(
+                    "processor {processor} has no partition {p}: its partitions are 0 to {}",
+                    partitions.last().copied().unwrap_or(0)
+                )));
+            }
+            partitions = vec![p];
+        }
+        Ok(partitions)
     }
 
     /// Whether the log still takes writes: after a failed journal write or

@@ -33,6 +33,7 @@
 
 mod admin;
 mod cache;
+mod changelog;
 mod cluster;
 mod deployment;
 mod error;
@@ -53,7 +54,7 @@ pub use crate::cluster::{
 };
 pub use crate::deployment::Deployment;
 pub use crate::error::{Error, Result};
-pub use crate::topics::{Read, TopicInfo, Topics};
+pub use crate::topics::{Read, StateEntries, StateLookup, TopicInfo, Topics};
 
 /// Where and as whom to run.
 #[derive(Clone)]

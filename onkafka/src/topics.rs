@@ -3,6 +3,7 @@
 //! and delete them, append to them, read them (read_committed) and move a
 //! consumer group's offsets. Every call blocks the calling thread.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::admin::{create_client, unreachable_or, ADMIN_TIMEOUT};
+use crate::changelog::{ChangelogReader, Visit};
 use crate::cluster::offsets_in;
 use crate::error::{Error, Result};
 use crate::KafkaOptions;
@@ -31,6 +33,9 @@ pub const ALWAYS: [&str; 5] = [
 ];
 /// How long a read polls for records it knows are there.
 const READ_WAIT: Duration = Duration::from_millis(500);
+/// How long a state query waits for the next changelog record it knows is
+/// there before it gives up.
+const STATE_STALL: Duration = Duration::from_secs(30);
 
 /// A topic as a stream: its partitions' extents and its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +68,39 @@ pub struct Read {
     pub next_offset: u64,
     /// The partition's end (last stable offset) when read.
     pub end: u64,
+}
+
+/// What [`Topics::state`] looks for.
+#[derive(Clone, Copy, Debug)]
+pub enum StateLookup<'a> {
+    /// One key.
+    Key(&'a [u8]),
+    /// The keys that start with these bytes (empty: every key).
+    Prefix(&'a [u8]),
+}
+
+impl StateLookup<'_> {
+    fn matches(&self, key: &[u8]) -> bool {
+        match *self {
+            StateLookup::Key(k) => key == k,
+            StateLookup::Prefix(p) => key.starts_with(p),
+        }
+    }
+}
+
+/// A processor's state entries by partition index, then key.
+pub type StateEntries = BTreeMap<u32, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// Why a state query's read of the changelog ended early.
+enum StateReadError {
+    Kafka(KafkaError),
+    Stalled,
+}
+
+impl From<KafkaError> for StateReadError {
+    fn from(e: KafkaError) -> Self {
+        StateReadError::Kafka(e)
+    }
 }
 
 /// A cluster's topics, with one idempotent producer and one reader shared
@@ -361,6 +399,66 @@ impl Topics {
         }
         let _ = reader.unassign();
         Ok(read)
+    }
+
+    /// The committed state entries of `partitions` that `lookup` matches,
+    /// read from `changelog` (a processor's
+    /// [`changelog_topic`](crate::changelog_topic), as any host sees it,
+    /// whichever host owns the partitions) from its start to its end: the
+    /// state as of the last transaction committed when the read reached
+    /// each partition's end. Reads every retained record of those
+    /// partitions and holds the matching keys.
+    pub fn state(
+        &self,
+        changelog: &str,
+        partitions: &[u32],
+        lookup: StateLookup<'_>,
+    ) -> Result<StateEntries> {
+        let reader = ChangelogReader::new(&self.options, "leat-state-reader")?;
+        let what = || format!("read {changelog}");
+        let mut from = BTreeMap::new();
+        let mut entries = StateEntries::new();
+        for &p in partitions {
+            entries.insert(p, BTreeMap::new());
+            let (low, high) = reader
+                .extent(changelog, p, ADMIN_TIMEOUT)
+                .map_err(client(what()))?;
+            if low < high {
+                from.insert(p, low);
+            }
+        }
+        let mut progress = Instant::now();
+        let read = reader.read(changelog, &from, |visit| {
+            match visit {
+                Visit::Idle if progress.elapsed() > STATE_STALL => {
+                    return Err(StateReadError::Stalled)
+                }
+                Visit::Idle => return Ok(()),
+                Visit::Record {
+                    partition,
+                    key,
+                    value,
+                    ..
+                } if lookup.matches(key) => {
+                    let table = entries.entry(partition).or_default();
+                    match value {
+                        Some(v) => table.insert(key.to_vec(), v.to_vec()),
+                        None => table.remove(key),
+                    };
+                }
+                Visit::Record { .. } | Visit::End { .. } => {}
+            }
+            progress = Instant::now();
+            Ok(())
+        });
+        match read {
+            Ok(()) => Ok(entries),
+            Err(StateReadError::Kafka(e)) => Err(client(what())(e)),
+            Err(StateReadError::Stalled) => Err(Error::Unreachable {
+                bootstrap: self.options.bootstrap.clone(),
+                after: STATE_STALL,
+            }),
+        }
     }
 
     /// A client that reads and commits `group`'s offsets from outside it.

@@ -41,6 +41,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::cache::StateCache;
+use crate::changelog::{ChangelogReader, Visit};
 use crate::error::{Error, Result};
 use crate::topics::kafka_record;
 use crate::{changelog_topic, Counters, KafkaOptions};
@@ -253,7 +254,7 @@ impl ProducerContext for Delivered {
 
 /// Changelog records read by a restore and not applied yet: key, value
 /// (`None`: a tombstone) and offset.
-type Restored = Vec<(Vec<u8>, Option<Vec<u8>>, i64)>;
+type Restored = Vec<(Vec<u8>, Option<Vec<u8>>, u64)>;
 
 /// A changelog partition being restored.
 struct Reading {
@@ -744,35 +745,16 @@ impl<'a> Worker<'a> {
         self.consumer.committed_offsets(inputs, CALL_TIMEOUT)?;
 
         let options = &self.setup.options;
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &options.bootstrap)
-            .set("client.id", format!("leat-{}-restore", spec.name))
-            // Assigned, not subscribed: no group, nothing committed.
-            .set("group.id", format!("leat-{}-restore", spec.name))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            // The end of each partition (its last stable offset) is reported.
-            .set("enable.partition.eof", "true");
-        for (k, v) in &options.client_settings {
-            config.set(k, v);
-        }
-        let reader: BaseConsumer = config.create().map_err(|source| {
-            Fault::Fatal(Error::Client {
-                what: "changelog reader".into(),
-                source,
-            })
-        })?;
-        let mut from = TopicPartitionList::new();
+        let reader = ChangelogReader::new(options, &format!("leat-{}-restore", spec.name))
+            .map_err(Fault::Fatal)?;
+        let mut from = BTreeMap::new();
         let mut reading = BTreeMap::new();
         for &partition in partitions {
             let scope = state_scope(&spec.name, partition);
-            let p = partition as i32;
             let applied = cache
                 .applied(&scope)
                 .map_err(|e| Fault::Reconnect(e.to_string()))?;
-            let (low, high) = reader.fetch_watermarks(&self.changelog, p, CALL_TIMEOUT)?;
-            let (low, high) = (low.max(0) as u64, high.max(0) as u64);
+            let (low, high) = reader.extent(&self.changelog, partition, CALL_TIMEOUT)?;
             let mut start = applied;
             if applied > high || applied < low {
                 // Not the changelog the cache followed (recreated, or its
@@ -785,10 +767,10 @@ impl<'a> Worker<'a> {
                 start = low;
             }
             if start < high {
-                from.add_partition_offset(&self.changelog, p, Offset::Offset(start as i64))?;
+                from.insert(partition, start);
                 let records = Vec::new();
                 reading.insert(
-                    p,
+                    partition,
                     Reading {
                         scope,
                         records,
@@ -801,7 +783,6 @@ impl<'a> Worker<'a> {
         let mut restored = 0u64;
         let mut progress = None;
         if !reading.is_empty() {
-            reader.assign(&from)?;
             let total: u64 = reading.values().map(|r| r.end - r.next).sum();
             progress = (options.observer.as_ref())
                 .map(|o| o.restoring(&spec.name, self.setup.instance, partitions, total));
@@ -814,7 +795,7 @@ impl<'a> Worker<'a> {
         // Applied in chunks, each with the offset after it.
         const CHUNK: usize = 10_000;
         let flush = |scope: &str, records: &mut Restored| {
-            let next = records.last().map(|r| r.2 as u64 + 1);
+            let next = records.last().map(|r| r.2 + 1);
             cache
                 .apply(
                     scope,
@@ -825,43 +806,42 @@ impl<'a> Worker<'a> {
             records.clear();
             Ok::<(), Fault>(())
         };
-        let mut open = reading.len();
-        while open > 0 {
-            if self.setup.stop.load(Ordering::Acquire) {
+        let stop = &self.setup.stop;
+        reader.read(&self.changelog, &from, |visit| {
+            if stop.load(Ordering::Acquire) {
                 return Err(Fault::Stopped);
             }
-            match reader.poll(POLL_WAIT) {
-                None => {}
-                Some(Ok(m)) => {
-                    let Some(r) = reading.get_mut(&m.partition()) else {
-                        continue;
+            match visit {
+                Visit::Idle => {}
+                Visit::Record {
+                    partition,
+                    offset,
+                    key,
+                    value,
+                } => {
+                    let Some(r) = reading.get_mut(&partition) else {
+                        return Ok(());
                     };
-                    let offset = m.offset().max(0) as u64;
                     advance((offset + 1).saturating_sub(r.next));
                     r.next = offset + 1;
-                    // A record without a key is none of Leat's: skipped.
-                    if let Some(key) = m.key() {
-                        r.records
-                            .push((key.to_vec(), m.payload().map(<[u8]>::to_vec), m.offset()));
-                        restored += 1;
-                        if r.records.len() >= CHUNK {
-                            flush(&r.scope, &mut r.records)?;
-                        }
+                    r.records
+                        .push((key.to_vec(), value.map(<[u8]>::to_vec), offset));
+                    restored += 1;
+                    if r.records.len() >= CHUNK {
+                        flush(&r.scope, &mut r.records)?;
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    if let Some(r) = reading.get_mut(&p) {
+                Visit::End { partition } => {
+                    if let Some(mut r) = reading.remove(&partition) {
                         // Transaction markers and compacted records are
                         // offsets without a record.
                         advance(r.end.saturating_sub(r.next));
                         flush(&r.scope, &mut r.records)?;
-                        open -= 1;
-                        reading.remove(&p);
                     }
                 }
-                Some(Err(e)) => return Err(e.into()),
             }
-        }
+            Ok(())
+        })?;
         self.setup
             .counters
             .restored

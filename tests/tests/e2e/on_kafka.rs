@@ -646,12 +646,38 @@ fn changelog_table(bootstrap: &str, changelog: &str, partitions: u32) -> BTreeMa
     table
 }
 
+/// `processor`'s state as `leat state scan` prints it through `server`
+/// (`partition<TAB>key<TAB>value` lines): key -> value, each key checked to
+/// be in the partition its hash picks among `partitions`.
+fn state_through(
+    server: &leat_tests::Server,
+    processor: &str,
+    partitions: u32,
+) -> BTreeMap<String, String> {
+    let out = server.leat_ok(&["state", "scan", processor, "--limit", "1000"], "");
+    out.lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.splitn(3, '\t').collect();
+            let [p, key, value] = fields[..] else {
+                panic!("not partition, key and value: {line:?}")
+            };
+            assert_eq!(
+                p.parse::<u32>().unwrap(),
+                partition_for_key(key.as_bytes(), partitions),
+                "{line:?}"
+            );
+            (key.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
 /// examples.rs's `materialize_builds_the_latest_value_table_and_emits_its_changes`
 /// on Kafka: the table is the processor's changelog topic.
 #[test]
 fn materialize_on_kafka_builds_the_latest_value_table_and_emits_its_changes() {
     let bootstrap = bootstrap();
     let (input, output, table) = (unique("users"), unique("users-table"), unique("table"));
+    let processor = table.clone();
     let dir = tempfile::tempdir().unwrap();
     let file = write_one_processor(
         dir.path(),
@@ -702,6 +728,44 @@ fn materialize_on_kafka_builds_the_latest_value_table_and_emits_its_changes() {
     );
     let table = changelog_table(&bootstrap, &changelog, 2);
     assert_eq!(table.keys().collect::<Vec<_>>(), ["carol"]);
+
+    // `leat state` through a server on the cluster, which runs nothing of
+    // this processor: the table from the changelog, the deleted key gone.
+    let server = serve_on_kafka(dir.path(), &bootstrap, "q");
+    assert_eq!(state_through(&server, &processor, 2), table);
+    let alice = server.leat(&["state", "get", &processor, "alice"], "");
+    let stderr = String::from_utf8_lossy(&alice.stderr);
+    assert!(
+        !alice.status.success() && stderr.contains("no committed entry for key `alice`"),
+        "{alice:?}"
+    );
+    let carol = server.leat_ok(
+        &[
+            "state",
+            "get",
+            &processor,
+            "carol",
+            "--partition",
+            &partition_for_key(b"carol", 2).to_string(),
+        ],
+        "",
+    );
+    assert_eq!(
+        carol,
+        format!("{}\tcarol\tc1\n", partition_for_key(b"carol", 2))
+    );
+    let beyond = server.leat(
+        &["state", "get", &processor, "carol", "--partition", "2"],
+        "",
+    );
+    let stderr = String::from_utf8_lossy(&beyond.stderr);
+    assert!(stderr.contains("has no partition 2"), "{beyond:?}");
+    let nobody = server.leat(&["state", "get", &unique("nobody"), "carol"], "");
+    let stderr = String::from_utf8_lossy(&nobody.stderr);
+    assert!(
+        stderr.contains("has no state on the Kafka cluster"),
+        "{nobody:?}"
+    );
 }
 
 /// examples.rs's `router_splits_keyed_events_into_one_stream_per_type` on
@@ -1168,6 +1232,18 @@ fn word_count_on_kafka_keeps_its_counts_in_a_changelog_and_restores_them() {
     // The changelog: compacted; read_committed, it holds every word's
     // last count.
     assert_changelog_counts(&bootstrap, &group, 3 * n);
+
+    // `leat state` through a server on the cluster: every word's total,
+    // whole and by key.
+    let totals: BTreeMap<String, String> = (word_totals(3 * n).into_iter())
+        .map(|(w, k)| (w, k.to_string()))
+        .collect();
+    let server = serve_on_kafka(dir.path(), &bootstrap, "q");
+    assert_eq!(state_through(&server, &group, PARTITIONS as u32), totals);
+    for (word, total) in &totals {
+        let line = server.leat_ok(&["state", "get", &group, word], "");
+        assert!(line.ends_with(&format!("\t{word}\t{total}\n")), "{line:?}");
+    }
 }
 
 #[test]

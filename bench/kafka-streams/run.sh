@@ -48,6 +48,12 @@ RATE_WORD_COUNT=${RATE_WORD_COUNT:-1000}
 LATENCY_SECONDS=${LATENCY_SECONDS:-30}
 TIMEOUT=${TIMEOUT:-900}
 KEEP=${KEEP:-0}
+# Leat's log filter (RUST_LOG) and extra arguments to `leat run`, for
+# investigations: LEAT_LOG=warn,leat_on_kafka=debug prints each
+# transaction's steps; LEAT_ARGS="--kafka-setting linger.ms=1" tries a
+# client setting.
+LEAT_LOG=${LEAT_LOG:-warn,leat_on_kafka=info}
+LEAT_ARGS=${LEAT_ARGS:-}
 
 work=$repo/target/bench-kstreams
 python=$repo/target/kafka-clients/venv/bin/python
@@ -175,8 +181,11 @@ one_run() {
       [ "$system" = leat-base ] && binary=$LEAT_BASE
       leat_topology "$dir/topology.toml" "$workload" "in-$name" "out-$name" "$name"
       ready="kafka assigned partitions"
-      cmd=(env "LEAT_DATA_DIR=$dir/data" "RUST_LOG=warn,leat_on_kafka=info" "$binary" run "$dir/topology.toml"
+      cmd=(env "LEAT_DATA_DIR=$dir/data" "RUST_LOG=$LEAT_LOG" "$binary" run "$dir/topology.toml"
         --kafka-bootstrap "$bootstrap" --kafka-host-id bench --kafka-state-dir "$dir/state")
+      # Extra arguments, e.g. LEAT_ARGS="--kafka-setting linger.ms=1".
+      # shellcheck disable=SC2206
+      if [ -n "$LEAT_ARGS" ]; then cmd+=($LEAT_ARGS); fi
       ;;
     kstreams)
       ready="kstreams: RUNNING"

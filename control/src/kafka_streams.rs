@@ -145,7 +145,7 @@ impl KafkaStreams {
             api::StateLookup::Key(k) => StateLookup::Key(k.as_bytes()),
             api::StateLookup::Prefix(p) => StateLookup::Prefix(p.as_bytes()),
         };
-        let entries = self.topics.state(&changelog, &partitions, lookup)?;
+        let entries = self.topics.state(processor, &partitions, lookup)?;
         Ok((partitions, entries))
     }
 }

@@ -15,12 +15,23 @@
 //!   between (a crash after a commit and before its apply, another host
 //!   owning the partition for a while).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use leat_runtime::{StateEntries, StateError, StateStore};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
+use crate::topics::{StateLookup, StateTable};
+
+/// The caches open in this process, by file: redb opens a file once per
+/// process, and a processor's instances (one run after another) and the
+/// server's state queries share it.
+static OPEN: Mutex<BTreeMap<PathBuf, Weak<StateCache>>> = Mutex::new(BTreeMap::new());
+/// How long an open waits for the last holder of the same file to close it.
+const CLOSING_WAIT: Duration = Duration::from_secs(5);
 
 /// (scope, key) → value: the committed state.
 const STATE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("state");
@@ -45,15 +56,46 @@ impl std::fmt::Debug for StateCache {
 pub(crate) type Change<'a> = (&'a [u8], Option<&'a [u8]>);
 
 impl StateCache {
-    /// Opens (or creates) the cache of `processor` in `dir`.
-    pub(crate) fn open(dir: &Path, processor: &str) -> Result<StateCache> {
+    /// The cache of `processor` in `dir`, opened (or created) unless this
+    /// process has it open already.
+    pub(crate) fn open(dir: &Path, processor: &str) -> Result<Arc<StateCache>> {
         let path = dir.join(format!("{processor}.redb"));
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cache) = open.get(&path).and_then(Weak::upgrade) {
+            return Ok(cache);
+        }
+        let cache = Arc::new(StateCache::create(dir, path.clone())?);
+        open.retain(|_, c| c.strong_count() > 0);
+        open.insert(path, Arc::downgrade(&cache));
+        Ok(cache)
+    }
+
+    /// [`StateCache::open`], if the cache's file exists (never creates it).
+    pub(crate) fn existing(dir: &Path, processor: &str) -> Result<Option<Arc<StateCache>>> {
+        if !dir.join(format!("{processor}.redb")).exists() {
+            return Ok(None);
+        }
+        StateCache::open(dir, processor).map(Some)
+    }
+
+    fn create(dir: &Path, path: PathBuf) -> Result<StateCache> {
         let fail = |reason: String| Error::Cache {
             path: path.clone(),
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| fail(e.to_string()))?;
+        let started = Instant::now();
+        let db = loop {
+            match Database::create(&path) {
+                Ok(db) => break db,
+                // The last holder's `Arc` was dropped, and its database is
+                // still being closed on that thread.
+                Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < CLOSING_WAIT => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => return Err(fail(e.to_string())),
+            }
+        };
         let cache = StateCache { path, db };
         // Both tables exist from the start, so that reads need not ask.
         cache.write(|txn| {
@@ -111,6 +153,45 @@ impl StateCache {
             }
             Ok(())
         })
+    }
+
+    /// `scope`'s next changelog offset to apply and its entries `lookup`
+    /// matches, from one snapshot (see the module's invariants: the
+    /// changelog's records from that offset on, laid over these entries in
+    /// order, give the state).
+    pub(crate) fn snapshot(
+        &self,
+        scope: &str,
+        lookup: StateLookup<'_>,
+    ) -> Result<(u64, StateTable)> {
+        let read = || -> std::result::Result<_, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let applied = txn
+                .open_table(APPLIED)?
+                .get(scope)?
+                .map_or(0, |v| v.value());
+            let state = txn.open_table(STATE)?;
+            let mut entries = StateTable::new();
+            match lookup {
+                StateLookup::Key(key) => {
+                    if let Some(v) = state.get((scope, key))? {
+                        entries.insert(key.to_vec(), v.value().to_vec());
+                    }
+                }
+                StateLookup::Prefix(prefix) => {
+                    for row in state.range((scope, prefix)..)? {
+                        let (k, v) = row?;
+                        let (s, key) = k.value();
+                        if s != scope || !key.starts_with(prefix) {
+                            break;
+                        }
+                        entries.insert(key.to_vec(), v.value().to_vec());
+                    }
+                }
+            }
+            Ok((applied, entries))
+        };
+        read().map_err(|e| self.error(e))
     }
 
     /// Forgets `scope`'s state and applied offset (its changelog is not the

@@ -57,6 +57,12 @@ impl ChangelogReader {
                 ("enable.auto.commit", "false"),
                 ("isolation.level", "read_committed"),
                 ("enable.partition.eof", "true"),
+                // The end is known to be near: a fetch there that finds
+                // nothing new (a transaction's marker is the last offset
+                // after every commit) returns at once instead of after
+                // the default 500 ms, which every restore and state query
+                // paid (0.6 s for a one-key query where 0.1 s is the rest).
+                ("fetch.wait.max.ms", "10"),
             ],
             "changelog reader",
         )?;

@@ -54,7 +54,7 @@ pub use crate::cluster::{
 };
 pub use crate::deployment::Deployment;
 pub use crate::error::{Error, Result};
-pub use crate::topics::{Read, StateEntries, StateLookup, TopicInfo, Topics};
+pub use crate::topics::{Read, StateEntries, StateLookup, StateTable, TopicInfo, Topics};
 
 /// Where and as whom to run.
 #[derive(Clone)]
@@ -231,7 +231,7 @@ fn run_counted(
 ) -> Result<()> {
     // Shared by the instances: a partition may move between them.
     let cache = match &options.state_dir {
-        Some(dir) => Some(Arc::new(cache::StateCache::open(dir, &spec.name)?)),
+        Some(dir) => Some(cache::StateCache::open(dir, &spec.name)?),
         None => None,
     };
     // Checks the spec and the guest's `init` before any client starts.

@@ -17,6 +17,7 @@ use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::admin::{create_client, unreachable_or, ADMIN_TIMEOUT};
+use crate::cache::StateCache;
 use crate::changelog::{ChangelogReader, Visit};
 use crate::cluster::offsets_in;
 use crate::error::{Error, Result};
@@ -88,8 +89,11 @@ impl StateLookup<'_> {
     }
 }
 
+/// One partition index's state entries, by key.
+pub type StateTable = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// A processor's state entries by partition index, then key.
-pub type StateEntries = BTreeMap<u32, BTreeMap<Vec<u8>, Vec<u8>>>;
+pub type StateEntries = BTreeMap<u32, StateTable>;
 
 /// Why a state query's read of the changelog ended early.
 enum StateReadError {
@@ -401,34 +405,54 @@ impl Topics {
         Ok(read)
     }
 
-    /// The committed state entries of `partitions` that `lookup` matches,
-    /// read from `changelog` (a processor's
-    /// [`changelog_topic`](crate::changelog_topic), as any host sees it,
-    /// whichever host owns the partitions) from its start to its end: the
-    /// state as of the last transaction committed when the read reached
-    /// each partition's end. Reads every retained record of those
-    /// partitions and holds the matching keys.
+    /// The committed state entries of `partitions` of `processor` that
+    /// `lookup` matches: as of the last transaction committed when the read
+    /// reached each partition's end, whichever host owns the partitions.
+    ///
+    /// Read from the processor's [`changelog_topic`](crate::changelog_topic)
+    /// (read_committed), laid over this host's state cache where it has
+    /// one (under [`KafkaOptions::state_dir`]): from the cache's applied
+    /// offset on, so a partition this host owns costs a few records; one it
+    /// has no cache of costs every record its changelog retains.
     pub fn state(
         &self,
-        changelog: &str,
+        processor: &str,
         partitions: &[u32],
         lookup: StateLookup<'_>,
     ) -> Result<StateEntries> {
+        let changelog = crate::changelog_topic(processor);
+        let cache = match &self.options.state_dir {
+            Some(dir) => StateCache::existing(dir, processor)?,
+            None => None,
+        };
         let reader = ChangelogReader::new(&self.options, "leat-state-reader")?;
         let what = || format!("read {changelog}");
         let mut from = BTreeMap::new();
         let mut entries = StateEntries::new();
         for &p in partitions {
-            entries.insert(p, BTreeMap::new());
+            // The cache's snapshot first, the changelog's end after it: the
+            // end covers every record the snapshot has the effect of.
+            let (applied, cached) = match &cache {
+                Some(c) => c.snapshot(&leat_runtime::state_scope(processor, p), lookup)?,
+                None => (0, StateTable::new()),
+            };
             let (low, high) = reader
-                .extent(changelog, p, ADMIN_TIMEOUT)
+                .extent(&changelog, p, ADMIN_TIMEOUT)
                 .map_err(client(what()))?;
-            if low < high {
-                from.insert(p, low);
+            // A cache of another changelog (recreated since, or compacted
+            // past it) is of no use.
+            let (start, cached) = if (low..=high).contains(&applied) {
+                (applied, cached)
+            } else {
+                (low, StateTable::new())
+            };
+            entries.insert(p, cached);
+            if start < high {
+                from.insert(p, start);
             }
         }
         let mut progress = Instant::now();
-        let read = reader.read(changelog, &from, |visit| {
+        let read = reader.read(&changelog, &from, |visit| {
             match visit {
                 Visit::Idle if progress.elapsed() > STATE_STALL => {
                     return Err(StateReadError::Stalled)

@@ -1233,16 +1233,36 @@ fn word_count_on_kafka_keeps_its_counts_in_a_changelog_and_restores_them() {
     // last count.
     assert_changelog_counts(&bootstrap, &group, 3 * n);
 
-    // `leat state` through a server on the cluster: every word's total,
-    // whole and by key.
-    let totals: BTreeMap<String, String> = (word_totals(3 * n).into_iter())
+    // More words, counted with the first cache: the fresh one is now
+    // behind the changelog.
+    produce_words(&bootstrap, &input, 3 * n, 4 * n);
+    run_once(&file, &bootstrap, &[]);
+    assert_counts_exactly_once(&read_committed(&bootstrap, &output), 4 * n);
+
+    // `leat state` through servers on the cluster: every word's total,
+    // whole and by key. One has no cache of this processor (it reads the
+    // whole changelog); the other has the fresh cache, three quarters of
+    // the way, and reads the rest of the changelog over it.
+    let totals: BTreeMap<String, String> = (word_totals(4 * n).into_iter())
         .map(|(w, k)| (w, k.to_string()))
         .collect();
-    let server = serve_on_kafka(dir.path(), &bootstrap, "q");
-    assert_eq!(state_through(&server, &group, PARTITIONS as u32), totals);
-    for (word, total) in &totals {
-        let line = server.leat_ok(&["state", "get", &group, word], "");
-        assert!(line.ends_with(&format!("\t{word}\t{total}\n")), "{line:?}");
+    let uncached = serve_on_kafka(dir.path(), &bootstrap, "q");
+    let cached = leat_tests::Server::start_with(
+        &dir.path().join("c"),
+        "secret",
+        &[
+            "--kafka-bootstrap",
+            &bootstrap,
+            "--kafka-state-dir",
+            fresh.to_str().unwrap(),
+        ],
+    );
+    for server in [&uncached, &cached] {
+        assert_eq!(state_through(server, &group, PARTITIONS as u32), totals);
+        for (word, total) in &totals {
+            let line = server.leat_ok(&["state", "get", &group, word], "");
+            assert!(line.ends_with(&format!("\t{word}\t{total}\n")), "{line:?}");
+        }
     }
 }
 

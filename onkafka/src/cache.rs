@@ -59,26 +59,40 @@ impl StateCache {
     /// The cache of `processor` in `dir`, opened (or created) unless this
     /// process has it open already.
     pub(crate) fn open(dir: &Path, processor: &str) -> Result<Arc<StateCache>> {
+        StateCache::open_waiting(dir, processor, CLOSING_WAIT)
+    }
+
+    /// [`StateCache::open`], waiting at most `wait` for the last holder of
+    /// the file in this process to close it.
+    fn open_waiting(dir: &Path, processor: &str, wait: Duration) -> Result<Arc<StateCache>> {
         let path = dir.join(format!("{processor}.redb"));
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(cache) = open.get(&path).and_then(Weak::upgrade) {
             return Ok(cache);
         }
-        let cache = Arc::new(StateCache::create(dir, path.clone())?);
+        let cache = Arc::new(StateCache::create(dir, path.clone(), wait)?);
         open.retain(|_, c| c.strong_count() > 0);
         open.insert(path, Arc::downgrade(&cache));
         Ok(cache)
     }
 
-    /// [`StateCache::open`], if the cache's file exists (never creates it).
-    pub(crate) fn existing(dir: &Path, processor: &str) -> Result<Option<Arc<StateCache>>> {
+    /// [`StateCache::open`], if the cache's file exists (never creates it)
+    /// and can be opened at once (another process, such as a `leat run` on
+    /// the same directory, may hold it: `None`, said in the log).
+    pub(crate) fn existing(dir: &Path, processor: &str) -> Option<Arc<StateCache>> {
         if !dir.join(format!("{processor}.redb")).exists() {
-            return Ok(None);
+            return None;
         }
-        StateCache::open(dir, processor).map(Some)
+        match StateCache::open_waiting(dir, processor, Duration::ZERO) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!(error = %e.chain(), "state cache not used");
+                None
+            }
+        }
     }
 
-    fn create(dir: &Path, path: PathBuf) -> Result<StateCache> {
+    fn create(dir: &Path, path: PathBuf, wait: Duration) -> Result<StateCache> {
         let fail = |reason: String| Error::Cache {
             path: path.clone(),
             reason,
@@ -90,7 +104,7 @@ impl StateCache {
                 Ok(db) => break db,
                 // The last holder's `Arc` was dropped, and its database is
                 // still being closed on that thread.
-                Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < CLOSING_WAIT => {
+                Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < wait => {
                     std::thread::sleep(Duration::from_millis(10))
                 }
                 Err(e) => return Err(fail(e.to_string())),

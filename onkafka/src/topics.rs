@@ -422,7 +422,7 @@ impl Topics {
     ) -> Result<StateEntries> {
         let changelog = crate::changelog_topic(processor);
         let cache = match &self.options.state_dir {
-            Some(dir) => StateCache::existing(dir, processor)?,
+            Some(dir) => StateCache::existing(dir, processor),
             None => None,
         };
         let reader = ChangelogReader::new(&self.options, "leat-state-reader")?;

@@ -198,9 +198,19 @@ fn read_committed(bootstrap: &str, topic: &str) -> Vec<Seen> {
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
-        let (_, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(30))
-            .unwrap();
+        // A fresh client may not know the partition yet ("Local: Unknown
+        // partition", seen once under CI's load): asked again.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let high = loop {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(30)) {
+                Ok((_, high)) => break high,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("watermarks of {topic}/{p}: {e}; asked again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("watermarks of {topic}/{p}: {e}"),
+            }
+        };
         ends.insert(p, high);
     }
     consumer.assign(&tpl).unwrap();

@@ -2,7 +2,7 @@
 //! consumer-group and state calls the runtime needs.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -168,6 +168,28 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// Creates an empty redb file at `path`, which does not exist, so that no
+/// kill leaves a file there that redb refuses to open: redb initialises a
+/// new file in steps and writes its magic number last (measured: 2 kills in
+/// 40 within the first 10 ms of a `crash_appender` left a 72 KiB file that
+/// failed with "magic number mismatch" on every later open). The file is
+/// made whole under a side name, then renamed into place.
+fn create_whole(path: &Path) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut side = path.as_os_str().to_owned();
+    side.push(".creating");
+    let side = PathBuf::from(side);
+    // What a killed creation left: never the log, since it was not renamed.
+    match std::fs::remove_file(&side) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Box::new(e)),
+        _ => {}
+    }
+    // Dropping the database closes it cleanly; creation synced its pages.
+    drop(Database::create(&side)?);
+    std::fs::rename(&side, path)?;
+    crate::journal::sync_dir(path)?;
+    Ok(())
+}
+
 impl Broker {
     /// Opens the log stored in the redb file at `path`, creating it if
     /// missing, with the default [`BrokerOptions`].
@@ -187,6 +209,9 @@ impl Broker {
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_error(Box::new(e)))?;
+        }
+        if !path.exists() {
+            create_whole(&path).map_err(open_error)?;
         }
         // redb calls this only when the file was left open by a crash and
         // its last durable commit recorded no allocator state (a file

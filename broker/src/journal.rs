@@ -602,7 +602,7 @@ fn new_id() -> u64 {
 /// Makes the entries of the directory holding `path` durable: a file created
 /// (or renamed) there is only sure to be found after a crash once its
 /// directory is synced.
-fn sync_dir(path: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     if let Some(dir) = path.parent() {
         let dir = if dir.as_os_str().is_empty() {

@@ -99,6 +99,7 @@ impl StateCache {
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         let started = Instant::now();
+        let mut discarded = false;
         let db = loop {
             match Database::create(&path) {
                 Ok(db) => break db,
@@ -106,6 +107,15 @@ impl StateCache {
                 // still being closed on that thread.
                 Err(DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < wait => {
                     std::thread::sleep(Duration::from_millis(10))
+                }
+                // A file no open accepts (a kill while redb created it
+                // leaves one without its magic number): the changelog
+                // holds everything the cache held, so it starts again.
+                Err(DatabaseError::Storage(e)) if !discarded => {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "state cache unreadable: discarding it (it is rebuilt from the changelog)");
+                    std::fs::remove_file(&path).map_err(|e| fail(e.to_string()))?;
+                    discarded = true;
                 }
                 Err(e) => return Err(fail(e.to_string())),
             }
@@ -249,5 +259,26 @@ impl StateStore for StateCache {
         Ok(leat_runtime::broker::scoped_range(
             &table, scope, start, end, limit,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_cache_file_is_discarded_and_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        // What a kill while redb creates a file leaves: pages, no magic number.
+        std::fs::write(dir.path().join("p.redb"), vec![0u8; 72 << 10]).unwrap();
+        let cache = StateCache::open(dir.path(), "p").unwrap();
+        assert_eq!(cache.applied("scope").unwrap(), 0);
+        cache
+            .apply("scope", [(&b"k"[..], Some(&b"v"[..]))], Some(7))
+            .unwrap();
+        drop(cache);
+        // The new file is a cache like any other: it opens and keeps its writes.
+        let cache = StateCache::open(dir.path(), "p").unwrap();
+        assert_eq!(cache.applied("scope").unwrap(), 7);
     }
 }

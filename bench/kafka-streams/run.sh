@@ -200,7 +200,7 @@ one_run() {
   run "$python" "$app/measure.py" round --bootstrap "$bootstrap" --workload "$workload" \
     --input "in-$name" --output "out-$name" --partitions "$PARTITIONS" --count "$count" --size "$SIZE" \
     --rate "$rate" --latency-seconds "$LATENCY_SECONDS" --timeout "$TIMEOUT" \
-    --log "$dir/system.log" --ready "$ready" --broker-pid "$broker_pid" --pid-file "$system_pid_file" \
+    --log "$dir/system.log" --ready "$ready" --group "$name" --broker-pid "$broker_pid" --pid-file "$system_pid_file" \
     -- "${cmd[@]}" >"$dir/result.json" 2>"$dir/measure.err" || status=$?
   rm -f "$system_pid_file"
   # 3: the outputs were wrong (recorded as such, not as a figure); else a failure.

@@ -38,7 +38,7 @@ pub struct GroupStatus {
     /// Its name (a processor's group is the processor's name).
     pub name: String,
     /// What the group coordinator says: `Stable`, `PreparingRebalance`,
-    /// `CompletingRebalance`, `Empty`, `Dead`.
+    /// `CompletingRebalance`, `Empty`, `Dead`; `state unknown` when it said none.
     pub state: String,
     /// Its members, by client id.
     pub members: Vec<MemberStatus>,
@@ -123,8 +123,12 @@ pub fn cluster_status(options: &KafkaOptions) -> Result<ClusterStatus> {
         .map_err(client_error("group list"))?;
     let mut groups = Vec::new();
     for g in list.groups() {
-        // Only consumer groups carry partition assignments and offsets.
-        if g.protocol_type() != "consumer" {
+        // Other kinds of groups (Kafka Connect's, say) carry no consumer
+        // offsets. An empty protocol type is kept: a group that only ever
+        // committed offsets has none, and so does one whose description
+        // failed (librdkafka keeps the error to itself), whose offsets and
+        // lag are still worth showing.
+        if !g.protocol_type().is_empty() && g.protocol_type() != "consumer" {
             continue;
         }
         let mut members: Vec<MemberStatus> = g
@@ -164,7 +168,10 @@ pub fn cluster_status(options: &KafkaOptions) -> Result<ClusterStatus> {
         positions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         groups.push(GroupStatus {
             name: g.name().to_owned(),
-            state: g.state().to_owned(),
+            state: match g.state() {
+                "" => "state unknown".to_owned(),
+                state => state.to_owned(),
+            },
             members,
             positions,
         });

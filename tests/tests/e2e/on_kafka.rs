@@ -528,9 +528,18 @@ struct GroupLines {
 }
 
 fn kafka_status(bootstrap: &str, group: &str) -> Option<GroupLines> {
+    group_lines(&status_output(bootstrap), group)
+}
+
+/// What `leat status --kafka-bootstrap` prints.
+fn status_output(bootstrap: &str) -> String {
     let mut command = Command::new(leat_bin());
     command.args(["status", "--kafka-bootstrap", bootstrap]);
-    let stdout = stdout_of(command, "leat status");
+    stdout_of(command, "leat status")
+}
+
+/// `group`'s lines in `stdout`, a `leat status` output.
+fn group_lines(stdout: &str, group: &str) -> Option<GroupLines> {
     let mut lines = stdout
         .lines()
         .skip_while(|l| !l.starts_with(&format!("group {group} (")));
@@ -613,7 +622,9 @@ fn status_on_kafka_shows_which_host_owns_which_partition_and_the_lag() {
 
     // Nobody reads now: what is produced is lag.
     produce(&bootstrap, &input, 300);
-    let stopped = kafka_status(&bootstrap, &processor).unwrap();
+    let stdout = status_output(&bootstrap);
+    let stopped = group_lines(&stdout, &processor)
+        .unwrap_or_else(|| panic!("no group {processor} in:\n{stdout}"));
     let committed: u64 = stopped.positions.values().map(|p| p.0).sum();
     let lag: u64 = stopped.positions.values().map(|p| p.1).sum();
     assert_eq!((committed, lag), (n as u64, 300), "{:?}", stopped.positions);

@@ -415,6 +415,7 @@ fn uppercase_on_kafka_commits_each_result_exactly_once() {
         input,
         output,
         file,
+        processor,
         ..
     } = uppercase_over(&bootstrap, n, 500);
 
@@ -429,6 +430,12 @@ fn uppercase_on_kafka_commits_each_result_exactly_once() {
         "leat run --once on Kafka: {n} events in {:?}",
         started.elapsed()
     );
+    // A backlog commits several guest calls of `batch_size` (500) per
+    // transaction, up to `commit_events` (10,000): one call per
+    // transaction would take at least 20.
+    let (events, _, transactions) = reported(&stdout, &processor);
+    assert_eq!(events, n as u64, "{stdout}");
+    assert!(transactions < (n / 500) as u64, "{stdout}");
 
     let seen = read_committed(&bootstrap, &output);
     assert_exactly_once(&seen, &input, n);
@@ -634,6 +641,13 @@ fn status_on_kafka_shows_which_host_owns_which_partition_and_the_lag() {
 /// The events in and out `leat run --once`'s output reports for
 /// `processor`, summed over its passes.
 fn processed(stdout: &str, processor: &str) -> (u64, u64) {
+    let (events_in, events_out, _) = reported(stdout, processor);
+    (events_in, events_out)
+}
+
+/// The events in, the events out and the transactions `leat run --once`'s
+/// output reports for `processor`, summed over its passes.
+fn reported(stdout: &str, processor: &str) -> (u64, u64, u64) {
     let prefix = format!("processor {processor}: ");
     stdout
         .lines()
@@ -643,9 +657,12 @@ fn processed(stdout: &str, processor: &str) -> (u64, u64) {
             let mut numbers = rest
                 .split(", ")
                 .map(|part| part.split(' ').next().unwrap().parse::<u64>().unwrap());
-            (numbers.next().unwrap(), numbers.next().unwrap())
+            let mut next = || numbers.next().unwrap();
+            (next(), next(), next())
         })
-        .fold((0, 0), |(i, o), (di, dout)| (i + di, o + dout))
+        .fold((0, 0, 0), |(i, o, t), (di, dout, dt)| {
+            (i + di, o + dout, t + dt)
+        })
 }
 
 /// The table a state changelog holds, read_committed: each key's last

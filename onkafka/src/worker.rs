@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use leat_runtime::broker::{Bytes, Event, Header, Record};
 use leat_runtime::{
-    state_scope, BatchFailure, Engine, ErrorPolicy, GuestRunner, Input, ProcessorCode,
-    ProcessorSpec, RunMode, StateStore, StateWrites,
+    settle, state_scope, Attempts, BatchFailure, Engine, GuestRunner, Input, ProcessorCode,
+    ProcessorSpec, RunMode, Settled, StateStore, StateWrites,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -270,12 +270,6 @@ struct Reading {
     next: u64,
     /// Where the restore ends: the changelog's last stable offset.
     end: u64,
-}
-
-/// An output on its way: the index of its topic in `Worker::topics`.
-struct Out {
-    topic: usize,
-    record: Record,
 }
 
 struct Worker<'a> {
@@ -655,6 +649,7 @@ impl<'a> Worker<'a> {
         by_partition: BTreeMap<u32, Vec<Input>>,
     ) -> Result<(u64, BTreeMap<u32, StateWrites>), Fault> {
         let mut sent = 0;
+        let spec = self.setup.spec.clone();
         // Each partition index's state writes, in the order of its calls.
         let mut writes: BTreeMap<u32, StateWrites> = BTreeMap::new();
         let batch_size = self.setup.spec.batch_size.max(1);
@@ -662,9 +657,15 @@ impl<'a> Worker<'a> {
             let mut pending = StateWrites::new();
             // Each call's outputs are sent while the next call runs.
             for call in inputs.chunks(batch_size) {
-                for out in self.outputs_of(call, &mut pending)? {
-                    self.send(&out)?;
-                    sent += 1;
+                let mut filling = Filling {
+                    worker: self,
+                    pending: &mut pending,
+                    sent: &mut sent,
+                };
+                match settle(&mut filling, &spec, call)? {
+                    Settled::Done => {}
+                    // Only a stop halts: the `stop` policy is a fault here.
+                    Settled::Halted => return Err(Fault::Stopped),
                 }
             }
             if !pending.is_empty() {
@@ -883,110 +884,11 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    /// The outputs of `inputs` (events of one partition index): the guest's,
-    /// or, for an event that keeps failing, the error policy's.
-    /// `pending`: the state writes of the calls before, on the same
-    /// partition index in this transaction; a successful call's are added.
-    fn outputs_of(
-        &mut self,
-        inputs: &[Input],
-        pending: &mut StateWrites,
-    ) -> Result<Vec<Out>, Fault> {
-        let failure = match self.call_retrying(inputs, pending)? {
-            Ok(outputs) => return Ok(outputs),
-            Err(failure) => failure,
-        };
-        if let [input] = inputs {
-            return self.apply_policy(input, failure);
-        }
-        // Narrow it down: what precedes a blamed event as one batch, the
-        // event alone, then the rest; with no event blamed, one by one.
-        let mut outputs = Vec::new();
-        match failure.event_index {
-            Some(i) if i < inputs.len() => {
-                outputs.extend(self.outputs_of(&inputs[..i], pending)?);
-                outputs.extend(self.outputs_of(&inputs[i..=i], pending)?);
-                outputs.extend(self.outputs_of(&inputs[i + 1..], pending)?);
-            }
-            _ => {
-                for input in inputs {
-                    outputs.extend(self.outputs_of(std::slice::from_ref(input), pending)?);
-                }
-            }
-        }
-        Ok(outputs)
-    }
-
-    /// One guest call, retried with backoff as the spec says.
-    fn call_retrying(
-        &mut self,
-        inputs: &[Input],
-        pending: &mut StateWrites,
-    ) -> Result<std::result::Result<Vec<Out>, BatchFailure>, Fault> {
-        if inputs.is_empty() {
-            return Ok(Ok(Vec::new()));
-        }
-        let spec = self.runner.spec();
-        let (retries, backoff) = (spec.retries, spec.retry_backoff);
-        let mut attempt = 0;
-        loop {
-            let result = self
-                .runner
-                .process(inputs, pending)
-                .map_err(|e| Fault::Reconnect(e.to_string()))?;
-            match result {
-                Ok(done) => {
-                    pending.extend(done.writes);
-                    return Ok(Ok(done
-                        .outputs
-                        .into_iter()
-                        .map(|o| Out {
-                            topic: o.output,
-                            record: o.record,
-                        })
-                        .collect()));
-                }
-                Err(failure) => {
-                    tracing::warn!(processor = %self.setup.spec.name, error = %failure,
-                        "batch failed: rolled back");
-                    if attempt >= retries {
-                        return Ok(Err(failure));
-                    }
-                    std::thread::sleep(backoff * 2u32.saturating_pow(attempt));
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    fn apply_policy(&mut self, input: &Input, failure: BatchFailure) -> Result<Vec<Out>, Fault> {
-        let spec = &self.setup.spec;
-        let topic = &spec.inputs[input.stream];
-        match spec.on_error {
-            ErrorPolicy::Stop => Err(Fault::Fatal(Error::Stopped {
-                processor: spec.name.clone(),
-                topic: topic.clone(),
-                partition: input.event.partition,
-                offset: input.event.offset,
-                reason: failure.message,
-            })),
-            ErrorPolicy::Record => {
-                tracing::warn!(processor = %spec.name, topic, partition = input.event.partition,
-                    offset = input.event.offset, error = %failure,
-                    "event keeps failing: recorded on the error stream");
-                let record = self.runner.error_record(input, &failure.message);
-                Ok(vec![Out {
-                    topic: self.topics.len() - 1,
-                    record,
-                }])
-            }
-        }
-    }
-
-    /// Hands `out` to the producer, inside the open transaction.
-    fn send(&self, out: &Out) -> Result<(), Fault> {
-        let topic = &self.topics[out.topic];
-        self.produce(kafka_record(topic, &out.record), topic)
+    /// Hands `record` to the producer, for topic `topic` of `self.topics`,
+    /// inside the open transaction.
+    fn send(&self, topic: usize, record: &Record) -> Result<(), Fault> {
+        let topic = &self.topics[topic];
+        self.produce(kafka_record(topic, record), topic)
     }
 
     /// Hands `record` to the producer, waiting while its queue is full.
@@ -1041,6 +943,72 @@ impl<'a> Worker<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// The attempts of a Kafka worker's calls: each sends its outputs and the
+/// error records into the open transaction, and a call's state writes join
+/// the `pending` writes of its partition index.
+struct Filling<'f, 'a> {
+    worker: &'f mut Worker<'a>,
+    pending: &'f mut StateWrites,
+    /// The records sent.
+    sent: &'f mut u64,
+}
+
+impl Attempts for Filling<'_, '_> {
+    type Break = Fault;
+
+    fn attempt(
+        &mut self,
+        inputs: &[Input],
+    ) -> Result<std::result::Result<(), BatchFailure>, Fault> {
+        let worker = &mut *self.worker;
+        let result = (worker.runner)
+            .process(inputs, self.pending)
+            .map_err(|e| Fault::Reconnect(e.to_string()))?;
+        match result {
+            Ok(done) => {
+                self.pending.extend(done.writes);
+                for out in done.outputs {
+                    worker.send(out.output, &out.record)?;
+                    *self.sent += 1;
+                }
+                Ok(Ok(()))
+            }
+            Err(failure) => {
+                tracing::warn!(processor = %worker.setup.spec.name, error = %failure,
+                    "batch failed: rolled back");
+                Ok(Err(failure))
+            }
+        }
+    }
+
+    fn record(&mut self, input: &Input, reason: &str) -> Result<Settled, Fault> {
+        let worker = &mut *self.worker;
+        tracing::warn!(processor = %worker.setup.spec.name, topic = %worker.setup.spec.inputs[input.stream],
+            partition = input.event.partition, offset = input.event.offset, error = %reason,
+            "event keeps failing: recorded on the error stream");
+        let record = worker.runner.error_record(input, reason);
+        // The error stream's topic is the last.
+        worker.send(worker.topics.len() - 1, &record)?;
+        *self.sent += 1;
+        Ok(Settled::Done)
+    }
+
+    fn stop(&mut self, input: &Input, reason: String) -> Result<Settled, Fault> {
+        let spec = &self.worker.setup.spec;
+        Err(Fault::Fatal(Error::Stopped {
+            processor: spec.name.clone(),
+            topic: spec.inputs[input.stream].clone(),
+            partition: input.event.partition,
+            offset: input.event.offset,
+            reason,
+        }))
+    }
+
+    fn stopping(&self) -> bool {
+        self.worker.setup.stop.load(Ordering::Acquire)
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use leat_broker::{Header, Headers, Record};
+use leat_broker::Record;
 
 use crate::batch::{Input, StateWrites};
 use crate::engine::Engine;
@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::guest::{CallError, GuestInstance, Instance, ProcessorCode};
 use crate::outbound::Calls;
 use crate::provenance::Provenance;
+use crate::settle::{error_record, BatchFailure};
 use crate::spec::{ProcessorMode, ProcessorSpec};
 use crate::state::StateStore;
 use crate::worker::{check_rejections, check_schemas, to_record};
@@ -48,19 +49,6 @@ pub struct BatchDone {
     /// Its state writes (`None` deletes), in the scope of the batch's
     /// partition index.
     pub writes: StateWrites,
-}
-
-/// Why a batch failed: nothing of it may be written.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct BatchFailure {
-    /// What the guest or the host said.
-    pub message: String,
-    /// The index in the batch of the event blamed, if any.
-    pub event_index: Option<usize>,
-    /// Whether the guest trapped (ran out of time or memory, panicked):
-    /// the next call starts a fresh instance.
-    pub trapped: bool,
 }
 
 /// One instance of a processor's code, for a caller that owns the log.
@@ -207,21 +195,7 @@ impl GuestRunner {
     /// stream for `input`, which kept failing with `reason`: the event with
     /// a `leat.error` header and the provenance headers, as on the embedded log.
     pub fn error_record(&mut self, input: &Input, reason: &str) -> Record {
-        let event = &input.event;
-        let stream = &self.spec.inputs[input.stream];
-        let mut headers: Headers = event.headers.iter().cloned().collect();
-        headers.push(Header::new("leat.error", reason.to_owned()));
-        headers.extend(
-            self.provenance
-                .headers(stream, event.partition, event.offset),
-        );
-        Record {
-            key: event.key.clone(),
-            value: event.value.clone(),
-            headers,
-            timestamp: Some(event.timestamp),
-            partition: None,
-        }
+        error_record(&mut self.provenance, &self.spec, input, reason)
     }
 
     /// Calls the guest once on `batch` (events of one partition index, in
@@ -260,16 +234,11 @@ impl GuestRunner {
         let done = match result {
             Ok(done) => done,
             Err(error) => {
-                let trapped = matches!(error, CallError::Trapped(_));
-                if trapped {
+                if matches!(error, CallError::Trapped(_)) {
                     // A trapped instance may be in any state: never reuse it.
                     self.guest = None;
                 }
-                return Ok(Err(BatchFailure {
-                    message: error.to_string(),
-                    event_index: error.blamed(batch.len()),
-                    trapped,
-                }));
+                return Ok(Err(BatchFailure::of(error, batch.len())));
             }
         };
         let outputs = done

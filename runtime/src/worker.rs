@@ -11,15 +11,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Event as LogEvent, Header, Headers, ReadLimits, Record, Transaction, Waiter};
+use leat_broker::{Event as LogEvent, ReadLimits, Record, Transaction, Waiter};
 
 use crate::batch::{Emitted, Input, StateWrites};
 use crate::bindings::Failure;
 use crate::error::{Error, Result};
 use crate::guest::{BatchResult, CallError, Instance};
 use crate::provenance::Provenance;
+use crate::settle::{error_record, settle, Attempts, BatchFailure, Settled};
 use crate::shared::Shared;
-use crate::spec::{ErrorPolicy, ProcessorMode, ProcessorSpec};
+use crate::spec::{ProcessorMode, ProcessorSpec};
 use crate::status::StoppedPartition;
 use leat_schema::{Door, Registry};
 
@@ -354,116 +355,17 @@ impl Worker {
         }
     }
 
-    /// Processes `batch` of partition index `p` on its own until it is
-    /// committed or its failing event has met the error policy.
-    /// Returns at once, leaving the batch uncommitted, once the processor
-    /// is asked to stop: a stop waits for one guest call at most.
+    /// Processes `batch` of partition index `p` on its own, one commit per
+    /// attempt, until each of its events is committed or has met the error
+    /// policy (see [`settle`]). Returns at once, leaving the rest
+    /// uncommitted, once the processor is asked to stop: a stop waits for
+    /// one guest call at most.
     fn handle(&mut self, p: u32, batch: &[Input]) -> Result<Exit> {
-        let mut attempt = 0;
-        let scope = self.shared.spec.scope(p);
-        let error = loop {
-            if self.stopping() {
-                return Ok(Exit::Done);
-            }
-            let started = Instant::now();
-            let outcome = match self.call(&scope, batch, &mut StateWrites::new())? {
-                Ok(result) => match self.commit_one(p, batch, result, started) {
-                    Ok(()) => return Ok(Exit::Done),
-                    Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
-                        return Ok(Exit::Fenced)
-                    }
-                    Err(Error::Broker(e)) if is_refusal(&e) => {
-                        CallError::Failed(crate::bindings::Failure {
-                            message: format!("the log refused the batch's outputs: {e}"),
-                            event_index: None,
-                        })
-                    }
-                    Err(e) => return Err(e),
-                },
-                Err(error) => error,
-            };
-            self.note_failure(&outcome);
-            if attempt >= self.shared.spec.retries {
-                break outcome;
-            }
-            self.pause(self.shared.spec.retry_backoff * 2u32.saturating_pow(attempt));
-            attempt += 1;
-        };
-        self.isolate(p, batch, error)
-    }
-
-    /// Narrows a failing batch down to the event that fails.
-    fn isolate(&mut self, p: u32, batch: &[Input], error: CallError) -> Result<Exit> {
-        if batch.len() == 1 {
-            return self.apply_policy(p, &batch[0], error);
-        }
-        let singles: &[Input] = match error.blamed(batch.len()) {
-            // The guest named the event: commit what precedes it as one batch,
-            // then the event alone meets the policy.
-            Some(i) => {
-                if i > 0 && self.handle(p, &batch[..i])? == Exit::Fenced {
-                    return Ok(Exit::Fenced);
-                }
-                &batch[i..=i]
-            }
-            None => batch,
-        };
-        for input in singles {
-            if self.stopped.contains(&p) || self.stopping() {
-                break;
-            }
-            if self.handle(p, std::slice::from_ref(input))? == Exit::Fenced {
-                return Ok(Exit::Fenced);
-            }
-        }
-        Ok(Exit::Done)
-    }
-
-    fn apply_policy(&mut self, p: u32, input: &Input, error: CallError) -> Result<Exit> {
-        let shared = self.shared.clone();
-        let spec = &shared.spec;
-        let stream = &spec.inputs[input.stream];
-        let event = &input.event;
-        let reason = error.to_string();
-        match spec.on_error {
-            ErrorPolicy::Stop => {
-                self.stop_partition(p, stream, event.offset, reason);
-                Ok(Exit::Done)
-            }
-            ErrorPolicy::Record => {
-                tracing::warn!(processor = %spec.name, stream, partition = p, offset = event.offset,
-                    error = %reason, "event keeps failing: recorded on the error stream");
-                let mut headers: Headers = event.headers.iter().cloned().collect();
-                headers.push(Header::new("leat.error", reason.clone()));
-                headers.extend(self.provenance.headers(stream, p, event.offset));
-                let record = Record {
-                    key: event.key.clone(),
-                    value: event.value.clone(),
-                    headers,
-                    timestamp: Some(event.timestamp),
-                    partition: None,
-                };
-                let mut txn = Transaction::new();
-                txn.append(&spec.error_stream(), record);
-                txn.commit_offset(&spec.name, stream, p, event.offset + 1);
-                txn.require_generation(&spec.name, self.generation);
-                match self.shared.broker.commit(txn) {
-                    Ok(_) => {}
-                    Err(leat_broker::Error::FencedGeneration { .. }) => return Ok(Exit::Fenced),
-                    Err(e) if is_refusal(&e) => {
-                        // The error stream is gone or refuses the record (too
-                        // large): nothing may be skipped silently, so stop.
-                        let reason =
-                            format!("{reason}; and its error record could not be written: {e}");
-                        self.stop_partition(p, stream, event.offset, reason);
-                        return Ok(Exit::Done);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                self.positions.insert((input.stream, p), event.offset + 1);
-                self.shared.status().recorded_errors += 1;
-                Ok(Exit::Done)
-            }
+        let spec = self.shared.spec.clone();
+        match settle(&mut Alone { worker: self, p }, &spec, batch) {
+            Ok(_) => Ok(Exit::Done),
+            Err(Break::Fenced) => Ok(Exit::Fenced),
+            Err(Break::Failed(e)) => Err(e),
         }
     }
 
@@ -544,14 +446,7 @@ impl Worker {
 
     /// Sleeps `delay`, or less if the processor is asked to stop.
     pub(crate) fn pause(&self, delay: Duration) {
-        let until = Instant::now() + delay;
-        while !self.stopping() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(10)));
-        }
+        crate::settle::pause(delay, || self.stopping());
     }
 
     /// Commits one batch on its own.
@@ -685,6 +580,92 @@ impl Worker {
         let mut status = self.shared.status();
         status.failed_calls += 1;
         status.last_error = Some(error.to_string());
+    }
+}
+
+/// Why settling a batch on the embedded log ended at once.
+enum Break {
+    /// A newer generation took over the partitions.
+    Fenced,
+    /// No instance could be started, or the log failed.
+    Failed(Error),
+}
+
+/// The embedded log's attempts on partition index `p`: each commits on its
+/// own, so that a refusal of the log meets the event that caused it.
+struct Alone<'w> {
+    worker: &'w mut Worker,
+    p: u32,
+}
+
+impl Attempts for Alone<'_> {
+    type Break = Break;
+
+    fn attempt(
+        &mut self,
+        inputs: &[Input],
+    ) -> std::result::Result<std::result::Result<(), BatchFailure>, Break> {
+        let worker = &mut *self.worker;
+        let scope = worker.shared.spec.scope(self.p);
+        let started = Instant::now();
+        let called = worker.call(&scope, inputs, &mut StateWrites::new());
+        let error = match called.map_err(Break::Failed)? {
+            Ok(result) => match worker.commit_one(self.p, inputs, result, started) {
+                Ok(()) => return Ok(Ok(())),
+                Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
+                    return Err(Break::Fenced)
+                }
+                Err(Error::Broker(e)) if is_refusal(&e) => CallError::Failed(Failure {
+                    message: format!("the log refused the batch's outputs: {e}"),
+                    event_index: None,
+                }),
+                Err(e) => return Err(Break::Failed(e)),
+            },
+            Err(error) => error,
+        };
+        worker.note_failure(&error);
+        Ok(Err(BatchFailure::of(error, inputs.len())))
+    }
+
+    fn record(&mut self, input: &Input, reason: &str) -> std::result::Result<Settled, Break> {
+        let worker = &mut *self.worker;
+        let shared = worker.shared.clone();
+        let spec = &shared.spec;
+        let (p, stream, offset) = (self.p, &spec.inputs[input.stream], input.event.offset);
+        tracing::warn!(processor = %spec.name, stream, partition = p, offset,
+            error = %reason, "event keeps failing: recorded on the error stream");
+        let mut txn = Transaction::new();
+        txn.append(
+            &spec.error_stream(),
+            error_record(&mut worker.provenance, spec, input, reason),
+        );
+        txn.commit_offset(&spec.name, stream, p, offset + 1);
+        txn.require_generation(&spec.name, worker.generation);
+        match shared.broker.commit(txn) {
+            Ok(_) => {}
+            Err(leat_broker::Error::FencedGeneration { .. }) => return Err(Break::Fenced),
+            Err(e) if is_refusal(&e) => {
+                // The error stream is gone or refuses the record (too
+                // large): nothing may be skipped silently, so stop.
+                let reason = format!("{reason}; and its error record could not be written: {e}");
+                worker.stop_partition(p, stream, offset, reason);
+                return Ok(Settled::Halted);
+            }
+            Err(e) => return Err(Break::Failed(e.into())),
+        }
+        worker.positions.insert((input.stream, p), offset + 1);
+        shared.status().recorded_errors += 1;
+        Ok(Settled::Done)
+    }
+
+    fn stop(&mut self, input: &Input, reason: String) -> std::result::Result<Settled, Break> {
+        let stream = self.worker.shared.spec.inputs[input.stream].clone();
+        (self.worker).stop_partition(self.p, &stream, input.event.offset, reason);
+        Ok(Settled::Halted)
+    }
+
+    fn stopping(&self) -> bool {
+        self.worker.stopping()
     }
 }
 

@@ -26,6 +26,14 @@ bench_cleanup() {
   done
   for pid in $kid "${pids[@]+"${pids[@]}"}"; do
     wait "$pid" 2>/dev/null || true
+    # `wait` returns at once for a process that is not this shell's child
+    # (the broker's JVM, started detached): wait until it is gone, up to
+    # 30 s, or `rm` below meets it still writing its logs ("Directory not
+    # empty", seen at the end of a Kafka Streams run).
+    for _ in $(seq 1 300); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
   done
   pids=()
   if [ "$KEEP" != 1 ] && [ "$status" = 0 ]; then

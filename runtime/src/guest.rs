@@ -167,6 +167,23 @@ pub(crate) enum Instance {
 }
 
 impl Instance {
+    /// A fresh instance of `code` for the deployment `spec`; a Wasm guest
+    /// is initialized with the deployment's configuration.
+    pub fn start(
+        engine: &Engine,
+        code: &ProcessorCode,
+        spec: &ProcessorSpec,
+        calls: Option<Arc<Calls>>,
+        state: Option<Arc<dyn crate::state::StateStore>>,
+    ) -> Result<Instance, String> {
+        match code {
+            ProcessorCode::Native(f) => Ok(Instance::Native(f.clone())),
+            ProcessorCode::Wasm(component) => {
+                GuestInstance::start(engine, component, spec, calls, state).map(Instance::Wasm)
+            }
+        }
+    }
+
     /// Runs one batch (read from `inputs`, by index) of processor
     /// `processor`, whose declared outputs are `outputs`; `pending` holds the
     /// uncommitted writes of the batches before it that will commit with it.

@@ -34,10 +34,10 @@ mod outbound;
 mod processor;
 mod provenance;
 mod queue_worker;
+mod runner;
 mod settle;
 mod shared;
 mod spec;
-mod standalone;
 mod state;
 mod status;
 pub mod topology;
@@ -51,12 +51,12 @@ pub use crate::error::{Error, Result};
 pub use crate::guest::{NativeFn, ProcessorCode};
 pub use crate::imports::GuestLimits;
 pub use crate::processor::{assign, writer_of, ProcessorHandle, Runtime};
+pub use crate::runner::{BatchDone, BatchOutput, GuestRunner};
 pub use crate::settle::{settle, Attempts, BatchFailure, Settled};
 pub use crate::spec::{
     state_scope, ErrorPolicy, ProcessorMode, ProcessorSpec, DEFAULT_COMMIT_EVENTS, MAX_BATCH_SIZE,
     MAX_COMMIT_EVENTS, MAX_INSTANCES,
 };
-pub use crate::standalone::{BatchDone, BatchOutput, GuestRunner};
 pub use crate::state::{StateEntries, StateError, StateStore};
 pub use crate::status::{
     CallStatus, InstanceStatus, LatencyHistogram, ProcessorStatus, StoppedPartition,

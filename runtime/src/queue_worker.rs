@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use leat_broker::{dead_letter, Ack, Acquired, LockId};
 
 use crate::batch::{Input, StateWrites};
-use crate::bindings::Failure;
 use crate::error::{Error, Result};
-use crate::guest::{BatchResult, CallError};
-use crate::worker::{is_refusal, Exit, RunMode, Staged, Worker};
+use crate::runner::BatchDone;
+use crate::settle::BatchFailure;
+use crate::worker::{is_refusal, refused, Exit, RunMode, Staged, Worker};
 
 /// How long an idle instance waits before it looks again although nothing
 /// woke it (appends, releases, lock expiries, a stop all do).
@@ -43,7 +43,7 @@ enum Attempt {
     /// Committed (or given up to another holder).
     Done,
     Fenced,
-    Failed(CallError),
+    Failed(BatchFailure),
 }
 
 /// Runs `worker` in queue mode until stopped or, with
@@ -164,7 +164,7 @@ fn handle(worker: &mut Worker, batch: Vec<Held>, lock_for: Duration) -> Result<E
         worker.note_failure(&error);
         let blamed = match batch.len() {
             1 => Some(0),
-            n => error.blamed(n),
+            _ => error.event_index,
         };
         match blamed {
             // The failing event (alone, or named by the guest) is released,
@@ -199,8 +199,8 @@ fn attempt(worker: &mut Worker, batch: &[Held]) -> Result<Attempt> {
         })
         .collect();
     let started = Instant::now();
-    // No state scope: a state import fails the batch (see `imports.rs`).
-    let result = match worker.call("", &inputs, &mut StateWrites::new())? {
+    // No state: a state import fails the batch (see `GuestRunner::process`).
+    let result = match worker.call(&inputs, &mut StateWrites::new())? {
         Ok(result) => result,
         Err(error) => return Ok(Attempt::Failed(error)),
     };
@@ -215,12 +215,7 @@ fn attempt(worker: &mut Worker, batch: &[Held]) -> Result<Attempt> {
             release(worker, batch);
             Ok(Attempt::Done)
         }
-        Err(Error::Broker(e)) if is_refusal(&e) => {
-            Ok(Attempt::Failed(CallError::Failed(Failure {
-                message: format!("the log refused the batch's outputs: {e}"),
-                event_index: None,
-            })))
-        }
+        Err(Error::Broker(e)) if is_refusal(&e) => Ok(Attempt::Failed(refused(&e))),
         Err(e) => Err(e),
     }
 }
@@ -232,7 +227,7 @@ fn commit(
     worker: &mut Worker,
     batch: &[Held],
     inputs: &[Input],
-    mut result: BatchResult,
+    mut result: BatchDone,
     started: Instant,
 ) -> Result<()> {
     let shared = worker.shared();

@@ -9,7 +9,7 @@ use leat_schema::Registry;
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::guest::{GuestInstance, Instance, ProcessorCode};
+use crate::guest::{Instance, ProcessorCode};
 use crate::outbound::Calls;
 use crate::spec::ProcessorSpec;
 use crate::status::ProcessorStatus;
@@ -138,16 +138,12 @@ impl Shared {
 
     /// A fresh instance; a Wasm guest is initialized with the deployment's configuration.
     pub fn start_guest(&self) -> Result<Instance, String> {
-        match &self.code {
-            ProcessorCode::Native(f) => Ok(Instance::Native(f.clone())),
-            ProcessorCode::Wasm(component) => GuestInstance::start(
-                &self.engine,
-                component,
-                &self.spec,
-                self.calls.clone(),
-                Some(Arc::new(self.broker.clone())),
-            )
-            .map(Instance::Wasm),
-        }
+        Instance::start(
+            &self.engine,
+            &self.code,
+            &self.spec,
+            self.calls.clone(),
+            Some(Arc::new(self.broker.clone())),
+        )
     }
 }

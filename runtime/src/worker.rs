@@ -11,18 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Event as LogEvent, ReadLimits, Record, Transaction, Waiter};
+use leat_broker::{ReadLimits, Transaction, Waiter};
 
-use crate::batch::{Emitted, Input, StateWrites};
-use crate::bindings::Failure;
+use crate::batch::{Input, StateWrites};
 use crate::error::{Error, Result};
-use crate::guest::{BatchResult, CallError, Instance};
-use crate::provenance::Provenance;
-use crate::settle::{error_record, settle, Attempts, BatchFailure, Settled};
+use crate::guest::Instance;
+use crate::runner::{BatchDone, GuestRunner};
+use crate::settle::{settle, Attempts, BatchFailure, Settled};
 use crate::shared::Shared;
-use crate::spec::{ProcessorMode, ProcessorSpec};
 use crate::status::StoppedPartition;
-use leat_schema::{Door, Registry};
 
 /// Whether a worker stops once it has caught up or waits for more events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,11 +60,11 @@ pub(crate) struct Worker {
     instance: u32,
     partitions: Vec<u32>,
     generation: u64,
-    guest: Option<Instance>,
+    /// Its guest, called through the same runner as on Kafka.
+    runner: GuestRunner,
     /// (input index, partition) -> next offset to read.
     positions: BTreeMap<(usize, u32), u64>,
     stopped: BTreeSet<u32>,
-    provenance: Provenance,
     /// Waits for events; a stop or rebalance interrupts it (see `Shared::set_stopping`).
     waiter: Waiter,
 }
@@ -83,13 +80,12 @@ impl Worker {
         let waiter = Waiter::new();
         shared.add_wait(waiter.interrupter());
         Worker {
-            provenance: Provenance::new(&shared.spec),
+            runner: GuestRunner::on_log(&shared, guest),
             waiter,
             shared,
             instance,
             partitions,
             generation,
-            guest,
             positions: BTreeMap::new(),
             stopped: BTreeSet::new(),
         }
@@ -161,9 +157,7 @@ impl Worker {
                 idle = !self.wait_for_events()?;
             }
         };
-        if let Some(guest) = self.guest.as_mut() {
-            guest.revoked(&self.partitions);
-        }
+        self.runner.revoked(&self.partitions.clone());
         Ok(exit)
     }
 
@@ -293,10 +287,9 @@ impl Worker {
         let mut failing = None;
         let mut batch = first;
         let commit_bytes = self.shared.engine.config().limits.commit_bytes;
-        let scope = self.shared.spec.scope(p);
         loop {
             let started = Instant::now();
-            match self.call(&scope, &batch, &mut staged.writes)? {
+            match self.call(&batch, &mut staged.writes)? {
                 Ok(result) => {
                     self.stage(&mut staged, &batch, result, started);
                     // Read on after it; `committed` is where a failure returns to.
@@ -383,61 +376,34 @@ impl Worker {
         });
     }
 
-    /// Calls the guest over the uncommitted writes in `pending` to the
-    /// state `scope` (empty: none, in queue mode), starting a fresh instance
-    /// if the last one trapped. The outer error is the worker's: no instance
-    /// could be started (its `init` or `on-assigned` fails), which is no
-    /// event's fault, so no error policy applies.
+    /// Calls the guest over the uncommitted writes in `pending` (see
+    /// [`GuestRunner::process`]), counting its traps in the status. The
+    /// outer error is the worker's: no instance could be started (its
+    /// `init` or `on-assigned` fails), which is no event's fault, so no
+    /// error policy applies.
     pub(crate) fn call(
         &mut self,
-        scope: &str,
         batch: &[Input],
         pending: &mut StateWrites,
-    ) -> Result<Result<BatchResult, CallError>> {
-        let shared = self.shared.clone();
-        let spec = &shared.spec;
-        if self.guest.is_none() {
-            self.guest = Some(self.shared.start_guest().map_err(|reason| Error::Init {
-                processor: spec.name.clone(),
-                reason,
-            })?);
-            self.assign_guest()?;
-        }
-        let Some(guest) = self.guest.as_mut() else {
-            unreachable!("started just above");
-        };
-        let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
-        let mut result = guest.process(scope, streams, batch, pending);
-        if let Ok(done) = &mut result {
-            if let Err(failure) = check_rejections(spec, done)
-                .and_then(|()| check_schemas(spec, &shared.schemas, done))
-            {
-                result = Err(CallError::Failed(failure));
-            }
-        }
-        if matches!(result, Err(CallError::Trapped(_))) {
-            self.shared.status().traps += 1;
-            // A trapped instance may be in any state: never reuse it.
-            self.guest = None;
-        }
-        Ok(result)
+    ) -> Result<std::result::Result<BatchDone, BatchFailure>> {
+        let result = self.runner.process(batch, pending);
+        self.count_traps();
+        result
     }
 
     /// Tells the instance, if there is one, which partitions it owns; one
     /// that traps there is dropped and the worker fails.
     fn assign_guest(&mut self) -> Result<()> {
-        let Some(guest) = self.guest.as_mut() else {
-            return Ok(());
-        };
-        if let Err(reason) = guest.assigned(&self.partitions) {
-            self.guest = None;
-            self.shared.status().traps += 1;
-            return Err(Error::Init {
-                processor: self.shared.spec.name.clone(),
-                reason,
-            });
+        let assigned = self.runner.assigned(&self.partitions.clone());
+        self.count_traps();
+        assigned
+    }
+
+    fn count_traps(&mut self) {
+        let traps = self.runner.take_traps();
+        if traps > 0 {
+            self.shared.status().traps += traps;
         }
-        Ok(())
     }
 
     pub(crate) fn stopping(&self) -> bool {
@@ -454,7 +420,7 @@ impl Worker {
         &mut self,
         p: u32,
         batch: &[Input],
-        result: BatchResult,
+        result: BatchDone,
         started: Instant,
     ) -> Result<()> {
         let mut staged = Staged::default();
@@ -467,12 +433,12 @@ impl Worker {
         &mut self,
         staged: &mut Staged,
         batch: &[Input],
-        result: BatchResult,
+        result: BatchDone,
         started: Instant,
     ) {
-        let Some(last) = batch.last() else {
+        if batch.is_empty() {
             return;
-        };
+        }
         let spec = &self.shared.spec;
         staged.events_out += result.outputs.len() as u64;
         if staged.txn.append_count() == 0 {
@@ -491,6 +457,7 @@ impl Worker {
             .outputs
             .iter()
             .map(|o| {
+                let o = &o.record;
                 o.key.as_ref().map_or(0, |k| k.len())
                     + o.value.as_ref().map_or(0, |v| v.len())
                     + o.headers
@@ -505,14 +472,7 @@ impl Worker {
             .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
             .sum::<usize>();
         for out in result.outputs {
-            let cause = out
-                .cause
-                .and_then(|i| batch.get(i as usize))
-                .unwrap_or(last);
-            let stream = &spec.outputs[out.stream];
-            let source = &spec.inputs[cause.stream];
-            let record = to_record(&mut self.provenance, out, source, &cause.event);
-            staged.txn.append(stream, record);
+            staged.txn.append(&spec.outputs[out.output], out.record);
         }
         // Later writes replace earlier ones.
         staged.writes.extend(result.writes);
@@ -575,7 +535,7 @@ impl Worker {
         }
     }
 
-    pub(crate) fn note_failure(&self, error: &CallError) {
+    pub(crate) fn note_failure(&self, error: &BatchFailure) {
         tracing::warn!(processor = %self.shared.spec.name, error = %error, "batch failed: rolled back");
         let mut status = self.shared.status();
         status.failed_calls += 1;
@@ -606,25 +566,21 @@ impl Attempts for Alone<'_> {
         inputs: &[Input],
     ) -> std::result::Result<std::result::Result<(), BatchFailure>, Break> {
         let worker = &mut *self.worker;
-        let scope = worker.shared.spec.scope(self.p);
         let started = Instant::now();
-        let called = worker.call(&scope, inputs, &mut StateWrites::new());
+        let called = worker.call(inputs, &mut StateWrites::new());
         let error = match called.map_err(Break::Failed)? {
             Ok(result) => match worker.commit_one(self.p, inputs, result, started) {
                 Ok(()) => return Ok(Ok(())),
                 Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
                     return Err(Break::Fenced)
                 }
-                Err(Error::Broker(e)) if is_refusal(&e) => CallError::Failed(Failure {
-                    message: format!("the log refused the batch's outputs: {e}"),
-                    event_index: None,
-                }),
+                Err(Error::Broker(e)) if is_refusal(&e) => refused(&e),
                 Err(e) => return Err(Break::Failed(e)),
             },
             Err(error) => error,
         };
         worker.note_failure(&error);
-        Ok(Err(BatchFailure::of(error, inputs.len())))
+        Ok(Err(error))
     }
 
     fn record(&mut self, input: &Input, reason: &str) -> std::result::Result<Settled, Break> {
@@ -637,7 +593,7 @@ impl Attempts for Alone<'_> {
         let mut txn = Transaction::new();
         txn.append(
             &spec.error_stream(),
-            error_record(&mut worker.provenance, spec, input, reason),
+            worker.runner.error_record(input, reason),
         );
         txn.commit_offset(&spec.name, stream, p, offset + 1);
         txn.require_generation(&spec.name, worker.generation);
@@ -686,82 +642,6 @@ impl Drop for Worker {
 /// it, the transaction grows as outputs come.
 const MAX_RESERVED_RECORDS: usize = 1 << 16;
 
-/// `out` as a record: its headers, then the provenance of `cause`, read
-/// from input `stream`; it takes `cause`'s timestamp.
-pub(crate) fn to_record(
-    provenance: &mut Provenance,
-    out: Emitted,
-    stream: &str,
-    cause: &LogEvent,
-) -> Record {
-    let mut headers = out.headers;
-    headers.reserve_exact(2);
-    headers.extend(provenance.headers(stream, cause.partition, cause.offset));
-    Record {
-        key: out.key,
-        value: out.value,
-        headers,
-        timestamp: Some(cause.timestamp),
-        partition: None,
-    }
-}
-
-/// Checks a batch's outputs against their streams' schemas and stamps them
-/// with the schema versions. An output that does not match fails its batch,
-/// blaming its cause event, so that the error policy meets that event.
-pub(crate) fn check_schemas(
-    spec: &ProcessorSpec,
-    schemas: &Registry,
-    result: &mut BatchResult,
-) -> std::result::Result<(), Failure> {
-    // One lookup per declared output per batch; `None` for most streams.
-    let checkers: Vec<_> = spec.outputs.iter().map(|s| schemas.checker(s)).collect();
-    if checkers.iter().all(Option::is_none) {
-        return Ok(());
-    }
-    for (index, out) in result.outputs.iter_mut().enumerate() {
-        let Some(checker) = &checkers[out.stream] else {
-            continue;
-        };
-        if let Err(e) = checker.check(
-            index,
-            Door::Bytes,
-            &mut out.key,
-            &mut out.value,
-            &mut out.headers,
-        ) {
-            return Err(Failure {
-                message: format!(
-                    "output {index} of the batch, to {}, does not match the stream's {} schema (version {}, {}): {}",
-                    e.stream, e.part, e.version, e.format, e.reason
-                ),
-                event_index: out.cause,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Fails a batch that rejected an event unless its processor runs in queue
-/// mode: a stream reads its partitions in order, and a rejection would
-/// skip an event silently.
-pub(crate) fn check_rejections(
-    spec: &ProcessorSpec,
-    result: &BatchResult,
-) -> std::result::Result<(), Failure> {
-    match result.rejections.first() {
-        Some(r) if spec.mode != ProcessorMode::Queue => Err(Failure {
-            message: format!(
-                "the batch rejected an event ({}), which only a processor in queue mode may do: \
-                 fail the batch instead, and its error policy applies, or deploy it with `--mode queue`",
-                r.reason
-            ),
-            event_index: r.cause,
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// A broker error caused by what the batch wrote, not by the log itself.
 pub(crate) fn is_refusal(e: &leat_broker::Error) -> bool {
     use leat_broker::Error as E;
@@ -772,4 +652,13 @@ pub(crate) fn is_refusal(e: &leat_broker::Error) -> bool {
             | E::PartitionOutOfRange { .. }
             | E::InvalidConfig(_)
     )
+}
+
+/// The failure of a batch whose outputs the log refused (see [`is_refusal`]).
+pub(crate) fn refused(e: &leat_broker::Error) -> BatchFailure {
+    BatchFailure {
+        message: format!("the log refused the batch's outputs: {e}"),
+        event_index: None,
+        trapped: false,
+    }
 }

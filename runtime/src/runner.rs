@@ -1,35 +1,42 @@
-//! A processor's guest called batch by batch by a caller that keeps the log
-//! itself (Leat on Kafka, `leat-on-kafka`): the same guest code, limits,
-//! output checks and provenance headers as the embedded log's worker, but
-//! the caller reads the inputs and commits the outputs and offsets.
+//! One instance of a processor's code, called batch by batch by the loop
+//! that keeps its log: the embedded log's worker (`worker`, `queue_worker`)
+//! and Leat on Kafka (`leat-on-kafka`) call their guests through it alike,
+//! so that both get the same limits, output checks and provenance headers.
+//! The caller reads the inputs and commits the outputs and offsets.
+//!
+//! A guest that traps is dropped, never reused: the next call starts a
+//! fresh instance and tells it the partitions it owns. On the embedded log
+//! an instance is started at its first batch, so that idle instances cost
+//! nothing (issue 19).
 //!
 //! State: the caller gives a [`StateStore`] holding the committed state
-//! (Leat on Kafka: its local cache); a batch's state reads see its own
-//! writes, then the `pending` writes of the calls before it that will
-//! commit with it, then the store, as on the embedded log. The batch's
-//! writes are handed back beside its outputs, for the caller to commit with
-//! them. Without a store, a state import fails the batch, saying so.
+//! (the embedded log itself; on Kafka, the local cache); a batch's state
+//! reads see its own writes, then the `pending` writes of the calls before
+//! it that will commit with it, then the store. The batch's writes are
+//! handed back beside its outputs, for the caller to commit with them.
+//! Without a store, a state import fails the batch, saying so.
 //!
 //! Schemas: given a registry ([`GuestRunner::check_outputs`]), outputs are
 //! checked against their streams' schemas and stamped with the versions,
-//! and one that does not match fails its batch, as on the embedded log.
-//! Without one, nothing is checked.
+//! and one that does not match fails its batch. Without one, nothing is
+//! checked.
 
 use std::sync::Arc;
 
-use leat_broker::Record;
+use leat_broker::{Event as LogEvent, Record};
 
-use crate::batch::{Input, StateWrites};
+use crate::batch::{Emitted, Input, Rejection, StateWrites};
+use crate::bindings::Failure;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::guest::{CallError, GuestInstance, Instance, ProcessorCode};
+use crate::guest::{BatchResult, CallError, Instance, ProcessorCode};
 use crate::outbound::Calls;
 use crate::provenance::Provenance;
 use crate::settle::{error_record, BatchFailure};
+use crate::shared::Shared;
 use crate::spec::{ProcessorMode, ProcessorSpec};
 use crate::state::StateStore;
-use crate::worker::{check_rejections, check_schemas, to_record};
-use leat_schema::Registry;
+use leat_schema::{Door, Registry};
 
 /// An output of a batch, ready to be written: its declared output and the
 /// record, with the provenance headers and its cause's timestamp.
@@ -49,9 +56,12 @@ pub struct BatchDone {
     /// Its state writes (`None` deletes), in the scope of the batch's
     /// partition index.
     pub writes: StateWrites,
+    /// The events the guest rejected: only a processor in queue mode may,
+    /// and only the embedded log runs one.
+    pub(crate) rejections: Vec<Rejection>,
 }
 
-/// One instance of a processor's code, for a caller that owns the log.
+/// One instance of a processor's code, for the loop that keeps its log.
 /// Not `Sync`: one thread calls it.
 pub struct GuestRunner {
     spec: ProcessorSpec,
@@ -62,12 +72,16 @@ pub struct GuestRunner {
     state: Option<Arc<dyn StateStore>>,
     /// The outputs' schemas; `None`: not checked.
     schemas: Option<Registry>,
-    /// `None` after a trap, until the next call starts a fresh one.
+    /// `None` before the first call and after a trap, until the next call
+    /// starts a fresh one.
     guest: Option<Instance>,
     /// The partitions the guest was last told it owns, told again to a
     /// fresh instance.
     partitions: Vec<u32>,
     provenance: Provenance,
+    /// Traps (in a batch or in `on-assigned`) not yet taken by
+    /// [`GuestRunner::take_traps`].
+    traps: u64,
 }
 
 impl std::fmt::Debug for GuestRunner {
@@ -118,9 +132,29 @@ impl GuestRunner {
             code: code.into(),
             guest: None,
             partitions: Vec::new(),
+            traps: 0,
         };
         runner.start()?;
         Ok(runner)
+    }
+
+    /// The runner of one instance on the embedded log: its state is the
+    /// log's, its outputs are checked against the log's schemas, and its
+    /// calls go through the processor's shared pool. `first` is an
+    /// instance already started; without one, the first call starts it.
+    pub(crate) fn on_log(shared: &Shared, first: Option<Instance>) -> GuestRunner {
+        GuestRunner {
+            spec: shared.spec.clone(),
+            engine: shared.engine.clone(),
+            code: shared.code.clone(),
+            calls: shared.calls.clone(),
+            state: Some(Arc::new(shared.broker.clone())),
+            schemas: Some(shared.schemas.clone()),
+            provenance: Provenance::new(&shared.spec),
+            guest: first,
+            partitions: Vec::new(),
+            traps: 0,
+        }
     }
 
     /// Checks the outputs of every batch from now on against their
@@ -135,25 +169,26 @@ impl GuestRunner {
         &self.spec
     }
 
+    /// How many times the guest trapped since the last call of this.
+    pub(crate) fn take_traps(&mut self) -> u64 {
+        std::mem::take(&mut self.traps)
+    }
+
     fn start(&mut self) -> Result<&mut Instance> {
         if self.guest.is_none() {
-            let instance = match &self.code {
-                ProcessorCode::Native(f) => Instance::Native(f.clone()),
-                ProcessorCode::Wasm(component) => Instance::Wasm(
-                    GuestInstance::start(
-                        &self.engine,
-                        component,
-                        &self.spec,
-                        self.calls.clone(),
-                        self.state.clone(),
-                    )
-                    .map_err(|reason| self.init_error(reason))?,
-                ),
-            };
+            let instance = Instance::start(
+                &self.engine,
+                &self.code,
+                &self.spec,
+                self.calls.clone(),
+                self.state.clone(),
+            )
+            .map_err(|reason| self.init_error(reason))?;
             let guest = self.guest.insert(instance);
             if !self.partitions.is_empty() {
                 if let Err(reason) = guest.assigned(&self.partitions) {
                     self.guest = None;
+                    self.traps += 1;
                     return Err(self.init_error(reason));
                 }
             }
@@ -171,13 +206,17 @@ impl GuestRunner {
         }
     }
 
-    /// Tells the guest it now owns `partitions` (its `on-assigned`). A trap
-    /// there is an [`Error::Init`]: no event's fault.
+    /// Tells the guest it now owns `partitions` (its `on-assigned`); one not
+    /// started yet is told when it starts. A trap there is an
+    /// [`Error::Init`]: no event's fault.
     pub fn assigned(&mut self, partitions: &[u32]) -> Result<()> {
         self.partitions = partitions.to_vec();
-        let guest = self.start()?;
+        let Some(guest) = self.guest.as_mut() else {
+            return Ok(());
+        };
         if let Err(reason) = guest.assigned(partitions) {
             self.guest = None;
+            self.traps += 1;
             return Err(self.init_error(reason));
         }
         Ok(())
@@ -193,17 +232,17 @@ impl GuestRunner {
 
     /// The record the `record` error policy writes to the processor's error
     /// stream for `input`, which kept failing with `reason`: the event with
-    /// a `leat.error` header and the provenance headers, as on the embedded log.
+    /// a `leat.error` header and the provenance headers.
     pub fn error_record(&mut self, input: &Input, reason: &str) -> Record {
         error_record(&mut self.provenance, &self.spec, input, reason)
     }
 
     /// Calls the guest once on `batch` (events of one partition index, in
-    /// order), its state reads seeing `pending` (the uncommitted writes of
-    /// the calls before it on the same partition index that will commit
-    /// with it) over the store. The outer error: no instance could be
-    /// started. The inner one: the batch failed, and none of its outputs
-    /// or writes may be written.
+    /// order; in queue mode, any acquired events), its state reads seeing
+    /// `pending` (the uncommitted writes of the calls before it on the same
+    /// partition index that will commit with it) over the store. The outer
+    /// error: no instance could be started. The inner one: the batch
+    /// failed, and none of its outputs or writes may be written.
     pub fn process(
         &mut self,
         batch: &[Input],
@@ -211,6 +250,12 @@ impl GuestRunner {
     ) -> Result<std::result::Result<BatchDone, BatchFailure>> {
         let Some(last) = batch.last() else {
             return Ok(Ok(BatchDone::default()));
+        };
+        // Queue mode has no partition state: the empty scope makes a state
+        // import fail the batch, saying so (see `imports`).
+        let scope = match self.spec.mode {
+            ProcessorMode::Stream => self.spec.scope(last.event.partition),
+            ProcessorMode::Queue => String::new(),
         };
         if self.guest.is_none() {
             self.start()?;
@@ -220,7 +265,6 @@ impl GuestRunner {
         };
         let spec = &self.spec;
         let streams = (spec.name.as_str(), &spec.inputs[..], &spec.outputs[..]);
-        let scope = spec.scope(last.event.partition);
         let mut result = guest.process(&scope, streams, batch, pending);
         if let Ok(done) = &mut result {
             let checked = check_rejections(spec, done).and_then(|()| match &self.schemas {
@@ -237,12 +281,17 @@ impl GuestRunner {
                 if matches!(error, CallError::Trapped(_)) {
                     // A trapped instance may be in any state: never reuse it.
                     self.guest = None;
+                    self.traps += 1;
                 }
                 return Ok(Err(BatchFailure::of(error, batch.len())));
             }
         };
-        let outputs = done
-            .outputs
+        let BatchResult {
+            outputs,
+            writes,
+            rejections,
+        } = done;
+        let outputs = outputs
             .into_iter()
             .map(|out| {
                 let cause = out
@@ -257,7 +306,79 @@ impl GuestRunner {
             .collect();
         Ok(Ok(BatchDone {
             outputs,
-            writes: done.writes,
+            writes,
+            rejections,
         }))
+    }
+}
+
+/// `out` as a record: its headers, then the provenance of `cause`, read
+/// from input `stream`; it takes `cause`'s timestamp.
+fn to_record(provenance: &mut Provenance, out: Emitted, stream: &str, cause: &LogEvent) -> Record {
+    let mut headers = out.headers;
+    headers.reserve_exact(2);
+    headers.extend(provenance.headers(stream, cause.partition, cause.offset));
+    Record {
+        key: out.key,
+        value: out.value,
+        headers,
+        timestamp: Some(cause.timestamp),
+        partition: None,
+    }
+}
+
+/// Checks a batch's outputs against their streams' schemas and stamps them
+/// with the schema versions. An output that does not match fails its batch,
+/// blaming its cause event, so that the error policy meets that event.
+fn check_schemas(
+    spec: &ProcessorSpec,
+    schemas: &Registry,
+    result: &mut BatchResult,
+) -> std::result::Result<(), Failure> {
+    // One lookup per declared output per batch; `None` for most streams.
+    let checkers: Vec<_> = spec.outputs.iter().map(|s| schemas.checker(s)).collect();
+    if checkers.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    for (index, out) in result.outputs.iter_mut().enumerate() {
+        let Some(checker) = &checkers[out.stream] else {
+            continue;
+        };
+        if let Err(e) = checker.check(
+            index,
+            Door::Bytes,
+            &mut out.key,
+            &mut out.value,
+            &mut out.headers,
+        ) {
+            return Err(Failure {
+                message: format!(
+                    "output {index} of the batch, to {}, does not match the stream's {} schema (version {}, {}): {}",
+                    e.stream, e.part, e.version, e.format, e.reason
+                ),
+                event_index: out.cause,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Fails a batch that rejected an event unless its processor runs in queue
+/// mode: a stream reads its partitions in order, and a rejection would
+/// skip an event silently.
+fn check_rejections(
+    spec: &ProcessorSpec,
+    result: &BatchResult,
+) -> std::result::Result<(), Failure> {
+    match result.rejections.first() {
+        Some(r) if spec.mode != ProcessorMode::Queue => Err(Failure {
+            message: format!(
+                "the batch rejected an event ({}), which only a processor in queue mode may do: \
+                 fail the batch instead, and its error policy applies, or deploy it with `--mode queue`",
+                r.reason
+            ),
+            event_index: r.cause,
+        }),
+        _ => Ok(()),
     }
 }

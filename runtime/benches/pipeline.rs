@@ -25,12 +25,14 @@
 //! following a steady producer; with `LEAT_BENCH_LATENCY_SECONDS=N`, also
 //! for N seconds at half of the peak just measured, or at
 //! `LEAT_BENCH_LATENCY_RATE` events/s (issue 19's load).
+//! `LEAT_BENCH_CHECKPOINT_BYTES`: the log's `checkpoint_bytes` (default the
+//! broker's, 1 MiB).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, ReadLimits, Record, StreamConfig};
+use leat_broker::{Broker, BrokerOptions, ReadLimits, Record, StreamConfig};
 use leat_runtime::{
     Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorMode, ProcessorSpec, RunMode,
     Runtime,
@@ -91,7 +93,14 @@ fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
     for file in ["log.redb", "log.redb-journal"] {
         let _ = std::fs::remove_file(dir.join(file));
     }
-    let broker = Broker::open(dir.join("log.redb")).expect("open");
+    let mut options = BrokerOptions::default();
+    if let Some(bytes) = std::env::var("LEAT_BENCH_CHECKPOINT_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options.checkpoint_bytes = bytes;
+    }
+    let broker = Broker::open_with(dir.join("log.redb"), options).expect("open");
     for s in ["in", "out"] {
         let config = StreamConfig {
             durable: durable(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use leat_control::{topic_config, Log, OnKafka};
 use leat_on_kafka::{
-    cluster_status, ensure_topics, processor_topics, run_processor, KafkaOptions, Observer,
+    cluster_status, ensure_topics, processor_topics, run_processor, KafkaOptions, Observer, Report,
     Restoring, TopicChange, TopicSpec,
 };
 use leat_runtime::schema::Registry;
@@ -153,10 +153,7 @@ pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
                     stop.clone(),
                 )?;
                 if report.events_in > 0 {
-                    println!(
-                        "processor {}: {} event(s) in, {} event(s) out, {} transaction(s)",
-                        spec.name, report.events_in, report.events_out, report.transactions
-                    );
+                    print_report(&spec.name, &report);
                 }
                 progress += report.events_in;
             }
@@ -204,15 +201,7 @@ pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
     let mut failed = None;
     for (name, thread) in running {
         match thread.join() {
-            Ok(Ok(report)) => println!(
-                "processor {name}: {} event(s) in, {} event(s) out, {} transaction(s), {} aborted, \
-                 {} state record(s) restored",
-                report.events_in,
-                report.events_out,
-                report.transactions,
-                report.aborted,
-                report.restored
-            ),
+            Ok(Ok(report)) => print_report(&name, &report),
             Ok(Err(e)) => {
                 // One processor failing stops the topology.
                 stop.store(true, Ordering::Release);
@@ -298,4 +287,19 @@ pub fn status(bootstrap: &Bootstrap) -> Result<()> {
         crate::commands::print_positions(&positions);
     }
     Ok(())
+}
+
+/// One line of what a run of processor `name` did.
+fn print_report(name: &str, report: &Report) {
+    println!(
+        "processor {name}: {} event(s) in, {} event(s) out, {} transaction(s), {} aborted, \
+         {} state record(s) restored, {} failed call(s), {} trap(s)",
+        report.events_in,
+        report.events_out,
+        report.transactions,
+        report.aborted,
+        report.restored,
+        report.failed_calls,
+        report.traps
+    );
 }

@@ -59,6 +59,8 @@ fn status_of(
         events_in: report.events_in,
         events_out: report.events_out,
         batches: report.transactions,
+        failed_calls: report.failed_calls,
+        traps: report.traps,
         last_error: failure.clone(),
         failing: failure,
         ..ProcessorStatus::default()

@@ -159,6 +159,11 @@ pub struct Report {
     pub aborted: u64,
     /// Changelog records applied to the local state cache by restores.
     pub restored: u64,
+    /// Guest calls that failed (each retry and each narrowed attempt
+    /// counts), traps included.
+    pub failed_calls: u64,
+    /// Guest instances that trapped and were replaced.
+    pub traps: u64,
 }
 
 /// The counters the instances of one processor share.
@@ -169,6 +174,8 @@ pub(crate) struct Counters {
     transactions: AtomicU64,
     aborted: AtomicU64,
     restored: AtomicU64,
+    failed_calls: AtomicU64,
+    traps: AtomicU64,
     /// Each running instance's partitions, by instance index.
     owned: Mutex<BTreeMap<u32, Vec<u32>>>,
 }
@@ -196,6 +203,8 @@ impl Counters {
             transactions: self.transactions.load(Ordering::Relaxed),
             aborted: self.aborted.load(Ordering::Relaxed),
             restored: self.restored.load(Ordering::Relaxed),
+            failed_calls: self.failed_calls.load(Ordering::Relaxed),
+            traps: self.traps.load(Ordering::Relaxed),
         }
     }
 }

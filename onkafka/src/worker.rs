@@ -490,9 +490,9 @@ impl<'a> Worker<'a> {
                     if let Some(cache) = self.setup.cache.clone() {
                         self.restore(&cache, &partitions)?;
                     }
-                    self.runner
-                        .assigned(&partitions)
-                        .map_err(|e| Fault::Reconnect(e.to_string()))?;
+                    let assigned = self.runner.assigned(&partitions);
+                    self.count_traps();
+                    assigned.map_err(|e| Fault::Reconnect(e.to_string()))?;
                     self.setup.counters.own(self.setup.instance, &partitions);
                     self.partitions = partitions;
                 }
@@ -884,6 +884,17 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
+    /// Counts the guest's traps since the last count.
+    fn count_traps(&mut self) {
+        let traps = self.runner.take_traps();
+        if traps > 0 {
+            self.setup
+                .counters
+                .traps
+                .fetch_add(traps, Ordering::Relaxed);
+        }
+    }
+
     /// Hands `record` to the producer, for topic `topic` of `self.topics`,
     /// inside the open transaction.
     fn send(&self, topic: usize, record: &Record) -> Result<(), Fault> {
@@ -964,9 +975,9 @@ impl Attempts for Filling<'_, '_> {
         inputs: &[Input],
     ) -> Result<std::result::Result<(), BatchFailure>, Fault> {
         let worker = &mut *self.worker;
-        let result = (worker.runner)
-            .process(inputs, self.pending)
-            .map_err(|e| Fault::Reconnect(e.to_string()))?;
+        let result = worker.runner.process(inputs, self.pending);
+        worker.count_traps();
+        let result = result.map_err(|e| Fault::Reconnect(e.to_string()))?;
         match result {
             Ok(done) => {
                 self.pending.extend(done.writes);
@@ -979,6 +990,8 @@ impl Attempts for Filling<'_, '_> {
             Err(failure) => {
                 tracing::warn!(processor = %worker.setup.spec.name, error = %failure,
                     "batch failed: rolled back");
+                let counters = &worker.setup.counters;
+                counters.failed_calls.fetch_add(1, Ordering::Relaxed);
                 Ok(Err(failure))
             }
         }

@@ -169,8 +169,9 @@ impl GuestRunner {
         &self.spec
     }
 
-    /// How many times the guest trapped since the last call of this.
-    pub(crate) fn take_traps(&mut self) -> u64 {
+    /// How many times the guest trapped (in a batch or in `on-assigned`)
+    /// since the last call of this: for the processor's status.
+    pub fn take_traps(&mut self) -> u64 {
         std::mem::take(&mut self.traps)
     }
 

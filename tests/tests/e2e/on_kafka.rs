@@ -858,6 +858,64 @@ fn router_on_kafka_splits_keyed_events_into_one_stream_per_type() {
     assert_eq!(committed(&bootstrap, &router, &input), Some(8));
 }
 
+/// A guest that traps on one event, on Kafka: the instance is replaced, the
+/// other events' outputs commit once each, the event meets the error
+/// policy, and the run's summary counts the failed calls and the traps.
+#[test]
+fn a_guest_that_traps_on_kafka_is_replaced_and_its_traps_are_counted() {
+    let bootstrap = bootstrap();
+    let (input, output, processor) = (unique("in"), unique("out"), unique("hostile"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_one_processor(
+        dir.path(),
+        "hostile",
+        &processor,
+        (input.as_str(), &[output.as_str()]),
+        1,
+        "config = { mode = \"trap-on\", value = \"POISON\" }\non_error = \"record\"",
+    );
+    create_topic(&bootstrap, &input, 1);
+    let values = ["a", "b", "POISON", "c", "d"];
+    let records = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Rec::keyed(&format!("k{i}"), v));
+    produce_records(&bootstrap, &input, records);
+    let stdout = run_once(&file, &bootstrap, &[]);
+
+    let out: Vec<String> = read_committed(&bootstrap, &output)
+        .into_iter()
+        .map(|e| e.value)
+        .collect();
+    assert_eq!(out, ["A", "B", "C", "D"], "{stdout}");
+    let errors = read_committed(&bootstrap, &format!("{processor}.errors"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].value, "POISON");
+    let reason = errors[0].header("leat.error").unwrap();
+    assert!(reason.contains("trap"), "{reason}");
+    // The poisoned event fails `retries + 1` times (2 + 1 by default) on
+    // its own, after its whole batch did; every failure is a trap.
+    let (failed, traps) = failures(&stdout, &processor);
+    assert!(failed >= 3 && traps == failed, "{stdout}");
+    assert_eq!(committed(&bootstrap, &processor, &input), Some(5));
+}
+
+/// The failed calls and the traps `leat run --once`'s output reports for
+/// `processor`, summed over its passes.
+fn failures(stdout: &str, processor: &str) -> (u64, u64) {
+    let prefix = format!("processor {processor}: ");
+    let count = |line: &str, what: &str| -> u64 {
+        let part = line.split(", ").find(|p| p.ends_with(what));
+        let part = part.unwrap_or_else(|| panic!("no `{what}` in {line:?}"));
+        part.split(' ').next().unwrap().parse().unwrap()
+    };
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| (count(rest, "failed call(s)"), count(rest, "trap(s)")))
+        .fold((0, 0), |(f, t), (df, dt)| (f + df, t + dt))
+}
+
 /// The sum of the group's committed offsets on `topic`, once they are
 /// stable: `None` while a transaction holding offsets is open (one a killed
 /// run left, until its restart aborts it) or the query fails.

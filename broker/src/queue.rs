@@ -10,16 +10,19 @@
 //! - `QUEUE_DELIVERED[(group, stream, partition)] = mark`: every offset in
 //!   `start..mark` without a row was delivered once and is not done. The
 //!   mark only moves forward (a reset removes it); one at or below the start
-//!   says nothing. Events handed out for the first time in offset order, the
-//!   common case, thus move the mark and write no row.
+//!   says nothing. Only earlier versions moved it: they wrote each first
+//!   hand-out, which is no longer written (see `queue_ops`), but their
+//!   databases and journals are still read.
 //! - `QUEUE_ROWS[(group, stream, partition, offset)]` exists only for
 //!   `offset >= start` and an event delivered at least once that the mark
 //!   does not cover (delivered again, or past the mark) or done ahead of the
-//!   start: its delivery count and whether it is done. A done row is never
-//!   made undone (a late write of a smaller count or of "pending" is
-//!   ignored); done rows at the start are removed as the start moves over
-//!   them. So a partition holds at most [`MAX_WINDOW`] rows, whatever the
-//!   number of events acknowledged, and events accepted in offset order
+//!   start: its delivery count and whether it is done. A done row may
+//!   stand for a run of done events (see [`run_len`]): a batch accepted
+//!   ahead of the start is one row, not one per event. Rows never overlap.
+//!   A done row is never made undone (a late write of a smaller count or of
+//!   "pending" is ignored); done rows at the start are removed as the start
+//!   moves over them. So a partition holds at most [`MAX_WINDOW`] rows,
+//!   whatever the number of events acknowledged, and events accepted in offset order
 //!   leave none.
 //! - In memory, a [`PartQueue`]'s `slots` cover `start..start + slots.len()`
 //!   (at most [`MAX_WINDOW`]); its front slot is never `Done` (the start
@@ -343,17 +346,68 @@ pub(crate) fn push(
 }
 
 /// `QUEUE_ROWS`' value: the delivery count, and in the bits above it the
-/// outcome once done (0 while pending).
+/// outcome once done (0 while pending); a done row's top bits count the
+/// events after it that it stands for too (see [`run_len`]).
 fn row(deliveries: u16, outcome: Option<Outcome>) -> u32 {
     u32::from(deliveries) | (outcome.map_or(0, |o| o as u32) << 16)
 }
 
 fn row_done(value: u32) -> bool {
-    value >> 16 != 0
+    (value >> 16) & 0b11 != 0
 }
 
 fn row_deliveries(value: u32) -> u16 {
     (value & 0xffff) as u16
+}
+
+/// The bit where a done row's run length (less one) starts.
+const RUN_SHIFT: u32 = 18;
+
+/// The longest run one row stands for.
+const MAX_RUN: u64 = 1 << (32 - RUN_SHIFT);
+
+/// How many events a row stands for: its own offset and, for a done row,
+/// the ones right after it. Rows written before runs have 0 in those bits:
+/// one event each.
+fn run_len(value: u32) -> u64 {
+    if row_done(value) {
+        1 + u64::from(value >> RUN_SHIFT)
+    } else {
+        1
+    }
+}
+
+/// One event's row of a run's row.
+fn single(value: u32) -> u32 {
+    value & ((1 << RUN_SHIFT) - 1)
+}
+
+/// The rows to store for `rows` (one per offset): consecutive done ones
+/// folded into runs of at most [`MAX_RUN`].
+fn fold_runs(rows: &BTreeMap<u64, u32>) -> BTreeMap<u64, u32> {
+    let mut folded = BTreeMap::new();
+    // The run being built: its first offset, its value, its length.
+    let mut run: Option<(u64, u32, u64)> = None;
+    for (&offset, &value) in rows {
+        if let Some((first, v, len)) = run {
+            if row_done(value) && first + len == offset && len < MAX_RUN {
+                run = Some((first, v, len + 1));
+                continue;
+            }
+            // `len` is at most `MAX_RUN`: the extra count fits its bits.
+            folded.insert(first, v | ((len - 1) as u32) << RUN_SHIFT);
+            run = None;
+        }
+        if row_done(value) {
+            run = Some((offset, single(value), 1));
+        } else {
+            folded.insert(offset, value);
+        }
+    }
+    if let Some((first, v, len)) = run {
+        folded.insert(first, v | ((len - 1) as u32) << RUN_SHIFT);
+    }
+    folded
 }
 
 /// The queue tables of a write transaction.
@@ -429,14 +483,19 @@ fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), red
         .map(|w| w.op.offsets().end)
         .max()
         .unwrap_or(start);
+    // One entry per offset in `rows`; `stored` as they are in redb.
     let mut rows = BTreeMap::new();
+    let mut stored = BTreeMap::new();
     if end > start {
         for r in tables.rows.range((g, s, p, start)..(g, s, p, end))? {
             let (k, v) = r?;
-            rows.insert(k.value().3, v.value());
+            let (first, value) = (k.value().3, v.value());
+            stored.insert(first, value);
+            for offset in first..first.saturating_add(run_len(value)) {
+                rows.insert(offset, single(value));
+            }
         }
     }
-    let stored = rows.clone();
     for w in run {
         match w.op {
             QueueOp::Deliver { deliveries, .. } => {
@@ -491,18 +550,21 @@ fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), red
         rows.remove(&start);
         start += 1;
     }
+    // Then the stored ones after them (none of them in `rows`: past the
+    // start, `rows` holds no done entry, and those read end below `end`).
     let mut after = Vec::new();
     if start >= end {
         for r in tables.rows.range((g, s, p, start)..=(g, s, p, u64::MAX))? {
             let (k, v) = r?;
-            if start.checked_add(after.len() as u64) != Some(k.value().3) || !row_done(v.value()) {
+            if k.value().3 != start || !row_done(v.value()) {
                 break;
             }
-            after.push(k.value().3);
+            after.push(start);
+            // Saturating, as above: the rows found end below u64::MAX.
+            start = start.saturating_add(run_len(v.value()));
         }
-        // Saturating, as above: the rows found end below u64::MAX.
-        start = start.saturating_add(after.len() as u64);
     }
+    let rows = fold_runs(&rows);
     let passed = stored.keys().filter(|o| !rows.contains_key(o));
     for &o in passed.chain(&after) {
         tables.rows.remove((g, s, p, o))?;
@@ -594,23 +656,32 @@ impl PartQueue {
         };
         for (offset, value) in rows {
             // Rows past the window are not written (see `pick`); one below
-            // the start is stale: both are skipped rather than trusted.
-            let Some(index) = offset.checked_sub(start).map(|i| i as usize) else {
+            // the start is stale: both are skipped rather than trusted (a
+            // run is kept from the start on).
+            let end = offset.saturating_add(run_len(value));
+            let from = offset.max(start);
+            if end <= from {
                 continue;
-            };
+            }
+            let index = usize::try_from(from - start).unwrap_or(usize::MAX);
             if index >= MAX_WINDOW {
                 break;
             }
             while q.slots.len() < index {
                 q.slots.push_back(unrowed(q.slots.len()));
             }
-            q.slots.push_back(if row_done(value) {
-                Slot::Done
-            } else {
-                Slot::Available {
+            // Rows do not overlap; one that did would add only what is new.
+            let next = start + q.slots.len() as u64;
+            if row_done(value) {
+                let room = MAX_WINDOW - q.slots.len();
+                let len = usize::try_from(end.saturating_sub(next)).unwrap_or(room);
+                q.slots
+                    .extend(std::iter::repeat_n(Slot::Done, len.min(room)));
+            } else if next == offset {
+                q.slots.push_back(Slot::Available {
                     deliveries: row_deliveries(value),
-                }
-            });
+                });
+            }
         }
         let marked = usize::try_from(mark - start).map_or(MAX_WINDOW, |m| m.min(MAX_WINDOW));
         while q.slots.len() < marked {
@@ -1085,6 +1156,44 @@ mod tests {
     }
 
     #[test]
+    fn loading_expands_runs_and_cuts_one_that_starts_below_the_start() {
+        let run = |len: u32| row(0, Some(Outcome::Accepted)) | (len - 1) << RUN_SHIFT;
+        // 2..7 done, then 8 delivered twice, then 10..13 done.
+        let q = PartQueue::load(
+            Some((5, 0, 0)),
+            [(2, run(5)), (8, row(2, None)), (10, run(3))],
+            None,
+            0,
+        );
+        assert_eq!(q.start, 7);
+        let a = |deliveries| Slot::Available { deliveries };
+        let expected = [a(0), a(2), a(0), Slot::Done, Slot::Done, Slot::Done];
+        assert_eq!(q.slots, expected);
+    }
+
+    #[test]
+    fn runs_are_folded_up_to_their_longest() {
+        let done = row(1, Some(Outcome::Accepted));
+        let mut rows: BTreeMap<u64, u32> = (0..MAX_RUN + 3).map(|o| (o, done)).collect();
+        rows.insert(MAX_RUN + 3, row(2, None));
+        rows.insert(MAX_RUN + 5, done);
+        let folded = fold_runs(&rows);
+        let lens: Vec<(u64, u64)> = folded.iter().map(|(&o, &v)| (o, run_len(v))).collect();
+        assert_eq!(
+            lens,
+            vec![
+                (0, MAX_RUN),
+                (MAX_RUN, 3),
+                (MAX_RUN + 3, 1),
+                (MAX_RUN + 5, 1)
+            ]
+        );
+        assert!(folded
+            .values()
+            .all(|&v| row_deliveries(v) == row_deliveries(done) || !row_done(v)));
+    }
+
+    #[test]
     fn loading_counts_one_delivery_below_the_mark() {
         let q = PartQueue::load(
             Some((5, 0, 0)),
@@ -1170,7 +1279,9 @@ mod tests {
         apply_chunks(&db, &[&[deliver(0, 250)], &[deliver(250, 250)]]);
         assert_eq!(stored(&db), (Some((0, 0, 0)), Some(500), vec![]));
         apply_chunks(&db, &[&[accept(250, 250)]]);
-        assert_eq!(stored(&db).2.len(), 250, "done ahead of the start");
+        // Done ahead of the start: one row for the run.
+        let run = row(1, Some(Outcome::Accepted)) | 249 << RUN_SHIFT;
+        assert_eq!(stored(&db).2, vec![(250, run)]);
         apply_chunks(&db, &[&[accept(0, 250)]]);
         assert_eq!(stored(&db), (Some((500, 500, 0)), Some(500), vec![]));
         // In order: no row at all.

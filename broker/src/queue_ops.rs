@@ -19,11 +19,16 @@
 //!   nothing. Acceptances can be part of a [`Transaction`]
 //!   ([`Transaction::settle`]), with the outputs they caused: both commit,
 //!   or neither.
-//! - **Durable.** Acceptances, rejections and delivery counts are committed
-//!   like any transaction (journaled, group-committed). After a crash or a
+//! - **Durable.** Acceptances, rejections and delivery counts past the
+//!   first are committed like any transaction (journaled, group-committed),
+//!   a delivery count before its event is handed out. After a crash or a
 //!   restart nothing accepted or rejected is handed out again and nothing
-//!   else is lost; locks held at the crash are released (their delivery
-//!   counts kept).
+//!   else is lost; locks held at the crash are released. An event's first
+//!   hand-out is not written (Kafka's share groups do not record acquired
+//!   records either): a crash forgets it, so an event comes back with at
+//!   most one delivery fewer than it had. That first write was one durable
+//!   commit per acquisition, half of a queue member's commits, for a count
+//!   that only matters once an event is handed out again.
 //! - **Bounded retries.** Each hand-out counts a delivery; an event handed
 //!   out [`QueueConfig::max_deliveries`] times without being accepted is
 //!   archived as rejected instead (and, with
@@ -229,7 +234,7 @@ impl Broker {
     /// never consumed a partition starts at its log start. Events released
     /// or whose lock expired come before new ones. An event delivered
     /// `max_deliveries` times is archived instead (see the module docs).
-    /// Returns once the delivery counts are durable.
+    /// Returns once the delivery counts past the first are durable.
     pub fn queue_acquire(
         &self,
         group: &str,
@@ -285,8 +290,9 @@ impl Broker {
         outcome
     }
 
-    /// Reads the picked events and commits their delivery counts (and the
-    /// archived and gone ones as done). On error the caller gives them back.
+    /// Reads the picked events and commits their delivery counts past the
+    /// first (and the archived and gone ones as done); with none of those,
+    /// commits nothing. On error the caller gives them back.
     fn deliver(
         &self,
         group: &str,
@@ -323,7 +329,10 @@ impl Broker {
                         deliveries: pick.deliveries,
                     },
                 };
-                queue::push(&mut txn.queue, (group, entry.id, t.partition), base, op);
+                // A first hand-out is not written (see the module docs).
+                if !matches!(op, QueueOp::Deliver { deliveries: 1, .. }) {
+                    queue::push(&mut txn.queue, (group, entry.id, t.partition), base, op);
+                }
                 match (event, op) {
                     (event, QueueOp::Settle { outcome, .. }) => {
                         done.push((t.part.clone(), offset, pick.nonce, outcome));
@@ -349,6 +358,9 @@ impl Broker {
                     (None, _) => {}
                 }
             }
+        }
+        if txn.is_empty() {
+            return Ok(out);
         }
         let pins = self.queues.pin_held(group, done);
         let committed = self.commit(txn);

@@ -152,7 +152,7 @@ fn past_max_deliveries_an_event_is_archived_and_dead_lettered() {
 }
 
 #[test]
-fn a_restart_keeps_what_was_settled_and_the_delivery_counts() {
+fn a_restart_keeps_what_was_settled_and_the_delivery_counts_past_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
     {
@@ -169,8 +169,22 @@ fn a_restart_keeps_what_was_settled_and_the_delivery_counts() {
     assert_eq!(s.partitions.iter().map(|p| p.in_flight).sum::<u64>(), 0);
     let got = broker.queue_acquire("q", "jobs", 100, LONG).unwrap();
     assert_eq!(got.len(), 6, "{:?}", values(&got));
-    let redelivered = got.iter().filter(|a| a.delivery_count == 2).count();
-    assert_eq!(redelivered, 2);
+    // A first hand-out is not written: the two held come back as new.
+    assert!(got.iter().all(|a| a.delivery_count == 1));
+    // Released and handed out again, they count 2, written before.
+    let held: Vec<_> = got[..2].iter().map(|a| a.lock).collect();
+    let held_values = values(&got[..2]);
+    broker.queue_settle("q", &held, Ack::Release).unwrap();
+    let others: Vec<_> = got[2..].iter().map(|a| a.lock).collect();
+    broker.queue_settle("q", &others, Ack::Accept).unwrap();
+    let again = broker.queue_acquire("q", "jobs", 100, LONG).unwrap();
+    assert_eq!(values(&again), held_values);
+    assert!(again.iter().all(|a| a.delivery_count == 2));
+    drop(broker);
+    let broker = open(&path);
+    let got = broker.queue_acquire("q", "jobs", 100, LONG).unwrap();
+    assert_eq!(values(&got), held_values);
+    assert!(got.iter().all(|a| a.delivery_count == 3), "{got:?}");
     let locks: Vec<_> = got.iter().map(|a| a.lock).collect();
     broker.queue_settle("q", &locks, Ack::Accept).unwrap();
     let s = broker.queue_status("q").unwrap();
@@ -519,6 +533,8 @@ fn random_walks_keep_the_queue_invariants() {
                     drop(broker);
                     broker = open(&path);
                     held.clear();
+                    // A first hand-out is not written: it may come again.
+                    deliveries.retain(|_, count| *count > 1);
                 }
                 _ => {}
             }

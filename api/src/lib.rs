@@ -608,10 +608,6 @@ fn default_lock_ms() -> u64 {
     DEFAULT_LOCK_MS
 }
 
-fn default_max_deliveries() -> u16 {
-    5
-}
-
 /// `POST /v1/queues/GROUP/acquire`: lock up to `max` events of `stream` for
 /// the queue group, waiting up to `wait_ms` while none is available.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -671,37 +667,38 @@ pub struct QueueSettingsChange {
     /// Whether an archived event is also appended to `GROUP.dead`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<bool>,
+    /// The most events past a partition's start in flight at once (1 to
+    /// 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
 }
 
-impl QueueSettings {
-    /// These settings with `change` applied.
-    pub fn changed(self, change: QueueSettingsChange) -> QueueSettings {
+impl QueueSettingsChange {
+    /// `settings` with this change applied.
+    pub fn applied_to(self, settings: QueueSettings) -> QueueSettings {
         QueueSettings {
-            max_deliveries: change.max_deliveries.unwrap_or(self.max_deliveries),
-            dead_letter: change.dead_letter.unwrap_or(self.dead_letter),
+            max_deliveries: self.max_deliveries.unwrap_or(settings.max_deliveries),
+            dead_letter: self.dead_letter.unwrap_or(settings.dead_letter),
+            window: self.window.unwrap_or(settings.window),
         }
     }
 }
 
-/// A queue group's settings (in [`QueueStatusView`]).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct QueueSettings {
-    /// An event handed out this many times without being accepted is
-    /// archived as rejected (1 to 1000).
-    #[serde(default = "default_max_deliveries")]
-    pub max_deliveries: u16,
-    /// Whether an archived event is also appended to `GROUP.dead`.
-    #[serde(default)]
-    pub dead_letter: bool,
-}
+/// A queue group's settings (in [`QueueStatusView`]): the broker's own.
+pub use leat_broker::QueueConfig as QueueSettings;
 
-impl Default for QueueSettings {
-    fn default() -> Self {
-        QueueSettings {
-            max_deliveries: default_max_deliveries(),
-            dead_letter: false,
-        }
-    }
+/// How `leat queue status` and `leat queue config` state `group`'s settings.
+pub fn queue_settings_line(group: &str, settings: &QueueSettings) -> String {
+    format!(
+        "queue group {group}: max_deliveries {}, dead letters {}, window {}",
+        settings.max_deliveries,
+        if settings.dead_letter {
+            format!("to {group}.dead")
+        } else {
+            "off".into()
+        },
+        settings.window
+    )
 }
 
 /// `POST /v1/queues/GROUP/reset`: move the group on `stream`.

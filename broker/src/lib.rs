@@ -117,7 +117,8 @@ pub use crate::maintenance::MaintenanceReport;
 pub use crate::partitioner::{murmur2, partition_for_key};
 pub use crate::queue::{
     Ack, Acquired, BadLockId, LockId, QueueConfig, QueuePartitionStatus, QueueStart, QueueStatus,
-    DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK, MAX_WINDOW,
+    DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEAD_SUFFIX, DEFAULT_WINDOW, MAX_ACQUIRE, MAX_LOCK,
+    MAX_WINDOW,
 };
 pub use crate::queue_ops::{dead_letter, QueueArrival, MAX_DELIVERIES_LIMIT};
 pub use crate::record::{Event, Header, Headers, Record};

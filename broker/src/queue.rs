@@ -45,11 +45,16 @@ use crate::record::Event;
 use crate::shared::Sleepers;
 use crate::tables::{QUEUE_DELIVERED, QUEUE_PARTS, QUEUE_ROWS};
 
-/// The most events past a partition's start a queue group has in its window
-/// (delivered and not done, or done behind one that is not): Kafka's default
-/// share-partition limit. A member that never settles an event thus holds
-/// back at most this many events behind it.
-pub const MAX_WINDOW: usize = 2000;
+/// The largest window a queue group may set ([`QueueConfig::window`]):
+/// Kafka's upper bound for its share-partition limit
+/// (`group.share.partition.max.record.locks`). A partition's state in memory
+/// and its rows in redb never cover more events past the start than this,
+/// whatever the window is now or was.
+pub const MAX_WINDOW: usize = 10_000;
+
+/// A queue group's window until it sets one: Kafka's default share-partition
+/// limit.
+pub const DEFAULT_WINDOW: u32 = 2000;
 
 /// The most events one acquisition hands out.
 pub const MAX_ACQUIRE: usize = MAX_WINDOW;
@@ -149,8 +154,10 @@ pub enum Ack {
     Reject,
 }
 
-/// A queue group's settings.
+/// A queue group's settings. What stored or sent JSON leaves out takes the
+/// default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QueueConfig {
     /// An event delivered this many times without being accepted is archived
     /// as rejected instead of being delivered again (1 to 1000; default 5).
@@ -158,6 +165,21 @@ pub struct QueueConfig {
     /// Whether an archived event is also appended to `<group>.dead`, with the
     /// headers [`DEAD_REASON_HEADER`] and [`DEAD_SOURCE_HEADER`].
     pub dead_letter: bool,
+    /// The most events past a partition's start the group has in flight
+    /// (delivered and not done, or done behind one that is not); 1 to
+    /// [`MAX_WINDOW`], default [`DEFAULT_WINDOW`]. A member that never
+    /// settles an event holds back at most this many behind it; members
+    /// that share a partition take batches of at most window / members
+    /// each at once. Shrinking it hands out nothing new until the events
+    /// in flight fit in it; nothing settled is lost.
+    pub window: u32,
+}
+
+impl QueueConfig {
+    /// The window as a count of slots, never above [`MAX_WINDOW`].
+    pub(crate) fn window_len(&self) -> usize {
+        usize::try_from(self.window).map_or(MAX_WINDOW, |w| w.min(MAX_WINDOW))
+    }
 }
 
 impl Default for QueueConfig {
@@ -165,6 +187,7 @@ impl Default for QueueConfig {
         QueueConfig {
             max_deliveries: 5,
             dead_letter: false,
+            window: DEFAULT_WINDOW,
         }
     }
 }
@@ -716,14 +739,14 @@ impl PartQueue {
     }
 
     /// Locks up to `want` events for `lock_for`: the available ones of the
-    /// window first, then new ones below `end` while the window has room;
-    /// all in offset order. Each gets a fresh lock from `nonce`.
+    /// window first, then new ones below `end` while the group's window
+    /// has room; all in offset order. Each gets a fresh lock from `nonce`.
     pub(crate) fn pick(
         &mut self,
         now: Instant,
         want: usize,
         end: u64,
-        max_deliveries: u16,
+        config: &QueueConfig,
         lock_for: Duration,
         mut nonce: impl FnMut() -> u64,
     ) -> Vec<Pick> {
@@ -733,7 +756,7 @@ impl PartQueue {
         // Events picked to archive do not count: they are not handed out.
         let mut handed = 0;
         let mut take = |offset: u64, deliveries: u16, picks: &mut Vec<Pick>| {
-            let archive = deliveries >= max_deliveries;
+            let archive = deliveries >= config.max_deliveries;
             let deliveries = if archive {
                 deliveries
             } else {
@@ -758,7 +781,10 @@ impl PartQueue {
                 }
             }
         }
-        while handed < want && self.slots.len() < MAX_WINDOW {
+        // Slots past a window that shrank stay (they may hold settled
+        // events); no new ones are added until the window has room.
+        let window = config.window_len();
+        while handed < want && self.slots.len() < window {
             let offset = self.start + self.slots.len() as u64;
             if offset >= end {
                 break;
@@ -779,9 +805,9 @@ impl PartQueue {
     }
 
     /// Whether an acquisition would find something at `now` with the log
-    /// ending at `end`.
-    pub(crate) fn has_work(&self, now: Instant, end: u64) -> bool {
-        let room = self.slots.len() < MAX_WINDOW && self.start + (self.slots.len() as u64) < end;
+    /// ending at `end` and the group's window `window` long.
+    pub(crate) fn has_work(&self, now: Instant, end: u64, window: usize) -> bool {
+        let room = self.slots.len() < window && self.start + (self.slots.len() as u64) < end;
         room || self.slots.iter().any(|s| match s {
             Slot::Available { .. } => true,
             Slot::Acquired(h) => h.expires <= now,
@@ -1104,15 +1130,16 @@ mod tests {
     fn the_window_is_bounded_and_old_events_come_first() {
         let now = Instant::now();
         let mut q = PartQueue::load(None, [], None, 10);
-        let picks = q.pick(now, 5000, 100_000, 5, Duration::from_secs(1), counter());
-        assert_eq!(picks.len(), MAX_WINDOW);
+        let c = QueueConfig::default();
+        let picks = q.pick(now, 5000, 100_000, &c, Duration::from_secs(1), counter());
+        assert_eq!(picks.len(), DEFAULT_WINDOW as usize);
         assert_eq!(picks[0].offset, 10);
         assert!(q
-            .pick(now, 10, 100_000, 5, Duration::from_secs(1), counter())
+            .pick(now, 10, 100_000, &c, Duration::from_secs(1), counter())
             .is_empty());
         // Expired locks come back, with one more delivery.
         let later = now + Duration::from_secs(2);
-        let again = q.pick(later, 3, 100_000, 5, Duration::from_secs(1), counter());
+        let again = q.pick(later, 3, 100_000, &c, Duration::from_secs(1), counter());
         assert_eq!(
             again
                 .iter()
@@ -1123,11 +1150,54 @@ mod tests {
     }
 
     #[test]
+    fn a_window_that_shrinks_keeps_its_slots_and_adds_none_until_they_fit() {
+        let now = Instant::now();
+        let lock = Duration::from_secs(60);
+        let wide = QueueConfig {
+            window: 10,
+            ..QueueConfig::default()
+        };
+        let narrow = QueueConfig {
+            window: 4,
+            ..QueueConfig::default()
+        };
+        let mut q = PartQueue::load(None, [], None, 0);
+        assert_eq!(q.pick(now, 100, 1000, &wide, lock, counter()).len(), 10);
+        assert!(!q.has_work(now, 1000, wide.window_len()));
+        // Settle 0..3 and 5: the start moves to 3; 7 slots are left, more
+        // than the narrow window.
+        for offset in [0, 1, 2, 5] {
+            *q.slot_mut(offset).unwrap() = Slot::Done;
+        }
+        q.advance();
+        assert_eq!((q.start, q.slots.len()), (3, 7));
+        assert!(!q.has_work(now, 1000, narrow.window_len()));
+        assert!(q.pick(now, 100, 1000, &narrow, lock, counter()).is_empty());
+        // The settled slot past the narrow window is still there.
+        assert_eq!(q.slot_mut(5), Some(&mut Slot::Done));
+        for offset in 3..9 {
+            *q.slot_mut(offset).unwrap() = Slot::Done;
+        }
+        q.advance();
+        assert_eq!((q.start, q.slots.len()), (9, 1));
+        assert!(q.has_work(now, 1000, narrow.window_len()));
+        let picks = q.pick(now, 100, 1000, &narrow, lock, counter());
+        assert_eq!(
+            picks.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![10, 11, 12]
+        );
+    }
+
+    #[test]
     fn past_max_deliveries_an_event_is_picked_to_archive() {
         let mut now = Instant::now();
         let mut q = PartQueue::load(None, [], None, 0);
+        let c = QueueConfig {
+            max_deliveries: 2,
+            ..QueueConfig::default()
+        };
         for round in 1..=3u16 {
-            let p = q.pick(now, 1, 1, 2, Duration::from_millis(1), counter());
+            let p = q.pick(now, 1, 1, &c, Duration::from_millis(1), counter());
             assert_eq!(p.len(), 1);
             assert_eq!(p[0].archive, round == 3, "round {round}");
             now += Duration::from_millis(5);

@@ -66,7 +66,7 @@ use crate::error::{Error, Result};
 use crate::queue::{
     self, Ack, Acquired, LockId, Outcome, PartQueue, Pick, QueueConfig, QueueOp,
     QueuePartitionStatus, QueueStart, QueueStatus, SharedPart, Slot, DEAD_REASON_HEADER,
-    DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK,
+    DEAD_SOURCE_HEADER, DEAD_SUFFIX, MAX_ACQUIRE, MAX_LOCK, MAX_WINDOW,
 };
 use crate::record::{Event, Record};
 use crate::shared::{self, Sleeper, Sleepers, Waiter};
@@ -164,6 +164,12 @@ impl Broker {
                 config.max_deliveries
             )));
         }
+        if config.window == 0 || config.window_len() != config.window as usize {
+            return Err(Error::InvalidConfig(format!(
+                "window must be 1 to {MAX_WINDOW} events, not {}",
+                config.window
+            )));
+        }
         if config.dead_letter {
             let dead = format!("{group}{DEAD_SUFFIX}");
             match self.create_stream(&dead, StreamConfig::with_partitions(1)) {
@@ -180,6 +186,9 @@ impl Broker {
         txn.open_table(QUEUE_GROUPS)?.insert(group, json.as_str())?;
         txn.commit()?;
         configs.insert(group.to_string(), config);
+        drop(configs);
+        // A wider window may have room for members waiting for it.
+        self.queues.sleepers(group).wake_all();
         Ok(())
     }
 
@@ -260,14 +269,10 @@ impl Broker {
                 (group.to_string(), entry.id, partition),
                 base,
             )?;
-            let picks = queue::lock(&part).pick(
-                now,
-                left,
-                cursor.next(),
-                config.max_deliveries,
-                lock_for,
-                || self.queues.next_nonce(),
-            );
+            let picks =
+                queue::lock(&part).pick(now, left, cursor.next(), &config, lock_for, || {
+                    self.queues.next_nonce()
+                });
             left -= picks.len().min(left);
             if !picks.is_empty() {
                 taken.push(Taken {
@@ -548,10 +553,13 @@ impl Broker {
     /// Whether an acquisition by `group` on `entry` may find something now.
     fn queue_has_work(&self, group: &str, entry: &StreamEntry) -> bool {
         let now = Instant::now();
+        // Unreadable settings make the acquisition fail, which is work too:
+        // the caller sees the error.
+        let window = self.queue_config(group).map_or(0, |c| c.window_len());
         entry.partitions.iter().enumerate().any(|(p, cursor)| {
             let key = (group.to_string(), entry.id, p as u32);
             match self.queues.loaded(&key) {
-                Some(part) => queue::lock(&part).has_work(now, cursor.next()),
+                Some(part) => queue::lock(&part).has_work(now, cursor.next(), window),
                 // Not consumed yet: anything in the log is work.
                 None => cursor.next() > cursor.log_start.load(Ordering::Acquire),
             }

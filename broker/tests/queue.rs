@@ -10,10 +10,13 @@ use std::time::Duration;
 use common::{broker, open, read_all, Rng};
 use leat_broker::{
     Ack, Error, LockId, QueueConfig, QueueStart, Record, StreamConfig, Transaction, Waiter,
-    DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, MAX_WINDOW,
+    DEAD_REASON_HEADER, DEAD_SOURCE_HEADER, DEFAULT_WINDOW, MAX_WINDOW,
 };
 
 const LONG: Duration = Duration::from_secs(60);
+
+/// A group's window until it sets one.
+const WINDOW: usize = DEFAULT_WINDOW as usize;
 
 fn fill(broker: &leat_broker::Broker, stream: &str, partitions: u32, n: usize) {
     broker
@@ -125,6 +128,7 @@ fn past_max_deliveries_an_event_is_archived_and_dead_lettered() {
             QueueConfig {
                 max_deliveries: 2,
                 dead_letter: true,
+                ..QueueConfig::default()
             },
         )
         .unwrap();
@@ -290,7 +294,7 @@ fn a_reset_hands_everything_out_again_or_skips_to_the_end() {
 #[test]
 fn the_window_is_bounded_behind_an_event_never_settled() {
     let (_dir, broker) = broker();
-    fill(&broker, "jobs", 1, MAX_WINDOW + 10);
+    fill(&broker, "jobs", 1, WINDOW + 10);
     let stuck = broker.queue_acquire("q", "jobs", 1, LONG).unwrap();
     let mut handed = 1;
     loop {
@@ -302,12 +306,90 @@ fn the_window_is_bounded_behind_an_event_never_settled() {
         let locks: Vec<_> = got.iter().map(|a| a.lock).collect();
         broker.queue_settle("q", &locks, Ack::Accept).unwrap();
     }
-    assert_eq!(handed, MAX_WINDOW);
+    assert_eq!(handed, WINDOW);
     broker
         .queue_settle("q", &[stuck[0].lock], Ack::Accept)
         .unwrap();
     let s = &broker.queue_status("q").unwrap().partitions[0];
-    assert_eq!((s.start, s.lag), (MAX_WINDOW as u64, 10));
+    assert_eq!((s.start, s.lag), (WINDOW as u64, 10));
+}
+
+#[test]
+fn a_group_sets_its_window_and_what_it_settled_past_a_narrower_one_stays_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let wide = QueueConfig {
+        window: 2500,
+        ..QueueConfig::default()
+    };
+    for window in [0, MAX_WINDOW as u32 + 1] {
+        let refused = open(&path).queue_configure("q", QueueConfig { window, ..wide });
+        assert!(
+            matches!(&refused, Err(Error::InvalidConfig(m)) if m.contains("window must be 1 to 10000")),
+            "{refused:?}"
+        );
+    }
+    {
+        let broker = open(&path);
+        fill(&broker, "jobs", 1, 3000);
+        broker.queue_configure("q", wide).unwrap();
+        let got = broker.queue_acquire("q", "jobs", 3000, LONG).unwrap();
+        assert_eq!(got.len(), 2500);
+        // All but the front accepted, out of order behind it.
+        let locks: Vec<_> = got[1..].iter().map(|a| a.lock).collect();
+        broker.queue_settle("q", &locks, Ack::Accept).unwrap();
+        broker
+            .queue_configure(
+                "q",
+                QueueConfig {
+                    window: 100,
+                    ..wide
+                },
+            )
+            .unwrap();
+    }
+    // After a restart with a window of 100, the 2,499 accepted past it stay
+    // accepted: only the front comes back, and nothing new fits.
+    let broker = open(&path);
+    assert_eq!(broker.queue_config("q").unwrap().window, 100);
+    let got = broker.queue_acquire("q", "jobs", 3000, LONG).unwrap();
+    assert_eq!(values(&got), vec!["e0"]);
+    let b = broker.clone();
+    let waiting = std::thread::spawn(move || {
+        b.queue_acquire_wait("q", "jobs", 3000, LONG, LONG, &mut Waiter::new())
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    broker
+        .queue_settle("q", &[got[0].lock], Ack::Accept)
+        .unwrap();
+    let next = waiting.join().unwrap();
+    assert_eq!(next.len(), 100);
+    assert_eq!(values(&next[..1]), vec!["e2500"]);
+    // A wider window wakes a member waiting for room.
+    let b = broker.clone();
+    let waiting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let got = b
+            .queue_acquire_wait("q", "jobs", 3000, LONG, LONG, &mut Waiter::new())
+            .unwrap();
+        (got, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    broker
+        .queue_configure(
+            "q",
+            QueueConfig {
+                window: 300,
+                ..wide
+            },
+        )
+        .unwrap();
+    let (more, waited) = waiting.join().unwrap();
+    assert_eq!(more.len(), 200);
+    assert!(waited < LONG, "woken by its timeout");
+    let s = &broker.queue_status("q").unwrap().partitions[0];
+    assert_eq!((s.start, s.accepted, s.in_flight), (2500, 2500, 300));
 }
 
 #[test]
@@ -350,14 +432,14 @@ fn members_waiting_are_woken_by_appends_and_releases() {
     assert!(short.is_empty());
 }
 
-/// Fills `stream` (one partition) with `MAX_WINDOW + past` events and takes
+/// Fills `stream` (one partition) with `WINDOW + past` events and takes
 /// its whole window: the front held, whose lock is returned, the rest
 /// accepted; `past` events wait for room.
 fn full_window(broker: &leat_broker::Broker, stream: &str, past: usize) -> LockId {
-    fill(broker, stream, 1, MAX_WINDOW + past);
+    fill(broker, stream, 1, WINDOW + past);
     let front = broker.queue_acquire("q", stream, 1, LONG).unwrap();
-    let rest = broker.queue_acquire("q", stream, MAX_WINDOW, LONG).unwrap();
-    assert_eq!(rest.len(), MAX_WINDOW - 1);
+    let rest = broker.queue_acquire("q", stream, WINDOW, LONG).unwrap();
+    assert_eq!(rest.len(), WINDOW - 1);
     let locks: Vec<_> = rest.iter().map(|a| a.lock).collect();
     broker.queue_settle("q", &locks, Ack::Accept).unwrap();
     assert_eq!(broker.queue_backlog("q", stream).unwrap() as usize, past);

@@ -37,7 +37,7 @@ pub enum QueueCommand {
         to: Position,
     },
     /// Change a queue group's settings; those not given stay as they are
-    /// (for a new group: 5 deliveries, no dead letters).
+    /// (for a new group: 5 deliveries, no dead letters, a window of 2000).
     #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
     Config {
         /// The queue group.
@@ -50,6 +50,11 @@ pub enum QueueCommand {
         /// missing); `--dead-letter false` stops it.
         #[arg(long, group = "change", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
         dead_letter: Option<bool>,
+        /// Hand out at most this many events past a partition's oldest
+        /// unsettled one (1 to 10000; default 2000): instances sharing a
+        /// partition hold window / instances events each at most.
+        #[arg(long, group = "change", value_name = "EVENTS")]
+        window: Option<u32>,
     },
     /// Accept held events (done): `leat consume --queue G --ack manual` prints their locks.
     Accept {
@@ -101,11 +106,13 @@ pub fn queue(backend: &dyn Backend, cmd: QueueCommand) -> Result<()> {
             group,
             max_deliveries,
             dead_letter,
+            window,
         } => backend.queue_configure(
             &group,
             api::QueueSettingsChange {
                 max_deliveries,
                 dead_letter,
+                window,
             },
         )?,
         QueueCommand::Accept { group, locks } => {
@@ -129,14 +136,8 @@ pub fn queue(backend: &dyn Backend, cmd: QueueCommand) -> Result<()> {
 
 fn print_status(status: &api::QueueStatusView) -> Result<()> {
     println!(
-        "queue group {}: max_deliveries {}, dead letters {}",
-        status.group,
-        status.settings.max_deliveries,
-        if status.settings.dead_letter {
-            format!("to {}.dead", status.group)
-        } else {
-            "off".into()
-        }
+        "{}",
+        api::queue_settings_line(&status.group, &status.settings)
     );
     println!("STREAM\tPARTITION\tSTART\tIN_FLIGHT\tACCEPTED\tREJECTED\tOLDEST_LOCK_MS\tLAG");
     for p in &status.partitions {

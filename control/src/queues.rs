@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use leat_api as api;
-use leat_broker::{Ack, QueueConfig, QueueStart, Waiter};
+use leat_broker::{Ack, QueueStart, Waiter};
 
 use crate::error::ControlError;
 use crate::log::{event_view, Log};
@@ -101,10 +101,7 @@ impl Log {
         let status = self.broker().queue_status(group)?;
         Ok(api::QueueStatusView {
             group: status.group,
-            settings: api::QueueSettings {
-                max_deliveries: status.config.max_deliveries,
-                dead_letter: status.config.dead_letter,
-            },
+            settings: status.config,
             partitions: status
                 .partitions
                 .into_iter()
@@ -133,29 +130,10 @@ impl Log {
         change: api::QueueSettingsChange,
     ) -> Result<api::Done, ControlError> {
         self.here()?;
-        let current = self.broker().queue_config(group)?;
-        let settings = api::QueueSettings {
-            max_deliveries: current.max_deliveries,
-            dead_letter: current.dead_letter,
-        }
-        .changed(change);
-        self.broker().queue_configure(
-            group,
-            QueueConfig {
-                max_deliveries: settings.max_deliveries,
-                dead_letter: settings.dead_letter,
-            },
-        )?;
+        let settings = change.applied_to(self.broker().queue_config(group)?);
+        self.broker().queue_configure(group, settings)?;
         Ok(api::Done {
-            message: format!(
-                "queue group {group}: max_deliveries {}, dead letters {}",
-                settings.max_deliveries,
-                if settings.dead_letter {
-                    format!("to {group}.dead")
-                } else {
-                    "off".into()
-                }
-            ),
+            message: api::queue_settings_line(group, &settings),
         })
     }
 

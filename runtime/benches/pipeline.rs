@@ -13,7 +13,8 @@
 //! partition, against Wasm in queue mode with N instances, alternately, then
 //! the latency of each; with `LEAT_BENCH_PARTITIONS=1`, N instances on one
 //! partition against one), `LEAT_BENCH_BATCH` (events per guest call, default
-//! 1000; 250 lets 8 queue instances share one partition's 2,000-event window).
+//! 1000; 250 lets 8 queue instances share one partition's 2,000-event window),
+//! `LEAT_BENCH_WINDOW` (the queue group's window, default the broker's 2,000).
 //! Prints medians, with the range of the runs, and the database file's growth
 //! per event while the processor ran (outputs and bookkeeping: in queue mode
 //! the queue group's, in stream mode the offsets'); the runs of the two
@@ -32,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, BrokerOptions, ReadLimits, Record, StreamConfig};
+use leat_broker::{Broker, BrokerOptions, QueueConfig, ReadLimits, Record, StreamConfig};
 use leat_runtime::{
     Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorMode, ProcessorSpec, RunMode,
     Runtime,
@@ -49,8 +50,9 @@ fn partitions() -> u32 {
 }
 
 /// Events per guest call (`LEAT_BENCH_BATCH`, default 1000). A queue group
-/// hands out at most 2,000 events of a partition at once: with 8 queue
-/// instances on one partition, batches of 250 keep them all busy.
+/// hands out at most its window (default 2,000) of a partition's events at
+/// once: with 8 queue instances on one partition, batches of 250 keep them
+/// all busy.
 fn batch_size() -> usize {
     env_usize("LEAT_BENCH_BATCH", 1000).max(1)
 }
@@ -107,6 +109,18 @@ fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
             ..StreamConfig::with_partitions(partitions())
         };
         broker.create_stream(s, config).expect("stream");
+    }
+    if let Some(window) = std::env::var("LEAT_BENCH_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        // Configured before the processor's first deploy, which keeps it.
+        let config = QueueConfig {
+            window,
+            dead_letter: true,
+            ..QueueConfig::default()
+        };
+        broker.queue_configure("upper", config).expect("window");
     }
     Runtime::new(broker, engine.clone()).unwrap()
 }

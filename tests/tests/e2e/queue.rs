@@ -262,7 +262,30 @@ fn past_max_deliveries_an_event_is_archived_and_dead_lettered() {
         "{set}"
     );
     let set = server.leat_ok(&["queue", "config", "q", "--dead-letter", "false"], "");
-    assert!(set.contains("max_deliveries 3, dead letters off"), "{set}");
+    assert!(
+        set.contains("max_deliveries 3, dead letters off, window 2000"),
+        "{set}"
+    );
+    // The window: offset 1 is still held, so a window of 3 leaves room for
+    // offsets 2 and 3 of the 5 events appended now, and no more.
+    let set = server.leat_ok(&["queue", "config", "q", "--window", "3"], "");
+    assert!(set.ends_with("window 3\n"), "{set}");
+    produce(&server, "jobs", 5);
+    let (_, answer) = acquire(&server.addr, "q", "jobs", 10, 30_000, 0).unwrap();
+    let got: Vec<_> = events(&answer).into_iter().map(|e| e.0).collect();
+    assert_eq!(got, vec!["v0", "v1"], "{answer}");
+    let shown = server.leat_ok(&["queue", "status", "q"], "");
+    assert!(
+        shown.lines().next().unwrap().ends_with("window 3"),
+        "{shown}"
+    );
+    let out = server.leat(&["queue", "config", "q", "--window", "10001"], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("window must be 1 to 10000 events, not 10001"),
+        "{err}"
+    );
     // A misspelt field is an error, not a change of nothing.
     let body = r#"{"max_deliverie": 4}"#;
     let request = format!(

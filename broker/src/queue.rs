@@ -500,17 +500,33 @@ fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), red
     }
     // Offsets in `start..mark` without a row were delivered once.
     let mut mark = stored_mark.unwrap_or(start).max(start);
-    // The stored rows of the offsets the writes name.
+    // The stored rows of the offsets the writes name: from the lowest one
+    // (not from the start, so that a batch settled ahead of the start does
+    // not read every run between them), with the run before it if that run
+    // reaches it (it may cover some, or be extended).
     let end = run
         .iter()
         .map(|w| w.op.offsets().end)
         .max()
         .unwrap_or(start);
+    let low = run
+        .iter()
+        .map(|w| w.op.offsets().start)
+        .min()
+        .unwrap_or(start)
+        .max(start);
     // One entry per offset in `rows`; `stored` as they are in redb.
     let mut rows = BTreeMap::new();
     let mut stored = BTreeMap::new();
     if end > start {
-        for r in tables.rows.range((g, s, p, start)..(g, s, p, end))? {
+        let before = tables
+            .rows
+            .range((g, s, p, start)..(g, s, p, low))?
+            .next_back()
+            .transpose()?
+            .filter(|(k, v)| k.value().3.saturating_add(run_len(v.value())) >= low);
+        let from = before.map_or(low, |(k, _)| k.value().3);
+        for r in tables.rows.range((g, s, p, from)..(g, s, p, end))? {
             let (k, v) = r?;
             let (first, value) = (k.value().3, v.value());
             stored.insert(first, value);
@@ -548,7 +564,21 @@ fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), red
                 }
             }
             QueueOp::Settle { outcome, .. } => {
-                for offset in w.op.offsets().filter(|&o| o >= start) {
+                let offsets = w.op.offsets();
+                // Settled in order from the start, with no row among them:
+                // the start moves over them at once, as it would over their
+                // done rows below.
+                if offsets.contains(&start) && rows.range(start..offsets.end).next().is_none() {
+                    let settled = offsets.end - start;
+                    match outcome {
+                        Outcome::Accepted => accepted = accepted.saturating_add(settled),
+                        Outcome::Rejected => rejected = rejected.saturating_add(settled),
+                        Outcome::Gone => {}
+                    }
+                    start = offsets.end;
+                    continue;
+                }
+                for offset in offsets.filter(|&o| o >= start) {
                     let old = rows.get(&offset).copied();
                     if old.is_some_and(row_done) {
                         continue;
@@ -976,61 +1006,65 @@ impl Queues {
         writes: &mut Vec<QueueWrite>,
     ) -> Result<Pins> {
         let mut pins = Pins::default();
-        // The partition of the settlement before: a batch's are mostly on one.
-        let mut last: Option<((&str, u32, u32), SharedPart)> = None;
-        for (group, id, ack) in settles {
-            let lost = || Error::LockLost {
+        // A batch's settlements are mostly on one partition: each run of
+        // them on one is pinned under one lock of it.
+        let mut rest = settles;
+        let mut last_group = None;
+        while let Some((group, first, _)) = rest.first() {
+            let at = (group.as_str(), first.stream, first.partition);
+            let n = rest
+                .iter()
+                .take_while(|(g, id, _)| (g.as_str(), id.stream, id.partition) == at)
+                .count();
+            let (now, after) = rest.split_at(n);
+            rest = after;
+            let lost = |id: &LockId| Error::LockLost {
                 group: group.clone(),
                 lock: id.to_string(),
             };
-            let at = (group.as_str(), id.stream, id.partition);
-            let part = match &last {
-                Some((seen, part)) if *seen == at => part.clone(),
-                _ => {
-                    let key = (group.clone(), id.stream, id.partition);
-                    let Some(part) = self.loaded(&key) else {
-                        self.finish(pins, false);
-                        return Err(lost());
-                    };
-                    if last.as_ref().is_none_or(|((g, _, _), _)| *g != group) {
-                        pins.group_sleepers.push(self.sleepers(group));
-                    }
-                    last = Some((at, part.clone()));
-                    part
-                }
+            let key = (group.clone(), first.stream, first.partition);
+            let Some(part) = self.loaded(&key) else {
+                self.finish(pins, false);
+                return Err(lost(first));
             };
+            if last_group != Some(group) {
+                pins.group_sleepers.push(self.sleepers(group));
+                last_group = Some(group);
+            }
             let mut q = lock(&part);
             let base = q.start;
-            let outcome = match ack {
-                Ack::Accept => Some(Outcome::Accepted),
-                Ack::Reject => Some(Outcome::Rejected),
-                Ack::Release => None,
-            };
-            let pinned = match q.slot_mut(id.offset) {
-                Some(slot) => match *slot {
-                    Slot::Acquired(held) if held.nonce == id.nonce => {
-                        *slot = Slot::Settling(held, outcome);
-                        true
-                    }
-                    _ => false,
-                },
-                None => false,
-            };
-            if !pinned {
-                drop(q);
-                self.finish(pins, false);
-                return Err(lost());
-            }
-            drop(q);
-            if let Some(outcome) = outcome {
-                let op = QueueOp::Settle {
-                    offset: id.offset,
-                    count: 1,
-                    outcome,
+            for (_, id, ack) in now {
+                let outcome = match ack {
+                    Ack::Accept => Some(Outcome::Accepted),
+                    Ack::Reject => Some(Outcome::Rejected),
+                    Ack::Release => None,
                 };
-                push(writes, (group, id.stream, id.partition), base, op);
+                let pinned = match q.slot_mut(id.offset) {
+                    Some(slot) => match *slot {
+                        Slot::Acquired(held) if held.nonce == id.nonce => {
+                            *slot = Slot::Settling(held, outcome);
+                            true
+                        }
+                        _ => false,
+                    },
+                    None => false,
+                };
+                if !pinned {
+                    // `finish` locks the partition too.
+                    drop(q);
+                    self.finish(pins, false);
+                    return Err(lost(id));
+                }
+                if let Some(outcome) = outcome {
+                    let op = QueueOp::Settle {
+                        offset: id.offset,
+                        count: 1,
+                        outcome,
+                    };
+                    push(writes, (group, id.stream, id.partition), base, op);
+                }
+                pins.pins.push((part.clone(), id.offset, id.nonce, outcome));
             }
-            pins.pins.push((part, id.offset, id.nonce, outcome));
         }
         Ok(pins)
     }
@@ -1063,37 +1097,47 @@ impl Queues {
     /// start moved (letting events into a window that may have been full).
     pub(crate) fn finish(&self, pins: Pins, committed: bool) {
         let mut freed = false;
-        for (part, offset, nonce, outcome) in pins.pins {
-            let mut q = lock(&part);
-            // None: a reset dropped the window meanwhile.
-            let Some(slot) = q.slot_mut(offset) else {
-                continue;
-            };
-            let Slot::Settling(held, _) = *slot else {
-                continue;
-            };
-            if held.nonce != nonce {
-                continue;
-            }
-            *slot = match (committed, outcome) {
-                (false, _) => Slot::Acquired(held),
-                (true, None) => Slot::Available {
-                    deliveries: held.deliveries,
-                },
-                (true, Some(_)) => Slot::Done,
-            };
-            match (committed, outcome) {
-                (true, Some(Outcome::Accepted)) => q.accepted += 1,
-                (true, Some(Outcome::Rejected)) => q.rejected += 1,
-                (true, None) => freed = true,
-                _ => {}
-            }
+        // Each run of pins on one partition under one lock of it.
+        let mut rest = &pins.pins[..];
+        while let Some((part, ..)) = rest.first() {
+            let n = rest
+                .iter()
+                .take_while(|(p, ..)| Arc::ptr_eq(p, part))
+                .count();
+            let (now, after) = rest.split_at(n);
+            rest = after;
+            let mut q = lock(part);
             let start = q.start;
+            for &(_, offset, nonce, outcome) in now {
+                // None: a reset dropped the window meanwhile.
+                let Some(slot) = q.slot_mut(offset) else {
+                    continue;
+                };
+                let Slot::Settling(held, _) = *slot else {
+                    continue;
+                };
+                if held.nonce != nonce {
+                    continue;
+                }
+                *slot = match (committed, outcome) {
+                    (false, _) => Slot::Acquired(held),
+                    (true, None) => Slot::Available {
+                        deliveries: held.deliveries,
+                    },
+                    (true, Some(_)) => Slot::Done,
+                };
+                match (committed, outcome) {
+                    (true, Some(Outcome::Accepted)) => q.accepted += 1,
+                    (true, Some(Outcome::Rejected)) => q.rejected += 1,
+                    (true, None) => freed = true,
+                    _ => {}
+                }
+            }
             q.advance();
             freed |= q.start != start;
         }
         if freed {
-            for s in pins.group_sleepers {
+            for s in &pins.group_sleepers {
                 s.wake_all();
             }
         }

@@ -37,7 +37,8 @@ pub enum QueueCommand {
         to: Position,
     },
     /// Change a queue group's settings; those not given stay as they are
-    /// (for a new group: 5 deliveries, no dead letters, a window of 2000).
+    /// (for a new group: 5 deliveries, no dead letters, a window of 2000;
+    /// for a new processor's: dead letters, a window of a batch per instance).
     #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
     Config {
         /// The queue group.
@@ -51,8 +52,9 @@ pub enum QueueCommand {
         #[arg(long, group = "change", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
         dead_letter: Option<bool>,
         /// Hand out at most this many events past a partition's oldest
-        /// unsettled one (1 to 10000; default 2000): instances sharing a
-        /// partition hold window / instances events each at most.
+        /// unsettled one (1 to 10000; 2000 for a new group, a batch per
+        /// instance for a new processor's): members sharing a partition
+        /// share it.
         #[arg(long, group = "change", value_name = "EVENTS")]
         window: Option<u32>,
     },

@@ -13,8 +13,8 @@
 //! partition, against Wasm in queue mode with N instances, alternately, then
 //! the latency of each; with `LEAT_BENCH_PARTITIONS=1`, N instances on one
 //! partition against one), `LEAT_BENCH_BATCH` (events per guest call, default
-//! 1000; 250 lets 8 queue instances share one partition's 2,000-event window),
-//! `LEAT_BENCH_WINDOW` (the queue group's window, default the broker's 2,000).
+//! 1000), `LEAT_BENCH_WINDOW` (the queue group's window; default the
+//! runtime's for a new processor: a batch for each instance).
 //! Prints medians, with the range of the runs, and the database file's growth
 //! per event while the processor ran (outputs and bookkeeping: in queue mode
 //! the queue group's, in stream mode the offsets'); the runs of the two
@@ -50,9 +50,8 @@ fn partitions() -> u32 {
 }
 
 /// Events per guest call (`LEAT_BENCH_BATCH`, default 1000). A queue group
-/// hands out at most its window (default 2,000) of a partition's events at
-/// once: with 8 queue instances on one partition, batches of 250 keep them
-/// all busy.
+/// hands out at most its window of a partition's events at once: a new
+/// processor's holds a batch for each instance (2,000 to 10,000).
 fn batch_size() -> usize {
     env_usize("LEAT_BENCH_BATCH", 1000).max(1)
 }

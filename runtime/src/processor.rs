@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, QueueConfig, StreamConfig, Transaction, Waiter};
+use leat_broker::{
+    Broker, QueueConfig, StreamConfig, Transaction, Waiter, DEFAULT_WINDOW, MAX_WINDOW,
+};
 use leat_schema::Registry;
 
 use crate::engine::Engine;
@@ -119,10 +121,16 @@ impl Runtime {
             }
         }
         if spec.mode == ProcessorMode::Queue && !self.broker.queue_groups()?.contains(&spec.name) {
-            // A new queue group dead-letters what it gives up on; `leat
-            // queue config` changes that, and a redeploy keeps it.
+            // A new queue group dead-letters what it gives up on, and its
+            // window holds a batch for each instance (Kafka's default, 2,000,
+            // would leave 6 of 8 instances with batches of 1,000 idle);
+            // `leat queue config` changes both, and a redeploy keeps them.
+            let batches = u32::try_from(spec.batch_size)
+                .unwrap_or(u32::MAX)
+                .saturating_mul(spec.instances);
             let config = QueueConfig {
                 dead_letter: true,
+                window: batches.clamp(DEFAULT_WINDOW, MAX_WINDOW as u32),
                 ..QueueConfig::default()
             };
             self.broker.queue_configure(&spec.name, config)?;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, Record, StreamConfig, DEAD_REASON_HEADER};
+use leat_broker::{Broker, QueueConfig, Record, StreamConfig, DEAD_REASON_HEADER};
 use leat_runtime::{
     Engine, EngineConfig, Failure, NativeFn, Output, ProcessorMode, ProcessorSpec, RunMode,
     Runtime, REJECT_STREAM,
@@ -143,6 +143,45 @@ fn four_instances_on_one_partition_all_work_and_settle_every_event_once() {
         "boom".into(),
         "delivered 5 times without being accepted".into()
     )));
+}
+
+#[test]
+fn a_new_queue_group_s_window_holds_a_batch_for_each_instance() {
+    let (_dir, broker, runtime) = setup(1);
+    broker
+        .queue_configure(
+            "set",
+            QueueConfig {
+                window: 300,
+                ..QueueConfig::default()
+            },
+        )
+        .unwrap();
+    // (name, instances, batch size, window): Kafka's 2,000 at least, a
+    // batch per instance, 10,000 at most; a group configured before keeps
+    // its window.
+    for (name, instances, batch, window) in [
+        ("eight", 8, 1000, 8000),
+        ("small", 3, 100, 2000),
+        ("many", 20, 1000, 10_000),
+        ("set", 8, 1000, 300),
+    ] {
+        // One writer per stream: each its own output.
+        let out = format!("out-{name}");
+        broker.create_stream(&out, StreamConfig::default()).unwrap();
+        let mut spec = ProcessorSpec::new(name, vec!["in".into()], vec![out]);
+        spec.instances = instances;
+        spec.batch_size = batch;
+        spec.mode = ProcessorMode::Queue;
+        runtime
+            .start(spec, worker(), RunMode::UntilCaughtUp)
+            .unwrap()
+            .wait()
+            .unwrap();
+        let config = broker.queue_config(name).unwrap();
+        assert_eq!((name, config.window), (name, window));
+        assert!(config.dead_letter || name == "set");
+    }
 }
 
 #[test]

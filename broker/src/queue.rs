@@ -1157,6 +1157,26 @@ mod tests {
     }
 
     #[test]
+    fn settings_stored_before_the_window_read_back_with_the_default_one() {
+        let old: QueueConfig =
+            serde_json::from_str(r#"{"max_deliveries":3,"dead_letter":true}"#).unwrap();
+        assert_eq!(
+            old,
+            QueueConfig {
+                max_deliveries: 3,
+                dead_letter: true,
+                window: DEFAULT_WINDOW,
+            }
+        );
+        assert_eq!(old.window_len(), 2000);
+        let past = QueueConfig {
+            window: u32::MAX,
+            ..old
+        };
+        assert_eq!(past.window_len(), MAX_WINDOW);
+    }
+
+    #[test]
     fn lock_ids_read_back_what_they_write() {
         let lock = LockId {
             stream: 3,

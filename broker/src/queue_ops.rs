@@ -37,9 +37,10 @@
 //! - **Compact.** Per partition the group stores its start (everything
 //!   below is done), counters, a mark below which events were delivered
 //!   once, and one small row per event of its window (at most
-//!   [`MAX_WINDOW`] events past the start) that the mark does not describe:
-//!   delivered again, or done ahead of the start. Rows are removed as the
-//!   start moves on, so the bookkeeping does not grow with the number of
+//!   [`QueueConfig::window`] events past the start, and never more than
+//!   [`MAX_WINDOW`]) that the mark does not describe: delivered again, or
+//!   done ahead of the start (a run of those is one row). Rows are removed
+//!   as the start moves on, so the bookkeeping does not grow with the number of
 //!   events consumed; events handed out and accepted in offset order write
 //!   none.
 //! - **Independent.** A queue group has its own tables: a consumer group

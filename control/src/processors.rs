@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use leat_api::{self as api, Action, ProcessorState};
+use leat_broker::MAX_WINDOW;
 use leat_runtime::files::write_atomic;
 use leat_runtime::{LatencyHistogram, LoadedComponent, ProcessorMode, ProcessorSpec};
 
@@ -498,9 +499,34 @@ impl Control {
         }
         m.stored.deploy.instances = instances;
         self.persist(&m.stored)?;
-        Ok(api::Done {
-            message: format!("processor {name} scaled to {instances} instance(s)"),
-        })
+        let mut message = format!("processor {name} scaled to {instances} instance(s)");
+        if m.stored.deploy.mode == api::ProcessorMode::Queue {
+            let batch = m.stored.deploy.batch_size;
+            message.push_str(&self.window_hint(name, instances, batch)?);
+        }
+        Ok(api::Done { message })
+    }
+
+    /// What to say when `instances` batches of `batch` events do not fit in
+    /// queue group `name`'s window (a new processor's group is sized for
+    /// its instances; scaling up does not change it): nothing if they do.
+    fn window_hint(
+        &self,
+        name: &str,
+        instances: u32,
+        batch: usize,
+    ) -> Result<String, ControlError> {
+        let window = u64::from(self.broker().queue_config(name)?.window);
+        let wanted = u64::from(instances).saturating_mul(batch as u64);
+        if wanted <= window {
+            return Ok(String::new());
+        }
+        Ok(format!(
+            "; its queue group's window of {window} events holds {} of their batches of {batch} \
+             at once: `leat queue config {name} --window {}` makes room for all of them",
+            window / (batch as u64).max(1),
+            wanted.min(MAX_WINDOW as u64)
+        ))
     }
 
     /// Stops the instances after their current batch.

@@ -290,4 +290,22 @@ fn a_stream_mode_processor_and_a_queue_mode_processor_read_one_stream_at_once() 
         view["instances"][0]["partitions"],
         serde_json::json!([0, 1, 2])
     );
+    // A new processor's queue group holds a batch per instance, 2,000 at
+    // least; scaling past its window says how to widen it.
+    let status = server.leat_ok(&["queue", "status", "workers"], "");
+    assert!(
+        status.lines().next().unwrap().ends_with("window 2000"),
+        "{status}"
+    );
+    server.leat_ok(&["queue", "config", "workers", "--window", "20"], "");
+    let scaled = server.leat_ok(&["processor", "scale", "workers", "4"], "");
+    assert!(
+        scaled.contains(
+            "window of 20 events holds 2 of their batches of 7 at once: \
+             `leat queue config workers --window 28`"
+        ),
+        "{scaled}"
+    );
+    let scaled = server.leat_ok(&["processor", "scale", "workers", "2"], "");
+    assert!(!scaled.contains("window"), "{scaled}");
 }

@@ -556,7 +556,9 @@ impl Broker {
         let now = Instant::now();
         // Unreadable settings make the acquisition fail, which is work too:
         // the caller sees the error.
-        let window = self.queue_config(group).map_or(0, |c| c.window_len());
+        let window = self
+            .queue_config(group)
+            .map_or(MAX_WINDOW, |c| c.window_len());
         entry.partitions.iter().enumerate().any(|(p, cursor)| {
             let key = (group.to_string(), entry.id, p as u32);
             match self.queues.loaded(&key) {

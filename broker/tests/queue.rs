@@ -354,38 +354,21 @@ fn a_group_sets_its_window_and_what_it_settled_past_a_narrower_one_stays_settled
     assert_eq!(broker.queue_config("q").unwrap().window, 100);
     let got = broker.queue_acquire("q", "jobs", 3000, LONG).unwrap();
     assert_eq!(values(&got), vec!["e0"]);
-    let b = broker.clone();
-    let waiting = std::thread::spawn(move || {
-        b.queue_acquire_wait("q", "jobs", 3000, LONG, LONG, &mut Waiter::new())
-            .unwrap()
+    let (next, _) = acquired_after(&broker, "jobs", 3000, || {
+        broker
+            .queue_settle("q", &[got[0].lock], Ack::Accept)
+            .unwrap();
     });
-    std::thread::sleep(Duration::from_millis(50));
-    broker
-        .queue_settle("q", &[got[0].lock], Ack::Accept)
-        .unwrap();
-    let next = waiting.join().unwrap();
     assert_eq!(next.len(), 100);
     assert_eq!(values(&next[..1]), vec!["e2500"]);
     // A wider window wakes a member waiting for room.
-    let b = broker.clone();
-    let waiting = std::thread::spawn(move || {
-        let started = std::time::Instant::now();
-        let got = b
-            .queue_acquire_wait("q", "jobs", 3000, LONG, LONG, &mut Waiter::new())
-            .unwrap();
-        (got, started.elapsed())
+    let (more, waited) = acquired_after(&broker, "jobs", 3000, || {
+        let wider = QueueConfig {
+            window: 300,
+            ..wide
+        };
+        broker.queue_configure("q", wider).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(50));
-    broker
-        .queue_configure(
-            "q",
-            QueueConfig {
-                window: 300,
-                ..wide
-            },
-        )
-        .unwrap();
-    let (more, waited) = waiting.join().unwrap();
     assert_eq!(more.len(), 200);
     assert!(waited < LONG, "woken by its timeout");
     let s = &broker.queue_status("q").unwrap().partitions[0];
@@ -398,26 +381,17 @@ fn members_waiting_are_woken_by_appends_and_releases() {
     broker
         .create_stream("jobs", StreamConfig::with_partitions(2))
         .unwrap();
-    let b = broker.clone();
-    let waiting = std::thread::spawn(move || {
-        b.queue_acquire_wait("q", "jobs", 10, LONG, LONG, &mut Waiter::new())
-            .unwrap()
+    let (got, _) = acquired_after(&broker, "jobs", 10, || {
+        broker.append("jobs", [Record::value("x")]).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(50));
-    broker.append("jobs", [Record::value("x")]).unwrap();
-    let got = waiting.join().unwrap();
     assert_eq!(values(&got), vec!["x"]);
     // A release wakes a waiter too.
-    let b = broker.clone();
-    let waiting = std::thread::spawn(move || {
-        b.queue_acquire_wait("q", "jobs", 10, LONG, LONG, &mut Waiter::new())
-            .unwrap()
+    let (again, _) = acquired_after(&broker, "jobs", 10, || {
+        broker
+            .queue_settle("q", &[got[0].lock], Ack::Release)
+            .unwrap();
     });
-    std::thread::sleep(Duration::from_millis(50));
-    broker
-        .queue_settle("q", &[got[0].lock], Ack::Release)
-        .unwrap();
-    assert_eq!(waiting.join().unwrap()[0].delivery_count, 2);
+    assert_eq!(again[0].delivery_count, 2);
     // So does an expiry, and a timeout ends a wait with nothing.
     let short = broker
         .queue_acquire_wait(
@@ -430,6 +404,28 @@ fn members_waiting_are_woken_by_appends_and_releases() {
         )
         .unwrap();
     assert!(short.is_empty());
+}
+
+/// Waits on another thread for group `q` to hand out up to `max` events of
+/// `stream`, runs `meanwhile` 50 ms into the wait, and returns what the
+/// wait got and how long it took.
+fn acquired_after(
+    broker: &leat_broker::Broker,
+    stream: &str,
+    max: usize,
+    meanwhile: impl FnOnce(),
+) -> (Vec<leat_broker::Acquired>, Duration) {
+    let (b, stream) = (broker.clone(), stream.to_string());
+    let waiting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let got = b
+            .queue_acquire_wait("q", &stream, max, LONG, LONG, &mut Waiter::new())
+            .unwrap();
+        (got, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    meanwhile();
+    waiting.join().unwrap()
 }
 
 /// Fills `stream` (one partition) with `WINDOW + past` events and takes

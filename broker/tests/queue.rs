@@ -666,3 +666,26 @@ fn acknowledging_costs_at_most_ten_bytes_per_event() {
     );
     assert!(per_event <= 10.0, "{per_event} bytes per event");
 }
+
+#[test]
+fn a_lock_renewed_for_less_expires_at_its_new_time_and_its_event_goes_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(&dir.path().join("log.redb"));
+    fill(&broker, "jobs", 1, 3);
+    let got = broker.queue_acquire("q", "jobs", 2, LONG).unwrap();
+    assert_eq!(got.len(), 2);
+    // The first event's lock now ends in 20 ms, not in a minute.
+    broker
+        .queue_renew("q", &[got[0].lock], Duration::from_millis(20))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(40));
+    // The expired event comes before the one never handed out.
+    let again = broker.queue_acquire("q", "jobs", 1, LONG).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event.offset, got[0].event.offset);
+    assert_eq!(again[0].delivery_count, 2);
+    // The other lock still holds: only the third event is left.
+    let rest = broker.queue_acquire("q", "jobs", 10, LONG).unwrap();
+    let offsets: Vec<u64> = rest.iter().map(|a| a.event.offset).collect();
+    assert_eq!(offsets, [2]);
+}

@@ -262,7 +262,7 @@ impl GuestInstance {
         component: &LoadedComponent,
         spec: &ProcessorSpec,
         calls: Option<Arc<Calls>>,
-        broker: Option<Arc<dyn crate::state::StateStore>>,
+        state_store: Option<Arc<dyn crate::state::StateStore>>,
     ) -> Result<GuestInstance, String> {
         let config = spec.init_config();
         let processor = spec.name.as_str();
@@ -276,7 +276,7 @@ impl GuestInstance {
             processor,
             &spec.outputs,
             calls,
-            broker,
+            state_store,
             engine.config.memory_limit,
             &engine.config.limits,
         );

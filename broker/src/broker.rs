@@ -43,6 +43,30 @@ impl Default for ReadLimits {
     }
 }
 
+/// What a commit would refuse of records appended to one stream, to check
+/// them before they join a transaction (see [`Broker::append_check`]): a
+/// caller that builds a transaction from many parts finds which part a
+/// refusal comes from. The commit checks again, since the stream may
+/// change in between.
+#[derive(Clone)]
+pub struct AppendCheck(Arc<StreamEntry>);
+
+impl AppendCheck {
+    /// Refuses `record` as a commit appending it to the stream would:
+    /// [`Error::EventTooLarge`], [`Error::PartitionOutOfRange`] for a
+    /// partition the stream lacks, [`Error::InvalidConfig`] for more than
+    /// 65,535 headers or a header name of 64 KiB or more.
+    pub fn check(&self, record: &Record) -> Result<()> {
+        self.0.check(record)
+    }
+}
+
+impl std::fmt::Debug for AppendCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AppendCheck").field(&self.0.name).finish()
+    }
+}
+
 /// Events read from one partition.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadBatch {
@@ -450,6 +474,12 @@ impl Broker {
     /// `partitions.len()`, without reading every partition's extent.
     pub fn partition_count(&self, name: &str) -> Result<u32> {
         Ok(self.entry(name)?.partitions.len() as u32)
+    }
+
+    /// The check of records appended to `stream` as it is now
+    /// ([`Error::UnknownStream`] if there is none).
+    pub fn append_check(&self, stream: &str) -> Result<AppendCheck> {
+        Ok(AppendCheck(self.entry(stream)?))
     }
 
     /// A stream's settings and the extent of each partition.

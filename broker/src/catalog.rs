@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch;
 use crate::error::{Error, Result};
+use crate::record::Record;
 use crate::shared::Sleepers;
 use crate::stream::StreamConfig;
 
@@ -106,6 +108,39 @@ impl StreamEntry {
                 partition,
                 partitions: self.partitions.len() as u32,
             })
+    }
+
+    /// Refuses what a commit would refuse of `record` appended here: over
+    /// the stream's size limit, too many or too long header names, or a
+    /// partition it does not have. The commit checks this again (the
+    /// stream may change between a check and the commit).
+    pub fn check(&self, record: &Record) -> Result<()> {
+        let size = batch::encoded_event_len(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        if size > self.config.max_event_bytes {
+            return Err(Error::EventTooLarge {
+                stream: self.name.clone(),
+                size,
+                limit: self.config.max_event_bytes,
+            });
+        }
+        if record.headers.len() > usize::from(u16::MAX)
+            || record
+                .headers
+                .iter()
+                .any(|h| h.key.len() > usize::from(u16::MAX))
+        {
+            return Err(Error::InvalidConfig(
+                "at most 65,535 headers per event, with names under 64 KiB".into(),
+            ));
+        }
+        if let Some(p) = record.partition {
+            self.cursor(p)?;
+        }
+        Ok(())
     }
 
     pub fn next_sticky(&self) -> u32 {

@@ -541,33 +541,9 @@ fn plan(catalog: &Catalog, txn: &Transaction, tables: &Tables<'_>) -> Result<Pla
     for (index, record) in &txn.appends {
         let entry = &streams[*index];
         let count = entry.partitions.len() as u32;
-        let size = batch::encoded_event_len(
-            record.key.as_deref(),
-            record.value.as_deref(),
-            &record.headers,
-        );
-        if size > entry.config.max_event_bytes {
-            return Err(Error::EventTooLarge {
-                stream: entry.name.clone(),
-                size,
-                limit: entry.config.max_event_bytes,
-            });
-        }
-        if record.headers.len() > usize::from(u16::MAX)
-            || record
-                .headers
-                .iter()
-                .any(|h| h.key.len() > usize::from(u16::MAX))
-        {
-            return Err(Error::InvalidConfig(
-                "at most 65,535 headers per event, with names under 64 KiB".into(),
-            ));
-        }
+        entry.check(record)?;
         let partition = match (record.partition, &record.key) {
-            (Some(p), _) => {
-                entry.cursor(p)?;
-                p
-            }
+            (Some(p), _) => p,
             (None, Some(key)) => partition_for_key(key, count),
             // Sticky: the unkeyed records of one transaction share a partition,
             // and consecutive transactions rotate through the partitions.

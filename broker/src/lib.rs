@@ -110,7 +110,7 @@ mod tables;
 mod transaction;
 
 pub use crate::broker::{
-    Arrival, Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadLimits,
+    AppendCheck, Arrival, Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadLimits,
 };
 pub use crate::error::{Error, Result};
 pub use crate::maintenance::MaintenanceReport;

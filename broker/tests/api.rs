@@ -132,6 +132,48 @@ fn typed_errors_for_bad_offsets_partitions_and_sizes() {
     assert_eq!(b.describe_stream("s").unwrap().partitions[1].next_offset, 0);
 }
 
+/// `append_check` refuses before a commit what the commit would refuse,
+/// with the same errors, and passes what it would take.
+#[test]
+fn an_append_check_refuses_what_the_commit_would() {
+    let (_dir, b) = broker();
+    let small = StreamConfig {
+        partitions: 2,
+        max_event_bytes: 200,
+        ..StreamConfig::default()
+    };
+    b.create_stream("small", small).unwrap();
+    b.create_stream("big", StreamConfig::default()).unwrap();
+    assert!(matches!(
+        b.append_check("nope"),
+        Err(Error::UnknownStream(_))
+    ));
+    let too_many_headers = (0..=u16::MAX).fold(Record::value("x"), |r, _| r.header("h", ""));
+    let cases = [
+        ("small", Record::value("x")),
+        ("small", Record::keyed("k", "x").to_partition(1)),
+        ("small", Record::value("x").to_partition(2)),
+        ("small", Record::value(vec![0u8; 300])),
+        ("big", Record::value(vec![0u8; 300])),
+        ("big", too_many_headers),
+    ];
+    let mut refused = 0;
+    for (stream, record) in cases {
+        let checked = b.append_check(stream).unwrap().check(&record);
+        let checked = checked.map_err(|e| e.to_string());
+        let committed = b.append(stream, [record]).map(|_| ());
+        refused += usize::from(committed.is_err());
+        assert_eq!(checked, committed.map_err(|e| e.to_string()), "{stream}");
+    }
+    assert_eq!(refused, 3);
+    // The refused ones left nothing.
+    let next = |s: &str| -> u64 {
+        let info = b.describe_stream(s).unwrap();
+        info.partitions.iter().map(|p| p.next_offset).sum()
+    };
+    assert_eq!((next("small"), next("big")), (2, 1));
+}
+
 #[test]
 fn events_keep_every_field_and_keys_land_where_kafka_puts_them() {
     let (_dir, b) = broker();

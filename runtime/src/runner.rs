@@ -19,11 +19,14 @@
 //! Schemas: given a registry ([`GuestRunner::check_outputs`]), outputs are
 //! checked against their streams' schemas and stamped with the versions,
 //! and one that does not match fails its batch. Without one, nothing is
-//! checked.
+//! checked. On the embedded log, an output its stream would refuse at the
+//! commit (too large, say) fails its batch the same way, so that the loop
+//! can stage many calls in one transaction and still have the error policy
+//! meet the event at fault.
 
 use std::sync::Arc;
 
-use leat_broker::{Event as LogEvent, Record};
+use leat_broker::{AppendCheck, Broker, Event as LogEvent, Record};
 
 use crate::batch::{Emitted, Input, Rejection, StateWrites};
 use crate::bindings::Failure;
@@ -70,6 +73,10 @@ pub struct GuestRunner {
     calls: Option<Arc<Calls>>,
     /// Where the guest's committed state is read; `None`: no state.
     state: Option<Arc<dyn StateStore>>,
+    /// The embedded log the outputs go to: an output a commit would refuse
+    /// (see [`AppendCheck`]) fails its batch, blaming its cause, so that
+    /// the error policy meets that event. `None` on Kafka.
+    log: Option<Broker>,
     /// The outputs' schemas; `None`: not checked.
     schemas: Option<Registry>,
     /// `None` before the first call and after a trap, until the next call
@@ -125,6 +132,7 @@ impl GuestRunner {
         let mut runner = GuestRunner {
             calls: Calls::new(&spec.calls, spec.call_limits),
             state,
+            log: None,
             schemas: None,
             provenance: Provenance::new(&spec),
             spec,
@@ -139,7 +147,8 @@ impl GuestRunner {
     }
 
     /// The runner of one instance on the embedded log: its state is the
-    /// log's, its outputs are checked against the log's schemas, and its
+    /// log's, its outputs are checked against the log's schemas and its
+    /// streams' limits (see [`AppendCheck`]), and its
     /// calls go through the processor's shared pool. `first` is an
     /// instance already started; without one, the first call starts it.
     pub(crate) fn on_log(shared: &Shared, first: Option<Instance>) -> GuestRunner {
@@ -149,6 +158,7 @@ impl GuestRunner {
             code: shared.code.clone(),
             calls: shared.calls.clone(),
             state: Some(Arc::new(shared.broker.clone())),
+            log: Some(shared.broker.clone()),
             schemas: Some(shared.schemas.clone()),
             provenance: Provenance::new(&shared.spec),
             guest: first,
@@ -292,21 +302,45 @@ impl GuestRunner {
             writes,
             rejections,
         } = done;
-        let outputs = outputs
-            .into_iter()
-            .map(|out| {
-                let cause = out
-                    .cause
-                    .and_then(|i| batch.get(i as usize))
-                    .unwrap_or(last);
-                let output = out.stream;
-                let source = &spec.inputs[cause.stream];
-                let record = to_record(&mut self.provenance, out, source, &cause.event);
-                BatchOutput { output, record }
-            })
-            .collect();
+        // On the embedded log, each declared output's check, looked up at
+        // its first output in the batch.
+        let mut checks: Vec<Option<AppendCheck>> = vec![None; spec.outputs.len()];
+        let mut records = Vec::with_capacity(outputs.len());
+        for (index, out) in outputs.into_iter().enumerate() {
+            // An output without a (valid) cause is the last event's.
+            let blamed = out
+                .cause
+                .map(|i| i as usize)
+                .filter(|&i| i < batch.len())
+                .unwrap_or(batch.len() - 1);
+            let cause = &batch[blamed];
+            let output = out.stream;
+            let source = &spec.inputs[cause.stream];
+            let record = to_record(&mut self.provenance, out, source, &cause.event);
+            if let Some(log) = &self.log {
+                let stream = &spec.outputs[output];
+                let checked = match &checks[output] {
+                    Some(check) => check.check(&record),
+                    None => log.append_check(stream).and_then(|check| {
+                        let checked = check.check(&record);
+                        checks[output] = Some(check);
+                        checked
+                    }),
+                };
+                if let Err(e) = checked {
+                    return Ok(Err(BatchFailure {
+                        message: format!(
+                            "the log refused output {index} of the batch, to {stream}: {e}"
+                        ),
+                        event_index: Some(blamed),
+                        trapped: false,
+                    }));
+                }
+            }
+            records.push(BatchOutput { output, record });
+        }
         Ok(Ok(BatchDone {
-            outputs,
+            outputs: records,
             writes,
             rejections,
         }))

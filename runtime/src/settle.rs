@@ -11,8 +11,9 @@
 //! `stop` stops there. Each part is retried as a batch is.
 //!
 //! The log behind the worker ([`Attempts`]) says what an attempt is (a
-//! guest call and, on the embedded log, its commit; on Kafka, its sends
-//! into the open transaction) and what the policies write.
+//! guest call and its outputs staged in the open transaction: on the
+//! embedded log a broker transaction, committed once the batch is settled;
+//! on Kafka the producer's) and what the policies write.
 
 use std::time::Duration;
 

@@ -52,6 +52,8 @@ pub(crate) struct Staged {
     bytes: usize,
     /// When each staged batch's guest call started.
     pub(crate) started: Vec<Instant>,
+    /// Events written to the error stream in place of their outputs.
+    recorded: u64,
 }
 
 pub(crate) struct Worker {
@@ -322,8 +324,10 @@ impl Worker {
                     return Ok(Exit::Fenced)
                 }
                 Err(Error::Broker(e)) if is_refusal(&e) => {
-                    // A batch wrote what the log refuses: one commit per
-                    // batch, so that the error policy meets its event.
+                    // The runner checked every output against its stream,
+                    // so a stream changed since: each batch again on its
+                    // own, checked anew, so that the error policy meets the
+                    // event at fault.
                     self.positions = committed;
                     batches.extend(failing);
                     for batch in &batches {
@@ -348,17 +352,32 @@ impl Worker {
         }
     }
 
-    /// Processes `batch` of partition index `p` on its own, one commit per
-    /// attempt, until each of its events is committed or has met the error
-    /// policy (see [`settle`]). Returns at once, leaving the rest
-    /// uncommitted, once the processor is asked to stop: a stop waits for
-    /// one guest call at most.
+    /// Processes `batch` of partition index `p` on its own until each of
+    /// its events has its outputs or has met the error policy (see
+    /// [`settle`]), and commits all of that in one transaction, as on
+    /// Kafka. Once the processor is asked to stop, commits what is staged
+    /// and leaves the rest: a stop waits for one guest call at most.
     fn handle(&mut self, p: u32, batch: &[Input]) -> Result<Exit> {
         let spec = self.shared.spec.clone();
-        match settle(&mut Alone { worker: self, p }, &spec, batch) {
-            Ok(_) => Ok(Exit::Done),
-            Err(Break::Fenced) => Ok(Exit::Fenced),
-            Err(Break::Failed(e)) => Err(e),
+        let mut staging = Staging {
+            worker: self,
+            p,
+            staged: Staged::default(),
+        };
+        // Its error: no instance could be started (see `Worker::call`).
+        let settled = settle(&mut staging, &spec, batch);
+        let staged = staging.staged;
+        // Done, or halted by a stop or the `stop` policy: what is staged
+        // commits either way.
+        let _: Settled = settled?;
+        if staged.advanced.is_empty() {
+            // Halted at its first event: nothing to commit.
+            return Ok(Exit::Done);
+        }
+        match self.commit_staged(p, staged) {
+            Ok(()) => Ok(Exit::Done),
+            Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => Ok(Exit::Fenced),
+            Err(e) => Err(e),
         }
     }
 
@@ -413,19 +432,6 @@ impl Worker {
     /// Sleeps `delay`, or less if the processor is asked to stop.
     pub(crate) fn pause(&self, delay: Duration) {
         crate::settle::pause(delay, || self.stopping());
-    }
-
-    /// Commits one batch on its own.
-    fn commit_one(
-        &mut self,
-        p: u32,
-        batch: &[Input],
-        result: BatchDone,
-        started: Instant,
-    ) -> Result<()> {
-        let mut staged = Staged::default();
-        self.stage(&mut staged, batch, result, started);
-        self.commit_staged(p, staged)
     }
 
     /// Adds a processed batch's outputs, state writes and offsets to `staged`.
@@ -495,6 +501,7 @@ impl Worker {
             events_out,
             bytes: _,
             started,
+            recorded,
         } = staged;
         let scope = spec.scope(p);
         for (key, value) in writes {
@@ -515,6 +522,9 @@ impl Worker {
             self.positions.insert((i, p), next);
         }
         self.count_commit(events_in, events_out, started);
+        if recorded > 0 {
+            self.shared.status().recorded_errors += recorded;
+        }
         Ok(())
     }
 
@@ -543,78 +553,66 @@ impl Worker {
     }
 }
 
-/// Why settling a batch on the embedded log ended at once.
-enum Break {
-    /// A newer generation took over the partitions.
-    Fenced,
-    /// No instance could be started, or the log failed.
-    Failed(Error),
-}
-
-/// The embedded log's attempts on partition index `p`: each commits on its
-/// own, so that a refusal of the log meets the event that caused it.
-struct Alone<'w> {
+/// The embedded log's attempts on partition index `p`: each stages its
+/// outputs, state writes and offsets, and the policies' error records, in
+/// one transaction, committed once the batch is settled (see
+/// [`Worker::handle`]). A refusal of the log is found before a call's
+/// outputs are staged (the runner checks them against their streams), so
+/// it meets the event at fault as a failure of its call does.
+struct Staging<'w> {
     worker: &'w mut Worker,
     p: u32,
+    staged: Staged,
 }
 
-impl Attempts for Alone<'_> {
-    type Break = Break;
+impl Attempts for Staging<'_> {
+    /// No instance could be started: no event's fault.
+    type Break = Error;
 
     fn attempt(
         &mut self,
         inputs: &[Input],
-    ) -> std::result::Result<std::result::Result<(), BatchFailure>, Break> {
+    ) -> std::result::Result<std::result::Result<(), BatchFailure>, Error> {
         let worker = &mut *self.worker;
         let started = Instant::now();
-        let called = worker.call(inputs, &mut StateWrites::new());
-        let error = match called.map_err(Break::Failed)? {
-            Ok(result) => match worker.commit_one(self.p, inputs, result, started) {
-                Ok(()) => return Ok(Ok(())),
-                Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
-                    return Err(Break::Fenced)
-                }
-                Err(Error::Broker(e)) if is_refusal(&e) => refused(&e),
-                Err(e) => return Err(Break::Failed(e)),
-            },
-            Err(error) => error,
-        };
-        worker.note_failure(&error);
-        Ok(Err(error))
+        // Its state reads see the writes of the calls staged before it.
+        let called = worker.call(inputs, &mut self.staged.writes);
+        match called? {
+            Ok(result) => {
+                worker.stage(&mut self.staged, inputs, result, started);
+                Ok(Ok(()))
+            }
+            Err(error) => {
+                worker.note_failure(&error);
+                Ok(Err(error))
+            }
+        }
     }
 
-    fn record(&mut self, input: &Input, reason: &str) -> std::result::Result<Settled, Break> {
+    fn record(&mut self, input: &Input, reason: &str) -> std::result::Result<Settled, Error> {
         let worker = &mut *self.worker;
         let shared = worker.shared.clone();
         let spec = &shared.spec;
         let (p, stream, offset) = (self.p, &spec.inputs[input.stream], input.event.offset);
         tracing::warn!(processor = %spec.name, stream, partition = p, offset,
             error = %reason, "event keeps failing: recorded on the error stream");
-        let mut txn = Transaction::new();
-        txn.append(
-            &spec.error_stream(),
-            worker.runner.error_record(input, reason),
-        );
-        txn.commit_offset(&spec.name, stream, p, offset + 1);
-        txn.require_generation(&spec.name, worker.generation);
-        match shared.broker.commit(txn) {
-            Ok(_) => {}
-            Err(leat_broker::Error::FencedGeneration { .. }) => return Err(Break::Fenced),
-            Err(e) if is_refusal(&e) => {
-                // The error stream is gone or refuses the record (too
-                // large): nothing may be skipped silently, so stop.
-                let reason = format!("{reason}; and its error record could not be written: {e}");
-                worker.stop_partition(p, stream, offset, reason);
-                return Ok(Settled::Halted);
-            }
-            Err(e) => return Err(Break::Failed(e.into())),
+        let errors = spec.error_stream();
+        let record = worker.runner.error_record(input, reason);
+        let checked = (shared.broker.append_check(&errors)).and_then(|c| c.check(&record));
+        if let Err(e) = checked {
+            // The error stream is gone or refuses the record (too large):
+            // nothing may be skipped silently, so stop.
+            let reason = format!("{reason}; and its error record could not be written: {e}");
+            worker.stop_partition(p, stream, offset, reason);
+            return Ok(Settled::Halted);
         }
-        worker.positions.insert((input.stream, p), offset + 1);
-        shared.status().recorded_errors += 1;
+        self.staged.txn.append(&errors, record);
+        self.staged.advanced.insert(input.stream, offset + 1);
+        self.staged.recorded += 1;
         Ok(Settled::Done)
     }
 
-    fn stop(&mut self, input: &Input, reason: String) -> std::result::Result<Settled, Break> {
+    fn stop(&mut self, input: &Input, reason: String) -> std::result::Result<Settled, Error> {
         let stream = self.worker.shared.spec.inputs[input.stream].clone();
         (self.worker).stop_partition(self.p, &stream, input.event.offset, reason);
         Ok(Settled::Halted)

@@ -3,6 +3,7 @@
 //! flow, fencing of a stale generation, and the single-writer rule.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -353,9 +354,34 @@ fn upgrade_switches_code_at_a_batch_boundary_and_reset_replays() {
     deployment.undeploy().unwrap();
 }
 
-/// A backlog is committed several batches at a time; when the log refuses
-/// one of them (an output over the size limit), the batches are committed
-/// one by one again, so that the error policy meets exactly that event.
+/// Copies each event's value to `out`, each output naming its cause, and
+/// counts its calls in `calls`; "huge" becomes 300 bytes, over the limit
+/// of an `out` of 200 bytes, which the other outputs, provenance headers
+/// included, stay under.
+fn inflate(calls: Arc<AtomicUsize>) -> NativeFn {
+    Arc::new(move |events, outputs| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        for (i, e) in events.iter().enumerate() {
+            let value = match e.value.as_deref() {
+                Some(b"huge") => vec![b'h'; 300],
+                other => other.unwrap_or_default().to_vec(),
+            };
+            outputs.push(Output {
+                stream: "out".into(),
+                key: None,
+                value: Some(value),
+                headers: Vec::new(),
+                cause: Some(i as u32),
+            });
+        }
+        Ok(())
+    })
+}
+
+/// A backlog is committed several batches at a time; a batch with an
+/// output the log would refuse (over the size limit) fails at its call, the
+/// batches before it commit together, and the error policy meets exactly
+/// that event.
 #[test]
 fn a_refused_output_in_a_multi_batch_commit_is_isolated_and_nothing_duplicated() {
     let dir = tempfile::tempdir().unwrap();
@@ -381,24 +407,7 @@ fn a_refused_output_in_a_multi_batch_commit_is_isolated_and_nothing_duplicated()
         })
         .collect();
     broker.append("in", records).unwrap();
-    // "huge" becomes 300 bytes: over the output stream's limit, which the
-    // other outputs, provenance headers included, stay under.
-    let inflate: NativeFn = Arc::new(|events, outputs| {
-        for (i, e) in events.iter().enumerate() {
-            let value = match e.value.as_deref() {
-                Some(b"huge") => vec![b'h'; 300],
-                other => other.unwrap_or_default().to_vec(),
-            };
-            outputs.push(Output {
-                stream: "out".into(),
-                key: None,
-                value: Some(value),
-                headers: Vec::new(),
-                cause: Some(i as u32),
-            });
-        }
-        Ok(())
-    });
+    let inflate = inflate(Arc::default());
     let mut spec = ProcessorSpec::new("inflate", vec!["in".into()], vec!["out".into()]);
     spec.batch_size = 3;
     spec.max_commit_events = 12;
@@ -425,6 +434,85 @@ fn a_refused_output_in_a_multi_batch_commit_is_isolated_and_nothing_duplicated()
         broker.committed_offset("inflate", "in", 0).unwrap(),
         Some(20)
     );
+}
+
+/// [`inflate`] over six events, the fifth "huge": one batch, no retries. Returns the log (in its directory), the status and how many
+/// times the guest was called.
+fn run_with_a_refused_output(
+    policy: leat_runtime::ErrorPolicy,
+) -> (
+    tempfile::TempDir,
+    Broker,
+    leat_runtime::ProcessorStatus,
+    usize,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    broker.create_stream("in", StreamConfig::default()).unwrap();
+    let small = StreamConfig {
+        max_event_bytes: 200,
+        ..StreamConfig::default()
+    };
+    broker.create_stream("out", small).unwrap();
+    let inputs = ["a", "b", "c", "d", "huge", "f"];
+    broker
+        .append("in", inputs.iter().map(|v| Record::value(*v)))
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let inflate = inflate(calls.clone());
+    let mut spec = ProcessorSpec::new("inflate", vec!["in".into()], vec!["out".into()]);
+    spec.retries = 0;
+    spec.retry_backoff = Duration::from_millis(1);
+    spec.on_error = policy;
+    let status = rt
+        .start(spec, inflate, RunMode::UntilCaughtUp)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let calls = calls.load(Ordering::SeqCst);
+    (dir, broker, status, calls)
+}
+
+/// The runner checks each output against its stream before the commit, so
+/// a refusal blames the output's cause: the batch is narrowed to it at once
+/// (after the backlog's call and the error rule's first attempt, the part
+/// before it, it alone, the part after: 5 calls in all, where trying each
+/// event alone would take 8), and the parts commit together with the error
+/// record.
+#[test]
+fn an_output_the_log_would_refuse_fails_its_batch_blaming_its_cause() {
+    let (_dir, broker, status, calls) =
+        run_with_a_refused_output(leat_runtime::ErrorPolicy::Record);
+    assert_eq!(values(&broker, "out"), ["a", "b", "c", "d", "f"]);
+    assert_eq!(values(&broker, "inflate.errors"), ["huge"]);
+    assert_eq!(calls, 5, "{status:?}");
+    assert_eq!(status.failed_calls, 2, "{status:?}");
+    assert_eq!(status.recorded_errors, 1, "{status:?}");
+    let error = status.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("the log refused output 0 of the batch, to out: event of 374 bytes"),
+        "{status:?}"
+    );
+    assert_eq!(
+        broker.committed_offset("inflate", "in", 0).unwrap(),
+        Some(6)
+    );
+}
+
+/// With the `stop` policy, what was settled before the event at fault is
+/// committed, and the partition stops at that event.
+#[test]
+fn with_the_stop_policy_a_refused_output_stops_its_partition_after_the_events_before_it() {
+    let (_dir, broker, status, calls) = run_with_a_refused_output(leat_runtime::ErrorPolicy::Stop);
+    assert_eq!(values(&broker, "out"), ["a", "b", "c", "d"]);
+    assert_eq!(calls, 4, "{status:?}");
+    assert_eq!(
+        broker.committed_offset("inflate", "in", 0).unwrap(),
+        Some(4)
+    );
+    assert_eq!(status.stopped.len(), 1, "{status:?}");
+    assert_eq!(status.stopped[0].offset, 4, "{status:?}");
 }
 
 /// Raising an input's partition count while a processor runs: it notices,

@@ -276,100 +276,45 @@ impl Worker {
     /// Processes `first` and, while partition index `p` has more events
     /// waiting, the batches after it, and commits them together, up to
     /// `max_commit_events`: a backlog pays one durable commit for many guest
-    /// calls, and a caught-up partition commits each batch at once. Whatever
-    /// fails falls back to one batch per commit.
+    /// calls, and a caught-up partition commits each batch at once. Each
+    /// batch is settled into the transaction as on Kafka (see [`settle`]
+    /// and [`Staging`]): a failing one is retried, narrowed down, and its
+    /// event at fault meets the error policy, all in the same commit. Once
+    /// the processor is asked to stop, or an event stops the partition, what
+    /// is staged commits and the rest is left.
     fn handle_backlog(&mut self, p: u32, first: Vec<Input>) -> Result<Exit> {
-        let limit = self.shared.spec.max_commit_events;
-        if first.len() >= limit {
-            return self.handle(p, &first);
-        }
-        let committed = self.positions.clone();
-        let mut staged = Staged::default();
-        let mut batches: Vec<Vec<Input>> = Vec::new();
-        let mut failing = None;
-        let mut batch = first;
-        let commit_bytes = self.shared.engine.config().limits.commit_bytes;
-        loop {
-            let started = Instant::now();
-            match self.call(&batch, &mut staged.writes)? {
-                Ok(result) => {
-                    self.stage(&mut staged, &batch, result, started);
-                    // Read on after it; `committed` is where a failure returns to.
-                    for input in &batch {
-                        self.positions
-                            .insert((input.stream, p), input.event.offset + 1);
-                    }
-                    batches.push(batch);
-                }
-                Err(_) => {
-                    // Retried, isolated and reported by `handle`, once
-                    // the batches before it are committed.
-                    failing = Some(batch);
-                    break;
-                }
-            }
-            if staged.events_in as usize >= limit || staged.bytes >= commit_bytes || self.stopping()
-            {
-                break;
-            }
-            batch = self.read_batch(p)?;
-            if batch.is_empty() {
-                break;
-            }
-        }
-        if !batches.is_empty() {
-            match self.commit_staged(p, staged) {
-                Ok(()) => {}
-                Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
-                    return Ok(Exit::Fenced)
-                }
-                Err(Error::Broker(e)) if is_refusal(&e) => {
-                    // The runner checked every output against its stream,
-                    // so a stream changed since: each batch again on its
-                    // own, checked anew, so that the error policy meets the
-                    // event at fault.
-                    self.positions = committed;
-                    batches.extend(failing);
-                    for batch in &batches {
-                        if self.stopped.contains(&p) || self.stopping() {
-                            break;
-                        }
-                        if self.handle(p, batch)? == Exit::Fenced {
-                            return Ok(Exit::Fenced);
-                        }
-                    }
-                    return Ok(Exit::Done);
-                }
-                Err(e) => {
-                    self.positions = committed;
-                    return Err(e);
-                }
-            }
-        }
-        match failing {
-            Some(batch) => self.handle(p, &batch),
-            None => Ok(Exit::Done),
-        }
-    }
-
-    /// Processes `batch` of partition index `p` on its own until each of
-    /// its events has its outputs or has met the error policy (see
-    /// [`settle`]), and commits all of that in one transaction, as on
-    /// Kafka. Once the processor is asked to stop, commits what is staged
-    /// and leaves the rest: a stop waits for one guest call at most.
-    fn handle(&mut self, p: u32, batch: &[Input]) -> Result<Exit> {
         let spec = self.shared.spec.clone();
+        let commit_bytes = self.shared.engine.config().limits.commit_bytes;
         let mut staging = Staging {
             worker: self,
             p,
             staged: Staged::default(),
         };
-        // Its error: no instance could be started (see `Worker::call`).
-        let settled = settle(&mut staging, &spec, batch);
+        let mut batch = first;
+        loop {
+            // Its error: no instance could be started (see `Worker::call`).
+            // A worker that fails starts anew at its committed offsets
+            // (see `processor::supervise`), so what is staged is dropped.
+            let settled = settle(&mut staging, &spec, &batch)?;
+            let staged = &staging.staged;
+            let worker = &mut *staging.worker;
+            // Read on after what is staged.
+            for (&i, &next) in &staged.advanced {
+                worker.positions.insert((i, p), next);
+            }
+            if settled == Settled::Halted
+                || staged.events_in as usize >= spec.max_commit_events
+                || staged.bytes >= commit_bytes
+                || worker.stopping()
+            {
+                break;
+            }
+            batch = worker.read_batch(p)?;
+            if batch.is_empty() {
+                break;
+            }
+        }
         let staged = staging.staged;
-        // Done, or halted by a stop or the `stop` policy: what is staged
-        // commits either way.
-        let _: Settled = settled?;
         if staged.advanced.is_empty() {
             // Halted at its first event: nothing to commit.
             return Ok(Exit::Done);
@@ -377,6 +322,9 @@ impl Worker {
         match self.commit_staged(p, staged) {
             Ok(()) => Ok(Exit::Done),
             Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => Ok(Exit::Fenced),
+            // A refusal here means that a stream changed since the runner
+            // checked the outputs against it: the worker starts anew from
+            // the committed offsets, and the checks see the change.
             Err(e) => Err(e),
         }
     }
@@ -555,10 +503,10 @@ impl Worker {
 
 /// The embedded log's attempts on partition index `p`: each stages its
 /// outputs, state writes and offsets, and the policies' error records, in
-/// one transaction, committed once the batch is settled (see
-/// [`Worker::handle`]). A refusal of the log is found before a call's
-/// outputs are staged (the runner checks them against their streams), so
-/// it meets the event at fault as a failure of its call does.
+/// one transaction, committed with the backlog's other batches (see
+/// [`Worker::handle_backlog`]). A refusal of the log is found before a
+/// call's outputs are staged (the runner checks them against their
+/// streams), so it meets the event at fault as a failure of its call does.
 struct Staging<'w> {
     worker: &'w mut Worker,
     p: u32,

@@ -379,9 +379,9 @@ fn inflate(calls: Arc<AtomicUsize>) -> NativeFn {
 }
 
 /// A backlog is committed several batches at a time; a batch with an
-/// output the log would refuse (over the size limit) fails at its call, the
-/// batches before it commit together, and the error policy meets exactly
-/// that event.
+/// output the log would refuse (over the size limit) fails at its call, is
+/// narrowed down in the same transaction, and the error policy meets
+/// exactly that event.
 #[test]
 fn a_refused_output_in_a_multi_batch_commit_is_isolated_and_nothing_duplicated() {
     let dir = tempfile::tempdir().unwrap();
@@ -476,17 +476,16 @@ fn run_with_a_refused_output(
 
 /// The runner checks each output against its stream before the commit, so
 /// a refusal blames the output's cause: the batch is narrowed to it at once
-/// (after the backlog's call and the error rule's first attempt, the part
-/// before it, it alone, the part after: 5 calls in all, where trying each
-/// event alone would take 8), and the parts commit together with the error
-/// record.
+/// (after the call that failed, the part before it, it alone, the part
+/// after: 4 calls in all, where trying each event alone would take 7), and
+/// the parts commit together with the error record.
 #[test]
 fn an_output_the_log_would_refuse_fails_its_batch_blaming_its_cause() {
     let (_dir, broker, status, calls) =
         run_with_a_refused_output(leat_runtime::ErrorPolicy::Record);
     assert_eq!(values(&broker, "out"), ["a", "b", "c", "d", "f"]);
     assert_eq!(values(&broker, "inflate.errors"), ["huge"]);
-    assert_eq!(calls, 5, "{status:?}");
+    assert_eq!(calls, 4, "{status:?}");
     assert_eq!(status.failed_calls, 2, "{status:?}");
     assert_eq!(status.recorded_errors, 1, "{status:?}");
     let error = status.last_error.as_deref().unwrap_or_default();
@@ -506,7 +505,7 @@ fn an_output_the_log_would_refuse_fails_its_batch_blaming_its_cause() {
 fn with_the_stop_policy_a_refused_output_stops_its_partition_after_the_events_before_it() {
     let (_dir, broker, status, calls) = run_with_a_refused_output(leat_runtime::ErrorPolicy::Stop);
     assert_eq!(values(&broker, "out"), ["a", "b", "c", "d"]);
-    assert_eq!(calls, 4, "{status:?}");
+    assert_eq!(calls, 3, "{status:?}");
     assert_eq!(
         broker.committed_offset("inflate", "in", 0).unwrap(),
         Some(4)

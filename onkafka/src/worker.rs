@@ -276,8 +276,14 @@ struct Worker<'a> {
     setup: &'a Setup,
     runner: &'a mut GuestRunner,
     consumer: Closing,
-    /// Shared with the thread that sends a batch's offsets.
-    producer: Arc<BaseProducer<Delivered>>,
+    /// Two transactional producers, taking turns: each transaction is
+    /// begun on the one that did not commit the last, whose coordinator may
+    /// still be writing that one's markers; the same producer would meet
+    /// CONCURRENT_TRANSACTIONS there, which librdkafka retries after a
+    /// fixed 20 ms. Shared with the thread that sends a batch's offsets.
+    producers: [Arc<BaseProducer<Delivered>>; 2],
+    /// The index of the producer of the next transaction.
+    turn: usize,
     /// The processor's changelog topic.
     changelog: String,
     /// The outputs' topics, then the error stream's.
@@ -302,11 +308,10 @@ impl<'a> Worker<'a> {
             move |source| Fault::Fatal(Error::Client { what, source })
         };
 
+        // The producers' settings; each gets its ids below.
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &options.bootstrap)
-            .set("client.id", &id)
-            .set("transactional.id", &id)
             // Java's default partitioner for keyed records (murmur2, as Leat's
             // embedded log does): a key lands where a Kafka Streams or Java
             // producer would put it. Unkeyed records are spread at random.
@@ -334,15 +339,20 @@ impl<'a> Worker<'a> {
             config.set(k, v);
         }
         let changelog = changelog_topic(&spec.name);
-        let producer: BaseProducer<Delivered> = config
-            .create_with_context(Delivered {
-                changelog: changelog.clone(),
-                offsets: Mutex::default(),
-            })
-            .map_err(client("producer"))?;
-        // Fences an older producer with this id and aborts its open
-        // transaction (one a killed host left behind).
-        producer.init_transactions(CALL_TIMEOUT)?;
+        let mut producer = |id: &str| -> Result<Arc<BaseProducer<Delivered>>, Fault> {
+            config.set("client.id", id).set("transactional.id", id);
+            let producer: BaseProducer<Delivered> = config
+                .create_with_context(Delivered {
+                    changelog: changelog.clone(),
+                    offsets: Mutex::default(),
+                })
+                .map_err(client("producer"))?;
+            // Fences an older producer with this id and aborts its open
+            // transaction (one a killed host left behind).
+            producer.init_transactions(CALL_TIMEOUT)?;
+            Ok(Arc::new(producer))
+        };
+        let producers = [producer(&id)?, producer(&format!("{id}.2"))?];
 
         let mut config = ClientConfig::new();
         config
@@ -388,13 +398,19 @@ impl<'a> Worker<'a> {
             setup,
             runner,
             consumer: Closing(Some(consumer)),
-            producer: Arc::new(producer),
+            producers,
+            turn: 0,
             changelog,
             topics,
             partitions: Vec::new(),
             assigned_once: false,
             rebalancing: false,
         })
+    }
+
+    /// The producer of the open (or next) transaction.
+    fn producer(&self) -> &Arc<BaseProducer<Delivered>> {
+        &self.producers[self.turn]
     }
 
     fn run(&mut self) -> Result<(), Fault> {
@@ -540,13 +556,13 @@ impl<'a> Worker<'a> {
     fn transact(&mut self, batch: Vec<Input>) -> Result<(), Fault> {
         let events = batch.len() as u64;
         // Offsets an aborted transaction's records were delivered at.
-        self.producer
+        self.producer()
             .context()
             .offsets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        self.producer.begin_transaction()?;
+        self.producer().begin_transaction()?;
         match self.fill_and_commit(batch) {
             Ok((outputs, writes)) => {
                 let counters = &self.setup.counters;
@@ -556,17 +572,20 @@ impl<'a> Worker<'a> {
                 // Committed: nothing to abort from here on. A cache that
                 // cannot be updated makes the worker reconnect, and the
                 // next assignment restores it from the changelog.
-                match &self.setup.cache {
+                let applied = match &self.setup.cache {
                     Some(cache) => self.apply_committed(&cache.clone(), writes),
                     None => Ok(()),
-                }
+                };
+                // The next transaction begins on the other producer.
+                self.turn ^= 1;
+                applied
             }
             Err(fault) => {
                 let abortable = match &fault {
                     Fault::Reconnect(_) => true,
                     Fault::Fatal(_) | Fault::Stopped => false,
                 };
-                let aborted = self.producer.abort_transaction(CALL_TIMEOUT);
+                let aborted = self.producer().abort_transaction(CALL_TIMEOUT);
                 self.setup.counters.aborted.fetch_add(1, Ordering::Relaxed);
                 if !abortable {
                     return Err(fault);
@@ -626,9 +645,9 @@ impl<'a> Worker<'a> {
         let (sent, writes) = filled?;
         offsets_sent?;
         let offsets_done = Instant::now();
-        serve_delivery_reports(&self.producer)?;
+        serve_delivery_reports(self.producer())?;
         let delivered = Instant::now();
-        self.producer.commit_transaction(CALL_TIMEOUT)?;
+        self.producer().commit_transaction(CALL_TIMEOUT)?;
         // Where a transaction's time goes (the Kafka Streams benchmark's
         // per-step figures: RUST_LOG=leat_on_kafka=debug).
         tracing::debug!(processor = %self.setup.spec.name, instance = self.setup.instance,
@@ -697,7 +716,7 @@ impl<'a> Worker<'a> {
             .consumer
             .group_metadata()
             .ok_or_else(|| Fault::Reconnect("the consumer has no group metadata".into()))?;
-        let producer = Arc::clone(&self.producer);
+        let producer = Arc::clone(self.producer());
         let (done, result) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name(format!("kafka-offsets-{}", self.setup.instance))
@@ -737,7 +756,7 @@ impl<'a> Worker<'a> {
         // The delivery reports were served before the commit.
         let delivered = std::mem::take(
             &mut *self
-                .producer
+                .producer()
                 .context()
                 .offsets
                 .lock()
@@ -905,14 +924,14 @@ impl<'a> Worker<'a> {
     /// Hands `record` to the producer, waiting while its queue is full.
     fn produce(&self, mut record: BaseRecord<'_, [u8], [u8]>, topic: &str) -> Result<(), Fault> {
         loop {
-            match self.producer.send(record) {
+            match self.producer().send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // The local queue is full: serve the delivery reports
                     // there are, then retry (rust-rdkafka's `poll` with a
                     // wait returns at its deadline, not at the first report:
                     // see `serve_delivery_reports`).
-                    self.producer.poll(Duration::ZERO);
+                    self.producer().poll(Duration::ZERO);
                     std::thread::sleep(Duration::from_micros(200));
                     record = back;
                 }

@@ -3,8 +3,8 @@
 //! The same `.wasm` processors run unchanged ([`leat_runtime::GuestRunner`]
 //! calls them): streams are Kafka topics, a processor is a Kafka consumer
 //! group (`group.id` = its name), and each of its instances is one OS thread
-//! with one consumer and one transactional producer (exactly-once v2,
-//! KIP-447). A batch's outputs and its input offsets commit in one Kafka
+//! with one consumer and two transactional producers taking turns
+//! (exactly-once v2, KIP-447). A batch's outputs and its input offsets commit in one Kafka
 //! transaction (`send_offsets_to_transaction` with the consumer's group
 //! metadata, so a zombie of an older generation is fenced); readers use
 //! `isolation.level=read_committed`. A failed transaction is aborted and the
@@ -63,8 +63,8 @@ pub struct KafkaOptions {
     pub bootstrap: String,
     /// This host's name in the cluster, unique among the Leat hosts that
     /// run the same processor and the same on every restart: it names the
-    /// instances' transactional ids and static group members
-    /// (`leat-PROCESSOR-HOST-INSTANCE`), so that a restarted host takes its
+    /// instances' transactional ids (`leat-PROCESSOR-HOST-INSTANCE` and the
+    /// same with `.2`) and static group members, so that a restarted host takes its
     /// instances' place at once (aborting what a killed one left open)
     /// while two hosts never fence each other.
     pub host: String,

@@ -1,5 +1,6 @@
 //! One instance of a processor on Kafka: a consumer in the processor's group
-//! and a transactional producer, on one OS thread (librdkafka's calls block).
+//! and two transactional producers taking turns, on one OS thread
+//! (librdkafka's calls block).
 //!
 //! Invariants:
 //! - A Kafka transaction is begun and committed (or aborted) between two
@@ -280,7 +281,10 @@ struct Worker<'a> {
     /// begun on the one that did not commit the last, whose coordinator may
     /// still be writing that one's markers; the same producer would meet
     /// CONCURRENT_TRANSACTIONS there, which librdkafka retries after a
-    /// fixed 20 ms. Shared with the thread that sends a batch's offsets.
+    /// fixed 20 ms: 6 to 13% of the caught-up transactions of the Kafka
+    /// Streams benchmark waited over 15 ms for their records with one
+    /// producer, under 1% with two (BENCHMARKS.md, issue 13). Shared with
+    /// the thread that sends a batch's offsets.
     producers: [Arc<BaseProducer<Delivered>>; 2],
     /// The index of the producer of the next transaction.
     turn: usize,
@@ -703,8 +707,8 @@ impl<'a> Worker<'a> {
     /// timeout, once the group coordinator's broker has died (librdkafka
     /// issues #5456 and #5511, open; seen here with
     /// scripts/kafka-cluster-check.sh): when it does not return in time,
-    /// the instance reconnects. The new producer (same transactional id)
-    /// fences this one and aborts its transaction; the stuck thread keeps
+    /// the instance reconnects. The new producers (same transactional ids)
+    /// fence this one and aborts its transaction; the stuck thread keeps
     /// this producer alive.
     fn send_offsets(&self, next: BTreeMap<(usize, u32), u64>) -> Result<OffsetsSent, Fault> {
         let mut offsets = TopicPartitionList::new();

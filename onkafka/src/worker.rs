@@ -1,6 +1,7 @@
 //! One instance of a processor on Kafka: a consumer in the processor's group
 //! and two transactional producers taking turns, on one OS thread
-//! (librdkafka's calls block).
+//! (librdkafka's calls block). It is a [`Log`], run by the same loop as an
+//! instance on the embedded log ([`run_instance`]).
 //!
 //! Invariants:
 //! - A Kafka transaction is begun and committed (or aborted) between two
@@ -28,15 +29,15 @@
 //!   restore sees every write of the batches before those offsets), and
 //!   before the guest's `on-assigned` and its first batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use leat_runtime::broker::{Bytes, Event, Header, Record};
 use leat_runtime::{
-    settle, state_scope, Attempts, BatchFailure, Engine, GuestRunner, Input, ProcessorCode,
-    ProcessorSpec, RunMode, Settled, StateStore, StateWrites,
+    run_instance, state_scope, BatchFailure, BatchOutput, Engine, GuestRunner, Input, Log,
+    ProcessorCode, ProcessorSpec, RunMode, Settled, StateStore, StateWrites,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -137,6 +138,14 @@ enum Fault {
 
 impl From<KafkaError> for Fault {
     fn from(e: KafkaError) -> Fault {
+        Fault::Reconnect(e.to_string())
+    }
+}
+
+/// No instance of the guest could be started (its `init` or `on-assigned`
+/// failed): the new clients start a new one.
+impl From<leat_runtime::Error> for Fault {
+    fn from(e: leat_runtime::Error) -> Fault {
         Fault::Reconnect(e.to_string())
     }
 }
@@ -299,6 +308,17 @@ struct Worker<'a> {
     /// Between a revocation and the next assignment (eager rebalancing):
     /// an empty assignment then says nothing about being caught up.
     rebalancing: bool,
+    /// Whether a transaction is open (begun, neither committed nor aborted).
+    open: bool,
+    /// The open transaction's calls not made yet.
+    calls: VecDeque<Vec<Input>>,
+    /// The open transaction's offsets, on their way into it.
+    offsets: Option<OffsetsSent>,
+    /// When the open transaction began, its events and the records sent
+    /// into it.
+    began: Instant,
+    events: u64,
+    sent: u64,
 }
 
 impl<'a> Worker<'a> {
@@ -409,6 +429,12 @@ impl<'a> Worker<'a> {
             partitions: Vec::new(),
             assigned_once: false,
             rebalancing: false,
+            open: false,
+            calls: VecDeque::new(),
+            offsets: None,
+            began: Instant::now(),
+            events: 0,
+            sent: 0,
         })
     }
 
@@ -418,32 +444,13 @@ impl<'a> Worker<'a> {
     }
 
     fn run(&mut self) -> Result<(), Fault> {
-        let outcome = self.work();
+        let spec = self.setup.spec.clone();
+        let outcome = run_instance(self, &spec);
         // The guest's `on-revoked` when the instance leaves its partitions.
         let partitions = std::mem::take(&mut self.partitions);
         self.runner.revoked(&partitions);
         self.setup.counters.own(self.setup.instance, &[]);
         outcome
-    }
-
-    fn work(&mut self) -> Result<(), Fault> {
-        loop {
-            if self.setup.stop.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            let batch = self.collect()?;
-            if batch.is_empty() {
-                if self.setup.mode == RunMode::UntilCaughtUp
-                    && self.assigned_once
-                    && !self.rebalancing
-                    && self.caught_up()?
-                {
-                    return Ok(());
-                }
-                continue;
-            }
-            self.transact(batch)?;
-        }
     }
 
     /// The events of one transaction: up to `max_commit_events` (at least
@@ -554,11 +561,10 @@ impl<'a> Worker<'a> {
         Ok(true)
     }
 
-    /// Processes `batch` and commits its outputs with its offsets in one
-    /// transaction; a failed transaction is aborted and the batch's events
-    /// are read again.
-    fn transact(&mut self, batch: Vec<Input>) -> Result<(), Fault> {
-        let events = batch.len() as u64;
+    /// Opens a transaction over `batch`: begins it on the producer whose
+    /// turn it is, starts sending its offsets, and splits it into calls of
+    /// at most `batch_size` events of one partition index.
+    fn open(&mut self, batch: Vec<Input>) -> Result<(), Fault> {
         // Offsets an aborted transaction's records were delivered at.
         self.producer()
             .context()
@@ -567,62 +573,10 @@ impl<'a> Worker<'a> {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.producer().begin_transaction()?;
-        match self.fill_and_commit(batch) {
-            Ok((outputs, writes)) => {
-                let counters = &self.setup.counters;
-                counters.events_in.fetch_add(events, Ordering::Relaxed);
-                counters.events_out.fetch_add(outputs, Ordering::Relaxed);
-                counters.transactions.fetch_add(1, Ordering::Relaxed);
-                // Committed: nothing to abort from here on. A cache that
-                // cannot be updated makes the worker reconnect, and the
-                // next assignment restores it from the changelog.
-                let applied = match &self.setup.cache {
-                    Some(cache) => self.apply_committed(&cache.clone(), writes),
-                    None => Ok(()),
-                };
-                // The next transaction begins on the other producer.
-                self.turn ^= 1;
-                applied
-            }
-            Err(fault) => {
-                let abortable = match &fault {
-                    Fault::Reconnect(_) => true,
-                    Fault::Fatal(_) | Fault::Stopped => false,
-                };
-                let aborted = self.producer().abort_transaction(CALL_TIMEOUT);
-                self.setup.counters.aborted.fetch_add(1, Ordering::Relaxed);
-                if !abortable {
-                    return Err(fault);
-                }
-                let reason = match &fault {
-                    Fault::Reconnect(r) => r.clone(),
-                    Fault::Fatal(e) => e.to_string(),
-                    Fault::Stopped => "stopped".into(),
-                };
-                tracing::warn!(processor = %self.setup.spec.name, instance = self.setup.instance,
-                    %reason, "kafka transaction aborted: the batch is read again");
-                match aborted {
-                    // Read again from the committed offsets, with these clients.
-                    Ok(()) => self.rewind(),
-                    // A fenced or fatally failed producer: new clients.
-                    Err(e) => Err(Fault::Reconnect(format!(
-                        "{reason}; then the abort failed: {e}"
-                    ))),
-                }
-            }
-        }
-    }
-
-    /// Runs the guest over `batch`, in calls of at most `batch_size` events
-    /// of one partition index, sends the outputs, the state changes and the
-    /// offsets, and commits; the number of outputs and the state writes of
-    /// each partition index.
-    fn fill_and_commit(
-        &mut self,
-        batch: Vec<Input>,
-    ) -> Result<(u64, BTreeMap<u32, StateWrites>), Fault> {
-        let started = Instant::now();
-        let events = batch.len();
+        self.open = true;
+        self.began = Instant::now();
+        self.events = batch.len() as u64;
+        self.sent = 0;
         let mut by_partition: BTreeMap<u32, Vec<Input>> = BTreeMap::new();
         let mut next: BTreeMap<(usize, u32), u64> = BTreeMap::new();
         for input in batch {
@@ -639,64 +593,16 @@ impl<'a> Worker<'a> {
         // the transaction (two round trips, AddOffsetsToTxn to the
         // transaction coordinator and TxnOffsetCommit to the group's) while
         // it runs. They commit or abort with the rest of the transaction.
-        let offsets = self.send_offsets(next)?;
-        let filled = self.fill(by_partition);
-        let guest_done = Instant::now();
-        // Waited for even when the guest failed: an abort must not meet
-        // the offsets call still under way (librdkafka refuses a second
-        // transactional call while one runs).
-        let offsets_sent = offsets.wait();
-        let (sent, writes) = filled?;
-        offsets_sent?;
-        let offsets_done = Instant::now();
-        serve_delivery_reports(self.producer())?;
-        let delivered = Instant::now();
-        self.producer().commit_transaction(CALL_TIMEOUT)?;
-        // Where a transaction's time goes (the Kafka Streams benchmark's
-        // per-step figures: RUST_LOG=leat_on_kafka=debug).
-        tracing::debug!(processor = %self.setup.spec.name, instance = self.setup.instance,
-            events, outputs = sent,
-            guest_and_send_us = (guest_done - started).as_micros() as u64,
-            offsets_wait_us = (offsets_done - guest_done).as_micros() as u64,
-            delivery_us = (delivered - offsets_done).as_micros() as u64,
-            commit_us = delivered.elapsed().as_micros() as u64,
-            "kafka transaction committed");
-        Ok((sent, writes))
-    }
-
-    /// Runs the guest over each partition index's events and sends their
-    /// outputs and state changes; the number of outputs and the state
-    /// writes of each partition index.
-    fn fill(
-        &mut self,
-        by_partition: BTreeMap<u32, Vec<Input>>,
-    ) -> Result<(u64, BTreeMap<u32, StateWrites>), Fault> {
-        let mut sent = 0;
-        let spec = self.setup.spec.clone();
-        // Each partition index's state writes, in the order of its calls.
-        let mut writes: BTreeMap<u32, StateWrites> = BTreeMap::new();
+        self.offsets = Some(self.send_offsets(next)?);
         let batch_size = self.setup.spec.batch_size.max(1);
-        for (partition, inputs) in by_partition {
-            let mut pending = StateWrites::new();
-            // Each call's outputs are sent while the next call runs.
-            for call in inputs.chunks(batch_size) {
-                let mut filling = Filling {
-                    worker: self,
-                    pending: &mut pending,
-                    sent: &mut sent,
-                };
-                match settle(&mut filling, &spec, call)? {
-                    Settled::Done => {}
-                    // Only a stop halts: the `stop` policy is a fault here.
-                    Settled::Halted => return Err(Fault::Stopped),
-                }
-            }
-            if !pending.is_empty() {
-                self.send_changes(partition, &pending)?;
-                writes.insert(partition, pending);
+        for inputs in by_partition.into_values() {
+            let mut inputs = inputs.into_iter().peekable();
+            while inputs.peek().is_some() {
+                self.calls
+                    .push_back(inputs.by_ref().take(batch_size).collect());
             }
         }
-        Ok((sent, writes))
+        Ok(())
     }
 
     /// Starts sending `next` (input index and partition: the offset after
@@ -980,60 +886,72 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// The attempts of a Kafka worker's calls: each sends its outputs and the
-/// error records into the open transaction, and a call's state writes join
-/// the `pending` writes of its partition index.
-struct Filling<'f, 'a> {
-    worker: &'f mut Worker<'a>,
-    pending: &'f mut StateWrites,
-    /// The records sent.
-    sent: &'f mut u64,
-}
-
-impl Attempts for Filling<'_, '_> {
+/// Kafka: a transaction holds what one poll phase brought (see
+/// [`Worker::collect`]); each call's outputs and error records are sent
+/// into it as the call ends, its state writes go to the changelog and its
+/// offsets in with the consumer's group metadata before the commit.
+impl Log for Worker<'_> {
     type Break = Fault;
 
-    fn attempt(
-        &mut self,
-        inputs: &[Input],
-    ) -> Result<std::result::Result<(), BatchFailure>, Fault> {
-        let worker = &mut *self.worker;
-        let result = worker.runner.process(inputs, self.pending);
-        worker.count_traps();
-        let result = result.map_err(|e| Fault::Reconnect(e.to_string()))?;
-        match result {
-            Ok(done) => {
-                self.pending.extend(done.writes);
-                for out in done.outputs {
-                    worker.send(out.output, &out.record)?;
-                    *self.sent += 1;
-                }
-                Ok(Ok(()))
+    fn runner(&mut self) -> &mut GuestRunner {
+        self.runner
+    }
+
+    fn begin(&mut self) -> Result<bool, Fault> {
+        loop {
+            if self.setup.stop.load(Ordering::Acquire) {
+                return Ok(false);
             }
-            Err(failure) => {
-                tracing::warn!(processor = %worker.setup.spec.name, error = %failure,
-                    "batch failed: rolled back");
-                let counters = &worker.setup.counters;
-                counters.failed_calls.fetch_add(1, Ordering::Relaxed);
-                Ok(Err(failure))
+            let batch = self.collect()?;
+            if batch.is_empty() {
+                if self.setup.mode == RunMode::UntilCaughtUp
+                    && self.assigned_once
+                    && !self.rebalancing
+                    && self.caught_up()?
+                {
+                    return Ok(false);
+                }
+                continue;
+            }
+            match self.open(batch) {
+                Ok(()) => return Ok(true),
+                // Read again from the committed offsets; or the loop ends.
+                Err(fault) => self.abort(fault)?,
             }
         }
     }
 
-    fn record(&mut self, input: &Input, reason: &str) -> Result<Settled, Fault> {
-        let worker = &mut *self.worker;
-        tracing::warn!(processor = %worker.setup.spec.name, topic = %worker.setup.spec.inputs[input.stream],
+    fn next_call(&mut self) -> Result<Option<Vec<Input>>, Fault> {
+        Ok(self.calls.pop_front())
+    }
+
+    fn stage(
+        &mut self,
+        _: &[Input],
+        outputs: Vec<BatchOutput>,
+        _: &StateWrites,
+        _: Instant,
+    ) -> Result<(), Fault> {
+        // Each call's outputs are sent while the next call runs.
+        for out in outputs {
+            self.send(out.output, &out.record)?;
+            self.sent += 1;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, input: &Input, record: Record, reason: &str) -> Result<Settled, Fault> {
+        tracing::warn!(processor = %self.setup.spec.name, topic = %self.setup.spec.inputs[input.stream],
             partition = input.event.partition, offset = input.event.offset, error = %reason,
             "event keeps failing: recorded on the error stream");
-        let record = worker.runner.error_record(input, reason);
         // The error stream's topic is the last.
-        worker.send(worker.topics.len() - 1, &record)?;
-        *self.sent += 1;
+        self.send(self.topics.len() - 1, &record)?;
+        self.sent += 1;
         Ok(Settled::Done)
     }
 
     fn stop(&mut self, input: &Input, reason: String) -> Result<Settled, Fault> {
-        let spec = &self.worker.setup.spec;
+        let spec = &self.setup.spec;
         Err(Fault::Fatal(Error::Stopped {
             processor: spec.name.clone(),
             topic: spec.inputs[input.stream].clone(),
@@ -1043,8 +961,101 @@ impl Attempts for Filling<'_, '_> {
         }))
     }
 
+    fn failed(&mut self, failure: &BatchFailure) {
+        tracing::warn!(processor = %self.setup.spec.name, error = %failure,
+            "batch failed: rolled back");
+        let counters = &self.setup.counters;
+        counters.failed_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn trapped(&mut self, traps: u64) {
+        let counters = &self.setup.counters;
+        counters.traps.fetch_add(traps, Ordering::Relaxed);
+    }
+
+    fn commit(
+        &mut self,
+        writes: BTreeMap<u32, StateWrites>,
+        settled: Settled,
+    ) -> Result<(), Fault> {
+        if settled == Settled::Halted {
+            // The offsets sent cover every event collected, so a
+            // transaction whose calls ended early cannot commit. Only a
+            // stop of the instance halts here (the `stop` policy is a
+            // fault): it is aborted and the instance ends.
+            return Err(Fault::Stopped);
+        }
+        let guest_done = Instant::now();
+        for (&partition, writes) in &writes {
+            if !writes.is_empty() {
+                self.send_changes(partition, writes)?;
+            }
+        }
+        if let Some(offsets) = self.offsets.take() {
+            offsets.wait()?;
+        }
+        let offsets_done = Instant::now();
+        serve_delivery_reports(self.producer())?;
+        let delivered = Instant::now();
+        self.producer().commit_transaction(CALL_TIMEOUT)?;
+        // Committed: nothing to abort from here on.
+        self.open = false;
+        // Where a transaction's time goes (the Kafka Streams benchmark's
+        // per-step figures: RUST_LOG=leat_on_kafka=debug).
+        tracing::debug!(processor = %self.setup.spec.name, instance = self.setup.instance,
+            events = self.events, outputs = self.sent,
+            guest_and_send_us = (guest_done - self.began).as_micros() as u64,
+            offsets_wait_us = (offsets_done - guest_done).as_micros() as u64,
+            delivery_us = (delivered - offsets_done).as_micros() as u64,
+            commit_us = delivered.elapsed().as_micros() as u64,
+            "kafka transaction committed");
+        let counters = &self.setup.counters;
+        counters.events_in.fetch_add(self.events, Ordering::Relaxed);
+        counters.events_out.fetch_add(self.sent, Ordering::Relaxed);
+        counters.transactions.fetch_add(1, Ordering::Relaxed);
+        // A cache that cannot be updated makes the worker reconnect, and
+        // the next assignment restores it from the changelog.
+        let applied = match &self.setup.cache {
+            Some(cache) => self.apply_committed(&cache.clone(), writes),
+            None => Ok(()),
+        };
+        // The next transaction begins on the other producer.
+        self.turn ^= 1;
+        applied
+    }
+
+    fn abort(&mut self, cause: Fault) -> Result<(), Fault> {
+        self.calls.clear();
+        if !std::mem::take(&mut self.open) {
+            // Committed (its cache could not be updated), or never begun.
+            return Err(cause);
+        }
+        // Waited for even when the guest failed: an abort must not meet
+        // the offsets call still under way (librdkafka refuses a second
+        // transactional call while one runs).
+        if let Some(offsets) = self.offsets.take() {
+            let _ = offsets.wait();
+        }
+        let aborted = self.producer().abort_transaction(CALL_TIMEOUT);
+        self.setup.counters.aborted.fetch_add(1, Ordering::Relaxed);
+        let reason = match cause {
+            Fault::Reconnect(reason) => reason,
+            Fault::Fatal(_) | Fault::Stopped => return Err(cause),
+        };
+        tracing::warn!(processor = %self.setup.spec.name, instance = self.setup.instance,
+            %reason, "kafka transaction aborted: the batch is read again");
+        match aborted {
+            // Read again from the committed offsets, with these clients.
+            Ok(()) => self.rewind(),
+            // A fenced or fatally failed producer: new clients.
+            Err(e) => Err(Fault::Reconnect(format!(
+                "{reason}; then the abort failed: {e}"
+            ))),
+        }
+    }
+
     fn stopping(&self) -> bool {
-        self.worker.setup.stop.load(Ordering::Acquire)
+        self.setup.stop.load(Ordering::Acquire)
     }
 }
 

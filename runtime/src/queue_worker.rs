@@ -234,7 +234,8 @@ fn commit(
     let spec = &shared.spec;
     let rejections = std::mem::take(&mut result.rejections);
     let mut staged = Staged::default();
-    worker.stage(&mut staged, inputs, result, started);
+    let writes = std::mem::take(&mut result.writes);
+    staged.stage(spec, inputs, result.outputs, &writes, started);
     let Staged {
         mut txn,
         events_in,

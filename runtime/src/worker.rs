@@ -1,11 +1,15 @@
-//! The exactly-once loop of one processor instance.
+//! One processor instance on the embedded log: its [`Log`], which
+//! [`run_instance`] runs.
 //!
 //! For each partition index it owns, an instance reads a batch after the
-//! group's committed offsets, calls the guest once, and commits the outputs,
+//! group's committed offsets, calls the guest, and commits the outputs,
 //! the state writes and the new offsets in one broker transaction that also
-//! checks the group generation. Invariant: `positions` only moves through a
-//! successful commit, so whatever fails or crashes before one is read and
-//! processed again, and nothing after one is.
+//! checks the group generation. Invariant: `positions` moves past an event
+//! only once it is staged in the open transaction, and a transaction that
+//! does not commit ends the worker, whose next start reads from the
+//! committed offsets (see `processor::supervise`); so whatever fails or
+//! crashes before a commit is read and processed again, and nothing after
+//! one is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,12 +17,16 @@ use std::time::{Duration, Instant};
 
 use leat_broker::{ReadLimits, Transaction, Waiter};
 
+use leat_broker::Record;
+
 use crate::batch::{Input, StateWrites};
 use crate::error::{Error, Result};
 use crate::guest::Instance;
-use crate::runner::{BatchDone, GuestRunner};
-use crate::settle::{settle, Attempts, BatchFailure, Settled};
+use crate::log::{run_instance, Log};
+use crate::runner::{BatchDone, BatchOutput, GuestRunner};
+use crate::settle::{BatchFailure, Settled};
 use crate::shared::Shared;
+use crate::spec::ProcessorSpec;
 use crate::status::StoppedPartition;
 
 /// Whether a worker stops once it has caught up or waits for more events.
@@ -43,7 +51,6 @@ pub(crate) enum Exit {
 #[derive(Default)]
 pub(crate) struct Staged {
     pub(crate) txn: Transaction,
-    writes: StateWrites,
     /// Input index -> the offset after the last staged event.
     advanced: BTreeMap<usize, u64>,
     pub(crate) events_in: u64,
@@ -69,6 +76,27 @@ pub(crate) struct Worker {
     stopped: BTreeSet<u32>,
     /// Waits for events; a stop or rebalance interrupts it (see `Shared::set_stopping`).
     waiter: Waiter,
+    mode: RunMode,
+    /// The next partition index of the sweep to read (an index into `partitions`).
+    cursor: usize,
+    /// Whether the sweep under way found events.
+    progressed: bool,
+    /// Set when the last wait for new events timed out: nothing arrived,
+    /// so the next turn waits again without reading every partition (what
+    /// an idle worker over many partitions would otherwise spend its time
+    /// on).
+    idle: bool,
+    /// The open transaction.
+    open: Option<Open>,
+}
+
+/// The embedded log's open transaction: the calls of one partition index,
+/// staged in one broker transaction.
+struct Open {
+    p: u32,
+    /// The events read when it was begun, for its first call.
+    first: Option<Vec<Input>>,
+    staged: Staged,
 }
 
 impl Worker {
@@ -90,6 +118,11 @@ impl Worker {
             generation,
             positions: BTreeMap::new(),
             stopped: BTreeSet::new(),
+            mode: RunMode::Follow,
+            cursor: 0,
+            progressed: false,
+            idle: false,
+            open: None,
         }
     }
 
@@ -125,42 +158,17 @@ impl Worker {
     fn process(&mut self, mode: RunMode) -> Result<Exit> {
         self.load_positions()?;
         self.assign_guest()?;
-        // Set when the last wait for new events timed out: nothing arrived,
-        // so the next turn waits again without reading every partition
-        // (what an idle worker over many partitions would otherwise spend
-        // its time on).
-        let mut idle = false;
-        let exit = loop {
-            if self.stopping() {
-                break Exit::Done;
+        self.mode = mode;
+        let spec = self.shared.spec.clone();
+        match run_instance(self, &spec) {
+            Ok(()) => {}
+            Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => {
+                return Ok(Exit::Fenced)
             }
-            if idle {
-                idle = !self.wait_for_events()?;
-                continue;
-            }
-            let mut progressed = false;
-            for p in self.partitions.clone() {
-                if self.stopped.contains(&p) {
-                    continue;
-                }
-                let batch = self.read_batch(p)?;
-                if batch.is_empty() {
-                    continue;
-                }
-                progressed = true;
-                if self.handle_backlog(p, batch)? == Exit::Fenced {
-                    return Ok(Exit::Fenced);
-                }
-            }
-            if !progressed {
-                if mode == RunMode::UntilCaughtUp {
-                    break Exit::Done;
-                }
-                idle = !self.wait_for_events()?;
-            }
-        };
+            Err(e) => return Err(e),
+        }
         self.runner.revoked(&self.partitions.clone());
-        Ok(exit)
+        Ok(Exit::Done)
     }
 
     /// Waits for an event at or past the position of any partition still
@@ -273,62 +281,6 @@ impl Worker {
         Ok(())
     }
 
-    /// Processes `first` and, while partition index `p` has more events
-    /// waiting, the batches after it, and commits them together, up to
-    /// `max_commit_events`: a backlog pays one durable commit for many guest
-    /// calls, and a caught-up partition commits each batch at once. Each
-    /// batch is settled into the transaction as on Kafka (see [`settle`]
-    /// and [`Staging`]): a failing one is retried, narrowed down, and its
-    /// event at fault meets the error policy, all in the same commit. Once
-    /// the processor is asked to stop, or an event stops the partition, what
-    /// is staged commits and the rest is left.
-    fn handle_backlog(&mut self, p: u32, first: Vec<Input>) -> Result<Exit> {
-        let spec = self.shared.spec.clone();
-        let commit_bytes = self.shared.engine.config().limits.commit_bytes;
-        let mut staging = Staging {
-            worker: self,
-            p,
-            staged: Staged::default(),
-        };
-        let mut batch = first;
-        loop {
-            // Its error: no instance could be started (see `Worker::call`).
-            // A worker that fails starts anew at its committed offsets
-            // (see `processor::supervise`), so what is staged is dropped.
-            let settled = settle(&mut staging, &spec, &batch)?;
-            let staged = &staging.staged;
-            let worker = &mut *staging.worker;
-            // Read on after what is staged.
-            for (&i, &next) in &staged.advanced {
-                worker.positions.insert((i, p), next);
-            }
-            if settled == Settled::Halted
-                || staged.events_in as usize >= spec.max_commit_events
-                || staged.bytes >= commit_bytes
-                || worker.stopping()
-            {
-                break;
-            }
-            batch = worker.read_batch(p)?;
-            if batch.is_empty() {
-                break;
-            }
-        }
-        let staged = staging.staged;
-        if staged.advanced.is_empty() {
-            // Halted at its first event: nothing to commit.
-            return Ok(Exit::Done);
-        }
-        match self.commit_staged(p, staged) {
-            Ok(()) => Ok(Exit::Done),
-            Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => Ok(Exit::Fenced),
-            // A refusal here means that a stream changed since the runner
-            // checked the outputs against it: the worker starts anew from
-            // the committed offsets, and the checks see the change.
-            Err(e) => Err(e),
-        }
-    }
-
     fn stop_partition(&mut self, p: u32, stream: &str, offset: u64, error: String) {
         tracing::error!(processor = %self.shared.spec.name, stream, partition = p, offset,
             error = %error, "event keeps failing: partition stopped");
@@ -382,68 +334,12 @@ impl Worker {
         crate::settle::pause(delay, || self.stopping());
     }
 
-    /// Adds a processed batch's outputs, state writes and offsets to `staged`.
-    pub(crate) fn stage(
-        &mut self,
-        staged: &mut Staged,
-        batch: &[Input],
-        result: BatchDone,
-        started: Instant,
-    ) {
-        if batch.is_empty() {
-            return;
-        }
-        let spec = &self.shared.spec;
-        staged.events_out += result.outputs.len() as u64;
-        if staged.txn.append_count() == 0 {
-            // Room for a whole commit of batches like this one, at once, up
-            // to a bound: a guest decides how many outputs a batch has.
-            let batches = (spec.max_commit_events / batch.len()).max(1);
-            staged.txn.reserve(
-                result
-                    .outputs
-                    .len()
-                    .saturating_mul(batches)
-                    .min(MAX_RESERVED_RECORDS),
-            );
-        }
-        staged.bytes += result
-            .outputs
-            .iter()
-            .map(|o| {
-                let o = &o.record;
-                o.key.as_ref().map_or(0, |k| k.len())
-                    + o.value.as_ref().map_or(0, |v| v.len())
-                    + o.headers
-                        .iter()
-                        .map(|h| h.key.len() + h.value.len())
-                        .sum::<usize>()
-            })
-            .sum::<usize>();
-        staged.bytes += result
-            .writes
-            .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
-            .sum::<usize>();
-        for out in result.outputs {
-            staged.txn.append(&spec.outputs[out.output], out.record);
-        }
-        // Later writes replace earlier ones.
-        staged.writes.extend(result.writes);
-        for input in batch {
-            staged.advanced.insert(input.stream, input.event.offset + 1);
-        }
-        staged.events_in += batch.len() as u64;
-        staged.started.push(started);
-    }
-
     /// One broker transaction: the staged outputs, state writes and offsets,
     /// and the generation check.
-    fn commit_staged(&mut self, p: u32, staged: Staged) -> Result<()> {
+    fn commit_staged(&mut self, p: u32, staged: Staged, writes: StateWrites) -> Result<()> {
         let spec = &self.shared.spec;
         let Staged {
             mut txn,
-            writes,
             advanced,
             events_in,
             events_out,
@@ -501,73 +397,209 @@ impl Worker {
     }
 }
 
-/// The embedded log's attempts on partition index `p`: each stages its
-/// outputs, state writes and offsets, and the policies' error records, in
-/// one transaction, committed with the backlog's other batches (see
-/// [`Worker::handle_backlog`]). A refusal of the log is found before a
-/// call's outputs are staged (the runner checks them against their
-/// streams), so it meets the event at fault as a failure of its call does.
-struct Staging<'w> {
-    worker: &'w mut Worker,
-    p: u32,
-    staged: Staged,
+impl Staged {
+    /// Adds the outputs of a call over `batch` that started at `started`,
+    /// and its offsets; `writes`, its state writes, count in its bytes.
+    pub(crate) fn stage(
+        &mut self,
+        spec: &ProcessorSpec,
+        batch: &[Input],
+        outputs: Vec<BatchOutput>,
+        writes: &StateWrites,
+        started: Instant,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        self.events_out += outputs.len() as u64;
+        if self.txn.append_count() == 0 {
+            // Room for a whole commit of batches like this one, at once, up
+            // to a bound: a guest decides how many outputs a batch has.
+            let batches = (spec.max_commit_events / batch.len()).max(1);
+            self.txn.reserve(
+                outputs
+                    .len()
+                    .saturating_mul(batches)
+                    .min(MAX_RESERVED_RECORDS),
+            );
+        }
+        self.bytes += outputs
+            .iter()
+            .map(|o| {
+                let o = &o.record;
+                o.key.as_ref().map_or(0, |k| k.len())
+                    + o.value.as_ref().map_or(0, |v| v.len())
+                    + o.headers
+                        .iter()
+                        .map(|h| h.key.len() + h.value.len())
+                        .sum::<usize>()
+            })
+            .sum::<usize>();
+        self.bytes += writes
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum::<usize>();
+        for out in outputs {
+            self.txn.append(&spec.outputs[out.output], out.record);
+        }
+        for input in batch {
+            self.advanced.insert(input.stream, input.event.offset + 1);
+        }
+        self.events_in += batch.len() as u64;
+        self.started.push(started);
+    }
 }
 
-impl Attempts for Staging<'_> {
-    /// No instance could be started: no event's fault.
+/// The embedded log: a transaction holds the calls of one partition index,
+/// the first batch read after its position and, while it has more events
+/// waiting, the batches after it, up to `max_commit_events` or
+/// `commit_bytes`: a backlog pays one durable commit for many guest calls,
+/// and a caught-up partition commits each batch at once. Once the processor
+/// is asked to stop, or an event stops the partition, what is staged
+/// commits and the rest is left. A refusal of the log is found before a
+/// call's outputs are staged (the runner checks them against their
+/// streams), so it meets the event at fault as a failure of its call does;
+/// one at the commit means that a stream changed since: the worker fails
+/// and starts anew from its committed offsets (see `processor::supervise`).
+impl Log for Worker {
     type Break = Error;
 
-    fn attempt(
-        &mut self,
-        inputs: &[Input],
-    ) -> std::result::Result<std::result::Result<(), BatchFailure>, Error> {
-        let worker = &mut *self.worker;
-        let started = Instant::now();
-        // Its state reads see the writes of the calls staged before it.
-        let called = worker.call(inputs, &mut self.staged.writes);
-        match called? {
-            Ok(result) => {
-                worker.stage(&mut self.staged, inputs, result, started);
-                Ok(Ok(()))
+    fn runner(&mut self) -> &mut GuestRunner {
+        &mut self.runner
+    }
+
+    fn begin(&mut self) -> Result<bool> {
+        loop {
+            if self.stopping() {
+                return Ok(false);
             }
-            Err(error) => {
-                worker.note_failure(&error);
-                Ok(Err(error))
+            if self.idle {
+                self.idle = !self.wait_for_events()?;
+                continue;
+            }
+            while let Some(&p) = self.partitions.get(self.cursor) {
+                self.cursor += 1;
+                if self.stopped.contains(&p) {
+                    continue;
+                }
+                let batch = self.read_batch(p)?;
+                if batch.is_empty() {
+                    continue;
+                }
+                self.progressed = true;
+                self.open = Some(Open {
+                    p,
+                    first: Some(batch),
+                    staged: Staged::default(),
+                });
+                return Ok(true);
+            }
+            self.cursor = 0;
+            if !std::mem::take(&mut self.progressed) {
+                if self.mode == RunMode::UntilCaughtUp {
+                    return Ok(false);
+                }
+                self.idle = !self.wait_for_events()?;
             }
         }
     }
 
-    fn record(&mut self, input: &Input, reason: &str) -> std::result::Result<Settled, Error> {
-        let worker = &mut *self.worker;
-        let shared = worker.shared.clone();
+    fn next_call(&mut self) -> Result<Option<Vec<Input>>> {
+        let stopping = self.stopping();
+        let Some(open) = self.open.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(first) = open.first.take() {
+            return Ok(Some(first));
+        }
+        let (p, staged) = (open.p, &open.staged);
+        // Read on after what is staged.
+        for (&i, &next) in &staged.advanced {
+            self.positions.insert((i, p), next);
+        }
+        let commit_bytes = self.shared.engine.config().limits.commit_bytes;
+        if staged.events_in as usize >= self.shared.spec.max_commit_events
+            || staged.bytes >= commit_bytes
+            || stopping
+        {
+            return Ok(None);
+        }
+        let batch = self.read_batch(p)?;
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    fn stage(
+        &mut self,
+        inputs: &[Input],
+        outputs: Vec<BatchOutput>,
+        writes: &StateWrites,
+        started: Instant,
+    ) -> Result<()> {
+        if let Some(open) = self.open.as_mut() {
+            (open.staged).stage(&self.shared.spec, inputs, outputs, writes, started);
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, input: &Input, record: Record, reason: &str) -> Result<Settled> {
+        let shared = self.shared.clone();
         let spec = &shared.spec;
-        let (p, stream, offset) = (self.p, &spec.inputs[input.stream], input.event.offset);
+        let Some(open) = self.open.as_mut() else {
+            // Only called inside a transaction (see `run_instance`).
+            return Ok(Settled::Halted);
+        };
+        let (p, stream, offset) = (open.p, &spec.inputs[input.stream], input.event.offset);
         tracing::warn!(processor = %spec.name, stream, partition = p, offset,
             error = %reason, "event keeps failing: recorded on the error stream");
         let errors = spec.error_stream();
-        let record = worker.runner.error_record(input, reason);
         let checked = (shared.broker.append_check(&errors)).and_then(|c| c.check(&record));
         if let Err(e) = checked {
             // The error stream is gone or refuses the record (too large):
             // nothing may be skipped silently, so stop.
             let reason = format!("{reason}; and its error record could not be written: {e}");
-            worker.stop_partition(p, stream, offset, reason);
+            self.stop_partition(p, stream, offset, reason);
             return Ok(Settled::Halted);
         }
-        self.staged.txn.append(&errors, record);
-        self.staged.advanced.insert(input.stream, offset + 1);
-        self.staged.recorded += 1;
+        open.staged.txn.append(&errors, record);
+        open.staged.advanced.insert(input.stream, offset + 1);
+        open.staged.recorded += 1;
         Ok(Settled::Done)
     }
 
-    fn stop(&mut self, input: &Input, reason: String) -> std::result::Result<Settled, Error> {
-        let stream = self.worker.shared.spec.inputs[input.stream].clone();
-        (self.worker).stop_partition(self.p, &stream, input.event.offset, reason);
+    fn stop(&mut self, input: &Input, reason: String) -> Result<Settled> {
+        let stream = self.shared.spec.inputs[input.stream].clone();
+        self.stop_partition(input.event.partition, &stream, input.event.offset, reason);
         Ok(Settled::Halted)
     }
 
+    fn failed(&mut self, failure: &BatchFailure) {
+        self.note_failure(failure);
+    }
+
+    fn trapped(&mut self, traps: u64) {
+        self.shared.status().traps += traps;
+    }
+
+    fn commit(&mut self, mut writes: BTreeMap<u32, StateWrites>, _: Settled) -> Result<()> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        if open.staged.advanced.is_empty() {
+            // Halted at its first event: nothing to commit.
+            return Ok(());
+        }
+        let writes = writes.remove(&open.p).unwrap_or_default();
+        self.commit_staged(open.p, open.staged, writes)
+    }
+
+    fn abort(&mut self, cause: Error) -> Result<()> {
+        // Nothing of it reached the broker: dropped.
+        self.open = None;
+        Err(cause)
+    }
+
     fn stopping(&self) -> bool {
-        self.worker.stopping()
+        self.shared.stopping()
     }
 }
 

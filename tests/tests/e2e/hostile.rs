@@ -578,7 +578,11 @@ fn an_error_record_that_cannot_be_written_stops_the_partition() {
     broker.delete_stream("lost.errors").unwrap();
     let p0 = ["a", "POISON", "b"].map(|v| Record::value(v).to_partition(0));
     broker.append("lost-in", p0).unwrap();
-    wait_until("partition 0 to stop", || !d.status().stopped.is_empty());
+    // The stop is in the status as soon as it is decided, and the event
+    // before it commits right after.
+    wait_until("partition 0 to stop after its first event", || {
+        !d.status().stopped.is_empty() && committed(&broker, "lost", 0).is_some()
+    });
     let status = d.status();
     let stopped = &status.stopped[0];
     assert_eq!((stopped.partition, stopped.offset), (0, 1), "{status:?}");

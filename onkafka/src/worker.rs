@@ -131,8 +131,9 @@ enum Fault {
     Reconnect(String),
     /// The processor must stop (the `stop` error policy).
     Fatal(Error),
-    /// `stop` was set while a partition's state was being restored: the
-    /// instance ends before any batch reads the half-restored cache.
+    /// `stop` was set while a partition's state was being restored (the
+    /// instance ends before any batch reads the half-restored cache), or
+    /// while a transaction's calls ran (it is aborted: see `Log::commit`).
     Stopped,
 }
 

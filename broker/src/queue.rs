@@ -143,6 +143,27 @@ impl FromStr for LockId {
     }
 }
 
+/// Settlements of `count` events from `lock.offset` on, each under the lock
+/// with that offset and `lock`'s nonce (the locks of one acquisition share a
+/// nonce): a batch acquired and settled together is one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Settle {
+    pub group: String,
+    pub lock: LockId,
+    pub count: u32,
+    pub ack: Ack,
+}
+
+impl Settle {
+    /// The lock of each event, in offset order.
+    pub(crate) fn locks(&self) -> impl Iterator<Item = LockId> + '_ {
+        (0..u64::from(self.count)).map(|i| LockId {
+            offset: self.lock.offset + i,
+            ..self.lock
+        })
+    }
+}
+
 /// What a member does with an event it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ack {
@@ -405,24 +426,34 @@ fn single(value: u32) -> u32 {
     value & ((1 << RUN_SHIFT) - 1)
 }
 
-/// The rows to store for `rows` (one per offset): consecutive done ones
-/// folded into runs of at most [`MAX_RUN`].
+/// The row covering `offset` in `rows` (rows as stored: a done one may
+/// stand for a run): its first offset and value.
+fn covering(rows: &BTreeMap<u64, u32>, offset: u64) -> Option<(u64, u32)> {
+    rows.range(..=offset)
+        .next_back()
+        .filter(|(&first, &value)| first.saturating_add(run_len(value)) > offset)
+        .map(|(&first, &value)| (first, value))
+}
+
+/// The rows to store for `rows` (rows as stored, not overlapping):
+/// adjacent done ones folded into runs of at most [`MAX_RUN`].
 fn fold_runs(rows: &BTreeMap<u64, u32>) -> BTreeMap<u64, u32> {
     let mut folded = BTreeMap::new();
     // The run being built: its first offset, its value, its length.
     let mut run: Option<(u64, u32, u64)> = None;
     for (&offset, &value) in rows {
-        if let Some((first, v, len)) = run {
-            if row_done(value) && first + len == offset && len < MAX_RUN {
-                run = Some((first, v, len + 1));
+        let len = run_len(value);
+        if let Some((first, v, have)) = run {
+            if row_done(value) && first + have == offset && have + len <= MAX_RUN {
+                run = Some((first, v, have + len));
                 continue;
             }
-            // `len` is at most `MAX_RUN`: the extra count fits its bits.
-            folded.insert(first, v | ((len - 1) as u32) << RUN_SHIFT);
+            // `have` is at most `MAX_RUN`: the extra count fits its bits.
+            folded.insert(first, v | ((have - 1) as u32) << RUN_SHIFT);
             run = None;
         }
         if row_done(value) {
-            run = Some((offset, single(value), 1));
+            run = Some((offset, single(value), len));
         } else {
             folded.insert(offset, value);
         }
@@ -515,8 +546,8 @@ fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), red
         .min()
         .unwrap_or(start)
         .max(start);
-    // One entry per offset in `rows`; `stored` as they are in redb.
-    let mut rows = BTreeMap::new();
+    // `stored` as they are in redb; `rows` as they become, in the same
+    // form (a done row may stand for a run), folded before they are written.
     let mut stored = BTreeMap::new();
     if end > start {
         let before = tables
@@ -528,18 +559,16 @@ fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), red
         let from = before.map_or(low, |(k, _)| k.value().3);
         for r in tables.rows.range((g, s, p, from)..(g, s, p, end))? {
             let (k, v) = r?;
-            let (first, value) = (k.value().3, v.value());
-            stored.insert(first, value);
-            for offset in first..first.saturating_add(run_len(value)) {
-                rows.insert(offset, single(value));
-            }
+            stored.insert(k.value().3, v.value());
         }
     }
+    let mut rows = stored.clone();
     for w in run {
         match w.op {
             QueueOp::Deliver { deliveries, .. } => {
                 for offset in w.op.offsets().filter(|&o| o >= start) {
-                    match rows.get(&offset).copied() {
+                    // A pending row stands for its own offset alone.
+                    match covering(&rows, offset).map(|(_, v)| v) {
                         Some(old) if row_done(old) => {}
                         Some(old) => {
                             rows.insert(offset, row(deliveries.max(row_deliveries(old)), None));
@@ -547,8 +576,12 @@ fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), red
                         None if deliveries == 1 => {
                             // Offsets with a row need no mark: it moves over
                             // them, and over a first delivery right after.
-                            while mark < offset && rows.contains_key(&mark) {
-                                mark += 1;
+                            // (A row covering the mark ends at or below the
+                            // offset, which none covers.)
+                            while let Some((first, v)) =
+                                covering(&rows, mark).filter(|_| mark < offset)
+                            {
+                                mark = first.saturating_add(run_len(v));
                             }
                             if offset == mark {
                                 mark = offset + 1;
@@ -578,17 +611,40 @@ fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), red
                     start = offsets.end;
                     continue;
                 }
-                for offset in offsets.filter(|&o| o >= start) {
-                    let old = rows.get(&offset).copied();
-                    if old.is_some_and(row_done) {
-                        continue;
-                    }
-                    let count = old.map_or(u16::from(offset < mark), row_deliveries);
-                    rows.insert(offset, row(count, Some(outcome)));
+                let mut offset = offsets.start.max(start);
+                while offset < offsets.end {
+                    let settled = match covering(&rows, offset) {
+                        // Done already: skipped whole.
+                        Some((first, v)) if row_done(v) => {
+                            offset = first.saturating_add(run_len(v));
+                            continue;
+                        }
+                        Some((_, v)) => {
+                            rows.insert(offset, row(row_deliveries(v), Some(outcome)));
+                            1
+                        }
+                        // Up to the next row, none has one: each done, as
+                        // rows of runs (their delivery count is not read).
+                        None => {
+                            let next = rows
+                                .range(offset..offsets.end)
+                                .next()
+                                .map_or(offsets.end, |(&k, _)| k);
+                            let mut at = offset;
+                            while at < next {
+                                let len = (next - at).min(MAX_RUN);
+                                let value = row(u16::from(at < mark), Some(outcome));
+                                rows.insert(at, value | ((len - 1) as u32) << RUN_SHIFT);
+                                at += len;
+                            }
+                            next - offset
+                        }
+                    };
+                    offset += settled;
                     match outcome {
                         // Saturating: a replayed journal is read as it is.
-                        Outcome::Accepted => accepted = accepted.saturating_add(1),
-                        Outcome::Rejected => rejected = rejected.saturating_add(1),
+                        Outcome::Accepted => accepted = accepted.saturating_add(settled),
+                        Outcome::Rejected => rejected = rejected.saturating_add(settled),
                         Outcome::Gone => {}
                     }
                 }
@@ -599,9 +655,9 @@ fn apply_run(tables: &mut QueueTables<'_>, run: &[QueueWrite]) -> Result<(), red
     }
     // The start moves over the done rows at its front: those the writes
     // named, then the stored ones after them.
-    while rows.get(&start).is_some_and(|&v| row_done(v)) {
+    while let Some(v) = rows.get(&start).copied().filter(|&v| row_done(v)) {
         rows.remove(&start);
-        start += 1;
+        start = start.saturating_add(run_len(v));
     }
     // Then the stored ones after them (none of them in `rows`: past the
     // start, `rows` holds no done entry, and those read end below `end`).
@@ -752,25 +808,11 @@ impl PartQueue {
         }
     }
 
-    /// Releases the locks that expired by `now`; whether one did.
-    pub(crate) fn expire(&mut self, now: Instant) -> bool {
-        let mut any = false;
-        for slot in &mut self.slots {
-            if let Slot::Acquired(h) = *slot {
-                if h.expires <= now {
-                    *slot = Slot::Available {
-                        deliveries: h.deliveries,
-                    };
-                    any = true;
-                }
-            }
-        }
-        any
-    }
-
     /// Locks up to `want` events for `lock_for`: the available ones of the
-    /// window first, then new ones below `end` while the group's window
-    /// has room; all in offset order. Each gets a fresh lock from `nonce`.
+    /// window first (a lock expired by `now` makes its event available),
+    /// then new ones below `end` while the group's window has room; all in
+    /// offset order, under one fresh lock nonce from `nonce` (each event's
+    /// lock is its offset with it).
     pub(crate) fn pick(
         &mut self,
         now: Instant,
@@ -778,14 +820,14 @@ impl PartQueue {
         end: u64,
         config: &QueueConfig,
         lock_for: Duration,
-        mut nonce: impl FnMut() -> u64,
+        nonce: impl FnOnce() -> u64,
     ) -> Vec<Pick> {
-        self.expire(now);
+        let nonce = nonce();
         let expires = now.checked_add(lock_for).unwrap_or(now);
         let mut picks = Vec::new();
         // Events picked to archive do not count: they are not handed out.
         let mut handed = 0;
-        let mut take = |offset: u64, deliveries: u16, picks: &mut Vec<Pick>| {
+        let take = |offset: u64, deliveries: u16, picks: &mut Vec<Pick>| {
             let archive = deliveries >= config.max_deliveries;
             let deliveries = if archive {
                 deliveries
@@ -794,15 +836,23 @@ impl PartQueue {
             };
             picks.push(Pick {
                 offset,
-                nonce: nonce(),
+                nonce,
                 deliveries,
                 archive,
             });
             usize::from(!archive)
         };
+        // One pass: expired locks are released all through the window.
         for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Slot::Acquired(h) = *slot {
+                if h.expires <= now {
+                    *slot = Slot::Available {
+                        deliveries: h.deliveries,
+                    };
+                }
+            }
             if handed >= want {
-                break;
+                continue;
             }
             if let Slot::Available { deliveries } = *slot {
                 handed += take(self.start + i as u64, deliveries, &mut picks);
@@ -903,13 +953,29 @@ pub(crate) struct Queues {
     configs: Mutex<HashMap<String, QueueConfig>>,
 }
 
-/// Settlements under way: each (partition, offset, nonce, outcome), undone
-/// or completed by [`Queues::finish`], and who waits on their groups.
+/// Settlements under way, undone or completed by [`Queues::finish`], and
+/// who waits on their groups.
 #[must_use]
 #[derive(Default)]
 pub(crate) struct Pins {
     group_sleepers: Vec<Arc<Sleepers>>,
-    pins: Vec<(SharedPart, u64, u64, Option<Outcome>)>,
+    pins: Vec<Pinned>,
+}
+
+/// Events `offset..offset + count` of `part`, each settling under the lock
+/// `nonce` (`None`: a release).
+struct Pinned {
+    part: SharedPart,
+    offset: u64,
+    count: u32,
+    nonce: u64,
+    outcome: Option<Outcome>,
+}
+
+impl Pinned {
+    fn offsets(&self) -> Range<u64> {
+        self.offset..self.offset + u64::from(self.count)
+    }
 }
 
 impl Queues {
@@ -1000,71 +1066,65 @@ impl Queues {
     /// expire nor be used again, and adds the durable writes of the
     /// acceptances and rejections to `writes`. All or nothing: with a lock
     /// not held, nothing is pinned and the error names it.
-    pub(crate) fn pin(
-        &self,
-        settles: &[(String, LockId, Ack)],
-        writes: &mut Vec<QueueWrite>,
-    ) -> Result<Pins> {
+    pub(crate) fn pin(&self, settles: &[Settle], writes: &mut Vec<QueueWrite>) -> Result<Pins> {
         let mut pins = Pins::default();
-        // A batch's settlements are mostly on one partition: each run of
-        // them on one is pinned under one lock of it.
-        let mut rest = settles;
         let mut last_group = None;
-        while let Some((group, first, _)) = rest.first() {
-            let at = (group.as_str(), first.stream, first.partition);
-            let n = rest
-                .iter()
-                .take_while(|(g, id, _)| (g.as_str(), id.stream, id.partition) == at)
-                .count();
-            let (now, after) = rest.split_at(n);
-            rest = after;
-            let lost = |id: &LockId| Error::LockLost {
+        for run in settles {
+            let Settle {
+                group,
+                lock: first,
+                count,
+                ..
+            } = run;
+            let lost = |id: LockId| Error::LockLost {
                 group: group.clone(),
                 lock: id.to_string(),
             };
-            let key = (group.clone(), first.stream, first.partition);
-            let Some(part) = self.loaded(&key) else {
+            let Some(part) = self.loaded(&(group.clone(), first.stream, first.partition)) else {
                 self.finish(pins, false);
-                return Err(lost(first));
+                return Err(lost(*first));
             };
             if last_group != Some(group) {
                 pins.group_sleepers.push(self.sleepers(group));
                 last_group = Some(group);
             }
             let mut q = lock(&part);
-            let base = q.start;
-            for (_, id, ack) in now {
-                let outcome = match ack {
-                    Ack::Accept => Some(Outcome::Accepted),
-                    Ack::Reject => Some(Outcome::Rejected),
-                    Ack::Release => None,
-                };
-                let pinned = match q.slot_mut(id.offset) {
-                    Some(slot) => match *slot {
-                        Slot::Acquired(held) if held.nonce == id.nonce => {
-                            *slot = Slot::Settling(held, outcome);
-                            true
-                        }
-                        _ => false,
-                    },
-                    None => false,
-                };
-                if !pinned {
-                    // `finish` locks the partition too.
-                    drop(q);
-                    self.finish(pins, false);
-                    return Err(lost(id));
-                }
-                if let Some(outcome) = outcome {
-                    let op = QueueOp::Settle {
-                        offset: id.offset,
-                        count: 1,
-                        outcome,
-                    };
-                    push(writes, (group, id.stream, id.partition), base, op);
-                }
-                pins.pins.push((part.clone(), id.offset, id.nonce, outcome));
+            // Every lock of the run is checked before any is pinned.
+            let held = |q: &mut PartQueue, id: LockId| matches!(q.slot_mut(id.offset), Some(Slot::Acquired(h)) if h.nonce == id.nonce);
+            if let Some(id) = run.locks().find(|&id| !held(&mut q, id)) {
+                // `finish` locks the partition too.
+                drop(q);
+                self.finish(pins, false);
+                return Err(lost(id));
             }
+            let outcome = match run.ack {
+                Ack::Accept => Some(Outcome::Accepted),
+                Ack::Reject => Some(Outcome::Rejected),
+                Ack::Release => None,
+            };
+            for id in run.locks() {
+                if let Some(slot) = q.slot_mut(id.offset) {
+                    if let Slot::Acquired(h) = *slot {
+                        *slot = Slot::Settling(h, outcome);
+                    }
+                }
+            }
+            if let Some(outcome) = outcome {
+                let op = QueueOp::Settle {
+                    offset: first.offset,
+                    count: *count,
+                    outcome,
+                };
+                push(writes, (group, first.stream, first.partition), q.start, op);
+            }
+            drop(q);
+            pins.pins.push(Pinned {
+                part,
+                offset: first.offset,
+                count: *count,
+                nonce: first.nonce,
+                outcome,
+            });
         }
         Ok(pins)
     }
@@ -1086,7 +1146,13 @@ impl Queues {
                 }
             }
             drop(q);
-            pins.pins.push((part, offset, nonce, Some(outcome)));
+            pins.pins.push(Pinned {
+                part,
+                offset,
+                count: 1,
+                nonce,
+                outcome: Some(outcome),
+            });
         }
         pins
     }
@@ -1097,18 +1163,10 @@ impl Queues {
     /// start moved (letting events into a window that may have been full).
     pub(crate) fn finish(&self, pins: Pins, committed: bool) {
         let mut freed = false;
-        // Each run of pins on one partition under one lock of it.
-        let mut rest = &pins.pins[..];
-        while let Some((part, ..)) = rest.first() {
-            let n = rest
-                .iter()
-                .take_while(|(p, ..)| Arc::ptr_eq(p, part))
-                .count();
-            let (now, after) = rest.split_at(n);
-            rest = after;
-            let mut q = lock(part);
+        for pinned in &pins.pins {
+            let mut q = lock(&pinned.part);
             let start = q.start;
-            for &(_, offset, nonce, outcome) in now {
+            for offset in pinned.offsets() {
                 // None: a reset dropped the window meanwhile.
                 let Some(slot) = q.slot_mut(offset) else {
                     continue;
@@ -1116,17 +1174,17 @@ impl Queues {
                 let Slot::Settling(held, _) = *slot else {
                     continue;
                 };
-                if held.nonce != nonce {
+                if held.nonce != pinned.nonce {
                     continue;
                 }
-                *slot = match (committed, outcome) {
+                *slot = match (committed, pinned.outcome) {
                     (false, _) => Slot::Acquired(held),
                     (true, None) => Slot::Available {
                         deliveries: held.deliveries,
                     },
                     (true, Some(_)) => Slot::Done,
                 };
-                match (committed, outcome) {
+                match (committed, pinned.outcome) {
                     (true, Some(Outcome::Accepted)) => q.accepted += 1,
                     (true, Some(Outcome::Rejected)) => q.rejected += 1,
                     (true, None) => freed = true,
@@ -1422,6 +1480,38 @@ mod tests {
         apply_chunks(&db, &[&[deliver(500, 250), accept(500, 100)]]);
         apply_chunks(&db, &[&[accept(600, 150)]]);
         assert_eq!(stored(&db), (Some((750, 750, 0)), Some(750), vec![]));
+    }
+
+    #[test]
+    fn a_range_settled_ahead_of_the_start_is_rows_of_the_longest_runs() {
+        let db = memory_db();
+        let accept = |offset, count| {
+            write(QueueOp::Settle {
+                offset,
+                count,
+                outcome: Outcome::Accepted,
+            })
+        };
+        let long = 2 * MAX_RUN as u32 + 5;
+        apply_chunks(&db, &[&[accept(10, long)]]);
+        let (part, _, rows) = stored(&db);
+        let lens: Vec<(u64, u64)> = rows.iter().map(|&(o, v)| (o, run_len(v))).collect();
+        assert_eq!(
+            lens,
+            vec![
+                (10, MAX_RUN),
+                (10 + MAX_RUN, MAX_RUN),
+                (10 + 2 * MAX_RUN, 5)
+            ]
+        );
+        assert_eq!(part, Some((0, u64::from(long), 0)));
+        // Accepted again in part (a replay): nothing counted twice.
+        apply_chunks(&db, &[&[accept(10 + MAX_RUN - 3, 10)]]);
+        assert_eq!(stored(&db).0, Some((0, u64::from(long), 0)));
+        // The start moves over all of them once the front is done.
+        apply_chunks(&db, &[&[accept(0, 10)]]);
+        let end = 10 + u64::from(long);
+        assert_eq!(stored(&db), (Some((end, end, 0)), None, vec![]));
     }
 
     /// A model of the writes, one event at a time with a row per event

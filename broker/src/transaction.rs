@@ -1,7 +1,7 @@
 //! What one atomic commit carries: appends, consumer-group offsets, state
 //! writes and a generation check. The runtime's exactly-once loop is built on it.
 
-use crate::queue::{Ack, LockId, QueueWrite};
+use crate::queue::{Ack, LockId, QueueWrite, Settle};
 use crate::record::Record;
 
 /// A set of writes committed together, durably, or not at all.
@@ -33,7 +33,7 @@ pub struct Transaction {
     pub(crate) fence: Option<(String, u64)>,
     /// Queue settlements by lock, resolved into `queue` by the broker
     /// before the commit (see `queue_ops`).
-    pub(crate) settles: Vec<(String, LockId, Ack)>,
+    pub(crate) settles: Vec<Settle>,
     /// Durable changes to queue groups.
     pub(crate) queue: Vec<QueueWrite>,
 }
@@ -199,7 +199,29 @@ impl Transaction {
     /// # Ok(()) }
     /// ```
     pub fn settle(&mut self, group: &str, lock: LockId, ack: Ack) -> &mut Self {
-        self.settles.push((group.to_string(), lock, ack));
+        if let Some(last) = self.settles.last_mut() {
+            // The next lock of the same acquisition, settled the same way.
+            let next = last
+                .lock
+                .offset
+                .checked_add(u64::from(last.count))
+                .map(|offset| LockId {
+                    offset,
+                    ..last.lock
+                });
+            if last.group == group && last.ack == ack && next == Some(lock) {
+                if let Some(count) = last.count.checked_add(1) {
+                    last.count = count;
+                    return self;
+                }
+            }
+        }
+        self.settles.push(Settle {
+            group: group.to_string(),
+            lock,
+            count: 1,
+            ack,
+        });
         self
     }
 

@@ -244,6 +244,42 @@ fn outputs_and_acceptances_commit_together_or_not_at_all() {
 }
 
 #[test]
+fn a_batch_settled_together_is_refused_whole_for_one_lost_lock_in_it() {
+    let (_dir, broker) = broker();
+    fill(&broker, "in", 1, 5);
+    broker
+        .create_stream("out", StreamConfig::with_partitions(1))
+        .unwrap();
+    let got = broker.queue_acquire("q", "in", 5, LONG).unwrap();
+    // The middle event goes back and out again: its first lock is lost.
+    broker
+        .queue_settle("q", &[got[2].lock], Ack::Release)
+        .unwrap();
+    let again = broker.queue_acquire("q", "in", 5, LONG).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].event.offset, 2);
+    let mut txn = Transaction::new();
+    for a in &got {
+        txn.append("out", Record::value("o"));
+        txn.settle("q", a.lock, Ack::Accept);
+    }
+    match broker.commit(txn) {
+        Err(Error::LockLost { lock, .. }) => assert_eq!(lock, got[2].lock.to_string()),
+        other => panic!("{other:?}"),
+    }
+    assert!(read_all(&broker, "out", 0).is_empty());
+    // The other four are still held, and settle around the lost one.
+    let mut txn = Transaction::new();
+    for a in got.iter().filter(|a| a.event.offset != 2) {
+        txn.settle("q", a.lock, Ack::Accept);
+    }
+    txn.settle("q", again[0].lock, Ack::Reject);
+    broker.commit(txn).unwrap();
+    let status = &broker.queue_status("q").unwrap().partitions[0];
+    assert_eq!((status.start, status.accepted, status.rejected), (5, 4, 1));
+}
+
+#[test]
 fn a_consumer_group_and_a_queue_group_of_one_name_do_not_disturb_each_other() {
     let (_dir, broker) = broker();
     fill(&broker, "jobs", 1, 10);

@@ -308,7 +308,7 @@ impl Broker {
     ) -> Result<Vec<Acquired>> {
         let dead = self.dead_letters_of(group, config);
         let mut txn = Transaction::new();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(taken.iter().map(|t| t.picks.len()).sum());
         let mut done = Vec::new();
         for t in taken {
             let mut events = self.read_picked(entry, t)?.into_iter().peekable();

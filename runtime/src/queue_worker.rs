@@ -31,11 +31,57 @@ const IDLE_RECHECK: Duration = Duration::from_secs(60);
 /// with each delivery of the event, from the spec's `retry_backoff`.
 const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(10);
 
-/// An acquired event, with what settles it.
+/// What settles an acquired event.
 struct Held {
     lock: LockId,
     deliveries: u16,
-    input: Input,
+}
+
+/// Acquired events: `held[i]` settles `inputs[i]`. Kept apart so that the
+/// guest reads the inputs as they are, without a copy per attempt.
+#[derive(Default)]
+struct Batch {
+    held: Vec<Held>,
+    inputs: Vec<Input>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Takes out event `i` as a batch of its own.
+    fn remove(&mut self, i: usize) -> Batch {
+        Batch {
+            held: vec![self.held.remove(i)],
+            inputs: vec![self.inputs.remove(i)],
+        }
+    }
+
+    /// Keeps the events whose `Held` passes `keep`.
+    fn retain(&mut self, mut keep: impl FnMut(&Held) -> bool) {
+        let Batch { held, inputs } = std::mem::take(self);
+        (self.held, self.inputs) = held
+            .into_iter()
+            .zip(inputs)
+            .filter(|(h, _)| keep(h))
+            .unzip();
+    }
+
+    /// Each event as a batch of its own, in order.
+    fn singles(self) -> impl DoubleEndedIterator<Item = Batch> {
+        self.held
+            .into_iter()
+            .zip(self.inputs)
+            .map(|(held, input)| Batch {
+                held: vec![held],
+                inputs: vec![input],
+            })
+    }
 }
 
 /// What became of one attempt at a batch.
@@ -87,21 +133,23 @@ pub(crate) fn run(worker: &mut Worker, mode: RunMode) -> Result<Exit> {
             }
             continue;
         }
-        let batch = acquired
-            .into_iter()
-            .map(
-                |Acquired {
-                     event,
-                     lock,
-                     delivery_count,
-                     ..
-                 }| Held {
-                    lock,
-                    deliveries: delivery_count,
-                    input: Input { stream: 0, event },
-                },
-            )
-            .collect();
+        let mut batch = Batch {
+            held: Vec::with_capacity(acquired.len()),
+            inputs: Vec::with_capacity(acquired.len()),
+        };
+        for Acquired {
+            event,
+            lock,
+            delivery_count,
+            ..
+        } in acquired
+        {
+            batch.held.push(Held {
+                lock,
+                deliveries: delivery_count,
+            });
+            batch.inputs.push(Input { stream: 0, event });
+        }
         if handle(worker, batch, lock_for)? == Exit::Fenced {
             return Ok(Exit::Fenced);
         }
@@ -124,7 +172,7 @@ fn lock_time(call_timeout: Duration) -> Duration {
 /// released; on a stop, releases what is left. After releasing a failing
 /// event, pauses before the next acquisition, longer the more often it was
 /// delivered, so that a passing fault does not use up its deliveries at once.
-fn handle(worker: &mut Worker, batch: Vec<Held>, lock_for: Duration) -> Result<Exit> {
+fn handle(worker: &mut Worker, batch: Batch, lock_for: Duration) -> Result<Exit> {
     // Sub-batches still to try, the next one last.
     let mut work = vec![batch];
     let mut first = true;
@@ -133,7 +181,7 @@ fn handle(worker: &mut Worker, batch: Vec<Held>, lock_for: Duration) -> Result<E
     while let Some(mut batch) = work.pop() {
         if worker.stopping() {
             work.push(batch);
-            release(worker, work.iter().flatten());
+            release(worker, work.iter().flat_map(|b| &b.held));
             return Ok(Exit::Done);
         }
         if !first {
@@ -149,7 +197,7 @@ fn handle(worker: &mut Worker, batch: Vec<Held>, lock_for: Duration) -> Result<E
             Ok(Attempt::Done) => continue,
             Ok(Attempt::Fenced) => {
                 work.push(batch);
-                release(worker, work.iter().flatten());
+                release(worker, work.iter().flat_map(|b| &b.held));
                 return Ok(Exit::Fenced);
             }
             Ok(Attempt::Failed(error)) => error,
@@ -157,7 +205,7 @@ fn handle(worker: &mut Worker, batch: Vec<Held>, lock_for: Duration) -> Result<E
                 // No instance could be started, or the log failed: what is
                 // held goes back now rather than when its locks expire.
                 work.push(batch);
-                release(worker, work.iter().flatten());
+                release(worker, work.iter().flat_map(|b| &b.held));
                 return Err(e);
             }
         };
@@ -166,18 +214,18 @@ fn handle(worker: &mut Worker, batch: Vec<Held>, lock_for: Duration) -> Result<E
             1 => Some(0),
             _ => error.event_index,
         };
-        match blamed {
+        match blamed.filter(|&i| i < batch.len()) {
             // The failing event (alone, or named by the guest) is released,
             // and the others are tried again as one batch.
             Some(i) => {
                 let alone = batch.remove(i);
-                failed = failed.max(Some(alone.deliveries));
-                release(worker, [&alone]);
+                failed = failed.max(alone.held.iter().map(|h| h.deliveries).max());
+                release(worker, &alone.held);
                 if !batch.is_empty() {
                     work.push(batch);
                 }
             }
-            None => work.extend(batch.into_iter().rev().map(|h| vec![h])),
+            None => work.extend(batch.singles().rev()),
         }
     }
     if let Some(deliveries) = failed {
@@ -190,21 +238,14 @@ fn handle(worker: &mut Worker, batch: Vec<Held>, lock_for: Duration) -> Result<E
 
 /// One guest call over `batch` and, if it succeeds, the commit of its
 /// outputs with its settlements.
-fn attempt(worker: &mut Worker, batch: &[Held]) -> Result<Attempt> {
-    let inputs: Vec<Input> = batch
-        .iter()
-        .map(|h| Input {
-            stream: h.input.stream,
-            event: h.input.event.clone(),
-        })
-        .collect();
+fn attempt(worker: &mut Worker, batch: &Batch) -> Result<Attempt> {
     let started = Instant::now();
     // No state: a state import fails the batch (see `GuestRunner::process`).
-    let result = match worker.call(&inputs, &mut StateWrites::new())? {
+    let result = match worker.call(&batch.inputs, &mut StateWrites::new())? {
         Ok(result) => result,
         Err(error) => return Ok(Attempt::Failed(error)),
     };
-    match commit(worker, batch, &inputs, result, started) {
+    match commit(worker, batch, result, started) {
         Ok(()) => Ok(Attempt::Done),
         Err(Error::Broker(leat_broker::Error::FencedGeneration { .. })) => Ok(Attempt::Fenced),
         Err(Error::Broker(leat_broker::Error::LockLost { lock, .. })) => {
@@ -212,7 +253,7 @@ fn attempt(worker: &mut Worker, batch: &[Held]) -> Result<Attempt> {
             // commits that event, and this commit wrote nothing.
             tracing::warn!(processor = %worker.shared().spec.name, %lock,
                 "a lock expired before its batch committed: the batch is given up");
-            release(worker, batch);
+            release(worker, &batch.held);
             Ok(Attempt::Done)
         }
         Err(Error::Broker(e)) if is_refusal(&e) => Ok(Attempt::Failed(refused(&e))),
@@ -225,11 +266,11 @@ fn attempt(worker: &mut Worker, batch: &[Held]) -> Result<Attempt> {
 /// their dead letters when the group keeps them), and the generation check.
 fn commit(
     worker: &mut Worker,
-    batch: &[Held],
-    inputs: &[Input],
+    batch: &Batch,
     mut result: BatchDone,
     started: Instant,
 ) -> Result<()> {
+    let inputs = &batch.inputs;
     let shared = worker.shared();
     let spec = &shared.spec;
     let rejections = std::mem::take(&mut result.rejections);
@@ -257,12 +298,12 @@ fn commit(
     } else {
         None
     };
-    for (held, reason) in batch.iter().zip(reasons) {
+    for ((held, input), reason) in batch.held.iter().zip(inputs).zip(reasons) {
         let Some(reason) = reason else {
             txn.settle(&spec.name, held.lock, Ack::Accept);
             continue;
         };
-        let event = &held.input.event;
+        let event = &input.event;
         tracing::warn!(processor = %spec.name, stream, partition = event.partition,
             offset = event.offset, reason = %reason, "the processor rejected an event");
         if let Some(dead) = &dead {

@@ -38,7 +38,7 @@ pub enum QueueCommand {
     },
     /// Change a queue group's settings; those not given stay as they are
     /// (for a new group: 5 deliveries, no dead letters, a window of 2000;
-    /// for a new processor's: dead letters, a window of a batch per instance).
+    /// for a new processor's: dead letters, a window of two batches per instance).
     #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
     Config {
         /// The queue group.

@@ -14,7 +14,7 @@
 //! the latency of each; with `LEAT_BENCH_PARTITIONS=1`, N instances on one
 //! partition against one), `LEAT_BENCH_BATCH` (events per guest call, default
 //! 1000), `LEAT_BENCH_WINDOW` (the queue group's window; default the
-//! runtime's for a new processor: a batch for each instance).
+//! runtime's for a new processor: two batches for each instance).
 //! Prints medians, with the range of the runs, and the database file's growth
 //! per event while the processor ran (outputs and bookkeeping: in queue mode
 //! the queue group's, in stream mode the offsets'); the runs of the two
@@ -51,7 +51,7 @@ fn partitions() -> u32 {
 
 /// Events per guest call (`LEAT_BENCH_BATCH`, default 1000). A queue group
 /// hands out at most its window of a partition's events at once: a new
-/// processor's holds a batch for each instance (2,000 to 10,000).
+/// processor's holds two batches for each instance (2,000 to 10,000).
 fn batch_size() -> usize {
     env_usize("LEAT_BENCH_BATCH", 1000).max(1)
 }

@@ -122,12 +122,16 @@ impl Runtime {
         }
         if spec.mode == ProcessorMode::Queue && !self.broker.queue_groups()?.contains(&spec.name) {
             // A new queue group dead-letters what it gives up on, and its
-            // window holds a batch for each instance (Kafka's default, 2,000,
-            // would leave 6 of 8 instances with batches of 1,000 idle);
+            // window holds two batches for each instance: one each at least
+            // (Kafka's default, 2,000, would leave 6 of 8 instances with
+            // batches of 1,000 idle), and room for the next ones while the
+            // front batch commits (8 instances x 1,000 on one partition:
+            // 10,000 made 1.07x the events/s of 8,000, BENCHMARKS.md).
             // `leat queue config` changes both, and a redeploy keeps them.
             let batches = u32::try_from(spec.batch_size)
                 .unwrap_or(u32::MAX)
-                .saturating_mul(spec.instances);
+                .saturating_mul(spec.instances)
+                .saturating_mul(2);
             let config = QueueConfig {
                 dead_letter: true,
                 window: batches.clamp(DEFAULT_WINDOW, MAX_WINDOW as u32),

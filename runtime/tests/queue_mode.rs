@@ -146,7 +146,7 @@ fn four_instances_on_one_partition_all_work_and_settle_every_event_once() {
 }
 
 #[test]
-fn a_new_queue_group_s_window_holds_a_batch_for_each_instance() {
+fn a_new_queue_group_s_window_holds_two_batches_for_each_instance() {
     let (_dir, broker, runtime) = setup(1);
     broker
         .queue_configure(
@@ -157,11 +157,12 @@ fn a_new_queue_group_s_window_holds_a_batch_for_each_instance() {
             },
         )
         .unwrap();
-    // (name, instances, batch size, window): Kafka's 2,000 at least, a
-    // batch per instance, 10,000 at most; a group configured before keeps
+    // (name, instances, batch size, window): Kafka's 2,000 at least, two
+    // batches per instance, 10,000 at most; a group configured before keeps
     // its window.
     for (name, instances, batch, window) in [
-        ("eight", 8, 1000, 8000),
+        ("four", 4, 1000, 8000),
+        ("eight", 8, 1000, 10_000),
         ("small", 3, 100, 2000),
         ("many", 20, 1000, 10_000),
         ("set", 8, 1000, 300),

@@ -290,7 +290,7 @@ fn a_stream_mode_processor_and_a_queue_mode_processor_read_one_stream_at_once() 
         view["instances"][0]["partitions"],
         serde_json::json!([0, 1, 2])
     );
-    // A new processor's queue group holds a batch per instance, 2,000 at
+    // A new processor's queue group holds two batches per instance, 2,000 at
     // least; scaling past its window says how to widen it.
     let status = server.leat_ok(&["queue", "status", "workers"], "");
     assert!(

@@ -11,7 +11,9 @@
 //! each event is tried on its own; a released event is delivered again,
 //! until the group's `max_deliveries` archives it (and dead-letters it to
 //! `<name>.dead`).
-//! Nothing is kept across batches: queue mode has no state.
+//! Nothing is kept across batches: queue mode has no state. Commits are
+//! pipelined (see `commit`): an instance does not wait for one to be
+//! durable before it acquires its next batch.
 
 use std::time::{Duration, Instant};
 
@@ -313,8 +315,13 @@ fn commit(
         txn.settle(&spec.name, held.lock, Ack::Reject);
     }
     txn.require_generation(&spec.name, worker.generation());
-    // Not pipelined: an acceptance is durable before the next acquisition.
-    shared.broker.commit(txn)?;
+    // Pipelined, as a stream worker's commits: the outputs and the
+    // acceptances become durable together and in commit order, readers see
+    // the outputs only then, and a crash before takes both back (the events
+    // are handed out again). Meanwhile the instance takes its next batch:
+    // 8 instances on one partition made 1.19x the events/s of waiting for
+    // each commit (BENCHMARKS.md). `run` syncs before it returns.
+    shared.broker.commit_pipelined(txn)?;
     worker.count_commit(events_in, events_out, started);
     Ok(())
 }

@@ -320,7 +320,7 @@ fn commit(
     // the outputs only then, and a crash before takes both back (the events
     // are handed out again). Meanwhile the instance takes its next batch:
     // 8 instances on one partition made 1.19x the events/s of waiting for
-    // each commit (BENCHMARKS.md). `run` syncs before it returns.
+    // each commit (BENCHMARKS.md). `run` syncs once it is done.
     shared.broker.commit_pipelined(txn)?;
     worker.count_commit(events_in, events_out, started);
     Ok(())

@@ -1416,6 +1416,15 @@ mod tests {
         }
     }
 
+    /// `count` events from `offset` on accepted.
+    fn accept(offset: u64, count: u32) -> QueueWrite {
+        write(QueueOp::Settle {
+            offset,
+            count,
+            outcome: Outcome::Accepted,
+        })
+    }
+
     fn memory_db() -> redb::Database {
         let backend = redb::backends::InMemoryBackend::new();
         redb::Database::builder()
@@ -1460,13 +1469,6 @@ mod tests {
                 deliveries: 1,
             })
         };
-        let accept = |offset, count| {
-            write(QueueOp::Settle {
-                offset,
-                count,
-                outcome: Outcome::Accepted,
-            })
-        };
         // Two members' batches, the second accepted first.
         apply_chunks(&db, &[&[deliver(0, 250)], &[deliver(250, 250)]]);
         assert_eq!(stored(&db), (Some((0, 0, 0)), Some(500), vec![]));
@@ -1485,13 +1487,6 @@ mod tests {
     #[test]
     fn a_range_settled_ahead_of_the_start_is_rows_of_the_longest_runs() {
         let db = memory_db();
-        let accept = |offset, count| {
-            write(QueueOp::Settle {
-                offset,
-                count,
-                outcome: Outcome::Accepted,
-            })
-        };
         let long = 2 * MAX_RUN as u32 + 5;
         apply_chunks(&db, &[&[accept(10, long)]]);
         let (part, _, rows) = stored(&db);

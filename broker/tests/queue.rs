@@ -30,6 +30,16 @@ fn fill(broker: &leat_broker::Broker, stream: &str, partitions: u32, n: usize) {
     }
 }
 
+/// A log with `n` events in one partition of "in", and an empty "out".
+fn in_and_out(n: usize) -> (tempfile::TempDir, leat_broker::Broker) {
+    let (dir, broker) = broker();
+    fill(&broker, "in", 1, n);
+    broker
+        .create_stream("out", StreamConfig::with_partitions(1))
+        .unwrap();
+    (dir, broker)
+}
+
 fn values(events: &[leat_broker::Acquired]) -> Vec<String> {
     events
         .iter()
@@ -197,11 +207,7 @@ fn a_restart_keeps_what_was_settled_and_the_delivery_counts_past_the_first() {
 
 #[test]
 fn outputs_and_acceptances_commit_together_or_not_at_all() {
-    let (_dir, broker) = broker();
-    fill(&broker, "in", 1, 2);
-    broker
-        .create_stream("out", StreamConfig::with_partitions(1))
-        .unwrap();
+    let (_dir, broker) = in_and_out(2);
     let got = broker.queue_acquire("q", "in", 2, LONG).unwrap();
     let mut txn = Transaction::new();
     txn.append("out", Record::value("o0"));
@@ -245,11 +251,7 @@ fn outputs_and_acceptances_commit_together_or_not_at_all() {
 
 #[test]
 fn a_batch_settled_together_is_refused_whole_for_one_lost_lock_in_it() {
-    let (_dir, broker) = broker();
-    fill(&broker, "in", 1, 5);
-    broker
-        .create_stream("out", StreamConfig::with_partitions(1))
-        .unwrap();
+    let (_dir, broker) = in_and_out(5);
     let got = broker.queue_acquire("q", "in", 5, LONG).unwrap();
     // The middle event goes back and out again: its first lock is lost.
     broker

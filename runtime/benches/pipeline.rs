@@ -64,13 +64,19 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// What `guest-examples/uppercase` does, natively: a UTF-8 value is
-/// uppercased (Unicode `to_uppercase`), anything else passes through.
+/// uppercased (ASCII first, then Unicode `to_uppercase`), anything else
+/// passes through.
 fn native_uppercase() -> NativeFn {
     Arc::new(|events, outputs| {
         for (i, e) in events.iter().enumerate() {
-            let value = e.value.as_ref().map(|v| match std::str::from_utf8(v) {
-                Ok(text) => text.to_uppercase().into_bytes(),
-                Err(_) => v.clone(),
+            let value = e.value.as_ref().map(|v| {
+                if v.is_ascii() {
+                    return v.to_ascii_uppercase();
+                }
+                match std::str::from_utf8(v) {
+                    Ok(text) => text.to_uppercase().into_bytes(),
+                    Err(_) => v.clone(),
+                }
             });
             outputs.push(Output {
                 stream: "out".into(),
@@ -391,6 +397,23 @@ fn main() {
         },
         if durable() { "durable" } else { "non-durable" }
     );
+    // Each run of the first shape beside the run of the second right after
+    // it: a ratio per pair, so that the machine's drift between pairs
+    // (large on a shared host) leaves the ratio alone.
+    let mut paired: Vec<f64> = firsts
+        .iter()
+        .zip(&seconds)
+        .map(|(f, s)| {
+            let (f, s) = (f.wall.as_secs_f64(), s.wall.as_secs_f64());
+            // Wasm over native, or queue over stream, by events/s.
+            if queue == 0 {
+                s / f
+            } else {
+                f / s
+            }
+        })
+        .collect();
+    paired.sort_by(f64::total_cmp);
     let mut rates = Vec::new();
     for (label, runs) in [(first.0, firsts), (second.0, seconds)] {
         if runs.is_empty() {
@@ -416,13 +439,21 @@ fn main() {
     let [w, n] = rates[..] else {
         return;
     };
+    let pairs = match paired[..] {
+        [] => String::new(),
+        [low, .., high] => format!(
+            "  (per pair: median {:.2}, {low:.2}..{high:.2})",
+            paired[paired.len() / 2]
+        ),
+        [one] => format!("  (one pair: {one:.2})"),
+    };
     let shapes = match queue {
         0 => {
-            println!("  wasm / native    {:>10.2}", w / n);
+            println!("  wasm / native    {:>10.2}{pairs}", w / n);
             vec![("wasm", Shape::Stream)]
         }
         _ => {
-            println!("  queue / stream   {:>10.2}", n / w);
+            println!("  queue / stream   {:>10.2}{pairs}", n / w);
             vec![(first.0.trim(), first.1), (second.0.trim(), second.1)]
         }
     };

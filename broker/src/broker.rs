@@ -20,6 +20,7 @@ use crate::maintenance::{self, MaintenanceHandle, MaintenanceReport};
 use crate::queue::Queues;
 use crate::record::{Event, Record};
 use crate::shared::{self, Shared, Waiter};
+use crate::stats::DurabilityStats;
 use crate::stream::{validate_name, PartitionInfo, StreamConfig, StreamInfo};
 use crate::tables::*;
 use crate::transaction::{Receipt, Transaction};
@@ -555,6 +556,15 @@ impl Broker {
     /// durable and readable.
     pub fn sync(&self) -> Result<()> {
         self.committer.progress.sync()
+    }
+
+    /// How the log made its group commits durable since it opened: journal
+    /// records and durable redb commits, each counted with its time. While
+    /// a durable redb commit runs (a checkpoint, or the flusher's), no
+    /// other group is applied, so their share of the time is what commits
+    /// waited for them.
+    pub fn durability_stats(&self) -> DurabilityStats {
+        self.committer.stats.read()
     }
 
     /// Appends `records` to `stream` in one atomic commit; returns each

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Durability, ReadableTable, Table};
 
@@ -38,6 +38,7 @@ use crate::partitioner::partition_for_key;
 use crate::progress::Progress;
 use crate::queue::{self, QueueTables};
 use crate::shared::Shared;
+use crate::stats::Stats;
 use crate::tables::*;
 use crate::transaction::{Receipt, Transaction};
 
@@ -66,6 +67,8 @@ pub(crate) struct Committer {
     /// How many groups were applied without durability, and how many of
     /// them are durable.
     pub(crate) progress: Progress,
+    /// What the durable writes cost, counted as they run.
+    pub(crate) stats: Stats,
 }
 
 /// What the leader and the flusher take turns on.
@@ -104,6 +107,7 @@ impl Committer {
                 undurable: Undurable::default(),
             }),
             progress: Progress::default(),
+            stats: Stats::default(),
         }
     }
 
@@ -155,7 +159,7 @@ impl Committer {
                 queue.requests.drain(..take).collect()
             };
             let mut writer = self.lock_writer();
-            commit_group(shared, group, &mut writer, &self.progress)
+            commit_group(shared, group, &mut writer, (&self.progress, &self.stats))
         };
         // Freed once the lead is handed on: the next group does not wait
         // for its records to be dropped.
@@ -173,9 +177,12 @@ impl Committer {
         let undurable = std::mem::take(&mut writer.undurable);
         let flushed = if undurable.pending {
             let flush = |journal: &Journal| -> Result<()> {
+                let start = Instant::now();
                 let txn = shared.begin_write()?;
                 journal.next_cycle(&txn)?;
-                Ok(txn.commit()?)
+                txn.commit()?;
+                self.stats.flusher_commits.since(start);
+                Ok(())
             };
             flush(&writer.journal)
                 .map(|()| true)
@@ -285,14 +292,14 @@ fn commit_group(
     shared: &Shared,
     group: Vec<Request>,
     writer: &mut Writer,
-    progress: &Progress,
+    (progress, stats): (&Progress, &Stats),
 ) -> Vec<Request> {
     let catalog = match shared.catalog.read() {
         Ok(c) => c,
         Err(poisoned) => poisoned.into_inner(),
     };
     let mut pending: HashMap<(u32, u32), Pending> = HashMap::new();
-    let applied = apply_group(shared, &catalog, &group, &mut pending, writer);
+    let applied = apply_group(shared, &catalog, &group, &mut pending, writer, stats);
     let answers: Vec<Option<Result<Receipt>>> = match applied {
         Ok((outcomes, mode)) => {
             let later = mode == Mode::Flusher;
@@ -389,6 +396,7 @@ fn apply_group(
     group: &[Request],
     pending: &mut HashMap<(u32, u32), Pending>,
     writer: &mut Writer,
+    stats: &Stats,
 ) -> Result<(Vec<Result<Receipt>>, Mode)> {
     let journal = &mut writer.journal;
     journal.begin()?;
@@ -435,13 +443,19 @@ fn apply_group(
         }
         mode
     };
+    if mode != Mode::Nothing {
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+    }
     match mode {
         Mode::Nothing => txn.abort()?,
         Mode::Checkpoint => {
             // Durable in redb with every commit before it: the journal's
             // records are no longer needed.
             journal.next_cycle(&txn)?;
-            if let Err(e) = txn.commit() {
+            let start = Instant::now();
+            let committed = txn.commit();
+            stats.caller_commits.since(start);
+            if let Err(e) = committed {
                 // Whether it is durable is in doubt, and with it the cycle
                 // the next record must have: refuse everything until the
                 // log is reopened, as after a failed flush.
@@ -454,7 +468,9 @@ fn apply_group(
         }
         Mode::Journal => {
             // On error the transaction is dropped, which aborts it.
+            let start = Instant::now();
             journal.write(sync)?;
+            stats.journal_writes.since(start);
             txn.set_durability(Durability::None)?;
             if let Err(e) = txn.commit() {
                 journal.retract();

@@ -105,6 +105,7 @@ mod queue;
 mod queue_ops;
 mod record;
 mod shared;
+mod stats;
 mod stream;
 mod tables;
 mod transaction;
@@ -123,6 +124,7 @@ pub use crate::queue::{
 pub use crate::queue_ops::{dead_letter, QueueArrival, MAX_DELIVERIES_LIMIT};
 pub use crate::record::{Event, Header, Headers, Record};
 pub use crate::shared::{WaitInterrupt, Waiter};
+pub use crate::stats::{DurabilityStats, Timed};
 pub use crate::stream::{
     validate_name, CleanupPolicy, PartitionInfo, StreamConfig, StreamInfo, DEFAULT_MAX_EVENT_BYTES,
     MAX_NAME_LEN,

@@ -382,3 +382,44 @@ fn a_stale_record_of_an_earlier_cycle_is_not_replayed() {
         .collect();
     assert_eq!(tags, ["e0", "e1", "x-"]);
 }
+
+/// The durability stats count each group by how it was made durable: a
+/// journal record, a caller's durable redb commit (the checkpoints), or
+/// the flusher's for a pipelined group.
+#[test]
+fn durability_stats_count_each_group_by_how_it_became_durable() {
+    let (_dir, _db, broker) = live_broker(1, 64 << 10);
+    let before = broker.durability_stats();
+    assert_eq!(before, leat_broker::DurabilityStats::default());
+    let kib = "v".repeat(1024);
+    for _ in 0..100 {
+        append_value(&broker, &kib);
+    }
+    let stats = broker.durability_stats();
+    assert_eq!(stats.groups, 100);
+    // 100 KiB of records through a 64 KiB journal: at least one checkpoint.
+    assert!(stats.caller_commits.count >= 1, "{stats:?}");
+    assert_eq!(
+        stats.journal_writes.count + stats.caller_commits.count,
+        100,
+        "every group is one or the other: {stats:?}"
+    );
+    assert!(stats.journal_writes.total > std::time::Duration::ZERO);
+    assert!(stats.caller_commits.total > std::time::Duration::ZERO);
+    assert_eq!(stats.flusher_commits.count, 0);
+
+    // A pipelined group too large for the journal goes to the flusher.
+    let mut txn = Transaction::new();
+    for _ in 0..600 {
+        txn.append("s", Record::value(kib.clone()).to_partition(0));
+    }
+    broker.commit_pipelined(txn).unwrap();
+    broker.sync().unwrap();
+    let after = broker.durability_stats();
+    assert_eq!(after.groups, 101);
+    assert_eq!(after.flusher_commits.count, 1, "{after:?}");
+    assert!(after.flusher_commits.total > std::time::Duration::ZERO);
+    assert_eq!(after.journal_writes, stats.journal_writes);
+    assert_eq!(after.caller_commits, stats.caller_commits);
+    assert_eq!(values(&broker, "s", 0).len(), 700);
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use leat_api as api;
-use leat_broker::{Broker, Bytes, ReadLimits, Record, StreamConfig};
+use leat_broker::{Broker, Bytes, DurabilityStats, ReadLimits, Record, StreamConfig};
 use leat_schema::{Door, Registry, SCHEMAS_STREAM};
 
 use crate::error::{ControlError, ErrorKind};
@@ -143,6 +143,12 @@ impl Log {
             self.events_produced.load(Ordering::Relaxed),
             self.events_read.load(Ordering::Relaxed),
         )
+    }
+
+    /// How the embedded log made its commits durable since it opened;
+    /// `None` when the streams are a Kafka cluster's topics.
+    pub fn durability(&self) -> Option<DurabilityStats> {
+        self.kafka.is_none().then(|| self.broker.durability_stats())
     }
 
     /// One stream's settings, extents and writer.

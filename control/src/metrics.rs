@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use leat_api as api;
+use leat_broker::{DurabilityStats, Timed};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
@@ -70,6 +71,26 @@ fn per<'a, M: 'a>(
     processors
         .iter()
         .map(move |p| ([("processor", p.name.as_str())], value(p)))
+}
+
+/// A metric's labels: one name and value.
+type Label = [(&'static str, &'static str); 1];
+
+/// One counter of each kind of durable redb commit, labelled by who made it.
+fn by_committer<N>(
+    d: &DurabilityStats,
+    value: impl Fn(&Timed) -> N,
+) -> [(Label, ConstCounter<N>); 2] {
+    [
+        (
+            [("by", "caller")],
+            ConstCounter::new(value(&d.caller_commits)),
+        ),
+        (
+            [("by", "flusher")],
+            ConstCounter::new(value(&d.flusher_commits)),
+        ),
+    ]
 }
 
 /// A processor's batch latency histogram; the view's buckets are
@@ -254,6 +275,38 @@ impl Collector for ControlMetrics {
             "Events read through the API.",
             ConstCounter::new(events_read),
         )?;
+        if let Some(d) = control.log.durability() {
+            single(
+                e,
+                "leat_log_group_commits",
+                "Group commits of the embedded log that wrote something.",
+                ConstCounter::new(d.groups),
+            )?;
+            single(
+                e,
+                "leat_log_journal_writes",
+                "Journal records written and synced, one per group commit made durable that way.",
+                ConstCounter::new(d.journal_writes.count),
+            )?;
+            single(
+                e,
+                "leat_log_journal_write_seconds",
+                "Time spent writing and syncing journal records.",
+                ConstCounter::new(d.journal_writes.total.as_secs_f64()),
+            )?;
+            family(
+                e,
+                "leat_log_durable_commits",
+                "Durable commits of the log's database: checkpoints and groups too large to journal (by a caller), pipelined groups (by the flusher). No other commit is applied while one runs.",
+                by_committer(&d, |t| t.count),
+            )?;
+            family(
+                e,
+                "leat_log_durable_commit_seconds",
+                "Time spent in durable commits of the log's database: the share of time commits waited for them.",
+                by_committer(&d, |t| t.total.as_secs_f64()),
+            )?;
+        }
         single(
             e,
             "leat_uptime_seconds",

@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use leat_broker::{Broker, BrokerOptions, QueueConfig, ReadLimits, Record, StreamConfig};
+use leat_broker::{
+    Broker, BrokerOptions, DurabilityStats, QueueConfig, ReadLimits, Record, StreamConfig, Timed,
+};
 use leat_runtime::{
     Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorMode, ProcessorSpec, RunMode,
     Runtime,
@@ -226,10 +228,11 @@ fn latencies(
     code: ProcessorCode,
     (per_tick, ticks): (usize, usize),
     shape: Shape,
-) -> Vec<i64> {
+) -> Latencies {
     let runtime = fresh_runtime(dir, engine);
     let deployment = runtime.deploy(spec(shape), code).expect("deploy");
     let broker = runtime.broker().clone();
+    let (started, before) = (Instant::now(), broker.durability_stats());
     let producer = std::thread::spawn({
         let broker = broker.clone();
         move || {
@@ -276,16 +279,47 @@ fn latencies(
         }
     }
     producer.join().expect("producer");
+    let (wall, after) = (started.elapsed(), broker.durability_stats());
     deployment.undeploy().expect("undeploy");
     samples.sort();
-    samples
+    Latencies {
+        samples,
+        durable: DurabilityStats {
+            groups: after.groups - before.groups,
+            journal_writes: less(after.journal_writes, before.journal_writes),
+            caller_commits: less(after.caller_commits, before.caller_commits),
+            flusher_commits: less(after.flusher_commits, before.flusher_commits),
+        },
+        wall,
+    }
+}
+
+/// A latency run's samples (ms, sorted), and how its commits were made
+/// durable over its `wall` time.
+struct Latencies {
+    samples: Vec<i64>,
+    durable: DurabilityStats,
+    wall: Duration,
+}
+
+fn less(after: Timed, before: Timed) -> Timed {
+    Timed {
+        count: after.count - before.count,
+        total: after.total.saturating_sub(before.total),
+    }
 }
 
 /// The latency runs' producer appends once per tick.
 const TICK: Duration = Duration::from_millis(5);
 
-/// Prints the percentiles of `l` (sorted latencies, ms) for `label`.
-fn print_latencies(label: &str, load: &str, l: &[i64]) {
+/// Prints the percentiles of `l`'s latencies for `label`, then how its
+/// commits were made durable.
+fn print_latencies(label: &str, load: &str, l: &Latencies) {
+    let Latencies {
+        samples: l,
+        durable: d,
+        wall,
+    } = l;
     let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
     println!(
         "latency append -> committed output, {label}, {load}: p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
@@ -294,6 +328,22 @@ fn print_latencies(label: &str, load: &str, l: &[i64]) {
         pct(0.99),
         pct(0.999),
         pct(1.0)
+    );
+    let each = |t: Timed| {
+        format!(
+            "{} ({:.2} ms each)",
+            t.count,
+            t.total.as_secs_f64() * 1e3 / t.count.max(1) as f64
+        )
+    };
+    let held = d.caller_commits.total + d.flusher_commits.total;
+    println!(
+        "  durable writes over {:.1} s: journal records {}; durable commits by callers {}, by the flusher {}: the writer held {:.0}% of the time",
+        wall.as_secs_f64(),
+        each(d.journal_writes),
+        each(d.caller_commits),
+        each(d.flusher_commits),
+        100.0 * held.as_secs_f64() / wall.as_secs_f64()
     );
 }
 

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use leat_broker::{Broker, BrokerOptions, Bytes, ReadLimits, Record, StreamConfig};
+use leat_broker::{Broker, BrokerOptions, Bytes, ReadLimits, Record, StreamConfig, Timed};
 
 const EVENT_BYTES: usize = 100;
 const BATCHES: [usize; 3] = [1, 100, 1000];
@@ -199,10 +199,12 @@ fn paired() {
         "limit KiB",
         "slowest append"
     );
+    let mut spent = Vec::new();
     for n in BATCHES {
         let dir = tempfile::tempdir_in(bench_dir()).unwrap();
         let broker = open(&dir);
         broker.create_stream("s", StreamConfig::default()).unwrap();
+        let before = broker.durability_stats();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -233,6 +235,23 @@ fn paired() {
         let (a, l) = (median(&mut append), median(&mut limit));
         let slowest = append.last().copied().unwrap_or_default();
         let kib = |b: u64| b as f64 / 1024.0 / PAIRED_ROUNDS as f64;
+        let after = broker.durability_stats();
+        let share = |after: Timed, before: Timed| {
+            let (count, secs) = (
+                after.count - before.count,
+                (after.total - before.total).as_secs_f64(),
+            );
+            format!(
+                "{count} ({:.2} ms each, {:.0}% of the appends' time)",
+                secs * 1e3 / count.max(1) as f64,
+                100.0 * secs / append.iter().sum::<f64>()
+            )
+        };
+        spent.push(format!(
+            "append/{n}: journal records {}; checkpoints {}",
+            share(after.journal_writes, before.journal_writes),
+            share(after.caller_commits, before.caller_commits)
+        ));
         println!(
             "{:<18} {:>14.0} {:>14.0} {:>7.0}% {:>12.0}% {:>12.1} {:>12.1} {:>13.1} ms",
             format!("append/{n}"),
@@ -244,6 +263,10 @@ fn paired() {
             kib(limit_io),
             slowest * 1e3
         );
+    }
+    println!("where the appends' time went (Broker::durability_stats):");
+    for line in spent {
+        println!("  {line}");
     }
 }
 

@@ -24,15 +24,20 @@ struct Current {
 pub struct Context<'h> {
     host: &'h mut dyn Host,
     current: Option<Current>,
+    /// Whether the host declares an output stream, looked up once: every
+    /// output without a stream goes to the first.
+    has_default: bool,
 }
 
 impl<'h> Context<'h> {
     /// A context backed by `host`: the runtime inside a component, a
     /// [`TestHost`](crate::testing::TestHost) in tests.
     pub fn new(host: &'h mut dyn Host) -> Context<'h> {
+        let has_default = !host.outputs().is_empty();
         Context {
             host,
             current: None,
+            has_default,
         }
     }
 
@@ -81,7 +86,7 @@ impl<'h> Context<'h> {
     /// output; one without a cause is attributed to the event being
     /// processed. Fails when the stream is not a declared output.
     pub fn emit(&mut self, mut output: Output) -> Result<(), Error> {
-        if !output.has_stream() {
+        if !output.has_stream() && !self.has_default {
             // The host resolves an empty stream to the first declared
             // output: checked here so that the error names the cause.
             self.default_output()?;

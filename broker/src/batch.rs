@@ -258,6 +258,17 @@ pub(crate) struct BatchHeader {
 
 /// Checks the magic and the CRC and reads the header.
 pub(crate) fn verify(raw: &[u8], what: impl Fn() -> String) -> Result<BatchHeader> {
+    let header = header(raw, &what)?;
+    let stored = u32::from_le_bytes([raw[1], raw[2], raw[3], raw[4]]);
+    if crc32fast::hash(&raw[5..]) != stored {
+        return Err(corrupt(&what, "CRC mismatch"));
+    }
+    Ok(header)
+}
+
+/// Reads the header of a batch, or of the copy of it that a row pointing
+/// into a journal segment keeps, without checking the CRC of the events.
+pub(crate) fn header(raw: &[u8], what: impl Fn() -> String) -> Result<BatchHeader> {
     let corrupt = |detail: &str| corrupt(&what, detail);
     let Some((fixed, rest)) = raw.split_first_chunk::<HEADER_LEN_V1>() else {
         return Err(corrupt("batch shorter than its header"));
@@ -270,10 +281,6 @@ pub(crate) fn verify(raw: &[u8], what: impl Fn() -> String) -> Result<BatchHeade
         },
         _ => return Err(corrupt("unknown batch format")),
     };
-    let stored = u32::from_le_bytes([fixed[1], fixed[2], fixed[3], fixed[4]]);
-    if crc32fast::hash(&raw[5..]) != stored {
-        return Err(corrupt("CRC mismatch"));
-    }
     Ok(BatchHeader {
         layout,
         count: u32::from_le_bytes([fixed[5], fixed[6], fixed[7], fixed[8]]),

@@ -1,6 +1,7 @@
 //! The public handle on the log: open, manage streams, append, read, and the
 //! consumer-group and state calls the runtime needs.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -19,6 +20,7 @@ use crate::journal::Journal;
 use crate::maintenance::{self, MaintenanceHandle, MaintenanceReport};
 use crate::queue::Queues;
 use crate::record::{Event, Record};
+use crate::segments::{Counts, Segments, Stored};
 use crate::shared::{self, Shared, Waiter};
 use crate::stats::DurabilityStats;
 use crate::stream::{validate_name, PartitionInfo, StreamConfig, StreamInfo};
@@ -261,6 +263,7 @@ impl Broker {
             txn.open_table(STREAMS)?;
             txn.open_table(PARTITIONS)?;
             txn.open_table(BATCHES)?;
+            txn.open_table(SEGMENT_BATCHES)?;
             txn.open_table(TIME_INDEX)?;
             txn.open_table(GROUP_OFFSETS)?;
             txn.open_table(GROUP_GENERATIONS)?;
@@ -276,7 +279,8 @@ impl Broker {
             }
         }
         txn.commit()?;
-        let journal = Journal::recover(&db, &path, options.checkpoint_bytes)?;
+        let segments = Arc::new(Segments::new(&path));
+        let journal = Journal::recover(&db, &path, options.checkpoint_bytes, segments.clone())?;
         let catalog = load_catalog(&db)?;
         let path = path.clone();
         let shared = Arc::new(Shared {
@@ -284,6 +288,7 @@ impl Broker {
             path,
             catalog: RwLock::new(catalog),
             maintenance: Mutex::new(()),
+            segments,
         });
         let committer = Arc::new(Committer::new(journal));
         let flusher =
@@ -357,7 +362,7 @@ impl Broker {
             }
             id
         };
-        txn.commit()?;
+        self.shared.commit(txn)?;
         let entry = Arc::new(StreamEntry {
             id,
             name: name.to_string(),
@@ -405,7 +410,7 @@ impl Broker {
                 table.insert((entry.id, p), (0, 0))?;
             }
         }
-        txn.commit()?;
+        self.shared.commit(txn)?;
         let mut cursors = entry.partitions.clone();
         cursors.extend(
             (current..partitions).map(|_| Arc::new(PartitionCursor::new(0, 0, i64::MIN, 0))),
@@ -440,8 +445,13 @@ impl Broker {
             for p in 0..count {
                 partitions.remove((id, p))?;
             }
+            let mut counts = Counts::default();
             txn.open_table(BATCHES)?
-                .retain_in((id, 0, 0)..=(id, u32::MAX, u64::MAX), |_, _| false)?;
+                .retain_in((id, 0, 0)..=(id, u32::MAX, u64::MAX), |_, value| {
+                    counts.removed(value);
+                    false
+                })?;
+            counts.apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
             txn.open_table(TIME_INDEX)?
                 .retain_in((id, 0, i64::MIN)..=(id, u32::MAX, i64::MAX), |_, _| false)?;
             txn.open_table(GROUP_OFFSETS)?
@@ -453,7 +463,7 @@ impl Broker {
             txn.open_table(QUEUE_DELIVERED)?
                 .retain(|(_, stream, _), _| stream != id)?;
         }
-        txn.commit()?;
+        self.shared.commit(txn)?;
         catalog.streams.remove(name);
         self.queues.forget_stream(id);
         // Readers waiting on it look again, and find it gone.
@@ -601,7 +611,15 @@ impl Broker {
     ) -> Result<ReadBatch> {
         let entry = self.entry(stream)?;
         let (txn, next_offset) = self.snapshot(&entry, partition)?;
-        read_in(&txn, &entry, partition, next_offset, from, limits)
+        read_in(
+            &txn,
+            &self.shared.segments,
+            &entry,
+            partition,
+            next_offset,
+            from,
+            limits,
+        )
     }
 
     /// The first offset whose event has a timestamp at or after `timestamp`,
@@ -633,7 +651,8 @@ impl Broker {
             let (key, value) = row?;
             let base = key.value().2;
             let what = || format!("{stream}/{partition} batch at offset {base}");
-            let (header, events) = batch::events(value.value(), base, what)?;
+            let stored = self.shared.segments.load(value.value(), what)?;
+            let (header, events) = batch::events(&stored, base, what)?;
             if header.max_timestamp < timestamp {
                 continue;
             }
@@ -807,7 +826,7 @@ impl Broker {
             table.insert(group, next)?;
             next
         };
-        txn.commit()?;
+        self.shared.commit(txn)?;
         Ok(next)
     }
 
@@ -980,13 +999,20 @@ fn recover_cursor(
     if let Some(row) = tables.batches.range(all.clone())?.next_back() {
         let (key, value) = row?;
         let base = key.value().2;
-        let last_delta = match batch::verify(value.value(), || what(base)) {
+        let stored = Stored::of(value.value());
+        // A row pointing into a segment keeps a copy of the header, which
+        // its read checks against the batch.
+        let checked = match stored {
+            Stored::Inline(raw) => batch::verify(raw, || what(base)),
+            Stored::At(_, head) => batch::header(head, || what(base)),
+        };
+        let last_delta = match checked {
             Ok(header) => header.last_offset_delta,
             Err(e) => {
                 // Reads of this batch report the corruption; its unchecked
                 // header is the best guess at where the partition ends.
                 tracing::error!(error = %e, "last batch of a partition fails its check");
-                batch::peek_last_offset_delta(value.value())
+                batch::peek_last_offset_delta(stored.head())
             }
         };
         next_offset = next_offset.max(base.saturating_add(u64::from(last_delta) + 1));
@@ -1014,7 +1040,11 @@ fn recover_cursor(
         let (key, value) = row?;
         let base = key.value().2;
         unindexed = unindexed.saturating_add(1);
-        max_timestamp = match batch::verify(value.value(), || what(base)) {
+        let checked = match Stored::of(value.value()) {
+            Stored::Inline(raw) => batch::verify(raw, || what(base)),
+            Stored::At(_, head) => batch::header(head, || what(base)),
+        };
+        max_timestamp = match checked {
             Ok(header) => max_timestamp.max(header.max_timestamp),
             // Unknown: a bound that no later index entry can be wrong under.
             Err(_) => i64::MAX,
@@ -1091,6 +1121,7 @@ fn batch_start(
 /// skipped without being decoded.
 fn read_in(
     txn: &ReadTransaction,
+    segments: &Segments,
     entry: &StreamEntry,
     partition: u32,
     next_offset: u64,
@@ -1125,8 +1156,8 @@ fn read_in(
         let (key, value) = row?;
         let base = key.value().2;
         let what = || format!("{}/{partition} batch at offset {base}", entry.name);
-        let stored = value.value();
-        let header = batch::verify(stored, what)?;
+        let stored = segments.load(value.value(), what)?;
+        let header = batch::verify(&stored, what)?;
         let Some(last) = header.last_offset(base) else {
             // Found by fuzzing journal replay: a damaged batch at the end of
             // the offset space made `e.offset + 1` overflow below.
@@ -1139,8 +1170,11 @@ fn read_in(
             // Ends before `from` (a gap left by compaction): nothing to copy.
             continue;
         }
-        // Copied once per batch; the events share it.
-        let raw = Bytes::copy_from_slice(stored);
+        // Read or copied once per batch; the events share it.
+        let raw = match stored {
+            Cow::Owned(read) => Bytes::from(read),
+            Cow::Borrowed(stored) => Bytes::copy_from_slice(stored),
+        };
         let events = batch::verified_events(&raw, base, &header);
         for e in events {
             let e = e.map_err(|d| batch::corrupt(what, d))?;

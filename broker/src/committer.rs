@@ -37,6 +37,7 @@ use crate::journal::{Failure, Journal};
 use crate::partitioner::partition_for_key;
 use crate::progress::Progress;
 use crate::queue::{self, QueueTables};
+use crate::segments::{self, Counts};
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::tables::*;
@@ -176,15 +177,16 @@ impl Committer {
         let covered = self.progress.applied();
         let undurable = std::mem::take(&mut writer.undurable);
         let flushed = if undurable.pending {
-            let flush = |journal: &Journal| -> Result<()> {
+            let flush = |journal: &mut Journal| -> Result<()> {
                 let start = Instant::now();
                 let txn = shared.begin_write()?;
-                journal.next_cycle(&txn)?;
+                // The groups' records were written unsynced.
+                journal.sync()?;
                 txn.commit()?;
                 self.stats.flusher_commits.since(start);
                 Ok(())
             };
-            flush(&writer.journal)
+            flush(&mut writer.journal)
                 .map(|()| true)
                 .map_err(|e| e.to_string())
         } else {
@@ -193,13 +195,12 @@ impl Committer {
         let failure = match flushed {
             Ok(true) => {
                 // Durable in redb with every commit before it.
-                writer.journal.restart();
+                writer.journal.checkpointed();
                 None
             }
             // Nothing was pending (not reached: the flusher runs once a
             // group was applied without durability, and that sets
-            // `pending`). No durable commit was made, so the journal's
-            // records are still needed: it does not start over.
+            // `pending`). No durable commit was made.
             Ok(false) => None,
             Err(detail) => Some(writer.journal.fail(format!(
                 "making pipelined commits durable failed ({detail}); reopen the log to recover"
@@ -399,8 +400,10 @@ fn apply_group(
     stats: &Stats,
 ) -> Result<(Vec<Result<Receipt>>, Mode)> {
     let journal = &mut writer.journal;
-    journal.begin()?;
+    // The record is built and written inside the write transaction (see
+    // `segments`).
     let mut txn = shared.begin_write()?;
+    journal.begin()?;
     let sync = group.iter().any(|r| needs_fsync(catalog, &r.txn));
     let mut outcomes = Vec::with_capacity(group.len());
     let mode = {
@@ -411,6 +414,7 @@ fn apply_group(
             generations: txn.open_table(GROUP_GENERATIONS)?,
             state: txn.open_table(STATE)?,
             queue: QueueTables::open(&txn)?,
+            row: Vec::new(),
         };
         for request in group {
             let outcome = match plan(catalog, &request.txn, &tables) {
@@ -420,8 +424,7 @@ fn apply_group(
             outcomes.push(outcome);
         }
         // A group that need not be durable is journaled unsynced, whatever
-        // the journal's size: committed durably to redb alone it would be
-        // missing from a replay of the durable groups after it.
+        // the journal's size.
         let mode = if !journal.has_writes() {
             // Every request was refused or empty.
             Mode::Nothing
@@ -437,9 +440,15 @@ fn apply_group(
         } else {
             Mode::Journal
         };
-        if mode == Mode::Journal {
-            txn.open_table(META)?
-                .insert(JOURNAL_KEY, journal.next_seq())?;
+        if mode != Mode::Nothing {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(JOURNAL_KEY, journal.next_seq())?;
+            meta.insert(JOURNAL_SEGMENT_KEY, journal.segment())?;
+            if journal.batches() > 0 {
+                let mut counts = Counts::default();
+                counts.added_to(journal.segment(), journal.batches());
+                counts.apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
+            }
         }
         mode
     };
@@ -449,55 +458,56 @@ fn apply_group(
     match mode {
         Mode::Nothing => txn.abort()?,
         Mode::Checkpoint => {
-            // Durable in redb with every commit before it: the journal's
-            // records are no longer needed.
-            journal.next_cycle(&txn)?;
+            // The record is synced, then redb commits durably: the next
+            // open replays nothing before it.
+            let start = Instant::now();
+            journal.write(true)?;
+            stats.journal_writes.since(start);
             let start = Instant::now();
             let committed = txn.commit();
             stats.caller_commits.since(start);
             if let Err(e) = committed {
-                // Whether it is durable is in doubt, and with it the cycle
-                // the next record must have: refuse everything until the
-                // log is reopened, as after a failed flush.
+                // Whether it is durable is in doubt: the record stays (a
+                // reopen replays it unless redb holds it), and everything
+                // is refused until the log is reopened, as after a failed
+                // flush.
                 let failure = journal.fail(format!(
                     "the durable commit of a checkpoint failed ({e}); reopen the log to recover"
                 ));
                 return Err(failure.error());
             }
-            journal.restart();
+            journal.confirm(true);
         }
-        Mode::Journal => {
-            // On error the transaction is dropped, which aborts it.
+        Mode::Journal | Mode::Flusher => {
+            // A pipelined group's record is synced by the flusher, before
+            // its durable redb commit. On error the transaction is dropped,
+            // which aborts it.
             let start = Instant::now();
-            journal.write(sync)?;
+            journal.write(sync && mode == Mode::Journal)?;
             stats.journal_writes.since(start);
             txn.set_durability(Durability::None)?;
             if let Err(e) = txn.commit() {
                 journal.retract();
                 return Err(e.into());
             }
-            journal.confirm();
-        }
-        Mode::Flusher => {
-            // Nothing to journal: the flusher's durable redb commit makes
-            // it durable with the journal's records before it.
-            txn.set_durability(Durability::None)?;
-            txn.commit()?;
+            journal.confirm(false);
         }
     }
     Ok((outcomes, mode))
 }
 
-/// How `apply_group` commits a group.
+/// How `apply_group` commits a group: each writes a journal record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     /// Nothing to write.
     Nothing,
-    /// A durable redb commit.
+    /// A synced record, then a durable redb commit.
     Checkpoint,
-    /// A journal record, then a redb commit without durability.
+    /// A record (synced when the group needs it), then a redb commit
+    /// without durability.
     Journal,
-    /// A redb commit without durability, made durable by the flusher.
+    /// An unsynced record and a redb commit without durability, made
+    /// durable by the flusher.
     Flusher,
 }
 
@@ -522,6 +532,8 @@ struct Tables<'t> {
     generations: Table<'t, &'static str, u64>,
     state: Table<'t, (&'static str, &'static [u8]), &'static [u8]>,
     queue: QueueTables<'t>,
+    /// A scratch row of `BATCHES`.
+    row: Vec<u8>,
 }
 
 /// A validated request: the stream entries it names and each record's partition.
@@ -645,10 +657,11 @@ fn write(
                     .insert((entry.id, partition, p.max_timestamp), base)?;
                 p.unindexed = 0;
             }
-            let encoded = journal.batch(entry.id, partition, base, events);
+            let (at, encoded) = journal.batch(entry.id, partition, base, events);
+            segments::pointer(at, encoded, &mut tables.row);
             tables
                 .batches
-                .insert((entry.id, partition, base), encoded)?;
+                .insert((entry.id, partition, base), tables.row.as_slice())?;
             p.next_offset = base + chunk.len() as u64;
             p.max_timestamp = p.max_timestamp.max(batch_max);
             p.unindexed += 1;

@@ -1,54 +1,47 @@
-//! The write-ahead journal beside the redb file: it makes a group commit
-//! durable with one sequential write and one `fdatasync`.
+//! The write-ahead journal: it makes a group commit durable with one
+//! sequential write and one `fdatasync`, and it is where the group's batches
+//! live (see `segments`).
 //!
-//! A durable redb commit writes every page it changed where that page lives
-//! (the batch's page, B-tree branches, redb's own allocator tree, the
-//! header) and flushes them: about 1.5 times the bytes of the batch, at
-//! several places in the file. A group commit instead writes one record to
-//! the journal (the group's writes, in order), syncs it, and only then
-//! commits to redb without a flush. Once the journal holds
-//! `checkpoint_bytes`, the next group is committed to redb durably instead,
-//! which makes every earlier commit durable there too, and the journal
-//! starts over from its beginning. So is a group of `DIRECT_BYTES` or more:
-//! redb's pages per commit cost little beside it, and the journal would
-//! only write it twice.
+//! A group commit writes one record to the journal's current segment (the
+//! group's writes, in order), syncs it, and only then commits to redb
+//! without a flush; the rows of `BATCHES` it inserts point at the batches
+//! in the record. Once `checkpoint_bytes` of records were written since the
+//! last durable redb commit, the next group is committed to redb durably
+//! (a checkpoint), which bounds what an open replays; since the batches stay
+//! in the segments, a checkpoint writes only the rows and indexes, not the
+//! batches again.
 //!
 //! Invariants:
 //! - `META["journal"]` is the sequence number of the last record whose
-//!   writes the database holds. A journaled group writes it in the same redb
-//!   transaction as its writes, so every durable redb commit (a checkpoint,
-//!   a stream change, a maintenance pass) carries the right number.
-//! - The file starts with the identity of its database (`META["journal_id"]`,
-//!   set when the journal is first opened); a journal of another database
-//!   (one left behind when its database file was deleted) is ignored.
+//!   writes the database holds, and `META["journal_segment"]` the segment
+//!   holding it (or the one written next). Every group writes both in the
+//!   same redb transaction as its writes, so every durable redb commit (a
+//!   checkpoint, a stream change, a maintenance pass) carries the right
+//!   numbers.
+//! - Each segment starts with the identity of its database
+//!   (`META["journal_id"]`, set when the journal is first opened); a segment
+//!   of another database (one left behind when its database file was
+//!   deleted) is not replayed.
 //! - Records lie back to back after that header, with consecutive sequence
-//!   numbers. After a checkpoint, new records overwrite old ones from the
-//!   start, so the first record that is torn (its CRC fails), out of
-//!   sequence or of another cycle ends the journal.
-//! - Each run of records from the start (a cycle) has its number,
-//!   `META["journal_cycle"]`, in each record's header and CRC. The durable
-//!   redb commit that makes the journal start over (a checkpoint, a flush,
-//!   an open) raises it, so no record of an earlier cycle is replayed. The
-//!   sequence numbers alone do not tell: after an open that lost unsynced
-//!   records (their pages did not reach the disk, those after them did), the
-//!   numbers start again below those of the records left after the hole, and
-//!   a new record ending where one of those begins would make it look next.
-//!   The counter lives in redb, not in the file, so that it changes
-//!   atomically with the commit that makes the earlier cycle's records
-//!   unneeded; it is in the header, not only mixed into the CRC, so that an
-//!   old record is refused for certain rather than with odds of 2^-32.
+//!   numbers across segments, each carrying its segment's number (where
+//!   layout 2 had its cycle): the first record that is torn (its CRC fails)
+//!   or out of sequence ends the segment. A segment is never written after
+//!   an open: each open starts a new one, so no record follows a hole that a
+//!   crash left.
 //! - A record is on disk before the redb commit that shows its writes to
-//!   readers, so no reader sees what a crash could take back.
-//! - After a failed write or sync the file ends where the failed record
+//!   readers, so no reader sees what a crash could take back. A record
+//!   written unsynced (a pipelined or non-durable group) is synced before
+//!   any durable redb commit (see `segments`).
+//! - After a failed write or sync the segment ends where the failed record
 //!   starts (or the failure says that its commit is in doubt), and the
 //!   journal refuses everything until the log is reopened (see
 //!   [`Journal::write`]).
 //!
-//! Layout 2 (little endian):
+//! Layout 3 (little endian), a segment `<database>-journal-<n in 16 hex digits>`:
 //! ```text
-//! file: "LEATJNL2" | database id u64 | record*
-//! record: len u32 (of the payload) | cycle u64 | seq u64
-//!         | crc32 u32 (of cycle, seq and payload) | payload
+//! file: "LEATJSG3" | database id u64 | record*
+//! record: len u32 (of the payload) | segment u64 | seq u64
+//!         | crc32 u32 (of segment, seq and payload) | payload
 //! payload: op*
 //! op: 1 batch        | stream u32 | partition u32 | base u64 | len u32 | encoded batch
 //!     2 time index   | stream u32 | partition u32 | max_timestamp i64 | base u64
@@ -63,38 +56,51 @@
 //!                      1 deliver, 2 settle: as 4 and 5 without the count (1),
 //!                      from before events of one write were counted
 //! ```
-//! Layout 1 (`"LEATJNL1"`) had no cycle: `record: len u32 | seq u64 | crc32
-//! u32 (of seq and payload) | payload`. An open still replays such a journal
-//! (a journal left by a crash of the version before must not be lost), with
-//! layout 1's weaker end, once: the open's durable commit then holds every
-//! record, and the file is rewritten in layout 2 before any new record.
+//! Layouts 1 and 2 were one file, `<database>-journal`, overwritten from
+//! its start after each checkpoint, whose batches were copied into redb.
+//! Layout 2 is layout 3's record behind the magic `"LEATJNL2"`, with the
+//! journal's cycle (`META["journal_cycle"]`) where the segment number is;
+//! layout 1 (`"LEATJNL1"`) had no cycle: `record: len u32 | seq u64 | crc32
+//! u32 (of seq and payload) | payload`. An open still replays such a file
+//! (a journal left by a crash of a version before must not be lost), its
+//! batches into redb as they were, then deletes it once the open's durable
+//! commit holds every record.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableTable, Table};
 
 use crate::batch::{self, EncodeEvent};
 use crate::error::{Error, Result};
 use crate::queue::{self, Outcome, QueueOp, QueueTables, QueueWrite};
+use crate::segments::{self, Counts, Location, Segments};
 use crate::tables::*;
 
-/// len + cycle + seq + crc.
+/// len + segment (or cycle) + seq + crc.
 const RECORD_HEADER_LEN: usize = 4 + 8 + 8 + 4;
 
-const MAGIC: &[u8; 8] = b"LEATJNL2";
+/// The magic of a segment (layout 3).
+const MAGIC: &[u8; 8] = b"LEATJSG3";
+/// The magic of the single-file journal of layout 2, replayed on open.
+const MAGIC_2: &[u8; 8] = b"LEATJNL2";
 /// The magic of layout 1, replayed on open (see the module docs).
 const MAGIC_1: &[u8; 8] = b"LEATJNL1";
 /// Magic + database id: where the first record starts.
 const FILE_HEADER_LEN: u64 = 8 + 8;
-/// A group commit of this many bytes or more goes straight to redb.
-const DIRECT_BYTES: u64 = 512 << 10;
 /// `META[ID_KEY]`: the database's identity, written in its journal's header.
 const ID_KEY: &str = "journal_id";
-/// `META[CYCLE_KEY]`: the cycle of the records written since the journal
-/// last started over (absent: 0).
+/// `META[CYCLE_KEY]`: the cycle of the records of a layout-2 journal
+/// (absent: 0).
 const CYCLE_KEY: &str = "journal_cycle";
+/// A segment holds this many checkpoints' worth of records before the
+/// journal moves to the next, within the bounds below: a segment is
+/// deleted whole, once nothing points into it.
+const SEGMENT_CHECKPOINTS: u64 = 16;
+const MIN_SEGMENT_BYTES: u64 = 64 << 10;
+const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 
 const OP_BATCH: u8 = 1;
 const OP_TIME_INDEX: u8 = 2;
@@ -112,22 +118,32 @@ const QUEUE_RESET: u8 = 3;
 const QUEUE_DELIVER: u8 = 4;
 const QUEUE_SETTLE: u8 = 5;
 
-/// The journal's file and the record of the group being committed. Only the
-/// caller leading a group commit touches it.
+/// The journal's current segment and the record of the group being
+/// committed. Only the caller leading a group commit (or the flusher)
+/// touches it, and only inside a redb write transaction.
 pub(crate) struct Journal {
-    file: File,
+    /// The segments, shared with readers.
+    segments: Arc<Segments>,
+    /// The current segment's number and file.
+    segment: u64,
+    file: Arc<File>,
     path: PathBuf,
-    /// Where the next record goes: the end of the records written since the
-    /// last checkpoint.
+    /// The database's identity, written at the start of each segment.
+    id: u64,
+    /// Where the next record goes: the end of the confirmed records.
     end: u64,
     /// The sequence number of the next record.
     next_seq: u64,
-    /// The cycle of the records written since the journal last started over.
-    cycle: u64,
-    /// Past this many bytes, the next group is a checkpoint.
+    /// Bytes of records since the last durable redb commit.
+    since_checkpoint: u64,
+    /// Past this many, the next group is a checkpoint.
     checkpoint_bytes: u64,
+    /// Past this many bytes, the next group starts a new segment.
+    segment_bytes: u64,
     /// The record being built: room for its header, then its ops.
     record: Vec<u8>,
+    /// How many batches the record holds.
+    batches: u64,
     /// Set when a write or sync of the journal failed, when a record could
     /// not be taken back after its redb commit failed, or when a durable
     /// redb commit (a checkpoint, a flush) failed: the journal, the disk and
@@ -153,39 +169,55 @@ pub(crate) enum Fault {
     Cut,
 }
 
-/// The journal of the database at `db_path`: the same name with `-journal`.
+/// The single-file journal (layouts 1 and 2) of the database at `db_path`:
+/// the same name with `-journal`.
 pub(crate) fn journal_path(db_path: &Path) -> PathBuf {
     let mut name = db_path.file_name().unwrap_or_default().to_os_string();
     name.push("-journal");
     db_path.with_file_name(name)
 }
 
+/// Where a replayed record's batches go.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Into redb (a journal of layout 1 or 2).
+    Inline,
+    /// Left in segment `segment`, whose whole file is `file`.
+    Segment { segment: u64, file: &'a [u8] },
+}
+
 impl Journal {
-    /// Opens the journal of the database at `db_path` and applies to `db`,
-    /// in one durable commit, every record it holds past `META["journal"]`;
-    /// the journal then starts over.
-    pub(crate) fn recover(db: &Database, db_path: &Path, checkpoint_bytes: u64) -> Result<Journal> {
-        let path = journal_path(db_path);
-        let open_error = |e: std::io::Error| Error::Open {
-            path: path.clone(),
+    /// Replays into `db`, in one durable commit, every record past
+    /// `META["journal"]` (a journal of layout 1 or 2 first, then the
+    /// segments from `META["journal_segment"]` on), and starts a new segment.
+    pub(crate) fn recover(
+        db: &Database,
+        db_path: &Path,
+        checkpoint_bytes: u64,
+        segments: Arc<Segments>,
+    ) -> Result<Journal> {
+        let legacy_path = journal_path(db_path);
+        let open_error = |path: &Path, e: std::io::Error| Error::Open {
+            path: path.to_path_buf(),
             source: Box::new(e),
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(open_error)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(open_error)?;
+        let legacy = match std::fs::read(&legacy_path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(open_error(&legacy_path, e)),
+        };
+        let on_disk = segments
+            .list()
+            .map_err(|e| open_error(&segments.path(0), e))?;
 
         let txn = crate::shared::begin_write(db)?;
         let mut replayed = 0u64;
-        let (id, last, layout, cycle) = {
+        let mut read = Vec::new();
+        let (id, last, segment) = {
             let mut meta = txn.open_table(META)?;
             let applied = meta.get(JOURNAL_KEY)?.map_or(0, |v| v.value());
             let cycle = meta.get(CYCLE_KEY)?.map_or(0, |v| v.value());
+            let from = meta.get(JOURNAL_SEGMENT_KEY)?.map_or(0, |v| v.value());
             let stored_id = meta.get(ID_KEY)?.map(|v| v.value());
             let id = match stored_id {
                 Some(id) => id,
@@ -195,27 +227,19 @@ impl Journal {
                     id
                 }
             };
-            let layout = file_layout(&bytes, id, cycle);
-            if layout.is_none() && !bytes.is_empty() {
-                tracing::warn!(
-                    journal = %path.display(),
-                    "the journal belongs to another database (or is not a journal): ignored"
-                );
-            }
-            // `file_layout` checked that the header is there.
-            let records_bytes = bytes.get(FILE_HEADER_LEN as usize..).unwrap_or_default();
             let mut tables = ReplayTables {
                 batches: txn.open_table(BATCHES)?,
                 time_index: txn.open_table(TIME_INDEX)?,
                 offsets: txn.open_table(GROUP_OFFSETS)?,
                 state: txn.open_table(STATE)?,
                 queue: QueueTables::open(&txn)?,
+                counts: Counts::default(),
+                row: Vec::new(),
             };
             let mut last = applied;
-            let found = layout.map(|layout| records(records_bytes, layout));
-            for (seq, payload) in found.into_iter().flatten() {
+            let mut apply = |path: &Path, seq: u64, payload: &[u8], source: Source<'_>| {
                 if seq <= applied {
-                    continue;
+                    return Ok(());
                 }
                 if last.checked_add(1) != Some(seq) {
                     return Err(Error::Corrupt {
@@ -226,37 +250,78 @@ impl Journal {
                         ),
                     });
                 }
-                replay(payload, &mut tables).map_err(|detail| Error::Corrupt {
+                replay(payload, source, &mut tables).map_err(|detail| Error::Corrupt {
                     what: format!("record {seq} of journal {}", path.display()),
                     detail,
                 })?;
                 last = seq;
                 replayed += 1;
+                Ok(())
+            };
+            if let Some(bytes) = &legacy {
+                let layout = file_layout(bytes, id, cycle);
+                if layout.is_none() && !bytes.is_empty() {
+                    tracing::warn!(
+                        journal = %legacy_path.display(),
+                        "the journal belongs to another database (or is not a journal): ignored"
+                    );
+                }
+                let records_bytes = bytes.get(FILE_HEADER_LEN as usize..).unwrap_or_default();
+                for (seq, payload) in layout.map(|l| records(records_bytes, l)).into_iter().flatten()
+                {
+                    apply(&legacy_path, seq, payload, Source::Inline)?;
+                }
             }
+            for &n in on_disk.iter().filter(|&&n| n >= from) {
+                let path = segments.path(n);
+                let bytes = std::fs::read(&path).map_err(|e| open_error(&path, e))?;
+                if !is_segment_of(&bytes, id) {
+                    tracing::warn!(
+                        journal = %path.display(),
+                        "the journal segment belongs to another database (or is not one): ignored"
+                    );
+                    continue;
+                }
+                let records_bytes = &bytes[FILE_HEADER_LEN as usize..];
+                for (seq, payload) in records(records_bytes, Layout::Two { cycle: n }) {
+                    let source = Source::Segment {
+                        segment: n,
+                        file: &bytes,
+                    };
+                    apply(&path, seq, payload, source)?;
+                }
+                read.push(path);
+            }
+            let segment = on_disk
+                .last()
+                .map_or(from, |&n| n.max(from))
+                .checked_add(1)
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("journal {}", legacy_path.display()),
+                    detail: "the last possible segment number is taken".into(),
+                })?;
+            tables
+                .counts
+                .apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
             meta.insert(JOURNAL_KEY, last)?;
-            // The journal starts over: a new cycle (wrapping after 2^64
-            // cycles, which never comes).
-            let next = cycle.wrapping_add(1);
-            meta.insert(CYCLE_KEY, next)?;
-            (id, last, layout, next)
+            meta.insert(JOURNAL_SEGMENT_KEY, segment)?;
+            (id, last, segment)
         };
-        txn.commit()?;
-        if !matches!(layout, Some(Layout::Two { .. })) {
-            // Emptied first: records of another database, or of layout 1,
-            // must not follow this one's header. After the commit above,
-            // which holds every record a layout-1 journal had.
-            let mut header = MAGIC.to_vec();
-            header.extend_from_slice(&id.to_le_bytes());
-            file.set_len(0)
-                .and_then(|()| file.seek(SeekFrom::Start(0)))
-                .and_then(|_| file.write_all(&header))
-                .and_then(|()| file.sync_all())
-                .map_err(open_error)?;
+        // Records replayed from the page cache (a process killed, not the
+        // machine) reach the disk before rows pointing at them are durable.
+        for path in &read {
+            File::open(path)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| open_error(path, e))?;
         }
-        // The journal's name in the directory must be durable before any
-        // record in it is acknowledged (the database file's too, created just
-        // before).
-        sync_dir(&path).map_err(open_error)?;
+        txn.commit()?;
+        if legacy.is_some() {
+            // Every record it held is in the commit above.
+            std::fs::remove_file(&legacy_path).map_err(|e| open_error(&legacy_path, e))?;
+        }
+        let path = segments.path(segment);
+        let file = create_segment(&path, id).map_err(|e| open_error(&path, e))?;
+        segments.register(segment, file.clone());
         if replayed > 0 {
             tracing::info!(records = replayed, up_to = last, "replayed the journal");
         }
@@ -265,27 +330,74 @@ impl Journal {
             detail: "the database holds the last possible record number".into(),
         })?;
         Ok(Journal {
+            segments,
+            segment,
             file,
             path,
+            id,
             end: FILE_HEADER_LEN,
             next_seq,
-            cycle,
+            since_checkpoint: 0,
             checkpoint_bytes,
+            segment_bytes: checkpoint_bytes
+                .saturating_mul(SEGMENT_CHECKPOINTS)
+                .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
             record: Vec::new(),
+            batches: 0,
             failed: None,
             #[cfg(test)]
             faults: Vec::new(),
         })
     }
 
-    /// Starts the record of a new group; refuses when an earlier failure
-    /// left the journal and the database in doubt.
+    /// Starts the record of a new group (in a new segment when the current
+    /// one is full); refuses when an earlier failure left the journal and
+    /// the database in doubt.
     pub(crate) fn begin(&mut self) -> Result<()> {
+        if self.failed.is_none() {
+            if let Some(detail) = self.segments.failure() {
+                self.fail(detail);
+            }
+        }
         if let Some(detail) = &self.failed {
             return Err(self.error(detail.clone()));
         }
+        if self.end >= self.segment_bytes {
+            self.next_segment()?;
+        }
         self.record.clear();
         self.record.resize(RECORD_HEADER_LEN, 0);
+        self.batches = 0;
+        Ok(())
+    }
+
+    /// Moves to a new segment, once the current one is on disk: replay
+    /// reads on into the next segment only past a whole one.
+    fn next_segment(&mut self) -> Result<()> {
+        if let Err(e) = self.file.sync_data() {
+            let detail = format!(
+                "syncing a full journal segment failed ({e}); no commit is taken until \
+                 the log is reopened"
+            );
+            return Err(self.fail(detail).error());
+        }
+        self.segments.synced();
+        let next = self
+            .segment
+            .checked_add(1)
+            .ok_or_else(|| self.error("the last possible segment number is taken".into()))?;
+        let path = self.segments.path(next);
+        let file = create_segment(&path, self.id).map_err(|e| {
+            self.error(format!(
+                "starting journal segment {} failed ({e})",
+                path.display()
+            ))
+        })?;
+        self.segments.register(next, file.clone());
+        self.segment = next;
+        self.file = file;
+        self.path = path;
+        self.end = FILE_HEADER_LEN;
         Ok(())
     }
 
@@ -294,13 +406,10 @@ impl Journal {
         self.record.len() > RECORD_HEADER_LEN
     }
 
-    /// Whether the group should be committed to redb durably (a checkpoint)
-    /// rather than journaled: when the journal is full, or when the group is
-    /// so large that redb's own pages per commit cost little beside it,
-    /// where journaling it would only write it twice.
+    /// Whether the group should also be committed to redb durably (a
+    /// checkpoint): when enough records were written since the last one.
     pub(crate) fn wants_checkpoint(&self) -> bool {
-        let len = self.record.len() as u64;
-        len >= DIRECT_BYTES || self.end + len > self.checkpoint_bytes
+        self.since_checkpoint + self.record.len() as u64 > self.checkpoint_bytes
     }
 
     /// The sequence number the group's record gets.
@@ -308,15 +417,26 @@ impl Journal {
         self.next_seq
     }
 
-    /// Encodes a batch into the record and returns it, for the caller to
-    /// store the same bytes in redb.
+    /// The segment the group's record goes to.
+    pub(crate) fn segment(&self) -> u64 {
+        self.segment
+    }
+
+    /// How many batches the group's record holds (each a row pointing into
+    /// [`Journal::segment`]).
+    pub(crate) fn batches(&self) -> u64 {
+        self.batches
+    }
+
+    /// Encodes a batch into the record; returns where it will lie and its
+    /// bytes, for the caller to store the row pointing at it.
     pub(crate) fn batch<'a>(
         &mut self,
         stream: u32,
         partition: u32,
         base: u64,
         events: impl IntoIterator<Item = EncodeEvent<'a>>,
-    ) -> &[u8] {
+    ) -> (Location, &[u8]) {
         self.record.push(OP_BATCH);
         self.record.extend_from_slice(&stream.to_le_bytes());
         self.record.extend_from_slice(&partition.to_le_bytes());
@@ -326,9 +446,14 @@ impl Journal {
         let range = batch::encode_after(&mut self.record, events);
         let len = range.len() as u32;
         self.record[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
-        &self.record[range]
+        self.batches += 1;
+        let at = Location {
+            segment: self.segment,
+            offset: self.end + range.start as u64,
+            len,
+        };
+        (at, &self.record[range])
     }
-
     /// Records a time-index entry.
     pub(crate) fn time_index(
         &mut self,
@@ -409,7 +534,7 @@ impl Journal {
         let len = self.record.len() - RECORD_HEADER_LEN;
         let len = u32::try_from(len)
             .map_err(|_| self.error("a group commit's writes exceed 4 GiB".into()))?;
-        let cycle = self.cycle.to_le_bytes();
+        let cycle = self.segment.to_le_bytes();
         let seq = self.next_seq.to_le_bytes();
         let mut crc = crc32fast::Hasher::new();
         crc.update(&cycle);
@@ -420,6 +545,11 @@ impl Journal {
         self.record[12..20].copy_from_slice(&seq);
         self.record[20..24].copy_from_slice(&crc.finalize().to_le_bytes());
         let Err(e) = self.put_record(sync) else {
+            if sync {
+                self.segments.synced();
+            } else {
+                self.segments.wrote_unsynced(&self.file);
+            }
             return Ok(());
         };
         // A failed write or sync leaves the record's bytes in doubt: in the
@@ -461,14 +591,16 @@ impl Journal {
 
     /// Writes the record at the end, and syncs when `sync`.
     fn put_record(&mut self, sync: bool) -> std::io::Result<()> {
-        self.file.seek(SeekFrom::Start(self.end))?;
+        let file = self.file.clone();
+        let mut file: &File = &file;
+        file.seek(SeekFrom::Start(self.end))?;
         #[cfg(test)]
         if self.injected(Fault::Write) {
             let half = self.record.len() / 2;
-            self.file.write_all(&self.record[..half])?;
+            file.write_all(&self.record[..half])?;
             return Err(std::io::Error::other("injected write fault"));
         }
-        self.file.write_all(&self.record)?;
+        file.write_all(&self.record)?;
         if sync {
             #[cfg(test)]
             if self.injected(Fault::Sync) {
@@ -489,10 +621,26 @@ impl Journal {
         first
     }
 
-    /// The record written by [`Journal::write`] is committed in redb too.
-    pub(crate) fn confirm(&mut self) {
-        self.end += self.record.len() as u64;
+    /// The record written by [`Journal::write`] is committed in redb too,
+    /// `durably` or not.
+    pub(crate) fn confirm(&mut self, durably: bool) {
+        let len = self.record.len() as u64;
+        self.end += len;
         self.next_seq += 1;
+        self.since_checkpoint = if durably {
+            0
+        } else {
+            self.since_checkpoint + len
+        };
+    }
+
+    /// Makes every record written so far durable, for a durable redb
+    /// commit: called inside its write transaction.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.segments.sync().map_err(|e| {
+            let detail = e.to_string();
+            self.fail(detail).error()
+        })
     }
 
     /// The redb commit of the record written by [`Journal::write`] failed:
@@ -505,20 +653,10 @@ impl Journal {
         }
     }
 
-    /// Writes the next cycle's number into `txn`, the durable redb commit
-    /// after which the journal starts over ([`Journal::restart`]): once it
-    /// is durable, no record of this cycle is replayed.
-    pub(crate) fn next_cycle(&self, txn: &WriteTransaction) -> Result<()> {
-        txn.open_table(META)?
-            .insert(CYCLE_KEY, self.cycle.wrapping_add(1))?;
-        Ok(())
-    }
-
-    /// A durable redb commit, which [`Journal::next_cycle`] wrote into, now
-    /// holds every record: start over.
-    pub(crate) fn restart(&mut self) {
-        self.end = FILE_HEADER_LEN;
-        self.cycle = self.cycle.wrapping_add(1);
+    /// A durable redb commit holds every record: the next checkpoint is
+    /// `checkpoint_bytes` away.
+    pub(crate) fn checkpointed(&mut self) {
+        self.since_checkpoint = 0;
     }
 
     /// Refuses every later group until the log is reopened (which replays
@@ -572,22 +710,44 @@ impl Failure {
 enum Layout {
     /// Layout 1: no cycle.
     One,
-    /// Layout 2: only records of `cycle` count.
+    /// Layout 2: only records of `cycle` count; layout 3: `cycle` is the
+    /// segment's number.
     Two { cycle: u64 },
 }
 
-/// The layout of `bytes` if they start with the header of the journal of
-/// database `id`, whose current cycle is `cycle`.
+/// The layout of `bytes` if they start with the header of the single-file
+/// journal of database `id`, whose current cycle is `cycle`.
 fn file_layout(bytes: &[u8], id: u64, cycle: u64) -> Option<Layout> {
     let (magic, rest) = bytes.split_first_chunk::<8>()?;
     if rest.get(..8)? != id.to_le_bytes() {
         return None;
     }
     match magic {
-        MAGIC => Some(Layout::Two { cycle }),
+        MAGIC_2 => Some(Layout::Two { cycle }),
         MAGIC_1 => Some(Layout::One),
         _ => None,
     }
+}
+
+/// Whether `bytes` start with the header of a segment of database `id`.
+fn is_segment_of(bytes: &[u8], id: u64) -> bool {
+    bytes.get(..8) == Some(&MAGIC[..]) && bytes.get(8..16) == Some(&id.to_le_bytes()[..])
+}
+
+/// Creates segment file `path` with its header, on disk with its name
+/// before any record in it is acknowledged.
+fn create_segment(path: &Path, id: u64) -> std::io::Result<Arc<File>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&id.to_le_bytes());
+    file.write_all(&header)?;
+    file.sync_all()?;
+    sync_dir(path)?;
+    Ok(Arc::new(file))
 }
 
 /// An identity for a new database: the clock and the process, which no
@@ -681,11 +841,20 @@ struct ReplayTables<'t> {
     offsets: Table<'t, (&'static str, u32, u32), u64>,
     state: Table<'t, (&'static str, &'static [u8]), &'static [u8]>,
     queue: QueueTables<'t>,
+    /// Rows pointing into segments, added and replaced.
+    counts: Counts,
+    /// A scratch row.
+    row: Vec<u8>,
 }
 
-/// Applies one record's ops. A record passed its CRC, so an op that does not
-/// decode means the journal was written by something else.
-fn replay(mut payload: &[u8], tables: &mut ReplayTables<'_>) -> Result<(), String> {
+/// Applies one record's ops, its batches left where `source` says. A record
+/// passed its CRC, so an op that does not decode means the journal was
+/// written by something else.
+fn replay(
+    mut payload: &[u8],
+    source: Source<'_>,
+    tables: &mut ReplayTables<'_>,
+) -> Result<(), String> {
     let storage = |e: redb::StorageError| e.to_string();
     while let Some((&op, rest)) = payload.split_first() {
         payload = rest;
@@ -694,7 +863,25 @@ fn replay(mut payload: &[u8], tables: &mut ReplayTables<'_>) -> Result<(), Strin
             OP_BATCH => {
                 let key = (reader.u32()?, reader.u32()?, reader.u64()?);
                 let encoded = reader.bytes()?;
-                tables.batches.insert(key, encoded).map_err(storage)?;
+                let value = match source {
+                    Source::Inline => encoded,
+                    Source::Segment { segment, file } => {
+                        // `encoded` lies inside `file`: where it starts is
+                        // how far its pointer is from the file's.
+                        let offset = encoded.as_ptr() as usize - file.as_ptr() as usize;
+                        let at = Location {
+                            segment,
+                            offset: offset as u64,
+                            len: encoded.len() as u32,
+                        };
+                        segments::pointer(at, encoded, &mut tables.row);
+                        &tables.row
+                    }
+                };
+                tables.counts.added(value);
+                if let Some(old) = tables.batches.insert(key, value).map_err(storage)? {
+                    tables.counts.removed(old.value());
+                }
             }
             OP_TIME_INDEX => {
                 let key = (reader.u32()?, reader.u32()?, reader.i64()?);
@@ -966,10 +1153,7 @@ mod tests {
         assert!(matches!(append(&broker, "e1"), Err(Error::Journal { .. })));
         // A crash now (a copy of both files), and a plain reopen.
         let crash = dir.path().join("crash");
-        std::fs::create_dir(&crash).unwrap();
-        for name in ["log.redb", "log.redb-journal"] {
-            std::fs::copy(dir.path().join(name), crash.join(name)).unwrap();
-        }
+        copy_log(dir.path(), &crash);
         drop(broker);
         for at in [&crash, dir.path()] {
             let broker = broker_in(at);
@@ -994,49 +1178,66 @@ mod tests {
         assert_eq!(values(&broker_in(dir.path())), ["e0", "e1"]);
     }
 
+    /// Copies the log's files in `from` (the database, its segments) into
+    /// `to`, as a crash at this moment would leave them.
+    fn copy_log(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name();
+            if entry.path().is_file() && name.to_string_lossy().starts_with("log.redb") {
+                std::fs::copy(entry.path(), to.join(name)).unwrap();
+            }
+        }
+    }
+
     #[test]
-    fn a_journal_of_layout_1_is_replayed_then_rewritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = broker_in(dir.path());
-        append(&broker, "e0").unwrap();
-        append(&broker, "e1").unwrap();
-        // A crash of the version before: the same records, in layout 1.
-        let crash = dir.path().join("crash");
-        std::fs::create_dir(&crash).unwrap();
-        std::fs::copy(dir.path().join("log.redb"), crash.join("log.redb")).unwrap();
-        drop(broker);
-        let two = std::fs::read(dir.path().join("log.redb-journal")).unwrap();
-        assert_eq!(&two[..8], MAGIC);
-        let header = FILE_HEADER_LEN as usize;
-        let cycle = u64::from_le_bytes(two[header + 4..header + 12].try_into().unwrap());
-        let mut one = MAGIC_1.to_vec();
-        one.extend_from_slice(&two[8..header]);
-        let found: Vec<_> = records(&two[header..], Layout::Two { cycle }).collect();
-        assert_eq!(found.len(), 2);
-        for (seq, payload) in found {
-            one.extend(record(Layout::One, seq, payload));
-        }
-        let journal = crash.join("log.redb-journal");
-        std::fs::write(&journal, &one).unwrap();
+    fn a_single_file_journal_of_layout_1_or_2_is_replayed_then_deleted() {
+        for layout in [Layout::One, Layout::Two { cycle: 0 }] {
+            let dir = tempfile::tempdir().unwrap();
+            let broker = broker_in(dir.path());
+            append(&broker, "e0").unwrap();
+            append(&broker, "e1").unwrap();
+            // A crash of a version before: the database as of its last
+            // durable commit, and the same records in a single-file journal.
+            let crash = dir.path().join("crash");
+            std::fs::create_dir(&crash).unwrap();
+            std::fs::copy(dir.path().join("log.redb"), crash.join("log.redb")).unwrap();
+            drop(broker);
+            let segments = Segments::new(&dir.path().join("log.redb"));
+            let n = *segments.list().unwrap().last().unwrap();
+            let segment = std::fs::read(segments.path(n)).unwrap();
+            assert_eq!(&segment[..8], MAGIC);
+            let header = FILE_HEADER_LEN as usize;
+            let mut old = match layout {
+                Layout::One => MAGIC_1.to_vec(),
+                Layout::Two { .. } => MAGIC_2.to_vec(),
+            };
+            old.extend_from_slice(&segment[8..header]);
+            let found: Vec<_> = records(&segment[header..], Layout::Two { cycle: n }).collect();
+            assert_eq!(found.len(), 2);
+            for (seq, payload) in found {
+                old.extend(record(layout, seq, payload));
+            }
+            let journal = crash.join("log.redb-journal");
+            std::fs::write(&journal, &old).unwrap();
 
-        let bare = dir.path().join("bare");
-        std::fs::create_dir(&bare).unwrap();
-        std::fs::copy(crash.join("log.redb"), bare.join("log.redb")).unwrap();
-        assert!(
-            values(&broker_in(&bare)).is_empty(),
-            "the database alone held the commits: the journal was not needed"
-        );
+            let bare = dir.path().join("bare");
+            std::fs::create_dir(&bare).unwrap();
+            std::fs::copy(crash.join("log.redb"), bare.join("log.redb")).unwrap();
+            assert!(
+                values(&broker_in(&bare)).is_empty(),
+                "the database alone held the commits: the journal was not needed"
+            );
 
-        let reopened = broker_in(&crash);
-        assert_eq!(values(&reopened), ["e0", "e1"]);
-        assert_eq!(&std::fs::read(&journal).unwrap()[..8], MAGIC);
-        assert_eq!(append(&reopened, "e2").unwrap().placements, [(0, 2)]);
-        let again = dir.path().join("again");
-        std::fs::create_dir(&again).unwrap();
-        for name in ["log.redb", "log.redb-journal"] {
-            std::fs::copy(crash.join(name), again.join(name)).unwrap();
+            let reopened = broker_in(&crash);
+            assert_eq!(values(&reopened), ["e0", "e1"], "{layout:?}");
+            assert!(!journal.exists(), "{layout:?}: the old journal was kept");
+            assert_eq!(append(&reopened, "e2").unwrap().placements, [(0, 2)]);
+            let again = dir.path().join("again");
+            copy_log(&crash, &again);
+            assert_eq!(values(&broker_in(&again)), ["e0", "e1", "e2"], "{layout:?}");
         }
-        assert_eq!(values(&broker_in(&again)), ["e0", "e1", "e2"]);
     }
 
     /// The queue state a record's payload leaves in a fresh database:
@@ -1053,8 +1254,10 @@ mod tests {
             offsets: txn.open_table(GROUP_OFFSETS).unwrap(),
             state: txn.open_table(STATE).unwrap(),
             queue: QueueTables::open(&txn).unwrap(),
+            counts: Counts::default(),
+            row: Vec::new(),
         };
-        replay(payload, &mut tables).unwrap();
+        replay(payload, Source::Inline, &mut tables).unwrap();
         let part = ("g", 1, 0);
         let queue = &tables.queue;
         (

@@ -104,6 +104,7 @@ mod progress;
 mod queue;
 mod queue_ops;
 mod record;
+mod segments;
 mod shared;
 mod stats;
 mod stream;

@@ -34,6 +34,7 @@ use crate::batch::{self, EventRef};
 use crate::catalog::{PartitionCursor, StreamEntry};
 use crate::committer::now_ms;
 use crate::error::{Error, Result};
+use crate::segments::{Counts, Stored};
 use crate::shared::Shared;
 use crate::stream::CleanupPolicy;
 use crate::tables::*;
@@ -55,6 +56,8 @@ pub struct MaintenanceReport {
     pub events_compacted: u64,
     /// Batches written by compaction (the kept events, repacked).
     pub batches_rewritten: u64,
+    /// Journal segments deleted once no batch was left in them.
+    pub segments_deleted: u64,
 }
 
 /// One pass over every stream: retention for `delete` streams, compaction for
@@ -110,10 +113,53 @@ pub(crate) fn run_pass(shared: &Shared, force: bool) -> Result<MaintenanceReport
             }
         }
     }
+    if let Err(e) = delete_segments(shared, &mut report) {
+        tracing::warn!(error = %e, "deleting unused journal segments failed");
+        first_error.get_or_insert(e);
+    }
     match first_error {
         Some(e) => Err(e),
         None => Ok(report),
     }
+}
+
+/// Deletes the journal segments that nothing points into any more and that
+/// replay no longer reads (see `segments`).
+fn delete_segments(shared: &Shared, report: &mut MaintenanceReport) -> Result<()> {
+    let on_disk = shared.segments.list().map_err(|e| Error::Open {
+        path: shared.segments.path(0),
+        source: Box::new(e),
+    })?;
+    let txn = shared.begin_write()?;
+    let current = txn
+        .open_table(META)?
+        .get(JOURNAL_SEGMENT_KEY)?
+        .map_or(0, |v| v.value());
+    let dead = {
+        let counts = txn.open_table(SEGMENT_BATCHES)?;
+        let mut dead = Vec::new();
+        for &n in on_disk.iter().filter(|&&n| n < current) {
+            if counts.get(n)?.is_none() {
+                dead.push(n);
+            }
+        }
+        dead
+    };
+    if dead.is_empty() {
+        txn.abort()?;
+        return Ok(());
+    }
+    // Durable first: after a crash, no state older than this one, whose
+    // counts and replay start say these segments are unneeded, comes back.
+    shared.commit(txn)?;
+    for n in dead {
+        shared.segments.delete(n).map_err(|e| Error::Open {
+            path: shared.segments.path(n),
+            source: Box::new(e),
+        })?;
+        report.segments_deleted += 1;
+    }
+    Ok(())
 }
 
 /// Compacts every partition of the `compact` stream `name` now.
@@ -218,7 +264,8 @@ fn retain(
                 let (key, value) = row?;
                 let base = key.value().2;
                 let what = || format!("{}/{partition} batch at offset {base}", entry.name);
-                if batch::verify(value.value(), what)?.max_timestamp >= deadline {
+                let head = Stored::of(value.value()).head();
+                if batch::header(head, what)?.max_timestamp >= deadline {
                     cut = base;
                     break;
                 }
@@ -229,7 +276,7 @@ fn retain(
             let mut kept_from = next;
             for row in batches.range(range)?.rev() {
                 let (key, value) = row?;
-                let len = value.value().len() as u64;
+                let len = Stored::of(value.value()).len();
                 if total.saturating_add(len) > max {
                     break;
                 }
@@ -263,17 +310,21 @@ fn retain(
                 .take(CHUNK_BATCHES + 1)
                 .map(|row| {
                     let (key, value) = row?;
-                    Ok((key.value().2, batch::peek_count(value.value())))
+                    Ok((key.value().2, batch::peek_count(Stored::of(value.value()).head())))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let mut counts = Counts::default();
             for (base, count) in doomed.iter().take(CHUNK_BATCHES) {
-                batches.remove((id, partition, *base))?;
+                if let Some(old) = batches.remove((id, partition, *base))? {
+                    counts.removed(old.value());
+                }
                 report.batches_deleted += 1;
                 report.events_deleted += u64::from(*count);
             }
+            counts.apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
             doomed.len() <= CHUNK_BATCHES
         };
-        txn.commit()?;
+        shared.commit(txn)?;
         if first {
             if let Ok(cursor) = entry.cursor(partition) {
                 cursor.log_start.fetch_max(cut, Ordering::AcqRel);
@@ -336,8 +387,8 @@ fn compact(
         for row in batches.range((id, partition, 0)..(id, partition, end))? {
             let (key, value) = row?;
             let base = key.value().2;
-            let raw = value.value();
-            let (_, events) = batch::events(raw, base, || what(base))?;
+            let raw = shared.segments.load(value.value(), || what(base))?;
+            let (_, events) = batch::events(&raw, base, || what(base))?;
             for e in events {
                 let e = e.map_err(|d| batch::corrupt(|| what(base), d))?;
                 if let Some(k) = e.key {
@@ -385,7 +436,8 @@ fn compact(
             let mut raws = Vec::with_capacity(run.len());
             for base in run {
                 if let Some(value) = batches.get((id, partition, base))? {
-                    raws.push((base, value.value().to_vec()));
+                    let raw = shared.segments.load(value.value(), || what(base))?;
+                    raws.push((base, raw.into_owned()));
                 }
             }
             let mut kept: Vec<EventRef<'_>> = Vec::new();
@@ -407,8 +459,11 @@ fn compact(
             }
             kept_total += kept.len() as u64;
             if dropped > 0 {
+                let mut counts = Counts::default();
                 for (base, _) in &raws {
-                    batches.remove((id, partition, *base))?;
+                    if let Some(old) = batches.remove((id, partition, *base))? {
+                        counts.removed(old.value());
+                    }
                 }
                 for group in repack(&kept) {
                     let Some(first) = group.first() else { continue };
@@ -417,9 +472,13 @@ fn compact(
                         &mut out,
                         group.iter().map(|e| e.reencode((e.offset - base) as u32)),
                     );
-                    batches.insert((id, partition, base), out.as_slice())?;
+                    // Written inline: compaction's output is not journaled.
+                    if let Some(old) = batches.insert((id, partition, base), out.as_slice())? {
+                        counts.removed(old.value());
+                    }
                     report.batches_rewritten += 1;
                 }
+                counts.apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
                 report.events_compacted += dropped;
                 // Dropping the last events below `end` must not lower the
                 // partition's next offset, which appends do not store.
@@ -439,7 +498,7 @@ fn compact(
     }
     if wrote {
         // An empty durable commit persists the non-durable ones before it.
-        shared.begin_write()?.commit()?;
+        shared.commit(shared.begin_write()?)?;
     }
     if let Ok(cursor) = entry.cursor(partition) {
         cursor.compacted_to.store(end, Ordering::Release);

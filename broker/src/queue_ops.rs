@@ -185,7 +185,7 @@ impl Broker {
         configs.remove(group);
         let txn = self.shared.begin_write()?;
         txn.open_table(QUEUE_GROUPS)?.insert(group, json.as_str())?;
-        txn.commit()?;
+        self.shared.commit(txn)?;
         configs.insert(group.to_string(), config);
         drop(configs);
         // A wider window may have room for members waiting for it.

@@ -9,6 +9,7 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::catalog::{Catalog, PartitionCursor};
+use crate::segments::Segments;
 
 /// What the broker handles, the committing callers and the maintenance thread share.
 pub(crate) struct Shared {
@@ -17,12 +18,22 @@ pub(crate) struct Shared {
     pub catalog: RwLock<Catalog>,
     /// Held by a retention or compaction pass: one runs at a time.
     pub maintenance: Mutex<()>,
+    /// The journal's segments, where the batches are.
+    pub segments: Arc<Segments>,
 }
 
 impl Shared {
     /// Begins a write transaction on the log's file: see [`begin_write`].
     pub fn begin_write(&self) -> Result<redb::WriteTransaction, redb::TransactionError> {
         begin_write(&self.db)
+    }
+
+    /// Commits `txn` durably, once the journal's unsynced records are on
+    /// disk: rows it makes durable may point at them (see `segments`).
+    pub fn commit(&self, txn: redb::WriteTransaction) -> crate::error::Result<()> {
+        self.segments.sync()?;
+        txn.commit()?;
+        Ok(())
     }
 }
 

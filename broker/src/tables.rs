@@ -25,8 +25,12 @@ pub(crate) const STREAMS: TableDefinition<&str, &str> = TableDefinition::new("st
 /// (stream id, partition) -> (next_offset floor, log_start).
 pub(crate) const PARTITIONS: TableDefinition<(u32, u32), (u64, u64)> =
     TableDefinition::new("partitions");
-/// (stream id, partition, base offset) -> encoded batch.
+/// (stream id, partition, base offset) -> encoded batch, or where it lies
+/// in a journal segment (see `segments`).
 pub(crate) const BATCHES: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("batches");
+/// journal segment -> how many rows of `BATCHES` point into it (see `segments`).
+pub(crate) const SEGMENT_BATCHES: TableDefinition<u64, u64> =
+    TableDefinition::new("segment_batches");
 /// (stream id, partition, max timestamp below base) -> base offset.
 pub(crate) const TIME_INDEX: TableDefinition<(u32, u32, i64), u64> =
     TableDefinition::new("time_index");
@@ -57,6 +61,9 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 /// `META[JOURNAL_KEY]`: the last journal record the database holds (see `journal`).
 pub(crate) const JOURNAL_KEY: &str = "journal";
+/// `META[JOURNAL_SEGMENT_KEY]`: the journal segment holding that record, or
+/// the one the journal writes to next (see `segments`).
+pub(crate) const JOURNAL_SEGMENT_KEY: &str = "journal_segment";
 
 /// The committer writes a time-index entry every this many batches of a partition.
 pub(crate) const TIME_INDEX_EVERY: u32 = 32;

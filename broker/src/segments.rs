@@ -1,0 +1,380 @@
+//! The journal's segment files, which hold the bytes of every batch a group
+//! commit appends: a batch is written once, in its group's journal record,
+//! and its row in `BATCHES` says where it lies instead of holding it again.
+//! A checkpoint (a durable redb commit) then writes the few pages of those
+//! rows, not the batches a second time.
+//!
+//! Invariants:
+//! - A segment is written once, from its start, and never overwritten; the
+//!   journal writes to one segment at a time (the current one) and moves to
+//!   a new one when it is full or the log is opened, after syncing the old.
+//! - A row pointing into a segment is committed to redb only after its
+//!   record was written there; before any durable redb commit, the current
+//!   segment is synced inside the commit's write transaction (no record can
+//!   be written meanwhile: records are written inside the group's write
+//!   transaction), so a durable row never points at bytes a crash can lose.
+//! - `SEGMENT_BATCHES` counts, per segment, the rows pointing into it, in
+//!   the same transactions that insert and delete them (absent: none).
+//! - A segment below `META["journal_segment"]` (the segment of the last
+//!   record the database holds) whose count is zero in a durable commit can
+//!   never be needed again: no new row points below the current segment,
+//!   and replay starts at `META["journal_segment"]`. Only then is it deleted.
+//!
+//! A row pointing into a segment (little endian):
+//! ```text
+//! 0x80 | segment u64 | offset u64 (in the file) | len u32 | the batch's header (HEADER_LEN bytes)
+//! ```
+//! A batch's own first byte is its layout (1 or 2), so the two never mix.
+//! The copy of the header lets recovery, retention and compaction's
+//! bookkeeping read a batch's count, offsets and timestamps without
+//! touching its segment.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use redb::{ReadableTable, Table};
+
+use crate::batch;
+use crate::error::{Error, Result};
+
+/// The first byte of a row that points into a segment.
+const POINTER: u8 = 0x80;
+/// tag + segment + offset + len.
+const POINTER_FIXED: usize = 1 + 8 + 8 + 4;
+/// The length of a pointing row.
+pub(crate) const POINTER_LEN: usize = POINTER_FIXED + batch::HEADER_LEN;
+
+/// Where a batch lies in a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// What a row of `BATCHES` holds.
+pub(crate) enum Stored<'a> {
+    /// The batch itself (compaction's output, groups written before
+    /// segments, a journal of the layouts before them replayed).
+    Inline(&'a [u8]),
+    /// Where the batch lies, and a copy of its header.
+    At(Location, &'a [u8]),
+}
+
+impl<'a> Stored<'a> {
+    /// Reads a row's value.
+    pub(crate) fn of(value: &'a [u8]) -> Stored<'a> {
+        match value.split_first() {
+            Some((&POINTER, rest)) if value.len() == POINTER_LEN => {
+                let u64_at = |at: usize| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&rest[at..at + 8]);
+                    u64::from_le_bytes(b)
+                };
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&rest[16..20]);
+                Stored::At(
+                    Location {
+                        segment: u64_at(0),
+                        offset: u64_at(8),
+                        len: u32::from_le_bytes(len),
+                    },
+                    &rest[20..],
+                )
+            }
+            _ => Stored::Inline(value),
+        }
+    }
+
+    /// The batch's header, or all of it: enough for [`batch::header`],
+    /// [`batch::peek_count`] and [`batch::peek_last_offset_delta`].
+    pub(crate) fn head(&self) -> &'a [u8] {
+        match *self {
+            Stored::Inline(raw) => raw,
+            Stored::At(_, header) => header,
+        }
+    }
+
+    /// The batch's length in bytes, wherever it is.
+    pub(crate) fn len(&self) -> u64 {
+        match *self {
+            Stored::Inline(raw) => raw.len() as u64,
+            Stored::At(at, _) => u64::from(at.len),
+        }
+    }
+
+    /// The segment the row points into.
+    pub(crate) fn segment(&self) -> Option<u64> {
+        match *self {
+            Stored::Inline(_) => None,
+            Stored::At(at, _) => Some(at.segment),
+        }
+    }
+}
+
+/// The row for a batch written at `at`: `batch` is its bytes (its header is
+/// copied).
+pub(crate) fn pointer(at: Location, batch: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.push(POINTER);
+    out.extend_from_slice(&at.segment.to_le_bytes());
+    out.extend_from_slice(&at.offset.to_le_bytes());
+    out.extend_from_slice(&at.len.to_le_bytes());
+    let mut header = [0u8; batch::HEADER_LEN];
+    let n = batch.len().min(batch::HEADER_LEN);
+    header[..n].copy_from_slice(&batch[..n]);
+    out.extend_from_slice(&header);
+}
+
+/// Rows pointing into segments, counted while a transaction inserts or
+/// deletes them, then moved into `SEGMENT_BATCHES` in one go.
+#[derive(Default)]
+pub(crate) struct Counts(HashMap<u64, i64>);
+
+impl Counts {
+    /// A row with `value` was inserted.
+    pub(crate) fn added(&mut self, value: &[u8]) {
+        if let Some(segment) = Stored::of(value).segment() {
+            *self.0.entry(segment).or_default() += 1;
+        }
+    }
+
+    /// `n` rows pointing into `segment` were inserted.
+    pub(crate) fn added_to(&mut self, segment: u64, n: u64) {
+        *self.0.entry(segment).or_default() += n as i64;
+    }
+
+    /// A row with `value` was deleted (or overwritten).
+    pub(crate) fn removed(&mut self, value: &[u8]) {
+        if let Some(segment) = Stored::of(value).segment() {
+            *self.0.entry(segment).or_default() -= 1;
+        }
+    }
+
+    /// Moves the counts into `table`; a count that reaches zero is removed.
+    pub(crate) fn apply(
+        &mut self,
+        table: &mut Table<'_, u64, u64>,
+    ) -> std::result::Result<(), redb::StorageError> {
+        for (segment, delta) in self.0.drain() {
+            if delta == 0 {
+                continue;
+            }
+            let now = table.get(segment)?.map_or(0, |v| v.value());
+            // A count below zero would mean a row was counted out twice;
+            // saturating keeps the segment until the next open recounts
+            // nothing, and deletes nothing early.
+            let next = now.saturating_add_signed(delta);
+            if next == 0 {
+                table.remove(segment)?;
+            } else {
+                table.insert(segment, next)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The segment files of one log, and the handles readers share.
+pub(crate) struct Segments {
+    /// The database's path: segment `n` is `<db>-journal-<n as 16 hex digits>`.
+    db_path: PathBuf,
+    /// Open handles, by segment (the current one's is the journal's own).
+    files: RwLock<HashMap<u64, Arc<File>>>,
+    /// The current segment while it holds bytes not yet synced.
+    unsynced: Mutex<Option<Arc<File>>>,
+    /// Set once a sync failed: the bytes may be lost, so no durable commit
+    /// may point at them, and the journal refuses everything until the log
+    /// is reopened.
+    failed: Mutex<Option<String>>,
+}
+
+impl Segments {
+    pub(crate) fn new(db_path: &Path) -> Segments {
+        Segments {
+            db_path: db_path.to_path_buf(),
+            files: RwLock::default(),
+            unsynced: Mutex::default(),
+            failed: Mutex::default(),
+        }
+    }
+
+    /// The file of segment `n`.
+    pub(crate) fn path(&self, n: u64) -> PathBuf {
+        let mut name = self.db_path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!("-journal-{n:016x}"));
+        self.db_path.with_file_name(name)
+    }
+
+    /// The segments on disk, in order.
+    pub(crate) fn list(&self) -> std::io::Result<Vec<u64>> {
+        let dir = match self.db_path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut prefix = self.db_path.file_name().unwrap_or_default().to_os_string();
+        prefix.push("-journal-");
+        let prefix = prefix.to_string_lossy().into_owned();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            if hex.len() == 16 {
+                if let Ok(n) = u64::from_str_radix(hex, 16) {
+                    out.push(n);
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Shares the handle of a segment the journal writes, for reads.
+    pub(crate) fn register(&self, n: u64, file: Arc<File>) {
+        self.files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(n, file);
+    }
+
+    /// The bytes of the batch a row holds or points at.
+    pub(crate) fn load<'a>(
+        &self,
+        value: &'a [u8],
+        what: impl Fn() -> String,
+    ) -> Result<Cow<'a, [u8]>> {
+        let (at, head) = match Stored::of(value) {
+            Stored::Inline(raw) => return Ok(Cow::Borrowed(raw)),
+            Stored::At(at, head) => (at, head),
+        };
+        let io = |e: std::io::Error| Error::Corrupt {
+            what: what(),
+            detail: format!(
+                "reading its {} bytes at {} in journal segment {} failed: {e}",
+                at.len,
+                at.offset,
+                self.path(at.segment).display()
+            ),
+        };
+        let file = self.file(at.segment).map_err(io)?;
+        let mut out = vec![0u8; at.len as usize];
+        read_exact_at(&file, &mut out, at.offset).map_err(io)?;
+        let n = out.len().min(head.len());
+        if out[..n] != head[..n] {
+            return Err(Error::Corrupt {
+                what: what(),
+                detail: format!(
+                    "the bytes at {} in journal segment {} are not the batch its row points at",
+                    at.offset,
+                    self.path(at.segment).display()
+                ),
+            });
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    fn file(&self, n: u64) -> std::io::Result<Arc<File>> {
+        if let Some(file) = self
+            .files
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&n)
+        {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::open(self.path(n))?);
+        Ok(self
+            .files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(n)
+            .or_insert(file)
+            .clone())
+    }
+
+    /// The journal wrote to `file` without syncing it.
+    pub(crate) fn wrote_unsynced(&self, file: &Arc<File>) {
+        *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()) = Some(file.clone());
+    }
+
+    /// The journal synced its current segment.
+    pub(crate) fn synced(&self) {
+        *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Syncs what the journal wrote without syncing: called inside a write
+    /// transaction, before its durable commit.
+    pub(crate) fn sync(&self) -> Result<()> {
+        if let Some(detail) = self.failure() {
+            return Err(Error::CommitFailed(detail));
+        }
+        let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = unsynced.as_ref() {
+            if let Err(e) = file.sync_data() {
+                let detail = format!(
+                    "syncing the journal failed ({e}); no commit is taken until the log is reopened"
+                );
+                tracing::error!("{detail}");
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(detail.clone());
+                return Err(Error::CommitFailed(detail));
+            }
+            *unsynced = None;
+        }
+        Ok(())
+    }
+
+    /// Why the segments refuse durable commits, if they do.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Deletes segment `n`, which nothing points into any more. A reader
+    /// that still holds its handle reads on; one that opens it now finds it
+    /// gone and reports an error (its snapshot predates the deletion, and
+    /// the batch is past the log start).
+    pub(crate) fn delete(&self, n: u64) -> std::io::Result<()> {
+        self.files
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&n);
+        match std::fs::remove_file(self.path(n)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the segment ends early",
+                ))
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

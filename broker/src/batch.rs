@@ -1,6 +1,7 @@
 //! The on-disk record batch: events of one partition appended by one commit
 //! (all of them, or a run of them when the commit is large), or repacked by
-//! compaction, stored as one redb value and checked by a CRC on every read.
+//! compaction, stored in a journal segment (see `segments`) or as one redb
+//! value, and checked by a CRC on every read.
 //!
 //! Layout 2, written now (little endian; varints are unsigned LEB128):
 //! ```text

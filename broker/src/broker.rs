@@ -170,10 +170,12 @@ pub struct BrokerOptions {
     /// How often a background thread applies retention and compaction;
     /// `None` turns the thread off (then call [`Broker::run_maintenance`]).
     pub maintenance_interval: Option<Duration>,
-    /// How many bytes of group commits the write-ahead journal (the database
-    /// file's name with `-journal`) takes before the next group commit is
-    /// made durable in the database itself, which empties the journal. More
-    /// means fewer, longer pauses of the commits that do it.
+    /// How many bytes of group commits the write-ahead journal (segment
+    /// files named after the database file, `-journal-<n>`) takes before
+    /// the next group commit is also made durable in the database itself;
+    /// an open replays at most about this much. More means fewer, longer
+    /// pauses of the commits that do it. A segment holds 16 checkpoints'
+    /// worth of records (64 KiB to 64 MiB).
     pub checkpoint_bytes: u64,
 }
 
@@ -446,11 +448,13 @@ impl Broker {
                 partitions.remove((id, p))?;
             }
             let mut counts = Counts::default();
-            txn.open_table(BATCHES)?
-                .retain_in((id, 0, 0)..=(id, u32::MAX, u64::MAX), |_, value| {
+            txn.open_table(BATCHES)?.retain_in(
+                (id, 0, 0)..=(id, u32::MAX, u64::MAX),
+                |_, value| {
                     counts.removed(value);
                     false
-                })?;
+                },
+            )?;
             counts.apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
             txn.open_table(TIME_INDEX)?
                 .retain_in((id, 0, i64::MIN)..=(id, u32::MAX, i64::MAX), |_, _| false)?;
@@ -522,8 +526,8 @@ impl Broker {
     }
 
     /// Commits `txn` as [`commit`](Broker::commit) does, but when its group
-    /// would wait for a durable database commit (a large group, or a full
-    /// journal) it returns once the group is applied, and a background
+    /// would wait for a durable database commit (the one at a checkpoint)
+    /// it returns once the group is applied, and a background
     /// thread makes it durable while the caller goes on: for a caller with
     /// more work to do, such as a processor with a backlog.
     ///
@@ -534,8 +538,9 @@ impl Broker {
     /// offsets and state are already seen by later transactions and by
     /// [`committed_offset`](Broker::committed_offset) and
     /// [`state_get`](Broker::state_get), as read-your-writes for the caller;
-    /// a crash before it is durable takes it back with every commit after
-    /// it. [`sync`](Broker::sync) waits until it is durable. If making it
+    /// a crash before it is durable may take it back, and then every
+    /// commit after it too. [`sync`](Broker::sync) waits until it is
+    /// durable. If making it
     /// durable fails, every later commit and `sync` fail with
     /// [`Error::Journal`] until the log is reopened.
     pub fn commit_pipelined(&self, txn: Transaction) -> Result<Receipt> {

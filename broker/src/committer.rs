@@ -9,11 +9,13 @@
 //! others still commit.
 //!
 //! A group is made durable by one record in the [`Journal`] before its
-//! non-durable redb commit, or, every `checkpoint_bytes` of journal, by a
-//! durable redb commit (see `journal`).
+//! non-durable redb commit; every `checkpoint_bytes` of records, the group's
+//! redb commit is durable too (see `journal`). The rows of `BATCHES` point
+//! at the batches in the record (see `segments`).
 //!
 //! A pipelined request (see [`Broker::commit_pipelined`]) lets a group that
-//! would be a durable redb commit be applied without durability instead: its
+//! would be a durable redb commit be applied without durability instead
+//! (its record written unsynced): its
 //! caller is answered at once and goes on working while the flusher thread
 //! makes it durable (see `flusher`). Until then every group is applied that
 //! way, so that groups become durable in commit order, and the partition

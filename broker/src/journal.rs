@@ -267,7 +267,10 @@ impl Journal {
                     );
                 }
                 let records_bytes = bytes.get(FILE_HEADER_LEN as usize..).unwrap_or_default();
-                for (seq, payload) in layout.map(|l| records(records_bytes, l)).into_iter().flatten()
+                for (seq, payload) in layout
+                    .map(|l| records(records_bytes, l))
+                    .into_iter()
+                    .flatten()
                 {
                     apply(&legacy_path, seq, payload, Source::Inline)?;
                 }
@@ -300,9 +303,7 @@ impl Journal {
                     what: format!("journal {}", legacy_path.display()),
                     detail: "the last possible segment number is taken".into(),
                 })?;
-            tables
-                .counts
-                .apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
+            tables.counts.apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
             meta.insert(JOURNAL_KEY, last)?;
             meta.insert(JOURNAL_SEGMENT_KEY, segment)?;
             (id, last, segment)

@@ -42,31 +42,37 @@
 //!   older than their grace period, and keep offsets. Both run in a
 //!   background thread ([`BrokerOptions`]) in small transactions, or on demand
 //!   ([`Broker::run_maintenance`], [`Broker::compact_now`]).
-//! - **Checked storage.** Events are stored in batches, one redb value per
-//!   commit and partition (a large commit's events in several, of at most
-//!   about 256 KiB each), each with a CRC checked on every read: corrupt
-//!   data is reported as [`Error::Corrupt`], never returned as events.
+//! - **Checked storage.** Events are stored in batches, one per commit and
+//!   partition (a large commit's events in several, of at most about
+//!   256 KiB each), each with a CRC checked on every read: corrupt data is
+//!   reported as [`Error::Corrupt`], never returned as events. A batch is
+//!   written once, in its commit's journal record; redb keeps where it is.
 //! - **Typed errors, no panics.** Every failure a caller can cause is an
 //!   [`Error`] variant that says what to do; no input reaches a panic.
 //!
 //! # Durability
 //!
 //! A group commit is made durable by one record appended to a write-ahead
-//! journal beside the database (`<file>-journal`) and one `fdatasync`; redb
-//! then commits it without a flush. Every
-//! [`checkpoint_bytes`](BrokerOptions::checkpoint_bytes) of journal, one
-//! group is committed to redb durably instead, which makes everything before
-//! it durable there, and the journal starts over. Opening the log replays
-//! the journal's records that redb does not hold; a record torn by a crash
-//! was never acknowledged and is dropped. Keep the two files together. A
-//! failed journal write or sync fails that commit and, like a failed flush,
-//! every later commit and [`Broker::sync`] with [`Error::Journal`] until
-//! the log is reopened: after such an error the disk may have dropped what
-//! it was given, so nothing more is acknowledged on top of it.
+//! journal beside the database (segment files `<file>-journal-<n>`) and
+//! one `fdatasync`; redb then commits it without a flush. The record holds
+//! the commit's batches, and redb's rows point at them, so an event's bytes
+//! are written once. Every [`checkpoint_bytes`](BrokerOptions::checkpoint_bytes)
+//! of records, one group is also committed to redb durably, which makes
+//! everything before it durable there; it writes redb's rows and indexes,
+//! not the batches again. Opening the log replays the records after the
+//! last such commit; a record torn by a crash was never acknowledged and is
+//! dropped. The journal moves to a new segment every 16 checkpoints (and at
+//! each open); a segment is deleted by maintenance once retention,
+//! compaction or stream deletion left no batch in it. Keep the files
+//! together: the segments hold the events. A failed journal write or sync
+//! fails that commit and, like a failed flush, every later commit and
+//! [`Broker::sync`] with [`Error::Journal`] until the log is reopened:
+//! after such an error the disk may have dropped what it was given, so
+//! nothing more is acknowledged on top of it.
 //!
 //! A caller with more work to do can commit with
 //! [`Broker::commit_pipelined`]: a group that would wait for a durable redb
-//! commit (a large one, or the one at a checkpoint) is then applied at once
+//! commit (the one at a checkpoint) is then applied at once
 //! and made durable by a background thread while the caller goes on. Its
 //! events become readable, and the commits after it are acknowledged, only
 //! once it is durable, so no reader sees what a crash could take back;

@@ -310,7 +310,10 @@ fn retain(
                 .take(CHUNK_BATCHES + 1)
                 .map(|row| {
                     let (key, value) = row?;
-                    Ok((key.value().2, batch::peek_count(Stored::of(value.value()).head())))
+                    Ok((
+                        key.value().2,
+                        batch::peek_count(Stored::of(value.value()).head()),
+                    ))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let mut counts = Counts::default();

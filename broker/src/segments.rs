@@ -44,6 +44,9 @@ use crate::error::{Error, Result};
 const POINTER: u8 = 0x80;
 /// tag + segment + offset + len.
 const POINTER_FIXED: usize = 1 + 8 + 8 + 4;
+/// At most this many segments are kept open for reads: a long log has
+/// thousands, and a process a thousand descriptors by default.
+const MAX_OPEN: usize = 64;
 /// The length of a pointing row.
 pub(crate) const POINTER_LEN: usize = POINTER_FIXED + batch::HEADER_LEN;
 
@@ -279,22 +282,19 @@ impl Segments {
     }
 
     fn file(&self, n: u64) -> std::io::Result<Arc<File>> {
-        if let Some(file) = self
-            .files
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&n)
-        {
+        if let Some(file) = self.files.read().unwrap_or_else(|p| p.into_inner()).get(&n) {
             return Ok(file.clone());
         }
         let file = Arc::new(File::open(self.path(n))?);
-        Ok(self
-            .files
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(n)
-            .or_insert(file)
-            .clone())
+        let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
+        if files.len() >= MAX_OPEN && !files.contains_key(&n) {
+            // Any will do: a reader holding the handle reads on, the
+            // journal keeps its own, and the next read opens it again.
+            if let Some(&old) = files.keys().next() {
+                files.remove(&old);
+            }
+        }
+        Ok(files.entry(n).or_insert(file).clone())
     }
 
     /// The journal wrote to `file` without syncing it.

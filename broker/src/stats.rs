@@ -21,11 +21,11 @@ pub struct Timed {
 pub struct DurabilityStats {
     /// Group commits that wrote something (one redb transaction each).
     pub groups: u64,
-    /// Journal records, each written and (unless every stream it appends
-    /// to is non-durable) synced.
+    /// Journal records: one per group, written and (unless every stream it
+    /// appends to is non-durable, or the flusher syncs it) synced.
     pub journal_writes: Timed,
-    /// Durable redb commits made by a committing caller: a checkpoint (the
-    /// journal is full), or a group too large to journal.
+    /// Durable redb commits made by a committing caller after its record:
+    /// a checkpoint (`checkpoint_bytes` of records since the last one).
     pub caller_commits: Timed,
     /// Durable redb commits made by the flusher for pipelined groups
     /// ([`Broker::commit_pipelined`](crate::Broker::commit_pipelined)).

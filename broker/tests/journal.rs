@@ -55,7 +55,9 @@ fn segments(db: &Path) -> Vec<PathBuf> {
 
 /// The segment the journal writes to now.
 fn last_segment(db: &Path) -> PathBuf {
-    segments(db).pop().expect("no journal segment beside the database")
+    segments(db)
+        .pop()
+        .expect("no journal segment beside the database")
 }
 
 /// A broker at `<tmp>/live/log.redb` (crash copies go beside `live/`), with
@@ -163,7 +165,10 @@ fn checkpoints_make_redb_durable_and_the_journal_moves_on_to_new_segments() {
         applied
     };
     let records = expected.len() as u64;
-    assert!(applied <= records && applied + 20 > records, "{applied} of {records}");
+    assert!(
+        applied <= records && applied + 20 > records,
+        "{applied} of {records}"
+    );
 }
 
 #[test]
@@ -371,10 +376,7 @@ fn records_after_a_hole_are_not_replayed_and_an_open_starts_a_new_segment() {
     assert_eq!(values(&reopened, "s", 0), old[..2]);
     // The next record goes to a new segment, never after the hole.
     assert_ne!(last_segment(&first), first_journal);
-    assert_eq!(
-        append_value(&reopened, "x-new").placements,
-        vec![(0, 2)]
-    );
+    assert_eq!(append_value(&reopened, "x-new").placements, vec![(0, 2)]);
 
     // A crash now: e3 and e4, left after the hole, must not come back.
     let second = crash_copy(&first, &dir.path().join("second"), true);
@@ -423,4 +425,83 @@ fn durability_stats_count_each_group_by_how_it_became_durable() {
     assert_eq!(after.journal_writes.count, stats.journal_writes.count + 1);
     assert_eq!(after.caller_commits, stats.caller_commits);
     assert_eq!(values(&broker, "s", 0).len(), 700);
+}
+
+/// The values of `r`'s partition 0, read through a crash copy of the log.
+fn values_after_crash(db: &Path, into: &Path) -> Vec<String> {
+    let copy = Broker::open(crash_copy(db, into, true)).unwrap();
+    values(&copy, "r", 0)
+}
+
+#[test]
+fn a_segment_is_deleted_once_nothing_points_into_it() {
+    use leat_broker::CleanupPolicy;
+    // A new segment every 64 KiB of records.
+    let (dir, db, broker) = live_broker(1, 4 << 10);
+    let mut table = StreamConfig::with_partitions(1);
+    table.cleanup = CleanupPolicy::Compact {
+        tombstone_grace_ms: 0,
+    };
+    broker.create_stream("table", table).unwrap();
+    let mut recent = StreamConfig::with_partitions(1);
+    recent.cleanup = CleanupPolicy::Delete {
+        max_age_ms: None,
+        max_bytes: Some(8 << 10),
+    };
+    broker.create_stream("r", recent).unwrap();
+    // The first segment holds `s`'s one event and `table`'s first value of k.
+    append_value(&broker, "pinned");
+    broker
+        .append("table", [Record::keyed("k", "first")])
+        .unwrap();
+    let kib = "v".repeat(1024);
+    let mut expected = Vec::new();
+    for i in 0..300 {
+        let value = format!("{i:03}{kib}");
+        broker
+            .append("r", [Record::value(value.clone()).to_partition(0)])
+            .unwrap();
+        expected.push(value);
+    }
+    broker
+        .append("table", [Record::keyed("k", "last")])
+        .unwrap();
+    let before = segments(&db);
+    assert!(before.len() >= 4, "{before:?}");
+
+    // Retention empties the segments of `r`'s first events; the first
+    // segment stays: `s` and `table` still point into it.
+    let report = broker.run_maintenance().unwrap();
+    assert!(report.batches_deleted > 250, "{report:?}");
+    assert!(report.segments_deleted >= 2, "{report:?}");
+    let after = segments(&db);
+    assert_eq!(after.len(), before.len() - report.segments_deleted as usize);
+    assert_eq!(after[0], before[0], "the first segment is still needed");
+    let kept = values(&broker, "r", 0);
+    assert!(
+        !kept.is_empty() && expected.ends_with(&kept),
+        "{}",
+        kept.len()
+    );
+    assert_eq!(values_after_crash(&db, &dir.path().join("crash1")), kept);
+    // Nothing more goes while nothing changes.
+    assert_eq!(broker.run_maintenance().unwrap().segments_deleted, 0);
+
+    // Compaction rewrites `table`'s latest value into redb; deleting `s`
+    // drops its row: the first segment goes.
+    broker.compact_now("table").unwrap();
+    broker.delete_stream("s").unwrap();
+    let report = broker.run_maintenance().unwrap();
+    assert!(report.segments_deleted >= 1, "{report:?}");
+    assert!(!segments(&db).contains(&before[0]));
+    let table: Vec<_> = common::read_all(&broker, "table", 0)
+        .iter()
+        .map(|e| e.value.clone().unwrap().to_vec())
+        .collect();
+    assert_eq!(table, [b"last".to_vec()]);
+    assert_eq!(values_after_crash(&db, &dir.path().join("crash2")), kept);
+    drop(broker);
+    // A clean reopen reads the same.
+    let reopened = open_with_checkpoint(&db, 4 << 10);
+    assert_eq!(values(&reopened, "r", 0), kept);
 }

@@ -90,8 +90,11 @@ fn requests(events: usize) -> Vec<api::Produce> {
 /// A fresh log with `in` and `out` (2 partitions), and a runtime over it;
 /// with schemas on both when `checked`.
 fn fresh(dir: &Path, engine: &Arc<Engine>, checked: bool) -> (Runtime, Log) {
-    for file in ["log.redb", "log.redb-journal"] {
-        let _ = std::fs::remove_file(dir.join(file));
+    // The database and its journal segments.
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("log.redb") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
     let broker = Broker::open(dir.join("log.redb")).expect("open");
     for s in ["in", "out"] {
@@ -143,8 +146,11 @@ fn run(
 /// Times `check_records` over `events` events on a stream whose schema is
 /// `schema`.
 fn check_only(dir: &Path, schema: &str, events: usize) -> Duration {
-    for file in ["log.redb", "log.redb-journal"] {
-        let _ = std::fs::remove_file(dir.join(file));
+    // The database and its journal segments.
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("log.redb") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
     let broker = Broker::open(dir.join("log.redb")).expect("open");
     broker

@@ -24,7 +24,7 @@ fn main() {
     while body.len() >= 2 {
         let len = u16::from_le_bytes([body[0], body[1]]) as usize;
         seq += 1;
-        frame_record(&mut journal, seq, &body[2..2 + len]);
+        frame_record(&mut journal, t.segment, seq, &body[2..2 + len]);
         body = &body[2 + len..];
     }
     let dir = tempfile::tempdir().unwrap();

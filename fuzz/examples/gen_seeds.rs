@@ -139,7 +139,14 @@ fn journal_seeds() {
         let broker = Broker::open_with(&t.db, options()).unwrap();
         commit_some(&broker, 1);
         broker.sync().unwrap();
-        std::fs::read(&t.journal).unwrap()
+        // An open starts a new segment: the last one holds the records.
+        let mut segments: Vec<_> = std::fs::read_dir(t.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("-journal-"))
+            .collect();
+        segments.sort();
+        std::fs::read(segments.last().unwrap()).unwrap()
     };
     let records: Vec<(u64, Vec<u8>)> = parse_records(&file[JOURNAL_HEADER_LEN..])
         .into_iter()
@@ -155,7 +162,7 @@ fn journal_seeds() {
         adjusted.push(0);
         adjusted.extend_from_slice(&(payload.len() as u16).to_le_bytes());
         adjusted.extend_from_slice(payload);
-        frame_record(&mut raw, *seq, payload);
+        frame_record(&mut raw, t.segment, *seq, payload);
     }
     write(
         "journal_replay",

@@ -35,6 +35,8 @@ struct Template {
     journal_name: std::ffi::OsString,
     journal_bytes: Vec<u8>,
     applied: u64,
+    /// The journal's segment number, which framed records carry.
+    segment: u64,
 }
 
 static TEMPLATE: OnceLock<Template> = OnceLock::new();
@@ -47,6 +49,7 @@ fn load() -> Template {
         journal_name: t.journal.file_name().unwrap().to_owned(),
         journal_bytes: t.journal_bytes,
         applied: t.applied,
+        segment: t.segment,
     }
 }
 
@@ -70,7 +73,7 @@ fn frames(t: &Template, mut body: &[u8], adjust: bool, out: &mut Vec<u8>) {
         let (payload, rest) = body.split_at(len.min(body.len()));
         body = rest;
         seq = seq.wrapping_add(1).wrapping_add_signed(adj);
-        frame_record(out, seq, payload);
+        frame_record(out, t.segment, seq, payload);
     }
 }
 

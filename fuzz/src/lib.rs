@@ -13,7 +13,7 @@ use leat_broker::{Broker, BrokerOptions, CleanupPolicy, Record, StreamConfig, Tr
 /// The file name of the template's database.
 pub const DB_NAME: &str = "log.redb";
 
-/// The journal's file header: magic (8 bytes) and database id (8 bytes).
+/// A journal segment's file header: magic (8 bytes) and database id (8 bytes).
 /// Only the seeds and the "keep the header" modes rely on this length; the
 /// file itself is found beside the database whatever its name.
 pub const JOURNAL_HEADER_LEN: usize = 16;
@@ -33,8 +33,12 @@ pub struct Template {
     pub dir: tempfile::TempDir,
     /// The database file.
     pub db: PathBuf,
-    /// The journal file (any file beside the database that is not it).
+    /// The journal file (any file beside the database that is not it): the
+    /// segment the template's records are in.
     pub journal: PathBuf,
+    /// Its segment number (the 16 hex digits ending its name), which each
+    /// of its records carries.
+    pub segment: u64,
     /// The journal's bytes when the log was closed.
     pub journal_bytes: Vec<u8>,
     /// The sequence number of the last journal record the database holds.
@@ -125,10 +129,12 @@ pub fn build_template() -> Template {
     let journal = find_journal(dir.path());
     let journal_bytes = std::fs::read(&journal).unwrap();
     let applied = applied_seq(&db);
+    let segment = segment_of(&journal);
     Template {
         dir,
         db,
         journal,
+        segment,
         journal_bytes,
         applied,
     }
@@ -150,6 +156,16 @@ pub fn find_journal(dir: &Path) -> PathBuf {
     others.remove(0)
 }
 
+/// The segment number a journal segment's name ends with (0 for a name
+/// without one).
+pub fn segment_of(journal: &Path) -> u64 {
+    let name = journal.file_name().unwrap().to_string_lossy();
+    name.rsplit('-')
+        .next()
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or(0)
+}
+
 /// `META["journal"]` of a closed database: the last record it holds.
 pub fn applied_seq(db: &Path) -> u64 {
     use redb::ReadableDatabase;
@@ -161,11 +177,14 @@ pub fn applied_seq(db: &Path) -> u64 {
     applied
 }
 
-/// One journal record: len u32 | seq u64 | crc32 (of seq and payload) | payload.
-pub fn frame_record(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
+/// One record of journal segment `segment`: len u32 | segment u64 | seq u64
+/// | crc32 (of segment, seq and payload) | payload.
+pub fn frame_record(out: &mut Vec<u8>, segment: u64, seq: u64, payload: &[u8]) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&segment.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
     let mut h = crc32fast::Hasher::new();
+    h.update(&segment.to_le_bytes());
     h.update(&seq.to_le_bytes());
     h.update(payload);
     out.extend_from_slice(&h.finalize().to_le_bytes());
@@ -176,21 +195,23 @@ pub fn frame_record(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
 /// up to the first that does not parse or check.
 pub fn parse_records(mut bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
-    while bytes.len() >= 16 {
+    while bytes.len() >= 24 {
         let len = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
-        let seq = u64::from_le_bytes(bytes[4..12].try_into().unwrap());
-        let crc = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
-        let Some(payload) = bytes.get(16..16 + len) else {
+        let segment = &bytes[4..12];
+        let seq = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
+        let crc = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
+        let Some(payload) = bytes.get(24..24 + len) else {
             break;
         };
         let mut h = crc32fast::Hasher::new();
+        h.update(segment);
         h.update(&seq.to_le_bytes());
         h.update(payload);
         if len == 0 || h.finalize() != crc {
             break;
         }
         out.push((seq, payload.to_vec()));
-        bytes = &bytes[16 + len..];
+        bytes = &bytes[24 + len..];
     }
     out
 }

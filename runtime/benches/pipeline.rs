@@ -99,8 +99,11 @@ fn durable() -> bool {
 }
 
 fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
-    for file in ["log.redb", "log.redb-journal"] {
-        let _ = std::fs::remove_file(dir.join(file));
+    // The database and its journal segments.
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("log.redb") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
     let mut options = BrokerOptions::default();
     if let Some(bytes) = std::env::var("LEAT_BENCH_CHECKPOINT_BYTES")

@@ -328,13 +328,13 @@ fn deploy_uppercase_then_scale_reset_and_undeploy() {
     assert!(fast <= commits, "{metrics}");
     assert!(m("leat_processor_batch_latency_seconds_sum{processor=\"up\"}") > 0.0);
     // How the log made those commits durable: every group is a journal
-    // record or a durable commit, each with its time.
+    // record, some also a durable redb commit (a checkpoint), each timed.
     let groups = m("leat_log_group_commits_total");
     let journaled = m("leat_log_journal_writes_total");
     let by_caller = m("leat_log_durable_commits_total{by=\"caller\"}");
     let by_flusher = m("leat_log_durable_commits_total{by=\"flusher\"}");
     assert!(journaled >= 1.0 && groups >= journaled, "{metrics}");
-    assert!(journaled + by_caller <= groups, "{metrics}");
+    assert!(by_caller <= journaled, "{metrics}");
     assert!(by_flusher <= groups, "{metrics}");
     assert!(m("leat_log_journal_write_seconds_total") > 0.0, "{metrics}");
     assert!(m("leat_log_durable_commit_seconds_total{by=\"caller\"}") >= 0.0);

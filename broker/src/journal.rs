@@ -101,6 +101,10 @@ const CYCLE_KEY: &str = "journal_cycle";
 const SEGMENT_CHECKPOINTS: u64 = 16;
 const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 const MAX_SEGMENT_BYTES: u64 = 64 << 20;
+/// The segment an open starts is at most this long, zeroed before the open
+/// returns; the next ones are zeroed in the background (see
+/// [`create_segment`]).
+const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
 
 const OP_BATCH: u8 = 1;
 const OP_TIME_INDEX: u8 = 2;
@@ -138,8 +142,12 @@ pub(crate) struct Journal {
     since_checkpoint: u64,
     /// Past this many, the next group is a checkpoint.
     checkpoint_bytes: u64,
-    /// Past this many bytes, the next group starts a new segment.
+    /// How long a segment is (the first after an open: at most
+    /// `FIRST_SEGMENT_BYTES`).
     segment_bytes: u64,
+    /// Past this many bytes of the current segment, the next group starts
+    /// a new one.
+    limit: u64,
     /// The record being built: room for its header, then its ops.
     record: Vec<u8>,
     /// How many batches the record holds.
@@ -320,8 +328,13 @@ impl Journal {
             // Every record it held is in the commit above.
             std::fs::remove_file(&legacy_path).map_err(|e| open_error(&legacy_path, e))?;
         }
+        let segment_bytes = checkpoint_bytes
+            .saturating_mul(SEGMENT_CHECKPOINTS)
+            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
+        let limit = segment_bytes.min(FIRST_SEGMENT_BYTES);
         let path = segments.path(segment);
-        let file = create_segment(&path, id).map_err(|e| open_error(&path, e))?;
+        let file = create_segment(&path, id, limit - FILE_HEADER_LEN)
+            .map_err(|e| open_error(&path, e))?;
         segments.register(segment, file.clone());
         if replayed > 0 {
             tracing::info!(records = replayed, up_to = last, "replayed the journal");
@@ -340,9 +353,8 @@ impl Journal {
             next_seq,
             since_checkpoint: 0,
             checkpoint_bytes,
-            segment_bytes: checkpoint_bytes
-                .saturating_mul(SEGMENT_CHECKPOINTS)
-                .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES),
+            segment_bytes,
+            limit,
             record: Vec::new(),
             batches: 0,
             failed: None,
@@ -363,8 +375,12 @@ impl Journal {
         if let Some(detail) = &self.failed {
             return Err(self.error(detail.clone()));
         }
-        if self.end >= self.segment_bytes {
+        if self.end >= self.limit {
             self.next_segment()?;
+        } else if self.end >= self.limit / 2 {
+            // The next segment, zeroed ahead in the background.
+            let zeroes = self.segment_bytes - FILE_HEADER_LEN;
+            self.segments.prepare(self.segment + 1, self.id, zeroes);
         }
         self.record.clear();
         self.record.resize(RECORD_HEADER_LEN, 0);
@@ -388,17 +404,21 @@ impl Journal {
             .checked_add(1)
             .ok_or_else(|| self.error("the last possible segment number is taken".into()))?;
         let path = self.segments.path(next);
-        let file = create_segment(&path, self.id).map_err(|e| {
-            self.error(format!(
-                "starting journal segment {} failed ({e})",
-                path.display()
-            ))
-        })?;
+        let file = match self.segments.take_spare(next) {
+            Some(file) => file,
+            None => create_segment(&path, self.id, 0).map_err(|e| {
+                self.error(format!(
+                    "starting journal segment {} failed ({e})",
+                    path.display()
+                ))
+            })?,
+        };
         self.segments.register(next, file.clone());
         self.segment = next;
         self.file = file;
         self.path = path;
         self.end = FILE_HEADER_LEN;
+        self.limit = self.segment_bytes;
         Ok(())
     }
 
@@ -735,9 +755,14 @@ fn is_segment_of(bytes: &[u8], id: u64) -> bool {
     bytes.get(..8) == Some(&MAGIC[..]) && bytes.get(8..16) == Some(&id.to_le_bytes()[..])
 }
 
-/// Creates segment file `path` with its header, on disk with its name
-/// before any record in it is acknowledged.
-fn create_segment(path: &Path, id: u64) -> std::io::Result<Arc<File>> {
+/// Creates segment file `path` with its header, then `zeroes` bytes of
+/// zeroes, on disk with its name before any record in it is acknowledged.
+/// Records written over zeroes that are on disk cost one `fdatasync` of
+/// their pages; records that grow the file also make the file system
+/// commit its new size and blocks (measured with the broker bench's paired
+/// appends of 1,000 events: 0.33 ms a record appended, 0.20 ms over
+/// zeroes). An unused zeroed segment reads as one without records.
+pub(crate) fn create_segment(path: &Path, id: u64, zeroes: u64) -> std::io::Result<Arc<File>> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -746,6 +771,17 @@ fn create_segment(path: &Path, id: u64) -> std::io::Result<Arc<File>> {
     let mut header = MAGIC.to_vec();
     header.extend_from_slice(&id.to_le_bytes());
     file.write_all(&header)?;
+    // Page by page: a record written over a clean page cache folio
+    // dirties all of it, and larger writes make larger folios (measured:
+    // zeroes written 1 MiB at a time made each 100 KiB record write back
+    // about three times its bytes).
+    let chunk = [0u8; 4096];
+    let mut left = zeroes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
     file.sync_all()?;
     sync_dir(path)?;
     Ok(Arc::new(file))

@@ -189,6 +189,8 @@ pub(crate) struct Segments {
     files: RwLock<HashMap<u64, Arc<File>>>,
     /// The current segment while it holds bytes not yet synced.
     unsynced: Mutex<Option<Arc<File>>>,
+    /// The next segment, being filled with zeroes ahead of its use.
+    spare: Mutex<Option<Spare>>,
     /// Set once a sync failed: the bytes may be lost, so no durable commit
     /// may point at them, and the journal refuses everything until the log
     /// is reopened.
@@ -201,6 +203,7 @@ impl Segments {
             db_path: db_path.to_path_buf(),
             files: RwLock::default(),
             unsynced: Mutex::default(),
+            spare: Mutex::default(),
             failed: Mutex::default(),
         }
     }
@@ -297,6 +300,52 @@ impl Segments {
         Ok(files.entry(n).or_insert(file).clone())
     }
 
+    /// Starts creating segment `n` of database `id`, `len` bytes of zeroes,
+    /// on another thread, unless it is under way.
+    pub(crate) fn prepare(&self, n: u64, id: u64, len: u64) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.as_ref().is_some_and(|s| s.segment == n) {
+            return;
+        }
+        let path = self.path(n);
+        let thread = std::thread::Builder::new()
+            .name("leat-segment".into())
+            .spawn(move || crate::journal::create_segment(&path, id, len));
+        match thread {
+            Ok(thread) => {
+                *spare = Some(Spare { segment: n, thread });
+            }
+            Err(e) => tracing::warn!(error = %e, "preparing a journal segment failed"),
+        }
+    }
+
+    /// Segment `n`, if it was prepared (waiting for it to be ready).
+    pub(crate) fn take_spare(&self, n: u64) -> Option<Arc<File>> {
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let made = spare.thread.join();
+        match made {
+            Ok(Ok(file)) if spare.segment == n => Some(file),
+            Ok(Ok(_)) => {
+                // Not the one asked for (not reached: the journal prepares
+                // the segment after its current one). Unused, it holds no
+                // record, and maintenance deletes it.
+                None
+            }
+            failed => {
+                // Made again by the journal, which then reports what fails.
+                if let Ok(Err(e)) = failed {
+                    tracing::warn!(error = %e, "preparing a journal segment failed");
+                }
+                let _ = std::fs::remove_file(self.path(spare.segment));
+                None
+            }
+        }
+    }
+
     /// The journal wrote to `file` without syncing it.
     pub(crate) fn wrote_unsynced(&self, file: &Arc<File>) {
         *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()) = Some(file.clone());
@@ -350,6 +399,12 @@ impl Segments {
             _ => Ok(()),
         }
     }
+}
+
+/// A segment being created ahead of its use.
+struct Spare {
+    segment: u64,
+    thread: std::thread::JoinHandle<std::io::Result<Arc<File>>>,
 }
 
 #[cfg(unix)]

@@ -105,6 +105,8 @@ const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 /// returns; the next ones are zeroed in the background (see
 /// [`create_segment`]).
 const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
+/// Zeroes are synced every this many bytes (see [`create_segment`]).
+const ZERO_STEP: usize = 1 << 20;
 
 const OP_BATCH: u8 = 1;
 const OP_TIME_INDEX: u8 = 2;
@@ -217,6 +219,14 @@ impl Journal {
         let on_disk = segments
             .list()
             .map_err(|e| open_error(&segments.path(0), e))?;
+        // A segment made ahead by the run before, never used: no records.
+        let spare = segments.spare_path();
+        match std::fs::remove_file(&spare) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(open_error(&spare, e));
+            }
+            _ => {}
+        }
 
         let txn = crate::shared::begin_write(db)?;
         let mut replayed = 0u64;
@@ -333,8 +343,8 @@ impl Journal {
             .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
         let limit = segment_bytes.min(FIRST_SEGMENT_BYTES);
         let path = segments.path(segment);
-        let file = create_segment(&path, id, limit - FILE_HEADER_LEN)
-            .map_err(|e| open_error(&path, e))?;
+        let file =
+            create_segment(&path, id, limit - FILE_HEADER_LEN).map_err(|e| open_error(&path, e))?;
         segments.register(segment, file.clone());
         if replayed > 0 {
             tracing::info!(records = replayed, up_to = last, "replayed the journal");
@@ -377,10 +387,12 @@ impl Journal {
         }
         if self.end >= self.limit {
             self.next_segment()?;
-        } else if self.end >= self.limit / 2 {
-            // The next segment, zeroed ahead in the background.
+        } else if self.end >= self.limit.min(FIRST_SEGMENT_BYTES) / 2 {
+            // The next segment, zeroed in the background from early on, so
+            // that it is ready when this one is full; not at once, so that
+            // a short-lived log does not pay for it.
             let zeroes = self.segment_bytes - FILE_HEADER_LEN;
-            self.segments.prepare(self.segment + 1, self.id, zeroes);
+            self.segments.prepare(self.id, zeroes);
         }
         self.record.clear();
         self.record.resize(RECORD_HEADER_LEN, 0);
@@ -777,10 +789,21 @@ pub(crate) fn create_segment(path: &Path, id: u64, zeroes: u64) -> std::io::Resu
     // about three times its bytes).
     let chunk = [0u8; 4096];
     let mut left = zeroes;
+    let mut unsynced = 0;
     while left > 0 {
         let n = left.min(chunk.len() as u64) as usize;
         file.write_all(&chunk[..n])?;
         left -= n as u64;
+        unsynced += n;
+        // Synced a little at a time: a record's sync made while a whole
+        // segment's zeroes are written back waits for them (measured: the
+        // slowest of 600 appends of 1,000 events took 11 to 14 ms, 3 to 5
+        // ms with 1 MiB steps; 1.5 to 2.3 ms with 256 KiB steps, which cost
+        // more throughput).
+        if unsynced >= ZERO_STEP {
+            file.sync_data()?;
+            unsynced = 0;
+        }
     }
     file.sync_all()?;
     sync_dir(path)?;

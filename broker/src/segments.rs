@@ -300,47 +300,56 @@ impl Segments {
         Ok(files.entry(n).or_insert(file).clone())
     }
 
-    /// Starts creating segment `n` of database `id`, `len` bytes of zeroes,
-    /// on another thread, unless it is under way.
-    pub(crate) fn prepare(&self, n: u64, id: u64, len: u64) {
+    /// The file a segment is made in ahead of its use: `<db>-journal-next`.
+    pub(crate) fn spare_path(&self) -> PathBuf {
+        let mut name = self.db_path.file_name().unwrap_or_default().to_os_string();
+        name.push("-journal-next");
+        self.db_path.with_file_name(name)
+    }
+
+    /// Starts making the next segment of database `id`, `zeroes` bytes of
+    /// zeroes after its header, on another thread, unless one is made or
+    /// under way.
+    pub(crate) fn prepare(&self, id: u64, zeroes: u64) {
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if spare.as_ref().is_some_and(|s| s.segment == n) {
+        if spare.is_some() {
             return;
         }
-        let path = self.path(n);
+        let path = self.spare_path();
         let thread = std::thread::Builder::new()
             .name("leat-segment".into())
-            .spawn(move || crate::journal::create_segment(&path, id, len));
+            .spawn(move || crate::journal::create_segment(&path, id, zeroes));
         match thread {
-            Ok(thread) => {
-                *spare = Some(Spare { segment: n, thread });
-            }
+            Ok(thread) => *spare = Some(Spare { thread }),
             Err(e) => tracing::warn!(error = %e, "preparing a journal segment failed"),
         }
     }
 
-    /// Segment `n`, if it was prepared (waiting for it to be ready).
+    /// The segment made ahead, renamed segment `n`, if it is ready; never
+    /// waits for it (the journal then makes one without zeroes).
     pub(crate) fn take_spare(&self, n: u64) -> Option<Arc<File>> {
-        let spare = self
-            .spare
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()?;
-        let made = spare.thread.join();
-        match made {
-            Ok(Ok(file)) if spare.segment == n => Some(file),
-            Ok(Ok(_)) => {
-                // Not the one asked for (not reached: the journal prepares
-                // the segment after its current one). Unused, it holds no
-                // record, and maintenance deletes it.
-                None
-            }
-            failed => {
-                // Made again by the journal, which then reports what fails.
-                if let Ok(Err(e)) = failed {
-                    tracing::warn!(error = %e, "preparing a journal segment failed");
-                }
-                let _ = std::fs::remove_file(self.path(spare.segment));
+        let mut slot = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if !slot.as_ref()?.thread.is_finished() {
+            return None;
+        }
+        let spare = slot.take()?;
+        let spare_path = self.spare_path();
+        let made = match spare.thread.join() {
+            Ok(made) => made,
+            Err(_) => Err(std::io::Error::other("the thread making it panicked")),
+        };
+        let path = self.path(n);
+        // The new name is durable before any record in it is acknowledged.
+        let renamed = made.and_then(|file| {
+            std::fs::rename(&spare_path, &path)?;
+            crate::journal::sync_dir(&path)?;
+            Ok(file)
+        });
+        match renamed {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(error = %e, "preparing a journal segment failed");
+                let _ = std::fs::remove_file(&spare_path);
                 None
             }
         }
@@ -401,9 +410,8 @@ impl Segments {
     }
 }
 
-/// A segment being created ahead of its use.
+/// The next segment, being made ahead of its use.
 struct Spare {
-    segment: u64,
     thread: std::thread::JoinHandle<std::io::Result<Arc<File>>>,
 }
 

@@ -43,10 +43,10 @@ fn segments(db: &Path) -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("log.redb-journal-")
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            // Not the next one, in the making (`-journal-next`).
+            name.strip_prefix("log.redb-journal-")
+                .is_some_and(|n| n.len() == 16 && u64::from_str_radix(n, 16).is_ok())
         })
         .collect();
     found.sort();

@@ -200,7 +200,16 @@ fn run_once(
     }
     let file_size = || {
         runtime.broker().sync().expect("sync");
-        std::fs::metadata(dir.join("log.redb")).map_or(0, |m| m.len())
+        // The database and the journal's segments (whose zeroes ahead of
+        // the records count, 16 MiB at a time).
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("log.redb"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum::<u64>()
     };
     let size_before = file_size();
     let cpu_before = process_cpu();
@@ -480,7 +489,7 @@ fn main() {
             grown,
         } = summarize(runs);
         println!(
-            "  {label}   {:>10.0} events/s  (runs {:.0}..{:.0}; {wall:?}{}; database +{:.1} bytes/event)",
+            "  {label}   {:>10.0} events/s  (runs {:.0}..{:.0}; {wall:?}{}; log files +{:.1} bytes/event)",
             rate(wall),
             rate(slowest),
             rate(fastest),

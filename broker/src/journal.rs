@@ -924,6 +924,11 @@ fn replay(
                 let key = (reader.u32()?, reader.u32()?, reader.u64()?);
                 let encoded = reader.bytes()?;
                 let value = match source {
+                    // A batch's first byte is its layout; a row pointing
+                    // into a segment is never in a record.
+                    Source::Inline if segments::Stored::of(encoded).segment().is_some() => {
+                        return Err("a batch of an unknown layout".to_string());
+                    }
                     Source::Inline => encoded,
                     Source::Segment { segment, file } => {
                         // `encoded` lies inside `file`: where it starts is

@@ -167,10 +167,19 @@ impl Counts {
                 continue;
             }
             let now = table.get(segment)?.map_or(0, |v| v.value());
-            // A count below zero would mean a row was counted out twice;
-            // saturating keeps the segment until the next open recounts
-            // nothing, and deletes nothing early.
-            let next = now.saturating_add_signed(delta);
+            let Some(next) = now.checked_add_signed(delta) else {
+                // Not reached: a row is counted out only when it is
+                // removed. Were it, the count stays, so that the segment is
+                // kept (space lost) rather than deleted under rows that may
+                // still point into it (events lost).
+                tracing::error!(
+                    segment,
+                    now,
+                    delta,
+                    "a journal segment's count would go below zero"
+                );
+                continue;
+            };
             if next == 0 {
                 table.remove(segment)?;
             } else {
@@ -440,4 +449,108 @@ fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::SEGMENT_BATCHES;
+
+    fn encoded(values: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        batch::encode(
+            &mut out,
+            values
+                .iter()
+                .enumerate()
+                .map(|(delta, v)| batch::EncodeEvent {
+                    offset_delta: delta as u32,
+                    timestamp: 7,
+                    key: None,
+                    value: Some(v.as_bytes()),
+                    headers: batch::EncodeHeaders::Parsed(&[]),
+                }),
+        );
+        out
+    }
+
+    #[test]
+    fn a_row_is_a_batch_or_where_one_lies_never_both() {
+        let raw = encoded(&["a", "bb", "ccc"]);
+        assert!(matches!(Stored::of(&raw), Stored::Inline(r) if r == raw.as_slice()));
+        let at = Location {
+            segment: 7,
+            offset: 1 << 40,
+            len: raw.len() as u32,
+        };
+        let mut row = Vec::new();
+        pointer(at, &raw, &mut row);
+        assert_eq!(row.len(), POINTER_LEN);
+        let Stored::At(found, head) = Stored::of(&row) else {
+            panic!("a pointer read as a batch");
+        };
+        assert_eq!(found, at);
+        assert_eq!(Stored::of(&row).len(), raw.len() as u64);
+        assert_eq!(Stored::of(&row).segment(), Some(7));
+        // The copied header reads as the batch's own.
+        let copy = batch::header(head, String::new).unwrap();
+        let own = batch::verify(&raw, String::new).unwrap();
+        assert_eq!(
+            (copy.count, copy.last_offset_delta, copy.max_timestamp),
+            (own.count, own.last_offset_delta, own.max_timestamp)
+        );
+        // A damaged row of another length is not taken for a pointer.
+        assert!(matches!(
+            Stored::of(&row[..POINTER_LEN - 1]),
+            Stored::Inline(_)
+        ));
+    }
+
+    #[test]
+    fn counts_move_together_and_a_segment_at_zero_has_no_row() {
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        let raw = encoded(&["x"]);
+        let row = |segment| {
+            let mut out = Vec::new();
+            let at = Location {
+                segment,
+                offset: 16,
+                len: raw.len() as u32,
+            };
+            pointer(at, &raw, &mut out);
+            out
+        };
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(SEGMENT_BATCHES).unwrap();
+            let mut counts = Counts::default();
+            counts.added_to(1, 3);
+            counts.added(&row(2));
+            counts.added(&raw);
+            counts.apply(&mut table).unwrap();
+            assert_eq!(counts_in(&table), [(1, 3), (2, 1)]);
+            counts.removed(&row(1));
+            counts.removed(&row(2));
+            counts.removed(&raw);
+            counts.apply(&mut table).unwrap();
+            assert_eq!(counts_in(&table), [(1, 2)]);
+            // More removed than counted: kept, not deleted.
+            counts.removed(&row(1));
+            counts.removed(&row(1));
+            counts.removed(&row(1));
+            counts.apply(&mut table).unwrap();
+            assert_eq!(counts_in(&table), [(1, 2)]);
+        }
+        txn.commit().unwrap();
+    }
+
+    fn counts_in(table: &Table<'_, u64, u64>) -> Vec<(u64, u64)> {
+        table
+            .iter()
+            .unwrap()
+            .map(|row| row.map(|(k, v)| (k.value(), v.value())).unwrap())
+            .collect()
+    }
 }

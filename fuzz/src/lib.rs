@@ -39,7 +39,8 @@ pub struct Template {
     /// Its segment number (the 16 hex digits ending its name), which each
     /// of its records carries.
     pub segment: u64,
-    /// The journal's bytes when the log was closed.
+    /// The journal's bytes when the log was closed, up to the end of its
+    /// records.
     pub journal_bytes: Vec<u8>,
     /// The sequence number of the last journal record the database holds.
     pub applied: u64,
@@ -127,7 +128,13 @@ pub fn build_template() -> Template {
         std::thread::sleep(Duration::from_millis(10));
     }
     let journal = find_journal(dir.path());
-    let journal_bytes = std::fs::read(&journal).unwrap();
+    let mut journal_bytes = std::fs::read(&journal).unwrap();
+    // Up to the end of its records: a segment is zeroed past them.
+    let records: usize = parse_records(&journal_bytes[JOURNAL_HEADER_LEN..])
+        .iter()
+        .map(|(_, payload)| 24 + payload.len())
+        .sum();
+    journal_bytes.truncate(JOURNAL_HEADER_LEN + records);
     let applied = applied_seq(&db);
     let segment = segment_of(&journal);
     Template {

@@ -656,7 +656,15 @@ impl Broker {
             let (key, value) = row?;
             let base = key.value().2;
             let what = || format!("{stream}/{partition} batch at offset {base}");
-            let stored = self.shared.segments.load(value.value(), what)?;
+            let stored = match self.shared.segments.load(value.value(), what) {
+                Ok(stored) => stored,
+                // Retention went past it since the snapshot began: its
+                // events are no longer in the log (see `read_in`).
+                Err(_) if behind_retention(&entry, partition, 0, next_offset, base).is_some() => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
             let (header, events) = batch::events(&stored, base, what)?;
             if header.max_timestamp < timestamp {
                 continue;
@@ -1091,6 +1099,30 @@ fn upgrade_time_index(txn: &redb::WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// The error for a read from `from` whose batch at `base` could not be
+/// loaded, if retention has moved past that batch since the read's snapshot
+/// began (its segment may be gone).
+fn behind_retention(
+    entry: &StreamEntry,
+    partition: u32,
+    from: u64,
+    next_offset: u64,
+    base: u64,
+) -> Option<Error> {
+    let log_start = entry
+        .cursor(partition)
+        .ok()?
+        .log_start
+        .load(Ordering::Acquire);
+    (base < log_start).then(|| Error::OffsetOutOfRange {
+        stream: entry.name.clone(),
+        partition,
+        offset: from,
+        log_start,
+        next_offset,
+    })
+}
+
 /// The log start of a partition, as of `txn`.
 fn log_start(txn: &ReadTransaction, id: u32, partition: u32) -> Result<u64> {
     let table = txn.open_table(PARTITIONS)?;
@@ -1124,6 +1156,10 @@ fn batch_start(
 /// holds: see [`Broker::snapshot`]). Batches may have gaps (compaction) and
 /// the batch holding `from` may start before it; events below `from` are
 /// skipped without being decoded.
+///
+/// A batch whose segment maintenance deleted after this read's snapshot
+/// began (retention moved past it meanwhile) reads as
+/// [`Error::OffsetOutOfRange`] with the log start now.
 fn read_in(
     txn: &ReadTransaction,
     segments: &Segments,
@@ -1161,7 +1197,12 @@ fn read_in(
         let (key, value) = row?;
         let base = key.value().2;
         let what = || format!("{}/{partition} batch at offset {base}", entry.name);
-        let stored = segments.load(value.value(), what)?;
+        let stored = match segments.load(value.value(), what) {
+            Ok(stored) => stored,
+            Err(e) => {
+                return Err(behind_retention(entry, partition, from, next_offset, base).unwrap_or(e))
+            }
+        };
         let header = batch::verify(&stored, what)?;
         let Some(last) = header.last_offset(base) else {
             // Found by fuzzing journal replay: a damaged batch at the end of

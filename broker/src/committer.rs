@@ -205,7 +205,8 @@ impl Committer {
             // `pending`). No durable commit was made.
             Ok(false) => None,
             Err(detail) => Some(writer.journal.fail(format!(
-                "making pipelined commits durable failed ({detail}); reopen the log to recover"
+                "making pipelined commits durable failed ({detail}); they may yet apply when \
+                 the log is reopened, and no commit is taken until then"
             ))),
         };
         drop(writer);
@@ -417,6 +418,7 @@ fn apply_group(
             state: txn.open_table(STATE)?,
             queue: QueueTables::open(&txn)?,
             row: Vec::new(),
+            replaced: Counts::default(),
         };
         for request in group {
             let outcome = match plan(catalog, &request.txn, &tables) {
@@ -447,7 +449,7 @@ fn apply_group(
             meta.insert(JOURNAL_KEY, journal.next_seq())?;
             meta.insert(JOURNAL_SEGMENT_KEY, journal.segment())?;
             if journal.batches() > 0 {
-                let mut counts = Counts::default();
+                let counts = &mut tables.replaced;
                 counts.added_to(journal.segment(), journal.batches());
                 counts.apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
             }
@@ -484,10 +486,10 @@ fn apply_group(
             // A pipelined group's record is synced by the flusher, before
             // its durable redb commit. On error the transaction is dropped,
             // which aborts it.
+            txn.set_durability(Durability::None)?;
             let start = Instant::now();
             journal.write(sync && mode == Mode::Journal)?;
             stats.journal_writes.since(start);
-            txn.set_durability(Durability::None)?;
             if let Err(e) = txn.commit() {
                 journal.retract();
                 return Err(e.into());
@@ -536,6 +538,8 @@ struct Tables<'t> {
     queue: QueueTables<'t>,
     /// A scratch row of `BATCHES`.
     row: Vec<u8>,
+    /// Rows the group's overwrote.
+    replaced: Counts,
 }
 
 /// A validated request: the stream entries it names and each record's partition.
@@ -661,9 +665,11 @@ fn write(
             }
             let (at, encoded) = journal.batch(entry.id, partition, base, events);
             segments::pointer(at, encoded, &mut tables.row);
-            tables
-                .batches
-                .insert((entry.id, partition, base), tables.row.as_slice())?;
+            let key = (entry.id, partition, base);
+            if let Some(old) = tables.batches.insert(key, tables.row.as_slice())? {
+                // Not reached: offsets only grow. Counted all the same.
+                tables.replaced.removed(old.value());
+            }
             p.next_offset = base + chunk.len() as u64;
             p.max_timestamp = p.max_timestamp.max(batch_max);
             p.unindexed += 1;

@@ -192,14 +192,53 @@ pub(crate) fn journal_path(db_path: &Path) -> PathBuf {
 enum Source<'a> {
     /// Into redb (a journal of layout 1 or 2).
     Inline,
-    /// Left in segment `segment`, whose whole file is `file`.
-    Segment { segment: u64, file: &'a [u8] },
+    /// Left in segment `segment`, where the record's `payload` starts at
+    /// offset `at`.
+    Segment {
+        segment: u64,
+        payload: &'a [u8],
+        at: u64,
+    },
+}
+
+/// A record that passed its CRC but does not replay.
+fn corrupt_record(seq: u64, path: &Path, detail: String) -> Error {
+    Error::Corrupt {
+        what: format!("record {seq} of journal {}", path.display()),
+        detail,
+    }
+}
+
+/// Whether record `seq` is the next one to replay after `last`: `Ok(false)`
+/// for one already held or replayed (an open's copy of the records it
+/// replayed, left by a crash before its commit), an error for a gap.
+fn next_in_sequence(last: u64, seq: u64, path: &Path) -> Result<bool> {
+    if seq <= last {
+        return Ok(false);
+    }
+    if last.checked_add(1) != Some(seq) {
+        return Err(Error::Corrupt {
+            what: format!("journal {}", path.display()),
+            detail: format!(
+                "it continues at record {seq} but the database holds records up to {last}, so records are missing; \
+                 move the journal aside to open the database as of its last checkpoint"
+            ),
+        });
+    }
+    Ok(true)
 }
 
 impl Journal {
     /// Replays into `db`, in one durable commit, every record past
     /// `META["journal"]` (a journal of layout 1 or 2 first, then the
     /// segments from `META["journal_segment"]` on), and starts a new segment.
+    ///
+    /// The records replayed from segments are copied into the new segment,
+    /// and the rows point at the copies: their bytes may have been read back
+    /// from the page cache after a failed writeback (the kernel then marks
+    /// the pages clean, so no later sync writes them), and the copies are
+    /// written and synced before the commit. The segments nothing points
+    /// into any more are then deleted.
     pub(crate) fn recover(
         db: &Database,
         db_path: &Path,
@@ -227,11 +266,13 @@ impl Journal {
             }
             _ => {}
         }
+        let segment_bytes = checkpoint_bytes
+            .saturating_mul(SEGMENT_CHECKPOINTS)
+            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
 
         let txn = crate::shared::begin_write(db)?;
         let mut replayed = 0u64;
-        let mut read = Vec::new();
-        let (id, last, segment) = {
+        let (id, last, segment, copy, dead) = {
             let mut meta = txn.open_table(META)?;
             let applied = meta.get(JOURNAL_KEY)?.map_or(0, |v| v.value());
             let cycle = meta.get(CYCLE_KEY)?.map_or(0, |v| v.value());
@@ -245,6 +286,14 @@ impl Journal {
                     id
                 }
             };
+            let segment = on_disk
+                .last()
+                .map_or(from, |&n| n.max(from))
+                .checked_add(1)
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("journal {}", segments.path(from).display()),
+                    detail: "the last possible segment number is taken".into(),
+                })?;
             let mut tables = ReplayTables {
                 batches: txn.open_table(BATCHES)?,
                 time_index: txn.open_table(TIME_INDEX)?,
@@ -255,27 +304,6 @@ impl Journal {
                 row: Vec::new(),
             };
             let mut last = applied;
-            let mut apply = |path: &Path, seq: u64, payload: &[u8], source: Source<'_>| {
-                if seq <= applied {
-                    return Ok(());
-                }
-                if last.checked_add(1) != Some(seq) {
-                    return Err(Error::Corrupt {
-                        what: format!("journal {}", path.display()),
-                        detail: format!(
-                            "it continues at record {seq} but the database holds records up to {last}, so records are missing; \
-                             move the journal aside to open the database as of its last checkpoint"
-                        ),
-                    });
-                }
-                replay(payload, source, &mut tables).map_err(|detail| Error::Corrupt {
-                    what: format!("record {seq} of journal {}", path.display()),
-                    detail,
-                })?;
-                last = seq;
-                replayed += 1;
-                Ok(())
-            };
             if let Some(bytes) = &legacy {
                 let layout = file_layout(bytes, id, cycle);
                 if layout.is_none() && !bytes.is_empty() {
@@ -290,9 +318,15 @@ impl Journal {
                     .into_iter()
                     .flatten()
                 {
-                    apply(&legacy_path, seq, payload, Source::Inline)?;
+                    if next_in_sequence(last, seq, &legacy_path)? {
+                        replay(payload, Source::Inline, &mut tables)
+                            .map_err(|detail| corrupt_record(seq, &legacy_path, detail))?;
+                        last = seq;
+                        replayed += 1;
+                    }
                 }
             }
+            let mut copy = segment_header(id);
             for &n in on_disk.iter().filter(|&&n| n >= from) {
                 let path = segments.path(n);
                 let bytes = std::fs::read(&path).map_err(|e| open_error(&path, e))?;
@@ -305,47 +339,51 @@ impl Journal {
                 }
                 let records_bytes = &bytes[FILE_HEADER_LEN as usize..];
                 for (seq, payload) in records(records_bytes, Layout::Two { cycle: n }) {
+                    if !next_in_sequence(last, seq, &path)? {
+                        continue;
+                    }
+                    let at = copy.len() as u64 + RECORD_HEADER_LEN as u64;
                     let source = Source::Segment {
-                        segment: n,
-                        file: &bytes,
+                        segment,
+                        payload,
+                        at,
                     };
-                    apply(&path, seq, payload, source)?;
+                    replay(payload, source, &mut tables)
+                        .map_err(|detail| corrupt_record(seq, &path, detail))?;
+                    put_record(&mut copy, segment, seq, payload);
+                    last = seq;
+                    replayed += 1;
                 }
-                read.push(path);
             }
-            let segment = on_disk
-                .last()
-                .map_or(from, |&n| n.max(from))
-                .checked_add(1)
-                .ok_or_else(|| Error::Corrupt {
-                    what: format!("journal {}", legacy_path.display()),
-                    detail: "the last possible segment number is taken".into(),
-                })?;
-            tables.counts.apply(&mut txn.open_table(SEGMENT_BATCHES)?)?;
+            let mut counts = txn.open_table(SEGMENT_BATCHES)?;
+            tables.counts.apply(&mut counts)?;
+            // Below the new segment, with nothing pointing into them.
+            let mut dead = Vec::new();
+            for &n in &on_disk {
+                if counts.get(n)?.is_none() {
+                    dead.push(n);
+                }
+            }
             meta.insert(JOURNAL_KEY, last)?;
             meta.insert(JOURNAL_SEGMENT_KEY, segment)?;
-            (id, last, segment)
+            (id, last, segment, copy, dead)
         };
-        // Records replayed from the page cache (a process killed, not the
-        // machine) reach the disk before rows pointing at them are durable.
-        for path in &read {
-            File::open(path)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| open_error(path, e))?;
-        }
+        let path = segments.path(segment);
+        let limit = segment_bytes
+            .min(FIRST_SEGMENT_BYTES)
+            .max(copy.len() as u64);
+        let file = create_segment(&path, &copy, limit).map_err(|e| open_error(&path, e))?;
         txn.commit()?;
+        segments.register(segment, file.clone());
         if legacy.is_some() {
             // Every record it held is in the commit above.
             std::fs::remove_file(&legacy_path).map_err(|e| open_error(&legacy_path, e))?;
         }
-        let segment_bytes = checkpoint_bytes
-            .saturating_mul(SEGMENT_CHECKPOINTS)
-            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
-        let limit = segment_bytes.min(FIRST_SEGMENT_BYTES);
-        let path = segments.path(segment);
-        let file =
-            create_segment(&path, id, limit - FILE_HEADER_LEN).map_err(|e| open_error(&path, e))?;
-        segments.register(segment, file.clone());
+        for n in dead {
+            if let Err(e) = segments.delete(n) {
+                tracing::warn!(segment = %segments.path(n).display(), error = %e, "deleting an unused journal segment failed");
+            }
+        }
         if replayed > 0 {
             tracing::info!(records = replayed, up_to = last, "replayed the journal");
         }
@@ -359,7 +397,7 @@ impl Journal {
             file,
             path,
             id,
-            end: FILE_HEADER_LEN,
+            end: copy.len() as u64,
             next_seq,
             since_checkpoint: 0,
             checkpoint_bytes,
@@ -391,8 +429,7 @@ impl Journal {
             // The next segment, zeroed in the background from early on, so
             // that it is ready when this one is full; not at once, so that
             // a short-lived log does not pay for it.
-            let zeroes = self.segment_bytes - FILE_HEADER_LEN;
-            self.segments.prepare(self.id, zeroes);
+            self.segments.prepare(self.id, self.segment_bytes);
         }
         self.record.clear();
         self.record.resize(RECORD_HEADER_LEN, 0);
@@ -418,7 +455,7 @@ impl Journal {
         let path = self.segments.path(next);
         let file = match self.segments.take_spare(next) {
             Some(file) => file,
-            None => create_segment(&path, self.id, 0).map_err(|e| {
+            None => create_segment(&path, &segment_header(self.id), 0).map_err(|e| {
                 self.error(format!(
                     "starting journal segment {} failed ({e})",
                     path.display()
@@ -698,6 +735,8 @@ impl Journal {
     pub(crate) fn fail(&mut self, detail: String) -> Failure {
         tracing::error!(journal = %self.path.display(), "{detail}");
         self.failed = Some(detail.clone());
+        // No durable commit either (see `Segments::sync`).
+        self.segments.fail(detail.clone());
         Failure {
             path: self.path.clone(),
             detail,
@@ -767,22 +806,50 @@ fn is_segment_of(bytes: &[u8], id: u64) -> bool {
     bytes.get(..8) == Some(&MAGIC[..]) && bytes.get(8..16) == Some(&id.to_le_bytes()[..])
 }
 
-/// Creates segment file `path` with its header, then `zeroes` bytes of
-/// zeroes, on disk with its name before any record in it is acknowledged.
-/// Records written over zeroes that are on disk cost one `fdatasync` of
-/// their pages; records that grow the file also make the file system
-/// commit its new size and blocks (measured with the broker bench's paired
-/// appends of 1,000 events: 0.33 ms a record appended, 0.20 ms over
-/// zeroes). An unused zeroed segment reads as one without records.
-pub(crate) fn create_segment(path: &Path, id: u64, zeroes: u64) -> std::io::Result<Arc<File>> {
+/// A segment's file header: magic and database id.
+pub(crate) fn segment_header(id: u64) -> Vec<u8> {
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&id.to_le_bytes());
+    header
+}
+
+/// A record of segment `segment` at the end of `out`.
+fn put_record(out: &mut Vec<u8>, segment: u64, seq: u64, payload: &[u8]) {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&segment.to_le_bytes());
+    crc.update(&seq.to_le_bytes());
+    crc.update(payload);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&segment.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Creates segment file `path` holding `start` (its header, and any
+/// records), then zeroes up to `len` bytes, on disk with its name before
+/// any record in it is acknowledged; a failure leaves no file. Records
+/// written over zeroes that are on disk cost one `fdatasync` of their
+/// pages; records that grow the file also make the file system commit its
+/// new size and blocks (measured with the broker bench's paired appends of
+/// 1,000 events: 0.33 ms a record appended, 0.20 ms over zeroes). An
+/// unused zeroed segment reads as one without records.
+pub(crate) fn create_segment(path: &Path, start: &[u8], len: u64) -> std::io::Result<Arc<File>> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .open(path)?;
-    let mut header = MAGIC.to_vec();
-    header.extend_from_slice(&id.to_le_bytes());
-    file.write_all(&header)?;
+    let made = fill_segment(&mut file, path, start, len);
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    made.map(|()| Arc::new(file))
+}
+
+fn fill_segment(file: &mut File, path: &Path, start: &[u8], len: u64) -> std::io::Result<()> {
+    file.write_all(start)?;
+    let zeroes = len.saturating_sub(start.len() as u64);
     // Page by page: a record written over a clean page cache folio
     // dirties all of it, and larger writes make larger folios (measured:
     // zeroes written 1 MiB at a time made each 100 KiB record write back
@@ -806,8 +873,7 @@ pub(crate) fn create_segment(path: &Path, id: u64, zeroes: u64) -> std::io::Resu
         }
     }
     file.sync_all()?;
-    sync_dir(path)?;
-    Ok(Arc::new(file))
+    sync_dir(path)
 }
 
 /// An identity for a new database: the clock and the process, which no
@@ -930,13 +996,18 @@ fn replay(
                         return Err("a batch of an unknown layout".to_string());
                     }
                     Source::Inline => encoded,
-                    Source::Segment { segment, file } => {
-                        // `encoded` lies inside `file`: where it starts is
-                        // how far its pointer is from the file's.
-                        let offset = encoded.as_ptr() as usize - file.as_ptr() as usize;
+                    Source::Segment {
+                        segment,
+                        payload: whole,
+                        at,
+                    } => {
+                        // `encoded` lies inside the record's payload: where
+                        // it starts is how far its pointer is from the
+                        // payload's.
+                        let within = encoded.as_ptr() as usize - whole.as_ptr() as usize;
                         let at = Location {
                             segment,
-                            offset: offset as u64,
+                            offset: at + within as u64,
                             len: encoded.len() as u32,
                         };
                         segments::pointer(at, encoded, &mut tables.row);
@@ -1198,6 +1269,13 @@ mod tests {
             assert!(
                 matches!(synced, Err(Error::Journal { .. })),
                 "{fault:?}: sync after the failure: {synced:?}"
+            );
+            // No durable commit of another kind either: it could make rows
+            // durable that point at pages the failure lost.
+            let created = broker.create_stream("t", crate::StreamConfig::with_partitions(1));
+            assert!(
+                created.is_err(),
+                "{fault:?}: a stream created after the failure"
             );
             assert_eq!(values(&broker), ["e0"], "{fault:?}");
             drop(broker);

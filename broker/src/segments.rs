@@ -232,18 +232,21 @@ impl Segments {
         };
         let mut prefix = self.db_path.file_name().unwrap_or_default().to_os_string();
         prefix.push("-journal-");
-        let prefix = prefix.to_string_lossy().into_owned();
         let mut out = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
-            let Some(hex) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            // Bytes, not text: the database's name need not be UTF-8.
+            let Some(hex) = name
+                .as_encoded_bytes()
+                .strip_prefix(prefix.as_encoded_bytes())
+            else {
                 continue;
             };
-            if hex.len() == 16 {
-                if let Ok(n) = u64::from_str_radix(hex, 16) {
-                    out.push(n);
-                }
-            }
+            let number = std::str::from_utf8(hex)
+                .ok()
+                .filter(|hex| hex.len() == 16)
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            out.extend(number);
         }
         out.sort_unstable();
         Ok(out)
@@ -277,6 +280,13 @@ impl Segments {
             ),
         };
         let file = self.file(at.segment).map_err(io)?;
+        if at.len > 1 << 20 {
+            // A large claim is checked before it is allocated.
+            let end = at.offset.saturating_add(u64::from(at.len));
+            if file.metadata().map_err(io)?.len() < end {
+                return Err(io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
+            }
+        }
         let mut out = vec![0u8; at.len as usize];
         read_exact_at(&file, &mut out, at.offset).map_err(io)?;
         let n = out.len().min(head.len());
@@ -316,10 +326,10 @@ impl Segments {
         self.db_path.with_file_name(name)
     }
 
-    /// Starts making the next segment of database `id`, `zeroes` bytes of
-    /// zeroes after its header, on another thread, unless one is made or
-    /// under way.
-    pub(crate) fn prepare(&self, id: u64, zeroes: u64) {
+    /// Starts making the next segment of database `id`, `len` bytes (its
+    /// header, then zeroes), on another thread, unless one is made or under
+    /// way.
+    pub(crate) fn prepare(&self, id: u64, len: u64) {
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         if spare.is_some() {
             return;
@@ -327,7 +337,10 @@ impl Segments {
         let path = self.spare_path();
         let thread = std::thread::Builder::new()
             .name("leat-segment".into())
-            .spawn(move || crate::journal::create_segment(&path, id, zeroes));
+            .spawn(move || {
+                let header = crate::journal::segment_header(id);
+                crate::journal::create_segment(&path, &header, len)
+            });
         match thread {
             Ok(thread) => *spare = Some(Spare { thread }),
             Err(e) => tracing::warn!(error = %e, "preparing a journal segment failed"),
@@ -351,7 +364,11 @@ impl Segments {
         // The new name is durable before any record in it is acknowledged.
         let renamed = made.and_then(|file| {
             std::fs::rename(&spare_path, &path)?;
-            crate::journal::sync_dir(&path)?;
+            if let Err(e) = crate::journal::sync_dir(&path) {
+                // Made again by the journal, under this name.
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
             Ok(file)
         });
         match renamed {
@@ -375,7 +392,10 @@ impl Segments {
     }
 
     /// Syncs what the journal wrote without syncing: called inside a write
-    /// transaction, before its durable commit.
+    /// transaction, before its durable commit. Refuses once the journal
+    /// failed: after a failed write or sync, a later sync may succeed
+    /// without the lost pages (Linux reports a writeback error once), and
+    /// a durable commit would then point at them.
     pub(crate) fn sync(&self) -> Result<()> {
         if let Some(detail) = self.failure() {
             return Err(Error::CommitFailed(detail));
@@ -384,15 +404,24 @@ impl Segments {
         if let Some(file) = unsynced.as_ref() {
             if let Err(e) = file.sync_data() {
                 let detail = format!(
-                    "syncing the journal failed ({e}); no commit is taken until the log is reopened"
+                    "syncing the journal failed ({e}); the commits since the last sync may yet \
+                     apply when the log is reopened, and no commit is taken until then"
                 );
                 tracing::error!("{detail}");
-                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(detail.clone());
+                self.fail(detail.clone());
                 return Err(Error::CommitFailed(detail));
             }
             *unsynced = None;
         }
         Ok(())
+    }
+
+    /// Refuses every durable commit from now on (see [`Segments::sync`]).
+    pub(crate) fn fail(&self, detail: String) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(detail);
     }
 
     /// Why the segments refuse durable commits, if they do.

@@ -525,3 +525,26 @@ fn a_segment_is_deleted_once_nothing_points_into_it() {
     let reopened = open_with_checkpoint(&db, 4 << 10);
     assert_eq!(values(&reopened, "r", 0), kept);
 }
+
+#[test]
+fn an_open_copies_the_records_it_replays_into_its_new_segment() {
+    let (dir, db, broker) = live_broker(1, 1 << 30);
+    for i in 0..5 {
+        append_value(&broker, &format!("e{i}"));
+    }
+    let copy = crash_copy(&db, &dir.path().join("crash"), true);
+    let replayed_from = last_segment(&copy);
+    let reopened = open_with_checkpoint(&copy, 1 << 30);
+    assert_eq!(values(&reopened, "s", 0), ["e0", "e1", "e2", "e3", "e4"]);
+    // The rows point at the copies, written and synced by the open: the
+    // segment it replayed is no longer needed, and is gone.
+    assert!(!replayed_from.exists(), "{}", replayed_from.display());
+    let copied = record_bounds(&std::fs::read(last_segment(&copy)).unwrap());
+    assert_eq!(copied.len(), 6, "five records copied: {copied:?}");
+    // And a crash of the reopened log keeps them.
+    append_value(&reopened, "e5");
+    let again = crash_copy(&copy, &dir.path().join("again"), true);
+    drop(reopened);
+    let twice = open_with_checkpoint(&again, 1 << 30);
+    assert_eq!(values(&twice, "s", 0), ["e0", "e1", "e2", "e3", "e4", "e5"]);
+}

@@ -180,13 +180,17 @@ fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_ru
     assert_eq!(crashed, expected);
 }
 
-/// Commits of about 1.2 MB (80,000 events of 1 KB): each is pipelined (the flusher makes it durable
-/// while the next one is processed), so the kills land between a commit
-/// being applied and being durable too.
+/// Commits of about 1 MB (1,000 events of 1 KB), 160,000 events: nearly
+/// every commit's journal record completes a 1 MiB checkpoint, so it is
+/// pipelined (the flusher makes it durable while the next one is
+/// processed), and the kills land between a commit being applied and being
+/// durable too. (80,000 events were too few once each event was written
+/// once: a run finished after 17 kills.)
 #[test]
 fn large_pipelined_commits_killed_twenty_times_give_the_same_outputs_as_a_clean_run() {
+    const EVENTS: usize = 160_000;
     let filler = "x".repeat(1000);
-    let lines: String = (0..80_000)
+    let lines: String = (0..EVENTS)
         .map(|i| format!("key-{i}\t{i}-{filler}\n"))
         .collect();
     let (expected, crashed) = clean_and_killed(&Case {
@@ -198,7 +202,7 @@ fn large_pipelined_commits_killed_twenty_times_give_the_same_outputs_as_a_clean_
     });
     assert_eq!(
         expected.0.values().map(Vec::len).sum::<usize>(),
-        80_000,
+        EVENTS,
         "the clean run lost outputs"
     );
     assert_eq!(crashed, expected);

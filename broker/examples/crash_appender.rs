@@ -27,6 +27,7 @@ fn main() -> Result<(), Error> {
             maintenance_interval: None,
             // Small, so that the kills land around checkpoints too.
             checkpoint_bytes: 64 << 10,
+            ..BrokerOptions::default()
         },
     )?;
     match broker.create_stream("crash", StreamConfig::with_partitions(3)) {

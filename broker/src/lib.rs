@@ -130,6 +130,7 @@ pub use crate::queue::{
 };
 pub use crate::queue_ops::{dead_letter, QueueArrival, MAX_DELIVERIES_LIMIT};
 pub use crate::record::{Event, Header, Headers, Record};
+pub use crate::segments::SegmentFill;
 pub use crate::shared::{WaitInterrupt, Waiter};
 pub use crate::stats::{DurabilityStats, Timed};
 pub use crate::stream::{

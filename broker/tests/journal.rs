@@ -9,14 +9,19 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::read_all;
-use leat_broker::{Broker, BrokerOptions, Receipt, Record, StreamConfig, Transaction};
+use leat_broker::{Broker, BrokerOptions, Receipt, Record, SegmentFill, StreamConfig, Transaction};
 
 fn open_with_checkpoint(path: &Path, checkpoint_bytes: u64) -> Broker {
+    open_with_fill(path, checkpoint_bytes, SegmentFill::Zeroes)
+}
+
+fn open_with_fill(path: &Path, checkpoint_bytes: u64, segment_fill: SegmentFill) -> Broker {
     Broker::open_with(
         path,
         BrokerOptions {
             maintenance_interval: None,
             checkpoint_bytes,
+            segment_fill,
         },
     )
     .unwrap()
@@ -80,9 +85,17 @@ fn last_segment(db: &Path) -> PathBuf {
 /// A broker at `<tmp>/live/log.redb` (crash copies go beside `live/`), with
 /// a stream `s` of `partitions` partitions.
 fn live_broker(partitions: u32, checkpoint_bytes: u64) -> (tempfile::TempDir, PathBuf, Broker) {
+    live_broker_with(partitions, checkpoint_bytes, SegmentFill::Zeroes)
+}
+
+fn live_broker_with(
+    partitions: u32,
+    checkpoint_bytes: u64,
+    fill: SegmentFill,
+) -> (tempfile::TempDir, PathBuf, Broker) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("live").join("log.redb");
-    let broker = open_with_checkpoint(&db, checkpoint_bytes);
+    let broker = open_with_fill(&db, checkpoint_bytes, fill);
     broker
         .create_stream("s", StreamConfig::with_partitions(partitions))
         .unwrap();
@@ -145,9 +158,18 @@ fn a_crash_keeps_journaled_events_offsets_and_state() {
 
 #[test]
 fn checkpoints_make_redb_durable_and_the_journal_moves_on_to_new_segments() {
+    rotation(SegmentFill::Zeroes);
+}
+
+#[test]
+fn segments_with_allocated_space_rotate_and_replay_alike() {
+    rotation(SegmentFill::Allocate);
+}
+
+fn rotation(fill: SegmentFill) {
     // Each record is about 250 bytes: a checkpoint every few dozen
     // commits, and a new segment every 64 KiB (the smallest).
-    let (dir, db, broker) = live_broker(1, 4 << 10);
+    let (dir, db, broker) = live_broker_with(1, 4 << 10, fill);
     let mut expected = Vec::new();
     for round in 0..6 {
         for i in 0..97 {

@@ -24,6 +24,7 @@ pub fn options() -> BrokerOptions {
     BrokerOptions {
         maintenance_interval: None,
         checkpoint_bytes: 64 << 20,
+        ..BrokerOptions::default()
     }
 }
 

@@ -27,14 +27,16 @@
 //! for N seconds at half of the peak just measured, or at
 //! `LEAT_BENCH_LATENCY_RATE` events/s (issue 19's load).
 //! `LEAT_BENCH_CHECKPOINT_BYTES`: the log's `checkpoint_bytes` (default the
-//! broker's, 1 MiB).
+//! broker's, 1 MiB). `LEAT_BENCH_SEGMENT_FILL=allocate`: the log's journal
+//! segments allocated, not zeroed (`SegmentFill`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leat_broker::{
-    Broker, BrokerOptions, DurabilityStats, QueueConfig, ReadLimits, Record, StreamConfig, Timed,
+    Broker, BrokerOptions, DurabilityStats, QueueConfig, ReadLimits, Record, SegmentFill,
+    StreamConfig, Timed,
 };
 use leat_runtime::{
     Engine, EngineConfig, NativeFn, Output, ProcessorCode, ProcessorMode, ProcessorSpec, RunMode,
@@ -111,6 +113,11 @@ fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
         .and_then(|v| v.parse().ok())
     {
         options.checkpoint_bytes = bytes;
+    }
+    match std::env::var("LEAT_BENCH_SEGMENT_FILL").as_deref() {
+        Ok("allocate") => options.segment_fill = SegmentFill::Allocate,
+        Ok("zeroes") | Err(_) => {}
+        Ok(other) => panic!("LEAT_BENCH_SEGMENT_FILL={other}: give `zeroes` or `allocate`"),
     }
     let broker = Broker::open_with(dir.join("log.redb"), options).expect("open");
     for s in ["in", "out"] {

@@ -638,6 +638,17 @@ fn write(
         };
         for chunk in batches(txn, &indices, now) {
             let base = p.next_offset;
+            // Only a damaged log (a replayed record claiming offsets near the
+            // end of the range) gets here: 2^64 events are never appended.
+            if base.checked_add(chunk.len() as u64).is_none() {
+                return Err(Error::Corrupt {
+                    what: format!("partition {partition} of stream id {}", entry.id),
+                    detail: format!(
+                        "its next offset {base} leaves no room for {} more events",
+                        chunk.len()
+                    ),
+                });
+            }
             let mut batch_max = i64::MIN;
             let events = chunk.iter().enumerate().map(|(delta, &i)| {
                 let record = &txn.appends[i].1;

@@ -187,7 +187,7 @@ fn written() -> u64 {
 /// storage: the page-granular I/O a commit costs, which timing noise does
 /// not touch.
 fn paired() {
-    println!("\npaired medians, append and limit alternating ({PAIRED_ROUNDS} rounds each):");
+    println!("\npaired medians, append and limit alternating (enough rounds to cross 3 checkpoints, or {MIN_PAIRED_ROUNDS}):");
     println!(
         "{:<18} {:>14} {:>14} {:>8} {:>13} {:>12} {:>12} {:>16}",
         "bench",
@@ -214,7 +214,8 @@ fn paired() {
         let bytes = vec![7u8; n * EVENT_BYTES];
         let (mut append, mut limit) = (Vec::new(), Vec::new());
         let (mut append_io, mut limit_io) = (0u64, 0u64);
-        for _ in 0..PAIRED_ROUNDS {
+        let rounds = paired_rounds(n);
+        for _ in 0..rounds {
             let io = written();
             let start = std::time::Instant::now();
             broker.append("s", batch.clone()).unwrap();
@@ -234,7 +235,7 @@ fn paired() {
         let total_ratio = limit.iter().sum::<f64>() / append.iter().sum::<f64>();
         let (a, l) = (median(&mut append), median(&mut limit));
         let slowest = append.last().copied().unwrap_or_default();
-        let kib = |b: u64| b as f64 / 1024.0 / PAIRED_ROUNDS as f64;
+        let kib = |b: u64| b as f64 / 1024.0 / rounds as f64;
         let after = broker.durability_stats();
         let share = |after: Timed, before: Timed| {
             let (count, secs) = (
@@ -248,7 +249,7 @@ fn paired() {
             )
         };
         spent.push(format!(
-            "append/{n}: journal records {}; checkpoints {}",
+            "append/{n}, {rounds} rounds: journal records {}; checkpoints {}",
             share(after.journal_writes, before.journal_writes),
             share(after.caller_commits, before.caller_commits)
         ));
@@ -270,9 +271,18 @@ fn paired() {
     }
 }
 
-/// Enough for batches of 100 and 1,000 to cross the default checkpoint (1 MiB)
-/// several times.
-const PAIRED_ROUNDS: usize = 600;
+/// Rounds of the paired run for batches of `n` events: enough for 3
+/// default checkpoints (64 MiB of journal each), so that the ratio counts
+/// their pauses; batches of 1 would need millions, and take the minimum.
+fn paired_rounds(n: usize) -> usize {
+    let checkpoint = BrokerOptions::default().checkpoint_bytes as usize;
+    match 3 * checkpoint / (n * EVENT_BYTES) {
+        rounds if rounds > 25_000 => MIN_PAIRED_ROUNDS,
+        rounds => rounds.max(MIN_PAIRED_ROUNDS),
+    }
+}
+
+const MIN_PAIRED_ROUNDS: usize = 600;
 
 /// Callers committing at once, each appending batches of 100 events to its
 /// own partition, each commit durable: group commit folds the transactions

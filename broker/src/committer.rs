@@ -13,14 +13,15 @@
 //! redb commit is durable too (see `journal`). The rows of `BATCHES` point
 //! at the batches in the record (see `segments`).
 //!
-//! A pipelined request (see [`Broker::commit_pipelined`]) lets a group that
-//! would be a durable redb commit be applied without durability instead
-//! (its record written unsynced): its
+//! A pipelined request (see [`Broker::commit_pipelined`]) makes its group
+//! applied without waiting for the disk (its record written unsynced): its
 //! caller is answered at once and goes on working while the flusher thread
-//! makes it durable (see `flusher`). Until then every group is applied that
-//! way, so that groups become durable in commit order, and the partition
-//! ends readers see, like the answers to requests that wait for durability,
-//! move only once the flush is done.
+//! makes it durable (see `flusher`): it syncs the journal without holding
+//! the writer, or, once `checkpoint_bytes` of records are due, makes a
+//! durable redb commit. Until then, and while the flusher syncs, every
+//! group is applied that way, so that groups become durable in commit
+//! order, and the partition ends readers see, like the answers to requests
+//! that wait for durability, move only once the flush is done.
 //!
 //! [`Broker::commit_pipelined`]: crate::Broker::commit_pipelined
 
@@ -80,6 +81,10 @@ struct Writer {
     journal: Journal,
     /// Groups applied without durability since the last flush.
     undurable: Undurable,
+    /// The flusher is syncing the journal without holding the writer (see
+    /// [`Committer::flush`]): until it is done, every group is applied
+    /// without durability, so that groups become durable in commit order.
+    flushing: bool,
 }
 
 /// Groups applied to redb without durability, waiting for the flusher.
@@ -108,6 +113,7 @@ impl Committer {
             writer: Mutex::new(Writer {
                 journal,
                 undurable: Undurable::default(),
+                flushing: false,
             }),
             progress: Progress::default(),
             stats: Stats::default(),
@@ -169,41 +175,53 @@ impl Committer {
         drop(answered);
     }
 
-    /// Makes every group applied without durability durable with one
-    /// durable redb commit, then shows their ends to readers and answers the
-    /// requests that waited. Called by the flusher.
+    /// Makes every group applied without durability durable, then shows
+    /// their ends to readers and answers the requests that waited. Called
+    /// by the flusher. Once `checkpoint_bytes` of records were written
+    /// since the last durable redb commit, it makes one (a checkpoint),
+    /// holding the writer; otherwise it syncs the journal's records without
+    /// holding it, while the next groups are applied and their records
+    /// written, so that the flusher's syncs follow each other and each
+    /// covers every group applied before it began.
     pub(crate) fn flush(&self, shared: &Shared) {
         let mut writer = self.lock_writer();
         // No group is applied while the writer is held: `applied` is what
         // this flush covers.
         let covered = self.progress.applied();
         let undurable = std::mem::take(&mut writer.undurable);
-        let flushed = if undurable.pending {
-            let flush = |journal: &mut Journal| -> Result<()> {
+        let flushed = if !undurable.pending {
+            // Not reached: the flusher runs once a group was applied
+            // without durability, and that sets `pending`.
+            Ok(())
+        } else if writer.journal.checkpoint_due() {
+            let checkpoint = |journal: &mut Journal| -> Result<()> {
                 let start = Instant::now();
                 let txn = shared.begin_write()?;
                 // The groups' records were written unsynced.
                 journal.sync()?;
                 txn.commit()?;
                 self.stats.flusher_commits.since(start);
+                // Durable in redb with every commit before it.
+                journal.checkpointed();
                 Ok(())
             };
-            flush(&mut writer.journal)
-                .map(|()| true)
-                .map_err(|e| e.to_string())
+            checkpoint(&mut writer.journal).map_err(|e| e.to_string())
         } else {
-            Ok(false)
+            let mark = writer.journal.segments().unsynced();
+            let segments = writer.journal.segments().clone();
+            writer.flushing = true;
+            drop(writer);
+            let start = Instant::now();
+            // `None`: a leader synced the records since (moving to a new
+            // segment) or a durable commit did.
+            let synced = mark.map_or(Ok(()), |mark| segments.sync_to(mark));
+            self.stats.flusher_syncs.since(start);
+            writer = self.lock_writer();
+            writer.flushing = false;
+            synced.map_err(|e| e.to_string())
         };
         let failure = match flushed {
-            Ok(true) => {
-                // Durable in redb with every commit before it.
-                writer.journal.checkpointed();
-                None
-            }
-            // Nothing was pending (not reached: the flusher runs once a
-            // group was applied without durability, and that sets
-            // `pending`). No durable commit was made.
-            Ok(false) => None,
+            Ok(()) => None,
             Err(detail) => Some(writer.journal.fail(format!(
                 "making pipelined commits durable failed ({detail}); they may yet apply when \
                  the log is reopened, and no commit is taken until then"
@@ -432,15 +450,14 @@ fn apply_group(
         let mode = if !journal.has_writes() {
             // Every request was refused or empty.
             Mode::Nothing
-        } else if writer.undurable.pending {
+        } else if writer.undurable.pending || writer.flushing {
             // Groups become durable in commit order.
             Mode::Flusher
+        } else if sync && group.iter().any(|r| r.pipelined) {
+            // Its caller goes on while the flusher syncs.
+            Mode::Flusher
         } else if sync && journal.wants_checkpoint() {
-            if group.iter().any(|r| r.pipelined) {
-                Mode::Flusher
-            } else {
-                Mode::Checkpoint
-            }
+            Mode::Checkpoint
         } else {
             Mode::Journal
         };

@@ -3,8 +3,9 @@
 //!
 //! A group applied without durability (see `committer`) counts in the
 //! committer's [`Progress`]; the flusher wakes, makes every such group
-//! durable with one durable redb commit ([`Committer::flush`]) and moves the
-//! durable count up to what it covered, which [`Progress::sync`] waits for.
+//! durable with one sync of the journal, or one durable redb commit when a
+//! checkpoint is due ([`Committer::flush`]), and moves the durable count up
+//! to what it covered, which [`Progress::sync`] waits for.
 //!
 //! [`Progress`]: crate::progress::Progress
 //! [`Progress::sync`]: crate::progress::Progress::sync

@@ -484,6 +484,18 @@ impl Journal {
         self.since_checkpoint + self.record.len() as u64 > self.checkpoint_bytes
     }
 
+    /// Whether `checkpoint_bytes` of records were confirmed since the last
+    /// durable redb commit: the flusher's next one is a checkpoint.
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        self.since_checkpoint >= self.checkpoint_bytes
+    }
+
+    /// The segments, for a sync made without holding the journal (see
+    /// [`Segments::sync_to`]).
+    pub(crate) fn segments(&self) -> &Arc<Segments> {
+        &self.segments
+    }
+
     /// The sequence number the group's record gets.
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq

@@ -71,9 +71,11 @@
 //! nothing more is acknowledged on top of it.
 //!
 //! A caller with more work to do can commit with
-//! [`Broker::commit_pipelined`]: a group that would wait for a durable redb
-//! commit (the one at a checkpoint) is then applied at once
-//! and made durable by a background thread while the caller goes on. Its
+//! [`Broker::commit_pipelined`]: its group is then applied at once, its
+//! record written without waiting for the disk, and a background thread
+//! (the flusher) syncs the journal, or makes the checkpoint, while the
+//! caller goes on; the flusher's syncs follow each other, each covering
+//! every group applied before it began. Its
 //! events become readable, and the commits after it are acknowledged, only
 //! once it is durable, so no reader sees what a crash could take back;
 //! [`Broker::sync`] waits for it.

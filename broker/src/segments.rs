@@ -215,6 +215,21 @@ impl Counts {
     }
 }
 
+/// The segment holding records not yet synced, and how many unsynced
+/// writes were made so far (which tells a sync made without the journal's
+/// lock whether more came meanwhile).
+#[derive(Default)]
+struct Unsynced {
+    file: Option<Arc<File>>,
+    writes: u64,
+}
+
+/// Records written unsynced up to a point: see [`Segments::unsynced`].
+pub(crate) struct Mark {
+    file: Arc<File>,
+    writes: u64,
+}
+
 /// The segment files of one log, and the handles readers share.
 pub(crate) struct Segments {
     /// The database's path: segment `n` is `<db>-journal-<n as 16 hex digits>`.
@@ -222,7 +237,7 @@ pub(crate) struct Segments {
     /// Open handles, by segment (the current one's is the journal's own).
     files: RwLock<HashMap<u64, Arc<File>>>,
     /// The current segment while it holds bytes not yet synced.
-    unsynced: Mutex<Option<Arc<File>>>,
+    unsynced: Mutex<Unsynced>,
     /// The next segment, being filled with zeroes ahead of its use.
     spare: Mutex<Option<Spare>>,
     /// Set once a sync failed: the bytes may be lost, so no durable commit
@@ -417,12 +432,43 @@ impl Segments {
 
     /// The journal wrote to `file` without syncing it.
     pub(crate) fn wrote_unsynced(&self, file: &Arc<File>) {
-        *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()) = Some(file.clone());
+        let mut unsynced = self.lock_unsynced();
+        unsynced.file = Some(file.clone());
+        unsynced.writes += 1;
     }
 
     /// The journal synced its current segment.
     pub(crate) fn synced(&self) {
-        *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.lock_unsynced().file = None;
+    }
+
+    /// What the journal wrote unsynced so far, for [`Segments::sync_to`]
+    /// to sync without holding the journal: `None` when all is synced.
+    /// Older segments are synced before the journal moves on from them,
+    /// so the current one holds every unsynced record.
+    pub(crate) fn unsynced(&self) -> Option<Mark> {
+        let unsynced = self.lock_unsynced();
+        let file = unsynced.file.clone()?;
+        Some(Mark {
+            file,
+            writes: unsynced.writes,
+        })
+    }
+
+    /// Makes every record written before `mark` was taken durable, while
+    /// the journal may write more; refuses, as [`Segments::sync`] does, once
+    /// a sync failed.
+    pub(crate) fn sync_to(&self, mark: Mark) -> Result<()> {
+        if let Some(detail) = self.failure() {
+            return Err(Error::CommitFailed(detail));
+        }
+        self.sync_file(&mark.file)?;
+        let mut unsynced = self.lock_unsynced();
+        if unsynced.writes == mark.writes {
+            // Nothing was written since the mark: all is on disk.
+            unsynced.file = None;
+        }
+        Ok(())
     }
 
     /// Syncs what the journal wrote without syncing: called inside a write
@@ -434,20 +480,31 @@ impl Segments {
         if let Some(detail) = self.failure() {
             return Err(Error::CommitFailed(detail));
         }
-        let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(file) = unsynced.as_ref() {
-            if let Err(e) = file.sync_data() {
-                let detail = format!(
-                    "syncing the journal failed ({e}); the commits since the last sync may yet \
-                     apply when the log is reopened, and no commit is taken until then"
-                );
-                tracing::error!("{detail}");
-                self.fail(detail.clone());
-                return Err(Error::CommitFailed(detail));
-            }
-            *unsynced = None;
+        // Held through the sync: no unsynced write can come between it and
+        // clearing `file` (a write transaction is open, so no group is
+        // being applied; the flusher's `sync_to` does not hold it).
+        let mut unsynced = self.lock_unsynced();
+        if let Some(file) = unsynced.file.clone() {
+            self.sync_file(&file)?;
+            unsynced.file = None;
         }
         Ok(())
+    }
+
+    fn sync_file(&self, file: &File) -> Result<()> {
+        file.sync_data().map_err(|e| {
+            let detail = format!(
+                "syncing the journal failed ({e}); the commits since the last sync may yet \
+                 apply when the log is reopened, and no commit is taken until then"
+            );
+            tracing::error!("{detail}");
+            self.fail(detail.clone());
+            Error::CommitFailed(detail)
+        })
+    }
+
+    fn lock_unsynced(&self) -> std::sync::MutexGuard<'_, Unsynced> {
+        self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Refuses every durable commit from now on (see [`Segments::sync`]).

@@ -16,7 +16,8 @@ pub struct Timed {
 }
 
 /// How the log made its group commits durable since it opened. Each kind's
-/// time holds the log's writer: while one runs, no other group is applied.
+/// time but the flusher's syncs holds the log's writer: while one runs, no
+/// other group is applied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DurabilityStats {
     /// Group commits that wrote something (one redb transaction each).
@@ -30,6 +31,9 @@ pub struct DurabilityStats {
     /// Durable redb commits made by the flusher for pipelined groups
     /// ([`Broker::commit_pipelined`](crate::Broker::commit_pipelined)).
     pub flusher_commits: Timed,
+    /// Syncs of the journal by the flusher, for pipelined groups between
+    /// its durable redb commits; groups are applied meanwhile.
+    pub flusher_syncs: Timed,
 }
 
 /// One kind's count and nanoseconds.
@@ -62,6 +66,7 @@ pub(crate) struct Stats {
     pub(crate) journal_writes: Tally,
     pub(crate) caller_commits: Tally,
     pub(crate) flusher_commits: Tally,
+    pub(crate) flusher_syncs: Tally,
 }
 
 impl Stats {
@@ -71,6 +76,7 @@ impl Stats {
             journal_writes: self.journal_writes.read(),
             caller_commits: self.caller_commits.read(),
             flusher_commits: self.flusher_commits.read(),
+            flusher_syncs: self.flusher_syncs.read(),
         }
     }
 }

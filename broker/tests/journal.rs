@@ -361,14 +361,30 @@ fn pipelined_commits_become_durable_and_readable_in_commit_order() {
     assert_eq!(append_value(&crashed, "e").placements, vec![(0, 1800)]);
 }
 
+/// A pipelined commit short of a checkpoint is made durable by the
+/// flusher's sync of the journal, not by a durable redb commit: readable
+/// once synced, and kept by a crash.
 #[test]
-fn a_small_pipelined_commit_is_journaled_and_readable_at_once() {
-    let (_dir, _db, broker) = live_broker(1, 1 << 30);
-    let mut txn = Transaction::new();
-    txn.append("s", Record::value("v").to_partition(0));
-    broker.commit_pipelined(txn).unwrap();
-    // No flush to wait for: the journal made it durable before it returned.
-    assert_eq!(values(&broker, "s", 0), vec!["v".to_string()]);
+fn a_small_pipelined_commit_is_synced_by_the_flusher_and_kept_by_a_crash() {
+    let (dir, db, broker) = live_broker(1, 1 << 30);
+    let before = broker.durability_stats();
+    for value in ["v0", "v1", "v2"] {
+        let mut txn = Transaction::new();
+        txn.append("s", Record::value(value).to_partition(0));
+        broker.commit_pipelined(txn).unwrap();
+    }
+    broker.sync().unwrap();
+    assert_eq!(values(&broker, "s", 0), ["v0", "v1", "v2"]);
+    let after = broker.durability_stats();
+    assert_eq!(after.groups - before.groups, 3);
+    // One to three syncs (a sync covers every group applied before it
+    // began), and no durable redb commit.
+    let syncs = after.flusher_syncs.count - before.flusher_syncs.count;
+    assert!((1..=3).contains(&syncs), "{after:?}");
+    assert_eq!(after.flusher_commits, before.flusher_commits);
+    assert_eq!(after.caller_commits, before.caller_commits);
+    let crashed = Broker::open(crash_copy(&db, &dir.path().join("crash"), true)).unwrap();
+    assert_eq!(values(&crashed, "s", 0), ["v0", "v1", "v2"]);
 }
 
 /// Stream `s`, one partition, not durable: its records are journaled
@@ -460,6 +476,8 @@ fn durability_stats_count_each_group_by_how_it_became_durable() {
     assert_eq!(after.groups, 101);
     assert_eq!(after.flusher_commits.count, 1, "{after:?}");
     assert!(after.flusher_commits.total > std::time::Duration::ZERO);
+    // A checkpoint syncs the journal inside it: no sync of its own.
+    assert_eq!(after.flusher_syncs, stats.flusher_syncs);
     assert_eq!(after.journal_writes.count, stats.journal_writes.count + 1);
     assert_eq!(after.caller_commits, stats.caller_commits);
     assert_eq!(values(&broker, "s", 0).len(), 700);

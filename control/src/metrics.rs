@@ -297,7 +297,7 @@ impl Collector for ControlMetrics {
             family(
                 e,
                 "leat_log_durable_commits",
-                "Durable commits of the log's database: checkpoints and groups too large to journal (by a caller), pipelined groups (by the flusher). No other commit is applied while one runs.",
+                "Durable commits of the log's database: checkpoints, by a caller or, for pipelined groups, by the flusher. No other commit is applied while one runs.",
                 by_committer(&d, |t| t.count),
             )?;
             family(
@@ -305,6 +305,18 @@ impl Collector for ControlMetrics {
                 "leat_log_durable_commit_seconds",
                 "Time spent in durable commits of the log's database: the share of time commits waited for them.",
                 by_committer(&d, |t| t.total.as_secs_f64()),
+            )?;
+            single(
+                e,
+                "leat_log_flusher_syncs",
+                "Syncs of the journal by the flusher, making pipelined group commits durable between checkpoints; groups are applied while one runs.",
+                ConstCounter::new(d.flusher_syncs.count),
+            )?;
+            single(
+                e,
+                "leat_log_flusher_sync_seconds",
+                "Time spent in the flusher's syncs of the journal.",
+                ConstCounter::new(d.flusher_syncs.total.as_secs_f64()),
             )?;
         }
         single(

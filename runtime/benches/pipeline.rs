@@ -25,7 +25,10 @@
 //! percentiles (append to committed output) with the Wasm processor
 //! following a steady producer; with `LEAT_BENCH_LATENCY_SECONDS=N`, also
 //! for N seconds at half of the peak just measured, or at
-//! `LEAT_BENCH_LATENCY_RATE` events/s (issue 19's load).
+//! `LEAT_BENCH_LATENCY_RATE` events/s (issue 19's load), appended every
+//! 5 ms or every `LEAT_BENCH_TICK_MS`; latencies are from the start of an
+//! input's append (the producer's clock) to its output being readable, and
+//! the producer's appends are timed apart.
 //! `LEAT_BENCH_CHECKPOINT_BYTES`: the log's `checkpoint_bytes` (default the
 //! broker's, 1 MiB). `LEAT_BENCH_SEGMENT_FILL=allocate`: the log's journal
 //! segments allocated, not zeroed (`SegmentFill`).
@@ -239,8 +242,10 @@ fn run_once(
 /// A producer appends `per_tick` events every 5 ms (on a fixed schedule:
 /// a slow append does not lower the rate, it makes the next one come
 /// sooner), `ticks` times, while the Wasm processor follows; a reader
-/// records, per output event, the time from the input's append (its
-/// timestamp) to the moment the output was readable.
+/// records, per output event, the time from the start of its input's
+/// append (the producer's clock, read before the call) to the moment the
+/// output was readable, in microseconds; and the producer, how long each
+/// append took (until durable and readable).
 fn latencies(
     dir: &Path,
     engine: &Arc<Engine>,
@@ -248,26 +253,33 @@ fn latencies(
     (per_tick, ticks): (usize, usize),
     shape: Shape,
 ) -> Latencies {
+    use std::sync::atomic::{AtomicU64, Ordering};
     let runtime = fresh_runtime(dir, engine);
     let deployment = runtime.deploy(spec(shape), code).expect("deploy");
     let broker = runtime.broker().clone();
     let (started, before) = (Instant::now(), broker.durability_stats());
+    // When each tick's append began, in ns after `started` (0: not yet).
+    let began: Arc<Vec<AtomicU64>> = Arc::new((0..ticks).map(|_| AtomicU64::new(0)).collect());
     let producer = std::thread::spawn({
-        let broker = broker.clone();
+        let (broker, began, tick) = (broker.clone(), began.clone(), tick());
         move || {
-            let start = Instant::now();
+            let mut appends = Vec::with_capacity(ticks);
             for b in 0..ticks {
+                let at = Instant::now();
+                began[b].store((at - started).as_nanos().max(1) as u64, Ordering::Release);
                 broker
                     .append("in", records(b * per_tick, per_tick))
                     .expect("append");
-                let next = start + TICK * (b as u32 + 1);
+                appends.push(at.elapsed().as_micros() as u64);
+                let next = started + tick * (b as u32 + 1);
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
+            appends
         }
     });
     let mut seen = 0;
     let mut positions = vec![0u64; partitions() as usize];
-    let mut samples = Vec::new();
+    let mut samples = Vec::with_capacity(ticks * per_tick);
     while seen < ticks * per_tick {
         let waiting: Vec<(String, u32, u64)> = positions
             .iter()
@@ -277,9 +289,7 @@ fn latencies(
         broker
             .wait_for_any(&waiting, Duration::from_secs(5))
             .expect("wait");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = started.elapsed().as_nanos() as u64;
         for (p, position) in positions.iter_mut().enumerate() {
             let read = broker
                 .read(
@@ -293,30 +303,44 @@ fn latencies(
                 )
                 .expect("read");
             seen += read.events.len();
-            samples.extend(read.events.iter().map(|e| now - e.timestamp));
+            samples.extend(read.events.iter().map(|e| {
+                // The key is `k<index>`: the tick that appended it.
+                let index: usize = e
+                    .key
+                    .as_ref()
+                    .and_then(|k| std::str::from_utf8(&k[1..]).ok()?.parse().ok())
+                    .expect("a key of the bench");
+                let began = began[index / per_tick].load(Ordering::Acquire);
+                assert!(began > 0, "an output before its input's append began");
+                now.saturating_sub(began) / 1000
+            }));
             *position = read.next_offset;
         }
     }
-    producer.join().expect("producer");
+    let mut appends = producer.join().expect("producer");
     let (wall, after) = (started.elapsed(), broker.durability_stats());
     deployment.undeploy().expect("undeploy");
-    samples.sort();
+    samples.sort_unstable();
+    appends.sort_unstable();
     Latencies {
         samples,
+        appends,
         durable: DurabilityStats {
             groups: after.groups - before.groups,
             journal_writes: less(after.journal_writes, before.journal_writes),
             caller_commits: less(after.caller_commits, before.caller_commits),
             flusher_commits: less(after.flusher_commits, before.flusher_commits),
+            flusher_syncs: less(after.flusher_syncs, before.flusher_syncs),
         },
         wall,
     }
 }
 
-/// A latency run's samples (ms, sorted), and how its commits were made
-/// durable over its `wall` time.
+/// A latency run's samples (us, sorted), its appends' durations (us,
+/// sorted), and how its commits were made durable over its `wall` time.
 struct Latencies {
-    samples: Vec<i64>,
+    samples: Vec<u64>,
+    appends: Vec<u64>,
     durable: DurabilityStats,
     wall: Duration,
 }
@@ -328,25 +352,36 @@ fn less(after: Timed, before: Timed) -> Timed {
     }
 }
 
-/// The latency runs' producer appends once per tick.
-const TICK: Duration = Duration::from_millis(5);
+/// The latency runs' producer appends once per tick: every 5 ms, or every
+/// `LEAT_BENCH_TICK_MS` (issue 19's load) when given.
+fn tick() -> Duration {
+    Duration::from_millis(env_usize("LEAT_BENCH_TICK_MS", 5).clamp(1, 1000) as u64)
+}
 
 /// Prints the percentiles of `l`'s latencies for `label`, then how its
 /// commits were made durable.
 fn print_latencies(label: &str, load: &str, l: &Latencies) {
     let Latencies {
-        samples: l,
+        samples,
+        appends,
         durable: d,
         wall,
     } = l;
-    let pct = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
+    // Percentiles of sorted microseconds, in ms.
+    let pct = |l: &[u64], q: f64| l[((l.len() - 1) as f64 * q) as usize] as f64 / 1e3;
     println!(
-        "latency append -> committed output, {label}, {load}: p50 {} ms, p90 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(0.999),
-        pct(1.0)
+        "latency append -> committed output, {label}, {load}: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+        pct(samples, 0.5),
+        pct(samples, 0.9),
+        pct(samples, 0.99),
+        pct(samples, 0.999),
+        pct(samples, 1.0)
+    );
+    println!(
+        "  of which the producer's append (until durable): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(appends, 0.5),
+        pct(appends, 0.99),
+        pct(appends, 1.0)
     );
     let each = |t: Timed| {
         format!(
@@ -357,11 +392,12 @@ fn print_latencies(label: &str, load: &str, l: &Latencies) {
     };
     let held = d.caller_commits.total + d.flusher_commits.total;
     println!(
-        "  durable writes over {:.1} s: journal records {}; durable commits by callers {}, by the flusher {}: the writer held {:.0}% of the time",
+        "  durable writes over {:.1} s: journal records {}; durable commits by callers {}, by the flusher {}; syncs by the flusher {}: the writer held {:.0}% of the time",
         wall.as_secs_f64(),
         each(d.journal_writes),
         each(d.caller_commits),
         each(d.flusher_commits),
+        each(d.flusher_syncs),
         100.0 * held.as_secs_f64() / wall.as_secs_f64()
     );
 }
@@ -540,11 +576,12 @@ fn main() {
             0 => w / 2.0,
             r => r as f64,
         };
-        let per_tick = (rate * TICK.as_secs_f64()).round().max(1.0) as usize;
-        let ticks = seconds * 1000 / TICK.as_millis() as usize;
+        let tick = tick();
+        let per_tick = (rate * tick.as_secs_f64()).round().max(1.0) as usize;
+        let ticks = seconds * 1000 / tick.as_millis() as usize;
         let load = format!(
-            "{per_tick} events every 5 ms ({:.0} events/s) for {seconds} s",
-            per_tick as f64 / TICK.as_secs_f64()
+            "{per_tick} events every {tick:?} ({:.0} events/s) for {seconds} s",
+            per_tick as f64 / tick.as_secs_f64()
         );
         for (label, shape) in shapes {
             let l = latencies(dir.path(), &engine, code(false), (per_tick, ticks), shape);

@@ -180,12 +180,11 @@ fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_ru
     assert_eq!(crashed, expected);
 }
 
-/// Commits of about 1 MB (1,000 events of 1 KB), 160,000 events: nearly
-/// every commit's journal record completes a 1 MiB checkpoint, so it is
-/// pipelined (the flusher makes it durable while the next one is
-/// processed), and the kills land between a commit being applied and being
-/// durable too. (80,000 events were too few once each event was written
-/// once: a run finished after 17 kills.)
+/// Commits of about 1 MB (1,000 events of 1 KB), 160,000 events: each
+/// commit is pipelined (the flusher syncs it, or makes a checkpoint every
+/// 64 MiB, while the next one is processed), and the kills land between a
+/// commit being applied and being durable too. (80,000 events were too few
+/// once each event was written once: a run finished after 17 kills.)
 #[test]
 fn large_pipelined_commits_killed_twenty_times_give_the_same_outputs_as_a_clean_run() {
     const EVENTS: usize = 160_000;

@@ -11,23 +11,36 @@
 //! values) and the ratio of each append to its limit; then a paired run
 //! alternates append and limit, which keeps the ratio honest on a disk that
 //! other work shares; then 1, 4 and 16 callers append at once.
+//! `LEAT_BENCH_SEGMENT_FILL=zeroes` or `allocate`: how the log's journal
+//! segments are made (`SegmentFill`; default the broker's).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use leat_broker::{Broker, BrokerOptions, Bytes, ReadLimits, Record, StreamConfig, Timed};
+use leat_broker::{
+    Broker, BrokerOptions, Bytes, ReadLimits, Record, SegmentFill, StreamConfig, Timed,
+};
 
 const EVENT_BYTES: usize = 100;
 const BATCHES: [usize; 3] = [1, 100, 1000];
 const READ_EVENTS: usize = 100_000;
 
+/// A log in `dir`, its segments made as `LEAT_BENCH_SEGMENT_FILL` says
+/// (`zeroes` or `allocate`; default the broker's).
 fn open(dir: &tempfile::TempDir) -> Broker {
+    let segment_fill = match std::env::var("LEAT_BENCH_SEGMENT_FILL").as_deref() {
+        Ok("allocate") => SegmentFill::Allocate,
+        Ok("zeroes") => SegmentFill::Zeroes,
+        Err(_) => BrokerOptions::default().segment_fill,
+        Ok(other) => panic!("LEAT_BENCH_SEGMENT_FILL={other}: give `zeroes` or `allocate`"),
+    };
     Broker::open_with(
         dir.path().join("log.redb"),
         BrokerOptions {
             maintenance_interval: None,
+            segment_fill,
             ..BrokerOptions::default()
         },
     )

@@ -179,9 +179,10 @@ pub struct BrokerOptions {
     /// replay after a crash. A segment holds 16 checkpoints' worth of
     /// records (64 KiB to 64 MiB).
     pub checkpoint_bytes: u64,
-    /// How a new segment's space is set aside: zeroes written ahead (the
-    /// default, the fastest durable commits) or space allocated alone (the
-    /// least I/O and CPU); [`SegmentFill`] gives the measured trade.
+    /// How a new segment's space is set aside: space allocated alone (the
+    /// default: the least I/O and CPU, the lowest latency under load) or
+    /// zeroes written ahead (the fastest lone durable commit);
+    /// [`SegmentFill`] gives the measured trade.
     pub segment_fill: SegmentFill,
 }
 
@@ -190,12 +191,12 @@ impl Default for BrokerOptions {
     /// (at 1 M events/s of 100 bytes in and out, four a second: with one
     /// every MiB, their pauses made the p99 latency 7.3 ms at 400,000
     /// events/s where it is now 4.9 ms; BENCHMARKS.md, issue 19); segments
-    /// zeroed ahead.
+    /// allocated.
     fn default() -> Self {
         BrokerOptions {
             maintenance_interval: Some(Duration::from_secs(30)),
             checkpoint_bytes: 64 << 20,
-            segment_fill: SegmentFill::Zeroes,
+            segment_fill: SegmentFill::Allocate,
         }
     }
 }

@@ -101,9 +101,9 @@ const CYCLE_KEY: &str = "journal_cycle";
 const SEGMENT_CHECKPOINTS: u64 = 16;
 const MIN_SEGMENT_BYTES: u64 = 64 << 10;
 const MAX_SEGMENT_BYTES: u64 = 64 << 20;
-/// The segment an open starts is at most this long, zeroed before the open
-/// returns; the next ones are zeroed in the background (see
-/// [`create_segment`]).
+/// The segment an open starts is at most this long, made (allocated or
+/// zeroed) before the open returns; the next ones are made in the
+/// background (see [`create_segment`]).
 const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
 /// Zeroes are synced every this many bytes (see [`create_segment`]).
 const ZERO_STEP: usize = 1 << 20;
@@ -427,7 +427,7 @@ impl Journal {
         if self.end >= self.limit {
             self.next_segment()?;
         } else if self.end >= self.limit.min(FIRST_SEGMENT_BYTES) / 2 {
-            // The next segment, zeroed in the background from early on, so
+            // The next segment, made in the background from early on, so
             // that it is ready when this one is full; not at once, so that
             // a short-lived log does not pay for it.
             self.segments.prepare(self.id, self.segment_bytes);

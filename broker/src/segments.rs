@@ -54,25 +54,28 @@ pub(crate) const POINTER_LEN: usize = POINTER_FIXED + batch::HEADER_LEN;
 /// written in it ([`BrokerOptions::segment_fill`](crate::BrokerOptions)).
 /// Either way an unused part reads as zeroes, which is where replay stops.
 ///
-/// Measured (BENCHMARKS.md, "Batches written once"; broker bench's paired
-/// appends of 1,000 events, and the `uppercase` pipeline bench, 2 cores):
+/// Measured (BENCHMARKS.md, "Pipelined commits that never wait"; broker
+/// bench's paired appends of 1,000 events, and the `uppercase` pipeline
+/// bench with its latency runs, 2 cores):
+/// - [`Allocate`](SegmentFill::Allocate) (the default): one `fallocate`
+///   (Linux; elsewhere the file's length is set, leaving a hole). Each
+///   byte is written once; each record's sync also commits the file
+///   system's extent change: durable append 64 to 69% of the `fdatasync`
+///   limit, and the pipeline's p99 latency at 800,000 events/s 5.7 to
+///   5.9 ms.
 /// - [`Zeroes`](SegmentFill::Zeroes): written and synced ahead, on a
 ///   background thread. A record's `fdatasync` then only writes its pages:
-///   durable append 68 to 81% of the `fdatasync` limit. But every byte is
-///   written twice, and the zeroes took an eighth of the pipeline's CPU
-///   samples (2.31 M events/s).
-/// - [`Allocate`](SegmentFill::Allocate): one `fallocate` (Linux; elsewhere
-///   the file's length is set, leaving a hole). Each byte is written once
-///   and the pipeline ran at 2.70 to 2.87 M events/s, but each record's
-///   sync also commits the file system's extent change: durable append 57
-///   to 63% of the limit.
+///   durable append 79 to 92% of the limit, for one caller. But every byte
+///   is written twice, which under a sustained load competes with the
+///   records' syncs: p99 latency 9.0 to 11.0 ms at 800,000 events/s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SegmentFill {
-    /// Zeroes written ahead: the lowest latency per durable commit.
+    /// Space allocated, nothing written: the least I/O and CPU, the lowest
+    /// latency under load.
     #[default]
-    Zeroes,
-    /// Space allocated, nothing written: the least I/O and CPU.
     Allocate,
+    /// Zeroes written ahead: the lowest latency of a lone durable commit.
+    Zeroes,
 }
 
 /// Where a batch lies in a segment.
@@ -238,7 +241,7 @@ pub(crate) struct Segments {
     files: RwLock<HashMap<u64, Arc<File>>>,
     /// The current segment while it holds bytes not yet synced.
     unsynced: Mutex<Unsynced>,
-    /// The next segment, being filled with zeroes ahead of its use.
+    /// The next segment, being made (allocated or zeroed) ahead of its use.
     spare: Mutex<Option<Spare>>,
     /// Set once a sync failed: the bytes may be lost, so no durable commit
     /// may point at them, and the journal refuses everything until the log
@@ -397,7 +400,7 @@ impl Segments {
     }
 
     /// The segment made ahead, renamed segment `n`, if it is ready; never
-    /// waits for it (the journal then makes one without zeroes).
+    /// waits for it (the journal then makes one, growing as it is written).
     pub(crate) fn take_spare(&self, n: u64) -> Option<Arc<File>> {
         let mut slot = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         if !slot.as_ref()?.thread.is_finished() {

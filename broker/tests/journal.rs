@@ -12,7 +12,11 @@ use common::read_all;
 use leat_broker::{Broker, BrokerOptions, Receipt, Record, SegmentFill, StreamConfig, Transaction};
 
 fn open_with_checkpoint(path: &Path, checkpoint_bytes: u64) -> Broker {
-    open_with_fill(path, checkpoint_bytes, SegmentFill::Zeroes)
+    open_with_fill(
+        path,
+        checkpoint_bytes,
+        BrokerOptions::default().segment_fill,
+    )
 }
 
 fn open_with_fill(path: &Path, checkpoint_bytes: u64, segment_fill: SegmentFill) -> Broker {
@@ -85,7 +89,11 @@ fn last_segment(db: &Path) -> PathBuf {
 /// A broker at `<tmp>/live/log.redb` (crash copies go beside `live/`), with
 /// a stream `s` of `partitions` partitions.
 fn live_broker(partitions: u32, checkpoint_bytes: u64) -> (tempfile::TempDir, PathBuf, Broker) {
-    live_broker_with(partitions, checkpoint_bytes, SegmentFill::Zeroes)
+    live_broker_with(
+        partitions,
+        checkpoint_bytes,
+        BrokerOptions::default().segment_fill,
+    )
 }
 
 fn live_broker_with(

@@ -30,8 +30,8 @@
 //! input's append (the producer's clock) to its output being readable, and
 //! the producer's appends are timed apart.
 //! `LEAT_BENCH_CHECKPOINT_BYTES`: the log's `checkpoint_bytes` (default the
-//! broker's, 1 MiB). `LEAT_BENCH_SEGMENT_FILL=allocate`: the log's journal
-//! segments allocated, not zeroed (`SegmentFill`).
+//! broker's, 64 MiB). `LEAT_BENCH_SEGMENT_FILL=zeroes` or `allocate`: how
+//! the log's journal segments are made (`SegmentFill`; default the broker's).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -119,7 +119,8 @@ fn fresh_runtime(dir: &Path, engine: &Arc<Engine>) -> Runtime {
     }
     match std::env::var("LEAT_BENCH_SEGMENT_FILL").as_deref() {
         Ok("allocate") => options.segment_fill = SegmentFill::Allocate,
-        Ok("zeroes") | Err(_) => {}
+        Ok("zeroes") => options.segment_fill = SegmentFill::Zeroes,
+        Err(_) => {}
         Ok(other) => panic!("LEAT_BENCH_SEGMENT_FILL={other}: give `zeroes` or `allocate`"),
     }
     let broker = Broker::open_with(dir.join("log.redb"), options).expect("open");

@@ -26,9 +26,10 @@
 //! following a steady producer; with `LEAT_BENCH_LATENCY_SECONDS=N`, also
 //! for N seconds at half of the peak just measured, or at
 //! `LEAT_BENCH_LATENCY_RATE` events/s (issue 19's load), appended every
-//! 5 ms or every `LEAT_BENCH_TICK_MS`; latencies are from the start of an
+//! 5 ms or every `LEAT_BENCH_TICK_MS`, by one thread or by
+//! `LEAT_BENCH_PRODUCERS` taking turns; latencies are from the start of an
 //! input's append (the producer's clock) to its output being readable, and
-//! the producer's appends are timed apart.
+//! the appends are timed apart.
 //! `LEAT_BENCH_CHECKPOINT_BYTES`: the log's `checkpoint_bytes` (default the
 //! broker's, 64 MiB). `LEAT_BENCH_SEGMENT_FILL=zeroes` or `allocate`: how
 //! the log's journal segments are made (`SegmentFill`; default the broker's).
@@ -240,7 +241,7 @@ fn run_once(
     Run { wall, cpu, grown }
 }
 
-/// A producer appends `per_tick` events every 5 ms (on a fixed schedule:
+/// Producers append `per_tick` events every tick (on a fixed schedule:
 /// a slow append does not lower the rate, it makes the next one come
 /// sooner), `ticks` times, while the Wasm processor follows; a reader
 /// records, per output event, the time from the start of its input's
@@ -261,23 +262,28 @@ fn latencies(
     let (started, before) = (Instant::now(), broker.durability_stats());
     // When each tick's append began, in ns after `started` (0: not yet).
     let began: Arc<Vec<AtomicU64>> = Arc::new((0..ticks).map(|_| AtomicU64::new(0)).collect());
-    let producer = std::thread::spawn({
-        let (broker, began, tick) = (broker.clone(), began.clone(), tick());
-        move || {
-            let mut appends = Vec::with_capacity(ticks);
-            for b in 0..ticks {
-                let at = Instant::now();
-                began[b].store((at - started).as_nanos().max(1) as u64, Ordering::Release);
-                broker
-                    .append("in", records(b * per_tick, per_tick))
-                    .expect("append");
-                appends.push(at.elapsed().as_micros() as u64);
-                let next = started + tick * (b as u32 + 1);
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
-            appends
-        }
-    });
+    // Producer `p` of `n` makes ticks p, p + n, ...: each has n ticks' time
+    // for its append before it falls behind the schedule.
+    let n = producers();
+    let producers: Vec<_> = (0..n)
+        .map(|p| {
+            let (broker, began, tick) = (broker.clone(), began.clone(), tick());
+            std::thread::spawn(move || {
+                let mut appends = Vec::with_capacity(ticks / n + 1);
+                for b in (p..ticks).step_by(n) {
+                    let due = started + tick * b as u32;
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let at = Instant::now();
+                    began[b].store((at - started).as_nanos().max(1) as u64, Ordering::Release);
+                    broker
+                        .append("in", records(b * per_tick, per_tick))
+                        .expect("append");
+                    appends.push(at.elapsed().as_micros() as u64);
+                }
+                (appends, started.elapsed())
+            })
+        })
+        .collect();
     let mut seen = 0;
     let mut positions = vec![0u64; partitions() as usize];
     let mut samples = Vec::with_capacity(ticks * per_tick);
@@ -318,7 +324,12 @@ fn latencies(
             *position = read.next_offset;
         }
     }
-    let mut appends = producer.join().expect("producer");
+    let (mut appends, mut produced) = (Vec::new(), Duration::ZERO);
+    for producer in producers {
+        let (times, done) = producer.join().expect("producer");
+        appends.extend(times);
+        produced = produced.max(done);
+    }
     let (wall, after) = (started.elapsed(), broker.durability_stats());
     deployment.undeploy().expect("undeploy");
     samples.sort_unstable();
@@ -326,6 +337,7 @@ fn latencies(
     Latencies {
         samples,
         appends,
+        rate: (ticks * per_tick) as f64 / produced.as_secs_f64(),
         durable: DurabilityStats {
             groups: after.groups - before.groups,
             journal_writes: less(after.journal_writes, before.journal_writes),
@@ -342,6 +354,9 @@ fn latencies(
 struct Latencies {
     samples: Vec<u64>,
     appends: Vec<u64>,
+    /// Events/s appended, from the start to the end of the last append:
+    /// below the load asked for when the producers fell behind.
+    rate: f64,
     durable: DurabilityStats,
     wall: Duration,
 }
@@ -353,7 +368,14 @@ fn less(after: Timed, before: Timed) -> Timed {
     }
 }
 
-/// The latency runs' producer appends once per tick: every 5 ms, or every
+/// Threads appending in the latency runs (`LEAT_BENCH_PRODUCERS`, default
+/// 1), taking turns tick by tick: several let the ticks be shorter than an
+/// append (which waits until it is durable), as several clients would.
+fn producers() -> usize {
+    env_usize("LEAT_BENCH_PRODUCERS", 1).clamp(1, 64)
+}
+
+/// The latency runs' producers append once per tick: every 5 ms, or every
 /// `LEAT_BENCH_TICK_MS` (issue 19's load) when given.
 fn tick() -> Duration {
     Duration::from_millis(env_usize("LEAT_BENCH_TICK_MS", 5).clamp(1, 1000) as u64)
@@ -365,6 +387,7 @@ fn print_latencies(label: &str, load: &str, l: &Latencies) {
     let Latencies {
         samples,
         appends,
+        rate,
         durable: d,
         wall,
     } = l;
@@ -379,7 +402,7 @@ fn print_latencies(label: &str, load: &str, l: &Latencies) {
         pct(samples, 1.0)
     );
     println!(
-        "  of which the producer's append (until durable): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "  appended at {rate:.0} events/s; of which the producers' appends (until durable): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         pct(appends, 0.5),
         pct(appends, 0.99),
         pct(appends, 1.0)
@@ -581,8 +604,9 @@ fn main() {
         let per_tick = (rate * tick.as_secs_f64()).round().max(1.0) as usize;
         let ticks = seconds * 1000 / tick.as_millis() as usize;
         let load = format!(
-            "{per_tick} events every {tick:?} ({:.0} events/s) for {seconds} s",
-            per_tick as f64 / tick.as_secs_f64()
+            "{per_tick} events every {tick:?} ({:.0} events/s) for {seconds} s, {} producer(s)",
+            per_tick as f64 / tick.as_secs_f64(),
+            producers()
         );
         for (label, shape) in shapes {
             let l = latencies(dir.path(), &engine, code(false), (per_tick, ticks), shape);

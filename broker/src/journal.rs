@@ -912,7 +912,13 @@ fn allocate_segment(file: &mut File, path: &Path, start: &[u8], len: u64) -> std
         // SAFETY: a plain system call on a descriptor `file` owns; it reads
         // no memory of ours.
         if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } != 0 {
-            return Err(std::io::Error::last_os_error());
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                // A file system without `fallocate` (NFS, some FUSE ones):
+                // the length alone, a hole that reads as zeroes, as off Linux.
+                Some(libc::EOPNOTSUPP | libc::ENOSYS) => file.set_len(len as u64)?,
+                _ => return Err(e),
+            }
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -58,7 +58,8 @@ pub(crate) const POINTER_LEN: usize = POINTER_FIXED + batch::HEADER_LEN;
 /// bench's paired appends of 1,000 events, and the `uppercase` pipeline
 /// bench with its latency runs, 2 cores):
 /// - [`Allocate`](SegmentFill::Allocate) (the default): one `fallocate`
-///   (Linux; elsewhere the file's length is set, leaving a hole). Each
+///   (Linux; elsewhere, or on a file system without it, the file's length
+///   is set, leaving a hole). Each
 ///   byte is written once; each record's sync also commits the file
 ///   system's extent change: durable append 64 to 69% of the `fdatasync`
 ///   limit, and the pipeline's p99 latency at 800,000 events/s 5.7 to

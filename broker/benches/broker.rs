@@ -285,7 +285,7 @@ fn paired() {
 }
 
 /// Rounds of the paired run for batches of `n` events: enough for 3
-/// default checkpoints (64 MiB of journal each), so that the ratio counts
+/// default checkpoints (8 MiB of journal each), so that the ratio counts
 /// their pauses; batches of 1 would need millions, and take the minimum.
 fn paired_rounds(n: usize) -> usize {
     let checkpoint = BrokerOptions::default().checkpoint_bytes as usize;

@@ -173,8 +173,9 @@ pub struct BrokerOptions {
     /// How many bytes of group commits the write-ahead journal (segment
     /// files named after the database file, `-journal-<n>`) takes before
     /// the next group commit is also made durable in the database itself;
-    /// an open replays at most about this much. More means fewer pauses of
-    /// the commits (a checkpoint holds the log's writer for 1 to 3 ms
+    /// an open replays at most about this much, and copies it into a new
+    /// segment, so it needs that much free space. More means fewer pauses
+    /// of the commits (a checkpoint holds the log's writer for 1 to 3 ms
     /// whatever its size, measured with the pipeline bench), and a longer
     /// replay after a crash. A segment holds 16 checkpoints' worth of
     /// records (64 KiB to 64 MiB).
@@ -187,15 +188,16 @@ pub struct BrokerOptions {
 }
 
 impl Default for BrokerOptions {
-    /// Maintenance every 30 seconds; a checkpoint every 64 MiB of journal
-    /// (at 1 M events/s of 100 bytes in and out, four a second: with one
-    /// every MiB, their pauses made the p99 latency 7.3 ms at 400,000
-    /// events/s where it is now 4.9 ms; BENCHMARKS.md, issue 19); segments
+    /// Maintenance every 30 seconds; a checkpoint every 8 MiB of journal
+    /// (with one every MiB, their pauses made the p99 latency 7.3 ms at
+    /// 400,000 events/s where it was 4.9 ms with 64 MiB; 8, 16 and 64 MiB
+    /// gave the same p99 at 800,000 events/s, and a reopen after a full disk
+    /// needs this much free space: BENCHMARKS.md, issue 19); segments
     /// allocated.
     fn default() -> Self {
         BrokerOptions {
             maintenance_interval: Some(Duration::from_secs(30)),
-            checkpoint_bytes: 64 << 20,
+            checkpoint_bytes: 8 << 20,
             segment_fill: SegmentFill::Allocate,
         }
     }

@@ -31,7 +31,7 @@
 //! input's append (the producer's clock) to its output being readable, and
 //! the appends are timed apart.
 //! `LEAT_BENCH_CHECKPOINT_BYTES`: the log's `checkpoint_bytes` (default the
-//! broker's, 64 MiB). `LEAT_BENCH_SEGMENT_FILL=zeroes` or `allocate`: how
+//! broker's, 8 MiB). `LEAT_BENCH_SEGMENT_FILL=zeroes` or `allocate`: how
 //! the log's journal segments are made (`SegmentFill`; default the broker's).
 
 use std::path::{Path, PathBuf};

@@ -182,7 +182,7 @@ fn word_count_killed_twenty_times_gives_the_same_outputs_and_state_as_a_clean_ru
 
 /// Commits of about 1 MB (1,000 events of 1 KB), 160,000 events: each
 /// commit is pipelined (the flusher syncs it, or makes a checkpoint every
-/// 64 MiB, while the next one is processed), and the kills land between a
+/// 8 MiB, while the next one is processed), and the kills land between a
 /// commit being applied and being durable too. (80,000 events were too few
 /// once each event was written once: a run finished after 17 kills.)
 #[test]

@@ -227,7 +227,20 @@ impl Committer {
                  the log is reopened, and no commit is taken until then"
             ))),
         };
+        // The groups applied while the journal was synced without the
+        // writer held: after a failure no flush makes them durable (the
+        // flusher stops, and the journal refuses every later group), so
+        // their waiting callers are answered with it now.
+        let stranded = match failure {
+            Some(_) => std::mem::take(&mut writer.undurable).answers,
+            None => Vec::new(),
+        };
         drop(writer);
+        if let Some(failure) = &failure {
+            for (reply, _) in stranded {
+                let _ = reply.send(Reply::Done(Err(failure.error())));
+            }
+        }
         match &failure {
             None => {
                 let moved: Vec<_> = undurable
@@ -251,15 +264,32 @@ impl Committer {
         self.progress.durable_up_to(covered, failure);
     }
 
-    /// Refuses every later group (see [`Journal::fail`]).
+    /// Refuses every later group (see [`Journal::fail`]), and answers the
+    /// callers waiting for groups that no flush will make durable.
     pub(crate) fn fail(&self, detail: String) -> Failure {
-        self.lock_writer().journal.fail(detail)
+        let mut writer = self.lock_writer();
+        let failure = writer.journal.fail(detail);
+        let stranded = std::mem::take(&mut writer.undurable).answers;
+        drop(writer);
+        for (reply, _) in stranded {
+            let _ = reply.send(Reply::Done(Err(failure.error())));
+        }
+        failure
     }
 
     /// Makes the journal's next operations of these kinds fail, in order.
     #[cfg(test)]
     pub(crate) fn inject_faults(&self, faults: &[crate::journal::Fault]) {
-        self.lock_writer().journal.faults = faults.to_vec();
+        use crate::journal::Fault;
+        let mut writer = self.lock_writer();
+        if faults.contains(&Fault::FlusherSync) {
+            writer.journal.segments().fail_next_sync();
+        }
+        writer.journal.faults = faults
+            .iter()
+            .copied()
+            .filter(|f| *f != Fault::FlusherSync)
+            .collect();
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, Writer> {
@@ -370,6 +400,12 @@ fn commit_group(
         }
         Err(e) => {
             if let Some(failure) = writer.journal.failure() {
+                // The groups applied before it and not yet durable never
+                // will be (nothing is synced from now on): their waiting
+                // callers are answered with the failure.
+                for (reply, _) in std::mem::take(&mut writer.undurable).answers {
+                    let _ = reply.send(Reply::Done(Err(failure.error())));
+                }
                 // `sync` is refused too from now on.
                 progress.fail(failure);
             }

@@ -177,6 +177,9 @@ pub(crate) enum Fault {
     Sync,
     /// Cutting the journal off after a failure fails too.
     Cut,
+    /// The flusher's next sync of the journal, made without the writer,
+    /// fails (see `Segments::sync_to`).
+    FlusherSync,
 }
 
 /// The single-file journal (layouts 1 and 2) of the database at `db_path`:
@@ -1290,6 +1293,38 @@ mod tests {
             .iter()
             .map(|e| String::from_utf8(e.value.clone().unwrap().to_vec()).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_failed_sync_by_the_flusher_answers_every_caller_and_refuses_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_in(dir.path());
+        append(&broker, "e0").unwrap();
+        broker.inject_journal_faults(&[Fault::FlusherSync]);
+        // Answered once applied; the flusher's sync of it fails.
+        let mut txn = crate::Transaction::new();
+        txn.append("s", crate::Record::value("e1").to_partition(0));
+        broker.commit_pipelined(txn).unwrap();
+        // A caller waiting for durability, applied while the flusher syncs
+        // (the injected fault takes 100 ms), is answered with the failure:
+        // none is left waiting.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let after = append(&broker, "e2");
+        assert!(matches!(after, Err(Error::Journal { .. })), "{after:?}");
+        let synced = broker.sync();
+        assert!(matches!(synced, Err(Error::Journal { .. })), "{synced:?}");
+        let later = append(&broker, "e3");
+        assert!(matches!(later, Err(Error::Journal { .. })), "{later:?}");
+        // Nothing after e0 became readable.
+        assert_eq!(values(&broker), ["e0"]);
+        drop(broker);
+        // Reopening replays what the segment holds: e1's record and e2's,
+        // applied while the flusher synced (for 100 ms), were written
+        // (their callers were told they may yet apply); e3 was refused.
+        let broker = broker_in(dir.path());
+        assert_eq!(values(&broker), ["e0", "e1", "e2"]);
+        append(&broker, "e4").unwrap();
+        broker.sync().unwrap();
     }
 
     #[test]

@@ -250,6 +250,9 @@ pub(crate) struct Segments {
     failed: Mutex<Option<String>>,
     /// How new segments are made.
     fill: SegmentFill,
+    /// The next `sync_to` fails (tests only).
+    #[cfg(test)]
+    fail_sync: std::sync::atomic::AtomicBool,
 }
 
 impl Segments {
@@ -261,7 +264,16 @@ impl Segments {
             spare: Mutex::default(),
             failed: Mutex::default(),
             fill,
+            #[cfg(test)]
+            fail_sync: Default::default(),
         }
+    }
+
+    /// Makes the next [`Segments::sync_to`] fail, as on an I/O error.
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&self) {
+        self.fail_sync
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How new segments are made.
@@ -466,7 +478,23 @@ impl Segments {
         if let Some(detail) = self.failure() {
             return Err(Error::CommitFailed(detail));
         }
+        #[cfg(test)]
+        if self
+            .fail_sync
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            // As a failing disk would, slowly: groups are applied meanwhile.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let detail = "syncing the journal failed (injected sync fault)".to_string();
+            self.fail(detail.clone());
+            return Err(Error::CommitFailed(detail));
+        }
         self.sync_file(&mark.file)?;
+        if let Some(detail) = self.failure() {
+            // A write failed while this sync ran: what it synced may lack
+            // pages that write lost.
+            return Err(Error::CommitFailed(detail));
+        }
         let mut unsynced = self.lock_unsynced();
         if unsynced.writes == mark.writes {
             // Nothing was written since the mark: all is on disk.

@@ -50,9 +50,11 @@ fn a_full_disk_refuses_clearly_loses_nothing_acknowledged_and_recovers() {
     let tmpfs = Tmpfs::mount(48);
     let data: PathBuf = tmpfs.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    // Room to free later.
+    // Room to free later: enough for the reopen to copy what it replays
+    // (up to a checkpoint's worth, 8 MiB) and for the processor to catch
+    // up on what it had not processed.
     let ballast = tmpfs.path().join("ballast");
-    std::fs::write(&ballast, vec![0u8; 12 << 20]).unwrap();
+    std::fs::write(&ballast, vec![0u8; 24 << 20]).unwrap();
 
     // The server's own output goes to the full disk too, as it would beside
     // its data: a log line that cannot be written must cost nothing.

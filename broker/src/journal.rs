@@ -1258,6 +1258,16 @@ mod tests {
     }
 
     /// A broker at `<dir>/log.redb` with a stream `s` of one partition.
+    /// A log in a new directory holding `e0`, whose next journal
+    /// operations of these kinds fail.
+    fn failing_after_e0(faults: &[Fault]) -> (tempfile::TempDir, crate::Broker) {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = broker_in(dir.path());
+        append(&broker, "e0").unwrap();
+        broker.inject_journal_faults(faults);
+        (dir, broker)
+    }
+
     fn broker_in(dir: &Path) -> crate::Broker {
         let broker = crate::Broker::open_with(
             dir.join("log.redb"),
@@ -1297,10 +1307,7 @@ mod tests {
 
     #[test]
     fn a_failed_sync_by_the_flusher_answers_every_caller_and_refuses_what_follows() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = broker_in(dir.path());
-        append(&broker, "e0").unwrap();
-        broker.inject_journal_faults(&[Fault::FlusherSync]);
+        let (dir, broker) = failing_after_e0(&[Fault::FlusherSync]);
         // Answered once applied; the flusher's sync of it fails.
         let mut txn = crate::Transaction::new();
         txn.append("s", crate::Record::value("e1").to_partition(0));
@@ -1330,10 +1337,7 @@ mod tests {
     #[test]
     fn a_failed_journal_write_or_sync_refuses_every_later_commit_and_sync() {
         for fault in [Fault::Write, Fault::Sync] {
-            let dir = tempfile::tempdir().unwrap();
-            let broker = broker_in(dir.path());
-            append(&broker, "e0").unwrap();
-            broker.inject_journal_faults(&[fault]);
+            let (dir, broker) = failing_after_e0(&[fault]);
             let failed = append(&broker, "e1");
             assert!(
                 matches!(failed, Err(Error::Journal { .. })),
@@ -1376,10 +1380,7 @@ mod tests {
 
     #[test]
     fn a_commit_whose_journal_sync_failed_is_not_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = broker_in(dir.path());
-        append(&broker, "e0").unwrap();
-        broker.inject_journal_faults(&[Fault::Sync]);
+        let (dir, broker) = failing_after_e0(&[Fault::Sync]);
         assert!(matches!(append(&broker, "e1"), Err(Error::Journal { .. })));
         // A crash now (a copy of both files), and a plain reopen.
         let crash = dir.path().join("crash");
@@ -1393,10 +1394,7 @@ mod tests {
 
     #[test]
     fn a_failure_that_cannot_be_cut_off_says_its_commit_is_in_doubt() {
-        let dir = tempfile::tempdir().unwrap();
-        let broker = broker_in(dir.path());
-        append(&broker, "e0").unwrap();
-        broker.inject_journal_faults(&[Fault::Sync, Fault::Cut]);
+        let (dir, broker) = failing_after_e0(&[Fault::Sync, Fault::Cut]);
         let Err(Error::Journal { detail, .. }) = append(&broker, "e1") else {
             panic!("the commit did not fail with the journal");
         };

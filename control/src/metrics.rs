@@ -63,6 +63,19 @@ fn single<M: EncodeMetric + TypedMetric>(
     value.encode(encoder.encode_descriptor(name, help, None, M::TYPE)?)
 }
 
+/// How many times one kind of durable write ran and their time in all:
+/// two counters, each a name and its help.
+fn timed(
+    encoder: &mut DescriptorEncoder,
+    (count, count_help): (&str, &str),
+    (seconds, seconds_help): (&str, &str),
+    t: &Timed,
+) -> fmt::Result {
+    single(encoder, count, count_help, ConstCounter::new(t.count))?;
+    let total = ConstCounter::new(t.total.as_secs_f64());
+    single(encoder, seconds, seconds_help, total)
+}
+
 /// One metric per processor, labelled with its name.
 fn per<'a, M: 'a>(
     processors: &'a [api::ProcessorView],
@@ -282,17 +295,17 @@ impl Collector for ControlMetrics {
                 "Group commits of the embedded log that wrote something.",
                 ConstCounter::new(d.groups),
             )?;
-            single(
+            timed(
                 e,
-                "leat_log_journal_writes",
-                "Journal records written and synced, one per group commit made durable that way.",
-                ConstCounter::new(d.journal_writes.count),
-            )?;
-            single(
-                e,
-                "leat_log_journal_write_seconds",
-                "Time spent writing and syncing journal records.",
-                ConstCounter::new(d.journal_writes.total.as_secs_f64()),
+                (
+                    "leat_log_journal_writes",
+                    "Journal records written, one per group commit, and synced unless pipelined.",
+                ),
+                (
+                    "leat_log_journal_write_seconds",
+                    "Time spent writing and syncing journal records.",
+                ),
+                &d.journal_writes,
             )?;
             family(
                 e,
@@ -306,17 +319,11 @@ impl Collector for ControlMetrics {
                 "Time spent in durable commits of the log's database: the share of time commits waited for them.",
                 by_committer(&d, |t| t.total.as_secs_f64()),
             )?;
-            single(
+            timed(
                 e,
-                "leat_log_flusher_syncs",
-                "Syncs of the journal by the flusher, making pipelined group commits durable between checkpoints; groups are applied while one runs.",
-                ConstCounter::new(d.flusher_syncs.count),
-            )?;
-            single(
-                e,
-                "leat_log_flusher_sync_seconds",
-                "Time spent in the flusher's syncs of the journal.",
-                ConstCounter::new(d.flusher_syncs.total.as_secs_f64()),
+                ("leat_log_flusher_syncs", "Syncs of the journal by the flusher, making pipelined group commits durable between checkpoints; groups are applied while one runs."),
+                ("leat_log_flusher_sync_seconds", "Time spent in the flusher's syncs of the journal."),
+                &d.flusher_syncs,
             )?;
         }
         single(

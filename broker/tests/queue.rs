@@ -528,6 +528,18 @@ fn many_members_over_one_partition_all_work_and_accept_each_event_once() {
     let (_dir, broker) = broker();
     let n = 2000;
     fill(&broker, "jobs", 1, n);
+    // Under load a batch can outlast its 200 ms locks, so an event may go
+    // undelivered more than the default 5 times and be archived as
+    // rejected, as it should: this test is about each event accepted once.
+    broker
+        .queue_configure(
+            "q",
+            QueueConfig {
+                max_deliveries: 1000,
+                ..QueueConfig::default()
+            },
+        )
+        .unwrap();
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let members: Vec<_> = (0..6)
         .map(|m| {
@@ -583,9 +595,12 @@ fn many_members_over_one_partition_all_work_and_accept_each_event_once() {
         accepted.len(),
         "an event was accepted twice"
     );
-    assert_eq!(accepted.len(), n);
     let s = &broker.queue_status("q").unwrap().partitions[0];
-    assert_eq!((s.start, s.accepted, s.lag), (n as u64, n as u64, 0));
+    assert_eq!(accepted.len(), n, "{s:?}");
+    assert_eq!(
+        (s.start, s.accepted, s.rejected, s.lag),
+        (n as u64, n as u64, 0, 0)
+    );
 }
 
 /// A random walk of acquisitions, settlements, expiries and reopens against

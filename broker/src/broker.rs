@@ -548,14 +548,15 @@ impl Broker {
     ///
     /// Until it is durable, a pipelined commit's events are not readable
     /// ([`read`](Broker::read) and [`wait_for`](Broker::wait_for) stop
-    /// before them) and callers of [`commit`](Broker::commit) are answered
-    /// only once it is durable, since commits become durable in order. Its
-    /// offsets and state are already seen by later transactions and by
-    /// [`committed_offset`](Broker::committed_offset) and
-    /// [`state_get`](Broker::state_get), as read-your-writes for the caller;
-    /// a crash before it is durable may take it back, and then every
-    /// commit after it too. [`sync`](Broker::sync) waits until it is
-    /// durable. If making it
+    /// before them), nor are its offsets and state
+    /// ([`committed_offset`](Broker::committed_offset),
+    /// [`state_get`](Broker::state_get) and the like wait for it), and
+    /// callers of [`commit`](Broker::commit) are answered only once it is
+    /// durable, since commits become durable in order. Later transactions
+    /// and [`applied`](Broker::applied) already see them, as
+    /// read-your-writes for the caller; a crash before it is durable may
+    /// take it back, and then every commit after it too.
+    /// [`sync`](Broker::sync) waits until it is durable. If making it
     /// durable fails, every later commit and `sync` fail with
     /// [`Error::Journal`] until the log is reopened.
     pub fn commit_pipelined(&self, txn: Transaction) -> Result<Receipt> {
@@ -810,7 +811,8 @@ impl Broker {
     // ---- consumer groups -----------------------------------------------
 
     /// The next offset `group` will consume on `stream`/`partition`, if it
-    /// ever committed one.
+    /// ever committed one. Shown with the events of its commit: once they
+    /// are durable and readable (see [`commit_pipelined`](Broker::commit_pipelined)).
     pub fn committed_offset(
         &self,
         group: &str,
@@ -819,9 +821,15 @@ impl Broker {
     ) -> Result<Option<u64>> {
         let entry = self.entry(stream)?;
         entry.cursor(partition)?;
-        let txn = self.shared.db.begin_read()?;
-        let table = txn.open_table(GROUP_OFFSETS)?;
-        Ok(table.get((group, entry.id, partition))?.map(|v| v.value()))
+        offset_in(&self.committed_snapshot()?, group, &entry, partition)
+    }
+
+    /// The log as applied, pipelined commits not yet durable included:
+    /// read-your-writes for the caller that made them, such as a processor
+    /// reading back its own state and offsets. A crash may take what only
+    /// this view shows back; everyone else reads through the `Broker`.
+    pub fn applied(&self) -> Applied<'_> {
+        Applied { broker: self }
     }
 
     /// Commits `group`'s position on `stream`/`partition` on its own.
@@ -860,10 +868,11 @@ impl Broker {
 
     /// Every group with a generation or a committed offset, with its lag.
     pub fn groups(&self) -> Result<Vec<GroupInfo>> {
+        // Before the catalog is held: a commit may need it to become durable.
+        let txn = self.committed_snapshot()?;
         let catalog = self.catalog();
         let by_id: BTreeMap<u32, &Arc<StreamEntry>> =
             catalog.streams.values().map(|e| (e.id, e)).collect();
-        let txn = self.shared.db.begin_read()?;
         let mut groups: BTreeMap<String, GroupInfo> = BTreeMap::new();
         for row in txn.open_table(GROUP_GENERATIONS)?.iter()? {
             let (name, generation) = row?;
@@ -905,11 +914,10 @@ impl Broker {
 
     // ---- state -----------------------------------------------------------
 
-    /// The committed value of `key` under `scope`.
+    /// The committed value of `key` under `scope` (shown, like offsets,
+    /// once its commit is durable and readable).
     pub fn state_get(&self, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let txn = self.shared.db.begin_read()?;
-        let table = txn.open_table(STATE)?;
-        Ok(table.get((scope, key))?.map(|v| v.value().to_vec()))
+        state_in(&self.committed_snapshot()?, scope, key)
     }
 
     /// Committed entries under `scope` with `start <= key < end` (no end: to
@@ -921,14 +929,19 @@ impl Broker {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let txn = self.shared.db.begin_read()?;
-        let table = txn.open_table(STATE)?;
-        Ok(crate::tables::scoped_range(
-            &table, scope, start, end, limit,
-        )?)
+        range_in(&self.committed_snapshot()?, scope, start, end, limit)
     }
 
     // ---- internals ---------------------------------------------------------
+
+    /// A read snapshot of committed groups only: pipelined commits are
+    /// applied before they are durable (see `committer`), so a plain one
+    /// could show a group's offsets or state before its events are
+    /// readable, and what a crash would then undo. Waits at most one flush;
+    /// fails once the journal failed with commits applied in it.
+    fn committed_snapshot(&self) -> Result<ReadTransaction> {
+        self.committer.durable_snapshot(&self.shared.db)
+    }
 
     /// A read snapshot of the log and the partition's end to read up to.
     /// The end is the cursor's, taken before the snapshot begins: the
@@ -956,6 +969,81 @@ impl Broker {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// What [`Broker::applied`] reads: the log as applied, pipelined commits
+/// not yet durable included.
+pub struct Applied<'a> {
+    broker: &'a Broker,
+}
+
+impl Applied<'_> {
+    /// [`Broker::committed_offset`], as applied.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        stream: &str,
+        partition: u32,
+    ) -> Result<Option<u64>> {
+        let entry = self.broker.entry(stream)?;
+        entry.cursor(partition)?;
+        offset_in(
+            &self.broker.shared.db.begin_read()?,
+            group,
+            &entry,
+            partition,
+        )
+    }
+
+    /// [`Broker::state_get`], as applied.
+    pub fn state_get(&self, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        state_in(&self.broker.shared.db.begin_read()?, scope, key)
+    }
+
+    /// [`Broker::state_range`], as applied.
+    pub fn state_range(
+        &self,
+        scope: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        range_in(
+            &self.broker.shared.db.begin_read()?,
+            scope,
+            start,
+            end,
+            limit,
+        )
+    }
+}
+
+fn offset_in(
+    txn: &ReadTransaction,
+    group: &str,
+    entry: &StreamEntry,
+    partition: u32,
+) -> Result<Option<u64>> {
+    let table = txn.open_table(GROUP_OFFSETS)?;
+    Ok(table.get((group, entry.id, partition))?.map(|v| v.value()))
+}
+
+fn state_in(txn: &ReadTransaction, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let table = txn.open_table(STATE)?;
+    Ok(table.get((scope, key))?.map(|v| v.value().to_vec()))
+}
+
+fn range_in(
+    txn: &ReadTransaction,
+    scope: &str,
+    start: &[u8],
+    end: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let table = txn.open_table(STATE)?;
+    Ok(crate::tables::scoped_range(
+        &table, scope, start, end, limit,
+    )?)
 }
 
 fn encode_stream(stream: &StoredStream) -> String {

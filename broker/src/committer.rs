@@ -31,7 +31,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use redb::{Durability, ReadableTable, Table};
+use redb::{Durability, ReadableDatabase, ReadableTable, Table};
 
 use crate::batch::{self, EncodeEvent, EncodeHeaders};
 use crate::catalog::{Catalog, PartitionCursor, StreamEntry};
@@ -264,6 +264,21 @@ impl Committer {
         self.progress.durable_up_to(covered, failure);
     }
 
+    /// A read snapshot of `db` holding only durable groups, their ends shown
+    /// to readers: no group is applied while it begins, and it is returned
+    /// once the groups applied before it, without durability, are durable
+    /// (at most one flush later). Groups applied with durability are
+    /// durable before their redb commit, and their ends are shown before
+    /// the writer is let go.
+    pub(crate) fn durable_snapshot(&self, db: &redb::Database) -> Result<redb::ReadTransaction> {
+        let (snapshot, applied) = {
+            let _writer = self.lock_writer();
+            (db.begin_read()?, self.progress.applied())
+        };
+        self.progress.wait_durable(applied)?;
+        Ok(snapshot)
+    }
+
     /// Refuses every later group (see [`Journal::fail`]), and answers the
     /// callers waiting for groups that no flush will make durable.
     pub(crate) fn fail(&self, detail: String) -> Failure {
@@ -282,13 +297,23 @@ impl Committer {
     pub(crate) fn inject_faults(&self, faults: &[crate::journal::Fault]) {
         use crate::journal::Fault;
         let mut writer = self.lock_writer();
-        if faults.contains(&Fault::FlusherSync) {
-            writer.journal.segments().fail_next_sync();
+        for fault in faults {
+            match fault {
+                Fault::FlusherSync => writer
+                    .journal
+                    .segments()
+                    .fault_next_sync(segments::SYNC_FAILS),
+                Fault::SlowFlusherSync => writer
+                    .journal
+                    .segments()
+                    .fault_next_sync(segments::SYNC_SLOW),
+                _ => {}
+            }
         }
         writer.journal.faults = faults
             .iter()
             .copied()
-            .filter(|f| *f != Fault::FlusherSync)
+            .filter(|f| !matches!(f, Fault::FlusherSync | Fault::SlowFlusherSync))
             .collect();
     }
 

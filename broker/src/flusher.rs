@@ -30,10 +30,7 @@ impl Drop for FailOnPanic<'_> {
                 "the thread making pipelined commits durable panicked; reopen the log to recover"
                     .into(),
             );
-            let covered = self.committer.progress.applied();
-            self.committer
-                .progress
-                .durable_up_to(covered, Some(failure));
+            self.committer.progress.fail(failure);
         }
     }
 }

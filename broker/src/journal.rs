@@ -180,6 +180,8 @@ pub(crate) enum Fault {
     /// The flusher's next sync of the journal, made without the writer,
     /// fails (see `Segments::sync_to`).
     FlusherSync,
+    /// The flusher's next sync of the journal takes 100 ms longer.
+    SlowFlusherSync,
 }
 
 /// The single-file journal (layouts 1 and 2) of the database at `db_path`:
@@ -1332,6 +1334,45 @@ mod tests {
         assert_eq!(values(&broker), ["e0", "e1", "e2"]);
         append(&broker, "e4").unwrap();
         broker.sync().unwrap();
+    }
+
+    #[test]
+    fn a_pipelined_commit_shows_its_offsets_and_state_only_with_its_events() {
+        let (_dir, broker) = failing_after_e0(&[Fault::SlowFlusherSync]);
+        let mut txn = crate::Transaction::new();
+        txn.append("s", crate::Record::value("e1").to_partition(0));
+        txn.commit_offset("g", "s", 0, 2);
+        txn.put_state("scope", b"k".to_vec(), b"v".to_vec());
+        broker.commit_pipelined(txn).unwrap();
+        // Its caller reads its writes back at once...
+        let applied = broker.applied();
+        assert_eq!(applied.committed_offset("g", "s", 0).unwrap(), Some(2));
+        assert_eq!(
+            applied.state_get("scope", b"k").unwrap(),
+            Some(b"v".to_vec())
+        );
+        // ...while the flusher syncs it (100 ms more): nobody else sees
+        // them before its events.
+        assert_eq!(broker.committed_offset("g", "s", 0).unwrap(), Some(2));
+        assert_eq!(values(&broker), ["e0", "e1"]);
+        let mut txn = crate::Transaction::new();
+        txn.append("s", crate::Record::value("e2").to_partition(0));
+        txn.put_state("scope", b"k".to_vec(), b"w".to_vec());
+        broker.inject_journal_faults(&[Fault::SlowFlusherSync]);
+        broker.commit_pipelined(txn).unwrap();
+        assert_eq!(
+            broker.state_get("scope", b"k").unwrap(),
+            Some(b"w".to_vec())
+        );
+        assert_eq!(values(&broker), ["e0", "e1", "e2"]);
+        let mut txn = crate::Transaction::new();
+        txn.append("s", crate::Record::value("e3").to_partition(0));
+        txn.commit_offset("g", "s", 0, 4);
+        broker.inject_journal_faults(&[Fault::SlowFlusherSync]);
+        broker.commit_pipelined(txn).unwrap();
+        let groups = broker.groups().unwrap();
+        assert_eq!(groups[0].positions[0].committed, 4);
+        assert_eq!(values(&broker), ["e0", "e1", "e2", "e3"]);
     }
 
     #[test]

@@ -23,7 +23,9 @@
 //! - **Atomic and durable.** A [`Broker::commit`] (or [`Broker::append`])
 //!   that returns `Ok` is on disk (for streams with `durable: true`, the
 //!   default) and survives a crash or a `SIGKILL`; one that returns an error
-//!   left nothing behind. No reader ever sees part of a commit.
+//!   left nothing behind. No reader ever sees part of a commit: its events,
+//!   offsets and state show together, once it is durable (only
+//!   [`Broker::applied`] shows a pipelined commit's before).
 //! - **Refusals are isolated.** Commits coalesced into one group are checked
 //!   one by one before anything is written: a refused one (unknown stream,
 //!   partition out of range, event too large, fenced generation) fails alone.
@@ -120,7 +122,8 @@ mod tables;
 mod transaction;
 
 pub use crate::broker::{
-    AppendCheck, Arrival, Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadLimits,
+    AppendCheck, Applied, Arrival, Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch,
+    ReadLimits,
 };
 pub use crate::error::{Error, Result};
 pub use crate::maintenance::MaintenanceReport;

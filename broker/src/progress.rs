@@ -43,12 +43,15 @@ impl Progress {
         self.changed.notify_all();
     }
 
-    /// The first `covered` groups are durable, or will never be.
+    /// The first `covered` groups are durable, or, with a failure, will
+    /// never be.
     pub(crate) fn durable_up_to(&self, covered: u64, failure: Option<Failure>) {
         let mut state = self.lock();
-        state.durable = state.durable.max(covered);
-        if failure.is_some() {
-            state.failed = failure;
+        match failure {
+            None => state.durable = state.durable.max(covered),
+            Some(failure) => {
+                state.failed.get_or_insert(failure);
+            }
         }
         self.changed.notify_all();
     }
@@ -73,6 +76,19 @@ impl Progress {
             Some(failure) => Err(failure.error()),
             None => Ok(()),
         }
+    }
+
+    /// Waits until the first `applied` groups are durable; fails if a flush
+    /// or the journal failed before they were.
+    pub(crate) fn wait_durable(&self, applied: u64) -> Result<()> {
+        let mut state = self.lock();
+        while state.durable < applied {
+            if let Some(failure) = &state.failed {
+                return Err(failure.error());
+            }
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        Ok(())
     }
 
     /// Waits until there is something to flush; `false` once asked to stop

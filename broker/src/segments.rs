@@ -250,10 +250,18 @@ pub(crate) struct Segments {
     failed: Mutex<Option<String>>,
     /// How new segments are made.
     fill: SegmentFill,
-    /// The next `sync_to` fails (tests only).
+    /// What the next `sync_to` does besides syncing (tests only): one of
+    /// the `SYNC_*` faults, or 0.
     #[cfg(test)]
-    fail_sync: std::sync::atomic::AtomicBool,
+    next_sync: std::sync::atomic::AtomicU8,
 }
+
+/// A [`Segments::fault_next_sync`]: the sync fails.
+#[cfg(test)]
+pub(crate) const SYNC_FAILS: u8 = 1;
+/// A [`Segments::fault_next_sync`]: the sync succeeds, 100 ms late.
+#[cfg(test)]
+pub(crate) const SYNC_SLOW: u8 = 2;
 
 impl Segments {
     pub(crate) fn new(db_path: &Path, fill: SegmentFill) -> Segments {
@@ -265,15 +273,16 @@ impl Segments {
             failed: Mutex::default(),
             fill,
             #[cfg(test)]
-            fail_sync: Default::default(),
+            next_sync: Default::default(),
         }
     }
 
-    /// Makes the next [`Segments::sync_to`] fail, as on an I/O error.
+    /// Makes the next [`Segments::sync_to`] take 100 ms longer, and then
+    /// fail as on an I/O error ([`SYNC_FAILS`]) or succeed ([`SYNC_SLOW`]).
     #[cfg(test)]
-    pub(crate) fn fail_next_sync(&self) {
-        self.fail_sync
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+    pub(crate) fn fault_next_sync(&self, fault: u8) {
+        self.next_sync
+            .store(fault, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How new segments are made.
@@ -479,15 +488,17 @@ impl Segments {
             return Err(Error::CommitFailed(detail));
         }
         #[cfg(test)]
-        if self
-            .fail_sync
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
-            // As a failing disk would, slowly: groups are applied meanwhile.
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let detail = "syncing the journal failed (injected sync fault)".to_string();
-            self.fail(detail.clone());
-            return Err(Error::CommitFailed(detail));
+            let fault = self.next_sync.swap(0, std::sync::atomic::Ordering::SeqCst);
+            if fault != 0 {
+                // As a slow or failing disk would: groups are applied meanwhile.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            if fault == SYNC_FAILS {
+                let detail = "syncing the journal failed (injected sync fault)".to_string();
+                self.fail(detail.clone());
+                return Err(Error::CommitFailed(detail));
+            }
         }
         self.sync_file(&mark.file)?;
         if let Some(detail) = self.failure() {

@@ -196,7 +196,8 @@ impl Worker {
                 let Some(extent) = info.partitions.get(p as usize) else {
                     continue;
                 };
-                let committed = broker.committed_offset(&spec.name, stream, p)?;
+                // As applied: this processor's own commits, pipelined.
+                let committed = broker.applied().committed_offset(&spec.name, stream, p)?;
                 self.positions
                     .insert((i, p), committed.unwrap_or(extent.log_start));
             }

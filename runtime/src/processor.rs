@@ -265,9 +265,12 @@ impl Runtime {
 }
 
 /// The processor that writes `stream` in `broker`'s log, if any: the single
-/// writer recorded when it was deployed.
+/// writer recorded when it was deployed. Read as applied, which never waits
+/// for a flush (every produce request asks): claims are written by commits
+/// that wait for durability, never pipelined.
 pub fn writer_of(broker: &Broker, stream: &str) -> Result<Option<String>> {
     Ok(broker
+        .applied()
         .state_get(WRITERS_SCOPE, stream.as_bytes())?
         .map(|w| String::from_utf8_lossy(&w).into_owned()))
 }

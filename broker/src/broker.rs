@@ -812,24 +812,48 @@ impl Broker {
 
     /// The next offset `group` will consume on `stream`/`partition`, if it
     /// ever committed one. Shown with the events of its commit: once they
-    /// are durable and readable (see [`commit_pipelined`](Broker::commit_pipelined)).
+    /// are durable and readable (see [`committed`](Broker::committed)).
     pub fn committed_offset(
         &self,
         group: &str,
         stream: &str,
         partition: u32,
     ) -> Result<Option<u64>> {
-        let entry = self.entry(stream)?;
-        entry.cursor(partition)?;
-        offset_in(&self.committed_snapshot()?, group, &entry, partition)
+        self.committed()?.committed_offset(group, stream, partition)
     }
 
-    /// The log as applied, pipelined commits not yet durable included:
-    /// read-your-writes for the caller that made them, such as a processor
-    /// reading back its own state and offsets. A crash may take what only
-    /// this view shows back; everyone else reads through the `Broker`.
-    pub fn applied(&self) -> Applied<'_> {
-        Applied { broker: self }
+    /// A snapshot of the committed offsets and state: every commit in it is
+    /// durable and its events readable. Pipelined commits are applied
+    /// before they are durable (see [`commit_pipelined`](Broker::commit_pipelined)):
+    /// this waits until those applied before it are, at most two flushes;
+    /// after a failed flush that left some undurable, it fails with
+    /// [`Error::Journal`] until the log is reopened. One snapshot serves
+    /// many reads, and waits once.
+    pub fn committed(&self) -> Result<Snapshot<'_>> {
+        Ok(Snapshot {
+            broker: self,
+            txn: self.committer.durable_snapshot(&self.shared.db)?,
+        })
+    }
+
+    /// Waits until every group applied so far is durable (see
+    /// [`committed`](Broker::committed)), for a view of what commits change
+    /// in memory once applied, such as queue settlements.
+    pub(crate) fn wait_durable(&self) -> Result<()> {
+        let progress = &self.committer.progress;
+        progress.wait_durable(progress.applied())
+    }
+
+    /// A snapshot of the log as applied, pipelined commits not yet durable
+    /// included: read-your-writes for the caller that made them, such as a
+    /// processor reading back its own state and offsets. Never waits. A
+    /// crash may take back what only this snapshot shows; everyone else
+    /// reads [`committed`](Broker::committed).
+    pub fn applied(&self) -> Result<Snapshot<'_>> {
+        Ok(Snapshot {
+            broker: self,
+            txn: self.shared.db.begin_read()?,
+        })
     }
 
     /// Commits `group`'s position on `stream`/`partition` on its own.
@@ -869,7 +893,7 @@ impl Broker {
     /// Every group with a generation or a committed offset, with its lag.
     pub fn groups(&self) -> Result<Vec<GroupInfo>> {
         // Before the catalog is held: a commit may need it to become durable.
-        let txn = self.committed_snapshot()?;
+        let txn = self.committed()?.txn;
         let catalog = self.catalog();
         let by_id: BTreeMap<u32, &Arc<StreamEntry>> =
             catalog.streams.values().map(|e| (e.id, e)).collect();
@@ -917,7 +941,7 @@ impl Broker {
     /// The committed value of `key` under `scope` (shown, like offsets,
     /// once its commit is durable and readable).
     pub fn state_get(&self, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        state_in(&self.committed_snapshot()?, scope, key)
+        self.committed()?.state_get(scope, key)
     }
 
     /// Committed entries under `scope` with `start <= key < end` (no end: to
@@ -929,19 +953,10 @@ impl Broker {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        range_in(&self.committed_snapshot()?, scope, start, end, limit)
+        self.committed()?.state_range(scope, start, end, limit)
     }
 
     // ---- internals ---------------------------------------------------------
-
-    /// A read snapshot of committed groups only: pipelined commits are
-    /// applied before they are durable (see `committer`), so a plain one
-    /// could show a group's offsets or state before its events are
-    /// readable, and what a crash would then undo. Waits at most one flush;
-    /// fails once the journal failed with commits applied in it.
-    fn committed_snapshot(&self) -> Result<ReadTransaction> {
-        self.committer.durable_snapshot(&self.shared.db)
-    }
 
     /// A read snapshot of the log and the partition's end to read up to.
     /// The end is the cursor's, taken before the snapshot begins: the
@@ -971,14 +986,15 @@ impl Broker {
     }
 }
 
-/// What [`Broker::applied`] reads: the log as applied, pipelined commits
-/// not yet durable included.
-pub struct Applied<'a> {
+/// Offsets and state as of one moment: [`Broker::committed`] or
+/// [`Broker::applied`].
+pub struct Snapshot<'a> {
     broker: &'a Broker,
+    txn: ReadTransaction,
 }
 
-impl Applied<'_> {
-    /// [`Broker::committed_offset`], as applied.
+impl Snapshot<'_> {
+    /// [`Broker::committed_offset`], in this snapshot.
     pub fn committed_offset(
         &self,
         group: &str,
@@ -987,20 +1003,17 @@ impl Applied<'_> {
     ) -> Result<Option<u64>> {
         let entry = self.broker.entry(stream)?;
         entry.cursor(partition)?;
-        offset_in(
-            &self.broker.shared.db.begin_read()?,
-            group,
-            &entry,
-            partition,
-        )
+        let table = self.txn.open_table(GROUP_OFFSETS)?;
+        Ok(table.get((group, entry.id, partition))?.map(|v| v.value()))
     }
 
-    /// [`Broker::state_get`], as applied.
+    /// [`Broker::state_get`], in this snapshot.
     pub fn state_get(&self, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        state_in(&self.broker.shared.db.begin_read()?, scope, key)
+        let table = self.txn.open_table(STATE)?;
+        Ok(table.get((scope, key))?.map(|v| v.value().to_vec()))
     }
 
-    /// [`Broker::state_range`], as applied.
+    /// [`Broker::state_range`], in this snapshot.
     pub fn state_range(
         &self,
         scope: &str,
@@ -1008,42 +1021,11 @@ impl Applied<'_> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        range_in(
-            &self.broker.shared.db.begin_read()?,
-            scope,
-            start,
-            end,
-            limit,
-        )
+        let table = self.txn.open_table(STATE)?;
+        Ok(crate::tables::scoped_range(
+            &table, scope, start, end, limit,
+        )?)
     }
-}
-
-fn offset_in(
-    txn: &ReadTransaction,
-    group: &str,
-    entry: &StreamEntry,
-    partition: u32,
-) -> Result<Option<u64>> {
-    let table = txn.open_table(GROUP_OFFSETS)?;
-    Ok(table.get((group, entry.id, partition))?.map(|v| v.value()))
-}
-
-fn state_in(txn: &ReadTransaction, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-    let table = txn.open_table(STATE)?;
-    Ok(table.get((scope, key))?.map(|v| v.value().to_vec()))
-}
-
-fn range_in(
-    txn: &ReadTransaction,
-    scope: &str,
-    start: &[u8],
-    end: Option<&[u8]>,
-    limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let table = txn.open_table(STATE)?;
-    Ok(crate::tables::scoped_range(
-        &table, scope, start, end, limit,
-    )?)
 }
 
 fn encode_stream(stream: &StoredStream) -> String {

@@ -267,7 +267,8 @@ impl Committer {
     /// A read snapshot of `db` holding only durable groups, their ends shown
     /// to readers: no group is applied while it begins, and it is returned
     /// once the groups applied before it, without durability, are durable
-    /// (at most one flush later). Groups applied with durability are
+    /// (at most two flushes later: one that began before it may not cover
+    /// them all). Groups applied with durability are
     /// durable before their redb commit, and their ends are shown before
     /// the writer is let go.
     pub(crate) fn durable_snapshot(&self, db: &redb::Database) -> Result<redb::ReadTransaction> {

@@ -1345,7 +1345,7 @@ mod tests {
         txn.put_state("scope", b"k".to_vec(), b"v".to_vec());
         broker.commit_pipelined(txn).unwrap();
         // Its caller reads its writes back at once...
-        let applied = broker.applied();
+        let applied = broker.applied().unwrap();
         assert_eq!(applied.committed_offset("g", "s", 0).unwrap(), Some(2));
         assert_eq!(
             applied.state_get("scope", b"k").unwrap(),

@@ -122,8 +122,8 @@ mod tables;
 mod transaction;
 
 pub use crate::broker::{
-    AppendCheck, Applied, Arrival, Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch,
-    ReadLimits,
+    AppendCheck, Arrival, Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadLimits,
+    Snapshot,
 };
 pub use crate::error::{Error, Result};
 pub use crate::maintenance::MaintenanceReport;

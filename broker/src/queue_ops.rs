@@ -668,6 +668,9 @@ impl Broker {
             partitions.push(status_of(&entry.name, p, &q, cursor.next(), now));
         }
         partitions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+        // Settlements count once applied, and queue-mode processors settle
+        // with pipelined commits: shown, like offsets, once durable.
+        self.wait_durable()?;
         Ok(QueueStatus {
             group: group.to_string(),
             config: config.unwrap_or_default(),

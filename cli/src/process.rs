@@ -80,6 +80,8 @@ pub fn lag(broker: &Broker, spec: &ProcessorSpec) -> Result<u64> {
             Err(e) => return Err(e.into()),
         },
     };
+    // One snapshot of the offsets for every partition: it waits once.
+    let committed = broker.committed()?;
     let mut lag = 0u64;
     for stream in &spec.inputs {
         let info = broker.describe_stream(stream)?;
@@ -93,7 +95,7 @@ pub fn lag(broker: &Broker, spec: &ProcessorSpec) -> Result<u64> {
                     });
                 continue;
             }
-            let committed = broker
+            let committed = committed
                 .committed_offset(&spec.name, stream, p as u32)?
                 .unwrap_or(extent.log_start)
                 .max(extent.log_start);

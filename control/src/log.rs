@@ -421,11 +421,16 @@ impl Log {
         }
         let broker = &self.broker;
         let info = broker.describe_stream(stream)?;
+        // One snapshot of the offsets for every partition: it waits once.
+        let committed = match group {
+            Some(group) => Some((group, broker.committed()?)),
+            None => None,
+        };
         let mut offsets = Vec::new();
         for (p, extent) in info.partitions.iter().enumerate() {
             let p = p as u32;
-            if let Some(group) = group {
-                if let Some(o) = broker.committed_offset(group, stream, p)? {
+            if let Some((group, committed)) = &committed {
+                if let Some(o) = committed.committed_offset(group, stream, p)? {
                     offsets.push(o.clamp(extent.log_start, extent.next_offset));
                     continue;
                 }
@@ -517,21 +522,28 @@ impl Log {
             None => (self.state_partitions(processor, query.partition)?, None),
         };
         let limit = query.limit.clamp(1, api::MAX_STATE_ENTRIES);
+        // One snapshot for every partition: it waits once.
+        let committed = match on_kafka {
+            Some(_) => None,
+            None => Some(self.broker.committed()?),
+        };
         let mut entries = Vec::new();
         let mut truncated = false;
         for &p in &partitions {
             let scope = leat_runtime::state_scope(processor, p);
-            let found: Vec<(Vec<u8>, Vec<u8>)> = match (&mut on_kafka, &query.lookup) {
-                (Some(entries), _) => entries.remove(&p).unwrap_or_default().into_iter().collect(),
-                (None, api::StateLookup::Key(key)) => self
-                    .broker
+            let found: Vec<(Vec<u8>, Vec<u8>)> = match (&mut on_kafka, &committed, &query.lookup) {
+                (Some(entries), _, _) => {
+                    entries.remove(&p).unwrap_or_default().into_iter().collect()
+                }
+                // Not reached: without Kafka there is a snapshot.
+                (None, None, _) => Vec::new(),
+                (None, Some(committed), api::StateLookup::Key(key)) => committed
                     .state_get(&scope, key.as_bytes())?
                     .map(|v| (key.as_bytes().to_vec(), v))
                     .into_iter()
                     .collect(),
                 // Keys come in order: those with the prefix come first.
-                (None, api::StateLookup::Prefix(prefix)) => self
-                    .broker
+                (None, Some(committed), api::StateLookup::Prefix(prefix)) => committed
                     .state_range(&scope, prefix.as_bytes(), None, limit + 1 - entries.len())?
                     .into_iter()
                     .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))

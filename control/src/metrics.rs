@@ -149,8 +149,10 @@ impl Collector for ControlMetrics {
         let (processors, streams) = match views {
             Ok(views) => views,
             Err(e) => {
-                tracing::warn!("reading the metrics: {e}");
-                return Err(fmt::Error);
+                // A failed journal refuses the committed offsets until the
+                // log is reopened: the log's own counters still render.
+                tracing::warn!("reading the processors' and streams' metrics: {e}");
+                (Vec::new(), Vec::new())
             }
         };
         let e = &mut encoder;

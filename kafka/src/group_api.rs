@@ -399,6 +399,8 @@ fn fetch_offsets(
             by_stream.into_iter().collect()
         }
     };
+    // One snapshot of the offsets for every partition: it waits once.
+    let committed = broker.committed().map_err(|e| codes::of(&e))?;
     Ok(asked
         .into_iter()
         .map(|(name, ps)| {
@@ -406,7 +408,7 @@ fn fetch_offsets(
                 .into_iter()
                 .map(|p| match u32::try_from(p) {
                     Err(_) => (p, -1, codes::UNKNOWN_TOPIC_OR_PARTITION),
-                    Ok(index) => match broker.committed_offset(group, &name, index) {
+                    Ok(index) => match committed.committed_offset(group, &name, index) {
                         Ok(Some(offset)) => (p, i64::try_from(offset).unwrap_or(i64::MAX), 0),
                         Ok(None) => (p, -1, codes::NONE),
                         Err(e) => (p, -1, codes::of(&e)),

@@ -267,10 +267,11 @@ impl Runtime {
 /// The processor that writes `stream` in `broker`'s log, if any: the single
 /// writer recorded when it was deployed. Read as applied, which never waits
 /// for a flush (every produce request asks): claims are written by commits
-/// that wait for durability, never pipelined.
+/// that wait for durability, never pipelined, and a produce committed after
+/// one is ordered after it.
 pub fn writer_of(broker: &Broker, stream: &str) -> Result<Option<String>> {
     Ok(broker
-        .applied()
+        .applied()?
         .state_get(WRITERS_SCOPE, stream.as_bytes())?
         .map(|w| String::from_utf8_lossy(&w).into_owned()))
 }

@@ -33,7 +33,7 @@ pub trait StateStore: Send + Sync {
 /// committed, pipelined (see [`Broker::applied`]).
 impl StateStore for Broker {
     fn get(&self, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self.applied().state_get(scope, key)?)
+        Ok(self.applied()?.state_get(scope, key)?)
     }
 
     fn range(
@@ -43,6 +43,6 @@ impl StateStore for Broker {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<StateEntries, StateError> {
-        Ok(self.applied().state_range(scope, start, end, limit)?)
+        Ok(self.applied()?.state_range(scope, start, end, limit)?)
     }
 }

@@ -197,7 +197,7 @@ impl Worker {
                     continue;
                 };
                 // As applied: this processor's own commits, pipelined.
-                let committed = broker.applied().committed_offset(&spec.name, stream, p)?;
+                let committed = broker.applied()?.committed_offset(&spec.name, stream, p)?;
                 self.positions
                     .insert((i, p), committed.unwrap_or(extent.log_start));
             }

@@ -514,36 +514,38 @@ impl Log {
         query: &api::StateQuery,
     ) -> Result<api::StateView, ControlError> {
         leat_broker::validate_name(processor)?;
-        let (partitions, mut on_kafka) = match &self.kafka {
+        // Where the entries come from: Kafka's changelogs, or one snapshot
+        // of the log for every partition (it waits once).
+        enum Source<'a> {
+            Kafka(leat_on_kafka::StateEntries),
+            Log(leat_broker::Snapshot<'a>),
+        }
+        let (partitions, mut source) = match &self.kafka {
             Some(k) => {
                 let (partitions, entries) = k.state(processor, query.partition, &query.lookup)?;
-                (partitions, Some(entries))
+                (partitions, Source::Kafka(entries))
             }
-            None => (self.state_partitions(processor, query.partition)?, None),
+            None => (
+                self.state_partitions(processor, query.partition)?,
+                Source::Log(self.broker.committed()?),
+            ),
         };
         let limit = query.limit.clamp(1, api::MAX_STATE_ENTRIES);
-        // One snapshot for every partition: it waits once.
-        let committed = match on_kafka {
-            Some(_) => None,
-            None => Some(self.broker.committed()?),
-        };
         let mut entries = Vec::new();
         let mut truncated = false;
         for &p in &partitions {
             let scope = leat_runtime::state_scope(processor, p);
-            let found: Vec<(Vec<u8>, Vec<u8>)> = match (&mut on_kafka, &committed, &query.lookup) {
-                (Some(entries), _, _) => {
+            let found: Vec<(Vec<u8>, Vec<u8>)> = match (&mut source, &query.lookup) {
+                (Source::Kafka(entries), _) => {
                     entries.remove(&p).unwrap_or_default().into_iter().collect()
                 }
-                // Not reached: without Kafka there is a snapshot.
-                (None, None, _) => Vec::new(),
-                (None, Some(committed), api::StateLookup::Key(key)) => committed
+                (Source::Log(committed), api::StateLookup::Key(key)) => committed
                     .state_get(&scope, key.as_bytes())?
                     .map(|v| (key.as_bytes().to_vec(), v))
                     .into_iter()
                     .collect(),
                 // Keys come in order: those with the prefix come first.
-                (None, Some(committed), api::StateLookup::Prefix(prefix)) => committed
+                (Source::Log(committed), api::StateLookup::Prefix(prefix)) => committed
                     .state_range(&scope, prefix.as_bytes(), None, limit + 1 - entries.len())?
                     .into_iter()
                     .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))

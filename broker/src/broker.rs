@@ -549,8 +549,8 @@ impl Broker {
     /// Until it is durable, a pipelined commit's events are not readable
     /// ([`read`](Broker::read) and [`wait_for`](Broker::wait_for) stop
     /// before them), nor are its offsets and state
-    /// ([`committed_offset`](Broker::committed_offset),
-    /// [`state_get`](Broker::state_get) and the like wait for it), and
+    /// ([`committed`](Broker::committed) and [`groups`](Broker::groups)
+    /// wait for it), and
     /// callers of [`commit`](Broker::commit) are answered only once it is
     /// durable, since commits become durable in order. Later transactions
     /// and [`applied`](Broker::applied) already see them, as
@@ -810,18 +810,6 @@ impl Broker {
 
     // ---- consumer groups -----------------------------------------------
 
-    /// The next offset `group` will consume on `stream`/`partition`, if it
-    /// ever committed one. Shown with the events of its commit: once they
-    /// are durable and readable (see [`committed`](Broker::committed)).
-    pub fn committed_offset(
-        &self,
-        group: &str,
-        stream: &str,
-        partition: u32,
-    ) -> Result<Option<u64>> {
-        self.committed()?.committed_offset(group, stream, partition)
-    }
-
     /// A snapshot of the committed offsets and state: every commit in it is
     /// durable and its events readable. Pipelined commits are applied
     /// before they are durable (see [`commit_pipelined`](Broker::commit_pipelined)):
@@ -938,24 +926,6 @@ impl Broker {
 
     // ---- state -----------------------------------------------------------
 
-    /// The committed value of `key` under `scope` (shown, like offsets,
-    /// once its commit is durable and readable).
-    pub fn state_get(&self, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.committed()?.state_get(scope, key)
-    }
-
-    /// Committed entries under `scope` with `start <= key < end` (no end: to
-    /// the last key), in key order, at most `limit`.
-    pub fn state_range(
-        &self,
-        scope: &str,
-        start: &[u8],
-        end: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.committed()?.state_range(scope, start, end, limit)
-    }
-
     // ---- internals ---------------------------------------------------------
 
     /// A read snapshot of the log and the partition's end to read up to.
@@ -994,7 +964,8 @@ pub struct Snapshot<'a> {
 }
 
 impl Snapshot<'_> {
-    /// [`Broker::committed_offset`], in this snapshot.
+    /// The next offset `group` will consume on `stream`/`partition`, if it
+    /// ever committed one.
     pub fn committed_offset(
         &self,
         group: &str,
@@ -1007,13 +978,14 @@ impl Snapshot<'_> {
         Ok(table.get((group, entry.id, partition))?.map(|v| v.value()))
     }
 
-    /// [`Broker::state_get`], in this snapshot.
+    /// The value of `key` under `scope`.
     pub fn state_get(&self, scope: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let table = self.txn.open_table(STATE)?;
         Ok(table.get((scope, key))?.map(|v| v.value().to_vec()))
     }
 
-    /// [`Broker::state_range`], in this snapshot.
+    /// Entries under `scope` with `start <= key < end` (no end: to the
+    /// last key), in key order, at most `limit`.
     pub fn state_range(
         &self,
         scope: &str,

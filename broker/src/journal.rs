@@ -1353,15 +1353,17 @@ mod tests {
         );
         // ...while the flusher syncs it (100 ms more): nobody else sees
         // them before its events.
-        assert_eq!(broker.committed_offset("g", "s", 0).unwrap(), Some(2));
+        let committed = broker.committed().unwrap();
+        assert_eq!(committed.committed_offset("g", "s", 0).unwrap(), Some(2));
         assert_eq!(values(&broker), ["e0", "e1"]);
         let mut txn = crate::Transaction::new();
         txn.append("s", crate::Record::value("e2").to_partition(0));
         txn.put_state("scope", b"k".to_vec(), b"w".to_vec());
         broker.inject_journal_faults(&[Fault::SlowFlusherSync]);
         broker.commit_pipelined(txn).unwrap();
+        let committed = broker.committed().unwrap();
         assert_eq!(
-            broker.state_get("scope", b"k").unwrap(),
+            committed.state_get("scope", b"k").unwrap(),
             Some(b"w".to_vec())
         );
         assert_eq!(values(&broker), ["e0", "e1", "e2"]);

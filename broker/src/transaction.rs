@@ -134,7 +134,7 @@ impl Transaction {
     /// broker.commit(txn)?;
     /// let mut expected = b"v".to_vec();
     /// expected.extend_from_slice(&2u64.to_be_bytes());
-    /// assert_eq!(broker.state_get("s", b"k")?, Some(expected));
+    /// assert_eq!(broker.committed()?.state_get("s", b"k")?, Some(expected));
     /// # Ok(()) }
     /// ```
     pub fn put_state_with_offset(

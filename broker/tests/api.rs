@@ -119,8 +119,9 @@ fn typed_errors_for_bad_offsets_partitions_and_sizes() {
         b.wait_for("s", 7, 0, Duration::ZERO),
         Err(Error::PartitionOutOfRange { .. })
     ));
+    let committed = b.committed().unwrap();
     assert!(matches!(
-        b.committed_offset("g", "s", 3),
+        committed.committed_offset("g", "s", 3),
         Err(Error::PartitionOutOfRange { .. })
     ));
     assert!(matches!(
@@ -401,10 +402,14 @@ fn transactions_fence_old_generations_and_commit_everything_or_nothing() {
     assert!(!txn.is_empty());
     let receipt = b.commit(txn).unwrap();
     assert_eq!(receipt.placements, vec![(0, 0)]);
-    assert_eq!(b.committed_offset("g", "in", 0).unwrap(), Some(4));
-    assert_eq!(b.committed_offset("g", "in", 1).unwrap(), None);
-    assert_eq!(b.state_get("g/0", b"count").unwrap(), Some(b"4".to_vec()));
-    assert_eq!(b.state_get("g/0", b"gone").unwrap(), None);
+    let committed = b.committed().unwrap();
+    assert_eq!(committed.committed_offset("g", "in", 0).unwrap(), Some(4));
+    assert_eq!(committed.committed_offset("g", "in", 1).unwrap(), None);
+    assert_eq!(
+        committed.state_get("g/0", b"count").unwrap(),
+        Some(b"4".to_vec())
+    );
+    assert_eq!(committed.state_get("g/0", b"gone").unwrap(), None);
 
     // A new generation fences the old one off: nothing of its commit lands.
     let g2 = b.bump_generation("g").unwrap();
@@ -422,8 +427,12 @@ fn transactions_fence_old_generations_and_commit_everything_or_nothing() {
             ..
         })
     ));
-    assert_eq!(b.committed_offset("g", "in", 0).unwrap(), Some(4));
-    assert_eq!(b.state_get("g/0", b"count").unwrap(), Some(b"4".to_vec()));
+    let committed = b.committed().unwrap();
+    assert_eq!(committed.committed_offset("g", "in", 0).unwrap(), Some(4));
+    assert_eq!(
+        committed.state_get("g/0", b"count").unwrap(),
+        Some(b"4".to_vec())
+    );
     assert_eq!(
         b.describe_stream("out").unwrap().partitions[0].next_offset,
         1
@@ -436,7 +445,8 @@ fn transactions_fence_old_generations_and_commit_everything_or_nothing() {
         .commit_offset("g", "missing", 0, 1)
         .require_generation("g", g2);
     assert!(matches!(b.commit(bad), Err(Error::UnknownStream(_))));
-    assert_eq!(b.committed_offset("g", "in", 0).unwrap(), Some(4));
+    let committed = b.committed().unwrap();
+    assert_eq!(committed.committed_offset("g", "in", 0).unwrap(), Some(4));
     assert_eq!(
         b.describe_stream("out").unwrap().partitions[0].next_offset,
         1
@@ -464,13 +474,20 @@ fn state_ranges_stay_inside_their_scope() {
     b.commit(txn).unwrap();
     let keys =
         |v: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<u8>> { v.into_iter().map(|(k, _)| k).collect() };
-    assert_eq!(keys(b.state_range("s1", b"", None, 100).unwrap()).len(), 4);
+    let committed = b.committed().unwrap();
     assert_eq!(
-        keys(b.state_range("s1", b"b", Some(b"d"), 100).unwrap()),
+        keys(committed.state_range("s1", b"", None, 100).unwrap()).len(),
+        4
+    );
+    assert_eq!(
+        keys(committed.state_range("s1", b"b", Some(b"d"), 100).unwrap()),
         vec![b"b".to_vec(), b"c".to_vec()]
     );
-    assert_eq!(b.state_range("s1", b"", None, 2).unwrap().len(), 2);
-    assert_eq!(b.state_range("s0", b"", None, 100).unwrap().len(), 0);
+    assert_eq!(committed.state_range("s1", b"", None, 2).unwrap().len(), 2);
+    assert_eq!(
+        committed.state_range("s0", b"", None, 100).unwrap().len(),
+        0
+    );
 }
 
 #[test]
@@ -515,8 +532,12 @@ fn reopen_keeps_everything() {
     let after = (0..3).map(|p| read_all(&b, "s", p)).collect::<Vec<_>>();
     assert_eq!(before, after);
     assert_eq!(b.generation("g").unwrap(), 1);
-    assert_eq!(b.committed_offset("g", "s", 1).unwrap(), Some(3));
-    assert_eq!(b.state_get("g/1", b"k").unwrap(), Some(b"v".to_vec()));
+    let committed = b.committed().unwrap();
+    assert_eq!(committed.committed_offset("g", "s", 1).unwrap(), Some(3));
+    assert_eq!(
+        committed.state_get("g/1", b"k").unwrap(),
+        Some(b"v".to_vec())
+    );
     // Offsets go on where they stopped, and the time index still works.
     let r = b
         .append("s", [Record::keyed("k0", "again").at(100)])

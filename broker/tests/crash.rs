@@ -83,12 +83,13 @@ fn run_and_kill(bin: &Path, db: &Path, run: usize, delay: Duration) -> Vec<(u32,
 /// The state each child thread wrote along with its events names the last
 /// of its transactions in the log (`parts` holds `run-thread-txn` names).
 fn check_state(broker: &leat_broker::Broker, parts: &BTreeMap<String, (u64, u64)>) {
+    let committed = broker.committed().unwrap();
     for thread in 0..2 {
-        let last = broker
+        let last = committed
             .state_get("crash", format!("last-{thread}").as_bytes())
             .unwrap()
             .map(|v| String::from_utf8(v).unwrap());
-        let even = broker
+        let even = committed
             .state_get("crash", format!("even-{thread}").as_bytes())
             .unwrap();
         let Some(last) = last else {

@@ -137,6 +137,10 @@ fn a_fenced_commit_in_a_busy_group_leaves_no_trace() {
     let events = read_all(&b, "s", 0);
     assert_eq!(events.len(), 5 * 40);
     assert!(events.iter().all(|e| e.value.as_deref() != Some(b"0")));
-    assert_eq!(b.state_get("g", b"0").unwrap(), None);
-    assert_eq!(b.state_get("g", b"3").unwrap(), Some(b"39".to_vec()));
+    let committed = b.committed().unwrap();
+    assert_eq!(committed.state_get("g", b"0").unwrap(), None);
+    assert_eq!(
+        committed.state_get("g", b"3").unwrap(),
+        Some(b"39".to_vec())
+    );
 }

@@ -154,9 +154,10 @@ fn a_crash_keeps_journaled_events_offsets_and_state() {
             10
         );
     }
-    assert_eq!(copy.committed_offset("g", "s", 0).unwrap(), Some(10));
+    let committed = copy.committed().unwrap();
+    assert_eq!(committed.committed_offset("g", "s", 0).unwrap(), Some(10));
     assert_eq!(
-        copy.state_range("scope", b"", None, 100).unwrap(),
+        committed.state_range("scope", b"", None, 100).unwrap(),
         vec![(b"k9".to_vec(), b"v".to_vec())]
     );
     // The copy goes on from where the journal ended.
@@ -319,9 +320,10 @@ fn pipelined_commits_become_durable_and_readable_in_commit_order() {
     assert_eq!(first.placements.first(), Some(&(0, 0)));
     assert_eq!(first.placements.last(), Some(&(0, 599)));
     // Read-your-writes for the pipelining caller, durable or not yet.
-    assert_eq!(broker.committed_offset("g", "s", 0).unwrap(), Some(1));
+    let applied = broker.applied().unwrap();
+    assert_eq!(applied.committed_offset("g", "s", 0).unwrap(), Some(1));
     assert_eq!(
-        broker.state_get("scope", b"last").unwrap().as_deref(),
+        applied.state_get("scope", b"last").unwrap().as_deref(),
         Some(&b"a"[..])
     );
 
@@ -360,9 +362,10 @@ fn pipelined_commits_become_durable_and_readable_in_commit_order() {
         );
         assert_eq!(event.offset, i as u64);
     }
-    assert_eq!(crashed.committed_offset("g", "s", 0).unwrap(), Some(3));
+    let committed = crashed.committed().unwrap();
+    assert_eq!(committed.committed_offset("g", "s", 0).unwrap(), Some(3));
     assert_eq!(
-        crashed.state_get("scope", b"last").unwrap().as_deref(),
+        committed.state_get("scope", b"last").unwrap().as_deref(),
         Some(&b"d"[..])
     );
     // The copy goes on after the last pipelined commit.

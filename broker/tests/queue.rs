@@ -290,7 +290,14 @@ fn a_consumer_group_and_a_queue_group_of_one_name_do_not_disturb_each_other() {
     assert_eq!(got.len(), 10);
     let locks: Vec<_> = got.iter().map(|a| a.lock).collect();
     broker.queue_settle("g", &locks, Ack::Accept).unwrap();
-    assert_eq!(broker.committed_offset("g", "jobs", 0).unwrap(), Some(7));
+    assert_eq!(
+        broker
+            .committed()
+            .unwrap()
+            .committed_offset("g", "jobs", 0)
+            .unwrap(),
+        Some(7)
+    );
     assert_eq!(read_all(&broker, "jobs", 0).len(), 10);
     let groups = broker.groups().unwrap();
     assert_eq!(groups.len(), 1);

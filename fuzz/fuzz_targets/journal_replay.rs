@@ -100,11 +100,15 @@ fn exercise(broker: &Broker, max_events: usize) {
             let _ = broker.read(&name, p, part.next_offset, limits);
             let _ = broker.offset_for_timestamp(&name, p, 0);
             let _ = broker.offset_for_timestamp(&name, p, i64::MAX);
-            let _ = broker.committed_offset("g", &name, p);
+            let _ = broker
+                .committed()
+                .and_then(|c| c.committed_offset("g", &name, p));
         }
     }
     let _ = broker.groups();
-    let _ = broker.state_range("scope", b"", None, 16);
+    let _ = broker
+        .committed()
+        .and_then(|c| c.state_range("scope", b"", None, 16));
     let _ = broker.run_maintenance();
     let _ = broker.compact_now("table");
     let mut txn = Transaction::new();

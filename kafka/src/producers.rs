@@ -410,7 +410,12 @@ impl Producers {
             Some(n) => n,
             None => {
                 let broker = self.broker.clone();
-                let stored = blocking(move || broker.state_get(SCOPE, NEXT_PID_KEY)).await?;
+                let stored = blocking(move || {
+                    broker
+                        .committed()
+                        .and_then(|c| c.state_get(SCOPE, NEXT_PID_KEY))
+                })
+                .await?;
                 stored
                     .and_then(|v| Some(u64::from_be_bytes(v.as_slice().try_into().ok()?)))
                     .unwrap_or(0)
@@ -444,7 +449,12 @@ impl Producers {
             return Ok(true);
         }
         let broker = self.broker.clone();
-        let stored = blocking(move || broker.state_get(SCOPE, NEXT_PID_KEY)).await?;
+        let stored = blocking(move || {
+            broker
+                .committed()
+                .and_then(|c| c.state_get(SCOPE, NEXT_PID_KEY))
+        })
+        .await?;
         let next = stored
             .and_then(|v| Some(u64::from_be_bytes(v.as_slice().try_into().ok()?)))
             .unwrap_or(0);
@@ -478,7 +488,8 @@ impl Producers {
         } else {
             let broker = self.broker.clone();
             let key = txn_key(id);
-            let stored = blocking(move || broker.state_get(SCOPE, &key)).await?;
+            let stored =
+                blocking(move || broker.committed().and_then(|c| c.state_get(SCOPE, &key))).await?;
             match stored.as_deref().and_then(decode_txn) {
                 Some((pid, epoch, _)) => (pid, epoch),
                 None => (-1, -1),
@@ -808,8 +819,12 @@ impl Producers {
             loop {
                 let broker = self.broker.clone();
                 let from = start.clone();
-                let page = match blocking(move || broker.state_range(SCOPE, &from, Some(&end), 512))
-                    .await
+                let page = match blocking(move || {
+                    broker
+                        .committed()
+                        .and_then(|c| c.state_range(SCOPE, &from, Some(&end), 512))
+                })
+                .await
                 {
                     Ok(page) => page,
                     Err((_, e)) => {
@@ -842,7 +857,7 @@ impl Producers {
     async fn forget(&self, key: &[u8], sequences_cutoff_ms: i64, txns_cutoff_ms: i64) -> bool {
         let reread = |key: Vec<u8>| {
             let broker = self.broker.clone();
-            blocking(move || broker.state_get(SCOPE, &key))
+            blocking(move || broker.committed().and_then(|c| c.state_get(SCOPE, &key)))
         };
         let delete = |key: Vec<u8>| {
             let broker = self.broker.clone();
@@ -942,7 +957,8 @@ impl Producers {
         if cached.is_none() {
             let broker = self.broker.clone();
             let skey = sequences_key(span.pid, &stream, partition);
-            match blocking(move || broker.state_get(SCOPE, &skey)).await {
+            match blocking(move || broker.committed().and_then(|c| c.state_get(SCOPE, &skey))).await
+            {
                 Ok(stored) => *cached = stored.as_deref().and_then(Sequences::decode),
                 Err((code, message)) => return Outcome::err(code, message),
             }
@@ -1040,15 +1056,30 @@ mod tests {
         assert_eq!(append(0, &["a", "b"]).await, Outcome::ok(0), "a retry");
         let (tpid, tepoch) = producers.init(Some("t"), 1000, -1, -1).await.unwrap();
         let key = sequences_key(pid, "s", 0);
-        assert!(broker.state_get(SCOPE, &key).unwrap().is_some());
+        assert!(broker
+            .committed()
+            .unwrap()
+            .state_get(SCOPE, &key)
+            .unwrap()
+            .is_some());
         // Nothing is idle yet.
         assert_eq!(
             producers.expire(now_ms() - 60_000, now_ms() - 60_000).await,
             0
         );
         assert_eq!(producers.expire(now_ms() + 1, now_ms() + 1).await, 2);
-        assert_eq!(broker.state_get(SCOPE, &key).unwrap(), None);
-        assert_eq!(broker.state_get(SCOPE, &txn_key("t")).unwrap(), None);
+        assert_eq!(
+            broker.committed().unwrap().state_get(SCOPE, &key).unwrap(),
+            None
+        );
+        assert_eq!(
+            broker
+                .committed()
+                .unwrap()
+                .state_get(SCOPE, &txn_key("t"))
+                .unwrap(),
+            None
+        );
         // Forgotten: the same batch is new again, as in Kafka.
         assert_eq!(append(0, &["a", "b"]).await, Outcome::ok(2));
         // Ids are still never reused.

@@ -40,6 +40,16 @@ struct Listener {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+impl Listener {
+    /// `group`'s committed offset on `stream`/`partition` in the log.
+    fn committed_offset(&self, group: &str, stream: &str, partition: u32) -> Option<u64> {
+        let committed = self.broker.committed().unwrap();
+        committed
+            .committed_offset(group, stream, partition)
+            .unwrap()
+    }
+}
+
 async fn listen(max_frame_bytes: usize) -> Listener {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(dir.path().join("log.redb")).unwrap();
@@ -563,7 +573,7 @@ async fn group_generations_fence_commits_and_heartbeats() {
     );
     // Commits: the current generation's member only.
     assert_eq!(commit(&mut a, "g", &a_id, 1, 5).await, 0);
-    assert_eq!(l.broker.committed_offset("g", "s", 0).unwrap(), Some(5));
+    assert_eq!(l.committed_offset("g", "s", 0), Some(5));
     assert_eq!(
         commit(&mut a, "g", &a_id, 0, 6).await,
         22,
@@ -579,7 +589,7 @@ async fn group_generations_fence_commits_and_heartbeats() {
         25,
         "a group with members"
     );
-    assert_eq!(l.broker.committed_offset("g", "s", 0).unwrap(), Some(5));
+    assert_eq!(l.committed_offset("g", "s", 0), Some(5));
 
     // B joins: its JoinGroup waits for A to rejoin.
     let addr = l.addr;

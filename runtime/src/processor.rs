@@ -245,6 +245,7 @@ impl Runtime {
     pub fn release_outputs(&self, processor: &str) -> Result<()> {
         let claims = self
             .broker
+            .committed()?
             .state_range(WRITERS_SCOPE, b"", None, usize::MAX)?;
         let mut txn = Transaction::new();
         for (stream, writer) in claims {

@@ -80,7 +80,12 @@ fn snapshot(data: &Path) -> Snapshot {
     let mut state = Vec::new();
     for p in 0..PARTITIONS {
         let scope = format!("p/{p}");
-        for (k, v) in broker.state_range(&scope, b"", None, usize::MAX).unwrap() {
+        for (k, v) in broker
+            .committed()
+            .unwrap()
+            .state_range(&scope, b"", None, usize::MAX)
+            .unwrap()
+        {
             state.push((scope.clone(), k, v));
         }
     }

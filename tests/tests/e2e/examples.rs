@@ -122,6 +122,8 @@ fn assert_committed_to_end(broker: &Broker, group: &str, stream: &str) {
     for (p, extent) in info.partitions.iter().enumerate() {
         assert_eq!(
             broker
+                .committed()
+                .unwrap()
                 .committed_offset(group, stream, p as u32)
                 .unwrap()
                 .unwrap_or(0),
@@ -134,6 +136,8 @@ fn assert_committed_to_end(broker: &Broker, group: &str, stream: &str) {
 /// The whole state of `scope` as text.
 fn state(broker: &Broker, scope: &str) -> BTreeMap<String, String> {
     broker
+        .committed()
+        .unwrap()
         .state_range(scope, b"", None, usize::MAX)
         .unwrap()
         .into_iter()

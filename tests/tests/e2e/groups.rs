@@ -66,6 +66,8 @@ fn wait_caught_up(broker: &Broker, group: &str, stream: &str) {
         let info = broker.describe_stream(stream).unwrap();
         let done = info.partitions.iter().enumerate().all(|(p, extent)| {
             broker
+                .committed()
+                .unwrap()
                 .committed_offset(group, stream, p as u32)
                 .unwrap()
                 .unwrap_or(0)
@@ -249,7 +251,14 @@ fn error_policies_stop_at_or_record_the_failing_event() {
         values(&broker, "out"),
         (0..7).map(|n| format!("v{n:02}")).collect::<Vec<_>>()
     );
-    assert_eq!(broker.committed_offset("picky", "in", 0).unwrap(), Some(7));
+    assert_eq!(
+        broker
+            .committed()
+            .unwrap()
+            .committed_offset("picky", "in", 0)
+            .unwrap(),
+        Some(7)
+    );
 
     spec.on_error = leat_runtime::ErrorPolicy::Record;
     let status = rt
@@ -431,7 +440,11 @@ fn a_refused_output_in_a_multi_batch_commit_is_isolated_and_nothing_duplicated()
     assert_eq!(values(&broker, "inflate.errors"), ["huge"]);
     assert_eq!(status.recorded_errors, 1, "{status:?}");
     assert_eq!(
-        broker.committed_offset("inflate", "in", 0).unwrap(),
+        broker
+            .committed()
+            .unwrap()
+            .committed_offset("inflate", "in", 0)
+            .unwrap(),
         Some(20)
     );
 }
@@ -494,7 +507,11 @@ fn an_output_the_log_would_refuse_fails_its_batch_blaming_its_cause() {
         "{status:?}"
     );
     assert_eq!(
-        broker.committed_offset("inflate", "in", 0).unwrap(),
+        broker
+            .committed()
+            .unwrap()
+            .committed_offset("inflate", "in", 0)
+            .unwrap(),
         Some(6)
     );
 }
@@ -507,7 +524,11 @@ fn with_the_stop_policy_a_refused_output_stops_its_partition_after_the_events_be
     assert_eq!(values(&broker, "out"), ["a", "b", "c", "d"]);
     assert_eq!(calls, 3, "{status:?}");
     assert_eq!(
-        broker.committed_offset("inflate", "in", 0).unwrap(),
+        broker
+            .committed()
+            .unwrap()
+            .committed_offset("inflate", "in", 0)
+            .unwrap(),
         Some(4)
     );
     assert_eq!(status.stopped.len(), 1, "{status:?}");

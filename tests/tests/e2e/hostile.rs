@@ -217,6 +217,8 @@ fn assert_uppercase_kept_up(broker: &Broker, produced: &[String]) {
 /// The state the hostile guest wrote for partition `p`: its `seen/` keys.
 fn seen(broker: &Broker, name: &str, p: u32) -> Vec<String> {
     broker
+        .committed()
+        .unwrap()
         .state_range(&format!("{name}/{p}"), b"seen/", Some(b"seen0"), usize::MAX)
         .unwrap()
         .into_iter()
@@ -226,6 +228,8 @@ fn seen(broker: &Broker, name: &str, p: u32) -> Vec<String> {
 
 fn committed(broker: &Broker, name: &str, p: u32) -> Option<u64> {
     broker
+        .committed()
+        .unwrap()
         .committed_offset(name, &format!("{name}-in"), p)
         .unwrap()
 }
@@ -672,7 +676,12 @@ fn a_tail_removed_by_compaction_is_committed_past() {
     let spec = ProcessorSpec::new("up", vec!["table".into()], vec!["out".into()]);
     let _d = rt.deploy(spec, code).unwrap();
     wait_until("the group to commit past the gap", || {
-        broker.committed_offset("up", "table", 0).unwrap() == Some(3)
+        broker
+            .committed()
+            .unwrap()
+            .committed_offset("up", "table", 0)
+            .unwrap()
+            == Some(3)
     });
     assert!(values(&broker, "out", 0).is_empty());
 }
@@ -958,7 +967,12 @@ fn many_memories_and_table_growth_are_refused_at_start() {
     broker.append("in", [Record::value("x")]).unwrap();
     let d = start(Misbehaviour::Memories(2), "two").unwrap();
     wait_until("the batch to commit", || {
-        broker.committed_offset("two", "in", 0).unwrap() == Some(1)
+        broker
+            .committed()
+            .unwrap()
+            .committed_offset("two", "in", 0)
+            .unwrap()
+            == Some(1)
     });
     d.undeploy().unwrap();
 }

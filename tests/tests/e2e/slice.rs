@@ -81,7 +81,11 @@ fn uppercase_end_to_end_commits_offsets_and_resumes_without_reprocessing() {
         let info = broker.describe_stream("in").unwrap();
         for (p, extent) in info.partitions.iter().enumerate() {
             assert_eq!(
-                broker.committed_offset("up", "in", p as u32).unwrap(),
+                broker
+                    .committed()
+                    .unwrap()
+                    .committed_offset("up", "in", p as u32)
+                    .unwrap(),
                 Some(extent.next_offset)
             );
         }

@@ -5,7 +5,8 @@
 //! - `append/N`: one caller appends N events of 100 bytes per durable commit.
 //! - `fsync_limit/N`: the same N × 100 bytes appended to a plain file, then
 //!   `fdatasync`: what the disk allows for one durable write of that size.
-//! - `read`: one thread reads 100,000 stored events, 1,000 per call.
+//! - `read`: one thread reads 100,000 stored events, 1,000 per call, as
+//!   owned events (`read`) and as views of their batches (`read_with`).
 //!
 //! At the end a summary gives criterion's medians as events/s, MB/s (of event
 //! values) and the ratio of each append to its limit; then a paired run
@@ -93,35 +94,61 @@ fn fsync_limit(c: &mut Criterion) {
 fn read(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).unwrap();
     let broker = open(&dir);
+    // "s": values only; "outputs": as a processor writes them, a key and the
+    // two provenance headers beside the value.
     broker.create_stream("s", StreamConfig::default()).unwrap();
+    broker
+        .create_stream("outputs", StreamConfig::default())
+        .unwrap();
     let batch = records(1000);
+    let outputs: Vec<Record> = (batch.iter().enumerate())
+        .map(|(i, r)| {
+            let value = r.value.clone().unwrap_or_default();
+            Record::keyed(format!("k{i}"), value)
+                .header("leat.processor", "uppercase")
+                .header("leat.source", format!("in/0/{i}"))
+                .to_partition(0)
+        })
+        .collect();
     for _ in 0..READ_EVENTS / 1000 {
         broker.append("s", batch.clone()).unwrap();
+        broker.append("outputs", outputs.clone()).unwrap();
     }
+    let limits = ReadLimits {
+        max_events: 1000,
+        max_bytes: 4 << 20,
+    };
     let mut group = c.benchmark_group("read");
     group.throughput(Throughput::Elements(READ_EVENTS as u64));
-    group.bench_function("100000", |b| {
-        b.iter(|| {
-            let mut from = 0;
-            let mut count = 0;
-            while count < READ_EVENTS {
-                let r = broker
-                    .read(
-                        "s",
-                        0,
-                        from,
-                        ReadLimits {
-                            max_events: 1000,
-                            max_bytes: 4 << 20,
-                        },
-                    )
-                    .unwrap();
-                count += r.events.len();
-                from = r.next_offset;
-            }
-            count
-        })
-    });
+    for (stream, id) in [("s", "100000"), ("outputs", "100000 outputs")] {
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                let (mut from, mut count) = (0, 0);
+                while count < READ_EVENTS {
+                    let r = broker.read(stream, 0, from, limits).unwrap();
+                    count += r.events.len();
+                    from = r.next_offset;
+                }
+                count
+            })
+        });
+        // The same events as views of their batches (`Broker::read_with`).
+        group.bench_function(format!("{id} with views"), |b| {
+            b.iter(|| {
+                let (mut from, mut count, mut bytes) = (0, 0, 0);
+                while count < READ_EVENTS {
+                    let end = broker
+                        .read_with(stream, 0, from, limits, |e| {
+                            count += 1;
+                            bytes += e.value().map_or(0, <[u8]>::len);
+                        })
+                        .unwrap();
+                    from = end.next_offset;
+                }
+                (count, bytes)
+            })
+        });
+    }
     group.finish();
 }
 
@@ -173,9 +200,16 @@ fn summary() {
             100.0 * limit / t
         );
     }
-    if let Some(t) = median("read", "100000") {
-        let ev = READ_EVENTS as f64 / t;
-        println!("{:<18} {:>14.0} {:>10.2}", "read", ev, mb(ev));
+    for (id, label) in [
+        ("100000", "read"),
+        ("100000 with views", "read, views"),
+        ("100000 outputs", "read outputs"),
+        ("100000 outputs with views", "read outputs, views"),
+    ] {
+        if let Some(t) = median("read", id) {
+            let ev = READ_EVENTS as f64 / t;
+            println!("{label:<18} {ev:>14.0} {:>10.2}", mb(ev));
+        }
     }
 }
 

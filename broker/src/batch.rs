@@ -332,7 +332,7 @@ pub(crate) struct EventRef<'a> {
     pub layout: Layout,
 }
 
-impl EventRef<'_> {
+impl<'a> EventRef<'a> {
     /// Bytes of key, value and headers: what read limits count.
     pub fn payload_len(&self) -> usize {
         self.key.map_or(0, <[u8]>::len) + self.value.map_or(0, <[u8]>::len) + self.headers.len()
@@ -360,24 +360,44 @@ impl EventRef<'_> {
 
     /// The headers as (name, value) slices, in order; `None` when they are
     /// malformed.
-    fn header_slices(&self) -> impl Iterator<Item = Option<(Cow<'static, str>, &[u8])>> + '_ {
+    fn header_slices(self) -> impl Iterator<Item = Option<(Name<'a>, &'a [u8])>> {
         let mut cur = self.headers;
         let layout = self.layout;
         (0..self.header_count).map(move |_| {
             let (name, value, rest) = match layout {
                 Layout::V1 => {
                     let (name, value, rest) = split_header_v1(cur)?;
-                    (
-                        Cow::Owned(std::str::from_utf8(name).ok()?.to_string()),
-                        value,
-                        rest,
-                    )
+                    (Name::Other(std::str::from_utf8(name).ok()?), value, rest)
                 }
                 Layout::V2 => split_header_v2(cur)?,
             };
             cur = rest;
             Some((name, value))
         })
+    }
+}
+
+/// A header's name as stored: one of the well-known names a code stands
+/// for, or spelled out in the batch.
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    Known(&'static str),
+    Other(&'a str),
+}
+
+impl<'a> Name<'a> {
+    fn as_str(self) -> &'a str {
+        match self {
+            Name::Known(name) | Name::Other(name) => name,
+        }
+    }
+
+    /// Owned only when it is not a constant.
+    fn to_cow(self) -> Cow<'static, str> {
+        match self {
+            Name::Known(name) => Cow::Borrowed(name),
+            Name::Other(name) => Cow::Owned(name.to_string()),
+        }
     }
 }
 
@@ -391,15 +411,15 @@ fn split_header_v1(cur: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 }
 
 /// The first layout-2 header of `cur`: name, value and what follows.
-fn split_header_v2(mut cur: &[u8]) -> Option<(Cow<'static, str>, &[u8], &[u8])> {
+fn split_header_v2(mut cur: &[u8]) -> Option<(Name<'_>, &[u8], &[u8])> {
     let name = match read_varint(&mut cur)? {
         0 => {
             let len = usize::try_from(read_varint(&mut cur)?).ok()?;
             let (name, rest) = cur.split_at_checked(len)?;
             cur = rest;
-            Cow::Owned(std::str::from_utf8(name).ok()?.to_string())
+            Name::Other(std::str::from_utf8(name).ok()?)
         }
-        code => Cow::Borrowed(*WELL_KNOWN_NAMES.get(usize::try_from(code - 1).ok()?)?),
+        code => Name::Known(WELL_KNOWN_NAMES.get(usize::try_from(code - 1).ok()?)?),
     };
     let len = usize::try_from(read_varint(&mut cur)?).ok()?;
     let (value, rest) = cur.split_at_checked(len)?;
@@ -607,9 +627,9 @@ pub(crate) fn to_event(
     };
     let mut headers = Vec::with_capacity(usize::from(e.header_count));
     for header in e.header_slices() {
-        let (key, value) = header.ok_or_else(|| corrupt(&what, "malformed header"))?;
+        let (name, value) = header.ok_or_else(|| corrupt(&what, "malformed header"))?;
         headers.push(Header {
-            key,
+            key: name.to_cow(),
             value: share(value),
         });
     }
@@ -621,6 +641,91 @@ pub(crate) fn to_event(
         value: e.value.map(share),
         headers,
     })
+}
+
+/// An event of the log as [`Broker::read_with`] hands it over: borrowed from
+/// its stored batch, so that nothing is copied or allocated for it. Copy out
+/// what outlives the call, or take [`EventView::to_event`].
+///
+/// [`Broker::read_with`]: crate::Broker::read_with
+#[derive(Clone, Copy, Debug)]
+pub struct EventView<'a> {
+    partition: u32,
+    // Its headers are well-formed: `checked` says so before a view is made.
+    event: EventRef<'a>,
+}
+
+impl<'a> EventView<'a> {
+    /// A view of `event` of `partition`, or why its headers are malformed.
+    pub(crate) fn checked(
+        partition: u32,
+        event: EventRef<'a>,
+        what: impl Fn() -> String,
+    ) -> Result<EventView<'a>> {
+        if event.header_slices().any(|h| h.is_none()) {
+            return Err(corrupt(what, "malformed header"));
+        }
+        Ok(EventView { partition, event })
+    }
+
+    /// The partition it is stored in.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Its offset in that partition.
+    pub fn offset(&self) -> u64 {
+        self.event.offset
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.event.timestamp
+    }
+
+    /// The key, if any.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.event.key
+    }
+
+    /// The value; `None` is a tombstone.
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.event.value
+    }
+
+    /// Its headers, (name, value), in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        // Checked well-formed when the view was made: `None` cannot come.
+        (self.event.header_slices())
+            .map_while(|h| h)
+            .map(|(name, value)| (name.as_str(), value))
+    }
+
+    /// The first header with this name.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The event, owned: its bytes copied.
+    pub fn to_event(&self) -> Event {
+        let copy = |s: &[u8]| Bytes::copy_from_slice(s);
+        Event {
+            partition: self.partition,
+            offset: self.event.offset,
+            timestamp: self.event.timestamp,
+            key: self.event.key.map(copy),
+            value: self.event.value.map(copy),
+            headers: self
+                .event
+                .header_slices()
+                .map_while(|h| h)
+                .map(|(name, value)| Header {
+                    key: name.to_cow(),
+                    value: copy(value),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Decodes every event of a verified batch at or after `from`, calling `emit`
@@ -949,6 +1054,41 @@ mod tests {
         assert_eq!(read_varint(&mut eleven), None);
         let mut too_big = &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02][..];
         assert_eq!(read_varint(&mut too_big), None);
+    }
+
+    #[test]
+    fn a_view_is_made_only_of_an_event_whose_headers_are_well_formed() {
+        let event = |headers: &'static [u8], header_count| EventRef {
+            offset: 7,
+            timestamp: 1,
+            key: Some(b"k"),
+            value: None,
+            header_count,
+            headers,
+            layout: Layout::V2,
+        };
+        // Code 2 (`leat.source`) = "in/0/3", then a name spelled out.
+        let good: &[u8] = b"\x02\x06in/0/3\x00\x01x\x00";
+        let view = EventView::checked(4, event(good, 2), || "test".into()).unwrap();
+        let headers: Vec<_> = view.headers().collect();
+        assert_eq!(headers, [("leat.source", &b"in/0/3"[..]), ("x", &b""[..])]);
+        assert_eq!(view.header("x"), Some(&b""[..]));
+        assert_eq!(
+            (view.partition(), view.offset(), view.key()),
+            (4, 7, Some(&b"k"[..]))
+        );
+        let owned = view.to_event();
+        assert_eq!((owned.headers.len(), owned.value), (2, None));
+        // A name longer than what is left, an unknown code, one header too
+        // many: refused, as an owned read refuses them.
+        for (bad, count) in [(&b"\x00\x05a"[..], 1), (&b"\x09\x00"[..], 1), (good, 3)] {
+            let r = EventView::checked(0, event(bad, count), || "test".into());
+            assert!(matches!(r, Err(Error::Corrupt { .. })), "{bad:?}");
+            let r = to_event(&Bytes::from_static(bad), &event(bad, count), 0, || {
+                "test".into()
+            });
+            assert!(matches!(r, Err(Error::Corrupt { .. })), "{bad:?}");
+        }
     }
 
     #[test]

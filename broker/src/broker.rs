@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 
-use crate::batch;
+use crate::batch::{self, EventView};
 use crate::catalog::{Catalog, PartitionCursor, StoredStream, StreamEntry};
 use crate::committer::Committer;
 use crate::error::{Error, Result};
@@ -68,6 +68,15 @@ impl std::fmt::Debug for AppendCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("AppendCheck").field(&self.0.name).finish()
     }
+}
+
+/// Where a [`Broker::read_with`] ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadEnd {
+    /// Where the next read should start.
+    pub next_offset: u64,
+    /// The partition's end when the read was made.
+    pub high_watermark: u64,
 }
 
 /// Events read from one partition.
@@ -630,17 +639,90 @@ impl Broker {
         from: u64,
         limits: ReadLimits,
     ) -> Result<ReadBatch> {
+        let mut events = Vec::with_capacity(limits.max_events.min(1024));
+        let end = self.read_in(
+            stream,
+            partition,
+            from,
+            limits,
+            |raw, header, base, take| {
+                // Read or copied once per batch; its events share it.
+                let raw = match raw {
+                    Cow::Owned(read) => Bytes::from(read),
+                    Cow::Borrowed(stored) => Bytes::copy_from_slice(stored),
+                };
+                take.events(&raw, header, base, |e, what| {
+                    events.push(batch::to_event(&raw, &e, partition, what)?);
+                    Ok(())
+                })
+            },
+        )?;
+        Ok(ReadBatch {
+            events,
+            next_offset: end.next_offset,
+            high_watermark: end.high_watermark,
+        })
+    }
+
+    /// Reads as [`Broker::read`] does, handing each event to `each` as a
+    /// view of its stored batch: no event is copied or allocated, which
+    /// makes it the cheaper read for a caller that looks at the events once
+    /// (a consumer that forwards or counts them).
+    pub fn read_with(
+        &self,
+        stream: &str,
+        partition: u32,
+        from: u64,
+        limits: ReadLimits,
+        mut each: impl FnMut(EventView<'_>),
+    ) -> Result<ReadEnd> {
+        self.read_in(
+            stream,
+            partition,
+            from,
+            limits,
+            |raw, header, base, take| {
+                take.events(&raw, header, base, |e, what| {
+                    each(EventView::checked(partition, e, what)?);
+                    Ok(())
+                })
+            },
+        )
+    }
+
+    /// The one read under [`Broker::read`] and [`Broker::read_with`]: each
+    /// batch of the snapshot that holds events at or after `from`, loaded
+    /// and verified, goes to `batch` with the [`Take`] that hands its
+    /// events out under `limits`.
+    fn read_in(
+        &self,
+        stream: &str,
+        partition: u32,
+        from: u64,
+        limits: ReadLimits,
+        batch: impl FnMut(Cow<'_, [u8]>, &batch::BatchHeader, u64, &mut Take) -> Result<()>,
+    ) -> Result<ReadEnd> {
         let entry = self.entry(stream)?;
         let (txn, next_offset) = self.snapshot(&entry, partition)?;
-        read_in(
+        let next = read_batches(
             &txn,
             &self.shared.segments,
             &entry,
-            partition,
-            next_offset,
-            from,
-            limits,
-        )
+            (partition, next_offset),
+            Take {
+                from,
+                limits,
+                events: 0,
+                bytes: 0,
+                stop: None,
+                what: (entry.name.clone(), partition),
+            },
+            batch,
+        )?;
+        Ok(ReadEnd {
+            next_offset: next,
+            high_watermark: next_offset,
+        })
     }
 
     /// The first offset whose event has a timestamp at or after `timestamp`,
@@ -675,7 +757,7 @@ impl Broker {
             let stored = match self.shared.segments.load(value.value(), what) {
                 Ok(stored) => stored,
                 // Retention went past it since the snapshot began: its
-                // events are no longer in the log (see `read_in`).
+                // events are no longer in the log (see `read_batches`).
                 Err(_) if behind_retention(&entry, partition, 0, next_offset, base).is_some() => {
                     continue
                 }
@@ -1212,21 +1294,20 @@ fn batch_start(
 /// Reads from a consistent snapshot, up to `next_offset` (which the snapshot
 /// holds: see [`Broker::snapshot`]). Batches may have gaps (compaction) and
 /// the batch holding `from` may start before it; events below `from` are
-/// skipped without being decoded.
+/// skipped without being decoded. Returns where the next read starts.
 ///
 /// A batch whose segment maintenance deleted after this read's snapshot
 /// began (retention moved past it meanwhile) reads as
 /// [`Error::OffsetOutOfRange`] with the log start now.
-fn read_in(
+fn read_batches(
     txn: &ReadTransaction,
     segments: &Segments,
     entry: &StreamEntry,
-    partition: u32,
-    next_offset: u64,
-    from: u64,
-    limits: ReadLimits,
-) -> Result<ReadBatch> {
-    let id = entry.id;
+    (partition, next_offset): (u32, u64),
+    mut take: Take,
+    mut batch: impl FnMut(Cow<'_, [u8]>, &batch::BatchHeader, u64, &mut Take) -> Result<()>,
+) -> Result<u64> {
+    let (id, from) = (entry.id, take.from);
     let log_start = log_start(txn, id, partition)?;
     if from < log_start || from > next_offset {
         return Err(Error::OffsetOutOfRange {
@@ -1237,20 +1318,12 @@ fn read_in(
             next_offset,
         });
     }
-    let mut out = ReadBatch {
-        events: Vec::new(),
-        next_offset,
-        high_watermark: next_offset,
-    };
-    if from == next_offset || limits.max_events == 0 {
-        out.next_offset = from;
-        return Ok(out);
+    if from == next_offset || take.limits.max_events == 0 {
+        return Ok(from);
     }
     let batches = txn.open_table(BATCHES)?;
     let start = batch_start(&batches, id, partition, from)?;
-    out.events.reserve(limits.max_events.min(1024));
-    let mut bytes = 0usize;
-    'batches: for row in batches.range((id, partition, start)..(id, partition, next_offset))? {
+    for row in batches.range((id, partition, start)..(id, partition, next_offset))? {
         let (key, value) = row?;
         let base = key.value().2;
         let what = || format!("{}/{partition} batch at offset {base}", entry.name);
@@ -1273,29 +1346,57 @@ fn read_in(
             // Ends before `from` (a gap left by compaction): nothing to copy.
             continue;
         }
-        // Read or copied once per batch; the events share it.
-        let raw = match stored {
-            Cow::Owned(read) => Bytes::from(read),
-            Cow::Borrowed(stored) => Bytes::copy_from_slice(stored),
-        };
-        let events = batch::verified_events(&raw, base, &header);
-        for e in events {
+        batch(stored, &header, base, &mut take)?;
+        if let Some(next) = take.stop {
+            return Ok(next);
+        }
+    }
+    Ok(next_offset)
+}
+
+/// What a read has handed out so far against its limits, and where it
+/// stopped once they are reached.
+struct Take {
+    from: u64,
+    limits: ReadLimits,
+    events: usize,
+    bytes: usize,
+    /// Where the next read starts, once a limit stopped this one.
+    stop: Option<u64>,
+    /// The stream's name and the partition, for errors.
+    what: (String, u32),
+}
+
+impl Take {
+    /// Hands `each` the events of the verified batch `raw` (based at
+    /// `base`) at or after `from`, until a limit is reached.
+    fn events(
+        &mut self,
+        raw: &[u8],
+        header: &batch::BatchHeader,
+        base: u64,
+        mut each: impl FnMut(batch::EventRef<'_>, &dyn Fn() -> String) -> Result<()>,
+    ) -> Result<()> {
+        let (stream, partition) = (&self.what.0, self.what.1);
+        let what = || format!("{stream}/{partition} batch at offset {base}");
+        for e in batch::verified_events(raw, base, header) {
             let e = e.map_err(|d| batch::corrupt(what, d))?;
-            if e.offset < from {
+            if e.offset < self.from {
                 continue;
             }
             let size = e.payload_len();
-            if !out.events.is_empty() && bytes + size > limits.max_bytes {
-                out.next_offset = e.offset;
-                break 'batches;
+            if self.events > 0 && self.bytes + size > self.limits.max_bytes {
+                self.stop = Some(e.offset);
+                return Ok(());
             }
-            bytes += size;
-            out.events.push(batch::to_event(&raw, &e, partition, what)?);
-            if out.events.len() >= limits.max_events {
-                out.next_offset = e.offset + 1;
-                break 'batches;
+            self.bytes += size;
+            self.events += 1;
+            each(e, &what)?;
+            if self.events >= self.limits.max_events {
+                self.stop = Some(e.offset + 1);
+                return Ok(());
             }
         }
+        Ok(())
     }
-    Ok(out)
 }

@@ -121,9 +121,10 @@ mod stream;
 mod tables;
 mod transaction;
 
+pub use crate::batch::EventView;
 pub use crate::broker::{
-    AppendCheck, Arrival, Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadLimits,
-    Snapshot,
+    AppendCheck, Arrival, Broker, BrokerOptions, GroupInfo, GroupPosition, ReadBatch, ReadEnd,
+    ReadLimits, Snapshot,
 };
 pub use crate::error::{Error, Result};
 pub use crate::maintenance::MaintenanceReport;

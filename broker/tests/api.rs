@@ -220,6 +220,80 @@ fn events_keep_every_field_and_keys_land_where_kafka_puts_them() {
 }
 
 #[test]
+fn a_read_with_views_sees_what_a_read_returns_under_the_same_limits() {
+    let (_dir, b) = broker();
+    b.create_stream("s", StreamConfig::default()).unwrap();
+    // Batches of 1 to 6 events: keyed and not, tombstones, timestamps, and
+    // headers with well-known names (stored as a code), others and none.
+    let mut n = 0u64;
+    for size in 1..=6 {
+        b.append(
+            "s",
+            (0..size).map(|_| {
+                n += 1;
+                let record = match n % 3 {
+                    0 => Record::tombstone(format!("k{n}")),
+                    1 => Record::keyed(format!("k{n}"), format!("v{n}")),
+                    _ => Record::value(format!("v{n}")),
+                };
+                let record = record.at(1_000 + n as i64);
+                match n % 4 {
+                    0 => record,
+                    1 => record.header("leat.source", format!("in/0/{n}")),
+                    2 => record.header("trace", "t").header("leat.processor", "p"),
+                    _ => record.header("", "").header("ünïcode", vec![0u8, 255]),
+                }
+            }),
+        )
+        .unwrap();
+    }
+    for from in 0..=n {
+        for max_events in [1usize, 2, 5, 100] {
+            for max_bytes in [1usize, 12, 1 << 20] {
+                let limits = ReadLimits {
+                    max_events,
+                    max_bytes,
+                };
+                let read = b.read("s", 0, from, limits).unwrap();
+                let mut viewed = Vec::new();
+                let end = b
+                    .read_with("s", 0, from, limits, |v| {
+                        let headers: Vec<(String, Vec<u8>)> = v
+                            .headers()
+                            .map(|(k, v)| (k.to_string(), v.to_vec()))
+                            .collect();
+                        let event = v.to_event();
+                        let owned: Vec<(String, Vec<u8>)> = (event.headers.iter())
+                            .map(|h| (h.key.to_string(), h.value.to_vec()))
+                            .collect();
+                        assert_eq!(headers, owned);
+                        if let Some(first) = event.headers.first() {
+                            assert_eq!(v.header(&first.key), Some(&first.value[..]));
+                        }
+                        assert_eq!(v.header("absent"), None);
+                        assert_eq!(
+                            (v.key(), v.value()),
+                            (event.key.as_deref(), event.value.as_deref())
+                        );
+                        viewed.push(event);
+                    })
+                    .unwrap();
+                assert_eq!(viewed, read.events, "from {from}, limits {limits:?}");
+                assert_eq!(
+                    (end.next_offset, end.high_watermark),
+                    (read.next_offset, read.high_watermark)
+                );
+                assert!(!viewed.is_empty() || from == n);
+            }
+        }
+    }
+    assert!(matches!(
+        b.read_with("s", 0, n + 1, ReadLimits::default(), |_| {}),
+        Err(Error::OffsetOutOfRange { next_offset, .. }) if next_offset == n
+    ));
+}
+
+#[test]
 fn reads_cross_batch_boundaries_and_respect_limits() {
     let (_dir, b) = broker();
     b.create_stream("s", StreamConfig::default()).unwrap();

@@ -372,18 +372,19 @@ impl Log {
                     max_events: usize::try_from(end - from).unwrap_or(MAX_READ_EVENTS),
                     ..ReadLimits::default()
                 };
-                let batch = self.broker.read(stream, partition, from, limits)?;
-                if batch.events.is_empty() || batch.next_offset <= from {
+                // Views of the stored batches: only the events with the key
+                // are copied out.
+                let read = self
+                    .broker
+                    .read_with(stream, partition, from, limits, |e| {
+                        if e.offset() < end && e.key() == Some(key.as_bytes()) {
+                            chunk.push(event_view(&e.to_event()));
+                        }
+                    })?;
+                if read.next_offset <= from {
                     break;
                 }
-                chunk.extend(
-                    batch
-                        .events
-                        .iter()
-                        .filter(|e| e.offset < end && e.key.as_deref() == Some(key.as_bytes()))
-                        .map(event_view),
-                );
-                from = batch.next_offset;
+                from = read.next_offset;
             }
             events.extend(chunk.into_iter().rev());
             end = start;

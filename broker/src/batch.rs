@@ -25,6 +25,7 @@
 //! in about 128 bytes instead of 173: the disk writes and syncs less.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 
@@ -610,62 +611,96 @@ impl<'a> Iterator for Events<'a> {
     }
 }
 
-/// Builds an owned [`Event`] from a borrowed one; `raw` must be the buffer
-/// `e` was parsed from, so the key and value are shared slices of it.
+/// The event `e` of the verified batch `raw`, owned (its bytes shared
+/// with `raw`), or why its headers are malformed.
 pub(crate) fn to_event(
     raw: &Bytes,
     e: &EventRef<'_>,
     partition: u32,
     what: impl Fn() -> String,
 ) -> Result<Event> {
-    let share = |s: &[u8]| {
-        if s.is_empty() {
-            Bytes::new()
-        } else {
-            raw.slice_ref(s)
+    let held = Held::Shared(raw.clone());
+    Ok(EventView::checked(partition, *e, &held, what)?.to_event())
+}
+
+/// A stored batch as a read holds it: read from its segment, then shared by
+/// the owned events taken from it, or borrowed from its row, then copied
+/// once if an owned event is taken from it.
+pub(crate) enum Held<'a> {
+    Shared(Bytes),
+    Borrowed(&'a [u8], OnceLock<Bytes>),
+}
+
+impl<'a> Held<'a> {
+    pub fn new(stored: Cow<'a, [u8]>) -> Held<'a> {
+        match stored {
+            Cow::Owned(read) => Held::Shared(Bytes::from(read)),
+            Cow::Borrowed(row) => Held::Borrowed(row, OnceLock::new()),
         }
-    };
-    let mut headers = Vec::with_capacity(usize::from(e.header_count));
-    for header in e.header_slices() {
-        let (name, value) = header.ok_or_else(|| corrupt(&what, "malformed header"))?;
-        headers.push(Header {
-            key: name.to_cow(),
-            value: share(value),
-        });
     }
-    Ok(Event {
-        partition,
-        offset: e.offset,
-        timestamp: e.timestamp,
-        key: e.key.map(share),
-        value: e.value.map(share),
-        headers,
-    })
+
+    /// Its bytes, which the events' slices are taken from.
+    pub fn raw(&self) -> &[u8] {
+        match self {
+            Held::Shared(bytes) => bytes,
+            Held::Borrowed(row, _) => row,
+        }
+    }
+
+    /// `slice` of `raw`, owned: shared with the batch.
+    fn share(&self, slice: &[u8]) -> Bytes {
+        if slice.is_empty() {
+            return Bytes::new();
+        }
+        let bytes = match self {
+            Held::Shared(bytes) => bytes,
+            Held::Borrowed(row, copy) => copy.get_or_init(|| Bytes::copy_from_slice(row)),
+        };
+        // `slice` lies within `raw`, which `bytes` is or is a copy of.
+        let at = slice.as_ptr() as usize - self.raw().as_ptr() as usize;
+        bytes.slice(at..at + slice.len())
+    }
 }
 
 /// An event of the log as [`Broker::read_with`] hands it over: borrowed from
-/// its stored batch, so that nothing is copied or allocated for it. Copy out
-/// what outlives the call, or take [`EventView::to_event`].
+/// its stored batch, so that nothing is copied or allocated for it. Take
+/// [`EventView::to_event`] for an event that outlives the call.
 ///
 /// [`Broker::read_with`]: crate::Broker::read_with
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct EventView<'a> {
     partition: u32,
     // Its headers are well-formed: `checked` says so before a view is made.
     event: EventRef<'a>,
+    batch: &'a Held<'a>,
+}
+
+impl std::fmt::Debug for EventView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventView")
+            .field("partition", &self.partition)
+            .field("event", &self.event)
+            .finish()
+    }
 }
 
 impl<'a> EventView<'a> {
-    /// A view of `event` of `partition`, or why its headers are malformed.
+    /// A view of `event` of `partition`, a slice of `batch`, or why its
+    /// headers are malformed.
     pub(crate) fn checked(
         partition: u32,
         event: EventRef<'a>,
+        batch: &'a Held<'a>,
         what: impl Fn() -> String,
     ) -> Result<EventView<'a>> {
         if event.header_slices().any(|h| h.is_none()) {
             return Err(corrupt(what, "malformed header"));
         }
-        Ok(EventView { partition, event })
+        Ok(EventView {
+            partition,
+            event,
+            batch,
+        })
     }
 
     /// The partition it is stored in.
@@ -706,22 +741,21 @@ impl<'a> EventView<'a> {
         self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
-    /// The event, owned: its bytes copied.
+    /// The event, owned. Its bytes are shared with the batch it was read
+    /// from (which stays in memory while any of them does), not copied.
     pub fn to_event(&self) -> Event {
-        let copy = |s: &[u8]| Bytes::copy_from_slice(s);
+        let share = |s: &[u8]| self.batch.share(s);
         Event {
             partition: self.partition,
             offset: self.event.offset,
             timestamp: self.event.timestamp,
-            key: self.event.key.map(copy),
-            value: self.event.value.map(copy),
-            headers: self
-                .event
-                .header_slices()
+            key: self.event.key.map(share),
+            value: self.event.value.map(share),
+            headers: (self.event.header_slices())
                 .map_while(|h| h)
                 .map(|(name, value)| Header {
                     key: name.to_cow(),
-                    value: copy(value),
+                    value: share(value),
                 })
                 .collect(),
         }
@@ -1061,7 +1095,7 @@ mod tests {
         let event = |headers: &'static [u8], header_count| EventRef {
             offset: 7,
             timestamp: 1,
-            key: Some(b"k"),
+            key: None,
             value: None,
             header_count,
             headers,
@@ -1069,20 +1103,23 @@ mod tests {
         };
         // Code 2 (`leat.source`) = "in/0/3", then a name spelled out.
         let good: &[u8] = b"\x02\x06in/0/3\x00\x01x\x00";
-        let view = EventView::checked(4, event(good, 2), || "test".into()).unwrap();
+        let held = Held::Borrowed(good, OnceLock::new());
+        let view = EventView::checked(4, event(good, 2), &held, || "test".into()).unwrap();
         let headers: Vec<_> = view.headers().collect();
         assert_eq!(headers, [("leat.source", &b"in/0/3"[..]), ("x", &b""[..])]);
         assert_eq!(view.header("x"), Some(&b""[..]));
-        assert_eq!(
-            (view.partition(), view.offset(), view.key()),
-            (4, 7, Some(&b"k"[..]))
-        );
+        assert_eq!((view.partition(), view.offset(), view.key()), (4, 7, None));
+        // Taken owned from a batch borrowed from its row: copied once.
         let owned = view.to_event();
-        assert_eq!((owned.headers.len(), owned.value), (2, None));
+        let owned: Vec<_> = (owned.headers.iter())
+            .map(|h| (&*h.key, &h.value[..]))
+            .collect();
+        assert_eq!(owned, headers);
         // A name longer than what is left, an unknown code, one header too
         // many: refused, as an owned read refuses them.
         for (bad, count) in [(&b"\x00\x05a"[..], 1), (&b"\x09\x00"[..], 1), (good, 3)] {
-            let r = EventView::checked(0, event(bad, count), || "test".into());
+            let held = Held::Borrowed(bad, OnceLock::new());
+            let r = EventView::checked(0, event(bad, count), &held, || "test".into());
             assert!(matches!(r, Err(Error::Corrupt { .. })), "{bad:?}");
             let r = to_event(&Bytes::from_static(bad), &event(bad, count), 0, || {
                 "test".into()

@@ -1,17 +1,15 @@
 //! The public handle on the log: open, manage streams, append, read, and the
 //! consumer-group and state calls the runtime needs.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 
-use crate::batch::{self, EventView};
+use crate::batch::{self, EventView, Held};
 use crate::catalog::{Catalog, PartitionCursor, StoredStream, StreamEntry};
 use crate::committer::Committer;
 use crate::error::{Error, Result};
@@ -640,23 +638,9 @@ impl Broker {
         limits: ReadLimits,
     ) -> Result<ReadBatch> {
         let mut events = Vec::with_capacity(limits.max_events.min(1024));
-        let end = self.read_in(
-            stream,
-            partition,
-            from,
-            limits,
-            |raw, header, base, take| {
-                // Read or copied once per batch; its events share it.
-                let raw = match raw {
-                    Cow::Owned(read) => Bytes::from(read),
-                    Cow::Borrowed(stored) => Bytes::copy_from_slice(stored),
-                };
-                take.events(&raw, header, base, |e, what| {
-                    events.push(batch::to_event(&raw, &e, partition, what)?);
-                    Ok(())
-                })
-            },
-        )?;
+        let end = self.read_with(stream, partition, from, limits, |e| {
+            events.push(e.to_event());
+        })?;
         Ok(ReadBatch {
             events,
             next_offset: end.next_offset,
@@ -665,59 +649,26 @@ impl Broker {
     }
 
     /// Reads as [`Broker::read`] does, handing each event to `each` as a
-    /// view of its stored batch: no event is copied or allocated, which
-    /// makes it the cheaper read for a caller that looks at the events once
-    /// (a consumer that forwards or counts them).
+    /// view of its stored batch: no event is copied or allocated unless
+    /// `each` takes it ([`EventView::to_event`]), which makes it the cheaper
+    /// read for a caller that looks at the events once, or keeps some.
     pub fn read_with(
         &self,
         stream: &str,
         partition: u32,
         from: u64,
         limits: ReadLimits,
-        mut each: impl FnMut(EventView<'_>),
-    ) -> Result<ReadEnd> {
-        self.read_in(
-            stream,
-            partition,
-            from,
-            limits,
-            |raw, header, base, take| {
-                take.events(&raw, header, base, |e, what| {
-                    each(EventView::checked(partition, e, what)?);
-                    Ok(())
-                })
-            },
-        )
-    }
-
-    /// The one read under [`Broker::read`] and [`Broker::read_with`]: each
-    /// batch of the snapshot that holds events at or after `from`, loaded
-    /// and verified, goes to `batch` with the [`Take`] that hands its
-    /// events out under `limits`.
-    fn read_in(
-        &self,
-        stream: &str,
-        partition: u32,
-        from: u64,
-        limits: ReadLimits,
-        batch: impl FnMut(Cow<'_, [u8]>, &batch::BatchHeader, u64, &mut Take) -> Result<()>,
+        each: impl FnMut(EventView<'_>),
     ) -> Result<ReadEnd> {
         let entry = self.entry(stream)?;
         let (txn, next_offset) = self.snapshot(&entry, partition)?;
-        let next = read_batches(
+        let next = read_in(
             &txn,
             &self.shared.segments,
             &entry,
             (partition, next_offset),
-            Take {
-                from,
-                limits,
-                events: 0,
-                bytes: 0,
-                stop: None,
-                what: (entry.name.clone(), partition),
-            },
-            batch,
+            (from, limits),
+            each,
         )?;
         Ok(ReadEnd {
             next_offset: next,
@@ -1292,22 +1243,23 @@ fn batch_start(
 }
 
 /// Reads from a consistent snapshot, up to `next_offset` (which the snapshot
-/// holds: see [`Broker::snapshot`]). Batches may have gaps (compaction) and
-/// the batch holding `from` may start before it; events below `from` are
-/// skipped without being decoded. Returns where the next read starts.
+/// holds: see [`Broker::snapshot`]), handing `each` the events at or after
+/// `from` until `limits` are reached; returns where the next read starts.
+/// Batches may have gaps (compaction) and the batch holding `from` may
+/// start before it; events below `from` are skipped without being decoded.
 ///
 /// A batch whose segment maintenance deleted after this read's snapshot
 /// began (retention moved past it meanwhile) reads as
 /// [`Error::OffsetOutOfRange`] with the log start now.
-fn read_batches(
+fn read_in(
     txn: &ReadTransaction,
     segments: &Segments,
     entry: &StreamEntry,
     (partition, next_offset): (u32, u64),
-    mut take: Take,
-    mut batch: impl FnMut(Cow<'_, [u8]>, &batch::BatchHeader, u64, &mut Take) -> Result<()>,
+    (from, limits): (u64, ReadLimits),
+    mut each: impl FnMut(EventView<'_>),
 ) -> Result<u64> {
-    let (id, from) = (entry.id, take.from);
+    let id = entry.id;
     let log_start = log_start(txn, id, partition)?;
     if from < log_start || from > next_offset {
         return Err(Error::OffsetOutOfRange {
@@ -1318,11 +1270,12 @@ fn read_batches(
             next_offset,
         });
     }
-    if from == next_offset || take.limits.max_events == 0 {
+    if from == next_offset || limits.max_events == 0 {
         return Ok(from);
     }
     let batches = txn.open_table(BATCHES)?;
     let start = batch_start(&batches, id, partition, from)?;
+    let (mut events, mut bytes) = (0usize, 0usize);
     for row in batches.range((id, partition, start)..(id, partition, next_offset))? {
         let (key, value) = row?;
         let base = key.value().2;
@@ -1346,57 +1299,23 @@ fn read_batches(
             // Ends before `from` (a gap left by compaction): nothing to copy.
             continue;
         }
-        batch(stored, &header, base, &mut take)?;
-        if let Some(next) = take.stop {
-            return Ok(next);
-        }
-    }
-    Ok(next_offset)
-}
-
-/// What a read has handed out so far against its limits, and where it
-/// stopped once they are reached.
-struct Take {
-    from: u64,
-    limits: ReadLimits,
-    events: usize,
-    bytes: usize,
-    /// Where the next read starts, once a limit stopped this one.
-    stop: Option<u64>,
-    /// The stream's name and the partition, for errors.
-    what: (String, u32),
-}
-
-impl Take {
-    /// Hands `each` the events of the verified batch `raw` (based at
-    /// `base`) at or after `from`, until a limit is reached.
-    fn events(
-        &mut self,
-        raw: &[u8],
-        header: &batch::BatchHeader,
-        base: u64,
-        mut each: impl FnMut(batch::EventRef<'_>, &dyn Fn() -> String) -> Result<()>,
-    ) -> Result<()> {
-        let (stream, partition) = (&self.what.0, self.what.1);
-        let what = || format!("{stream}/{partition} batch at offset {base}");
-        for e in batch::verified_events(raw, base, header) {
+        // Read once per batch; the events taken from it share it.
+        let held = Held::new(stored);
+        for e in batch::verified_events(held.raw(), base, &header) {
             let e = e.map_err(|d| batch::corrupt(what, d))?;
-            if e.offset < self.from {
+            if e.offset < from {
                 continue;
             }
             let size = e.payload_len();
-            if self.events > 0 && self.bytes + size > self.limits.max_bytes {
-                self.stop = Some(e.offset);
-                return Ok(());
+            if events > 0 && bytes + size > limits.max_bytes {
+                return Ok(e.offset);
             }
-            self.bytes += size;
-            self.events += 1;
-            each(e, &what)?;
-            if self.events >= self.limits.max_events {
-                self.stop = Some(e.offset + 1);
-                return Ok(());
+            (events, bytes) = (events + 1, bytes + size);
+            each(EventView::checked(partition, e, &held, what)?);
+            if events >= limits.max_events {
+                return Ok(e.offset + 1);
             }
         }
-        Ok(())
     }
+    Ok(next_offset)
 }

@@ -176,7 +176,16 @@ fn records(first: usize, count: usize) -> impl Iterator<Item = Record> {
 /// CPU time (user and system, all threads) used by this process so far, on
 /// Linux; resolution 10 ms (`/proc` counts in units of 1/100 s).
 fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_in("/proc/self/stat")
+}
+
+/// The same for the calling thread alone.
+fn thread_cpu() -> Option<Duration> {
+    cpu_in("/proc/thread-self/stat")
+}
+
+fn cpu_in(stat: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat).ok()?;
     // Fields after the command name (which may hold spaces), from field 3 on:
     // utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -260,6 +269,7 @@ fn latencies(
     let deployment = runtime.deploy(spec(shape), code).expect("deploy");
     let broker = runtime.broker().clone();
     let (started, before) = (Instant::now(), broker.durability_stats());
+    let (process_before, reader_before) = (process_cpu(), thread_cpu());
     // When each tick's append began, in ns after `started` (0: not yet).
     let began: Arc<Vec<AtomicU64>> = Arc::new((0..ticks).map(|_| AtomicU64::new(0)).collect());
     // Producer `p` of `n` makes ticks p, p + n, ...: each has n ticks' time
@@ -269,6 +279,7 @@ fn latencies(
         .map(|p| {
             let (broker, began, tick) = (broker.clone(), began.clone(), tick());
             std::thread::spawn(move || {
+                let cpu = thread_cpu();
                 let mut appends = Vec::with_capacity(ticks / n + 1);
                 for b in (p..ticks).step_by(n) {
                     let due = started + tick * b as u32;
@@ -280,7 +291,8 @@ fn latencies(
                         .expect("append");
                     appends.push(at.elapsed().as_micros() as u64);
                 }
-                (appends, started.elapsed())
+                let cpu = thread_cpu().zip(cpu).map(|(after, before)| after - before);
+                (appends, started.elapsed(), cpu)
             })
         })
         .collect();
@@ -326,13 +338,17 @@ fn latencies(
             *position = end.next_offset;
         }
     }
-    let (mut appends, mut produced) = (Vec::new(), Duration::ZERO);
+    let reader = thread_cpu().zip(reader_before).map(|(a, b)| a - b);
+    let (mut appends, mut produced, mut producing) =
+        (Vec::new(), Duration::ZERO, Some(Duration::ZERO));
     for producer in producers {
-        let (times, done) = producer.join().expect("producer");
+        let (times, done, cpu) = producer.join().expect("producer");
         appends.extend(times);
         produced = produced.max(done);
+        producing = producing.zip(cpu).map(|(a, b)| a + b);
     }
     let (wall, after) = (started.elapsed(), broker.durability_stats());
+    let total = process_cpu().zip(process_before).map(|(a, b)| a - b);
     deployment.undeploy().expect("undeploy");
     samples.sort_unstable();
     appends.sort_unstable();
@@ -340,6 +356,14 @@ fn latencies(
         samples,
         appends,
         rate: (ticks * per_tick) as f64 / produced.as_secs_f64(),
+        cpu: total
+            .zip(producing)
+            .zip(reader)
+            .map(|((total, producers), reader)| Cpu {
+                producers,
+                reader,
+                rest: total.saturating_sub(producers + reader),
+            }),
         durable: DurabilityStats {
             groups: after.groups - before.groups,
             journal_writes: less(after.journal_writes, before.journal_writes),
@@ -359,8 +383,20 @@ struct Latencies {
     /// Events/s appended, from the start to the end of the last append:
     /// below the load asked for when the producers fell behind.
     rate: f64,
+    /// CPU time over the run, where `/proc` tells it.
+    cpu: Option<Cpu>,
     durable: DurabilityStats,
     wall: Duration,
+}
+
+/// Where a latency run's CPU time went: the bench's producers (the
+/// appends, `Broker::append` included), its reader (waits and reads of
+/// the outputs), and the rest of the process (the processor's instances,
+/// the flusher and the log's other threads).
+struct Cpu {
+    producers: Duration,
+    reader: Duration,
+    rest: Duration,
 }
 
 fn less(after: Timed, before: Timed) -> Timed {
@@ -390,6 +426,7 @@ fn print_latencies(label: &str, load: &str, l: &Latencies) {
         samples,
         appends,
         rate,
+        cpu,
         durable: d,
         wall,
     } = l;
@@ -409,6 +446,20 @@ fn print_latencies(label: &str, load: &str, l: &Latencies) {
         pct(appends, 0.99),
         pct(appends, 1.0)
     );
+    if let Some(Cpu {
+        producers,
+        reader,
+        rest,
+    }) = cpu
+    {
+        let cores = |t: &Duration| t.as_secs_f64() / wall.as_secs_f64();
+        println!(
+            "  CPU over the run, in cores: producers {:.2}, reader {:.2}, the rest (instances, flusher, log) {:.2}",
+            cores(producers),
+            cores(reader),
+            cores(rest)
+        );
+    }
     let each = |t: Timed| {
         format!(
             "{} ({:.2} ms each)",

@@ -207,8 +207,8 @@ impl Worker {
 
     /// Up to `batch_size` events of partition index `p`, across the inputs.
     fn read_batch(&mut self, p: u32) -> Result<Vec<Input>> {
-        let mut batch = Vec::new();
         let budget = self.shared.spec.batch_size;
+        let mut batch = Vec::new();
         let keys: Vec<(usize, u32)> = self
             .positions
             .keys()
@@ -225,7 +225,23 @@ impl Worker {
                 max_events: budget - batch.len(),
                 ..ReadLimits::default()
             };
-            let read = match self.shared.broker.read(stream, q, from, limits) {
+            let before = batch.len();
+            let read = self.shared.broker.read_with(stream, q, from, limits, |e| {
+                if batch.capacity() == 0 {
+                    // Sized at the first event: an idle partition allocates nothing.
+                    batch.reserve(limits.max_events.min(1024));
+                }
+                batch.push(Input {
+                    stream: i,
+                    event: e.to_event(),
+                });
+            });
+            if read.is_err() {
+                // As if nothing was read: what the read took before it
+                // failed goes with it.
+                batch.truncate(before);
+            }
+            let read = match read {
                 Ok(read) => read,
                 Err(leat_broker::Error::OffsetOutOfRange { log_start, .. }) if from < log_start => {
                     // Retention removed events this group had not read yet.
@@ -254,18 +270,12 @@ impl Worker {
                 }
                 Err(e) => return Err(e.into()),
             };
-            if read.events.is_empty() && read.next_offset > from {
+            if batch.len() == before && read.next_offset > from {
                 // Compaction removed every event from `from` to the end:
                 // commit the end, or the lag never clears and the worker
                 // finds "more" to read forever.
                 self.skip_gap(i, q, read.next_offset)?;
-                continue;
             }
-            batch.extend(
-                read.events
-                    .into_iter()
-                    .map(|event| Input { stream: i, event }),
-            );
         }
         Ok(batch)
     }

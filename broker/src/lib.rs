@@ -12,7 +12,8 @@
 //! commit: the building block of the runtime's exactly-once processing.
 //!
 //! A stream is consumed as a stream (a consumer group, each partition owned
-//! by one member, in order: [`Broker::read`], [`Broker::commit_offset`]) or
+//! by one member, in order: [`Broker::read`] or, without copying an event,
+//! [`Broker::read_with`]; [`Broker::commit_offset`]) or
 //! as a queue (a queue group, each event handed to one member at a time
 //! under a lock and settled one by one: [`Broker::queue_acquire`]; see the
 //! guarantees of `queue_ops`, repeated on [`Broker::queue_acquire`]'s

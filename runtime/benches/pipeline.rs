@@ -282,13 +282,14 @@ fn latencies(
                 let cpu = thread_cpu();
                 let mut appends = Vec::with_capacity(ticks / n + 1);
                 for b in (p..ticks).step_by(n) {
+                    // The tick's records exist before its append begins, as
+                    // a client's do: the clock starts at the append.
+                    let batch: Vec<Record> = records(b * per_tick, per_tick).collect();
                     let due = started + tick * b as u32;
                     std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     let at = Instant::now();
                     began[b].store((at - started).as_nanos().max(1) as u64, Ordering::Release);
-                    broker
-                        .append("in", records(b * per_tick, per_tick))
-                        .expect("append");
+                    broker.append("in", batch).expect("append");
                     appends.push(at.elapsed().as_micros() as u64);
                 }
                 let cpu = thread_cpu().zip(cpu).map(|(after, before)| after - before);

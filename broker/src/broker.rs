@@ -637,8 +637,12 @@ impl Broker {
         from: u64,
         limits: ReadLimits,
     ) -> Result<ReadBatch> {
-        let mut events = Vec::with_capacity(limits.max_events.min(1024));
+        let mut events = Vec::new();
         let end = self.read_with(stream, partition, from, limits, |e| {
+            if events.capacity() == 0 {
+                // Sized at the first event: an empty read allocates nothing.
+                events.reserve(limits.max_events.min(1024));
+            }
             events.push(e.to_event());
         })?;
         Ok(ReadBatch {
@@ -708,7 +712,7 @@ impl Broker {
             let stored = match self.shared.segments.load(value.value(), what) {
                 Ok(stored) => stored,
                 // Retention went past it since the snapshot began: its
-                // events are no longer in the log (see `read_batches`).
+                // events are no longer in the log (see `read_in`).
                 Err(_) if behind_retention(&entry, partition, 0, next_offset, base).is_some() => {
                     continue
                 }

@@ -11,7 +11,7 @@ use leat_broker::{Bytes, Event, Header, Record};
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -209,8 +209,7 @@ impl Topics {
         let (mut first, mut last) = Default::default();
         if !counts.is_empty() {
             let ask = |list: TopicPartitionList| {
-                reader
-                    .offsets_for_times(list, ADMIN_TIMEOUT)
+                once_led(|| reader.offsets_for_times(list.clone(), ADMIN_TIMEOUT))
                     .map(|found| offsets_in(&found))
                     .map_err(client("topics' offsets".into()))
             };
@@ -528,8 +527,7 @@ impl Topics {
         tpl.add_partition_offset(topic, p, Offset::Offset(ms))
             .map_err(client(format!("offset of {topic}/{partition}")))?;
         let reader = self.reader();
-        let found = reader
-            .offsets_for_times(tpl, ADMIN_TIMEOUT)
+        let found = once_led(|| reader.offsets_for_times(tpl.clone(), ADMIN_TIMEOUT))
             .map_err(client(format!("offset of {topic}/{partition}")))?;
         match found.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) if o >= 0 => Ok(o as u64),
@@ -613,6 +611,27 @@ fn event_of(m: &rdkafka::message::BorrowedMessage<'_>, partition: u32) -> Event 
 }
 
 /// The error of a failed client call `what`.
+/// `ask` (a query of partitions' offsets), asked again while the cluster
+/// answers that a partition has no leader yet: a topic just created, whose
+/// leaders are still being elected, or a leader moving. Kafka's clients
+/// retry these; librdkafka's offset queries do not. Gives up with the
+/// last error after [`ADMIN_TIMEOUT`].
+fn once_led<T>(mut ask: impl FnMut() -> KafkaResult<T>) -> KafkaResult<T> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match ask() {
+            Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::NotLeaderForPartition | RDKafkaErrorCode::LeaderNotAvailable,
+            )) if started.elapsed() < ADMIN_TIMEOUT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 fn client(what: String) -> impl FnOnce(KafkaError) -> Error {
     move |source| Error::Client { what, source }
 }

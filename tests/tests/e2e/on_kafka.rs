@@ -1636,6 +1636,26 @@ fn serve_on_kafka(dir: &Path, bootstrap: &str, host: &str) -> leat_tests::Server
     )
 }
 
+/// A topic's partitions get their leaders a moment after it is created;
+/// a stream listed or described in that moment is shown, not refused.
+/// With 64 partitions that moment is long enough that, before the offset
+/// queries waited for the leaders, `stream create` itself failed every
+/// time ("Not leader for partition", an HTTP 500).
+#[test]
+fn a_stream_is_listed_and_described_right_after_it_is_created() {
+    let bootstrap = bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_on_kafka(dir.path(), &bootstrap, "a");
+    for _ in 0..5 {
+        let name = unique("fresh");
+        server.leat_ok(&["stream", "create", &name, "--partitions", "64"], "");
+        let listed = server.leat_ok(&["stream", "list"], "");
+        assert!(listed.contains(&name), "{listed}");
+        let described = server.leat_ok(&["stream", "describe", &name], "");
+        assert!(described.contains(&name), "{described}");
+    }
+}
+
 /// The processor `name`'s view on `server`.
 fn processor_view(server: &leat_tests::Server, name: &str) -> serde_json::Value {
     let (status, body) = server.get(&format!("/v1/processors/{name}"));

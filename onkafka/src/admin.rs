@@ -126,7 +126,7 @@ pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec
                 },
             }
         })?;
-    topics
+    let changes = topics
         .iter()
         .zip(results)
         .map(|(t, result)| match result {
@@ -137,7 +137,52 @@ pub fn ensure_topics(options: &KafkaOptions, topics: &[TopicSpec]) -> Result<Vec
                 reason: format!("cannot be created: {code}"),
             }),
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    for (t, change) in topics.iter().zip(&changes) {
+        if *change == TopicChange::Created {
+            wait_led(&admin, t)?;
+        }
+    }
+    Ok(changes)
+}
+
+/// Waits until the cluster's metadata shows every partition of `topic`,
+/// just created, with a leader: until then a read, a description or an
+/// offset query of it fails ("unknown topic", "leader not available"), and
+/// the caller that created it would meet that first.
+fn wait_led(admin: &AdminClient<DefaultClientContext>, topic: &TopicSpec) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let metadata = (admin.inner())
+            .fetch_metadata(Some(&topic.name), ADMIN_TIMEOUT)
+            .map_err(|source| Error::Client {
+                what: format!("metadata of `{}`", topic.name),
+                source,
+            })?;
+        let led = metadata.topics().iter().any(|t| {
+            t.name() == topic.name
+                && t.error().is_none()
+                && t.partitions().len() == topic.partitions as usize
+                && (t.partitions().iter()).all(|p| p.error().is_none() && p.leader() >= 0)
+        });
+        if led {
+            return Ok(());
+        }
+        if started.elapsed() >= ADMIN_TIMEOUT {
+            return Err(Error::Topic {
+                topic: topic.name.clone(),
+                reason: format!(
+                    "was created, but the cluster shows no leader for each of its {} \
+                     partitions after {} s; check the brokers' health",
+                    topic.partitions,
+                    ADMIN_TIMEOUT.as_secs()
+                ),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
 }
 
 /// The partition count of `topic`, or `None` if it does not exist.

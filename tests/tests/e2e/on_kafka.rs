@@ -1640,7 +1640,9 @@ fn serve_on_kafka(dir: &Path, bootstrap: &str, host: &str) -> leat_tests::Server
 /// a stream listed or described in that moment is shown, not refused.
 /// With 64 partitions that moment is long enough that, before the offset
 /// queries waited for the leaders, `stream create` itself failed every
-/// time ("Not leader for partition", an HTTP 500).
+/// time ("Not leader for partition", an HTTP 500); a loaded CI run also
+/// found the topic missing from the metadata just after its creation (an
+/// HTTP 404), before `ensure_topics` waited for every partition's leader.
 #[test]
 fn a_stream_is_listed_and_described_right_after_it_is_created() {
     let bootstrap = bootstrap();

@@ -596,8 +596,9 @@ impl Broker {
         self.committer.progress.sync()
     }
 
-    /// How the log made its group commits durable since it opened: journal
-    /// records and durable redb commits, each counted with its time. While
+    /// How the log made its group commits durable since it opened: the
+    /// writer's busy time, journal records and durable redb commits, each
+    /// counted with its time. While
     /// a durable redb commit runs (a checkpoint, or the flusher's), no
     /// other group is applied, so their share of the time is what commits
     /// waited for them.

@@ -372,6 +372,7 @@ fn commit_group(
     writer: &mut Writer,
     (progress, stats): (&Progress, &Stats),
 ) -> Vec<Request> {
+    let start = Instant::now();
     let catalog = match shared.catalog.read() {
         Ok(c) => c,
         Err(poisoned) => poisoned.into_inner(),
@@ -452,6 +453,8 @@ fn commit_group(
         }
     };
     drop(catalog);
+    // Counted before any caller hears back.
+    stats.applied.since(start);
     answer(&group, answers);
     group
 }

@@ -13,6 +13,8 @@ pub struct Timed {
     pub count: u64,
     /// Their time in all.
     pub total: Duration,
+    /// The longest one since the log opened.
+    pub longest: Duration,
 }
 
 /// How the log made its group commits durable since it opened. Each kind's
@@ -22,6 +24,11 @@ pub struct Timed {
 pub struct DurabilityStats {
     /// Group commits that wrote something (one redb transaction each).
     pub groups: u64,
+    /// Every group commit's hold of the writer, from taking it to
+    /// answering its callers (checking, encoding, the journal record and
+    /// the redb commit): the writer's busy time, which every commit waits
+    /// behind.
+    pub applied: Timed,
     /// Journal records: one per group, written and (unless every stream it
     /// appends to is non-durable, or the flusher syncs it) synced.
     pub journal_writes: Timed,
@@ -41,6 +48,7 @@ pub struct DurabilityStats {
 pub(crate) struct Tally {
     count: AtomicU64,
     nanos: AtomicU64,
+    longest: AtomicU64,
 }
 
 impl Tally {
@@ -49,12 +57,14 @@ impl Tally {
         let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.longest.fetch_max(nanos, Ordering::Relaxed);
     }
 
     fn read(&self) -> Timed {
         Timed {
             count: self.count.load(Ordering::Relaxed),
             total: Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+            longest: Duration::from_nanos(self.longest.load(Ordering::Relaxed)),
         }
     }
 }
@@ -63,6 +73,7 @@ impl Tally {
 #[derive(Default)]
 pub(crate) struct Stats {
     pub(crate) groups: AtomicU64,
+    pub(crate) applied: Tally,
     pub(crate) journal_writes: Tally,
     pub(crate) caller_commits: Tally,
     pub(crate) flusher_commits: Tally,
@@ -73,6 +84,7 @@ impl Stats {
     pub(crate) fn read(&self) -> DurabilityStats {
         DurabilityStats {
             groups: self.groups.load(Ordering::Relaxed),
+            applied: self.applied.read(),
             journal_writes: self.journal_writes.read(),
             caller_commits: self.caller_commits.read(),
             flusher_commits: self.flusher_commits.read(),

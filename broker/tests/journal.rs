@@ -388,6 +388,13 @@ fn a_small_pipelined_commit_is_synced_by_the_flusher_and_kept_by_a_crash() {
     assert_eq!(values(&broker, "s", 0), ["v0", "v1", "v2"]);
     let after = broker.durability_stats();
     assert_eq!(after.groups - before.groups, 3);
+    // The writer took the three groups, one at a time, each timed.
+    assert_eq!(after.applied.count - before.applied.count, 3);
+    assert!(after.applied.total > before.applied.total, "{after:?}");
+    assert!(
+        after.applied.longest > std::time::Duration::ZERO,
+        "{after:?}"
+    );
     // One to three syncs (a sync covers every group applied before it
     // began), and no durable redb commit.
     let syncs = after.flusher_syncs.count - before.flusher_syncs.count;

@@ -300,6 +300,18 @@ impl Collector for ControlMetrics {
             timed(
                 e,
                 (
+                    "leat_log_writer_groups",
+                    "Group commits taken by the log's writer, refused ones included; it applies one at a time.",
+                ),
+                (
+                    "leat_log_writer_busy_seconds",
+                    "Time the log's writer was held by group commits (checks, encoding, the journal record, the commit): a rate near 1 means commits queue behind it.",
+                ),
+                &d.applied,
+            )?;
+            timed(
+                e,
+                (
                     "leat_log_journal_writes",
                     "Journal records written, one per group commit, and synced unless pipelined.",
                 ),

@@ -367,6 +367,7 @@ fn latencies(
             }),
         durable: DurabilityStats {
             groups: after.groups - before.groups,
+            applied: less(after.applied, before.applied),
             journal_writes: less(after.journal_writes, before.journal_writes),
             caller_commits: less(after.caller_commits, before.caller_commits),
             flusher_commits: less(after.flusher_commits, before.flusher_commits),
@@ -404,6 +405,7 @@ fn less(after: Timed, before: Timed) -> Timed {
     Timed {
         count: after.count - before.count,
         total: after.total.saturating_sub(before.total),
+        longest: after.longest,
     }
 }
 
@@ -477,6 +479,13 @@ fn print_latencies(label: &str, load: &str, l: &Latencies) {
         each(d.flusher_commits),
         each(d.flusher_syncs),
         100.0 * held.as_secs_f64() / wall.as_secs_f64()
+    );
+    println!(
+        "  the writer applied {} groups ({:.2} ms each, the longest {:.1} ms since the log opened): busy {:.0}% of the time",
+        d.applied.count,
+        d.applied.total.as_secs_f64() * 1e3 / d.applied.count.max(1) as f64,
+        d.applied.longest.as_secs_f64() * 1e3,
+        100.0 * d.applied.total.as_secs_f64() / wall.as_secs_f64()
     );
 }
 

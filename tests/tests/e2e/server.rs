@@ -337,6 +337,9 @@ fn deploy_uppercase_then_scale_reset_and_undeploy() {
     assert!(by_caller <= journaled, "{metrics}");
     assert!(by_flusher <= groups, "{metrics}");
     assert!(m("leat_log_journal_write_seconds_total") > 0.0, "{metrics}");
+    // The writer took those groups, and was busy while it applied them.
+    assert!(m("leat_log_writer_groups_total") >= 1.0, "{metrics}");
+    assert!(m("leat_log_writer_busy_seconds_total") > 0.0, "{metrics}");
     assert!(m("leat_log_durable_commit_seconds_total{by=\"caller\"}") >= 0.0);
     // The processor's commits are pipelined: the flusher synced them.
     assert!(m("leat_log_flusher_syncs_total") >= 1.0, "{metrics}");

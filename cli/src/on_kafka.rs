@@ -15,7 +15,7 @@ use leat_runtime::topology::Topology;
 use leat_runtime::{Engine, EngineConfig, RunMode};
 
 use crate::progress::{Bars, Progress};
-use crate::serve::Bootstrap;
+use crate::serve::{Bootstrap, Shutdown};
 use crate::topology_cmd::{deploy_of, set_schemas, RunArgs};
 
 /// Where the processors run on Kafka: `leat run` and `leat serve` take the
@@ -166,17 +166,14 @@ pub fn run(data_dir: &std::path::Path, args: RunArgs) -> Result<()> {
     }
 
     // Until Ctrl-C or SIGTERM: a thread waits for the signal and sets `stop`.
+    // Caught from here on, before the topology is announced as running.
+    let (shutdown, signal_runtime) = Shutdown::install_blocking()?;
     let signals = stop.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(crate::serve::shutdown_signal());
-                signals.store(true, Ordering::Release);
-            }
+            signal_runtime.block_on(shutdown.received());
+            signals.store(true, Ordering::Release);
         })
         .context("starting the signal handler")?;
     let running: Vec<_> = prepared

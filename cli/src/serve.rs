@@ -240,6 +240,8 @@ pub fn serve(
         .await
         .context("restoring the processors")??;
         let control = Arc::new(control);
+        // Caught before either listener is announced (see `Shutdown`).
+        let shutdown = Shutdown::install()?;
         // One signal stops both listeners.
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -290,7 +292,7 @@ pub fn serve(
             max_connections: options.max_connections,
         };
         tokio::spawn(async move {
-            shutdown_signal().await;
+            shutdown.received().await;
             let _ = stop.send(true);
         });
         let served = leat_server::serve(config, control, listener, stopping(stopped)).await;
@@ -328,27 +330,65 @@ impl leat_kafka::Processors for ControlProcessors {
     }
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGTERM and Ctrl-C, caught from the moment [`Shutdown::install`] returns.
+///
+/// Install it before announcing that the process is ready: a signal that
+/// arrives between the announcement and the handler's registration would
+/// otherwise take its default action and kill the process uncleanly (a CI
+/// run saw `leat serve` die so when a test stopped it right after it
+/// printed its address).
+pub struct Shutdown {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Registers the handlers; call it inside a Tokio runtime with I/O enabled.
+    pub fn install() -> anyhow::Result<Shutdown> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Shutdown {
+                term: signal(SignalKind::terminate()).context("catching SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("catching Ctrl-C")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = term => tracing::info!("SIGTERM received"),
+        #[cfg(not(unix))]
+        Ok(Shutdown {})
+    }
+
+    /// Registers the handlers on a runtime of their own, for a process that
+    /// runs no Tokio runtime; [`Shutdown::wait`] then blocks on it.
+    pub fn install_blocking() -> anyhow::Result<(Shutdown, tokio::runtime::Runtime)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the signal handler")?;
+        let shutdown = {
+            let _entered = runtime.enter();
+            Shutdown::install()?
+        };
+        Ok((shutdown, runtime))
+    }
+
+    /// Completes on the first SIGTERM or Ctrl-C.
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    pub async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => tracing::info!("Ctrl-C received"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Ctrl-C received");
+            } else {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use leat_runtime::{ProcessorMode, RunMode};
 use crate::backend::Backend;
 use crate::process::{lag, local_runtime, wait_with_progress};
 use crate::progress::Progress;
+use crate::serve::Shutdown;
 
 #[derive(Subcommand, Debug)]
 pub enum TopologyCommand {
@@ -292,16 +293,14 @@ pub fn run(data_dir: &Path, args: RunArgs) -> Result<()> {
                 .with_context(|| format!("starting processor {name}"))?,
         );
     }
+    // Caught from here on, before the topology is announced as running.
+    let (shutdown, signals) = Shutdown::install_blocking()?;
     println!(
         "running topology {} ({} processor(s)); Ctrl-C to stop",
         topology.name,
         deployments.len()
     );
-    let signals = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal handler")?;
-    signals.block_on(crate::serve::shutdown_signal());
+    signals.block_on(shutdown.received());
     for mut d in deployments {
         d.pause()?;
         let s = d.status();

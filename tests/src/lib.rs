@@ -310,26 +310,31 @@ impl Server {
         self.child.as_ref().map_or(0, std::process::Child::id)
     }
 
-    /// Sends SIGTERM and waits for the server to exit; returns whether it exited successfully.
-    pub fn terminate(mut self) -> bool {
+    /// Sends SIGTERM and waits for the server to exit successfully; the
+    /// error says how it ended instead, with its logs.
+    pub fn terminate(mut self) -> Result<(), String> {
         let Some(mut child) = self.child.take() else {
-            return false;
+            return Err("the server was already stopped".into());
         };
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
+        let ended = loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
+                if status.success() {
+                    return Ok(());
+                }
+                break format!("it exited with {status}");
             }
             if std::time::Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return false;
+                break "it was still running 60 s after SIGTERM".to_string();
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        };
+        Err(format!("{ended}; its logs:\n{}", self.logs()))
     }
 
     /// Kills the server with SIGKILL and waits for it to be gone.

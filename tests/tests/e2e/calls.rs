@@ -493,7 +493,7 @@ fn a_replay_after_sigkill_carries_the_same_idempotency_keys() {
         Some(EVENTS as f64),
         "{metrics}"
     );
-    assert!(server.terminate());
+    server.terminate().unwrap();
 
     let broker = Broker::open(data.join("log.redb")).unwrap();
     let out = read_stream(&broker, "out");

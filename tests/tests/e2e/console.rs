@@ -203,7 +203,7 @@ fn state_by_key_and_prefix_on_a_server_over_http_and_on_the_data_directory() {
     assert_eq!(found["events"].as_array().unwrap().len(), 4, "{body}");
 
     // The same on the data directory, once the server is gone.
-    assert!(server.terminate());
+    server.terminate().unwrap();
     let local = leat_ok(dir.path(), &["state", "get", "paid-table", "o-1"], "");
     assert_eq!(local, one);
     let out = leat(dir.path(), &["state", "scan", "paid-table"], "");

@@ -291,7 +291,7 @@ fn a_server_killed_during_scale_and_upgrade_loses_and_duplicates_nothing() {
             .sum();
         committed == EVENTS as u64
     });
-    assert!(server.terminate());
+    server.terminate().unwrap();
     let broker = Broker::open(dir.path().join("log.redb")).unwrap();
     let sources = outputs_per_source(&broker, "out");
     let duplicated: Vec<_> = sources.iter().filter(|(_, n)| **n > 1).take(5).collect();

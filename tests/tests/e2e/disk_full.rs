@@ -104,7 +104,7 @@ fn a_full_disk_refuses_clearly_loses_nothing_acknowledged_and_recovers() {
     server.wait_for_processor("up", |view| {
         view["lag"].as_u64() == Some(0) && view["positions"][0]["committed"].as_u64().is_some()
     });
-    assert!(server.terminate());
+    server.terminate().unwrap();
 
     let broker = Broker::open(data.join("log.redb")).unwrap();
     let stored: Vec<String> = read_stream(&broker, "in")

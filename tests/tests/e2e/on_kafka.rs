@@ -1853,7 +1853,7 @@ fn servers_on_kafka_share_a_deployed_processor_and_commit_each_result_exactly_on
 
     // A restarted host resumes its deployment on the cluster.
     let a = {
-        assert!(a.terminate(), "the server did not stop cleanly");
+        a.terminate().expect("the server did not stop cleanly");
         serve_on_kafka(dir.path(), &bootstrap, "a")
     };
     a.leat_ok(&["processor", "resume", &processor], "");
@@ -1915,7 +1915,7 @@ fn servers_on_kafka_share_a_deployed_processor_and_commit_each_result_exactly_on
 
     // Started without --kafka-bootstrap, the data directory keeps its
     // Kafka deployments but does not run them on its own log.
-    assert!(a.terminate(), "the server did not stop cleanly");
+    a.terminate().expect("the server did not stop cleanly");
     let local = leat_tests::Server::start(&dir.path().join("a"), "secret");
     let view = processor_view(&local, &processor);
     assert_eq!(view["state"], "failed", "{view}");

@@ -109,7 +109,7 @@ fn apply_twice_changes_nothing_the_second_time_and_show_draws_it() {
         err.contains("other.toml:14:") && err.contains("nobody creates"),
         "{err}"
     );
-    assert!(server.terminate());
+    server.terminate().unwrap();
 }
 
 #[test]

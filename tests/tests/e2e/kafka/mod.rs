@@ -500,7 +500,7 @@ fn the_kafka_listener_stops_with_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = start(dir.path(), &[]);
     assert!(std::net::TcpStream::connect(&addr).is_ok());
-    assert!(server.terminate(), "leat serve did not stop cleanly");
+    server.terminate().expect("leat serve did not stop cleanly");
     assert!(
         std::net::TcpStream::connect(&addr).is_err(),
         "the Kafka port still accepts connections"

@@ -744,10 +744,12 @@ fn status_of(
 /// timestamp and headers, with why ([`DEAD_REASON_HEADER`]) and whence
 /// ([`DEAD_SOURCE_HEADER`]), for a queue group's `<group>.dead`.
 pub fn dead_letter(stream: &str, event: &Event, reason: String) -> Record {
+    let mut headers = Vec::with_capacity(event.headers.len() + 2);
+    headers.extend_from_slice(&event.headers);
     Record {
         key: event.key.clone(),
         value: event.value.clone(),
-        headers: event.headers.iter().cloned().collect(),
+        headers,
         timestamp: Some(event.timestamp),
         partition: None,
     }

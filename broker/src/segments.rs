@@ -360,8 +360,7 @@ impl Segments {
                 return Err(io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)));
             }
         }
-        let mut out = vec![0u8; at.len as usize];
-        read_exact_at(&file, &mut out, at.offset).map_err(io)?;
+        let out = read_at(&file, at.len as usize, at.offset).map_err(io)?;
         let n = out.len().min(head.len());
         if out[..n] != head[..n] {
             return Err(Error::Corrupt {
@@ -587,14 +586,43 @@ struct Spare {
     thread: std::thread::JoinHandle<std::io::Result<Arc<File>>>,
 }
 
+/// `len` bytes at `offset` of `file`, or `UnexpectedEof`. The buffer is not
+/// zeroed before the read: a batch is up to 256 KiB, and zeroing it was 1.7%
+/// of the instances' samples at 1.15 M events/s (issue 19).
 #[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+fn read_at(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let (done, spare) = (out.len(), out.spare_capacity_mut());
+        let at = offset
+            .checked_add(done as u64)
+            .and_then(|at| libc::off_t::try_from(at).ok())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: `spare` is valid for writes of `len - done` bytes (the
+        // capacity is `len`), and `pread` writes at most that many.
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), len - done, at) };
+        match n {
+            0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // SAFETY: `pread` initialized the next `n` bytes, and
+            // `done + n <= len`, the capacity.
+            n => unsafe { out.set_len(done + n as usize) },
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(windows)]
-fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+fn read_at(file: &File, len: usize, mut offset: u64) -> std::io::Result<Vec<u8>> {
     use std::os::windows::fs::FileExt;
+    let mut out = vec![0u8; len];
+    let mut buf = &mut out[..];
     while !buf.is_empty() {
         match file.seek_read(buf, offset) {
             Ok(0) => {
@@ -611,7 +639,7 @@ fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::R
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]

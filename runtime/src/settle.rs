@@ -154,7 +154,8 @@ pub(crate) fn error_record(
 ) -> Record {
     let event = &input.event;
     let stream = &spec.inputs[input.stream];
-    let mut headers: Headers = event.headers.iter().cloned().collect();
+    let mut headers = Headers::with_capacity(event.headers.len() + 3);
+    headers.extend_from_slice(&event.headers);
     headers.push(Header::new("leat.error", reason.to_owned()));
     headers.extend(provenance.headers(stream, event.partition, event.offset));
     Record {

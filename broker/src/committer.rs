@@ -33,7 +33,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Durability, ReadableDatabase, ReadableTable, Table};
 
-use crate::batch::{self, EncodeEvent, EncodeHeaders};
+use crate::batch::{EncodeEvent, EncodeHeaders};
 use crate::catalog::{Catalog, PartitionCursor, StreamEntry};
 use crate::error::{Error, Result};
 use crate::journal::{Failure, Journal};
@@ -718,28 +718,25 @@ fn write(
                 unindexed: cursor.unindexed.load(Ordering::Acquire),
             }),
         };
-        for chunk in batches(txn, &indices, now) {
+        let mut rest = &indices[..];
+        while !rest.is_empty() {
             let base = p.next_offset;
             // Only a damaged log (a replayed record claiming offsets near the
             // end of the range) gets here: 2^64 events are never appended.
-            if base.checked_add(chunk.len() as u64).is_none() {
+            if base.checked_add(rest.len() as u64).is_none() {
                 return Err(Error::Corrupt {
                     what: format!("partition {partition} of stream id {}", entry.id),
                     detail: format!(
                         "its next offset {base} leaves no room for {} more events",
-                        chunk.len()
+                        rest.len()
                     ),
                 });
             }
-            let mut batch_max = i64::MIN;
-            let events = chunk.iter().enumerate().map(|(delta, &i)| {
+            let events = rest.iter().enumerate().map(|(delta, &i)| {
                 let record = &txn.appends[i].1;
-                let timestamp = record.timestamp.unwrap_or(now);
-                batch_max = batch_max.max(timestamp);
-                placements[i] = (partition, base + delta as u64);
                 EncodeEvent {
                     offset_delta: delta as u32,
-                    timestamp,
+                    timestamp: record.timestamp.unwrap_or(now),
                     key: record.key.as_deref(),
                     value: record.value.as_deref(),
                     headers: EncodeHeaders::Parsed(&record.headers),
@@ -756,16 +753,23 @@ fn write(
                     .insert((entry.id, partition, p.max_timestamp), base)?;
                 p.unindexed = 0;
             }
-            let (at, encoded) = journal.batch(entry.id, partition, base, events);
+            let (at, encoded, taken) =
+                journal.batch(entry.id, partition, base, events, MAX_BATCH_BYTES);
             segments::pointer(at, encoded, &mut tables.row);
             let key = (entry.id, partition, base);
             if let Some(old) = tables.batches.insert(key, tables.row.as_slice())? {
                 // Not reached: offsets only grow. Counted all the same.
                 tables.replaced.removed(old.value());
             }
+            let (chunk, after) = rest.split_at(taken);
+            for (delta, &i) in chunk.iter().enumerate() {
+                placements[i] = (partition, base + delta as u64);
+                let timestamp = txn.appends[i].1.timestamp.unwrap_or(now);
+                p.max_timestamp = p.max_timestamp.max(timestamp);
+            }
             p.next_offset = base + chunk.len() as u64;
-            p.max_timestamp = p.max_timestamp.max(batch_max);
             p.unindexed += 1;
+            rest = after;
         }
     }
     for (o, entry) in txn.offsets.iter().zip(&plan.offset_streams) {
@@ -808,45 +812,6 @@ fn write(
 /// 2 MiB page unused, to be written and synced all the same.
 const MAX_BATCH_BYTES: usize = (256 << 10) - 1024;
 
-/// `indices` (records of one partition, in order, stamped `now` when they
-/// have no timestamp) cut into the batches they are stored as: each under
-/// `MAX_BATCH_BYTES`, or one event alone.
-fn batches<'a>(
-    txn: &'a Transaction,
-    indices: &'a [usize],
-    now: i64,
-) -> impl Iterator<Item = &'a [usize]> {
-    let mut rest = indices;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = batch::HEADER_LEN;
-        let mut first = None;
-        let fit = rest
-            .iter()
-            .enumerate()
-            .position(|(delta, &i)| {
-                let record = &txn.appends[i].1;
-                let timestamp = record.timestamp.unwrap_or(now);
-                let first = *first.get_or_insert(timestamp);
-                bytes += batch::stored_event_len(
-                    delta as u32,
-                    timestamp.wrapping_sub(first),
-                    record.key.as_deref(),
-                    record.value.as_deref(),
-                    &record.headers,
-                );
-                bytes > MAX_BATCH_BYTES
-            })
-            .unwrap_or(rest.len())
-            .max(1);
-        let (chunk, after) = rest.split_at(fit);
-        rest = after;
-        Some(chunk)
-    })
-}
-
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -857,10 +822,12 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch;
     use crate::record::Record;
 
     /// Cuts records with values of `sizes` bytes (no key, no header, one
-    /// timestamp) and checks the cut against what the encoder writes.
+    /// timestamp) into batches as the writer does, and checks each batch
+    /// against the limit and against what it decodes to.
     fn cut(sizes: &[usize]) -> Vec<Vec<usize>> {
         let mut txn = Transaction::new();
         for &size in sizes {
@@ -869,29 +836,45 @@ mod tests {
             txn.append("s", record);
         }
         let indices: Vec<usize> = (0..sizes.len()).collect();
-        let cuts: Vec<Vec<usize>> = batches(&txn, &indices, 0).map(<[usize]>::to_vec).collect();
-        for chunk in &cuts {
-            let mut out = Vec::new();
-            batch::encode(
+        let (mut rest, mut cuts) = (&indices[..], Vec::new());
+        while !rest.is_empty() {
+            let mut out = vec![0xAA; 3];
+            let (range, taken) = batch::encode_until(
                 &mut out,
-                chunk.iter().enumerate().map(|(delta, &i)| EncodeEvent {
+                rest.iter().enumerate().map(|(delta, &i)| EncodeEvent {
                     offset_delta: delta as u32,
                     timestamp: 7,
                     key: None,
                     value: txn.appends[i].1.value.as_deref(),
                     headers: EncodeHeaders::Parsed(&[]),
                 }),
+                MAX_BATCH_BYTES,
             );
+            assert_eq!(range, 3..out.len(), "after what `out` held");
+            let stored = &out[range];
             assert!(
-                out.len() <= MAX_BATCH_BYTES || chunk.len() == 1,
+                stored.len() <= MAX_BATCH_BYTES || taken == 1,
                 "{}",
-                out.len()
+                stored.len()
             );
-            let next = chunk.last().map_or(0, |l| l + 1);
-            if let Some(&size) = sizes.get(next) {
+            let (chunk, after) = rest.split_at(taken);
+            if let Some(&next) = after.first() {
                 // Full: the next record would not have fit.
-                assert!(out.len() + size + 5 > MAX_BATCH_BYTES);
+                assert!(stored.len() + sizes[next] + 5 > MAX_BATCH_BYTES);
             }
+            // A batch cut short (an event taken back) reads back whole:
+            // its header counts the events it holds, its checksum holds.
+            let what = || "the cut batch".to_string();
+            let (header, events) = batch::events(stored, 100, what).expect("a valid batch");
+            assert_eq!(header.count as usize, taken);
+            let read: Vec<_> = events.map(|e| e.expect("an event")).collect();
+            assert_eq!(read.len(), taken);
+            assert_eq!(read.last().map(|e| e.offset), Some(100 + taken as u64 - 1));
+            for (e, &i) in read.iter().zip(chunk) {
+                assert_eq!(e.value.map(<[u8]>::len), Some(sizes[i]));
+            }
+            cuts.push(chunk.to_vec());
+            rest = after;
         }
         cuts
     }

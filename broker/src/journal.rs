@@ -517,22 +517,24 @@ impl Journal {
         self.batches
     }
 
-    /// Encodes a batch into the record; returns where it will lie and its
-    /// bytes, for the caller to store the row pointing at it.
+    /// Encodes a batch of `events` into the record, as many as fit in
+    /// `max_bytes` (at least one); returns where it will lie, its bytes (for
+    /// the caller to store the row pointing at it) and how many it took.
     pub(crate) fn batch<'a>(
         &mut self,
         stream: u32,
         partition: u32,
         base: u64,
         events: impl IntoIterator<Item = EncodeEvent<'a>>,
-    ) -> (Location, &[u8]) {
+        max_bytes: usize,
+    ) -> (Location, &[u8], usize) {
         self.record.push(OP_BATCH);
         self.record.extend_from_slice(&stream.to_le_bytes());
         self.record.extend_from_slice(&partition.to_le_bytes());
         self.record.extend_from_slice(&base.to_le_bytes());
         let len_at = self.record.len();
         self.record.extend_from_slice(&[0; 4]);
-        let range = batch::encode_after(&mut self.record, events);
+        let (range, taken) = batch::encode_until(&mut self.record, events, max_bytes);
         let len = range.len() as u32;
         self.record[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
         self.batches += 1;
@@ -541,7 +543,7 @@ impl Journal {
             offset: self.end + range.start as u64,
             len,
         };
-        (at, &self.record[range])
+        (at, &self.record[range], taken)
     }
     /// Records a time-index entry.
     pub(crate) fn time_index(

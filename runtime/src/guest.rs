@@ -352,6 +352,9 @@ impl GuestInstance {
         data.scope.push_str(scope);
         data.now = batch.last().map_or(0, |i| i.event.timestamp);
         data.emitted.clear();
+        // Room for one output an event, the common case, made once: grown
+        // from nothing, the outputs were copied at each doubling.
+        data.emitted.reserve(batch.len());
         data.writes.clear();
         data.forget_call_notes();
         data.calls.begin(batch, self.call_timeout);

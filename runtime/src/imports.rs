@@ -444,18 +444,17 @@ impl processor::host::Host for GuestState {
             .limits
             .call_outputs
             .saturating_sub(self.budget.outputs);
-        let (decoded, refused) = match encoded::decode_outputs(
+        let before = self.emitted.len();
+        let refused = encoded::decode_outputs(
             &self.processor,
             &self.outputs,
             Bytes::from(outputs),
             room,
-        ) {
-            Ok(decoded) => (decoded, None),
-            Err(refused) => (refused.outputs, Some(refused.failure)),
-        };
-        self.budget
-            .charge(decoded.len(), decoded.len() * ENTRY_OVERHEAD)?;
-        self.emitted.extend(decoded);
+            &mut self.emitted,
+        )
+        .err();
+        let decoded = self.emitted.len() - before;
+        self.budget.charge(decoded, decoded * ENTRY_OVERHEAD)?;
         Ok(match refused {
             None => Ok(()),
             Some(failure) => {

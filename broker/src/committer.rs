@@ -426,7 +426,21 @@ fn commit_group(
             }
         }
         Err(e) => {
-            if let Some(failure) = writer.journal.failure() {
+            let message = e.to_string();
+            tracing::error!(error = %message, "group commit failed");
+            // A failed write of the database fails the log as a failed
+            // journal write does: redb refuses every later write once one
+            // of its writes or syncs failed (until it is reopened), so
+            // taking none, and saying so to `sync` (the server's health),
+            // is the truth. Seen on a full disk: the file's growth failed.
+            if matches!(e, Error::Storage(_)) && writer.journal.failure().is_none() {
+                writer.journal.fail(format!(
+                    "writing the database failed ({message}); no commit is taken until the \
+                     log is reopened"
+                ));
+            }
+            let failure = writer.journal.failure();
+            if let Some(failure) = &failure {
                 // The groups applied before it and not yet durable never
                 // will be (nothing is synced from now on): their waiting
                 // callers are answered with the failure.
@@ -434,19 +448,18 @@ fn commit_group(
                     let _ = reply.send(Reply::Done(Err(failure.error())));
                 }
                 // `sync` is refused too from now on.
-                progress.fail(failure);
+                progress.fail(failure.clone());
             }
-            let message = e.to_string();
-            tracing::error!(error = %message, "group commit failed");
             group
                 .iter()
                 .map(|_| {
-                    Some(Err(match &e {
-                        Error::Journal { path, detail } => Error::Journal {
+                    Some(Err(match (&e, &failure) {
+                        (Error::Journal { path, detail }, _) => Error::Journal {
                             path: path.clone(),
                             detail: detail.clone(),
                         },
-                        _ => storage_failure(&message),
+                        (_, Some(failure)) => failure.error(),
+                        (_, None) => storage_failure(&message),
                     }))
                 })
                 .collect()
@@ -572,6 +585,14 @@ fn apply_group(
             let start = Instant::now();
             journal.write(sync && mode == Mode::Journal)?;
             stats.journal_writes.since(start);
+            #[cfg(test)]
+            if journal.injected(crate::journal::Fault::Database) {
+                // As a full disk fails it: nothing of it applied.
+                drop(txn);
+                journal.retract();
+                let e = std::io::Error::other("injected database fault");
+                return Err(Error::Storage(redb::Error::Io(e)));
+            }
             if let Err(e) = txn.commit() {
                 journal.retract();
                 return Err(e.into());

@@ -182,6 +182,9 @@ pub(crate) enum Fault {
     FlusherSync,
     /// The flusher's next sync of the journal takes 100 ms longer.
     SlowFlusherSync,
+    /// The database's commit after the record fails, as redb's does when
+    /// the disk is full (it then refuses every later write).
+    Database,
 }
 
 /// The single-file journal (layouts 1 and 2) of the database at `db_path`:
@@ -704,7 +707,7 @@ impl Journal {
 
     /// Whether the next fault in line is `at`; takes it if so.
     #[cfg(test)]
-    fn injected(&mut self, at: Fault) -> bool {
+    pub(crate) fn injected(&mut self, at: Fault) -> bool {
         let first = self.faults.first() == Some(&at);
         if first {
             self.faults.remove(0);
@@ -1379,9 +1382,12 @@ mod tests {
         assert_eq!(values(&broker), ["e0", "e1", "e2", "e3"]);
     }
 
+    /// And a failed write of the database: redb refuses every later write
+    /// until it is reopened, so the log must say so, not take none while
+    /// its `sync` (the server's health) answers that all is well.
     #[test]
     fn a_failed_journal_write_or_sync_refuses_every_later_commit_and_sync() {
-        for fault in [Fault::Write, Fault::Sync] {
+        for fault in [Fault::Write, Fault::Sync, Fault::Database] {
             let (dir, broker) = failing_after_e0(&[fault]);
             let failed = append(&broker, "e1");
             assert!(

@@ -67,11 +67,14 @@
 //! dropped. The journal moves to a new segment every 16 checkpoints (and at
 //! each open); a segment is deleted by maintenance once retention,
 //! compaction or stream deletion left no batch in it. Keep the files
-//! together: the segments hold the events. A failed journal write or sync
+//! together: the segments hold the events. A failed journal write or sync,
+//! or a failed write of the database (redb then refuses every later one),
 //! fails that commit and, like a failed flush, every later commit and
 //! [`Broker::sync`] with [`Error::Journal`] until the log is reopened:
 //! after such an error the disk may have dropped what it was given, so
-//! nothing more is acknowledged on top of it.
+//! nothing more is acknowledged on top of it. Only a new journal segment
+//! that could not be started (a full disk) refuses its group and no other:
+//! nothing of it was written.
 //!
 //! A caller with more work to do can commit with
 //! [`Broker::commit_pipelined`]: its group is then applied at once, its

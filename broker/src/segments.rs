@@ -411,6 +411,18 @@ impl Segments {
         let thread = std::thread::Builder::new()
             .name("leat-segment".into())
             .spawn(move || {
+                // On a nearly full disk, making it would take the space the
+                // records being written need, until it fails and is removed
+                // (seen on a full tmpfs: a record's write failed while a
+                // 64 MiB spare was allocated); the journal then grows the
+                // next segment as it writes instead.
+                let free = free_bytes(&path)?;
+                if free < len.saturating_mul(2) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        format!("not made ahead: {free} bytes are free, less than twice its {len}"),
+                    ));
+                }
                 let header = crate::journal::segment_header(id);
                 crate::journal::create_segment(&path, &header, len, fill)
             });
@@ -584,6 +596,33 @@ impl Segments {
 /// The next segment, being made ahead of its use.
 struct Spare {
     thread: std::thread::JoinHandle<std::io::Result<Arc<File>>>,
+}
+
+/// The bytes free to an unprivileged user on the file system of the
+/// directory holding `path`.
+#[cfg(unix)]
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = std::ffi::CString::new(dir.unwrap_or(Path::new(".")).as_os_str().as_bytes())
+        .map_err(std::io::Error::other)?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `dir` is a NUL-terminated string and `stats` is room for the
+    // struct the call fills in; it is read only when the call succeeded.
+    if unsafe { libc::statvfs(dir.as_ptr(), stats.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: filled in by the successful call above.
+    let stats = unsafe { stats.assume_init() };
+    // 32-bit fields on some targets.
+    #[allow(clippy::useless_conversion)]
+    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+}
+
+/// Elsewhere the space is not checked.
+#[cfg(not(unix))]
+fn free_bytes(_path: &Path) -> std::io::Result<u64> {
+    Ok(u64::MAX)
 }
 
 /// `len` bytes at `offset` of `file`, or `UnexpectedEof`. The buffer is not

@@ -33,6 +33,8 @@
 //! `LEAT_BENCH_CHECKPOINT_BYTES`: the log's `checkpoint_bytes` (default the
 //! broker's, 8 MiB). `LEAT_BENCH_SEGMENT_FILL=zeroes` or `allocate`: how
 //! the log's journal segments are made (`SegmentFill`; default the broker's).
+//! `LEAT_BENCH_PERF_MAP=1`: the engine writes `/tmp/perf-<pid>.map`, so that
+//! `perf report` names the guest's functions.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,15 +73,22 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// What `guest-examples/uppercase` does, natively: a UTF-8 value is
-/// uppercased (ASCII first, then Unicode `to_uppercase`), anything else
-/// passes through.
+/// What `guest-examples/uppercase` does, natively, with the same code: a
+/// UTF-8 value is uppercased (ASCII first, then Unicode `to_uppercase`),
+/// anything else passes through.
 fn native_uppercase() -> NativeFn {
+    /// The guest's `ascii_uppercase`.
+    fn ascii_uppercase(bytes: &[u8]) -> Option<Vec<u8>> {
+        if bytes.iter().fold(0, |seen, b| seen | b) >= 0x80 {
+            return None;
+        }
+        Some(bytes.iter().map(u8::to_ascii_uppercase).collect())
+    }
     Arc::new(|events, outputs| {
         for (i, e) in events.iter().enumerate() {
             let value = e.value.as_ref().map(|v| {
-                if v.is_ascii() {
-                    return v.to_ascii_uppercase();
+                if let Some(upper) = ascii_uppercase(v) {
+                    return upper;
                 }
                 match std::str::from_utf8(v) {
                     Ok(text) => text.to_uppercase().into_bytes(),
@@ -552,7 +561,13 @@ fn main() {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/out/uppercase.wasm"),
         PathBuf::from,
     );
-    let engine = Arc::new(Engine::new(EngineConfig::default()).expect("engine"));
+    // `LEAT_BENCH_PERF_MAP=1`: guest functions named in `perf report`.
+    let perf_map = std::env::var("LEAT_BENCH_PERF_MAP").is_ok_and(|v| v == "1");
+    let engine = Engine::new(EngineConfig {
+        perf_map,
+        ..EngineConfig::default()
+    });
+    let engine = Arc::new(engine.expect("engine"));
     let component = match engine.load_file(&wasm_path) {
         Ok(c) => c,
         Err(e) => {

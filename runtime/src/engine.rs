@@ -28,6 +28,10 @@ pub struct EngineConfig {
     pub cache_dir: Option<PathBuf>,
     /// What one guest call may hand the host.
     pub limits: GuestLimits,
+    /// Writes `/tmp/perf-<pid>.map` as guests are compiled, so that `perf
+    /// report` names a guest's functions (those of a component with its
+    /// name section) instead of bare addresses. Off by default.
+    pub perf_map: bool,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +42,7 @@ impl Default for EngineConfig {
             epoch_tick: Duration::from_millis(10),
             cache_dir: None,
             limits: GuestLimits::default(),
+            perf_map: false,
         }
     }
 }
@@ -123,6 +128,9 @@ impl Engine {
             // about 4% more CPU per event on the Wasm side).
             .memory_reservation(1 << 32)
             .max_wasm_stack(1 << 20);
+        if config.perf_map {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = wasmtime::Engine::new(&wasm).map_err(Error::Engine)?;
         let mut linker = Linker::new(&engine);
         Runnable::add_to_linker::<_, HasSelf<_>>(&mut linker, |state: &mut GuestState| state)

@@ -18,21 +18,32 @@ impl Processor for Uppercase {
 
     fn process(&mut self, ctx: &mut Context<'_>, event: &Event) -> Result<(), Error> {
         let output = match event.value() {
-            // ASCII's uppercase is Unicode's for those characters. Taken
-            // first because `str::to_uppercase`'s own ASCII check compiles
-            // to a lane-by-lane sum on wasm32 (16 extracts per 16 bytes);
-            // this loop is plain 16-byte vector code: the pipeline bench's
-            // guest time per event down by about a third.
-            Some(bytes) if bytes.is_ascii() => {
-                Output::from_event_with_value(event, bytes.to_ascii_uppercase())
-            }
-            _ => match event.value_str() {
-                Some(text) => Output::from_event_with_value(event, text.to_uppercase()),
-                None => Output::from_event(event),
+            Some(bytes) => match ascii_uppercase(bytes) {
+                Some(upper) => Output::from_event_with_value(event, upper),
+                None => match event.value_str() {
+                    Some(text) => Output::from_event_with_value(event, text.to_uppercase()),
+                    None => Output::from_event(event),
+                },
             },
+            None => Output::from_event(event),
         };
         ctx.emit(output)
     }
+}
+
+/// `bytes` uppercased, when they are all ASCII (whose uppercase is
+/// Unicode's for those characters); `None` otherwise. Taken before
+/// `str::to_uppercase`, whose ASCII check compiles to a lane-by-lane sum on
+/// wasm32 (16 extracts per 16 bytes), and in place of `[u8]::is_ascii` and
+/// `to_ascii_uppercase`, which check 4 bytes at a time (wasm32's word) and
+/// copy through a `memory.copy` call before uppercasing: an OR over the
+/// bytes and a mapping copy, both plain 16-byte vector loops (the pipeline
+/// bench: 6% fewer guest samples, BENCHMARKS.md, issue 19).
+fn ascii_uppercase(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.iter().fold(0, |seen, b| seen | b) >= 0x80 {
+        return None;
+    }
+    Some(bytes.iter().map(u8::to_ascii_uppercase).collect())
 }
 
 leat_sdk::export!(Uppercase);
@@ -97,6 +108,23 @@ mod tests {
             assert_eq!(o.value_str(), Some(v.to_uppercase().as_str()), "{v:?}");
         }
         assert_eq!(out[3].value_str().unwrap().len(), 20 + "FI Ǆ SS".len());
+    }
+
+    #[test]
+    fn a_byte_past_ascii_anywhere_takes_the_unicode_path() {
+        let ascii = "abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+        assert_eq!(
+            ascii_uppercase(ascii.as_bytes()).unwrap(),
+            ascii.to_uppercase().as_bytes()
+        );
+        assert_eq!(ascii_uppercase(b"").unwrap(), b"");
+        for at in 0..ascii.len() {
+            for byte in [0x80, 0xc3, 0xff] {
+                let mut value = ascii.as_bytes().to_vec();
+                value[at] = byte;
+                assert_eq!(ascii_uppercase(&value), None, "{byte:#x} at {at}");
+            }
+        }
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn runtime_with(dir: &std::path::Path, limits: GuestLimits, call_timeout: Durati
         epoch_tick: Duration::from_millis(5),
         cache_dir: None,
         limits,
+        ..EngineConfig::default()
     })
     .unwrap();
     Runtime::new(broker, engine).unwrap()

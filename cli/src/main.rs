@@ -73,6 +73,11 @@ enum Command {
         /// The most memory one guest instance may use, in MiB.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
         guest_memory_mib: u64,
+        /// Write /tmp/perf-<pid>.map as processors are compiled, so that
+        /// Linux `perf` names their functions in a profile of the server
+        /// (`perf record -p <pid>`, then `perf report`).
+        #[arg(long)]
+        perf_map: bool,
         /// Answer reads (GET: events, streams, processors, metrics) without
         /// the token. By default every call but `/v1/health` needs it.
         #[arg(long)]
@@ -182,6 +187,7 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             guest_timeout_ms,
             guest_memory_mib,
+            perf_map,
             open_reads,
             allowed_hosts,
             max_connections,
@@ -202,6 +208,7 @@ fn run(cli: Cli) -> Result<()> {
             let options = serve::Options {
                 call_timeout: Duration::from_millis(guest_timeout_ms),
                 memory_limit: (guest_memory_mib as usize) << 20,
+                perf_map,
                 open_reads,
                 allowed_hosts,
                 max_connections: max_connections as usize,

@@ -65,6 +65,8 @@ pub struct Options {
     pub call_timeout: Duration,
     /// See [`EngineConfig::memory_limit`].
     pub memory_limit: usize,
+    /// See [`EngineConfig::perf_map`].
+    pub perf_map: bool,
     /// See [`ServerConfig::open_reads`].
     pub open_reads: bool,
     /// See [`ServerConfig::allowed_hosts`].
@@ -208,6 +210,7 @@ pub fn serve(
         cache_dir: Some(data_dir.join("compiled")),
         call_timeout: options.call_timeout,
         memory_limit: options.memory_limit,
+        perf_map: options.perf_map,
         ..EngineConfig::default()
     })
     .context("starting the Wasm engine")?;

@@ -657,3 +657,43 @@ fn produce_splits_large_input_under_the_body_limit() {
     let describe = server.leat_ok(&["stream", "describe", "big"], "");
     assert!(describe.contains("offsets 0..100"), "{describe}");
 }
+
+#[test]
+fn with_perf_map_a_profile_of_the_server_names_a_processors_functions() {
+    let component = guest("uppercase");
+    let run = |args: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start_with(dir.path(), TOKEN, args);
+        server.leat_ok(&["stream", "create", "in"], "");
+        server.leat_ok(&["stream", "create", "out"], "");
+        let deployed = server.deploy(&component, "up", ("in", "out"), &[]);
+        assert!(deployed.status.success(), "{deployed:?}");
+        server.leat_ok(&["produce", "in"], "hello\n");
+        assert_eq!(values(&wait_for_events(&server, "out", 1)), ["HELLO"]);
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", server.pid()));
+        let text = std::fs::read_to_string(&map).ok();
+        let _ = std::fs::remove_file(&map);
+        text
+    };
+    let text = run(&["--perf-map"]).expect("--perf-map writes /tmp/perf-<pid>.map");
+    // perf's map format: START SIZE NAME, in hex, one function a line.
+    for line in text.lines() {
+        let mut fields = line.splitn(3, ' ');
+        let mut hex = || {
+            let field = fields.next().unwrap_or("");
+            u64::from_str_radix(field.trim_start_matches("0x"), 16)
+        };
+        let (start, size) = (hex(), hex());
+        assert!(
+            start.is_ok() && size.is_ok() && fields.next().is_some(),
+            "{line}"
+        );
+    }
+    // The processor's own code, by the name in its component's name section.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("9uppercase") && l.contains("Processor7process")),
+        "{text}"
+    );
+    assert_eq!(run(&[]), None, "no map without the flag");
+}

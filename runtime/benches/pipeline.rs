@@ -73,11 +73,13 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// What `guest-examples/uppercase` does, natively, with the same code: a
+/// What `guest-examples/uppercase` does, natively, with the same checks: a
 /// UTF-8 value is uppercased (ASCII first, then Unicode `to_uppercase`),
-/// anything else passes through.
+/// anything else passes through. The guest writes its value in place
+/// (`Context::emit_with_value`); a native function returns its outputs as
+/// [`Output`]s, so here the value is a vector of its own.
 fn native_uppercase() -> NativeFn {
-    /// The guest's `ascii_uppercase`.
+    /// The guest's `is_ascii`, then its mapping.
     fn ascii_uppercase(bytes: &[u8]) -> Option<Vec<u8>> {
         if bytes.iter().fold(0, |seen, b| seen | b) >= 0x80 {
             return None;

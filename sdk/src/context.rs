@@ -6,7 +6,7 @@ use serde::Serialize;
 use leat_layout::REJECT_STREAM;
 
 use crate::http::{CallError, Http, Request, Response};
-use crate::{Error, Event, Host, Level, Output};
+use crate::{Error, Event, Host, Level, Output, ValueWriter};
 
 /// The event being processed: outputs name it as their cause, and
 /// [`Context::now`] is its timestamp.
@@ -95,6 +95,32 @@ impl<'h> Context<'h> {
             output.set_cause_if_unset(current.index);
         }
         self.host.emit(output)
+    }
+
+    /// Emits to the first declared output an event with `event`'s key and
+    /// headers (not the host's `leat.*` provenance headers) and the value
+    /// `write` writes: what `emit(Output::from_event_with_value(event,
+    /// value))` emits, with the value written where the host keeps the
+    /// batch's outputs instead of built apart, then copied there. A map
+    /// then costs the writing of its value, and no allocation. The output
+    /// is attributed to the event being processed.
+    ///
+    /// When `write` fails, nothing is emitted and its error is returned.
+    pub fn emit_with_value(
+        &mut self,
+        event: &Event,
+        write: impl FnOnce(&mut ValueWriter<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if !self.has_default {
+            self.default_output()?;
+        }
+        let mut write = Some(write);
+        let mut write_once = |value: &mut ValueWriter<'_>| match write.take() {
+            Some(write) => write(value),
+            None => Err(Error::new("the host asked for an output's value twice")),
+        };
+        let cause = self.current.map(|c| c.index);
+        self.host.emit_with_value(event, cause, &mut write_once)
     }
 
     /// Emits `value` under `key` to `stream`.
@@ -366,6 +392,47 @@ mod tests {
         assert_eq!(out.key_str(), Some("k"));
         assert!(out.is_tombstone());
         assert_eq!(out.header_str("h"), Some("v"));
+    }
+
+    #[test]
+    fn emit_with_value_emits_what_from_event_with_value_builds() {
+        let mut host = TestHost::new().with_outputs(["out", "other"]);
+        let e = Event::new("in")
+            .with_key("k")
+            .with_value("v")
+            .with_header("h", "x")
+            .with_header("leat.source", "in/0/1");
+        let mut ctx = host.context();
+        ctx.emit_with_value(&e, |value| {
+            value.push_str("mapped");
+            Ok(())
+        })
+        .unwrap();
+        ctx.set_current(2, &e);
+        ctx.emit_with_value(&e, |_| Ok(())).unwrap();
+        let err = ctx
+            .emit_with_value(&e, |value| {
+                value.push_str("half");
+                Err(Error::new("cannot map"))
+            })
+            .unwrap_err();
+        assert_eq!(err.message(), "cannot map");
+        let out = host.emitted();
+        assert_eq!(out.len(), 2, "a failed value emits nothing");
+        let expected = |value: &str, cause: Option<u32>| {
+            let mut out = Output::from_event_with_value(&e, value);
+            out.set_stream("out");
+            match cause {
+                Some(cause) => out.cause(cause),
+                None => out,
+            }
+        };
+        assert_eq!(out[0], expected("mapped", None));
+        assert_eq!(out[1], expected("", Some(2)));
+
+        let mut none = TestHost::new();
+        let err = none.context().emit_with_value(&e, |_| Ok(())).unwrap_err();
+        assert_eq!(err.message(), "the processor declares no output stream");
     }
 
     #[test]

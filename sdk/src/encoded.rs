@@ -9,7 +9,8 @@ use std::sync::Arc;
 use leat_layout::{len32, put_bytes, put_maybe_bytes, put_u32, Malformed, Reader, NONE};
 
 use crate::event::{EventParts, Span};
-use crate::{Event, Output};
+use crate::output::RESERVED_HEADER_PREFIX;
+use crate::{Error, Event, Output, ValueWriter};
 
 /// The events of `batch` (the batch layout). They share the buffer: their
 /// keys, values and headers are read where they are.
@@ -83,6 +84,39 @@ pub(crate) fn encode_output(out: &Output, buf: &mut Vec<u8>) {
         put_bytes(buf, value);
     }
     put_u32(buf, out.caused_by().unwrap_or(NONE));
+}
+
+/// Appends to `buf`, in the outputs layout, what
+/// `Output::from_event_with_value(event, value)` caused by `cause` encodes
+/// to, with the value `write` writes in place: no value built apart, then
+/// copied. When `write` fails, `buf` is left as it was.
+pub(crate) fn encode_output_with_value(
+    event: &Event,
+    cause: Option<u32>,
+    write: &mut dyn FnMut(&mut ValueWriter<'_>) -> Result<(), Error>,
+    buf: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let start = buf.len();
+    // An empty stream: the first declared output.
+    put_bytes(buf, b"");
+    put_maybe_bytes(buf, event.key());
+    let length_at = buf.len();
+    put_u32(buf, 0);
+    if let Err(e) = write(&mut ValueWriter::new(buf)) {
+        buf.truncate(start);
+        return Err(e);
+    }
+    // A guest's memory is under 4 GiB: the length fits, and is not NONE.
+    let length = len32(buf.len() - length_at - 4);
+    buf[length_at..length_at + 4].copy_from_slice(&length.to_le_bytes());
+    let kept = |(name, _): &(&str, &[u8])| !name.starts_with(RESERVED_HEADER_PREFIX);
+    put_u32(buf, len32(event.headers().filter(kept).count()));
+    for (name, value) in event.headers().filter(kept) {
+        put_bytes(buf, name.as_bytes());
+        put_bytes(buf, value);
+    }
+    put_u32(buf, cause.unwrap_or(NONE));
+    Ok(())
 }
 
 /// `events` in the batch layout, each with its own stream name.
@@ -208,5 +242,58 @@ mod tests {
         encode_output(&Output::from_event_with_value(&event, "w"), &mut shared);
         encode_output(&Output::new().key("kk").value("w"), &mut copied);
         assert_eq!(shared, copied);
+    }
+
+    #[test]
+    fn an_output_written_in_place_encodes_as_the_output_it_stands_for() {
+        let events = [
+            Event::new("in").with_key("k").with_value("v"),
+            Event::new("in").with_value("no key"),
+            Event::new("in")
+                .with_key("")
+                .with_header("trace", "t")
+                .with_header("leat.source", "in/0/1")
+                .with_header("h", vec![0xff]),
+        ];
+        for event in &events {
+            for cause in [None, Some(0), Some(7)] {
+                let value = b"mapped value".repeat(3);
+                let mut expected = vec![1, 2, 3];
+                let mut out = Output::from_event_with_value(event, value.clone());
+                if let Some(cause) = cause {
+                    out = out.cause(cause);
+                }
+                encode_output(&out, &mut expected);
+                let mut written = vec![1, 2, 3];
+                encode_output_with_value(
+                    event,
+                    cause,
+                    &mut |v| {
+                        v.extend_from_slice(&value);
+                        Ok(())
+                    },
+                    &mut written,
+                )
+                .unwrap();
+                assert_eq!(written, expected, "{event:?} {cause:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_output_whose_value_fails_leaves_the_buffer_as_it_was() {
+        let mut buf = vec![9; 5];
+        let err = encode_output_with_value(
+            &Event::new("in").with_key("k").with_header("h", "x"),
+            Some(1),
+            &mut |v| {
+                v.extend_from_slice(b"half written");
+                Err(Error::new("no"))
+            },
+            &mut buf,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "no");
+        assert_eq!(buf, [9; 5]);
     }
 }

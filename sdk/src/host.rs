@@ -4,7 +4,7 @@
 
 use crate::bindings::leat::processor::{host as imports, http as http_imports, types as wit};
 use crate::http::{CallError, Request, Response};
-use crate::{encoded, Error, Output};
+use crate::{encoded, Error, Event, Output, ValueWriter};
 
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -50,6 +50,28 @@ pub trait Host {
     /// output (there is one: [`Context::emit`](crate::Context::emit) checks).
     /// Fails when the stream is not one of the processor's declared outputs.
     fn emit(&mut self, output: Output) -> Result<(), Error>;
+
+    /// Buffers an output to the first declared output (there is one:
+    /// [`Context::emit_with_value`](crate::Context::emit_with_value)
+    /// checks) with `event`'s key and headers, less the host's `leat.*`
+    /// ones, caused by `cause`, whose value `write` writes: what
+    /// `Output::from_event_with_value` builds. When `write` fails, nothing is
+    /// emitted. The default builds that [`Output`] and calls [`Host::emit`];
+    /// a host that encodes its outputs writes the value in place.
+    fn emit_with_value(
+        &mut self,
+        event: &Event,
+        cause: Option<u32>,
+        write: &mut dyn FnMut(&mut ValueWriter<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut value = Vec::new();
+        write(&mut ValueWriter::new(&mut value))?;
+        let mut output = Output::from_event_with_value(event, value);
+        if let Some(cause) = cause {
+            output = output.cause(cause);
+        }
+        self.emit(output)
+    }
 
     /// Hands over what [`Host::emit`] kept back, for a host that sends
     /// outputs in groups. Called when a batch's processing ends; outputs
@@ -125,6 +147,16 @@ impl WasmHost {
             buffered: 0,
         }
     }
+
+    /// Counts the output just encoded, and hands the outputs over when
+    /// enough are kept back.
+    fn kept_back(&mut self) -> Result<(), Error> {
+        self.buffered += 1;
+        if self.buffered >= Self::FLUSH_OUTPUTS || self.encoded.len() >= Self::FLUSH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
 }
 
 impl Host for WasmHost {
@@ -144,11 +176,17 @@ impl Host for WasmHost {
             return imports::emit(&output.to_wit()).map_err(Error::new);
         }
         encoded::encode_output(&output, &mut self.encoded);
-        self.buffered += 1;
-        if self.buffered >= Self::FLUSH_OUTPUTS || self.encoded.len() >= Self::FLUSH_BYTES {
-            self.flush()?;
-        }
-        Ok(())
+        self.kept_back()
+    }
+
+    fn emit_with_value(
+        &mut self,
+        event: &Event,
+        cause: Option<u32>,
+        write: &mut dyn FnMut(&mut ValueWriter<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        encoded::encode_output_with_value(event, cause, write, &mut self.encoded)?;
+        self.kept_back()
     }
 
     fn flush(&mut self) -> Result<(), Error> {

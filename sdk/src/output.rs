@@ -10,7 +10,7 @@ use crate::event::SharedBytes;
 use crate::{Error, Event};
 
 /// The prefix of the header names the host reserves (provenance).
-const RESERVED_HEADER_PREFIX: &str = "leat.";
+pub(crate) const RESERVED_HEADER_PREFIX: &str = "leat.";
 
 /// An event to emit, built with chained calls and handed to
 /// [`Context::emit`](crate::Context::emit).
@@ -252,6 +252,99 @@ impl Output {
     }
 }
 
+/// The value of an output being written where the host keeps it, for
+/// [`Context::emit_with_value`](crate::Context::emit_with_value): bytes can
+/// only be appended to it.
+///
+/// It implements [`Extend`] and [`std::io::Write`] (for `write!` and
+/// `serde_json::to_writer`).
+///
+/// ```
+/// # use leat_sdk::testing::TestHost;
+/// # use leat_sdk::Event;
+/// # let mut host = TestHost::new().with_outputs(["out"]);
+/// # let mut ctx = host.context();
+/// let event = Event::new("in").with_key("k").with_value("abc");
+/// ctx.emit_with_value(&event, |value| {
+///     value.extend(event.value().unwrap_or_default().iter().rev());
+///     Ok(())
+/// })?;
+/// # drop(ctx);
+/// # assert_eq!(host.emitted()[0].value_str(), Some("cba"));
+/// # Ok::<(), leat_sdk::Error>(())
+/// ```
+pub struct ValueWriter<'a> {
+    buf: &'a mut Vec<u8>,
+    /// Where the value starts in `buf`: what is before it is not its.
+    start: usize,
+}
+
+impl<'a> ValueWriter<'a> {
+    /// A value written at the end of `buf`, after what it holds.
+    pub(crate) fn new(buf: &'a mut Vec<u8>) -> ValueWriter<'a> {
+        let start = buf.len();
+        ValueWriter { buf, start }
+    }
+
+    /// Appends a byte.
+    pub fn push(&mut self, byte: u8) {
+        self.buf.push(byte);
+    }
+
+    /// Appends `bytes`.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends `text` as UTF-8.
+    pub fn push_str(&mut self, text: &str) {
+        self.buf.extend_from_slice(text.as_bytes());
+    }
+
+    /// Makes room for at least `additional` more bytes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
+    /// The value written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// How many bytes are written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Whether nothing is written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Extend<u8> for ValueWriter<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.buf.extend(bytes);
+    }
+}
+
+impl<'b> Extend<&'b u8> for ValueWriter<'_> {
+    fn extend<I: IntoIterator<Item = &'b u8>>(&mut self, bytes: I) {
+        self.buf.extend(bytes);
+    }
+}
+
+impl std::io::Write for ValueWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl PartialEq for Output {
     /// Equal when every field is, wherever the key is stored.
     fn eq(&self, other: &Output) -> bool {
@@ -342,6 +435,24 @@ mod tests {
         let tomb = Output::to("t").with_event(&Event::new("in").with_key("k"));
         assert!(tomb.is_tombstone());
         assert_eq!(tomb.stream(), "t");
+    }
+
+    #[test]
+    fn a_value_writer_appends_after_what_its_buffer_holds() {
+        use std::io::Write as _;
+        let mut buf = b"before".to_vec();
+        let mut value = ValueWriter::new(&mut buf);
+        assert!(value.is_empty());
+        value.push(b'a');
+        value.extend_from_slice(b"bc");
+        value.push_str("d");
+        value.extend(*b"ef");
+        value.extend(b"gh".iter());
+        write!(value, "{}", 1).unwrap();
+        value.write_all(b"!").unwrap();
+        value.reserve(10);
+        assert_eq!((value.as_bytes(), value.len()), (&b"abcdefgh1!"[..], 10));
+        assert_eq!(buf, b"beforeabcdefgh1!");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the same key and headers. A value that is not UTF-8 passes through
 //! unchanged, and so does a tombstone.
 
-use leat_sdk::{Config, Context, Error, Event, Output, Processor};
+use leat_sdk::{Config, Context, Error, Event, Processor, ValueWriter};
 
 /// The processor. It keeps nothing between events.
 pub struct Uppercase;
@@ -17,33 +17,39 @@ impl Processor for Uppercase {
     }
 
     fn process(&mut self, ctx: &mut Context<'_>, event: &Event) -> Result<(), Error> {
-        let output = match event.value() {
-            Some(bytes) => match ascii_uppercase(bytes) {
-                Some(upper) => Output::from_event_with_value(event, upper),
-                None => match event.value_str() {
-                    Some(text) => Output::from_event_with_value(event, text.to_uppercase()),
-                    None => Output::from_event(event),
-                },
-            },
-            None => Output::from_event(event),
+        let Some(bytes) = event.value() else {
+            return ctx.forward(event);
         };
-        ctx.emit(output)
+        // The value is written where the host keeps the outputs: no value
+        // allocated, then copied (the pipeline bench: BENCHMARKS.md, issue 19).
+        ctx.emit_with_value(event, |value| {
+            uppercase_into(bytes, value);
+            Ok(())
+        })
     }
 }
 
-/// `bytes` uppercased, when they are all ASCII (whose uppercase is
-/// Unicode's for those characters); `None` otherwise. Taken before
-/// `str::to_uppercase`, whose ASCII check compiles to a lane-by-lane sum on
-/// wasm32 (16 extracts per 16 bytes), and in place of `[u8]::is_ascii` and
-/// `to_ascii_uppercase`, which check 4 bytes at a time (wasm32's word) and
-/// copy through a `memory.copy` call before uppercasing: an OR over the
-/// bytes and a mapping copy, both plain 16-byte vector loops (the pipeline
-/// bench: 6% fewer guest samples, BENCHMARKS.md, issue 19).
-fn ascii_uppercase(bytes: &[u8]) -> Option<Vec<u8>> {
-    if bytes.iter().fold(0, |seen, b| seen | b) >= 0x80 {
-        return None;
+/// Writes `bytes` uppercased when they are UTF-8, and as they are otherwise.
+fn uppercase_into(bytes: &[u8], value: &mut ValueWriter<'_>) {
+    if is_ascii(bytes) {
+        value.extend(bytes.iter().map(u8::to_ascii_uppercase));
+    } else {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => value.push_str(&text.to_uppercase()),
+            Err(_) => value.extend_from_slice(bytes),
+        }
     }
-    Some(bytes.iter().map(u8::to_ascii_uppercase).collect())
+}
+
+/// Whether `bytes` are all ASCII (whose uppercase is Unicode's for those
+/// characters). Checked before `str::to_uppercase`, whose ASCII check
+/// compiles to a lane-by-lane sum on wasm32 (16 extracts per 16 bytes),
+/// and in place of `[u8]::is_ascii`, which checks 4 bytes at a time
+/// (wasm32's word): an OR over the bytes, a plain 16-byte vector loop, as
+/// is the mapping's (the pipeline bench: 6% fewer guest samples,
+/// BENCHMARKS.md, issue 19).
+fn is_ascii(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0, |seen, b| seen | b) < 0x80
 }
 
 leat_sdk::export!(Uppercase);
@@ -113,16 +119,12 @@ mod tests {
     #[test]
     fn a_byte_past_ascii_anywhere_takes_the_unicode_path() {
         let ascii = "abcdefghijklmnopqrstuvwxyz0123456789ABCD";
-        assert_eq!(
-            ascii_uppercase(ascii.as_bytes()).unwrap(),
-            ascii.to_uppercase().as_bytes()
-        );
-        assert_eq!(ascii_uppercase(b"").unwrap(), b"");
+        assert!(is_ascii(ascii.as_bytes()) && is_ascii(b""));
         for at in 0..ascii.len() {
             for byte in [0x80, 0xc3, 0xff] {
                 let mut value = ascii.as_bytes().to_vec();
                 value[at] = byte;
-                assert_eq!(ascii_uppercase(&value), None, "{byte:#x} at {at}");
+                assert!(!is_ascii(&value), "{byte:#x} at {at}");
             }
         }
     }

@@ -146,7 +146,14 @@ impl<'h> Context<'h> {
     /// Emits a copy of `event` (key, value and headers, without the host's
     /// provenance headers) to the first declared output.
     pub fn forward(&mut self, event: &Event) -> Result<(), Error> {
-        self.emit(Output::from_event(event))
+        match event.value() {
+            // Copied straight to where the host keeps the outputs.
+            Some(value) => self.emit_with_value(event, |copy| {
+                copy.extend_from_slice(value);
+                Ok(())
+            }),
+            None => self.emit(Output::from_event(event)),
+        }
     }
 
     /// Rejects the event being processed (without one: the batch's last
@@ -386,12 +393,20 @@ mod tests {
     fn forward_copies_the_event_to_the_default_output() {
         let mut host = TestHost::new().with_outputs(["out"]);
         let e = Event::new("in").with_key("k").with_header("h", "v");
-        host.context().forward(&e).unwrap();
-        let out = &host.emitted()[0];
-        assert_eq!(out.stream(), "out");
-        assert_eq!(out.key_str(), Some("k"));
-        assert!(out.is_tombstone());
-        assert_eq!(out.header_str("h"), Some("v"));
+        let valued = e.clone().with_value("x").with_header("leat.source", "s");
+        let mut ctx = host.context();
+        ctx.forward(&e).unwrap();
+        ctx.set_current(5, &valued);
+        ctx.forward(&valued).unwrap();
+        let out = host.emitted();
+        assert_eq!(out[0].stream(), "out");
+        assert_eq!(out[0].key_str(), Some("k"));
+        assert!(out[0].is_tombstone());
+        assert_eq!(out[0].header_str("h"), Some("v"));
+        let mut expected = Output::from_event(&valued).cause(5);
+        expected.set_stream("out");
+        assert_eq!(out[1], expected);
+        assert_eq!(out[1].headers().len(), 1, "no provenance header");
     }
 
     #[test]

@@ -33,6 +33,8 @@
 //! `LEAT_BENCH_CHECKPOINT_BYTES`: the log's `checkpoint_bytes` (default the
 //! broker's, 8 MiB). `LEAT_BENCH_SEGMENT_FILL=zeroes` or `allocate`: how
 //! the log's journal segments are made (`SegmentFill`; default the broker's).
+//! `LEAT_BENCH_TRACE=<file>`: the latency run's ticks, one line each (see
+//! `write_trace`).
 //! `LEAT_BENCH_PERF_MAP=1`: the engine writes `/tmp/perf-<pid>.map`, so that
 //! `perf report` names the guest's functions.
 
@@ -324,7 +326,7 @@ fn latencies(
                     let at = Instant::now();
                     began[b].store((at - started).as_nanos().max(1) as u64, Ordering::Release);
                     broker.append("in", batch).expect("append");
-                    appends.push(at.elapsed().as_micros() as u64);
+                    appends.push((b, at.elapsed().as_micros() as u64));
                 }
                 let cpu = thread_cpu().zip(cpu).map(|(after, before)| after - before);
                 (appends, started.elapsed(), cpu)
@@ -334,6 +336,8 @@ fn latencies(
     let mut seen = 0;
     let mut positions = vec![0u64; partitions() as usize];
     let mut samples = Vec::with_capacity(ticks * per_tick);
+    // Per tick: (first, last) output seen, us after `started`.
+    let mut seen_at = vec![(u64::MAX, 0u64); ticks];
     while seen < ticks * per_tick {
         let waiting: Vec<(String, u32, u64)> = positions
             .iter()
@@ -367,6 +371,9 @@ fn latencies(
                         let began = began[index / per_tick].load(Ordering::Acquire);
                         assert!(began > 0, "an output before its input's append began");
                         samples.push(now.saturating_sub(began) / 1000);
+                        let at = &mut seen_at[index / per_tick];
+                        at.0 = at.0.min(now / 1000);
+                        at.1 = at.1.max(now / 1000);
                     },
                 )
                 .expect("read");
@@ -374,17 +381,24 @@ fn latencies(
         }
     }
     let reader = thread_cpu().zip(reader_before).map(|(a, b)| a - b);
-    let (mut appends, mut produced, mut producing) =
-        (Vec::new(), Duration::ZERO, Some(Duration::ZERO));
+    // How long each tick's append took, in us.
+    let (mut took, mut produced, mut producing) =
+        (vec![0u64; ticks], Duration::ZERO, Some(Duration::ZERO));
     for producer in producers {
         let (times, done, cpu) = producer.join().expect("producer");
-        appends.extend(times);
+        for (b, us) in times {
+            took[b] = us;
+        }
         produced = produced.max(done);
         producing = producing.zip(cpu).map(|(a, b)| a + b);
     }
     let (wall, after) = (started.elapsed(), broker.durability_stats());
     let total = process_cpu().zip(process_before).map(|(a, b)| a - b);
     deployment.undeploy().expect("undeploy");
+    if let Ok(path) = std::env::var("LEAT_BENCH_TRACE") {
+        write_trace(&path, started, &began, &took, &seen_at);
+    }
+    let mut appends = took;
     samples.sort_unstable();
     appends.sort_unstable();
     Latencies {
@@ -409,6 +423,30 @@ fn latencies(
         },
         wall,
     }
+}
+
+/// Writes a latency run's ticks to `path` (`LEAT_BENCH_TRACE`), to find
+/// what the slow ones have in common: a first line `# started <unix time,
+/// s>`, then one line per tick, `<tick> <append began> <append took>
+/// <first output seen> <last output seen>`, in us after the start
+/// (`18446744073709551615` for an output never seen).
+fn write_trace(
+    path: &str,
+    started: Instant,
+    began: &[std::sync::atomic::AtomicU64],
+    took: &[u64],
+    seen_at: &[(u64, u64)],
+) {
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .saturating_sub(started.elapsed());
+    let mut lines = format!("# started {:.6}\n", epoch.as_secs_f64());
+    for (b, ((began, took), (first, last))) in began.iter().zip(took).zip(seen_at).enumerate() {
+        let began = began.load(std::sync::atomic::Ordering::Acquire) / 1000;
+        lines.push_str(&format!("{b} {began} {took} {first} {last}\n"));
+    }
+    std::fs::write(path, lines).expect("writing LEAT_BENCH_TRACE");
 }
 
 /// A latency run's samples (us, sorted), its appends' durations (us,

@@ -387,6 +387,76 @@ fn inflate(calls: Arc<AtomicUsize>) -> NativeFn {
     })
 }
 
+/// One append larger than a call (a stored batch of 2,500 events) and a
+/// second input are handed out in whole calls of `batch_size`, each event
+/// once and in order, a commit closing once it holds `max_commit_events`
+/// or more.
+#[test]
+fn an_append_larger_than_a_call_is_handed_out_in_whole_calls_each_event_once() {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let broker = rt.broker().clone();
+    for stream in ["in", "other", "out"] {
+        broker
+            .create_stream(stream, StreamConfig::default())
+            .unwrap();
+    }
+    let named = |stream: &str, n: usize| -> Vec<Record> {
+        (0..n)
+            .map(|i| Record::value(format!("{stream}-{i}")))
+            .collect()
+    };
+    broker.append("in", named("in", 2500)).unwrap();
+    broker.append("other", named("other", 700)).unwrap();
+    let calls: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let seen = calls.clone();
+    let copy = copy_to("out");
+    let code: NativeFn = Arc::new(move |events, outputs| {
+        let values = events
+            .iter()
+            .map(|e| String::from_utf8(e.value.as_deref().unwrap_or_default().to_vec()).unwrap());
+        seen.lock().unwrap().push(values.collect());
+        copy(events, outputs)
+    });
+    let mut spec = ProcessorSpec::new(
+        "ahead",
+        vec!["in".into(), "other".into()],
+        vec!["out".into()],
+    );
+    spec.batch_size = 1000;
+    spec.max_commit_events = 1500;
+    let status = rt
+        .start(spec, code, RunMode::UntilCaughtUp)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let calls = calls.lock().unwrap().clone();
+    // The first commit: two whole calls of `in` (2,000 events, past 1,500);
+    // the second: the rest of `in`, then `other`.
+    let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [1000, 1000, 1000, 200]);
+    let handed: Vec<String> = calls.concat();
+    let expected: Vec<String> = (named("in", 2500).into_iter())
+        .chain(named("other", 700))
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(handed, expected, "each event once, in order");
+    assert_eq!((status.events_in, status.events_out), (3200, 3200));
+    let mut sorted = expected;
+    sorted.sort();
+    assert_eq!(values(&broker, "out"), sorted);
+    let committed = broker.committed().unwrap();
+    assert_eq!(
+        committed.committed_offset("ahead", "in", 0).unwrap(),
+        Some(2500)
+    );
+    assert_eq!(
+        committed.committed_offset("ahead", "other", 0).unwrap(),
+        Some(700)
+    );
+}
+
 /// A backlog is committed several batches at a time; a batch with an
 /// output the log would refuse (over the size limit) fails at its call, is
 /// narrowed down in the same transaction, and the error policy meets

@@ -17,6 +17,18 @@ fn runtime(dir: &std::path::Path) -> Runtime {
     Runtime::new(broker, Engine::new(EngineConfig::default()).unwrap()).unwrap()
 }
 
+/// A runtime in `dir` with `streams` made, one partition each, and its log.
+fn runtime_with(dir: &std::path::Path, streams: &[&str]) -> (Runtime, Broker) {
+    let rt = runtime(dir);
+    let broker = rt.broker().clone();
+    for stream in streams {
+        broker
+            .create_stream(stream, StreamConfig::default())
+            .unwrap();
+    }
+    (rt, broker)
+}
+
 /// Copies each event's key and value to `out`.
 fn copy_to(out: &'static str) -> NativeFn {
     Arc::new(move |events, outputs| {
@@ -183,11 +195,7 @@ fn a_stale_generation_is_fenced_off_and_nothing_is_duplicated() {
 #[test]
 fn a_second_writer_of_a_stream_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let broker = rt.broker().clone();
-    for s in ["a", "b", "out"] {
-        broker.create_stream(s, StreamConfig::default()).unwrap();
-    }
+    let (rt, _) = runtime_with(dir.path(), &["a", "b", "out"]);
     let one = rt
         .deploy(
             ProcessorSpec::new("one", vec!["a".into()], vec!["out".into()]),
@@ -395,13 +403,7 @@ fn inflate(calls: Arc<AtomicUsize>) -> NativeFn {
 fn an_append_larger_than_a_call_is_handed_out_in_whole_calls_each_event_once() {
     use std::sync::Mutex;
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path());
-    let broker = rt.broker().clone();
-    for stream in ["in", "other", "out"] {
-        broker
-            .create_stream(stream, StreamConfig::default())
-            .unwrap();
-    }
+    let (rt, broker) = runtime_with(dir.path(), &["in", "other", "out"]);
     let named = |stream: &str, n: usize| -> Vec<Record> {
         (0..n)
             .map(|i| Record::value(format!("{stream}-{i}")))

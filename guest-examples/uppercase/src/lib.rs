@@ -3,6 +3,8 @@
 //! the same key and headers. A value that is not UTF-8 passes through
 //! unchanged, and so does a tombstone.
 
+mod ascii;
+
 use leat_sdk::{Config, Context, Error, Event, Processor, ValueWriter};
 
 /// The processor. It keeps nothing between events.
@@ -31,25 +33,30 @@ impl Processor for Uppercase {
 
 /// Writes `bytes` uppercased when they are UTF-8, and as they are otherwise.
 fn uppercase_into(bytes: &[u8], value: &mut ValueWriter<'_>) {
-    if is_ascii(bytes) {
-        value.extend(bytes.iter().map(u8::to_ascii_uppercase));
-    } else {
-        match std::str::from_utf8(bytes) {
-            Ok(text) => value.push_str(&text.to_uppercase()),
-            Err(_) => value.extend_from_slice(bytes),
-        }
+    // ASCII first (whose uppercase is Unicode's for those characters):
+    // `str::to_uppercase` checks for it too, but its check compiles to a
+    // lane-by-lane sum on wasm32, and its mapping to a loop over bytes.
+    if ascii::uppercase_ascii(bytes, value) {
+        return;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => value.push_str(&text.to_uppercase()),
+        Err(_) => value.extend_from_slice(bytes),
     }
 }
 
-/// Whether `bytes` are all ASCII (whose uppercase is Unicode's for those
-/// characters). Checked before `str::to_uppercase`, whose ASCII check
-/// compiles to a lane-by-lane sum on wasm32 (16 extracts per 16 bytes),
-/// and in place of `[u8]::is_ascii`, which checks 4 bytes at a time
-/// (wasm32's word): an OR over the bytes, a plain 16-byte vector loop, as
-/// is the mapping's (the pipeline bench: 6% fewer guest samples,
-/// BENCHMARKS.md, issue 19).
-fn is_ascii(bytes: &[u8]) -> bool {
-    bytes.iter().fold(0, |seen, b| seen | b) < 0x80
+impl ascii::Sink for ValueWriter<'_> {
+    fn len(&self) -> usize {
+        ValueWriter::len(self)
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn truncate(&mut self, len: usize) {
+        ValueWriter::truncate(self, len);
+    }
 }
 
 leat_sdk::export!(Uppercase);
@@ -117,14 +124,24 @@ mod tests {
     }
 
     #[test]
-    fn a_byte_past_ascii_anywhere_takes_the_unicode_path() {
-        let ascii = "abcdefghijklmnopqrstuvwxyz0123456789ABCD";
-        assert!(is_ascii(ascii.as_bytes()) && is_ascii(b""));
-        for at in 0..ascii.len() {
-            for byte in [0x80, 0xc3, 0xff] {
-                let mut value = ascii.as_bytes().to_vec();
-                value[at] = byte;
-                assert!(!is_ascii(&value), "{byte:#x} at {at}");
+    fn the_ascii_pass_maps_every_length_and_refuses_a_byte_past_ascii_anywhere() {
+        let text = "abcdefghijklmnopqrstuvwxyz0123456789ABCD~{}[]@`";
+        for len in 0..=text.len() {
+            let ascii = &text.as_bytes()[..len];
+            let mut out = b"kept".to_vec();
+            assert!(ascii::uppercase_ascii(ascii, &mut out), "{len}");
+            assert_eq!(out[4..], ascii.to_ascii_uppercase(), "{len}");
+            for at in 0..len {
+                for byte in [0x80, 0xc3, 0xff] {
+                    let mut value = ascii.to_vec();
+                    value[at] = byte;
+                    let mut out = b"kept".to_vec();
+                    assert!(
+                        !ascii::uppercase_ascii(&value, &mut out),
+                        "{byte:#x} at {at}"
+                    );
+                    assert_eq!(out, b"kept", "{byte:#x} at {at} of {len}");
+                }
             }
         }
     }

@@ -89,7 +89,7 @@ fn native_uppercase() -> NativeFn {
         for (i, e) in events.iter().enumerate() {
             let value = e.value.as_ref().map(|v| {
                 let mut upper = Vec::with_capacity(v.len());
-                if ascii::uppercase_ascii(v, &mut upper) {
+                if ascii::uppercase_ascii(v, &mut leat_sdk::ValueWriter::new(&mut upper)) {
                     return upper;
                 }
                 match std::str::from_utf8(v) {

@@ -282,9 +282,11 @@ pub struct ValueWriter<'a> {
 // The methods are inlined into the guest's code: as calls, a 16-byte
 // append was a call and a `memory.copy` (BENCHMARKS.md, issue 19).
 impl<'a> ValueWriter<'a> {
-    /// A value written at the end of `buf`, after what it holds.
+    /// A value written at the end of `buf`, after what it holds: to run
+    /// code written for [`Context::emit_with_value`](crate::Context::emit_with_value)
+    /// outside a host, in a test or a native build of the same code.
     #[inline]
-    pub(crate) fn new(buf: &'a mut Vec<u8>) -> ValueWriter<'a> {
+    pub fn new(buf: &'a mut Vec<u8>) -> ValueWriter<'a> {
         let start = buf.len();
         ValueWriter { buf, start }
     }

@@ -1,7 +1,8 @@
 //! ASCII uppercasing, 16 bytes at a time, in one pass that also checks that
-//! the bytes are ASCII. It has no dependency: the pipeline bench compiles
-//! this same file into its native closure, so that the Wasm and the native
-//! pipelines run one algorithm (BENCHMARKS.md, issue 19).
+//! the bytes are ASCII. The pipeline bench compiles this same file into its
+//! native closure (writing into a vector through `ValueWriter::new`), so
+//! that the Wasm and the native pipelines run one algorithm (BENCHMARKS.md,
+//! issue 19).
 //!
 //! Why this shape, on wasm32 with SIMD as cranelift compiles it: a loop
 //! over single bytes costs there about as much per byte as a 16-byte chunk
@@ -10,40 +11,18 @@
 //! chunk, the last 16 bytes, written over the ones before them; and the
 //! check and the mapping share their loop.
 
-/// Where the uppercased bytes are appended.
-pub trait Sink {
-    /// How many bytes it holds.
-    fn len(&self) -> usize;
-    /// Appends `bytes`.
-    fn append(&mut self, bytes: &[u8]);
-    /// Keeps only the first `len` bytes.
-    fn truncate(&mut self, len: usize);
-}
-
-impl Sink for Vec<u8> {
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
-
-    fn append(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-
-    fn truncate(&mut self, len: usize) {
-        Vec::truncate(self, len);
-    }
-}
+use leat_sdk::ValueWriter;
 
 /// Appends `bytes` uppercased to `out` and returns true when they are all
 /// ASCII (whose uppercase is Unicode's for those characters); otherwise
 /// leaves `out` as it was and returns false.
-pub fn uppercase_ascii(bytes: &[u8], out: &mut impl Sink) -> bool {
+pub fn uppercase_ascii(bytes: &[u8], out: &mut ValueWriter<'_>) -> bool {
     let start = out.len();
     // The OR of every byte seen, lane by lane: ASCII while under 0x80.
     let mut seen = [0u8; 16];
     let (chunks, rest) = bytes.as_chunks::<16>();
     for chunk in chunks {
-        out.append(&upper16(chunk, &mut seen));
+        out.extend_from_slice(&upper16(chunk, &mut seen));
     }
     if !rest.is_empty() {
         match bytes.last_chunk::<16>() {
@@ -51,12 +30,12 @@ pub fn uppercase_ascii(bytes: &[u8], out: &mut impl Sink) -> bool {
             // same bytes, the same result.
             Some(last) => {
                 out.truncate(out.len() - (16 - rest.len()));
-                out.append(&upper16(last, &mut seen));
+                out.extend_from_slice(&upper16(last, &mut seen));
             }
             None => {
                 let mut short = [0u8; 16];
                 short[..rest.len()].copy_from_slice(rest);
-                out.append(&upper16(&short, &mut seen)[..rest.len()]);
+                out.extend_from_slice(&upper16(&short, &mut seen)[..rest.len()]);
             }
         }
     }

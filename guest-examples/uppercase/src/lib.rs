@@ -45,20 +45,6 @@ fn uppercase_into(bytes: &[u8], value: &mut ValueWriter<'_>) {
     }
 }
 
-impl ascii::Sink for ValueWriter<'_> {
-    fn len(&self) -> usize {
-        ValueWriter::len(self)
-    }
-
-    fn append(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-
-    fn truncate(&mut self, len: usize) {
-        ValueWriter::truncate(self, len);
-    }
-}
-
 leat_sdk::export!(Uppercase);
 
 #[cfg(test)]
@@ -129,7 +115,10 @@ mod tests {
         for len in 0..=text.len() {
             let ascii = &text.as_bytes()[..len];
             let mut out = b"kept".to_vec();
-            assert!(ascii::uppercase_ascii(ascii, &mut out), "{len}");
+            assert!(
+                ascii::uppercase_ascii(ascii, &mut ValueWriter::new(&mut out)),
+                "{len}"
+            );
             assert_eq!(out[4..], ascii.to_ascii_uppercase(), "{len}");
             for at in 0..len {
                 for byte in [0x80, 0xc3, 0xff] {
@@ -137,7 +126,7 @@ mod tests {
                     value[at] = byte;
                     let mut out = b"kept".to_vec();
                     assert!(
-                        !ascii::uppercase_ascii(&value, &mut out),
+                        !ascii::uppercase_ascii(&value, &mut ValueWriter::new(&mut out)),
                         "{byte:#x} at {at}"
                     );
                     assert_eq!(out, b"kept", "{byte:#x} at {at} of {len}");
